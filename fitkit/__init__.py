@@ -1,0 +1,17 @@
+"""fitkit: one Keras-style training API for PyTorch and TensorFlow.
+
+Public names only. Importing fitkit imports neither torch nor tensorflow; the adapter
+for a backend is imported the first time it is needed.
+"""
+from . import callbacks, devices, distribute
+from .backend import backend, set_seed
+from .errors import FitkitError, FitkitTypeError, FitkitValueError, NotCompiledError, BackendError
+from .history import History
+from .model import Model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Model", "History", "backend", "set_seed", "callbacks", "devices", "distribute",
+    "FitkitError", "FitkitValueError", "FitkitTypeError", "NotCompiledError", "BackendError",
+]

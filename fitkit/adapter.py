@@ -1,0 +1,66 @@
+"""The Adapter protocol: the operations a backend provides to the backend-free facade.
+
+Owns the contract only. ``fitkit/torch/adapter.py`` and ``fitkit/tf/adapter.py`` each
+implement it once; the facade (model.py) calls nothing else of a backend.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Protocol
+
+Batch = tuple  # (x, y); y is None for prediction. x may be a tensor, a tuple or a dict of them.
+
+
+class BatchSource(Protocol):
+    """Batches of one data argument, already on the adapter's device."""
+
+    steps: int | None  # batches per pass, when known
+
+    def __iter__(self) -> Iterator[Batch]: ...  # one pass; reshuffled when shuffling
+    def peek(self) -> Batch: ...                # the first batch, without consuming it
+    def targets(self) -> Any: ...               # every target in memory, or None
+
+
+class SummaryInfo(Protocol):
+    rows: list[tuple[str, str, int]]  # ("name (Type)", "[-1, 64]", params)
+    total: int
+    trainable: int
+    param_bytes: int
+
+
+class Adapter(Protocol):
+    name: str   # "torch" | "tensorflow"
+    net: Any
+    optimizer: Any
+    loss_fn: Any
+
+    def __init__(self, net: Any, *, device: Any = None) -> None: ...
+
+    # compile
+    def compile(self, optimizer: Any, loss: Any, metrics: Any, lr: float | None) -> None: ...
+    def get_learning_rate(self) -> float: ...
+    def set_learning_rate(self, value: float) -> None: ...
+
+    # data
+    def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool) -> BatchSource: ...
+    def batch_source(self, data: Any, *, batch_size: int, shuffle: bool,
+                     role: str) -> BatchSource: ...
+    def prepare(self, batch: Batch, source: BatchSource, *, with_loss: bool) -> None: ...
+
+    # steps (the defaults behind Model.train_step & co.)
+    def train_step(self, batch: Batch, compute_loss: Callable) -> dict: ...
+    def test_step(self, batch: Batch, compute_loss: Callable) -> dict: ...
+    def predict_step(self, batch: Batch) -> Any: ...
+    def compute_loss(self, x: Any, y: Any, y_pred: Any) -> Any: ...
+    def update_metrics(self, y: Any, y_pred: Any) -> None: ...
+    def make_function(self, step: Callable[[Batch], Any], mode: str) -> Callable[[Batch], Any]: ...
+    def set_training(self, training: bool) -> None: ...
+
+    # logs: device-resident until read
+    def reset_logs(self, mode: str) -> None: ...
+    def read_logs(self, mode: str) -> dict[str, float]: ...
+    def outputs_to_numpy(self, outputs: list) -> Any: ...
+
+    # weights, summary
+    def save_weights(self, path: str) -> None: ...
+    def load_weights(self, path: str) -> None: ...
+    def summary(self, input_shape: Any, input_data: Any) -> SummaryInfo: ...

@@ -1,0 +1,124 @@
+"""Backend resolution: FITKIT_BACKEND, the network's own type, and lazy adapter import.
+
+Owns the mapping from names to adapter modules and the errors for unknown or missing
+backends. Imports a framework only when an adapter is actually requested.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Any
+
+from .errors import BackendError, FitkitTypeError, FitkitValueError
+
+ENV_VAR = "FITKIT_BACKEND"
+BACKENDS = ("torch", "tensorflow")
+_ALIASES = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensorflow", "tf": "tensorflow"}
+_INSTALL = {
+    "torch": "pip install 'fitkit[torch]'  (or: pip install torch)",
+    "tensorflow": "pip install 'fitkit[tensorflow]'  (or: pip install tensorflow)",
+}
+_FRAMEWORK_MODULE = {"torch": "torch", "tensorflow": "tensorflow"}
+_ADAPTER_MODULE = {"torch": "fitkit.torch.adapter", "tensorflow": "fitkit.tf.adapter"}
+
+
+def normalize(name: str, *, source: str = "backend") -> str:
+    """Map a user-written backend name (``"pytorch"``, ``"tf"``…) to its canonical form."""
+    key = str(name).strip().lower()
+    if key not in _ALIASES:
+        raise FitkitValueError(
+            f"Unknown {source} {name!r}. Valid choices: 'torch' (alias 'pytorch') or "
+            f"'tensorflow' (alias 'tf')."
+        )
+    return _ALIASES[key]
+
+
+def _installed(name: str) -> bool:
+    return _FRAMEWORK_MODULE[name] in sys.modules or (
+        importlib.util.find_spec(_FRAMEWORK_MODULE[name]) is not None
+    )
+
+
+def backend() -> str:
+    """The backend portable code runs on: FITKIT_BACKEND, else torch if installed, else tensorflow.
+
+    >>> fitkit.backend()
+    'torch'
+    """
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        return normalize(env, source=f"{ENV_VAR} value")
+    for name in BACKENDS:
+        if _installed(name):
+            return name
+    raise BackendError(
+        "Neither torch nor tensorflow is installed. Install one: "
+        + " or ".join(_INSTALL.values())
+    )
+
+
+def _net_backend(net: Any) -> str | None:
+    """The backend a native network belongs to, judged by its type (never imports a framework)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(net, torch.nn.Module):
+        return "torch"
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(net, (keras.Model, keras.layers.Layer)):
+        return "tensorflow"
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(net, tf.Module):
+        return "tensorflow"
+    return None
+
+
+def backend_for(net: Any) -> str:
+    """Infer the backend from the network; check it against FITKIT_BACKEND when that is set."""
+    found = _net_backend(net)
+    if found is None:
+        raise FitkitTypeError(
+            f"fitkit.Model needs a native network: a torch.nn.Module, a keras.Model / "
+            f"keras.layers.Layer, or a tf.Module; got {type(net).__module__}.{type(net).__name__}."
+        )
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env and normalize(env, source=f"{ENV_VAR} value") != found:
+        raise BackendError(
+            f"{ENV_VAR}={env!r} but the network is a {found} network "
+            f"({type(net).__name__}). Unset {ENV_VAR}, set it to {found!r}, or build the "
+            f"network with the other framework."
+        )
+    return found
+
+
+def adapter_module(name: str):
+    """Import and return the adapter module for a backend name (lazily, on first use)."""
+    name = normalize(name)
+    if not _installed(name):
+        raise BackendError(
+            f"The {name!r} backend was requested but {_FRAMEWORK_MODULE[name]} is not installed. "
+            f"Install it with: {_INSTALL[name]}"
+        )
+    return importlib.import_module(_ADAPTER_MODULE[name])
+
+
+def loaded_adapter_modules() -> list:
+    """Adapter modules whose framework is already imported (used by set_seed)."""
+    return [importlib.import_module(_ADAPTER_MODULE[n]) for n in BACKENDS
+            if _FRAMEWORK_MODULE[n] in sys.modules]
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and the backend(s) so two runs give the same history.
+
+    >>> fitkit.set_seed(0)
+    """
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    modules = loaded_adapter_modules() or [adapter_module(backend())]
+    for module in modules:
+        module.set_seed(seed)

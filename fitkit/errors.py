@@ -1,0 +1,27 @@
+"""The exceptions fitkit users see.
+
+Owns the error types only; each module raises them with a message that names what was
+wrong and how to fix it. Subclasses also derive from the matching builtin so that
+``except ValueError`` keeps working.
+"""
+from __future__ import annotations
+
+
+class FitkitError(Exception):
+    """Base class of every error fitkit raises on purpose."""
+
+
+class FitkitValueError(FitkitError, ValueError):
+    """An argument has the right type but a wrong value (bad name, bad shape, bad range)."""
+
+
+class FitkitTypeError(FitkitError, TypeError):
+    """An argument has a type fitkit cannot use."""
+
+
+class NotCompiledError(FitkitError, RuntimeError):
+    """A training or evaluation call came before ``Model.compile``."""
+
+
+class BackendError(FitkitError, ImportError):
+    """The requested backend is unknown, not installed, or does not match the network."""

@@ -1,0 +1,81 @@
+"""Backend-free iteration over user-supplied batches: (x, y) unpacking, peeking, generators.
+
+Owns the bookkeeping every adapter needs for loaders, datasets and generators (a one-shot
+generator continues across epochs; peeking does not lose a batch). Adapters supply the
+raw iterable and the leaf conversion (tensors, dtypes, devices).
+"""
+from __future__ import annotations
+
+from itertools import chain
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
+
+from .arrays import map_structure
+from .errors import FitkitValueError
+
+
+def split_batch(item: Any) -> tuple[Any, Any]:
+    """A yielded element as (x, y): ``(x, y)``, ``(x,)``, ``{"x":…, "y":…}`` or a bare x."""
+    if isinstance(item, (tuple, list)) and len(item) in (1, 2):
+        return item[0], item[1] if len(item) == 2 else None
+    if isinstance(item, dict) and "x" in item:
+        return item["x"], item.get("y")
+    return item, None
+
+
+def check_iterable(data: Any) -> None:
+    if not hasattr(data, "__iter__"):
+        raise FitkitValueError(
+            f"Unsupported data type {type(data).__name__}. Pass numpy arrays, pandas, tensors, "
+            f"a torch Dataset/DataLoader, a tf.data.Dataset, or an iterable of (x, y) batches."
+        )
+
+
+class IterableSource:
+    """Batches of an iterable; ``restart()`` gives a fresh pass, or None for a one-shot one."""
+
+    def __init__(self, data: Any, convert: Callable[[Any], Any], *,
+                 restart: Callable[[], Iterable] | None = None) -> None:
+        self.data, self.convert = data, convert
+        self.one_shot = isinstance(data, Iterator)  # a generator: it continues across epochs
+        self.restart = restart or (lambda: data)
+        self.steps = length(data)
+        self._pending: list = []
+
+    def _raw(self) -> Iterator:
+        if self.one_shot:
+            pending, self._pending = self._pending, []
+            return chain(pending, self.data)
+        return iter(self.restart())
+
+    def _batch(self, item: Any) -> tuple:
+        x, y = split_batch(item)
+        return map_structure(self.convert, x), None if y is None else map_structure(self.convert, y)
+
+    def __iter__(self) -> Iterator[tuple]:
+        return (self._batch(item) for item in self._raw())
+
+    def peek(self) -> tuple:
+        if self.one_shot:
+            if not self._pending:
+                self._pending = [x for x in [next(self.data, None)] if x is not None]
+            item = self._pending[0] if self._pending else None
+        else:
+            item = next(iter(self.restart()), None)
+        if item is None:
+            raise FitkitValueError(f"The data ({type(self.data).__name__}) yielded no batches.")
+        return self._batch(item)
+
+    def targets(self) -> Any:
+        return None
+
+
+def length(data: Any) -> int | None:
+    """Batches per pass when the data knows it (len(), or a tf.data cardinality)."""
+    if hasattr(data, "cardinality"):
+        n = int(data.cardinality())
+        return n if n >= 0 else None
+    try:
+        return len(data)
+    except TypeError:
+        return None

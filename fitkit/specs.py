@@ -1,0 +1,156 @@
+"""Portable string specs: the names every backend accepts, and what each one means.
+
+Owns the vocabulary (optimizer, loss and metric names, and how a loss name says whether
+predictions are logits or probabilities). Adapters map these names to native objects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import FitkitValueError
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What a portable loss name means for targets and for the ``accuracy`` metric."""
+
+    name: str
+    task: str | None  # "regression" | "binary" | "sparse" | "categorical" | "class" | None
+    from_logits: bool
+    strict: bool = True  # refuse shape pairs the loss would broadcast (False: it squeezes itself)
+
+
+LOSSES = {
+    "mse": LossSpec("mse", "regression", False),
+    "mae": LossSpec("mae", "regression", False),
+    "huber": LossSpec("huber", "regression", False),
+    "cross_entropy": LossSpec("cross_entropy", "sparse", True),
+    "bce_with_logits": LossSpec("bce_with_logits", "binary", True),
+    "bce": LossSpec("bce", "binary", False),
+    "binary_crossentropy": LossSpec("bce", "binary", False),
+    "categorical_crossentropy": LossSpec("categorical_crossentropy", "categorical", False),
+    "sparse_categorical_crossentropy": LossSpec(
+        "sparse_categorical_crossentropy", "sparse", False
+    ),
+}
+LOSS_ALIASES = {"mean_squared_error": "mse", "mean_absolute_error": "mae"}
+
+METRICS = (
+    "accuracy", "binary_accuracy", "sparse_categorical_accuracy", "categorical_accuracy",
+    "mae", "mse", "rmse", "auc", "precision", "recall", "top_k_accuracy",
+)
+METRIC_ALIASES = {"acc": "accuracy", "mean_absolute_error": "mae", "mean_squared_error": "mse"}
+
+
+def _unknown(kind: str, value: str, valid) -> FitkitValueError:
+    names = ", ".join(repr(v) for v in valid)
+    return FitkitValueError(
+        f"Unknown {kind} {value!r}. Valid {kind} names are: {names}; "
+        f"or pass a native {kind} object or a callable."
+    )
+
+
+def optimizer_name(name: str) -> str:
+    """Normalise an optimizer string or raise a FitkitError listing the valid names."""
+    key = name.lower()
+    if key not in OPTIMIZERS:
+        raise _unknown("optimizer", name, OPTIMIZERS)
+    return key
+
+
+def loss_spec(name: str) -> LossSpec:
+    """Look up a portable loss name (``"mse"``, ``"cross_entropy"``…)."""
+    key = LOSS_ALIASES.get(name.lower(), name.lower())
+    if key not in LOSSES:
+        raise _unknown("loss", name, [*LOSSES, *LOSS_ALIASES])
+    return LOSSES[key]
+
+
+def metric_name(name: str) -> str:
+    """Normalise a metric string or raise a FitkitError listing the valid names."""
+    key = METRIC_ALIASES.get(name.lower(), name.lower())
+    if key not in METRICS:
+        raise _unknown("metric", name, [*METRICS, *METRIC_ALIASES])
+    return key
+
+
+@dataclass(frozen=True)
+class TargetMode:
+    """How a classification metric reads predictions: decided once, from the loss and shapes.
+
+    ``task`` is "binary" (threshold), "sparse" (argmax vs integer label), "categorical"
+    (argmax vs argmax of one-hot) or "regression"; ``from_logits`` picks the threshold
+    (0 for logits, 0.5 for probabilities).
+    """
+
+    task: str
+    from_logits: bool
+
+
+def infer_target_mode(task: str | None, from_logits: bool, pred_shape: tuple,
+                      target_shape: tuple) -> TargetMode:
+    """Decide how ``accuracy`` and friends read predictions, from static shapes only.
+
+    ``task`` comes from the loss ("binary", "sparse", "categorical", "regression" or None
+    for an unknown loss); class tasks pick sparse or one-hot from the target's rank.
+    """
+    width = pred_shape[-1] if len(pred_shape) > 1 else 1
+    if task == "binary":
+        return TargetMode("binary", from_logits)
+    if width > 1 and len(target_shape) == len(pred_shape) - 1:
+        return TargetMode("sparse", from_logits)
+    if width > 1 and tuple(target_shape) == tuple(pred_shape):
+        return TargetMode("categorical", from_logits)
+    return TargetMode("binary", from_logits)
+
+
+_SAME_SHAPE_TASKS = ("regression", "binary", "categorical")
+
+
+def resolve_task(task: str | None, pred_shape: tuple, target_shape: tuple) -> str | None:
+    """A loss that takes either label form ("class", torch's CrossEntropyLoss) picks by rank."""
+    if task == "class":
+        return "sparse" if len(target_shape) == len(pred_shape) - 1 else "categorical"
+    return task
+
+
+def check_loss_shapes(task: str | None, pred_shape: tuple, target_shape: tuple,
+                      loss_label: str) -> None:
+    """Refuse prediction/target shapes a loss would silently broadcast or misread.
+
+    ``task`` is the loss's task when fitkit knows it (portable names and common native
+    losses); None skips the check (custom callables handle their own shapes).
+    """
+    pred_shape, target_shape = tuple(pred_shape), tuple(target_shape)
+    task = resolve_task(task, pred_shape, target_shape)
+    if task in _SAME_SHAPE_TASKS and pred_shape != target_shape:
+        fix = ""
+        if pred_shape[:1] == target_shape[:1] and pred_shape[1:] == (1,) and not target_shape[1:]:
+            fix = " Reshape y to (N, 1) (y.reshape(-1, 1)) or squeeze the network's output."
+        elif pred_shape[:1] == target_shape[:1] and target_shape[1:] == (1,) and not pred_shape[1:]:
+            fix = " Flatten y to (N,) (y.ravel()) or give the network an (N, 1) output."
+        raise FitkitValueError(
+            f"Loss {loss_label!r}: predictions have shape {pred_shape} but targets have shape "
+            f"{target_shape}; the loss would broadcast them into a wrong value.{fix}"
+        )
+    if task == "sparse":
+        if len(target_shape) != len(pred_shape) - 1 or target_shape != pred_shape[:-1]:
+            raise FitkitValueError(
+                f"Loss {loss_label!r} takes integer class labels of shape {pred_shape[:-1]} for "
+                f"predictions of shape {pred_shape}; got targets of shape {target_shape}. "
+                f"Pass labels as a 1-D integer array (y.ravel()), or use "
+                f"'categorical_crossentropy' for one-hot targets."
+            )
+
+
+def check_label_range(low: float, high: float, width: int, loss_label: str) -> None:
+    """Integer labels must index the network's output: 0 <= label < width."""
+    bad = high if high >= width else low if low < 0 else None
+    if bad is not None:
+        raise FitkitValueError(
+            f"Loss {loss_label!r}: class label {int(bad)} is outside the network's output "
+            f"width {width} (labels must be 0..{width - 1}). Widen the last layer to the "
+            f"number of classes or re-encode the labels."
+        )

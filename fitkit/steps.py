@@ -1,0 +1,69 @@
+"""Step bookkeeping for one pass over a batch source: step count, batch hooks, log points.
+
+Owns the small iterator the facade's loops run through, so that each loop reads as
+``for batch in steps: run(batch)``. It reads device values only through ``read_logs``,
+and only at log points or when a batch hook actually looks at its logs.
+"""
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from .callbacks import CallbackList
+from .display import EpochDisplay
+
+
+class LazyLogs(Mapping):
+    """Logs handed to batch hooks: read from the device only if a hook looks at them."""
+
+    def __init__(self, read: Callable[[], dict]) -> None:
+        self._read = read
+        self._logs: dict | None = None
+
+    def _values(self) -> dict:
+        if self._logs is None:
+            self._logs = self._read()  # host sync: only when a hook reads its logs
+        return self._logs
+
+    def __getitem__(self, key: str) -> float:
+        return self._values()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+
+class StepLoop:
+    """Yields the batches of one pass and does the per-step bookkeeping around each one."""
+
+    def __init__(self, batches: Iterable[Any], *, kind: str, callbacks: CallbackList,
+                 read_logs: Callable[[], dict], display: EpochDisplay | None = None,
+                 limit: int | None = None, log_every: int | None = None) -> None:
+        self.batches = batches
+        self.callbacks = callbacks
+        self.read_logs = read_logs
+        self.display = display
+        self.limit = limit
+        self.log_every = log_every
+        self.begin_hook = f"on_{kind}_batch_begin"
+        self.end_hook = f"on_{kind}_batch_end"
+        self.steps_done = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        begin = self.callbacks.wants(self.begin_hook)
+        end = self.callbacks.wants(self.end_hook)
+        display, log_every = self.display, self.log_every
+        batches = self.batches if self.limit is None else islice(self.batches, self.limit)
+        for step, batch in enumerate(batches):
+            if begin:
+                self.callbacks.call_batch(self.begin_hook, step, None)
+            yield batch  # the caller runs the step here
+            self.steps_done = step + 1
+            if display is not None:
+                display.advance()
+            if end:
+                self.callbacks.call_batch(self.end_hook, step, LazyLogs(self.read_logs))
+            if log_every and self.steps_done % log_every == 0 and display is not None:
+                display.step_log(self.steps_done, self.read_logs())  # host sync: log point

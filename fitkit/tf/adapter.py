@@ -1,0 +1,266 @@
+"""The TensorFlow adapter: optimizer/loss/metric building, tf.function steps, logs, weights.
+
+Owns everything TensorFlow-specific behind the Adapter protocol (fitkit/adapter.py). Data
+sources live in data.py, metric formulas in metrics.py, losses in losses.py.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+from .. import specs
+from ..arrays import leaves, map_structure
+from ..errors import BackendError, FitkitTypeError, FitkitValueError
+from . import data, losses, metrics, summary
+
+if keras.backend.backend() != "tensorflow":
+    raise BackendError(
+        f"Keras is running on the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
+        f"fitkit's TensorFlow adapter needs KERAS_BACKEND=tensorflow (or unset)."
+    )
+
+_OPTIMIZERS = {
+    "sgd": (keras.optimizers.SGD, {"learning_rate": 0.01}),
+    "adam": (keras.optimizers.Adam, {"learning_rate": 1e-3}),
+    "adamw": (keras.optimizers.AdamW, {"learning_rate": 1e-3}),
+    "rmsprop": (keras.optimizers.RMSprop, {"learning_rate": 1e-3}),
+    "adagrad": (keras.optimizers.Adagrad, {"learning_rate": 1e-3}),
+    "nadam": (keras.optimizers.Nadam, {"learning_rate": 1e-3}),
+}
+
+
+def set_seed(seed: int) -> None:
+    keras.utils.set_random_seed(seed)  # python, numpy, tf and Keras's own seed generator
+
+
+def call_net(net: Any, x: Any, training: bool) -> Any:
+    """Keras layers take ``training``; a bare tf.Module is just called."""
+    if isinstance(net, keras.layers.Layer):
+        return net(x, training=training)
+    return net(x)
+
+
+def _shapes(x: Any) -> str:
+    return ", ".join(str(tuple(leaf.shape)) for leaf in leaves(x))
+
+
+class Adapter:
+    """TensorFlow implementation of fitkit's Adapter protocol."""
+
+    name = "tensorflow"
+
+    def __init__(self, net: Any, *, device: Any = None) -> None:
+        self.net = net
+        self.device = device
+        self.optimizer: Any = None
+        self.loss_fn: Callable | None = None
+        self.loss_spec: specs.LossSpec | None = None
+        self.metrics: list[metrics.StateMetric] = []
+        self.prepared = False
+        self._trackers: dict = {}
+
+    # ------------------------------------------------------------------ compile
+    def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None) -> None:
+        self.optimizer = self._build_optimizer(optimizer, lr)
+        self.loss_fn, self.loss_spec = losses.build_loss(loss)
+        self.metrics = self._build_metrics(metric_specs)
+        self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
+        self.prepared = False
+
+    def _build_optimizer(self, optimizer: Any, lr: float | None):
+        if isinstance(optimizer, str):
+            cls, kwargs = _OPTIMIZERS[specs.optimizer_name(optimizer)]
+            return cls(**{**kwargs, **({"learning_rate": lr} if lr is not None else {})})
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            opt = optimizer
+        elif callable(optimizer):
+            opt = optimizer(self.net.trainable_variables)
+            if not isinstance(opt, keras.optimizers.Optimizer):
+                raise FitkitTypeError(f"The optimizer factory returned {type(opt).__name__}, "
+                                      f"not a keras.optimizers.Optimizer.")
+        else:
+            raise FitkitTypeError(
+                f"optimizer must be a name ({', '.join(specs.OPTIMIZERS)}), a keras optimizer, "
+                f"or a callable params -> optimizer; got {type(optimizer).__name__}."
+            )
+        if lr is not None:
+            opt.learning_rate = lr
+        return opt
+
+    @staticmethod
+    def _build_metrics(metric_specs: Any) -> list[metrics.StateMetric]:
+        if isinstance(metric_specs, dict):
+            return [metrics.BatchMean(k, fn) for k, fn in metric_specs.items()]
+        built = []
+        for item in metric_specs:
+            if isinstance(item, str):
+                built.append(metrics.from_name(specs.metric_name(item)))
+            elif isinstance(item, keras.metrics.Metric):
+                built.append(metrics.NativeMetric(item))
+            elif callable(item):
+                built.append(metrics.BatchMean(getattr(item, "__name__", "metric"), item))
+            else:
+                raise FitkitTypeError(
+                    f"Unsupported metric {item!r}: use a name ({', '.join(specs.METRICS)}), a "
+                    f"keras.metrics.Metric, or a dict {{name: fn(y, y_pred)}}."
+                )
+        return built
+
+    def get_learning_rate(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def set_learning_rate(self, value: float) -> None:
+        self.optimizer.learning_rate = value
+
+    # ------------------------------------------------------------------ data
+    def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool):
+        return data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle)
+
+    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool, role: str):
+        return data.batch_source(source, batch_size=batch_size, shuffle=shuffle)
+
+    def prepare(self, batch: tuple, source: Any, *, with_loss: bool) -> None:
+        """Check one batch against the network and loss before any step; build metric states."""
+        x, y = batch
+        if with_loss and y is None:
+            raise FitkitValueError("The data yields inputs only; training and evaluation need "
+                                   "(x, y) batches (or pass y=... with array inputs).")
+        try:
+            y_pred = call_net(self.net, x, training=False)
+        except Exception as err:
+            raise FitkitValueError(
+                f"The network failed on a batch of inputs with shape {_shapes(x)}: {err}. Check "
+                f"that the input width matches the network's first layer (and, for several "
+                f"inputs, that x is a tuple or dict in the order the network takes them)."
+            ) from err
+        if not with_loss:
+            return
+        if not isinstance(y_pred, tf.Tensor):
+            if self.metrics:
+                raise FitkitValueError("Compiled metrics need a network with one output; "
+                                       "update them yourself in a custom test_step.")
+            return
+        pred_shape, target_shape = tuple(y_pred.shape), tuple(y.shape)
+        task = specs.resolve_task(self.loss_spec.task, pred_shape, target_shape)
+        if self.loss_spec.strict:
+            specs.check_loss_shapes(task, pred_shape, target_shape, self.loss_spec.name)
+        if task == "sparse" and len(target_shape) == len(pred_shape) - 1:
+            labels = source.targets() if source.targets() is not None else y
+            low, high = tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]).numpy().tolist()
+            specs.check_label_range(low, high, pred_shape[-1], self.loss_spec.name)
+        if not self.prepared:
+            mode = specs.infer_target_mode(task, self.loss_spec.from_logits,
+                                           pred_shape, target_shape)
+            for metric in self.metrics:
+                metric.build(mode, pred_shape[-1] if len(pred_shape) > 1 else 1)
+            self.prepared = True
+
+    # ------------------------------------------------------------------ steps
+    def compute_loss(self, x: Any, y: Any, y_pred: Any) -> tf.Tensor:
+        loss = self.loss_fn(y, y_pred)
+        extra = getattr(self.net, "losses", None)
+        return loss + tf.add_n(extra) if extra else loss  # regularisation, as Keras adds it
+
+    def update_metrics(self, y: Any, y_pred: Any) -> None:
+        for metric in self.metrics:
+            metric.update(y, y_pred)
+
+    def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
+        x, y = batch
+        with tf.GradientTape() as tape:
+            y_pred = call_net(self.net, x, training=True)
+            loss = compute_loss(x, y, y_pred)
+        variables = self.net.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        if self.metrics:
+            self.update_metrics(y, y_pred)
+        return {"loss": loss}
+
+    def test_step(self, batch: tuple, compute_loss: Callable) -> dict:
+        x, y = batch
+        y_pred = call_net(self.net, x, training=False)
+        loss = compute_loss(x, y, y_pred)
+        if self.metrics:
+            self.update_metrics(y, y_pred)
+        return {"loss": loss}
+
+    def predict_step(self, batch: tuple) -> Any:
+        return call_net(self.net, batch[0], training=False)
+
+    def make_function(self, step: Callable, mode: str) -> Callable:
+        """Compile a step with tf.function; its logs accumulate in variables (no host sync)."""
+        if mode == "predict":
+            return tf.function(step, reduce_retracing=True)
+        tracker = self._trackers[mode]
+
+        def run(batch: tuple) -> None:
+            tracker.update(step(batch), data.rows(batch[0]))
+        return tf.function(run, reduce_retracing=True)
+
+    def set_training(self, training: bool) -> None:
+        """Keras layers get ``training=`` per call; nothing to switch here."""
+
+    # ------------------------------------------------------------------ logs
+    def reset_logs(self, mode: str) -> None:
+        if mode in self._trackers:
+            self._trackers[mode].reset()
+        for metric in self.metrics:
+            if metric.mode is not None:
+                metric.reset()
+
+    def read_logs(self, mode: str) -> dict[str, float]:
+        values = dict(self._trackers[mode].results()) if mode in self._trackers else {}
+        for metric in self.metrics:
+            if metric.mode is not None:
+                values[metric.name] = metric.result()
+        if not values:
+            return {}
+        stacked = tf.stack([tf.reshape(tf.cast(v, tf.float64), []) for v in values.values()])
+        return dict(zip(values, stacked.numpy().tolist()))  # host sync: one read for all logs
+
+    def outputs_to_numpy(self, outputs: list) -> Any:
+        first = outputs[0]
+        if isinstance(first, dict):
+            return {k: self.outputs_to_numpy([o[k] for o in outputs]) for k in first}
+        if isinstance(first, (tuple, list)):
+            return type(first)(self.outputs_to_numpy([o[i] for o in outputs])
+                               for i in range(len(first)))
+        return tf.concat(outputs, 0).numpy()  # host sync: predictions leave the device
+
+    # ------------------------------------------------------------------ weights, summary
+    def _keras_net(self, what: str) -> None:
+        if not isinstance(self.net, keras.Model):
+            raise FitkitTypeError(f"{what} needs a keras.Model; this network is a "
+                                  f"{type(self.net).__name__} (use tf.train.Checkpoint).")
+
+    def save_weights(self, path: str) -> None:
+        self._keras_net("save_weights")
+        if not path.endswith(".weights.h5"):
+            raise FitkitValueError(f"TensorFlow weights are saved as Keras '.weights.h5' files; "
+                                   f"got {path!r}. Use a path ending in '.weights.h5'.")
+        self.net.save_weights(path)
+
+    def load_weights(self, path: str) -> None:
+        self._keras_net("load_weights")
+        if not os.path.isfile(path):
+            raise FitkitValueError(f"No weights file at {path!r}; check the path "
+                                   f"(save one with model.save_weights).")
+        try:
+            self.net.load_weights(path)
+        except (ValueError, KeyError) as err:
+            raise FitkitValueError(
+                f"The weights in {path!r} come from another architecture and do not fit this "
+                f"network: {err}"
+            ) from err
+
+    def summary(self, input_shape: Any, input_data: Any):
+        if input_data is None and input_shape is None:
+            raise FitkitValueError("summary needs input_shape=(features...) without the batch "
+                                   "dimension, or input_data=<a batch>.")
+        example = (map_structure(data.to_tensor, input_data) if input_data is not None
+                   else summary.example_input(input_shape))
+        return summary.summarize(self.net, example,
+                                 lambda x: call_net(self.net, x, training=False))

@@ -1,0 +1,87 @@
+"""TensorFlow batch sources: in-memory tensors sliced per step, and datasets / iterables.
+
+Owns tensor conversion and per-epoch shuffling. Host-side checks of user arrays (lengths,
+pandas) are done before, by fitkit/arrays.py.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from ..arrays import leaves, map_structure
+from ..errors import FitkitValueError
+from ..sources import IterableSource, check_iterable
+
+
+def to_tensor(value: Any) -> tf.Tensor:
+    """One leaf as a tf tensor; floats become float32 (Keras's floatx), bools float32."""
+    if isinstance(value, tf.Tensor):
+        return tf.cast(value, tf.float32) if value.dtype in (tf.float64, tf.bool) else value
+    if type(value).__module__.startswith("torch"):
+        value = value.detach().cpu().numpy()  # a torch tensor from a loader
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise FitkitValueError(f"Data of dtype {array.dtype} is not numeric; encode it first.")
+    if array.dtype.kind == "f" or array.dtype == np.bool_:
+        array = array.astype(np.float32, copy=False)
+    return tf.convert_to_tensor(array)
+
+
+def rows(batch_x: Any) -> tf.Tensor:
+    """Samples in a batch as a float64 tensor (works inside tf.function)."""
+    return tf.cast(tf.shape(leaves(batch_x)[0])[0], tf.float64)
+
+
+class TensorSource:
+    """In-memory data: tensors in TF memory, one gather per epoch to shuffle, slices per step."""
+
+    one_shot = False
+
+    def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool) -> None:
+        self.x = map_structure(to_tensor, x)
+        self.y = None if y is None else map_structure(to_tensor, y)
+        self.n = int(leaves(self.x)[0].shape[0])
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.steps = math.ceil(self.n / batch_size)
+
+    def _slices(self, x: Any, y: Any) -> Iterator[tuple]:
+        bs = self.batch_size
+        for start in range(0, self.n, bs):
+            cut = lambda t: t[start:start + bs]  # noqa: E731
+            yield map_structure(cut, x), None if y is None else map_structure(cut, y)
+
+    def __iter__(self) -> Iterator[tuple]:
+        x, y = self.x, self.y
+        if self.shuffle:
+            perm = tf.random.shuffle(tf.range(self.n))
+            take = lambda t: tf.gather(t, perm)  # noqa: E731
+            x = map_structure(take, x)
+            y = None if y is None else map_structure(take, y)
+        return self._slices(x, y)
+
+    def peek(self) -> tuple:
+        return next(self._slices(self.x, self.y))
+
+    def targets(self) -> Any:
+        return self.y
+
+
+def _is_torch_dataset(data: Any) -> bool:
+    module = type(data).__module__
+    return module.startswith("torch") and hasattr(data, "__getitem__") and \
+        not hasattr(data, "batch_sampler")  # a map-style Dataset, not a DataLoader
+
+
+def batch_source(data: Any, *, batch_size: int, shuffle: bool) -> IterableSource:
+    """Batches from a tf.data.Dataset, a torch DataLoader / Dataset, or an iterable of (x, y)."""
+    check_iterable(data)
+    if isinstance(data, tf.data.Dataset):
+        return IterableSource(data, to_tensor)
+    if _is_torch_dataset(data):
+        import torch  # already imported: the user passed a torch object
+
+        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
+    return IterableSource(data, to_tensor)

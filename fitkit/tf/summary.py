@@ -1,0 +1,93 @@
+"""TensorFlow summary rows: each leaf layer's output shape and parameter count.
+
+Owns the measurement (it wraps leaf layers' ``call`` for one forward pass, since Keras 3
+has no forward hooks); the facade prints the table the same way for both backends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..errors import FitkitValueError
+
+
+@dataclass
+class SummaryInfo:
+    rows: list
+    total: int
+    trainable: int
+    param_bytes: int
+
+
+def shape_text(value: Any) -> str:
+    if hasattr(value, "shape") and not isinstance(value, (tuple, list, dict)):
+        return str([-1, *(int(d) if d is not None else None for d in value.shape[1:])])
+    if isinstance(value, (tuple, list)):
+        return ", ".join(shape_text(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {shape_text(v)}" for k, v in value.items())
+    return "?"
+
+
+def example_input(input_shape: Any) -> Any:
+    """Zeros of batch 2 for each shape: a tuple, or a list / dict of them for multi-input."""
+    if isinstance(input_shape, dict):
+        return {k: example_input(v) for k, v in input_shape.items()}
+    if isinstance(input_shape, list) or (isinstance(input_shape, tuple) and input_shape
+                                         and isinstance(input_shape[0], (tuple, list))):
+        return tuple(example_input(s) for s in input_shape)
+    return tf.zeros((2, *input_shape), tf.float32)
+
+
+def _leaf_layers(layer: keras.layers.Layer, prefix: str = "") -> list:
+    found = []
+    for child in layer._flatten_layers(include_self=False, recursive=False):
+        if isinstance(child, keras.layers.InputLayer):
+            continue
+        name = f"{prefix}{child.name}"
+        subs = _leaf_layers(child, f"{name}.")
+        found += subs or [(name, child)]
+    return found
+
+
+def _count(variables) -> int:
+    return int(sum(np.prod(v.shape) for v in variables))
+
+
+def summarize(net: Any, example: Any, call: Callable[[Any], Any]) -> SummaryInfo:
+    """Run ``example`` once through ``net`` (inference) and record every leaf layer."""
+    leaves = _leaf_layers(net) if isinstance(net, keras.layers.Layer) else []
+    seen: dict[str, Any] = {}
+    for name, layer in leaves:
+        original = layer.call
+
+        def recording(*args, _original=original, _name=name, **kwargs):
+            out = _original(*args, **kwargs)
+            seen.setdefault(_name, out)
+            return out
+        object.__setattr__(layer, "call", recording)  # bypass Keras attribute tracking
+    try:
+        call(example)
+    except Exception as err:
+        raise FitkitValueError(
+            f"summary could not run the network on the example input: {err}. "
+            f"Pass input_shape without the batch dimension, e.g. (32,) or (28, 28, 1), "
+            f"or pass input_data=<a real batch>."
+        ) from err
+    finally:
+        for _, layer in leaves:
+            object.__delattr__(layer, "call")
+    layers = dict(leaves)
+    rows = [(f"{name} ({type(layers[name]).__name__})", shape_text(out),
+             _count(layers[name].weights)) for name, out in seen.items()]
+    weights = net.trainable_variables + net.non_trainable_variables
+    return SummaryInfo(
+        rows=rows,
+        total=_count(weights),
+        trainable=_count(net.trainable_variables),
+        param_bytes=int(sum(np.prod(v.shape) * tf.as_dtype(v.dtype).size for v in weights)),
+    )
