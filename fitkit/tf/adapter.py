@@ -138,6 +138,8 @@ class Adapter:
             ) from err
         if not with_loss:
             return
+        if isinstance(self.optimizer, keras.optimizers.Optimizer) and not self.optimizer.built:
+            self.optimizer.build(self.net.trainable_variables)  # before tracing: one trace less
         if not isinstance(y_pred, tf.Tensor):
             if self.metrics:
                 raise FitkitValueError("Compiled metrics need a network with one output; "

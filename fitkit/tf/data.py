@@ -77,11 +77,9 @@ def _is_torch_dataset(data: Any) -> bool:
 
 def batch_source(data: Any, *, batch_size: int, shuffle: bool) -> IterableSource:
     """Batches from a tf.data.Dataset, a torch DataLoader / Dataset, or an iterable of (x, y)."""
-    check_iterable(data)
-    if isinstance(data, tf.data.Dataset):
-        return IterableSource(data, to_tensor)
     if _is_torch_dataset(data):
         import torch  # already imported: the user passed a torch object
 
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
+    check_iterable(data)
     return IterableSource(data, to_tensor)

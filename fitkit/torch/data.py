@@ -26,6 +26,8 @@ def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> tor
             array = array.astype(np.float32)
         if array.dtype.kind not in "biuf":
             raise FitkitValueError(f"Data of dtype {array.dtype} is not numeric; encode it first.")
+        if not array.flags.writeable:  # pandas copy-on-write hands out read-only views
+            array = array.copy()
         value = torch.from_numpy(np.ascontiguousarray(array))
     if value.is_floating_point() and value.dtype != float_dtype:
         value = value.to(float_dtype)
@@ -86,11 +88,11 @@ def _is_tf_dataset(data: Any) -> bool:
 def batch_source(data: Any, *, batch_size: int, shuffle: bool, device: torch.device,
                  float_dtype: torch.dtype) -> IterableSource:
     """Batches from a DataLoader, a Dataset, a tf.data.Dataset or any iterable of (x, y)."""
-    check_iterable(data)
     convert = lambda v: to_tensor(v, device, float_dtype)  # noqa: E731
     if _is_tf_dataset(data):
         return IterableSource(data, convert, restart=data.as_numpy_iterator)
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(
             data, torch.utils.data.IterableDataset):
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
+    check_iterable(data)
     return IterableSource(data, convert)

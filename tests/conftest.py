@@ -1,0 +1,153 @@
+"""Shared fixtures: a tiny network and data for each backend, behind one small Kit interface.
+
+Tests that take ``kit`` run once per backend; ``kit.mlp(...)`` builds the same network
+on either framework, so facade tests read the same for torch and TensorFlow.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+import fitkit
+
+
+class TorchKit:
+    name = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+
+    def mlp(self, n_in: int, n_out: int, hidden: int = 16, out_activation: str | None = None):
+        nn = self.torch.nn
+        layers = [nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out)]
+        if out_activation == "sigmoid":
+            layers.append(nn.Sigmoid())
+        elif out_activation == "softmax":
+            layers.append(nn.Softmax(dim=-1))
+        return nn.Sequential(*layers)
+
+    def two_input_net(self, n_a: int, n_b: int, n_out: int = 1):
+        nn, torch = self.torch.nn, self.torch
+
+        class TwoInputs(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(n_a, 8)
+                self.b = nn.Linear(n_b, 8)
+                self.head = nn.Linear(16, n_out)
+
+            def forward(self, a, b):
+                return self.head(torch.relu(torch.cat([self.a(a), self.b(b)], dim=-1)))
+
+        return TwoInputs()
+
+    def tensor(self, array):
+        return self.torch.as_tensor(array)
+
+    def weights(self, net) -> list[np.ndarray]:
+        return [p.detach().cpu().numpy().copy() for p in net.parameters()]
+
+    def native_optimizer(self, net, lr=0.01):
+        return self.torch.optim.SGD(net.parameters(), lr=lr)
+
+    def native_loss(self):
+        return self.torch.nn.MSELoss()
+
+    def weights_path(self, tmp_path):
+        return str(tmp_path / "w.pt")
+
+
+class TFKit:
+    name = "tensorflow"
+
+    def __init__(self):
+        import keras
+        import tensorflow as tf
+
+        self.keras, self.tf = keras, tf
+
+    def mlp(self, n_in: int, n_out: int, hidden: int = 16, out_activation: str | None = None):
+        layers = self.keras.layers
+        return self.keras.Sequential([
+            self.keras.Input((n_in,)), layers.Dense(hidden, activation="relu"),
+            layers.Dense(n_out, activation=out_activation),
+        ])
+
+    def two_input_net(self, n_a: int, n_b: int, n_out: int = 1):
+        keras = self.keras
+        a, b = keras.Input((n_a,), name="a"), keras.Input((n_b,), name="b")
+        h = keras.layers.Concatenate()([keras.layers.Dense(8)(a), keras.layers.Dense(8)(b)])
+        out = keras.layers.Dense(n_out)(keras.layers.ReLU()(h))
+        return keras.Model({"a": a, "b": b}, out)
+
+    def tensor(self, array):
+        return self.tf.convert_to_tensor(array)
+
+    def weights(self, net) -> list[np.ndarray]:
+        return [np.array(v) for v in net.trainable_variables]
+
+    def native_optimizer(self, net, lr=0.01):
+        return self.keras.optimizers.SGD(learning_rate=lr)
+
+    def native_loss(self):
+        return self.keras.losses.MeanSquaredError()
+
+    def weights_path(self, tmp_path):
+        return str(tmp_path / "w.weights.h5")
+
+
+_KITS = {"torch": TorchKit, "tensorflow": TFKit}
+
+
+@pytest.fixture(params=["torch", "tensorflow"])
+def kit(request, monkeypatch):
+    """One backend's helpers; FITKIT_BACKEND is set to match for the test's duration."""
+    monkeypatch.setenv("FITKIT_BACKEND", request.param)
+    fitkit.set_seed(0)
+    return _KITS[request.param]()
+
+
+@pytest.fixture
+def torch_kit(monkeypatch):
+    monkeypatch.setenv("FITKIT_BACKEND", "torch")
+    fitkit.set_seed(0)
+    return TorchKit()
+
+
+@pytest.fixture
+def tf_kit(monkeypatch):
+    monkeypatch.setenv("FITKIT_BACKEND", "tensorflow")
+    fitkit.set_seed(0)
+    return TFKit()
+
+
+def make_regression(n: int = 256, d: int = 4, seed: int = 0):
+    """y = x · w + small noise, shaped (n, 1), float32."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype("float32")
+    w = rng.standard_normal((d, 1)).astype("float32")
+    return x, (x @ w + 0.01 * rng.standard_normal((n, 1))).astype("float32")
+
+
+def make_classes(n: int = 300, d: int = 4, classes: int = 3, seed: int = 0):
+    """Separable-ish classes: label = argmax of a fixed linear map of x; int64 labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype("float32")
+    w = rng.standard_normal((d, classes)).astype("float32")
+    return x, np.argmax(x @ w, axis=1).astype("int64")
+
+
+@pytest.fixture
+def regression():
+    return make_regression()
+
+
+@pytest.fixture
+def classes():
+    return make_classes()

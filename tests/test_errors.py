@@ -1,0 +1,166 @@
+"""Every user error is a FitkitError that names the problem and the fix, raised before any step."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fitkit
+from conftest import make_classes, make_regression
+
+
+def _compiled(kit, n_in=4, n_out=1, loss="mse", **kw):
+    net = kit.mlp(n_in, n_out)
+    model = fitkit.Model(net)
+    model.compile("sgd", loss, **kw)
+    return model, net
+
+
+def _unchanged(kit, net, before):
+    for a, b in zip(before, kit.weights(net)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_before_compile(kit, regression):
+    model = fitkit.Model(kit.mlp(4, 1))
+    with pytest.raises(fitkit.NotCompiledError, match=r"model.compile\("):
+        model.fit(*regression, verbose=0)
+    with pytest.raises(fitkit.NotCompiledError):
+        model.validate(*regression)
+
+
+@pytest.mark.parametrize("arg, value, listed", [
+    ("optimizer", "adamax", "'rmsprop'"),
+    ("loss", "mean_squared_log", "'cross_entropy'"),
+    ("metrics", ["f1"], "'top_k_accuracy'"),
+])
+def test_unknown_strings_list_the_valid_names(kit, arg, value, listed):
+    model = fitkit.Model(kit.mlp(4, 1))
+    kwargs = {"optimizer": "adam", "loss": "mse", "metrics": None, arg: value}
+    with pytest.raises(fitkit.FitkitValueError, match=repr(value if isinstance(value, str)
+                                                           else value[0])) as info:
+        model.compile(**kwargs)
+    assert listed in str(info.value)
+
+
+def test_length_mismatch_gives_both_lengths(kit, regression):
+    model, _ = _compiled(kit)
+    x, y = regression
+    with pytest.raises(fitkit.FitkitValueError, match="x has 256 samples, y has 100"):
+        model.fit(x, y[:100], verbose=0)
+
+
+def test_missing_y_for_array_x(kit, regression):
+    model, _ = _compiled(kit)
+    with pytest.raises(fitkit.FitkitValueError, match="y is missing"):
+        model.fit(regression[0], verbose=0)
+
+
+def test_empty_data(kit):
+    model, _ = _compiled(kit)
+    with pytest.raises(fitkit.FitkitValueError, match="empty"):
+        model.fit(np.zeros((0, 4), "float32"), np.zeros((0, 1), "float32"), verbose=0)
+    with pytest.raises(fitkit.FitkitValueError, match="yielded no batches"):
+        model.fit([], verbose=0)
+
+
+def test_broadcasting_shapes_are_refused_before_training(kit, regression):
+    model, net = _compiled(kit)
+    x, y = regression
+    before = kit.weights(net)
+    with pytest.raises(fitkit.FitkitValueError, match=r"\(32, 1\).*\(32,\).*reshape") as info:
+        model.fit(x, y[:, 0], verbose=0)
+    assert "broadcast" in str(info.value)
+    _unchanged(kit, net, before)
+
+
+def test_label_outside_output_width_names_label_and_width(kit):
+    x, y = make_classes(classes=3)
+    y = y.copy()
+    y[-1] = 5  # in the last batch: found before training, not when reached
+    model, net = _compiled(kit, n_out=3, loss="cross_entropy")
+    before = kit.weights(net)
+    with pytest.raises(fitkit.FitkitValueError, match="label 5.*width 3"):
+        model.fit(x, y, verbose=0)
+    _unchanged(kit, net, before)
+
+
+def test_sparse_loss_with_column_labels_explains_fix(kit):
+    x, y = make_classes(classes=3)
+    model, _ = _compiled(kit, n_out=3, loss="sparse_categorical_crossentropy")
+    with pytest.raises(fitkit.FitkitValueError, match="ravel"):
+        model.fit(x, y[:, None], verbose=0)
+
+
+def test_non_numeric_dataframe_columns_are_named(kit, regression):
+    x, y = regression
+    frame = pd.DataFrame(x, columns=list("abcd")).assign(city=["x"] * len(x))
+    model, _ = _compiled(kit, n_in=5)
+    with pytest.raises(fitkit.FitkitValueError, match=r"\['city'\]"):
+        model.fit(frame, y, verbose=0)
+
+
+def test_input_width_that_does_not_fit_the_network(kit, regression):
+    x, y = regression
+    model, net = _compiled(kit, n_in=3)
+    before = kit.weights(net)
+    with pytest.raises(fitkit.FitkitValueError, match=r"(?s)\(32, 4\).*input width"):
+        model.fit(x, y, verbose=0)
+    _unchanged(kit, net, before)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"epochs": -1}, "epochs"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"validation_split": 1.0}, r"validation_split.*\[0, 1\)"),
+    ({"validation_split": -0.1}, "validation_split"),
+    ({"verbose": 3}, "verbose"),
+    ({"steps_per_epoch": 0}, "steps_per_epoch"),
+])
+def test_bad_fit_arguments(kit, regression, kwargs, pattern):
+    model, _ = _compiled(kit)
+    with pytest.raises(fitkit.FitkitValueError, match=pattern):
+        model.fit(*regression, **{"verbose": 0, **kwargs})
+
+
+def test_validation_split_with_a_loader_or_dataset(kit, regression):
+    model, _ = _compiled(kit)
+    x, y = regression
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    with pytest.raises(fitkit.FitkitValueError, match="validation_data"):
+        model.fit(batches, validation_split=0.2, verbose=0)
+
+
+def test_one_shot_generator_for_several_epochs_needs_steps(kit, regression):
+    model, _ = _compiled(kit)
+    x, y = regression
+    with pytest.raises(fitkit.FitkitValueError, match="steps_per_epoch"):
+        model.fit(((x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)), epochs=2, verbose=0)
+
+
+def test_load_weights_missing_file(kit, tmp_path):
+    model, _ = _compiled(kit)
+    with pytest.raises(fitkit.FitkitValueError, match="No weights file"):
+        model.load_weights(kit.weights_path(tmp_path))
+
+
+def test_load_weights_from_another_architecture(kit, tmp_path):
+    path = kit.weights_path(tmp_path)
+    fitkit.Model(kit.mlp(4, 1, hidden=8)).save_weights(path)
+    model, net = _compiled(kit)
+    before = kit.weights(net)
+    with pytest.raises(fitkit.FitkitValueError, match="another architecture"):
+        model.load_weights(path)
+    _unchanged(kit, net, before)
+
+
+def test_bad_callback_type(kit, regression):
+    model, _ = _compiled(kit)
+    with pytest.raises(fitkit.FitkitTypeError, match="Callback"):
+        model.fit(*regression, callbacks=[lambda logs: None], verbose=0)
+
+
+def test_errors_subclass_builtins():
+    assert issubclass(fitkit.FitkitValueError, ValueError)
+    assert issubclass(fitkit.FitkitTypeError, TypeError)
+    assert issubclass(fitkit.FitkitValueError, fitkit.FitkitError)

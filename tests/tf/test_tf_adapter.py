@@ -1,0 +1,69 @@
+"""TensorFlow adapter: parity with Keras's own fit, steps compiled once, logical devices."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import fitkit
+from conftest import make_classes, make_regression
+
+
+def _twin_nets(kit, n_in, n_out):
+    fitkit.set_seed(1)
+    a = kit.mlp(n_in, n_out)
+    b = kit.mlp(n_in, n_out)
+    b.set_weights(a.get_weights())
+    return a, b
+
+
+@pytest.mark.parametrize("task", ["regression", "classes"])
+def test_fit_matches_keras_fit(tf_kit, task):
+    if task == "regression":
+        x, y = make_regression(n=200)
+        n_out, loss, native = 1, "mse", keras.losses.MeanSquaredError()
+    else:
+        x, y = make_classes(n=200)
+        n_out, loss = 3, "cross_entropy"
+        native = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ours, theirs = _twin_nets(tf_kit, 4, n_out)
+    model = fitkit.Model(ours)
+    model.compile(keras.optimizers.Adam(1e-2), loss)
+    history = model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
+    theirs.compile(optimizer=keras.optimizers.Adam(1e-2), loss=native)
+    keras_history = theirs.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
+    for p, q in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(p, q, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(history.history["loss"], keras_history.history["loss"], rtol=1e-5)
+
+
+def test_train_step_is_compiled_once_not_per_step(tf_kit):
+    x, y = make_regression(n=200)  # 6 full batches of 32 and one of 8
+    model = fitkit.Model(tf_kit.mlp(4, 1))
+    model.compile("adam", "mse", metrics=["mae"])
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    traced = model._functions["train"].experimental_get_tracing_count()
+    assert traced <= 3  # full batch (twice: variables are created), partial batch once
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    assert model._functions["train"].experimental_get_tracing_count() == traced
+
+
+def test_keras_native_metric_objects(tf_kit):
+    x, y = make_classes(n=200)
+    model = fitkit.Model(tf_kit.mlp(4, 3))
+    model.compile("adam", "cross_entropy",
+                  metrics=["accuracy", keras.metrics.SparseCategoricalAccuracy(name="keras_acc")])
+    logs = model.validate(x, y)
+    assert logs["keras_acc"] == pytest.approx(logs["accuracy"])
+
+
+def test_save_weights_requires_keras_suffix(tf_kit, tmp_path):
+    model = fitkit.Model(tf_kit.mlp(4, 1))
+    with pytest.raises(fitkit.FitkitValueError, match=r"\.weights\.h5"):
+        model.save_weights(str(tmp_path / "w.h5"))
+
+
+def test_devices_list_the_cpu(monkeypatch):
+    monkeypatch.setenv("FITKIT_BACKEND", "tensorflow")
+    assert any(d["type"] == "CPU" for d in fitkit.devices.list_devices())
+    assert fitkit.devices.memory_growth(True) is False  # no GPU on this machine
