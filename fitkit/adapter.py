@@ -16,6 +16,8 @@ class BatchSource(Protocol):
     steps: int | None  # batches per pass, when known
 
     def __iter__(self) -> Iterator[Batch]: ...  # one pass; reshuffled when shuffling
+    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple[Any, int]]:
+        """(item, n_steps) pairs for one pass: a batch, or several for one compiled call."""
     def peek(self) -> Batch: ...                # the first batch, without consuming it
     def targets(self) -> Any: ...               # every target in memory, or None
 
@@ -52,7 +54,8 @@ class Adapter(Protocol):
     def predict_step(self, batch: Batch) -> Any: ...
     def compute_loss(self, x: Any, y: Any, y_pred: Any) -> Any: ...
     def update_metrics(self, y: Any, y_pred: Any) -> None: ...
-    def make_function(self, step: Callable[[Batch], Any], mode: str) -> Callable[[Batch], Any]: ...
+    def make_function(self, step: Callable[[Batch], Any], mode: str) -> Callable[[Any], Any]:
+        """The step, compiled where the backend compiles, taking the items of ``batches``."""
     def set_training(self, training: bool) -> None: ...
 
     # logs: device-resident until read

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
-
 from .errors import FitkitTypeError, FitkitValueError
 
 
@@ -22,7 +20,7 @@ def is_pandas(obj: Any) -> bool:
 
 def is_array_like(obj: Any) -> bool:
     """True for one in-memory array: numpy, pandas, a torch or tf tensor."""
-    if isinstance(obj, np.ndarray) or is_pandas(obj):
+    if (_module(obj) == "numpy" and type(obj).__name__ == "ndarray") or is_pandas(obj):
         return True
     mod = _module(obj)
     return hasattr(obj, "shape") and hasattr(obj, "dtype") and (
@@ -58,7 +56,7 @@ def leaves(obj: Any) -> list:
     return [obj]
 
 
-def pandas_to_numpy(obj: Any, what: str) -> np.ndarray:
+def pandas_to_numpy(obj: Any, what: str) -> Any:
     """A DataFrame / Series as a numpy array; non-numeric columns are a clear error."""
     if hasattr(obj, "columns"):
         bad = [str(c) for c, dt in obj.dtypes.items() if not _numeric_dtype(dt)]
@@ -75,6 +73,8 @@ def pandas_to_numpy(obj: Any, what: str) -> np.ndarray:
 
 
 def _numeric_dtype(dtype: Any) -> bool:
+    import numpy as np
+
     try:
         return np.issubdtype(np.dtype(dtype), np.number) or np.dtype(dtype) == np.bool_
     except TypeError:  # pandas extension dtypes (category, string…)
@@ -86,6 +86,8 @@ def host_leaf(obj: Any, what: str) -> Any:
     if is_pandas(obj):
         return pandas_to_numpy(obj, what)
     if isinstance(obj, (list, tuple)):
+        import numpy as np
+
         return np.asarray(obj)
     return obj
 

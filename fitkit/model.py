@@ -5,6 +5,7 @@ Knows nothing of torch or tensorflow: every backend difference is an Adapter met
 """
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -16,6 +17,8 @@ from .display import EpochDisplay, summary_table
 from .errors import FitkitValueError, NotCompiledError
 from .history import History
 from .steps import StepLoop
+
+AUTO_STEPS_PER_EXECUTION = 32  # steps per compiled call when nothing needs each step
 
 
 class Model:
@@ -30,6 +33,7 @@ class Model:
         self.backend: str = backend_for(net)
         self._adapter = adapter_module(self.backend).Adapter(net, device=device)
         self._compiled = False
+        self._steps_per_execution: int | str = "auto"
         self._functions: dict[str, Callable] = {}
         self.stop_training = False
         self.history: History | None = None
@@ -61,11 +65,19 @@ class Model:
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any = "adam", loss: Any = None,
                 metrics: Sequence[Any] | Mapping[str, Callable] | None = None, *,
-                lr: float | None = None) -> "Model":
+                lr: float | None = None, steps_per_execution: int | str = "auto") -> "Model":
         """Choose optimizer, loss and metrics; strings mean the same on both backends.
+
+        ``steps_per_execution``: steps a graph backend (TensorFlow) runs per compiled call on
+        in-memory data; batch hooks then see every N-th step. "auto" picks 32, or 1 when a
+        callback has batch hooks. Eager torch runs one step per call either way.
 
         >>> model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-3)
         """
+        if steps_per_execution != "auto" and (not isinstance(steps_per_execution, int)
+                                              or steps_per_execution < 1):
+            raise FitkitValueError(f"steps_per_execution must be 'auto' or a whole number >= 1; "
+                                   f"got {steps_per_execution!r}.")
         if loss is None:
             raise FitkitValueError("compile needs a loss, e.g. loss='mse' or loss='cross_entropy'.")
         if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
@@ -73,6 +85,7 @@ class Model:
         if isinstance(metrics, str):
             metrics = [metrics]
         self._adapter.compile(optimizer, loss, metrics or [], lr)
+        self._steps_per_execution = steps_per_execution
         self._functions.clear()
         self._compiled = True
         return self
@@ -130,6 +143,7 @@ class Model:
         cbs = CallbackList(callbacks, self, params)
         display = EpochDisplay(verbose, epochs)
         train_fn = self._function("train")
+        group = self._group(cbs, "train", log_step_freq)
         self.history = history = History()
         self.stop_training = False
         logs: dict = {}
@@ -141,9 +155,9 @@ class Model:
                 self._adapter.set_training(True)
                 self._adapter.reset_logs("train")
                 display.begin_epoch(epoch, steps)
-                loop = StepLoop(train, kind="train", callbacks=cbs, display=display,
-                                read_logs=lambda: self._adapter.read_logs("train"),
-                                limit=steps_per_epoch, log_every=log_step_freq)
+                loop = StepLoop(train.batches(group, steps_per_epoch), kind="train",
+                                callbacks=cbs, display=display, log_every=log_step_freq,
+                                read_logs=lambda: self._adapter.read_logs("train"))
                 for batch in loop:
                     train_fn(batch)
                 logs = self._adapter.read_logs("train")  # host sync: epoch end
@@ -210,6 +224,15 @@ class Model:
             )
         return self._adapter.batch_source(x, batch_size=batch_size, shuffle=shuffle, role=role)
 
+    def _group(self, cbs: CallbackList, kind: str, log_every: int | None) -> int:
+        """Steps per compiled call: the user's number, or 'auto' (all, unless hooks need each)."""
+        if self._steps_per_execution != "auto":
+            return self._steps_per_execution
+        if cbs.wants(f"on_{kind}_batch_begin") or cbs.wants(f"on_{kind}_batch_end"):
+            return 1
+        return math.gcd(AUTO_STEPS_PER_EXECUTION, log_every) if log_every else \
+            AUTO_STEPS_PER_EXECUTION
+
     def _function(self, mode: str) -> Callable:
         """The compiled step for ``mode``, built once per compile (tf.function on TensorFlow)."""
         if mode not in self._functions:
@@ -229,9 +252,9 @@ class Model:
         self._adapter.reset_logs("test")
         test_fn = self._function("test")
         cbs.on_test_begin(None)
-        for batch in StepLoop(source, kind="test", callbacks=cbs,
-                              read_logs=lambda: self._adapter.read_logs("test")):
-            test_fn(batch)
+        for item in StepLoop(source.batches(self._group(cbs, "test", None)), kind="test",
+                             callbacks=cbs, read_logs=lambda: self._adapter.read_logs("test")):
+            test_fn(item)
         logs = self._adapter.read_logs("test")  # host sync: end of evaluation
         cbs.on_test_end(logs)
         return logs
@@ -263,7 +286,7 @@ class Model:
         predict_fn = self._function("predict")
         cbs.on_predict_begin(None)
         outputs = [predict_fn(batch) for batch in StepLoop(
-            source, kind="predict", callbacks=cbs, read_logs=dict)]
+            source.batches(), kind="predict", callbacks=cbs, read_logs=dict)]
         cbs.on_predict_end(None)
         return self._adapter.outputs_to_numpy(outputs)  # host sync: one copy at the end
 

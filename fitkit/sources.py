@@ -6,7 +6,7 @@ raw iterable and the leaf conversion (tensors, dtypes, devices).
 """
 from __future__ import annotations
 
-from itertools import chain
+from itertools import chain, islice
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
@@ -54,6 +54,10 @@ class IterableSource:
 
     def __iter__(self) -> Iterator[tuple]:
         return (self._batch(item) for item in self._raw())
+
+    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple[Any, int]]:
+        """``(batch, 1)`` pairs for the step loop; loaders run one step per call."""
+        return ((batch, 1) for batch in islice(self, limit))
 
     def peek(self) -> tuple:
         if self.one_shot:

@@ -6,7 +6,6 @@ and only at log points or when a batch hook actually looks at its logs.
 """
 from __future__ import annotations
 
-from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .callbacks import CallbackList
@@ -36,16 +35,19 @@ class LazyLogs(Mapping):
 
 
 class StepLoop:
-    """Yields the batches of one pass and does the per-step bookkeeping around each one."""
+    """Yields the items of one pass and does the per-step bookkeeping around each one.
 
-    def __init__(self, batches: Iterable[Any], *, kind: str, callbacks: CallbackList,
-                 read_logs: Callable[[], dict], display: EpochDisplay | None = None,
-                 limit: int | None = None, log_every: int | None = None) -> None:
+    ``batches`` yields ``(item, n_steps)``: an item is one batch, or a chunk of several
+    steps that the adapter runs in one call; hooks and log points then see the chunk end.
+    """
+
+    def __init__(self, batches: Iterable[tuple[Any, int]], *, kind: str,
+                 callbacks: CallbackList, read_logs: Callable[[], dict],
+                 display: EpochDisplay | None = None, log_every: int | None = None) -> None:
         self.batches = batches
         self.callbacks = callbacks
         self.read_logs = read_logs
         self.display = display
-        self.limit = limit
         self.log_every = log_every
         self.begin_hook = f"on_{kind}_batch_begin"
         self.end_hook = f"on_{kind}_batch_end"
@@ -55,15 +57,16 @@ class StepLoop:
         begin = self.callbacks.wants(self.begin_hook)
         end = self.callbacks.wants(self.end_hook)
         display, log_every = self.display, self.log_every
-        batches = self.batches if self.limit is None else islice(self.batches, self.limit)
-        for step, batch in enumerate(batches):
+        for item, n_steps in self.batches:
             if begin:
-                self.callbacks.call_batch(self.begin_hook, step, None)
-            yield batch  # the caller runs the step here
-            self.steps_done = step + 1
+                self.callbacks.call_batch(self.begin_hook, self.steps_done, None)
+            yield item  # the caller runs the step(s) here
+            before, self.steps_done = self.steps_done, self.steps_done + n_steps
             if display is not None:
-                display.advance()
+                display.advance(n_steps)
             if end:
-                self.callbacks.call_batch(self.end_hook, step, LazyLogs(self.read_logs))
-            if log_every and self.steps_done % log_every == 0 and display is not None:
+                self.callbacks.call_batch(self.end_hook, self.steps_done - 1,
+                                          LazyLogs(self.read_logs))
+            if log_every and display is not None and \
+                    self.steps_done // log_every > before // log_every:
                 display.step_log(self.steps_done, self.read_logs())  # host sync: log point

@@ -47,6 +47,24 @@ def _shapes(x: Any) -> str:
     return ", ".join(str(tuple(leaf.shape)) for leaf in leaves(x))
 
 
+class CompiledStep:
+    """A step compiled twice: for one batch, and for a Chunk of batches (a graph loop)."""
+
+    def __init__(self, run: Callable, run_chunk: Callable) -> None:
+        self.one = tf.function(run, reduce_retracing=True)
+        self.many = tf.function(run_chunk, reduce_retracing=True)
+
+    def __call__(self, item: Any) -> None:
+        if isinstance(item, data.Chunk):
+            self.many(*item)
+        else:
+            self.one(item)
+
+    def tracing_count(self) -> int:
+        return (self.one.experimental_get_tracing_count()
+                + self.many.experimental_get_tracing_count())
+
+
 class Adapter:
     """TensorFlow implementation of fitkit's Adapter protocol."""
 
@@ -193,14 +211,28 @@ class Adapter:
         return call_net(self.net, batch[0], training=False)
 
     def make_function(self, step: Callable, mode: str) -> Callable:
-        """Compile a step with tf.function; its logs accumulate in variables (no host sync)."""
+        """Compile a step with tf.function; its logs accumulate in variables (no host sync).
+
+        The returned callable takes a batch, or a ``data.Chunk`` of several batches that
+        run in one call (a while loop inside the graph: Python is paid once per chunk).
+        """
         if mode == "predict":
             return tf.function(step, reduce_retracing=True)
         tracker = self._trackers[mode]
 
         def run(batch: tuple) -> None:
             tracker.update(step(batch), data.rows(batch[0]))
-        return tf.function(run, reduce_retracing=True)
+
+        def run_chunk(x: Any, y: Any, batch_size: tf.Tensor) -> None:
+            steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
+
+            def body(i):
+                cut = lambda t: t[i * batch_size:(i + 1) * batch_size]  # noqa: E731
+                run((map_structure(cut, x), None if y is None else map_structure(cut, y)))
+                return (i + 1,)
+            tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
+
+        return CompiledStep(run, run_chunk)
 
     def set_training(self, training: bool) -> None:
         """Keras layers get ``training=`` per call; nothing to switch here."""

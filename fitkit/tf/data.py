@@ -6,7 +6,8 @@ pandas) are done before, by fitkit/arrays.py.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from itertools import islice
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -35,6 +36,14 @@ def rows(batch_x: Any) -> tf.Tensor:
     return tf.cast(tf.shape(leaves(batch_x)[0])[0], tf.float64)
 
 
+class Chunk(NamedTuple):
+    """Several consecutive batches (``rows`` of them, ``batch_size`` each) for one call."""
+
+    x: Any
+    y: Any
+    batch_size: tf.Tensor
+
+
 class TensorSource:
     """In-memory data: tensors in TF memory, one gather per epoch to shuffle, slices per step."""
 
@@ -53,14 +62,33 @@ class TensorSource:
             cut = lambda t: t[start:start + bs]  # noqa: E731
             yield map_structure(cut, x), None if y is None else map_structure(cut, y)
 
+    def _epoch_tensors(self) -> tuple:
+        if not self.shuffle:
+            return self.x, self.y
+        perm = tf.random.shuffle(tf.range(self.n))
+        take = lambda t: tf.gather(t, perm)  # noqa: E731
+        return map_structure(take, self.x), None if self.y is None else map_structure(take, self.y)
+
     def __iter__(self) -> Iterator[tuple]:
-        x, y = self.x, self.y
-        if self.shuffle:
-            perm = tf.random.shuffle(tf.range(self.n))
-            take = lambda t: tf.gather(t, perm)  # noqa: E731
-            x = map_structure(take, x)
-            y = None if y is None else map_structure(take, y)
-        return self._slices(x, y)
+        return self._slices(*self._epoch_tensors())
+
+    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
+        """``(item, steps)`` pairs; with ``group > 1`` an item is a Chunk of ``group`` steps."""
+        if group == 1:
+            return ((batch, 1) for batch in islice(self, limit))
+        return self._chunks(group, self.steps if limit is None else min(limit, self.steps))
+
+    def _chunks(self, group: int, steps: int) -> Iterator[tuple]:
+        x, y = self._epoch_tensors()
+        bs = self.batch_size
+        rows = min(self.n, steps * bs)
+        size = tf.constant(bs, tf.int32)
+        for start in range(0, rows, group * bs):
+            stop = min(start + group * bs, rows)
+            cut = lambda t: t[start:stop]  # noqa: E731
+            chunk = Chunk(map_structure(cut, x), None if y is None else map_structure(cut, y),
+                          size)
+            yield chunk, math.ceil((stop - start) / bs)
 
     def peek(self) -> tuple:
         return next(self._slices(self.x, self.y))

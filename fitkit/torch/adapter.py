@@ -181,9 +181,9 @@ class Adapter:
         return self.loss_fn(y_pred, y)
 
     def update_metrics(self, y: Any, y_pred: Any) -> None:
-        with torch.no_grad():
-            for metric in self.metrics:
-                metric.update(y_pred, y)
+        y_pred = y_pred.detach()  # metric states never join the autograd graph
+        for metric in self.metrics:
+            metric.update(y_pred, y)
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y = batch
@@ -193,7 +193,7 @@ class Adapter:
         loss.backward()
         self.optimizer.step()
         if self.metrics:
-            self.update_metrics(y, y_pred.detach())
+            self.update_metrics(y, y_pred)
         return {"loss": loss}
 
     def test_step(self, batch: tuple, compute_loss: Callable) -> dict:

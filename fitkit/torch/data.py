@@ -6,6 +6,7 @@ user arrays (lengths, pandas) are done before, by fitkit/arrays.py.
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any, Iterator
 
 import numpy as np
@@ -73,6 +74,10 @@ class TensorSource:
             x = map_structure(take, x)
             y = None if y is None else map_structure(take, y)
         return self._slices(x, y)
+
+    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
+        """``(batch, 1)`` pairs: eager torch gains nothing from grouping steps per call."""
+        return ((batch, 1) for batch in islice(self, limit))
 
     def peek(self) -> tuple:
         return next(self._slices(self.x, self.y))

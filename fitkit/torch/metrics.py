@@ -37,8 +37,11 @@ def _labels(y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode):
     if mode.task == "binary":
         threshold = 0.0 if mode.from_logits else 0.5
         return (y_pred > threshold).reshape(-1), (y > 0.5).reshape(-1)
+    pred = y_pred.argmax(-1)
     true = y.argmax(-1) if mode.task == "categorical" else y
-    return y_pred.argmax(-1).reshape(-1), true.reshape(-1).long()
+    if pred.dim() != 1 or true.dim() != 1:  # the common (N,) case needs no reshape op
+        pred, true = pred.reshape(-1), true.reshape(-1)
+    return pred, true if true.dtype == torch.int64 else true.long()
 
 
 def _probabilities(y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode, width: int):

@@ -42,10 +42,10 @@ def test_train_step_is_compiled_once_not_per_step(tf_kit):
     model = fitkit.Model(tf_kit.mlp(4, 1))
     model.compile("adam", "mse", metrics=["mae"])
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
-    traced = model._functions["train"].experimental_get_tracing_count()
+    traced = model._functions["train"].tracing_count()
     assert traced <= 3  # full batch (twice: variables are created), partial batch once
     model.fit(x, y, batch_size=32, epochs=3, verbose=0)
-    assert model._functions["train"].experimental_get_tracing_count() == traced
+    assert model._functions["train"].tracing_count() == traced
 
 
 def test_keras_native_metric_objects(tf_kit):
@@ -67,3 +67,45 @@ def test_devices_list_the_cpu(monkeypatch):
     monkeypatch.setenv("FITKIT_BACKEND", "tensorflow")
     assert any(d["type"] == "CPU" for d in fitkit.devices.list_devices())
     assert fitkit.devices.memory_growth(True) is False  # no GPU on this machine
+
+
+def test_grouped_steps_train_exactly_like_single_steps(tf_kit):
+    x, y = make_classes(n=300)
+    weights = []
+    for group in (1, 4, "auto"):
+        fitkit.set_seed(5)
+        net = tf_kit.mlp(4, 3)
+        model = fitkit.Model(net)
+        model.compile("adam", "cross_entropy", metrics=["accuracy"], steps_per_execution=group)
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+                            validation_split=0.2)
+        weights.append((net.get_weights(), history.history))
+    for other_weights, other_history in weights[1:]:
+        for p, q in zip(weights[0][0], other_weights):
+            np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-7)
+        for key, values in weights[0][1].items():
+            assert other_history[key] == pytest.approx(values, rel=1e-6), key
+
+
+def test_batch_hooks_force_one_step_per_call_under_auto(tf_kit):
+    seen = []
+
+    class Steps(fitkit.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    x, y = make_regression(n=96)
+    model = fitkit.Model(tf_kit.mlp(4, 1))
+    model.compile("sgd", "mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[Steps()])
+    assert seen == list(range(6))
+    model.compile("sgd", "mse", steps_per_execution=3)  # explicit: hooks see chunk ends
+    seen.clear()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[Steps()])
+    assert seen == [2, 5]
+
+
+def test_steps_per_execution_must_be_positive(tf_kit):
+    model = fitkit.Model(tf_kit.mlp(4, 1))
+    with pytest.raises(fitkit.FitkitValueError, match="steps_per_execution"):
+        model.compile("sgd", "mse", steps_per_execution=0)

@@ -1,0 +1,153 @@
+"""Benchmark orchestrator: every implementation x workload in fresh processes; one table + JSON.
+
+Owns process launching, timing from outside, aggregation (median, min-max, ratios) and
+the report. Usage:  python benchmarks/run.py [--runs 3] [--workloads W1 W2] [--impls ...]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from impls import IMPLS, OPTIONAL  # noqa: E402
+
+BASELINE = {"torch": "torch_loop", "tensorflow": "tf_loop"}
+
+
+def _env(impl: str) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "2",
+           "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")])}
+    env["KERAS_BACKEND"] = "torch" if impl == "keras_torch" else "tensorflow"
+    env.pop("FITKIT_BACKEND", None)
+    return env
+
+
+def run_process(args: list[str], env: dict) -> tuple[float, dict]:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{args} failed:\n{done.stderr[-2000:]}")
+    line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    return wall, (json.loads(line[-1][7:]) if line else {})
+
+
+def summarize(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": values}
+
+
+def measure(impl: str, workload: str, runs: int) -> dict:
+    one = os.path.join(HERE, "run_one.py")
+    records = [run_process([one, impl, workload], _env(impl)) for _ in range(runs)]
+    first = [run_process([one, impl, workload, "first_step"], _env(impl))[0]
+             for _ in range(runs)]
+    fit = [r["epoch_ends"][-1] for _, r in records]
+    warm = [(r["epoch_ends"][-1] - r["epoch_ends"][0]) / (len(r["epoch_ends"]) - 1)
+            for _, r in records if len(r["epoch_ends"]) > 1]
+    return {
+        "fit_s": summarize(fit),
+        "warm_epoch_s": summarize(warm) if warm else None,
+        "process_s": summarize([wall for wall, _ in records]),
+        "first_step_process_s": summarize(first),
+        "import_s": summarize([r["import_s"] for _, r in records]),
+        "peak_rss_mb": summarize([r["peak_rss_mb"] for _, r in records]),
+        "val_accuracy": statistics.median(r["val_accuracy"] for _, r in records),
+        "epoch_times_estimated": any(r.get("epoch_ends_estimated") for _, r in records),
+    }
+
+
+def import_baselines(runs: int) -> dict:
+    out = {}
+    for name, code in (("fitkit", "import fitkit"), ("torch", "import torch"),
+                       ("tensorflow", "import tensorflow")):
+        out[name] = summarize([run_process(["-c", code], _env(""))[0] for _ in range(runs)])
+    return out
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for dist in ("torch", "tensorflow-cpu", "keras", "numpy", "torchkeras", "lightning"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def table(results: dict, baselines: dict) -> str:
+    head = (f"{'workload':<8} {'implementation':<22} {'fit s (median, min-max)':<26} "
+            f"{'x same-backend loop':>19} {'x torch loop':>13} {'warm epoch s':>13} "
+            f"{'x loop warm':>12} {'process s':>10} {'first step s':>13} {'peak MB':>8} "
+            f"{'val acc':>8}")
+    lines = [head, "-" * len(head)]
+    for workload, impls in results.items():
+        for impl, r in impls.items():
+            if "skipped" in r:
+                lines.append(f"{workload:<8} {impl:<22} skipped: {r['skipped']}")
+                continue
+            base = impls.get(BASELINE[IMPLS[impl][0]], {})
+            torch_base = impls.get("torch_loop", {})
+            fit = r["fit_s"]
+            ratio = fit["median"] / base["fit_s"]["median"] if "fit_s" in base else float("nan")
+            ratio_t = (fit["median"] / torch_base["fit_s"]["median"] if "fit_s" in torch_base
+                       else float("nan"))
+            warm = r["warm_epoch_s"]["median"] if r["warm_epoch_s"] else float("nan")
+            base_warm = (base.get("warm_epoch_s") or {}).get("median", float("nan"))
+            est = "*" if r["epoch_times_estimated"] else ""
+            lines.append(
+                f"{workload:<8} {impl:<22} "
+                f"{fit['median']:>7.3f} ({fit['min']:.3f}-{fit['max']:.3f}){'':<6} "
+                f"{ratio:>18.2f}x {ratio_t:>12.2f}x {warm:>12.3f}{est} {warm / base_warm:>11.2f}x "
+                f"{r['process_s']['median']:>10.2f} {r['first_step_process_s']['median']:>13.2f} "
+                f"{r['peak_rss_mb']['median']:>8.0f} {r['val_accuracy']:>8.3f}")
+    lines.append("")
+    lines.append("import (whole process, median s): " + ", ".join(
+        f"{k} {v['median']:.2f}" for k, v in baselines.items()))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2"])
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS))
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
+    args = parser.parse_args()
+    results: dict = {}
+    for workload in args.workloads:
+        results[workload] = {}
+        for impl in args.impls:
+            module = OPTIONAL.get(impl)
+            if module and importlib.util.find_spec(module) is None:
+                results[workload][impl] = {"skipped": f"{module} not installed "
+                                                      f"(pip install '.[bench]')"}
+                continue
+            print(f"running {workload} {impl} x{args.runs}", file=sys.stderr, flush=True)
+            results[workload][impl] = measure(impl, workload, args.runs)
+    baselines = import_baselines(args.runs)
+    report = table(results, baselines)
+    print(report)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump({"date": datetime.date.today().isoformat(), "machine": platform.platform(),
+                   "cpus": os.cpu_count(), "python": platform.python_version(),
+                   "versions": versions(), "runs": args.runs, "results": results,
+                   "imports": baselines, "table": report}, fh, indent=1)
+    print(f"\nwrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
