@@ -280,7 +280,7 @@ def torchkeras_fit(name, first_step=False):
     start = time.perf_counter()
     history = model.fit(train_data=train, val_data=val, epochs=1 if first_step else spec["epochs"],
                         ckpt_path="/tmp/torchkeras_bench.pt", patience=100, monitor="val_acc",
-                        mode="max", plot=False, quiet=True)
+                        mode="max", plot=False, cpu=True)
     if first_step:
         return {"import_s": imported}
     total = time.perf_counter() - start

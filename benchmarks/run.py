@@ -136,7 +136,10 @@ def main() -> None:
                                                       f"(pip install '.[bench]')"}
                 continue
             print(f"running {workload} {impl} x{args.runs}", file=sys.stderr, flush=True)
-            results[workload][impl] = measure(impl, workload, args.runs)
+            try:
+                results[workload][impl] = measure(impl, workload, args.runs)
+            except RuntimeError as err:  # one broken contender must not lose the others
+                results[workload][impl] = {"skipped": f"failed: {str(err)[-300:]}"}
     baselines = import_baselines(args.runs)
     report = table(results, baselines)
     print(report)

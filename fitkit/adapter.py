@@ -5,6 +5,7 @@ implement it once; the facade (model.py) calls nothing else of a backend.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
 Batch = tuple  # (x, y); y is None for prediction. x may be a tensor, a tuple or a dict of them.
@@ -22,7 +23,10 @@ class BatchSource(Protocol):
     def targets(self) -> Any: ...               # every target in memory, or None
 
 
-class SummaryInfo(Protocol):
+@dataclass
+class SummaryInfo:
+    """What an adapter measures for ``Model.summary``; display.summary_table prints it."""
+
     rows: list[tuple[str, str, int]]  # ("name (Type)", "[-1, 64]", params)
     total: int
     trainable: int
@@ -32,6 +36,7 @@ class SummaryInfo(Protocol):
 class Adapter(Protocol):
     name: str   # "torch" | "tensorflow"
     net: Any
+    prepared: bool  # metric states built (after the first checked batch)
     optimizer: Any
     loss_fn: Any
 
@@ -46,7 +51,8 @@ class Adapter(Protocol):
     def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool) -> BatchSource: ...
     def batch_source(self, data: Any, *, batch_size: int, shuffle: bool,
                      role: str) -> BatchSource: ...
-    def prepare(self, batch: Batch, source: BatchSource, *, with_loss: bool) -> None: ...
+    def prepare(self, batch: Batch, source: BatchSource, *, with_loss: bool,
+                run_network: bool = True) -> None: ...
 
     # steps (the defaults behind Model.train_step & co.)
     def train_step(self, batch: Batch, compute_loss: Callable) -> dict: ...

@@ -48,6 +48,16 @@ def map_structure(fn: Callable[[Any], Any], obj: Any) -> Any:
     return fn(obj)
 
 
+def map_shapes(input_shape: Any, make: Callable[[tuple], Any]) -> Any:
+    """``make(shape)`` for one shape tuple, or for each in a list / dict of shapes."""
+    if isinstance(input_shape, dict):
+        return {k: map_shapes(v, make) for k, v in input_shape.items()}
+    if isinstance(input_shape, list) or (isinstance(input_shape, tuple) and input_shape
+                                         and isinstance(input_shape[0], (tuple, list))):
+        return tuple(map_shapes(s, make) for s in input_shape)
+    return make(tuple(input_shape))
+
+
 def leaves(obj: Any) -> list:
     if isinstance(obj, dict):
         return [leaf for v in obj.values() for leaf in leaves(v)]

@@ -73,6 +73,17 @@ def epoch_table(epoch: int, logs: Mapping[str, float]) -> str:
     return f"{'=' * 60} {stamp}\n{table}"
 
 
+def shape_text(value) -> str:
+    """An output's shape as ``[-1, 64]`` (batch dimension as -1); nested outputs joined."""
+    if isinstance(value, (tuple, list)):
+        return ", ".join(shape_text(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {shape_text(v)}" for k, v in value.items())
+    if hasattr(value, "shape"):
+        return str([-1, *(None if d is None else int(d) for d in value.shape[1:])])
+    return "?"
+
+
 def summary_table(rows: Sequence[tuple[str, str, int]], total: int, trainable: int,
                   param_bytes: int) -> str:
     """One summary format for both backends: layer (type), output shape, params; totals."""

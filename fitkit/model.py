@@ -295,28 +295,27 @@ class Model:
         source = self._source(x, y, arrays.num_rows(x, "x") if arrays.is_structure_of_arrays(x)
                               else 1, shuffle=False, role=role)
         batch = source.peek()
-        self._adapter.prepare(batch, source, with_loss=role != "predict")
+        # The first call checks against a forward pass; later ones reuse the output shape.
+        self._adapter.prepare(batch, source, with_loss=role != "predict",
+                              run_network=not self._adapter.prepared)
         return batch
 
     def train_on_batch(self, x: Any, y: Any, *, reset_metrics: bool = True) -> dict[str, float]:
         """One step on one batch; returns that batch's logs (running ones if not reset)."""
-        self._require_compiled("train_on_batch")
-        batch = self._one_batch(x, y, "train")
-        if reset_metrics:
-            self._adapter.reset_logs("train")
-        self._adapter.set_training(True)
-        self._function("train")(batch)
-        return self._adapter.read_logs("train")  # host sync: the caller asked for values
+        return self._on_batch("train", x, y, reset_metrics)
 
     def test_on_batch(self, x: Any, y: Any, *, reset_metrics: bool = True) -> dict[str, float]:
         """Evaluate one batch; returns its logs (running ones if ``reset_metrics=False``)."""
-        self._require_compiled("test_on_batch")
-        batch = self._one_batch(x, y, "test")
+        return self._on_batch("test", x, y, reset_metrics)
+
+    def _on_batch(self, mode: str, x: Any, y: Any, reset_metrics: bool) -> dict[str, float]:
+        self._require_compiled(f"{mode}_on_batch")
+        batch = self._one_batch(x, y, mode)
         if reset_metrics:
-            self._adapter.reset_logs("test")
-        self._adapter.set_training(False)
-        self._function("test")(batch)
-        return self._adapter.read_logs("test")  # host sync: the caller asked for values
+            self._adapter.reset_logs(mode)
+        self._adapter.set_training(mode == "train")
+        self._function(mode)(batch)
+        return self._adapter.read_logs(mode)  # host sync: the caller asked for values
 
     def predict_on_batch(self, x: Any) -> Any:
         """Outputs for one batch, as numpy."""

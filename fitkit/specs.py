@@ -6,8 +6,9 @@ predictions are logits or probabilities). Adapters map these names to native obj
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
-from .errors import FitkitValueError
+from .errors import FitkitTypeError, FitkitValueError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
 
@@ -44,6 +45,23 @@ METRICS = (
 METRIC_ALIASES = {"acc": "accuracy", "mean_absolute_error": "mae", "mean_squared_error": "mse"}
 
 
+# Portable metric name -> (class in each adapter's mirrored metrics module, its arguments).
+METRIC_CLASSES = {
+    "accuracy": ("Accuracy", {"name": "accuracy"}),
+    "binary_accuracy": ("Accuracy", {"name": "binary_accuracy", "task": "binary"}),
+    "sparse_categorical_accuracy": ("Accuracy", {"name": "sparse_categorical_accuracy",
+                                                 "task": "sparse"}),
+    "categorical_accuracy": ("Accuracy", {"name": "categorical_accuracy", "task": "categorical"}),
+    "top_k_accuracy": ("TopKAccuracy", {"name": "top_k_accuracy", "k": 5}),
+    "mae": ("ErrorMean", {"name": "mae", "kind": "mae"}),
+    "mse": ("ErrorMean", {"name": "mse", "kind": "mse"}),
+    "rmse": ("ErrorMean", {"name": "rmse", "kind": "rmse"}),
+    "auc": ("AUC", {"name": "auc"}),
+    "precision": ("PrecisionRecall", {"name": "precision", "kind": "precision"}),
+    "recall": ("PrecisionRecall", {"name": "recall", "kind": "recall"}),
+}
+
+
 def _unknown(kind: str, value: str, valid) -> FitkitValueError:
     names = ", ".join(repr(v) for v in valid)
     return FitkitValueError(
@@ -74,6 +92,29 @@ def metric_name(name: str) -> str:
     if key not in METRICS:
         raise _unknown("metric", name, [*METRICS, *METRIC_ALIASES])
     return key
+
+
+def build_metrics(metric_specs, module) -> list:
+    """compile's ``metrics`` as metric objects of an adapter's metrics module.
+
+    ``module`` is ``fitkit.torch.metrics`` or ``fitkit.tf.metrics``: mirrored class names,
+    plus ``is_native(obj)`` and ``NATIVE_HINT`` for native metric objects.
+    """
+    if isinstance(metric_specs, dict):
+        return [module.BatchMean(name, fn) for name, fn in metric_specs.items()]
+    built = []
+    for item in metric_specs:
+        if isinstance(item, str):
+            cls, kwargs = METRIC_CLASSES[metric_name(item)]
+            built.append(getattr(module, cls)(**kwargs))
+        elif module.is_native(item):
+            built.append(module.NativeMetric(item))
+        elif callable(item):
+            built.append(module.BatchMean(getattr(item, "__name__", "metric"), item))
+        else:
+            raise FitkitTypeError(f"Unsupported metric {item!r}: use a name "
+                                  f"({', '.join(METRICS)}), {module.NATIVE_HINT}.")
+    return built
 
 
 @dataclass(frozen=True)
@@ -154,3 +195,20 @@ def check_label_range(low: float, high: float, width: int, loss_label: str) -> N
             f"width {width} (labels must be 0..{width - 1}). Widen the last layer to the "
             f"number of classes or re-encode the labels."
         )
+
+
+def check_targets(loss: LossSpec, pred_shape: tuple, target_shape: tuple,
+                  label_range: Callable[[], tuple[float, float]]) -> TargetMode:
+    """All target checks for one batch; returns how metrics should read predictions.
+
+    ``label_range`` reads (min, max) of the integer labels (a host sync), only when the
+    loss takes integer labels.
+    """
+    pred_shape, target_shape = tuple(pred_shape), tuple(target_shape)
+    task = resolve_task(loss.task, pred_shape, target_shape)
+    if loss.strict:
+        check_loss_shapes(task, pred_shape, target_shape, loss.name)
+    if task == "sparse" and len(target_shape) == len(pred_shape) - 1:
+        low, high = label_range()
+        check_label_range(low, high, pred_shape[-1], loss.name)
+    return infer_target_mode(task, loss.from_logits, pred_shape, target_shape)

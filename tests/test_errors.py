@@ -164,3 +164,18 @@ def test_errors_subclass_builtins():
     assert issubclass(fitkit.FitkitValueError, ValueError)
     assert issubclass(fitkit.FitkitTypeError, TypeError)
     assert issubclass(fitkit.FitkitValueError, fitkit.FitkitError)
+
+
+def test_train_on_batch_checks_every_call_without_a_second_forward(kit):
+    x, y = make_classes(classes=3)
+    model, net = _compiled(kit, n_out=3, loss="cross_entropy")
+    model.train_on_batch(x[:32], y[:32])
+    assert model._adapter.output_tail == (3,)
+    bad = y[32:64].copy()
+    bad[0] = 7
+    before = kit.weights(net)
+    with pytest.raises(fitkit.FitkitValueError, match="label 7.*width 3"):
+        model.train_on_batch(x[32:64], bad)
+    with pytest.raises(fitkit.FitkitValueError, match="ravel"):
+        model.train_on_batch(x[32:64], y[32:64, None])
+    _unchanged(kit, net, before)

@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from .. import specs
-from ..arrays import leaves, map_structure
+from ..arrays import leaves, map_shapes, map_structure
 from ..errors import BackendError, FitkitTypeError, FitkitValueError
 from . import data, losses, metrics, summary
 
@@ -47,22 +47,36 @@ def _shapes(x: Any) -> str:
     return ", ".join(str(tuple(leaf.shape)) for leaf in leaves(x))
 
 
+def _relaxed(value: Any) -> Any:
+    """A TensorSpec with a free batch dimension, so a partial batch needs no new trace."""
+    return tf.TensorSpec([None, *value.shape[1:]], value.dtype) if value.shape.rank else \
+        tf.TensorSpec([], value.dtype)
+
+
 class CompiledStep:
-    """A step compiled twice: for one batch, and for a Chunk of batches (a graph loop)."""
+    """A step compiled twice: for one batch, and for a Chunk of batches (a graph loop).
+
+    Each is traced on its first call with the batch dimension left free: one trace per fit.
+    """
 
     def __init__(self, run: Callable, run_chunk: Callable) -> None:
-        self.one = tf.function(run, reduce_retracing=True)
-        self.many = tf.function(run_chunk, reduce_retracing=True)
+        self.run, self.run_chunk = run, run_chunk
+        self.one = self.many = None
 
     def __call__(self, item: Any) -> None:
         if isinstance(item, data.Chunk):
+            if self.many is None:
+                spec = tf.nest.map_structure(_relaxed, tuple(item))
+                self.many = tf.function(self.run_chunk, input_signature=spec)
             self.many(*item)
         else:
+            if self.one is None:
+                spec = tf.nest.map_structure(_relaxed, item)
+                self.one = tf.function(lambda batch: self.run(batch), input_signature=[spec])
             self.one(item)
 
     def tracing_count(self) -> int:
-        return (self.one.experimental_get_tracing_count()
-                + self.many.experimental_get_tracing_count())
+        return sum(f.experimental_get_tracing_count() for f in (self.one, self.many) if f)
 
 
 class Adapter:
@@ -78,13 +92,14 @@ class Adapter:
         self.loss_spec: specs.LossSpec | None = None
         self.metrics: list[metrics.StateMetric] = []
         self.prepared = False
+        self.output_tail: tuple | None = None  # output shape past the batch dim, () if several
         self._trackers: dict = {}
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None) -> None:
         self.optimizer = self._build_optimizer(optimizer, lr)
         self.loss_fn, self.loss_spec = losses.build_loss(loss)
-        self.metrics = self._build_metrics(metric_specs)
+        self.metrics = specs.build_metrics(metric_specs, metrics)
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
         self.prepared = False
 
@@ -108,25 +123,6 @@ class Adapter:
             opt.learning_rate = lr
         return opt
 
-    @staticmethod
-    def _build_metrics(metric_specs: Any) -> list[metrics.StateMetric]:
-        if isinstance(metric_specs, dict):
-            return [metrics.BatchMean(k, fn) for k, fn in metric_specs.items()]
-        built = []
-        for item in metric_specs:
-            if isinstance(item, str):
-                built.append(metrics.from_name(specs.metric_name(item)))
-            elif isinstance(item, keras.metrics.Metric):
-                built.append(metrics.NativeMetric(item))
-            elif callable(item):
-                built.append(metrics.BatchMean(getattr(item, "__name__", "metric"), item))
-            else:
-                raise FitkitTypeError(
-                    f"Unsupported metric {item!r}: use a name ({', '.join(specs.METRICS)}), a "
-                    f"keras.metrics.Metric, or a dict {{name: fn(y, y_pred)}}."
-                )
-        return built
-
     def get_learning_rate(self) -> float:
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
@@ -140,43 +136,49 @@ class Adapter:
     def batch_source(self, source: Any, *, batch_size: int, shuffle: bool, role: str):
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle)
 
-    def prepare(self, batch: tuple, source: Any, *, with_loss: bool) -> None:
-        """Check one batch against the network and loss before any step; build metric states."""
+    def prepare(self, batch: tuple, source: Any, *, with_loss: bool,
+                run_network: bool = True) -> None:
+        """Check a batch against the network and loss before any step; build metric states.
+
+        ``run_network=False`` (batch-style calls after the first) skips the forward pass and
+        checks the targets against the output shape seen before.
+        """
         x, y = batch
         if with_loss and y is None:
             raise FitkitValueError("The data yields inputs only; training and evaluation need "
                                    "(x, y) batches (or pass y=... with array inputs).")
+        if run_network or self.output_tail is None:
+            y_pred = self._checked_forward(x)
+            self.output_tail = tuple(y_pred.shape[1:]) if isinstance(y_pred, tf.Tensor) else ()
+        if not with_loss or self.output_tail == ():
+            if with_loss and self.metrics:
+                raise FitkitValueError("Compiled metrics need a network with one output; "
+                                       "update them yourself in a custom test_step.")
+            return
+        if isinstance(self.optimizer, keras.optimizers.Optimizer) and not self.optimizer.built:
+            self.optimizer.build(self.net.trainable_variables)  # before tracing: one trace less
+        pred_shape = (y.shape[0], *self.output_tail)
+        mode = specs.check_targets(self.loss_spec, pred_shape, tuple(y.shape),
+                                   lambda: self._label_range(source, y))
+        if not self.prepared:
+            for metric in self.metrics:
+                metric.build(mode, pred_shape[-1] if len(pred_shape) > 1 else 1)
+            self.prepared = True
+
+    def _checked_forward(self, x: Any) -> Any:
         try:
-            y_pred = call_net(self.net, x, training=False)
+            return call_net(self.net, x, training=False)
         except Exception as err:
             raise FitkitValueError(
                 f"The network failed on a batch of inputs with shape {_shapes(x)}: {err}. Check "
                 f"that the input width matches the network's first layer (and, for several "
                 f"inputs, that x is a tuple or dict in the order the network takes them)."
             ) from err
-        if not with_loss:
-            return
-        if isinstance(self.optimizer, keras.optimizers.Optimizer) and not self.optimizer.built:
-            self.optimizer.build(self.net.trainable_variables)  # before tracing: one trace less
-        if not isinstance(y_pred, tf.Tensor):
-            if self.metrics:
-                raise FitkitValueError("Compiled metrics need a network with one output; "
-                                       "update them yourself in a custom test_step.")
-            return
-        pred_shape, target_shape = tuple(y_pred.shape), tuple(y.shape)
-        task = specs.resolve_task(self.loss_spec.task, pred_shape, target_shape)
-        if self.loss_spec.strict:
-            specs.check_loss_shapes(task, pred_shape, target_shape, self.loss_spec.name)
-        if task == "sparse" and len(target_shape) == len(pred_shape) - 1:
-            labels = source.targets() if source.targets() is not None else y
-            low, high = tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]).numpy().tolist()
-            specs.check_label_range(low, high, pred_shape[-1], self.loss_spec.name)
-        if not self.prepared:
-            mode = specs.infer_target_mode(task, self.loss_spec.from_logits,
-                                           pred_shape, target_shape)
-            for metric in self.metrics:
-                metric.build(mode, pred_shape[-1] if len(pred_shape) > 1 else 1)
-            self.prepared = True
+
+    @staticmethod
+    def _label_range(source: Any, y: tf.Tensor) -> list:
+        labels = source.targets() if source.targets() is not None else y
+        return tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]).numpy().tolist()
 
     # ------------------------------------------------------------------ steps
     def compute_loss(self, x: Any, y: Any, y_pred: Any) -> tf.Tensor:
@@ -295,6 +297,6 @@ class Adapter:
             raise FitkitValueError("summary needs input_shape=(features...) without the batch "
                                    "dimension, or input_data=<a batch>.")
         example = (map_structure(data.to_tensor, input_data) if input_data is not None
-                   else summary.example_input(input_shape))
+                   else map_shapes(input_shape, lambda shape: tf.zeros((2, *shape), tf.float32)))
         return summary.summarize(self.net, example,
                                  lambda x: call_net(self.net, x, training=False))

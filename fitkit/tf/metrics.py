@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import keras
 import tensorflow as tf
 
 from ..specs import TargetMode
@@ -207,28 +208,24 @@ class NativeMetric(StateMetric):
         return tf.cast(self.metric.result(), f64)
 
 
-def from_name(name: str) -> StateMetric:
-    """The fitkit metric behind a portable name (already normalised by specs.metric_name)."""
-    return {
-        "accuracy": lambda: Accuracy("accuracy"),
-        "binary_accuracy": lambda: Accuracy("binary_accuracy", "binary"),
-        "sparse_categorical_accuracy": lambda: Accuracy("sparse_categorical_accuracy", "sparse"),
-        "categorical_accuracy": lambda: Accuracy("categorical_accuracy", "categorical"),
-        "top_k_accuracy": lambda: TopKAccuracy(),
-        "mae": lambda: ErrorMean("mae", "mae"),
-        "mse": lambda: ErrorMean("mse", "mse"),
-        "rmse": lambda: ErrorMean("rmse", "rmse"),
-        "auc": lambda: AUC("auc"),
-        "precision": lambda: PrecisionRecall("precision", "precision"),
-        "recall": lambda: PrecisionRecall("recall", "recall"),
-    }[name]()
+def is_native(obj: Any) -> bool:
+    return isinstance(obj, keras.metrics.Metric)
+
+
+NATIVE_HINT = "a keras.metrics.Metric, or a dict {name: fn(y, y_pred)}"
 
 
 class LogTracker:
-    """Sample-weighted sums of the values a step returns, in variables updated in-graph."""
+    """Sample-weighted sums of the values a step returns, in variables updated in-graph.
 
-    def __init__(self) -> None:
-        self.sums: dict[str, tf.Variable] = {}
+    The default step's "loss" exists before the first trace: a variable created while
+    tracing makes tf.function trace the step a second time. Only keys a step returned
+    are reported.
+    """
+
+    def __init__(self, expected: tuple[str, ...] = ("loss",)) -> None:
+        self.sums: dict[str, tf.Variable] = {key: _state() for key in expected}
+        self.returned: set[str] = set()
         self.count = _state()
 
     def reset(self) -> None:
@@ -239,8 +236,10 @@ class LogTracker:
         for key, value in logs.items():
             if key not in self.sums:
                 self.sums[key] = _state()
+            self.returned.add(key)
             self.sums[key].assign_add(tf.cast(tf.reduce_mean(value), f64) * n)
         self.count.assign_add(n)
 
     def results(self) -> dict[str, tf.Tensor]:
-        return {k: v / tf.maximum(self.count, 1.0) for k, v in self.sums.items()}
+        return {k: v / tf.maximum(self.count, 1.0) for k, v in self.sums.items()
+                if k in self.returned}

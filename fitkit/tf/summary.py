@@ -5,42 +5,15 @@ has no forward hooks); the facade prints the table the same way for both backend
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from ..adapter import SummaryInfo
+from ..display import shape_text
 from ..errors import FitkitValueError
-
-
-@dataclass
-class SummaryInfo:
-    rows: list
-    total: int
-    trainable: int
-    param_bytes: int
-
-
-def shape_text(value: Any) -> str:
-    if hasattr(value, "shape") and not isinstance(value, (tuple, list, dict)):
-        return str([-1, *(int(d) if d is not None else None for d in value.shape[1:])])
-    if isinstance(value, (tuple, list)):
-        return ", ".join(shape_text(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {shape_text(v)}" for k, v in value.items())
-    return "?"
-
-
-def example_input(input_shape: Any) -> Any:
-    """Zeros of batch 2 for each shape: a tuple, or a list / dict of them for multi-input."""
-    if isinstance(input_shape, dict):
-        return {k: example_input(v) for k, v in input_shape.items()}
-    if isinstance(input_shape, list) or (isinstance(input_shape, tuple) and input_shape
-                                         and isinstance(input_shape[0], (tuple, list))):
-        return tuple(example_input(s) for s in input_shape)
-    return tf.zeros((2, *input_shape), tf.float32)
 
 
 def _leaf_layers(layer: keras.layers.Layer, prefix: str = "") -> list:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from .. import specs
-from ..arrays import leaves, map_structure
+from ..arrays import leaves, map_shapes, map_structure
 from ..errors import FitkitTypeError, FitkitValueError
 from . import data, devices, losses, metrics, summary
 
@@ -66,13 +66,14 @@ class Adapter:
         self.loss_spec: specs.LossSpec | None = None
         self.metrics: list[metrics.StateMetric] = []
         self.prepared = False
+        self.output_tail: tuple | None = None  # output shape past the batch dim, () if several
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None) -> None:
         self.optimizer = self._build_optimizer(optimizer, lr)
         self.loss_fn, self.loss_spec = losses.build_loss(loss)
-        self.metrics = self._build_metrics(metric_specs)
+        self.metrics = specs.build_metrics(metric_specs, metrics)
         self.prepared = False
 
     def _build_optimizer(self, optimizer: Any, lr: float | None) -> torch.optim.Optimizer:
@@ -100,25 +101,6 @@ class Adapter:
                 group["lr"] = lr
         return opt
 
-    @staticmethod
-    def _build_metrics(metric_specs: Any) -> list[metrics.StateMetric]:
-        if isinstance(metric_specs, dict):
-            return [metrics.BatchMean(k, fn) for k, fn in metric_specs.items()]
-        built = []
-        for item in metric_specs:
-            if isinstance(item, str):
-                built.append(metrics.from_name(specs.metric_name(item)))
-            elif all(hasattr(item, a) for a in ("update", "compute", "reset")):
-                built.append(metrics.NativeMetric(item))
-            elif callable(item):
-                built.append(metrics.BatchMean(getattr(item, "__name__", "metric"), item))
-            else:
-                raise FitkitTypeError(
-                    f"Unsupported metric {item!r}: use a name ({', '.join(specs.METRICS)}), a "
-                    f"torchmetrics.Metric, or a dict {{name: fn(y_pred, y)}}."
-                )
-        return built
-
     def get_learning_rate(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
@@ -135,17 +117,40 @@ class Adapter:
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle,
                                  device=self.device, float_dtype=self.float_dtype)
 
-    def prepare(self, batch: tuple, source: Any, *, with_loss: bool) -> None:
-        """Check one batch against the network and loss before any step; build metric states."""
+    def prepare(self, batch: tuple, source: Any, *, with_loss: bool,
+                run_network: bool = True) -> None:
+        """Check a batch against the network and loss before any step; build metric states.
+
+        ``run_network=False`` (batch-style calls after the first) skips the forward pass and
+        checks the targets against the output shape seen before.
+        """
         x, y = batch
         if with_loss and y is None:
             raise FitkitValueError("The data yields inputs only; training and evaluation need "
                                    "(x, y) batches (or pass y=... with array inputs).")
+        if run_network or self.output_tail is None:
+            y_pred = self._checked_forward(x)
+            self.output_tail = tuple(y_pred.shape[1:]) if isinstance(y_pred, torch.Tensor) \
+                else ()
+        if not with_loss or self.output_tail == ():
+            if with_loss and self.metrics:
+                raise FitkitValueError("Compiled metrics need a network with one output; "
+                                       "update them yourself in a custom test_step.")
+            return
+        pred_shape = (y.shape[0], *self.output_tail)
+        mode = specs.check_targets(self.loss_spec, pred_shape, tuple(y.shape),
+                                   lambda: self._label_range(source, y))
+        if not self.prepared:
+            for metric in self.metrics:
+                metric.build(mode, pred_shape[-1] if len(pred_shape) > 1 else 1, self.device)
+            self.prepared = True
+
+    def _checked_forward(self, x: Any) -> Any:
         was_training = self.net.training
         self.net.eval()
         try:
             with torch.no_grad():
-                y_pred = call_net(self.net, x)
+                return call_net(self.net, x)
         except Exception as err:
             raise FitkitValueError(
                 f"The network failed on a batch of inputs with shape {_shapes(x)}: {err}. Check "
@@ -154,27 +159,11 @@ class Adapter:
             ) from err
         finally:
             self.net.train(was_training)
-        if not with_loss:
-            return
-        if not isinstance(y_pred, torch.Tensor):
-            if self.metrics:
-                raise FitkitValueError("Compiled metrics need a network with one output; "
-                                       "update them yourself in a custom test_step.")
-            return
-        pred_shape, target_shape = tuple(y_pred.shape), tuple(y.shape)
-        task = specs.resolve_task(self.loss_spec.task, pred_shape, target_shape)
-        if self.loss_spec.strict:
-            specs.check_loss_shapes(task, pred_shape, target_shape, self.loss_spec.name)
-        if task == "sparse":
-            labels = source.targets() if source.targets() is not None else y
-            low, high = torch.stack(list(torch.aminmax(labels))).tolist()  # host sync: once
-            specs.check_label_range(low, high, pred_shape[-1], self.loss_spec.name)
-        if not self.prepared:
-            mode = specs.infer_target_mode(task, self.loss_spec.from_logits,
-                                           pred_shape, target_shape)
-            for metric in self.metrics:
-                metric.build(mode, pred_shape[-1] if len(pred_shape) > 1 else 1, self.device)
-            self.prepared = True
+
+    @staticmethod
+    def _label_range(source: Any, y: torch.Tensor) -> list:
+        labels = source.targets() if source.targets() is not None else y
+        return torch.stack(list(torch.aminmax(labels))).tolist()  # host sync: once per check
 
     # ------------------------------------------------------------------ steps
     def compute_loss(self, x: Any, y: Any, y_pred: Any) -> torch.Tensor:
@@ -295,5 +284,6 @@ class Adapter:
             example = map_structure(lambda v: data.to_tensor(v, self.device, self.float_dtype),
                                     input_data)
         else:
-            example = summary.example_input(input_shape, self.device, self.float_dtype)
+            example = map_shapes(input_shape, lambda shape: torch.zeros(
+                (2, *shape), device=self.device, dtype=self.float_dtype))
         return summary.summarize(self.net, example, lambda x: call_net(self.net, x))

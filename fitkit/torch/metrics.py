@@ -201,21 +201,12 @@ class NativeMetric(StateMetric):
         return torch.as_tensor(self.metric.compute(), dtype=torch.float64)
 
 
-def from_name(name: str) -> StateMetric:
-    """The fitkit metric behind a portable name (already normalised by specs.metric_name)."""
-    return {
-        "accuracy": lambda: Accuracy("accuracy"),
-        "binary_accuracy": lambda: Accuracy("binary_accuracy", "binary"),
-        "sparse_categorical_accuracy": lambda: Accuracy("sparse_categorical_accuracy", "sparse"),
-        "categorical_accuracy": lambda: Accuracy("categorical_accuracy", "categorical"),
-        "top_k_accuracy": lambda: TopKAccuracy(),
-        "mae": lambda: ErrorMean("mae", "mae"),
-        "mse": lambda: ErrorMean("mse", "mse"),
-        "rmse": lambda: ErrorMean("rmse", "rmse"),
-        "auc": lambda: AUC("auc"),
-        "precision": lambda: PrecisionRecall("precision", "precision"),
-        "recall": lambda: PrecisionRecall("recall", "recall"),
-    }[name]()
+def is_native(obj: Any) -> bool:
+    """A torchmetrics.Metric (recognised by its methods: fitkit never imports torchmetrics)."""
+    return all(hasattr(obj, name) for name in ("update", "compute", "reset"))
+
+
+NATIVE_HINT = "a torchmetrics.Metric, or a dict {name: fn(y_pred, y)}"
 
 
 class LogTracker:

@@ -5,40 +5,13 @@ for both backends.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from ..adapter import SummaryInfo
+from ..display import shape_text
 from ..errors import FitkitValueError
-
-
-@dataclass
-class SummaryInfo:
-    rows: list
-    total: int
-    trainable: int
-    param_bytes: int
-
-
-def shape_text(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return str([-1, *value.shape[1:]])
-    if isinstance(value, (tuple, list)):
-        return ", ".join(shape_text(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {shape_text(v)}" for k, v in value.items())
-    return "?"
-
-
-def example_input(input_shape: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    """Zeros of batch 2 for each shape: a tuple, or a list / dict of them for multi-input."""
-    if isinstance(input_shape, dict):
-        return {k: example_input(v, device, dtype) for k, v in input_shape.items()}
-    if isinstance(input_shape, list) or (isinstance(input_shape, tuple) and input_shape
-                                         and isinstance(input_shape[0], (tuple, list))):
-        return tuple(example_input(s, device, dtype) for s in input_shape)
-    return torch.zeros((2, *input_shape), device=device, dtype=dtype)
 
 
 def summarize(net: torch.nn.Module, example: Any, call: Callable[[Any], Any]) -> SummaryInfo:
