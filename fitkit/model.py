@@ -65,12 +65,15 @@ class Model:
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any = "adam", loss: Any = None,
                 metrics: Sequence[Any] | Mapping[str, Callable] | None = None, *,
-                lr: float | None = None, steps_per_execution: int | str = "auto") -> "Model":
+                lr: float | None = None, steps_per_execution: int | str = "auto",
+                precision: str = "32") -> "Model":
         """Choose optimizer, loss and metrics; strings mean the same on both backends.
 
         ``steps_per_execution``: steps a graph backend (TensorFlow) runs per compiled call on
         in-memory data; batch hooks then see every N-th step. "auto" picks 32, or 1 when a
         callback has batch hooks. Eager torch runs one step per call either way.
+        ``precision``: "32", or "bf16" for bfloat16 mixed precision (torch: autocast around
+        the forward pass and loss; Keras: build the network under the "mixed_bfloat16" policy).
 
         >>> model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-3)
         """
@@ -84,7 +87,9 @@ class Model:
             raise FitkitValueError(f"lr must be a positive number; got {lr!r}.")
         if isinstance(metrics, str):
             metrics = [metrics]
-        self._adapter.compile(optimizer, loss, metrics or [], lr)
+        if precision not in ("32", "bf16"):
+            raise FitkitValueError(f"precision must be '32' or 'bf16'; got {precision!r}.")
+        self._adapter.compile(optimizer, loss, metrics or [], lr, precision)
         self._steps_per_execution = steps_per_execution
         self._functions.clear()
         self._compiled = True
@@ -128,8 +133,29 @@ class Model:
                               verbose=verbose)
         train, val = self._fit_sources(x, y, batch_size, shuffle, validation_split,
                                        validation_data)
-        if steps_per_epoch is None and getattr(train, "one_shot", False) and \
-                epochs - initial_epoch > 1:
+        self._check_before_training(train, val, epochs - initial_epoch, steps_per_epoch)
+        steps = steps_per_epoch or train.steps
+        cbs = CallbackList(callbacks, self, {"epochs": epochs, "steps": steps,
+                                             "verbose": verbose, "batch_size": batch_size})
+        display = EpochDisplay(verbose, epochs)
+        epoch_args = {"train": train, "val": val, "cbs": cbs, "display": display,
+                      "limit": steps_per_epoch, "log_every": log_step_freq}
+        self.history, self.stop_training, logs = History(), False, {}
+        cbs.on_train_begin(None)
+        try:
+            for epoch in range(initial_epoch, epochs):
+                logs = self._fit_epoch(epoch, **epoch_args)
+                self.history.append(epoch, logs)
+                cbs.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            display.close()
+        cbs.on_train_end(logs)
+        return self.history
+
+    def _check_before_training(self, train, val, epochs: int, steps_per_epoch: int | None):
+        if steps_per_epoch is None and train.one_shot and epochs > 1:
             raise FitkitValueError(
                 "x is a one-shot iterator (a generator), which cannot restart for a second "
                 "epoch. Pass steps_per_epoch=N, or a re-iterable (a list, a Dataset/DataLoader, "
@@ -138,47 +164,32 @@ class Model:
         self._adapter.prepare(train.peek(), train, with_loss=True)
         if val is not None:
             self._adapter.prepare(val.peek(), val, with_loss=True)
-        steps = steps_per_epoch or train.steps
-        params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size}
-        cbs = CallbackList(callbacks, self, params)
-        display = EpochDisplay(verbose, epochs)
+
+    def _fit_epoch(self, epoch: int, *, train, val, cbs: CallbackList, display: EpochDisplay,
+                   limit: int | None, log_every: int | None) -> dict[str, float]:
+        """One epoch: train steps, epoch logs, validation, display; returns the logs."""
+        start = time.perf_counter()
+        cbs.on_epoch_begin(epoch, None)
+        self._adapter.set_training(True)
+        self._adapter.reset_logs("train")
+        display.begin_epoch(epoch, limit or train.steps)
         train_fn = self._function("train")
-        group = self._group(cbs, "train", log_step_freq)
-        self.history = history = History()
-        self.stop_training = False
-        logs: dict = {}
-        cbs.on_train_begin(None)
-        try:
-            for epoch in range(initial_epoch, epochs):
-                start = time.perf_counter()
-                cbs.on_epoch_begin(epoch, None)
-                self._adapter.set_training(True)
-                self._adapter.reset_logs("train")
-                display.begin_epoch(epoch, steps)
-                loop = StepLoop(train.batches(group, steps_per_epoch), kind="train",
-                                callbacks=cbs, display=display, log_every=log_step_freq,
-                                read_logs=lambda: self._adapter.read_logs("train"))
-                for batch in loop:
-                    train_fn(batch)
-                logs = self._adapter.read_logs("train")  # host sync: epoch end
-                if val is not None:
-                    val_logs = self._evaluate(val, cbs)
-                    logs.update({f"val_{k}": v for k, v in val_logs.items()})
-                logs["lr"] = self._adapter.get_learning_rate()
-                history.append(epoch, logs)
-                display.end_epoch(epoch, logs, time.perf_counter() - start)
-                cbs.on_epoch_end(epoch, logs)
-                if steps_per_epoch and loop.steps_done < steps_per_epoch:
-                    warnings.warn(f"The training data ran out after {loop.steps_done} of "
-                                  f"steps_per_epoch={steps_per_epoch} steps; training stops. "
-                                  f"Provide at least steps_per_epoch * epochs batches.")
-                    self.stop_training = True
-                if self.stop_training:
-                    break
-        finally:
-            display.close()
-        cbs.on_train_end(logs)
-        return history
+        loop = StepLoop(train.batches(self._group(cbs, "train", log_every), limit),
+                        kind="train", callbacks=cbs, display=display, log_every=log_every,
+                        read_logs=lambda: self._adapter.read_logs("train"))
+        for item in loop:
+            train_fn(item)
+        logs = self._adapter.read_logs("train")  # host sync: epoch end
+        if val is not None:
+            logs.update({f"val_{k}": v for k, v in self._evaluate(val, cbs).items()})
+        logs["lr"] = self._adapter.get_learning_rate()
+        display.end_epoch(epoch, logs, time.perf_counter() - start)
+        if limit and loop.steps_done < limit:
+            warnings.warn(f"The training data ran out after {loop.steps_done} of "
+                          f"steps_per_epoch={limit} steps; training stops. Provide at least "
+                          f"steps_per_epoch * epochs batches.")
+            self.stop_training = True
+        return logs
 
     def _fit_sources(self, x, y, batch_size, shuffle, validation_split, validation_data):
         val = None
@@ -222,7 +233,7 @@ class Model:
                 f"y must be None when x is a {type(x).__name__} that yields (x, y) batches; "
                 f"the targets come from the batches."
             )
-        return self._adapter.batch_source(x, batch_size=batch_size, shuffle=shuffle, role=role)
+        return self._adapter.batch_source(x, batch_size=batch_size, shuffle=shuffle)
 
     def _group(self, cbs: CallbackList, kind: str, log_every: int | None) -> int:
         """Steps per compiled call: the user's number, or 'auto' (all, unless hooks need each)."""

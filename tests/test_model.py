@@ -214,3 +214,68 @@ def test_log_step_freq_prints_step_logs(kit, regression, capsys):
     model.fit(*regression, batch_size=32, epochs=1, verbose=2, log_step_freq=3)
     out = capsys.readouterr().out
     assert "[step = 3] loss:" in out and "[step = 6] loss:" in out and "[step = 9]" not in out
+
+
+def test_history_plot_draws_train_and_validation_curves(kit, regression):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model = fitkit.Model(kit.mlp(4, 1))
+    model.compile("adam", "mse", metrics=["mae"])
+    history = model.fit(*regression, epochs=3, validation_split=0.25, verbose=0)
+    fig = history.plot()
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["loss", "mae"]
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels == ["loss", "val_loss"] and len(fig.axes[0].lines[0].get_xdata()) == 3
+
+
+def test_predict_step_override_shapes_predictions(kit, classes):
+    x, _ = classes
+
+    class Probabilities(fitkit.Model):
+        def predict_step(self, batch):
+            logits = super().predict_step(batch)
+            if self.backend == "torch":
+                return logits.softmax(-1)
+            import tensorflow as tf
+
+            return tf.nn.softmax(logits)
+
+    probs = Probabilities(kit.mlp(4, 3)).predict(x, batch_size=64)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_bf16_precision_trains_with_autocast(torch_kit, regression):
+    import torch
+
+    seen = []
+
+    class Spy(fitkit.Model):
+        def compute_loss(self, x, y, y_pred):
+            seen.append(y_pred.dtype)
+            return super().compute_loss(x, y, y_pred.float())
+
+    model = Spy(torch_kit.mlp(4, 1))
+    model.compile("adam", "mse", lr=1e-2, precision="bf16")
+    history = model.fit(*regression, epochs=3, verbose=0)
+    assert seen[-1] == torch.bfloat16
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert model.predict(regression[0][:4]).dtype == np.float32
+
+
+def test_bf16_on_keras_needs_the_mixed_policy(tf_kit):
+    model = fitkit.Model(tf_kit.mlp(4, 1))
+    with pytest.raises(fitkit.FitkitValueError, match="mixed_bfloat16"):
+        model.compile("adam", "mse", precision="bf16")
+    with pytest.raises(fitkit.FitkitValueError, match="precision"):
+        model.compile("adam", "mse", precision="fp8")
+
+
+def test_cli_info_names_backend_and_devices(capsys, monkeypatch):
+    from fitkit import cli
+
+    monkeypatch.setenv("FITKIT_BACKEND", "torch")
+    cli.main(["info"])
+    out = capsys.readouterr().out
+    assert "backend: torch" in out and "device: cpu (CPU)" in out and "torch" in out

@@ -96,7 +96,15 @@ class Adapter:
         self._trackers: dict = {}
 
     # ------------------------------------------------------------------ compile
-    def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None) -> None:
+    def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
+                precision: str = "32") -> None:
+        policy = getattr(getattr(self.net, "dtype_policy", None), "name", "float32")
+        if precision == "bf16" and policy != "mixed_bfloat16":
+            raise FitkitValueError(
+                f"precision='bf16' needs a Keras network built under the 'mixed_bfloat16' "
+                f"policy (this one is {policy!r}). Call "
+                f"keras.mixed_precision.set_global_policy('mixed_bfloat16') before building it."
+            )
         self.optimizer = self._build_optimizer(optimizer, lr)
         self.loss_fn, self.loss_spec = losses.build_loss(loss)
         self.metrics = specs.build_metrics(metric_specs, metrics)
@@ -133,7 +141,7 @@ class Adapter:
     def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool):
         return data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle)
 
-    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool, role: str):
+    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool):
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle)
 
     def prepare(self, batch: tuple, source: Any, *, with_loss: bool,
@@ -264,7 +272,10 @@ class Adapter:
         if isinstance(first, (tuple, list)):
             return type(first)(self.outputs_to_numpy([o[i] for o in outputs])
                                for i in range(len(first)))
-        return tf.concat(outputs, 0).numpy()  # host sync: predictions leave the device
+        merged = tf.concat(outputs, 0)
+        if merged.dtype == tf.bfloat16:  # numpy has no bfloat16
+            merged = tf.cast(merged, tf.float32)
+        return merged.numpy()  # host sync: predictions leave the device
 
     # ------------------------------------------------------------------ weights, summary
     def _keras_net(self, what: str) -> None:

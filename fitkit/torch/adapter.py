@@ -5,6 +5,7 @@ sources live in data.py, metric formulas in metrics.py, losses in losses.py.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable
 
@@ -66,12 +67,17 @@ class Adapter:
         self.loss_spec: specs.LossSpec | None = None
         self.metrics: list[metrics.StateMetric] = []
         self.prepared = False
+        self._autocast: Any = contextlib.nullcontext()
         self.output_tail: tuple | None = None  # output shape past the batch dim, () if several
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
 
     # ------------------------------------------------------------------ compile
-    def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None) -> None:
+    def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
+                precision: str = "32") -> None:
         self.optimizer = self._build_optimizer(optimizer, lr)
+        # One reusable context: autocast for bf16, a no-op for full precision.
+        self._autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                          if precision == "bf16" else contextlib.nullcontext())
         self.loss_fn, self.loss_spec = losses.build_loss(loss)
         self.metrics = specs.build_metrics(metric_specs, metrics)
         self.prepared = False
@@ -113,7 +119,7 @@ class Adapter:
         return data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle,
                                  device=self.device, float_dtype=self.float_dtype)
 
-    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool, role: str):
+    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool):
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle,
                                  device=self.device, float_dtype=self.float_dtype)
 
@@ -176,8 +182,9 @@ class Adapter:
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y = batch
-        y_pred = call_net(self.net, x)
-        loss = compute_loss(x, y, y_pred)
+        with self._autocast:
+            y_pred = call_net(self.net, x)
+            loss = compute_loss(x, y, y_pred)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -187,14 +194,16 @@ class Adapter:
 
     def test_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y = batch
-        y_pred = call_net(self.net, x)
-        loss = compute_loss(x, y, y_pred)
+        with self._autocast:
+            y_pred = call_net(self.net, x)
+            loss = compute_loss(x, y, y_pred)
         if self.metrics:
             self.update_metrics(y, y_pred)
         return {"loss": loss}
 
     def predict_step(self, batch: tuple) -> Any:
-        return call_net(self.net, batch[0])
+        with self._autocast:
+            return call_net(self.net, batch[0])
 
     def make_function(self, step: Callable, mode: str) -> Callable:
         """Wrap a step so its returned logs accumulate on the device (no host sync)."""
@@ -237,7 +246,10 @@ class Adapter:
     def outputs_to_numpy(self, outputs: list) -> Any:
         first = outputs[0]
         if isinstance(first, torch.Tensor):
-            return torch.cat(outputs).cpu().numpy()  # host sync: predictions leave the device
+            merged = torch.cat(outputs)
+            if merged.dtype == torch.bfloat16:  # numpy has no bfloat16
+                merged = merged.float()
+            return merged.cpu().numpy()  # host sync: predictions leave the device
         if isinstance(first, dict):
             return {k: self.outputs_to_numpy([o[k] for o in outputs]) for k in first}
         return type(first)(self.outputs_to_numpy([o[i] for o in outputs])

@@ -42,35 +42,66 @@ def rows(batch_x: Any) -> int:
     return leaves(batch_x)[0].shape[0]
 
 
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """In-memory data goes to an accelerator once when it takes at most half its free memory."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= free // 2
+
+
 class TensorSource:
-    """In-memory data: contiguous tensors on the device, one gather per epoch to shuffle."""
+    """In-memory data: contiguous tensors, one gather per epoch to shuffle, views per step.
+
+    Data that fits lives on the device (copied once); larger data stays in pinned host
+    memory and each batch is copied with ``non_blocking=True``, so the copy overlaps compute.
+    """
 
     one_shot = False
 
     def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
                  device: torch.device, float_dtype: torch.dtype) -> None:
-        convert = lambda v: to_tensor(v, device, float_dtype)  # noqa: E731
+        host = torch.device("cpu")
+        to_host = lambda v: v if isinstance(v, torch.Tensor) else \
+            to_tensor(v, host, float_dtype)  # noqa: E731
+        x, y = map_structure(to_host, x), None if y is None else map_structure(to_host, y)
+        nbytes = sum(t.numel() * t.element_size()
+                     for t in leaves(x) + (leaves(y) if y is not None else []))
+        self.resident = fits_on_device(nbytes, device)
+        place = device if self.resident else host
+        convert = lambda v: to_tensor(v, place, float_dtype)  # noqa: E731
         self.x = map_structure(convert, x)
         self.y = None if y is None else map_structure(convert, y)
+        self.pinned = not self.resident and device.type == "cuda"
+        if self.pinned:
+            pin = lambda t: t.pin_memory()  # noqa: E731
+            self.x = map_structure(pin, self.x)
+            self.y = None if self.y is None else map_structure(pin, self.y)
         self.n = rows(self.x)
         self.batch_size, self.shuffle, self.device = batch_size, shuffle, device
         self.steps = math.ceil(self.n / batch_size)
 
     def _slices(self, x: Any, y: Any) -> Iterator[tuple]:
         bs = self.batch_size
-        if isinstance(x, torch.Tensor) and (y is None or isinstance(y, torch.Tensor)):
+        if self.resident and isinstance(x, torch.Tensor) and isinstance(y, (torch.Tensor,
+                                                                           type(None))):
             for start in range(0, self.n, bs):  # fast path: one tensor each, views only
                 yield x[start:start + bs], None if y is None else y[start:start + bs]
             return
+        device, resident = self.device, self.resident
         for start in range(0, self.n, bs):
-            cut = lambda t: t[start:start + bs]  # noqa: E731
+            def cut(t, start=start):
+                part = t[start:start + bs]
+                return part if resident else part.to(device, non_blocking=True)
             yield map_structure(cut, x), None if y is None else map_structure(cut, y)
 
     def __iter__(self) -> Iterator[tuple]:
         x, y = self.x, self.y
         if self.shuffle:
-            perm = torch.randperm(self.n, device=self.device)
+            perm = torch.randperm(self.n, device=self.device if self.resident else "cpu")
             take = lambda t: t[perm]  # noqa: E731
+            if self.pinned:  # the gathered copy is pinned again for async copies
+                take = lambda t: t[perm].pin_memory()  # noqa: E731
             x = map_structure(take, x)
             y = None if y is None else map_structure(take, y)
         return self._slices(x, y)

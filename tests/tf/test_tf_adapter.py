@@ -109,3 +109,38 @@ def test_steps_per_execution_must_be_positive(tf_kit):
     model = fitkit.Model(tf_kit.mlp(4, 1))
     with pytest.raises(fitkit.FitkitValueError, match="steps_per_execution"):
         model.compile("sgd", "mse", steps_per_execution=0)
+
+
+def test_bf16_keras_network_trains_under_mixed_policy(tf_kit):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        net = tf_kit.mlp(4, 1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    x, y = make_regression(n=128)
+    model = fitkit.Model(net)
+    model.compile("adam", "mse", lr=1e-2, precision="bf16")
+    history = model.fit(x, y, epochs=4, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert model.predict(x[:4]).dtype == np.float32
+
+
+def test_plain_tf_module_and_keras_layer_train(tf_kit):
+    import tensorflow as tf
+
+    class Linear(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.zeros((4, 1)))
+            self.b = tf.Variable(tf.zeros((1,)))
+
+        def __call__(self, x):
+            return x @ self.w + self.b
+
+    x, y = make_regression(n=128)
+    for net in (Linear(), keras.layers.Dense(1)):
+        model = fitkit.Model(net)
+        assert model.backend == "tensorflow"
+        model.compile("sgd", "mse", lr=0.1)
+        history = model.fit(x, y, epochs=5, verbose=0)
+        assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]

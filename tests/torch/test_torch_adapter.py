@@ -110,3 +110,22 @@ def test_devices_helpers_on_cpu_machine(monkeypatch):
     assert fitkit.devices.memory_growth(True) == torch.cuda.is_available()
     with pytest.raises(fitkit.FitkitValueError, match="torchrun"):
         fitkit.devices.virtual_devices(2)
+
+
+def test_data_too_large_for_the_device_is_copied_per_batch(torch_kit, monkeypatch):
+    from fitkit.torch import data
+
+    x, y = make_regression(n=100)
+    weights = []
+    for fits in (True, False):
+        monkeypatch.setattr(data, "fits_on_device", lambda nbytes, device, fits=fits: fits)
+        fitkit.set_seed(2)
+        net = torch_kit.mlp(4, 1)
+        model = fitkit.Model(net)
+        model.compile("sgd", "mse")
+        source = model._adapter.array_source(x, y, batch_size=16, shuffle=False)
+        assert source.resident is fits
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        weights.append(torch_kit.weights(net))
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
