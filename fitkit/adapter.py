@@ -37,7 +37,8 @@ class SummaryInfo:
 class Adapter(Protocol):
     name: str   # "torch" | "tensorflow"
     net: Any
-    prepared: bool  # metric states built (after the first checked batch)
+    metrics: list   # the compiled metric objects
+    loss_spec: Any  # specs.LossSpec: what fitkit knows of the compiled loss
     optimizer: Any
     loss_fn: Any
 
@@ -52,8 +53,11 @@ class Adapter(Protocol):
     # data
     def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool) -> BatchSource: ...
     def batch_source(self, data: Any, *, batch_size: int, shuffle: bool) -> BatchSource: ...
-    def prepare(self, batch: Batch, source: BatchSource, *, with_loss: bool,
-                run_network: bool = True) -> None: ...
+    def output_tail(self, x: Any) -> tuple:
+        """One checked forward pass (inference): output shape past the batch dim, () if several."""
+    def label_range(self, labels: Any) -> tuple[float, float]: ...  # host sync
+    def build_states(self, mode: Any, width: int) -> None:
+        """Metric states (and anything else) that must exist before the first step."""
 
     # steps (the defaults behind Model.train_step & co.)
     def train_step(self, batch: Batch, compute_loss: Callable) -> dict: ...

@@ -10,7 +10,7 @@ import time
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import arrays
+from . import arrays, specs
 from .backend import adapter_module, backend_for
 from .callbacks import Callback, CallbackList
 from .display import EpochDisplay, summary_table
@@ -34,6 +34,8 @@ class Model:
         self._adapter = adapter_module(self.backend).Adapter(net, device=device)
         self._compiled = False
         self._steps_per_execution: int | str = "auto"
+        self._output_tail: tuple | None = None  # output shape past the batch dim; () if several
+        self._states_built = False
         self._functions: dict[str, Callable] = {}
         self.stop_training = False
         self.history: History | None = None
@@ -91,6 +93,7 @@ class Model:
             raise FitkitValueError(f"precision must be '32' or 'bf16'; got {precision!r}.")
         self._adapter.compile(optimizer, loss, metrics or [], lr, precision)
         self._steps_per_execution = steps_per_execution
+        self._states_built = False
         self._functions.clear()
         self._compiled = True
         return self
@@ -161,9 +164,9 @@ class Model:
                 "epoch. Pass steps_per_epoch=N, or a re-iterable (a list, a Dataset/DataLoader, "
                 "a tf.data.Dataset)."
             )
-        self._adapter.prepare(train.peek(), train, with_loss=True)
+        self._check_batch(train.peek(), train, with_loss=True)
         if val is not None:
-            self._adapter.prepare(val.peek(), val, with_loss=True)
+            self._check_batch(val.peek(), val, with_loss=True)
 
     def _fit_epoch(self, epoch: int, *, train, val, cbs: CallbackList, display: EpochDisplay,
                    limit: int | None, log_every: int | None) -> dict[str, float]:
@@ -279,7 +282,7 @@ class Model:
         """
         self._require_compiled("validate")
         source = self._source(x, y, batch_size, shuffle=False, role="test")
-        self._adapter.prepare(source.peek(), source, with_loss=True)
+        self._check_batch(source.peek(), source, with_loss=True)
         return self._evaluate(source, CallbackList(callbacks, self, {}))
 
     evaluate = validate
@@ -291,7 +294,7 @@ class Model:
         >>> probs = model.predict(x_test, batch_size=256)
         """
         source = self._source(x, None, batch_size, shuffle=False, role="predict")
-        self._adapter.prepare(source.peek(), source, with_loss=False)
+        self._check_batch(source.peek(), source, with_loss=False)
         self._adapter.set_training(False)
         cbs = CallbackList(callbacks, self, {})
         predict_fn = self._function("predict")
@@ -307,9 +310,37 @@ class Model:
                               else 1, shuffle=False, role=role)
         batch = source.peek()
         # The first call checks against a forward pass; later ones reuse the output shape.
-        self._adapter.prepare(batch, source, with_loss=role != "predict",
-                              run_network=not self._adapter.prepared)
+        self._check_batch(batch, source, with_loss=role != "predict",
+                          run_network=self._output_tail is None)
         return batch
+
+    def _check_batch(self, batch: tuple, source, *, with_loss: bool,
+                     run_network: bool = True) -> None:
+        """Check a batch against the network and the loss before any step; build states.
+
+        The forward pass (inference mode) catches inputs the network cannot take; the
+        targets are checked against the loss (shapes, label range over all in-memory labels).
+        """
+        x, y = batch
+        if with_loss and y is None:
+            raise FitkitValueError("The data yields inputs only; training and evaluation need "
+                                   "(x, y) batches (or pass y=... with array inputs).")
+        if run_network or self._output_tail is None:
+            self._output_tail = self._adapter.output_tail(x)
+        if not with_loss:
+            return
+        if self._output_tail == ():
+            if self._adapter.metrics:
+                raise FitkitValueError("Compiled metrics need a network with one output; "
+                                       "update them yourself in a custom test_step.")
+            return
+        pred_shape = (y.shape[0], *self._output_tail)
+        labels = source.targets() if source.targets() is not None else y
+        mode = specs.check_targets(self._adapter.loss_spec, pred_shape, tuple(y.shape),
+                                   lambda: self._adapter.label_range(labels))
+        if not self._states_built:
+            self._adapter.build_states(mode, pred_shape[-1] if len(pred_shape) > 1 else 1)
+            self._states_built = True
 
     def train_on_batch(self, x: Any, y: Any, *, reset_metrics: bool = True) -> dict[str, float]:
         """One step on one batch; returns that batch's logs (running ones if not reset)."""

@@ -170,7 +170,7 @@ def test_train_on_batch_checks_every_call_without_a_second_forward(kit):
     x, y = make_classes(classes=3)
     model, net = _compiled(kit, n_out=3, loss="cross_entropy")
     model.train_on_batch(x[:32], y[:32])
-    assert model._adapter.output_tail == (3,)
+    assert model._output_tail == (3,)
     bad = y[32:64].copy()
     bad[0] = 7
     before = kit.weights(net)

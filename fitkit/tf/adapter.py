@@ -91,8 +91,6 @@ class Adapter:
         self.loss_fn: Callable | None = None
         self.loss_spec: specs.LossSpec | None = None
         self.metrics: list[metrics.StateMetric] = []
-        self.prepared = False
-        self.output_tail: tuple | None = None  # output shape past the batch dim, () if several
         self._trackers: dict = {}
 
     # ------------------------------------------------------------------ compile
@@ -109,7 +107,6 @@ class Adapter:
         self.loss_fn, self.loss_spec = losses.build_loss(loss)
         self.metrics = specs.build_metrics(metric_specs, metrics)
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
-        self.prepared = False
 
     def _build_optimizer(self, optimizer: Any, lr: float | None):
         if isinstance(optimizer, str):
@@ -144,34 +141,20 @@ class Adapter:
     def batch_source(self, source: Any, *, batch_size: int, shuffle: bool):
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle)
 
-    def prepare(self, batch: tuple, source: Any, *, with_loss: bool,
-                run_network: bool = True) -> None:
-        """Check a batch against the network and loss before any step; build metric states.
+    def output_tail(self, x: Any) -> tuple:
+        """Run the network once (inference) and return its output shape past the batch dim."""
+        y_pred = self._checked_forward(x)
+        return tuple(y_pred.shape[1:]) if isinstance(y_pred, tf.Tensor) else ()
 
-        ``run_network=False`` (batch-style calls after the first) skips the forward pass and
-        checks the targets against the output shape seen before.
-        """
-        x, y = batch
-        if with_loss and y is None:
-            raise FitkitValueError("The data yields inputs only; training and evaluation need "
-                                   "(x, y) batches (or pass y=... with array inputs).")
-        if run_network or self.output_tail is None:
-            y_pred = self._checked_forward(x)
-            self.output_tail = tuple(y_pred.shape[1:]) if isinstance(y_pred, tf.Tensor) else ()
-        if not with_loss or self.output_tail == ():
-            if with_loss and self.metrics:
-                raise FitkitValueError("Compiled metrics need a network with one output; "
-                                       "update them yourself in a custom test_step.")
-            return
+    def label_range(self, labels: tf.Tensor) -> list:
+        return tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]).numpy().tolist()
+
+    def build_states(self, mode: specs.TargetMode, width: int) -> None:
+        """Metric variables and optimizer slots, created before anything is traced."""
         if isinstance(self.optimizer, keras.optimizers.Optimizer) and not self.optimizer.built:
             self.optimizer.build(self.net.trainable_variables)  # before tracing: one trace less
-        pred_shape = (y.shape[0], *self.output_tail)
-        mode = specs.check_targets(self.loss_spec, pred_shape, tuple(y.shape),
-                                   lambda: self._label_range(source, y))
-        if not self.prepared:
-            for metric in self.metrics:
-                metric.build(mode, pred_shape[-1] if len(pred_shape) > 1 else 1)
-            self.prepared = True
+        for metric in self.metrics:
+            metric.build(mode, width)
 
     def _checked_forward(self, x: Any) -> Any:
         try:
@@ -182,11 +165,6 @@ class Adapter:
                 f"that the input width matches the network's first layer (and, for several "
                 f"inputs, that x is a tuple or dict in the order the network takes them)."
             ) from err
-
-    @staticmethod
-    def _label_range(source: Any, y: tf.Tensor) -> list:
-        labels = source.targets() if source.targets() is not None else y
-        return tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]).numpy().tolist()
 
     # ------------------------------------------------------------------ steps
     def compute_loss(self, x: Any, y: Any, y_pred: Any) -> tf.Tensor:

@@ -66,9 +66,7 @@ class Adapter:
         self.loss_fn: Callable | None = None
         self.loss_spec: specs.LossSpec | None = None
         self.metrics: list[metrics.StateMetric] = []
-        self.prepared = False
         self._autocast: Any = contextlib.nullcontext()
-        self.output_tail: tuple | None = None  # output shape past the batch dim, () if several
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
 
     # ------------------------------------------------------------------ compile
@@ -80,7 +78,6 @@ class Adapter:
                           if precision == "bf16" else contextlib.nullcontext())
         self.loss_fn, self.loss_spec = losses.build_loss(loss)
         self.metrics = specs.build_metrics(metric_specs, metrics)
-        self.prepared = False
 
     def _build_optimizer(self, optimizer: Any, lr: float | None) -> torch.optim.Optimizer:
         params = [p for p in self.net.parameters() if p.requires_grad]
@@ -123,33 +120,17 @@ class Adapter:
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle,
                                  device=self.device, float_dtype=self.float_dtype)
 
-    def prepare(self, batch: tuple, source: Any, *, with_loss: bool,
-                run_network: bool = True) -> None:
-        """Check a batch against the network and loss before any step; build metric states.
+    def output_tail(self, x: Any) -> tuple:
+        """Run the network once (eval, no grad) and return its output shape past the batch dim."""
+        y_pred = self._checked_forward(x)
+        return tuple(y_pred.shape[1:]) if isinstance(y_pred, torch.Tensor) else ()
 
-        ``run_network=False`` (batch-style calls after the first) skips the forward pass and
-        checks the targets against the output shape seen before.
-        """
-        x, y = batch
-        if with_loss and y is None:
-            raise FitkitValueError("The data yields inputs only; training and evaluation need "
-                                   "(x, y) batches (or pass y=... with array inputs).")
-        if run_network or self.output_tail is None:
-            y_pred = self._checked_forward(x)
-            self.output_tail = tuple(y_pred.shape[1:]) if isinstance(y_pred, torch.Tensor) \
-                else ()
-        if not with_loss or self.output_tail == ():
-            if with_loss and self.metrics:
-                raise FitkitValueError("Compiled metrics need a network with one output; "
-                                       "update them yourself in a custom test_step.")
-            return
-        pred_shape = (y.shape[0], *self.output_tail)
-        mode = specs.check_targets(self.loss_spec, pred_shape, tuple(y.shape),
-                                   lambda: self._label_range(source, y))
-        if not self.prepared:
-            for metric in self.metrics:
-                metric.build(mode, pred_shape[-1] if len(pred_shape) > 1 else 1, self.device)
-            self.prepared = True
+    def label_range(self, labels: torch.Tensor) -> list:
+        return torch.stack(list(torch.aminmax(labels))).tolist()  # host sync: once per check
+
+    def build_states(self, mode: specs.TargetMode, width: int) -> None:
+        for metric in self.metrics:
+            metric.build(mode, width, self.device)
 
     def _checked_forward(self, x: Any) -> Any:
         was_training = self.net.training
@@ -165,11 +146,6 @@ class Adapter:
             ) from err
         finally:
             self.net.train(was_training)
-
-    @staticmethod
-    def _label_range(source: Any, y: torch.Tensor) -> list:
-        labels = source.targets() if source.targets() is not None else y
-        return torch.stack(list(torch.aminmax(labels))).tolist()  # host sync: once per check
 
     # ------------------------------------------------------------------ steps
     def compute_loss(self, x: Any, y: Any, y_pred: Any) -> torch.Tensor:
