@@ -41,15 +41,20 @@ def _fitkit_fit(fitkit, model, spec, xt, yt, xv, yv, first_step, imported):
     if first_step:
         model.fit(xt, yt, batch_size=spec["batch_size"], epochs=1, steps_per_epoch=1, verbose=0)
         return {"import_s": imported}
+    return _timed_fit(model.fit, fitkit.callbacks.Callback, spec, xt, yt, xv, yv, imported)
+
+
+def _timed_fit(fit, callback_base, spec, xt, yt, xv, yv, imported):
+    """A Keras-style ``fit`` with an epoch-end clock (epoch hooks only: no per-step cost)."""
     ends = []
 
-    class EpochClock(fitkit.callbacks.Callback):  # epoch hooks only: no per-step cost
+    class EpochClock(callback_base):
         def on_epoch_end(self, epoch, logs=None):
             ends.append(time.perf_counter())
 
     start = time.perf_counter()
-    history = model.fit(xt, yt, batch_size=spec["batch_size"], epochs=spec["epochs"],
-                        validation_data=(xv, yv), verbose=0, callbacks=[EpochClock()])
+    history = fit(xt, yt, batch_size=spec["batch_size"], epochs=spec["epochs"],
+                  validation_data=(xv, yv), verbose=0, callbacks=[EpochClock()])
     return {"import_s": imported, "epoch_ends": [e - start for e in ends],
             "val_accuracy": history.history["val_accuracy"][-1]}
 
@@ -228,17 +233,7 @@ def _keras_fit(name, first_step):
         net.fit(xt[:spec["batch_size"]], yt[:spec["batch_size"]], batch_size=spec["batch_size"],
                 epochs=1, verbose=0)
         return {"import_s": imported}
-    ends = []
-
-    class EpochClock(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            ends.append(time.perf_counter())
-
-    start = time.perf_counter()
-    history = net.fit(xt, yt, batch_size=spec["batch_size"], epochs=spec["epochs"],
-                      validation_data=(xv, yv), verbose=0, callbacks=[EpochClock()])
-    return {"import_s": imported, "epoch_ends": [e - start for e in ends],
-            "val_accuracy": history.history["val_accuracy"][-1]}
+    return _timed_fit(net.fit, keras.callbacks.Callback, spec, xt, yt, xv, yv, imported)
 
 
 def keras_tf(name, first_step=False):
