@@ -129,6 +129,7 @@ class Adapter:
         return opt
 
     def get_learning_rate(self) -> float:
+        # host sync: a variable read, once per epoch (for the lr column)
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
     def set_learning_rate(self, value: float) -> None:
@@ -147,6 +148,7 @@ class Adapter:
         return tuple(y_pred.shape[1:]) if isinstance(y_pred, tf.Tensor) else ()
 
     def label_range(self, labels: tf.Tensor) -> list:
+        # host sync: once per check, before training
         return tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]).numpy().tolist()
 
     def build_states(self, mode: specs.TargetMode, width: int) -> None:

@@ -22,7 +22,7 @@ def to_tensor(value: Any) -> tf.Tensor:
     if isinstance(value, tf.Tensor):
         return tf.cast(value, tf.float32) if value.dtype in (tf.float64, tf.bool) else value
     if type(value).__module__.startswith("torch"):
-        value = value.detach().cpu().numpy()  # a torch tensor from a loader
+        value = value.detach().cpu().numpy()  # host sync: a torch batch crossing frameworks
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
         raise FitkitValueError(f"Data of dtype {array.dtype} is not numeric; encode it first.")

@@ -21,7 +21,7 @@ def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> tor
     """One leaf as a tensor on ``device``; floats take the network's dtype, labels stay integer."""
     if not isinstance(value, torch.Tensor):
         if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
-            value = value.numpy()  # a tf tensor or similar
+            value = value.numpy()  # host sync: a tf tensor crossing frameworks
         array = np.asarray(value)
         if array.dtype == np.bool_:
             array = array.astype(np.float32)
