@@ -214,7 +214,10 @@ class Model:
             (x, xv), (y, yv) = arrays.split_tail(x, n_train), arrays.split_tail(y, n_train)
             val = self._source(xv, yv, batch_size, shuffle=False, role="test")
         elif validation_data is not None:
-            if isinstance(validation_data, tuple) and len(validation_data) in (2, 3) and \
+            if isinstance(validation_data, tuple) and len(validation_data) == 3:
+                raise FitkitValueError("validation_data takes (x_val, y_val); sample weights "
+                                       "are not supported yet.")
+            if isinstance(validation_data, tuple) and len(validation_data) == 2 and \
                     arrays.is_structure_of_arrays(validation_data[0]):
                 val = self._source(validation_data[0], validation_data[1], batch_size,
                                    shuffle=False, role="test")
@@ -225,8 +228,9 @@ class Model:
     def _source(self, x: Any, y: Any, batch_size: int, *, shuffle: bool, role: str):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise FitkitValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}.")
-        if arrays.is_structure_of_arrays(x) or isinstance(x, list) and x and \
-                not isinstance(x[0], (tuple, list)):
+        # A list of numbers is one array; a list of (x, y) pairs is an iterable of batches.
+        plain_list = isinstance(x, list) and bool(x) and not isinstance(x[0], (tuple, list))
+        if arrays.is_structure_of_arrays(x) or plain_list:
             x, y, _ = arrays.prepare_xy(x, y, need_y=role != "predict")
             return self._adapter.array_source(x, y, batch_size=batch_size, shuffle=shuffle)
         if x is None:

@@ -179,3 +179,10 @@ def test_train_on_batch_checks_every_call_without_a_second_forward(kit):
     with pytest.raises(fitkit.FitkitValueError, match="ravel"):
         model.train_on_batch(x[32:64], y[32:64, None])
     _unchanged(kit, net, before)
+
+
+def test_validation_data_with_sample_weights_is_refused(kit, regression):
+    model, _ = _compiled(kit)
+    x, y = regression
+    with pytest.raises(fitkit.FitkitValueError, match="sample weights"):
+        model.fit(x, y, validation_data=(x, y, np.ones(len(x))), verbose=0)
