@@ -47,11 +47,28 @@ def summarize(values: list[float]) -> dict:
             "runs": values}
 
 
-def measure(impl: str, workload: str, runs: int) -> dict:
+def measure(impls: list[str], workload: str, runs: int) -> dict:
+    """Round-robin over the implementations, so that drift in the machine's speed hits all."""
     one = os.path.join(HERE, "run_one.py")
-    records = [run_process([one, impl, workload], _env(impl)) for _ in range(runs)]
-    first = [run_process([one, impl, workload, "first_step"], _env(impl))[0]
-             for _ in range(runs)]
+    records: dict = {impl: [] for impl in impls}
+    first: dict = {impl: [] for impl in impls}
+    failed: dict = {}
+    for _ in range(runs):
+        for impl in impls:
+            if impl in failed:
+                continue
+            print(f"  {workload} {impl}", file=sys.stderr, flush=True)
+            try:
+                records[impl].append(run_process([one, impl, workload], _env(impl)))
+                first[impl].append(run_process([one, impl, workload, "first_step"],
+                                               _env(impl))[0])
+            except RuntimeError as err:  # one broken contender must not lose the others
+                failed[impl] = {"skipped": f"failed: {str(err)[-300:]}"}
+    return {impl: failed.get(impl) or summarize_impl(records[impl], first[impl])
+            for impl in impls}
+
+
+def summarize_impl(records: list, first: list) -> dict:
     fit = [r["epoch_ends"][-1] for _, r in records]
     warm = [(r["epoch_ends"][-1] - r["epoch_ends"][0]) / (len(r["epoch_ends"]) - 1)
             for _, r in records if len(r["epoch_ends"]) > 1]
@@ -128,18 +145,16 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {}
     for workload in args.workloads:
-        results[workload] = {}
-        for impl in args.impls:
-            module = OPTIONAL.get(impl)
-            if module and importlib.util.find_spec(module) is None:
-                results[workload][impl] = {"skipped": f"{module} not installed "
-                                                      f"(pip install '.[bench]')"}
-                continue
-            print(f"running {workload} {impl} x{args.runs}", file=sys.stderr, flush=True)
-            try:
-                results[workload][impl] = measure(impl, workload, args.runs)
-            except RuntimeError as err:  # one broken contender must not lose the others
-                results[workload][impl] = {"skipped": f"failed: {str(err)[-300:]}"}
+        missing = {impl: OPTIONAL[impl] for impl in args.impls if impl in OPTIONAL
+                   and importlib.util.find_spec(OPTIONAL[impl]) is None}
+        present = [impl for impl in args.impls if impl not in missing]
+        print(f"running {workload}: {len(present)} implementations x{args.runs}, interleaved",
+              file=sys.stderr, flush=True)
+        measured = measure(present, workload, args.runs)
+        results[workload] = {
+            impl: measured.get(impl) or {"skipped": f"{missing[impl]} not installed "
+                                                    f"(pip install '.[bench]')"}
+            for impl in args.impls}
     baselines = import_baselines(args.runs)
     report = table(results, baselines)
     print(report)
