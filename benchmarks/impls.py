@@ -85,6 +85,27 @@ def fitkit_tf(name, first_step=False):
 
 
 # ----------------------------------------------------------------------------- hand-written
+def torch_loop_epoch(net, opt, loss_fn, x, y, bs, max_steps=None) -> dict:
+    """One hand-written training epoch: a permutation, slices, sums kept on the device."""
+    import torch
+
+    perm = torch.randperm(len(x))
+    xp, yp = x[perm], y[perm]
+    loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
+    for step, i in enumerate(range(0, len(x), bs)):
+        if max_steps is not None and step == max_steps:
+            break
+        xb, yb = xp[i:i + bs], yp[i:i + bs]
+        opt.zero_grad(set_to_none=True)
+        out = net(xb)
+        loss = loss_fn(out, yb)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach() * len(xb)
+        correct += (out.argmax(1) == yb).sum()
+    return {"loss": (loss_sum / len(x)).item(), "accuracy": correct.item() / len(x)}
+
+
 def torch_loop(name, first_step=False):
     """A careful hand-written loop: tensor slicing, a permutation per epoch, no per-step sync."""
     t = time.perf_counter()
@@ -96,25 +117,13 @@ def torch_loop(name, first_step=False):
     opt = torch.optim.Adam(net.parameters(), lr=spec["lr"])
     loss_fn = torch.nn.CrossEntropyLoss()
     x, y, x_val, y_val = map(torch.from_numpy, (xt, yt, xv, yv))
-    bs, n = spec["batch_size"], len(x)
+    bs = spec["batch_size"]
     start, ends = time.perf_counter(), []
     for _ in range(1 if first_step else spec["epochs"]):
         net.train()
-        perm = torch.randperm(n)
-        xp, yp = x[perm], y[perm]
-        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
-        for i in range(0, n, bs):
-            xb, yb = xp[i:i + bs], yp[i:i + bs]
-            opt.zero_grad(set_to_none=True)
-            out = net(xb)
-            loss = loss_fn(out, yb)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(xb)
-            correct += (out.argmax(1) == yb).sum()
-            if first_step:
-                return {"import_s": imported}
-        logs = {"loss": (loss_sum / n).item(), "accuracy": correct.item() / n}
+        logs = torch_loop_epoch(net, opt, loss_fn, x, y, bs, max_steps=1 if first_step else None)
+        if first_step:
+            return {"import_s": imported}
         net.eval()
         with torch.no_grad():
             val_loss, val_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)

@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fitkit  # noqa: E402
+from impls import torch_loop_epoch  # noqa: E402
 from workloads import WORKLOADS, torch_net  # noqa: E402
 
 
@@ -36,28 +37,13 @@ def main() -> None:
     opt, loss_fn = torch.optim.Adam(theirs.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
     x, y = torch.from_numpy(xt), torch.from_numpy(yt)
 
-    def hand_written_epoch() -> None:
-        perm = torch.randperm(len(x))
-        xp, yp = x[perm], y[perm]
-        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
-        for i in range(0, len(x), 64):
-            xb, yb = xp[i:i + 64], yp[i:i + 64]
-            opt.zero_grad(set_to_none=True)
-            out = theirs(xb)
-            loss = loss_fn(out, yb)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(xb)
-            correct += (out.argmax(1) == yb).sum()
-        (loss_sum / len(x)).item(), correct.item()
-
     fitkit_s, loop_s = [], []
     for _ in range(args.rounds):
         start = time.perf_counter()
         model.fit(xt, yt, batch_size=64, epochs=1, verbose=0)
         fitkit_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        hand_written_epoch()
+        torch_loop_epoch(theirs, opt, loss_fn, x, y, 64)
         loop_s.append(time.perf_counter() - start)
     print(f"W1 epoch, {args.rounds} alternating rounds: fitkit min {min(fitkit_s):.3f} s "
           f"(median {statistics.median(fitkit_s):.3f}), hand-written min {min(loop_s):.3f} s "
