@@ -330,7 +330,15 @@ class Model:
             raise FitkitValueError("The data yields inputs only; training and evaluation need "
                                    "(x, y) batches (or pass y=... with array inputs).")
         if run_network or self._output_tail is None:
-            self._output_tail = self._adapter.output_tail(x)
+            try:
+                self._output_tail = self._adapter.output_tail(x)
+            except Exception as err:
+                shapes = ", ".join(str(tuple(leaf.shape)) for leaf in arrays.leaves(x))
+                raise FitkitValueError(
+                    f"The network failed on a batch of inputs with shape {shapes}: {err}. Check "
+                    f"that the input width matches the network's first layer (and, for several "
+                    f"inputs, that x is a tuple or dict in the order the network takes them)."
+                ) from err
         if not with_loss:
             return
         if self._output_tail == ():
@@ -339,7 +347,9 @@ class Model:
                                        "update them yourself in a custom test_step.")
             return
         pred_shape = (y.shape[0], *self._output_tail)
-        labels = source.targets() if source.targets() is not None else y
+        labels = source.targets()
+        if labels is None:  # not all in memory: check this batch's labels
+            labels = y
         mode = specs.check_targets(self._adapter.loss_spec, pred_shape, tuple(y.shape),
                                    lambda: self._adapter.label_range(labels))
         if not self._states_built:

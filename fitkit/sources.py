@@ -57,7 +57,7 @@ class IterableSource:
 
     def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple[Any, int]]:
         """``(batch, 1)`` pairs for the step loop; loaders run one step per call."""
-        return ((batch, 1) for batch in islice(self, limit))
+        return one_step_each(self, limit)
 
     def peek(self) -> tuple:
         if self.one_shot:
@@ -72,6 +72,11 @@ class IterableSource:
 
     def targets(self) -> Any:
         return None
+
+
+def one_step_each(batches: Iterable, limit: int | None = None) -> Iterator[tuple[Any, int]]:
+    """``(batch, 1)`` pairs for the step loop, at most ``limit`` of them."""
+    return ((batch, 1) for batch in islice(batches, limit))
 
 
 def length(data: Any) -> int | None:

@@ -43,10 +43,6 @@ def call_net(net: Any, x: Any, training: bool) -> Any:
     return net(x)
 
 
-def _shapes(x: Any) -> str:
-    return ", ".join(str(tuple(leaf.shape)) for leaf in leaves(x))
-
-
 def _relaxed(value: Any) -> Any:
     """A TensorSpec with a free batch dimension, so a partial batch needs no new trace."""
     return tf.TensorSpec([None, *value.shape[1:]], value.dtype) if value.shape.rank else \
@@ -144,7 +140,7 @@ class Adapter:
 
     def output_tail(self, x: Any) -> tuple:
         """Run the network once (inference) and return its output shape past the batch dim."""
-        y_pred = self._checked_forward(x)
+        y_pred = call_net(self.net, x, training=False)
         return tuple(y_pred.shape[1:]) if isinstance(y_pred, tf.Tensor) else ()
 
     def label_range(self, labels: tf.Tensor) -> list:
@@ -157,16 +153,6 @@ class Adapter:
             self.optimizer.build(self.net.trainable_variables)  # before tracing: one trace less
         for metric in self.metrics:
             metric.build(mode, width)
-
-    def _checked_forward(self, x: Any) -> Any:
-        try:
-            return call_net(self.net, x, training=False)
-        except Exception as err:
-            raise FitkitValueError(
-                f"The network failed on a batch of inputs with shape {_shapes(x)}: {err}. Check "
-                f"that the input width matches the network's first layer (and, for several "
-                f"inputs, that x is a tuple or dict in the order the network takes them)."
-            ) from err
 
     # ------------------------------------------------------------------ steps
     def compute_loss(self, x: Any, y: Any, y_pred: Any) -> tf.Tensor:

@@ -6,7 +6,6 @@ pandas) are done before, by fitkit/arrays.py.
 from __future__ import annotations
 
 import math
-from itertools import islice
 from typing import Any, Iterator, NamedTuple
 
 import numpy as np
@@ -14,7 +13,7 @@ import tensorflow as tf
 
 from ..arrays import leaves, map_structure
 from ..errors import FitkitValueError
-from ..sources import IterableSource, check_iterable
+from ..sources import IterableSource, check_iterable, one_step_each
 
 
 def to_tensor(value: Any) -> tf.Tensor:
@@ -75,7 +74,7 @@ class TensorSource:
     def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
         """``(item, steps)`` pairs; with ``group > 1`` an item is a Chunk of ``group`` steps."""
         if group == 1:
-            return ((batch, 1) for batch in islice(self, limit))
+            return one_step_each(self, limit)
         return self._chunks(group, self.steps if limit is None else min(limit, self.steps))
 
     def _chunks(self, group: int, steps: int) -> Iterator[tuple]:

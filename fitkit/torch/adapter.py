@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from .. import specs
-from ..arrays import leaves, map_shapes, map_structure
+from ..arrays import map_shapes, map_structure
 from ..errors import FitkitTypeError, FitkitValueError
 from . import data, devices, losses, metrics, summary
 
@@ -40,10 +40,6 @@ def call_net(net: torch.nn.Module, x: Any) -> Any:
     if isinstance(x, (tuple, list)):
         return net(*x)
     return net(x)
-
-
-def _shapes(x: Any) -> str:
-    return ", ".join(str(tuple(leaf.shape)) for leaf in leaves(x))
 
 
 class Adapter:
@@ -122,7 +118,13 @@ class Adapter:
 
     def output_tail(self, x: Any) -> tuple:
         """Run the network once (eval, no grad) and return its output shape past the batch dim."""
-        y_pred = self._checked_forward(x)
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                y_pred = call_net(self.net, x)
+        finally:
+            self.net.train(was_training)
         return tuple(y_pred.shape[1:]) if isinstance(y_pred, torch.Tensor) else ()
 
     def label_range(self, labels: torch.Tensor) -> list:
@@ -131,21 +133,6 @@ class Adapter:
     def build_states(self, mode: specs.TargetMode, width: int) -> None:
         for metric in self.metrics:
             metric.build(mode, width, self.device)
-
-    def _checked_forward(self, x: Any) -> Any:
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            with torch.no_grad():
-                return call_net(self.net, x)
-        except Exception as err:
-            raise FitkitValueError(
-                f"The network failed on a batch of inputs with shape {_shapes(x)}: {err}. Check "
-                f"that the input width matches the network's first layer (and, for several "
-                f"inputs, that x is a tuple or dict in the order forward() takes them)."
-            ) from err
-        finally:
-            self.net.train(was_training)
 
     # ------------------------------------------------------------------ steps
     def compute_loss(self, x: Any, y: Any, y_pred: Any) -> torch.Tensor:

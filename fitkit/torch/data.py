@@ -6,7 +6,6 @@ user arrays (lengths, pandas) are done before, by fitkit/arrays.py.
 from __future__ import annotations
 
 import math
-from itertools import islice
 from typing import Any, Iterator
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 
 from ..arrays import leaves, map_structure
 from ..errors import FitkitValueError
-from ..sources import IterableSource, check_iterable
+from ..sources import IterableSource, check_iterable, one_step_each
 
 
 def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> torch.Tensor:
@@ -23,17 +22,13 @@ def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> tor
         if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
             value = value.numpy()  # host sync: a tf tensor crossing frameworks
         array = np.asarray(value)
-        if array.dtype == np.bool_:
-            array = array.astype(np.float32)
         if array.dtype.kind not in "biuf":
             raise FitkitValueError(f"Data of dtype {array.dtype} is not numeric; encode it first.")
         if not array.flags.writeable:  # pandas copy-on-write hands out read-only views
             array = array.copy()
         value = torch.from_numpy(np.ascontiguousarray(array))
-    if value.is_floating_point() and value.dtype != float_dtype:
-        value = value.to(float_dtype)
-    elif value.dtype == torch.bool:
-        value = value.to(float_dtype)
+    if (value.is_floating_point() or value.dtype == torch.bool) and value.dtype != float_dtype:
+        value = value.to(float_dtype)  # bool targets become 0/1 floats
     return value.to(device, non_blocking=True)
 
 
@@ -108,7 +103,7 @@ class TensorSource:
 
     def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
         """``(batch, 1)`` pairs: eager torch gains nothing from grouping steps per call."""
-        return ((batch, 1) for batch in islice(self, limit))
+        return one_step_each(self, limit)
 
     def peek(self) -> tuple:
         return next(self._slices(self.x, self.y))
