@@ -10,7 +10,7 @@ import time
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import arrays, specs
+from . import arrays, targets
 from .backend import adapter_module, backend_for
 from .callbacks import Callback, CallbackList
 from .display import EpochDisplay, summary_table
@@ -350,7 +350,7 @@ class Model:
         labels = source.targets()
         if labels is None:  # not all in memory: check this batch's labels
             labels = y
-        mode = specs.check_targets(self._adapter.loss_spec, pred_shape, tuple(y.shape),
+        mode = targets.check_targets(self._adapter.loss_spec, pred_shape, tuple(y.shape),
                                    lambda: self._adapter.label_range(labels))
         if not self._states_built:
             self._adapter.build_states(mode, pred_shape[-1] if len(pred_shape) > 1 else 1)

@@ -11,26 +11,16 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from .. import specs
-from ..arrays import leaves, map_shapes, map_structure
+from .. import specs, targets
+from ..arrays import leaves, map_structure
 from ..errors import BackendError, FitkitTypeError, FitkitValueError
-from . import data, losses, metrics, summary
+from . import data, losses, metrics, optimizers, summary
 
 if keras.backend.backend() != "tensorflow":
     raise BackendError(
         f"Keras is running on the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
         f"fitkit's TensorFlow adapter needs KERAS_BACKEND=tensorflow (or unset)."
     )
-
-_OPTIMIZERS = {
-    "sgd": (keras.optimizers.SGD, {"learning_rate": 0.01}),
-    "adam": (keras.optimizers.Adam, {"learning_rate": 1e-3}),
-    "adamw": (keras.optimizers.AdamW, {"learning_rate": 1e-3}),
-    "rmsprop": (keras.optimizers.RMSprop, {"learning_rate": 1e-3}),
-    "adagrad": (keras.optimizers.Adagrad, {"learning_rate": 1e-3}),
-    "nadam": (keras.optimizers.Nadam, {"learning_rate": 1e-3}),
-}
-
 
 def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)  # python, numpy, tf and Keras's own seed generator
@@ -88,6 +78,7 @@ class Adapter:
         self.loss_spec: specs.LossSpec | None = None
         self.metrics: list[metrics.StateMetric] = []
         self._trackers: dict = {}
+        self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
@@ -99,30 +90,10 @@ class Adapter:
                 f"policy (this one is {policy!r}). Call "
                 f"keras.mixed_precision.set_global_policy('mixed_bfloat16') before building it."
             )
-        self.optimizer = self._build_optimizer(optimizer, lr)
+        self.optimizer = optimizers.build_optimizer(optimizer, lr, self.net)
         self.loss_fn, self.loss_spec = losses.build_loss(loss)
         self.metrics = specs.build_metrics(metric_specs, metrics)
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
-
-    def _build_optimizer(self, optimizer: Any, lr: float | None):
-        if isinstance(optimizer, str):
-            cls, kwargs = _OPTIMIZERS[specs.optimizer_name(optimizer)]
-            return cls(**{**kwargs, **({"learning_rate": lr} if lr is not None else {})})
-        if isinstance(optimizer, keras.optimizers.Optimizer):
-            opt = optimizer
-        elif callable(optimizer):
-            opt = optimizer(self.net.trainable_variables)
-            if not isinstance(opt, keras.optimizers.Optimizer):
-                raise FitkitTypeError(f"The optimizer factory returned {type(opt).__name__}, "
-                                      f"not a keras.optimizers.Optimizer.")
-        else:
-            raise FitkitTypeError(
-                f"optimizer must be a name ({', '.join(specs.OPTIMIZERS)}), a keras optimizer, "
-                f"or a callable params -> optimizer; got {type(optimizer).__name__}."
-            )
-        if lr is not None:
-            opt.learning_rate = lr
-        return opt
 
     def get_learning_rate(self) -> float:
         # host sync: a variable read, once per epoch (for the lr column)
@@ -140,14 +111,15 @@ class Adapter:
 
     def output_tail(self, x: Any) -> tuple:
         """Run the network once (inference) and return its output shape past the batch dim."""
-        y_pred = call_net(self.net, x, training=False)
+        self.example_inputs = x
+        y_pred = self.infer(x)
         return tuple(y_pred.shape[1:]) if isinstance(y_pred, tf.Tensor) else ()
 
     def label_range(self, labels: tf.Tensor) -> list:
         # host sync: once per check, before training
         return tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]).numpy().tolist()
 
-    def build_states(self, mode: specs.TargetMode, width: int) -> None:
+    def build_states(self, mode: targets.TargetMode, width: int) -> None:
         """Metric variables and optimizer slots, created before anything is traced."""
         if isinstance(self.optimizer, keras.optimizers.Optimizer) and not self.optimizer.built:
             self.optimizer.build(self.net.trainable_variables)  # before tracing: one trace less
@@ -270,10 +242,8 @@ class Adapter:
             ) from err
 
     def summary(self, input_shape: Any, input_data: Any):
-        if input_data is None and input_shape is None:
-            raise FitkitValueError("summary needs input_shape=(features...) without the batch "
-                                   "dimension, or input_data=<a batch>.")
-        example = (map_structure(data.to_tensor, input_data) if input_data is not None
-                   else map_shapes(input_shape, lambda shape: tf.zeros((2, *shape), tf.float32)))
-        return summary.summarize(self.net, example,
-                                 lambda x: call_net(self.net, x, training=False))
+        return summary.summary_info(self, input_shape, input_data)
+
+    def infer(self, x: Any) -> Any:
+        """One forward pass in inference mode."""
+        return call_net(self.net, x, training=False)

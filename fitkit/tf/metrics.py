@@ -10,7 +10,7 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from ..specs import TargetMode
+from ..targets import TargetMode
 
 AUC_BINS = 1000
 f64 = tf.float64

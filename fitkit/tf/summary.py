@@ -13,7 +13,19 @@ import tensorflow as tf
 
 from ..adapter import SummaryInfo
 from ..display import shape_text
+from ..arrays import map_shapes, map_structure
 from ..errors import FitkitValueError
+from . import data
+
+
+def summary_info(adapter: Any, input_shape: Any, input_data: Any) -> SummaryInfo:
+    """The summary of ``adapter.net`` run on ``input_data`` or zeros of ``input_shape``."""
+    if input_data is None and input_shape is None:
+        raise FitkitValueError("summary needs input_shape=(features...) without the batch "
+                               "dimension, or input_data=<a batch>.")
+    example = (map_structure(data.to_tensor, input_data) if input_data is not None
+               else map_shapes(input_shape, lambda shape: tf.zeros((2, *shape), tf.float32)))
+    return summarize(adapter.net, example, adapter.infer)
 
 
 def _leaf_layers(layer: keras.layers.Layer, prefix: str = "") -> list:

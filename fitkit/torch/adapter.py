@@ -11,23 +11,9 @@ from typing import Any, Callable
 
 import torch
 
-from .. import specs
-from ..arrays import map_shapes, map_structure
-from ..errors import FitkitTypeError, FitkitValueError
-from . import data, devices, losses, metrics, summary
-
-# Portable optimizer names: Keras's default hyper-parameters, so a name means the same on
-# both backends, with torch's fast multi-tensor / fused kernels where they exist.
-_OPTIMIZERS = {
-    "sgd": (torch.optim.SGD, {"lr": 0.01}),
-    "adam": (torch.optim.Adam, {"lr": 1e-3, "eps": 1e-7}),
-    "adamw": (torch.optim.AdamW, {"lr": 1e-3, "eps": 1e-7, "weight_decay": 0.004}),
-    "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7}),
-    "adagrad": (torch.optim.Adagrad, {"lr": 1e-3, "eps": 1e-7, "initial_accumulator_value": 0.1}),
-    "nadam": (torch.optim.NAdam, {"lr": 1e-3, "eps": 1e-7}),
-}
-_FUSED = {"sgd", "adam", "adamw", "adagrad"}  # optimizers with a fused kernel in torch
-
+from .. import specs, targets
+from ..errors import FitkitValueError
+from . import data, devices, losses, metrics, optimizers, summary
 
 def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
@@ -63,42 +49,18 @@ class Adapter:
         self.loss_spec: specs.LossSpec | None = None
         self.metrics: list[metrics.StateMetric] = []
         self._autocast: Any = contextlib.nullcontext()
+        self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
                 precision: str = "32") -> None:
-        self.optimizer = self._build_optimizer(optimizer, lr)
+        self.optimizer = optimizers.build_optimizer(optimizer, lr, self.net)
         # One reusable context: autocast for bf16, a no-op for full precision.
         self._autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                           if precision == "bf16" else contextlib.nullcontext())
         self.loss_fn, self.loss_spec = losses.build_loss(loss)
         self.metrics = specs.build_metrics(metric_specs, metrics)
-
-    def _build_optimizer(self, optimizer: Any, lr: float | None) -> torch.optim.Optimizer:
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        if isinstance(optimizer, str):
-            name = specs.optimizer_name(optimizer)
-            cls, kwargs = _OPTIMIZERS[name]
-            kwargs = {**kwargs, **({"lr": lr} if lr is not None else {})}
-            fast = {"fused": True} if name in _FUSED else {"foreach": True}
-            return cls(params, **kwargs, **fast)
-        if isinstance(optimizer, torch.optim.Optimizer):
-            opt = optimizer
-        elif callable(optimizer):
-            opt = optimizer(params)
-            if not isinstance(opt, torch.optim.Optimizer):
-                raise FitkitTypeError(f"The optimizer factory returned {type(opt).__name__}, "
-                                      f"not a torch.optim.Optimizer.")
-        else:
-            raise FitkitTypeError(
-                f"optimizer must be a name ({', '.join(specs.OPTIMIZERS)}), a torch.optim "
-                f"optimizer, or a callable params -> optimizer; got {type(optimizer).__name__}."
-            )
-        if lr is not None:
-            for group in opt.param_groups:
-                group["lr"] = lr
-        return opt
 
     def get_learning_rate(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -118,19 +80,14 @@ class Adapter:
 
     def output_tail(self, x: Any) -> tuple:
         """Run the network once (eval, no grad) and return its output shape past the batch dim."""
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            with torch.no_grad():
-                y_pred = call_net(self.net, x)
-        finally:
-            self.net.train(was_training)
+        self.example_inputs = x
+        y_pred = self.infer(x)
         return tuple(y_pred.shape[1:]) if isinstance(y_pred, torch.Tensor) else ()
 
     def label_range(self, labels: torch.Tensor) -> list:
         return torch.stack(list(torch.aminmax(labels))).tolist()  # host sync: once per check
 
-    def build_states(self, mode: specs.TargetMode, width: int) -> None:
+    def build_states(self, mode: targets.TargetMode, width: int) -> None:
         for metric in self.metrics:
             metric.build(mode, width, self.device)
 
@@ -252,13 +209,14 @@ class Adapter:
         self.net.load_state_dict(state)
 
     def summary(self, input_shape: Any, input_data: Any):
-        if input_data is None and input_shape is None:
-            raise FitkitValueError("summary needs input_shape=(features...) without the batch "
-                                   "dimension, or input_data=<a batch>.")
-        if input_data is not None:
-            example = map_structure(lambda v: data.to_tensor(v, self.device, self.float_dtype),
-                                    input_data)
-        else:
-            example = map_shapes(input_shape, lambda shape: torch.zeros(
-                (2, *shape), device=self.device, dtype=self.float_dtype))
-        return summary.summarize(self.net, example, lambda x: call_net(self.net, x))
+        return summary.summary_info(self, input_shape, input_data)
+
+    def infer(self, x: Any) -> Any:
+        """One forward pass in inference mode (eval, no grad); the train/eval mode is kept."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                return call_net(self.net, x)
+        finally:
+            self.net.train(was_training)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..specs import TargetMode
+from ..targets import TargetMode
 
 AUC_BINS = 1000
 

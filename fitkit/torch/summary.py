@@ -11,11 +11,27 @@ import torch
 
 from ..adapter import SummaryInfo
 from ..display import shape_text
+from ..arrays import map_shapes, map_structure
 from ..errors import FitkitValueError
+from . import data
+
+
+def summary_info(adapter: Any, input_shape: Any, input_data: Any) -> SummaryInfo:
+    """The summary of ``adapter.net`` run on ``input_data`` or zeros of ``input_shape``."""
+    if input_data is None and input_shape is None:
+        raise FitkitValueError("summary needs input_shape=(features...) without the batch "
+                               "dimension, or input_data=<a batch>.")
+    if input_data is not None:
+        example = map_structure(
+            lambda v: data.to_tensor(v, adapter.device, adapter.float_dtype), input_data)
+    else:
+        example = map_shapes(input_shape, lambda shape: torch.zeros(
+            (2, *shape), device=adapter.device, dtype=adapter.float_dtype))
+    return summarize(adapter.net, example, adapter.infer)
 
 
 def summarize(net: torch.nn.Module, example: Any, call: Callable[[Any], Any]) -> SummaryInfo:
-    """Run ``example`` once through ``net`` (eval, no grad) and record every leaf module."""
+    """Run ``example`` once through ``net`` (``call`` runs it in inference mode) and record every leaf module."""
     seen: dict[str, Any] = {}
     handles = []
     for name, module in net.named_modules():
@@ -23,11 +39,8 @@ def summarize(net: torch.nn.Module, example: Any, call: Callable[[Any], Any]) ->
             def hook(mod, inputs, output, name=name):
                 seen.setdefault(name, output)
             handles.append(module.register_forward_hook(hook))
-    was_training = net.training
-    net.eval()
     try:
-        with torch.no_grad():
-            call(example)
+        call(example)
     except Exception as err:
         raise FitkitValueError(
             f"summary could not run the network on the example input: {err}. "
@@ -37,7 +50,6 @@ def summarize(net: torch.nn.Module, example: Any, call: Callable[[Any], Any]) ->
     finally:
         for handle in handles:
             handle.remove()
-        net.train(was_training)
     modules = dict(net.named_modules())
     rows = [(f"{name} ({type(modules[name]).__name__})", shape_text(out),
              sum(p.numel() for p in modules[name].parameters(recurse=False)))

@@ -1,0 +1,109 @@
+"""Target checks: do the targets fit the predictions and the loss, and how metrics read them.
+
+Owns the shape, rank and label-range rules decided once before training, from static shapes
+and one read of the labels. The vocabulary of names lives in specs.py; tensors in the adapters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import FitkitValueError
+from .specs import LossSpec
+
+
+@dataclass(frozen=True)
+class TargetMode:
+    """How a classification metric reads predictions: decided once, from the loss and shapes.
+
+    ``task`` is "binary" (threshold), "sparse" (argmax vs integer label), "categorical"
+    (argmax vs argmax of one-hot) or "regression"; ``from_logits`` picks the threshold
+    (0 for logits, 0.5 for probabilities).
+    """
+
+    task: str
+    from_logits: bool
+
+
+def infer_target_mode(task: str | None, from_logits: bool, pred_shape: tuple,
+                      target_shape: tuple) -> TargetMode:
+    """Decide how ``accuracy`` and friends read predictions, from static shapes only.
+
+    ``task`` comes from the loss ("binary", "sparse", "categorical", "regression" or None
+    for an unknown loss); class tasks pick sparse or one-hot from the target's rank.
+    """
+    width = pred_shape[-1] if len(pred_shape) > 1 else 1
+    if task == "binary":
+        return TargetMode("binary", from_logits)
+    if width > 1 and len(target_shape) == len(pred_shape) - 1:
+        return TargetMode("sparse", from_logits)
+    if width > 1 and tuple(target_shape) == tuple(pred_shape):
+        return TargetMode("categorical", from_logits)
+    return TargetMode("binary", from_logits)
+
+
+_SAME_SHAPE_TASKS = ("regression", "binary", "categorical")
+
+
+def resolve_task(task: str | None, pred_shape: tuple, target_shape: tuple) -> str | None:
+    """A loss that takes either label form ("class", torch's CrossEntropyLoss) picks by rank."""
+    if task == "class":
+        return "sparse" if len(target_shape) == len(pred_shape) - 1 else "categorical"
+    return task
+
+
+def check_loss_shapes(task: str | None, pred_shape: tuple, target_shape: tuple,
+                      loss_label: str) -> None:
+    """Refuse prediction/target shapes a loss would silently broadcast or misread.
+
+    ``task`` is the loss's task when fitkit knows it (portable names and common native
+    losses); None skips the check (custom callables handle their own shapes).
+    """
+    pred_shape, target_shape = tuple(pred_shape), tuple(target_shape)
+    task = resolve_task(task, pred_shape, target_shape)
+    if task in _SAME_SHAPE_TASKS and pred_shape != target_shape:
+        fix = ""
+        if pred_shape[:1] == target_shape[:1] and pred_shape[1:] == (1,) and not target_shape[1:]:
+            fix = " Reshape y to (N, 1) (y.reshape(-1, 1)) or squeeze the network's output."
+        elif pred_shape[:1] == target_shape[:1] and target_shape[1:] == (1,) and not pred_shape[1:]:
+            fix = " Flatten y to (N,) (y.ravel()) or give the network an (N, 1) output."
+        raise FitkitValueError(
+            f"Loss {loss_label!r}: predictions have shape {pred_shape} but targets have shape "
+            f"{target_shape}; the loss would broadcast them into a wrong value.{fix}"
+        )
+    if task == "sparse":
+        if len(target_shape) != len(pred_shape) - 1 or target_shape != pred_shape[:-1]:
+            raise FitkitValueError(
+                f"Loss {loss_label!r} takes integer class labels of shape {pred_shape[:-1]} for "
+                f"predictions of shape {pred_shape}; got targets of shape {target_shape}. "
+                f"Pass labels as a 1-D integer array (y.ravel()), or use "
+                f"'categorical_crossentropy' for one-hot targets."
+            )
+
+
+def check_label_range(low: float, high: float, width: int, loss_label: str) -> None:
+    """Integer labels must index the network's output: 0 <= label < width."""
+    bad = high if high >= width else low if low < 0 else None
+    if bad is not None:
+        raise FitkitValueError(
+            f"Loss {loss_label!r}: class label {int(bad)} is outside the network's output "
+            f"width {width} (labels must be 0..{width - 1}). Widen the last layer to the "
+            f"number of classes or re-encode the labels."
+        )
+
+
+def check_targets(loss: LossSpec, pred_shape: tuple, target_shape: tuple,
+                  label_range: Callable[[], tuple[float, float]]) -> TargetMode:
+    """All target checks for one batch; returns how metrics should read predictions.
+
+    ``label_range`` reads (min, max) of the integer labels (a host sync), only when the
+    loss takes integer labels.
+    """
+    pred_shape, target_shape = tuple(pred_shape), tuple(target_shape)
+    task = resolve_task(loss.task, pred_shape, target_shape)
+    if loss.strict:
+        check_loss_shapes(task, pred_shape, target_shape, loss.name)
+    if task == "sparse" and len(target_shape) == len(pred_shape) - 1:
+        low, high = label_range()
+        check_label_range(low, high, pred_shape[-1], loss.name)
+    return infer_target_mode(task, loss.from_logits, pred_shape, target_shape)

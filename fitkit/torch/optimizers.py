@@ -1,0 +1,53 @@
+"""Torch optimizers behind the portable names, with Keras's default hyper-parameters.
+
+Owns the name -> torch.optim mapping and the checks on native optimizers and factories;
+the TensorFlow twin is fitkit/tf/optimizers.py. Learning-rate reads live in the adapter.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import specs
+from ..errors import FitkitTypeError
+
+# Portable optimizer names: Keras's default hyper-parameters, so a name means the same on
+# both backends, with torch's fast multi-tensor / fused kernels where they exist.
+_OPTIMIZERS = {
+    "sgd": (torch.optim.SGD, {"lr": 0.01}),
+    "adam": (torch.optim.Adam, {"lr": 1e-3, "eps": 1e-7}),
+    "adamw": (torch.optim.AdamW, {"lr": 1e-3, "eps": 1e-7, "weight_decay": 0.004}),
+    "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7}),
+    "adagrad": (torch.optim.Adagrad, {"lr": 1e-3, "eps": 1e-7, "initial_accumulator_value": 0.1}),
+    "nadam": (torch.optim.NAdam, {"lr": 1e-3, "eps": 1e-7}),
+}
+_FUSED = {"sgd", "adam", "adamw", "adagrad"}  # optimizers with a fused kernel in torch
+
+
+def build_optimizer(optimizer: Any, lr: float | None,
+                    net: torch.nn.Module) -> torch.optim.Optimizer:
+    """compile's ``optimizer`` (a name, a torch optimizer or a factory) for ``net``."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    if isinstance(optimizer, str):
+        name = specs.optimizer_name(optimizer)
+        cls, kwargs = _OPTIMIZERS[name]
+        kwargs = {**kwargs, **({"lr": lr} if lr is not None else {})}
+        fast = {"fused": True} if name in _FUSED else {"foreach": True}
+        return cls(params, **kwargs, **fast)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        opt = optimizer
+    elif callable(optimizer):
+        opt = optimizer(params)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise FitkitTypeError(f"The optimizer factory returned {type(opt).__name__}, "
+                                  f"not a torch.optim.Optimizer.")
+    else:
+        raise FitkitTypeError(
+            f"optimizer must be a name ({', '.join(specs.OPTIMIZERS)}), a torch.optim "
+            f"optimizer, or a callable params -> optimizer; got {type(optimizer).__name__}."
+        )
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    return opt
