@@ -34,8 +34,15 @@ LOSSES = {
     "sparse_categorical_crossentropy": LossSpec(
         "sparse_categorical_crossentropy", "sparse", False
     ),
+    "kl_divergence": LossSpec("kl_divergence", "categorical", False),
+    "poisson": LossSpec("poisson", "regression", False),
+    "log_cosh": LossSpec("log_cosh", "regression", False),
+    "hinge": LossSpec("hinge", "binary", True),  # scores, labels in {-1, 1} or {0, 1}
+    "categorical_hinge": LossSpec("categorical_hinge", "categorical", True),
 }
-LOSS_ALIASES = {"mean_squared_error": "mse", "mean_absolute_error": "mae"}
+LOSS_ALIASES = {"mean_squared_error": "mse", "mean_absolute_error": "mae", "huber_loss": "huber",
+                "kld": "kl_divergence", "kullback_leibler_divergence": "kl_divergence",
+                "logcosh": "log_cosh"}
 
 METRICS = (
     "accuracy", "binary_accuracy", "sparse_categorical_accuracy", "categorical_accuracy",
