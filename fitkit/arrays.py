@@ -5,6 +5,7 @@ the errors for mismatched or empty data). Tensors, dtypes and devices belong to 
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable
 
 from .errors import FitkitTypeError, FitkitValueError
@@ -46,6 +47,11 @@ def map_structure(fn: Callable[[Any], Any], obj: Any) -> Any:
     if isinstance(obj, (tuple, list)):
         return type(obj)(map_structure(fn, v) for v in obj)
     return fn(obj)
+
+
+def map_optional(fn: Callable[[Any], Any], obj: Any) -> Any:
+    """``map_structure`` that keeps a missing part (None) missing."""
+    return None if obj is None else map_structure(fn, obj)
 
 
 def map_shapes(input_shape: Any, make: Callable[[tuple], Any]) -> Any:
@@ -143,6 +149,44 @@ def prepare_xy(x: Any, y: Any, *, need_y: bool) -> tuple[Any, Any, int]:
     return x, y, n
 
 
+def prepare_sample_weight(sample_weight: Any, n: int, what: str = "sample_weight") -> Any:
+    """One non-negative, finite weight per sample as a float32 (n,) array (or a 1-D tensor)."""
+    if sample_weight is None:
+        return None
+    import numpy as np
+
+    w = host_leaf(sample_weight, what)
+    shape = tuple(getattr(w, "shape", ()))
+    if shape not in ((n,), (n, 1)):
+        raise FitkitValueError(
+            f"{what} must hold one weight per sample, shape ({n},); got shape {shape}.")
+    if hasattr(w, "detach"):  # a torch tensor: checked on the host, once
+        w = w.detach().cpu().numpy()
+    elif hasattr(w, "numpy") and not isinstance(w, np.ndarray):  # a tf tensor
+        w = w.numpy()
+    values = np.asarray(w, dtype=np.float32).reshape(n)
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if bad.size:
+        raise FitkitValueError(
+            f"{what} must be finite and >= 0; row {int(bad[0])} holds {values[bad[0]]}.")
+    return values
+
+
+def check_class_weight(class_weight: Any) -> dict | None:
+    """``{class index: weight}`` with whole-number keys and non-negative weights."""
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, dict) or not class_weight:
+        raise FitkitTypeError("class_weight must be a dict {class index: weight}, e.g. "
+                              f"{{0: 1.0, 1: 5.0}}; got {class_weight!r}.")
+    for cls, weight in class_weight.items():
+        if not isinstance(cls, numbers.Real) or not float(cls).is_integer() or cls < 0:
+            raise FitkitValueError(f"class_weight keys must be class indices 0, 1, …; got {cls!r}.")
+        if not (isinstance(weight, numbers.Real) and weight >= 0):
+            raise FitkitValueError(f"class_weight[{cls!r}] must be a number >= 0; got {weight!r}.")
+    return {int(k): float(v) for k, v in class_weight.items()}
+
+
 def split_tail(obj: Any, n_keep: int) -> tuple[Any, Any]:
     """Keras's validation_split: the last rows (before any shuffling) become validation."""
     return (map_structure(lambda a: a[:n_keep], obj), map_structure(lambda a: a[n_keep:], obj))
@@ -150,7 +194,8 @@ def split_tail(obj: Any, n_keep: int) -> tuple[Any, Any]:
 
 def check_fit_args(*, epochs: int, batch_size: int, validation_split: float,
                    initial_epoch: int, steps_per_epoch: int | None,
-                   log_step_freq: int | None, verbose: int) -> None:
+                   log_step_freq: int | None, verbose: int, validation_steps: int | None = None,
+                   validation_freq: Any = 1) -> None:
     """Validate fit's scalar arguments before any data is touched."""
     if not isinstance(epochs, int) or epochs < 0:
         raise FitkitValueError(f"epochs must be a whole number >= 0; got {epochs!r}.")
@@ -162,12 +207,25 @@ def check_fit_args(*, epochs: int, batch_size: int, validation_split: float,
         )
     if not isinstance(initial_epoch, int) or initial_epoch < 0:
         raise FitkitValueError(f"initial_epoch must be a whole number >= 0; got {initial_epoch!r}.")
-    for name, value in (("steps_per_epoch", steps_per_epoch), ("log_step_freq", log_step_freq)):
+    for name, value in (("steps_per_epoch", steps_per_epoch), ("log_step_freq", log_step_freq),
+                        ("validation_steps", validation_steps)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise FitkitValueError(f"{name} must be None or a whole number >= 1; got {value!r}.")
     if verbose not in (0, 1, 2):
         raise FitkitValueError(f"verbose must be 0 (silent), 1 (bar + table) or 2 (one line "
                                f"per epoch); got {verbose!r}.")
+    freq_ok = (isinstance(validation_freq, int) and validation_freq >= 1) or (
+        isinstance(validation_freq, (list, tuple, set, range)) and
+        all(isinstance(e, int) and e >= 1 for e in validation_freq))
+    if not freq_ok:
+        raise FitkitValueError(f"validation_freq must be a whole number >= 1 (validate every N "
+                               f"epochs) or a list of 1-based epochs; got {validation_freq!r}.")
+
+
+def check_verbose(verbose: Any, what: str) -> None:
+    if verbose not in (0, 1, 2, False, True):
+        raise FitkitValueError(f"{what}(verbose=...) must be 0 (silent) or 1 (print a summary "
+                               f"line); got {verbose!r}.")
 
 
 def require_type(value: Any, types: tuple, what: str, accepted: str) -> None:

@@ -1,24 +1,21 @@
-"""The facade: fitkit.Model. Owns argument checks, the epoch loop, callbacks, history, display.
+"""The facade: fitkit.Model. Owns the public methods and their argument checks.
 
 Knows nothing of torch or tensorflow: every backend difference is an Adapter method
-(see adapter.py). Device values are read only through ``Adapter.read_logs`` at log points.
+(see adapter.py). The loops and first-batch checks live in training.py, output structure
+in outputs.py; device values are read only through ``Adapter.read_logs`` at log points.
 """
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import arrays, targets
+from . import arrays, training
 from .backend import adapter_module, backend_for
 from .callbacks import Callback, CallbackList
-from .display import EpochDisplay, summary_table
+from .display import EpochDisplay, format_logs, summary_table
 from .errors import FitkitValueError, NotCompiledError
 from .history import History
-from .steps import StepLoop
-
-AUTO_STEPS_PER_EXECUTION = 32  # steps per compiled call when nothing needs each step
+from .sources import unpack
 
 
 class Model:
@@ -34,8 +31,6 @@ class Model:
         self._adapter = adapter_module(self.backend).Adapter(net, device=device)
         self._compiled = False
         self._steps_per_execution: int | str = "auto"
-        self._output_tail: tuple | None = None  # output shape past the batch dim; () if several
-        self._states_built = False
         self._functions: dict[str, Callable] = {}
         self.stop_training = False
         self.history: History | None = None
@@ -52,6 +47,7 @@ class Model:
 
     @property
     def loss_fn(self) -> Any:
+        """compile's ``loss``, as it was given."""
         return self._adapter.loss_fn
 
     @property
@@ -64,18 +60,31 @@ class Model:
         self._require_compiled("learning_rate")
         self._adapter.set_learning_rate(float(value))
 
+    @property
+    def metrics_names(self) -> list[str]:
+        """The keys of the logs dicts, in order: loss, each output's loss, then metrics.
+
+        Per-output names are known once the network's outputs have been seen.
+        """
+        self._require_compiled("metrics_names")
+        return self._adapter.outputs.log_names()
+
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any = "adam", loss: Any = None,
-                metrics: Sequence[Any] | Mapping[str, Callable] | None = None, *,
-                lr: float | None = None, steps_per_execution: int | str = "auto",
-                precision: str = "32") -> "Model":
+                metrics: Sequence[Any] | Mapping[str, Any] | None = None, *,
+                loss_weights: Sequence[float] | Mapping[str, float] | None = None,
+                output: str | int | None = None, lr: float | None = None,
+                steps_per_execution: int | str = "auto", precision: str = "32",
+                run_eagerly: bool = False) -> "Model":
         """Choose optimizer, loss and metrics; strings mean the same on both backends.
 
-        ``steps_per_execution``: steps a graph backend (TensorFlow) runs per compiled call on
-        in-memory data; batch hooks then see every N-th step. "auto" picks 32, or 1 when a
-        callback has batch hooks. Eager torch runs one step per call either way.
-        ``precision``: "32", or "bf16" for bfloat16 mixed precision (torch: autocast around
-        the forward pass and loss; Keras: build the network under the "mixed_bfloat16" policy).
+        ``loss``, ``loss_weights`` and ``metrics`` may be dicts by output name or lists in
+        output order for a network with several outputs (as Keras takes them); ``output``
+        names the one output (dict key or position) to train when the network returns several.
+        ``steps_per_execution``: steps a graph backend (TensorFlow) runs per compiled call;
+        "auto" picks 32, or 1 when a callback has batch hooks.
+        ``precision``: "32", or "bf16" (torch: autocast; Keras: the "mixed_bfloat16" policy).
+        ``run_eagerly``: run TensorFlow steps as plain Python, for debugging (torch always is).
 
         >>> model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-3)
         """
@@ -83,24 +92,30 @@ class Model:
                                               or steps_per_execution < 1):
             raise FitkitValueError(f"steps_per_execution must be 'auto' or a whole number >= 1; "
                                    f"got {steps_per_execution!r}.")
-        if loss is None:
-            raise FitkitValueError("compile needs a loss, e.g. loss='mse' or loss='cross_entropy'.")
+        if loss is None and not (self._custom("train") or self._custom("test")):
+            raise FitkitValueError("compile needs a loss, e.g. loss='mse' or loss='cross_entropy' "
+                                   "(or override train_step to train without one).")
         if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
             raise FitkitValueError(f"lr must be a positive number; got {lr!r}.")
         if isinstance(metrics, str):
             metrics = [metrics]
         if precision not in ("32", "bf16"):
             raise FitkitValueError(f"precision must be '32' or 'bf16'; got {precision!r}.")
-        self._adapter.compile(optimizer, loss, metrics or [], lr, precision)
+        self._adapter.compile(optimizer, loss, metrics or [], lr, precision,
+                              loss_weights=loss_weights, output=output,
+                              run_eagerly=bool(run_eagerly))
         self._steps_per_execution = steps_per_execution
-        self._states_built = False
         self._functions.clear()
         self._compiled = True
         return self
 
     # ------------------------------------------------------------------ class style
     def train_step(self, batch: tuple) -> dict:
-        """One optimisation step on ``batch = (x, y)``; returns a dict of device values."""
+        """One optimisation step on ``batch`` = (x, y) or (x, y, sample_weight); returns logs.
+
+        Override it with backend-native code (see ``unpack_batch``, ``compute_loss``,
+        ``update_metrics``, ``autocast``); return a dict of device values.
+        """
         return self._adapter.train_step(batch, self.compute_loss)
 
     def test_step(self, batch: tuple) -> dict:
@@ -111,19 +126,41 @@ class Model:
         """The network's outputs for ``batch = (x, None)``."""
         return self._adapter.predict_step(batch)
 
-    def compute_loss(self, x: Any, y: Any, y_pred: Any) -> Any:
-        """The compiled loss (plus the network's regularisation losses, on TensorFlow)."""
-        return self._adapter.compute_loss(x, y, y_pred)
+    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        """The compiled loss, weighted per output and per sample (plus Keras's layer losses)."""
+        return self._adapter.compute_loss(x, y, y_pred, sample_weight)
 
-    def update_metrics(self, y: Any, y_pred: Any) -> None:
+    def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Accumulate the compiled metrics on the device (for custom train/test steps)."""
-        self._adapter.update_metrics(y, y_pred)
+        self._adapter.update_metrics(y, y_pred, sample_weight)
+
+    @staticmethod
+    def unpack_batch(batch: Any) -> tuple[Any, Any, Any]:
+        """``(x, y, sample_weight)`` of a batch; missing parts are None.
+
+        >>> x, y, w = self.unpack_batch(batch)
+        """
+        return unpack(batch)
+
+    def autocast(self) -> Any:
+        """The compiled precision as a context manager, for custom steps.
+
+        >>> with self.autocast():
+        ...     y_pred = self.net(x)
+        """
+        return self._adapter.autocast()
+
+    def _custom(self, mode: str) -> bool:
+        """True when a subclass overrides ``<mode>_step``: it uses the data its own way."""
+        return getattr(type(self), f"{mode}_step") is not getattr(Model, f"{mode}_step")
 
     # ------------------------------------------------------------------ fit
     def fit(self, x: Any = None, y: Any = None, *, batch_size: int = 32, epochs: int = 1,
             verbose: int = 1, callbacks: Iterable[Callback] | None = None,
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
+            class_weight: Mapping[int, float] | None = None, sample_weight: Any = None,
             initial_epoch: int = 0, steps_per_epoch: int | None = None,
+            validation_steps: int | None = None, validation_freq: int | Sequence[int] = 1,
             log_step_freq: int | None = None) -> History:
         """Train for ``epochs``; returns a History (also kept as ``model.history``).
 
@@ -133,123 +170,69 @@ class Model:
         arrays.check_fit_args(epochs=epochs, batch_size=batch_size,
                               validation_split=validation_split, initial_epoch=initial_epoch,
                               steps_per_epoch=steps_per_epoch, log_step_freq=log_step_freq,
-                              verbose=verbose)
-        train, val = self._fit_sources(x, y, batch_size, shuffle, validation_split,
-                                       validation_data)
-        self._check_before_training(train, val, epochs - initial_epoch, steps_per_epoch)
-        steps = steps_per_epoch or train.steps
-        cbs = CallbackList(callbacks, self, {"epochs": epochs, "steps": steps,
-                                             "verbose": verbose, "batch_size": batch_size})
+                              verbose=verbose, validation_steps=validation_steps,
+                              validation_freq=validation_freq)
+        class_weight = arrays.check_class_weight(class_weight)
+        train, val = self._fit_sources(x, y, sample_weight, class_weight, batch_size, shuffle,
+                                       validation_split, validation_data)
+        if steps_per_epoch is None and train.one_shot and epochs - initial_epoch > 1:
+            raise FitkitValueError(
+                "x is a one-shot iterator (a generator), which cannot restart for a second "
+                "epoch. Pass steps_per_epoch=N, or a re-iterable (a list, a Dataset/DataLoader, "
+                "a tf.data.Dataset).")
+        self._check_first(train, "train")
+        if val is not None:
+            self._check_first(val, "test")
+        cbs = CallbackList(callbacks, self, {"epochs": epochs, "batch_size": batch_size,
+                                             "steps": steps_per_epoch or train.steps,
+                                             "verbose": verbose})
         display = EpochDisplay(verbose, epochs)
         epoch_args = {"train": train, "val": val, "cbs": cbs, "display": display,
-                      "limit": steps_per_epoch, "log_every": log_step_freq}
+                      "limit": steps_per_epoch, "log_every": log_step_freq,
+                      "val_limit": validation_steps}
         self.history, self.stop_training, logs = History(), False, {}
+        was_training = self._adapter.training_mode()
         cbs.on_train_begin(None)
         try:
             for epoch in range(initial_epoch, epochs):
-                logs = self._fit_epoch(epoch, **epoch_args)
+                logs = training.fit_epoch(self, epoch, **epoch_args,
+                                          validate_now=_due(validation_freq, epoch))
                 self.history.append(epoch, logs)
                 cbs.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break
         finally:
             display.close()
+            self._adapter.set_training(was_training)
         cbs.on_train_end(logs)
         return self.history
 
-    def _check_before_training(self, train, val, epochs: int, steps_per_epoch: int | None):
-        if steps_per_epoch is None and train.one_shot and epochs > 1:
-            raise FitkitValueError(
-                "x is a one-shot iterator (a generator), which cannot restart for a second "
-                "epoch. Pass steps_per_epoch=N, or a re-iterable (a list, a Dataset/DataLoader, "
-                "a tf.data.Dataset)."
-            )
-        self._check_batch(train.peek(), train, with_loss=True)
-        if val is not None:
-            self._check_batch(val.peek(), val, with_loss=True)
-
-    def _fit_epoch(self, epoch: int, *, train, val, cbs: CallbackList, display: EpochDisplay,
-                   limit: int | None, log_every: int | None) -> dict[str, float]:
-        """One epoch: train steps, epoch logs, validation, display; returns the logs."""
-        start = time.perf_counter()
-        cbs.on_epoch_begin(epoch, None)
-        self._adapter.set_training(True)
-        self._adapter.reset_logs("train")
-        display.begin_epoch(epoch, limit or train.steps)
-        train_fn = self._function("train")
-        loop = StepLoop(train.batches(self._group(cbs, "train", log_every), limit),
-                        kind="train", callbacks=cbs, display=display, log_every=log_every,
-                        read_logs=lambda: self._adapter.read_logs("train"))
-        for item in loop:
-            train_fn(item)
-        logs = self._adapter.read_logs("train")  # host sync: epoch end
-        if val is not None:
-            logs.update({f"val_{k}": v for k, v in self._evaluate(val, cbs).items()})
-        logs["lr"] = self._adapter.get_learning_rate()
-        display.end_epoch(epoch, logs, time.perf_counter() - start)
-        if limit and loop.steps_done < limit:
-            warnings.warn(f"The training data ran out after {loop.steps_done} of "
-                          f"steps_per_epoch={limit} steps; training stops. Provide at least "
-                          f"steps_per_epoch * epochs batches.")
-            self.stop_training = True
-        return logs
-
-    def _fit_sources(self, x, y, batch_size, shuffle, validation_split, validation_data):
+    def _fit_sources(self, x, y, sample_weight, class_weight, batch_size, shuffle,
+                     validation_split, validation_data):
+        need_y = not self._custom("train")
         val = None
         if validation_split:
             if validation_data is not None:
                 raise FitkitValueError("Pass validation_split or validation_data, not both.")
-            if not arrays.is_structure_of_arrays(x):
-                raise FitkitValueError(
-                    "validation_split works only with in-memory arrays or tensors; x is "
-                    f"a {type(x).__name__}. Pass validation_data=<a dataset or loader> instead."
-                )
-            x, y, n = arrays.prepare_xy(x, y, need_y=True)
-            n_train = int(n * (1.0 - validation_split))
-            if n_train == 0 or n_train == n:
-                raise FitkitValueError(
-                    f"validation_split={validation_split} of {n} samples leaves "
-                    f"{n_train} for training and {n - n_train} for validation; both need one."
-                )
-            (x, xv), (y, yv) = arrays.split_tail(x, n_train), arrays.split_tail(y, n_train)
-            val = self._source(xv, yv, batch_size, shuffle=False, role="test")
+            (x, y, sample_weight), (vx, vy, vw) = training.split_for_validation(
+                x, y, sample_weight, validation_split)
+            val = training.make_source(self._adapter, vx, vy, batch_size=batch_size,
+                                       shuffle=False, need_y=need_y, sample_weight=vw)
         elif validation_data is not None:
-            if isinstance(validation_data, tuple) and len(validation_data) == 3:
-                raise FitkitValueError("validation_data takes (x_val, y_val); sample weights "
-                                       "are not supported yet.")
-            if isinstance(validation_data, tuple) and len(validation_data) == 2 and \
-                    arrays.is_structure_of_arrays(validation_data[0]):
-                val = self._source(validation_data[0], validation_data[1], batch_size,
-                                   shuffle=False, role="test")
-            else:
-                val = self._source(validation_data, None, batch_size, shuffle=False, role="test")
-        return self._source(x, y, batch_size, shuffle=shuffle, role="train"), val
+            val = training.validation_source(self._adapter, validation_data, batch_size,
+                                             need_y=not self._custom("test"))
+        train = training.make_source(self._adapter, x, y, batch_size=batch_size,
+                                     shuffle=shuffle, need_y=need_y,
+                                     sample_weight=sample_weight, class_weight=class_weight)
+        return train, val
 
-    def _source(self, x: Any, y: Any, batch_size: int, *, shuffle: bool, role: str):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise FitkitValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}.")
-        # A list of numbers is one array; a list of (x, y) pairs is an iterable of batches.
-        plain_list = isinstance(x, list) and bool(x) and not isinstance(x[0], (tuple, list))
-        if arrays.is_structure_of_arrays(x) or plain_list:
-            x, y, _ = arrays.prepare_xy(x, y, need_y=role != "predict")
-            return self._adapter.array_source(x, y, batch_size=batch_size, shuffle=shuffle)
-        if x is None:
-            raise FitkitValueError("x is None: pass inputs (arrays, tensors, a dataset, a loader…).")
-        if y is not None:
-            raise FitkitValueError(
-                f"y must be None when x is a {type(x).__name__} that yields (x, y) batches; "
-                f"the targets come from the batches."
-            )
-        return self._adapter.batch_source(x, batch_size=batch_size, shuffle=shuffle)
-
-    def _group(self, cbs: CallbackList, kind: str, log_every: int | None) -> int:
-        """Steps per compiled call: the user's number, or 'auto' (all, unless hooks need each)."""
-        if self._steps_per_execution != "auto":
-            return self._steps_per_execution
-        if cbs.wants(f"on_{kind}_batch_begin") or cbs.wants(f"on_{kind}_batch_end"):
-            return 1
-        return math.gcd(AUTO_STEPS_PER_EXECUTION, log_every) if log_every else \
-            AUTO_STEPS_PER_EXECUTION
+    def _check_first(self, source: Any, mode: str) -> None:
+        """Check the first batch, unless a custom step uses the data its own way."""
+        if self._custom(mode):
+            self._adapter.example_inputs = unpack(source.peek())[0]
+        else:
+            training.check_batch(self._adapter, source.peek(), source,
+                                 with_loss=mode != "predict")
 
     def _function(self, mode: str) -> Callable:
         """The compiled step for ``mode``, built once per compile (tf.function on TensorFlow)."""
@@ -265,119 +248,101 @@ class Model:
             )
 
     # ------------------------------------------------------------------ evaluate / predict
-    def _evaluate(self, source, cbs: CallbackList) -> dict[str, float]:
-        self._adapter.set_training(False)
-        self._adapter.reset_logs("test")
-        test_fn = self._function("test")
-        cbs.on_test_begin(None)
-        for item in StepLoop(source.batches(self._group(cbs, "test", None)), kind="test",
-                             callbacks=cbs, read_logs=lambda: self._adapter.read_logs("test")):
-            test_fn(item)
-        logs = self._adapter.read_logs("test")  # host sync: end of evaluation
-        cbs.on_test_end(logs)
-        return logs
-
     def validate(self, x: Any = None, y: Any = None, *, batch_size: int = 32,
-                 callbacks: Iterable[Callback] | None = None) -> dict[str, float]:
+                 sample_weight: Any = None, steps: int | None = None, verbose: int = 0,
+                 callbacks: Iterable[Callback] | None = None,
+                 return_dict: bool = True) -> dict[str, float] | list[float]:
         """Loss and metrics over ``(x, y)``, exact over samples. ``evaluate`` is the same.
+
+        ``return_dict=False`` gives a list in ``metrics_names`` order, as Keras does.
 
         >>> model.validate(x_val, y_val)
         {'loss': 0.31, 'accuracy': 0.9}
         """
         self._require_compiled("validate")
-        source = self._source(x, y, batch_size, shuffle=False, role="test")
-        self._check_batch(source.peek(), source, with_loss=True)
-        return self._evaluate(source, CallbackList(callbacks, self, {}))
+        arrays.check_verbose(verbose, "validate")
+        source = training.make_source(self._adapter, x, y, batch_size=batch_size, shuffle=False,
+                                      need_y=not self._custom("test"),
+                                      sample_weight=sample_weight)
+        self._check_first(source, "test")
+        was_training = self._adapter.training_mode()
+        try:
+            logs = training.evaluate(self, source, CallbackList(callbacks, self, {}), steps)
+        finally:
+            self._adapter.set_training(was_training)
+        if verbose:
+            print(f"validate - {format_logs(logs)}", flush=True)
+        return logs if return_dict else list(logs.values())
 
     evaluate = validate
 
-    def predict(self, x: Any, *, batch_size: int = 32,
+    def predict(self, x: Any, *, batch_size: int = 32, verbose: int = 0,
                 callbacks: Iterable[Callback] | None = None) -> Any:
         """Outputs for ``x`` as numpy (a tuple / dict of arrays for multi-output networks).
 
         >>> probs = model.predict(x_test, batch_size=256)
         """
-        source = self._source(x, None, batch_size, shuffle=False, role="predict")
-        self._check_batch(source.peek(), source, with_loss=False)
-        self._adapter.set_training(False)
-        cbs = CallbackList(callbacks, self, {})
-        predict_fn = self._function("predict")
-        cbs.on_predict_begin(None)
-        outputs = [predict_fn(batch) for batch in StepLoop(
-            source.batches(), kind="predict", callbacks=cbs, read_logs=dict)]
-        cbs.on_predict_end(None)
-        return self._adapter.outputs_to_numpy(outputs)  # host sync: one copy at the end
+        arrays.check_verbose(verbose, "predict")
+        start = time.perf_counter()
+        source = training.make_source(self._adapter, x, None, batch_size=batch_size,
+                                      shuffle=False, need_y=False)
+        self._check_first(source, "predict")
+        was_training = self._adapter.training_mode()
+        try:
+            out = training.predict(self, source, CallbackList(callbacks, self, {}))
+        finally:
+            self._adapter.set_training(was_training)
+        if verbose:
+            rows = arrays.leaves(out)[0].shape[0]
+            print(f"predict - {rows} samples in {time.perf_counter() - start:.2f}s", flush=True)
+        return out
 
     # ------------------------------------------------------------------ batch style
-    def _one_batch(self, x: Any, y: Any, role: str):
-        source = self._source(x, y, arrays.num_rows(x, "x") if arrays.is_structure_of_arrays(x)
-                              else 1, shuffle=False, role=role)
+    def _one_batch(self, x: Any, y: Any, sample_weight: Any, class_weight: Any, mode: str):
+        rows = arrays.num_rows(arrays.prepare_xy(x, None, need_y=False)[0], "x") \
+            if arrays.is_structure_of_arrays(x) else 1
+        source = training.make_source(self._adapter, x, y, batch_size=rows, shuffle=False,
+                                      need_y=mode != "predict" and not self._custom(mode),
+                                      sample_weight=sample_weight,
+                                      class_weight=arrays.check_class_weight(class_weight))
         batch = source.peek()
-        # The first call checks against a forward pass; later ones reuse the output shape.
-        self._check_batch(batch, source, with_loss=role != "predict",
-                          run_network=self._output_tail is None)
+        if self._custom(mode):
+            self._adapter.example_inputs = unpack(batch)[0]
+        else:  # the first call checks against a forward pass; later ones reuse output shapes
+            training.check_batch(self._adapter, batch, source, with_loss=mode != "predict",
+                                 run_network=self._adapter.example_inputs is None)
         return batch
 
-    def _check_batch(self, batch: tuple, source, *, with_loss: bool,
-                     run_network: bool = True) -> None:
-        """Check a batch against the network and the loss before any step; build states.
-
-        The forward pass (inference mode) catches inputs the network cannot take; the
-        targets are checked against the loss (shapes, label range over all in-memory labels).
-        """
-        x, y = batch
-        if with_loss and y is None:
-            raise FitkitValueError("The data yields inputs only; training and evaluation need "
-                                   "(x, y) batches (or pass y=... with array inputs).")
-        if run_network or self._output_tail is None:
-            try:
-                self._output_tail = self._adapter.output_tail(x)
-            except Exception as err:
-                shapes = ", ".join(str(tuple(leaf.shape)) for leaf in arrays.leaves(x))
-                raise FitkitValueError(
-                    f"The network failed on a batch of inputs with shape {shapes}: {err}. Check "
-                    f"that the input width matches the network's first layer (and, for several "
-                    f"inputs, that x is a tuple or dict in the order the network takes them)."
-                ) from err
-        if not with_loss:
-            return
-        if self._output_tail == ():
-            if self._adapter.metrics:
-                raise FitkitValueError("Compiled metrics need a network with one output; "
-                                       "update them yourself in a custom test_step.")
-            return
-        pred_shape = (y.shape[0], *self._output_tail)
-        labels = source.targets()
-        if labels is None:  # not all in memory: check this batch's labels
-            labels = y
-        mode = targets.check_targets(self._adapter.loss_spec, pred_shape, tuple(y.shape),
-                                   lambda: self._adapter.label_range(labels))
-        if not self._states_built:
-            self._adapter.build_states(mode, pred_shape[-1] if len(pred_shape) > 1 else 1)
-            self._states_built = True
-
-    def train_on_batch(self, x: Any, y: Any, *, reset_metrics: bool = True) -> dict[str, float]:
+    def train_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
+                       class_weight: Mapping[int, float] | None = None,
+                       reset_metrics: bool = True) -> dict[str, float]:
         """One step on one batch; returns that batch's logs (running ones if not reset)."""
-        return self._on_batch("train", x, y, reset_metrics)
+        return self._on_batch("train", x, y, sample_weight, class_weight, reset_metrics)
 
-    def test_on_batch(self, x: Any, y: Any, *, reset_metrics: bool = True) -> dict[str, float]:
+    def test_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
+                      reset_metrics: bool = True) -> dict[str, float]:
         """Evaluate one batch; returns its logs (running ones if ``reset_metrics=False``)."""
-        return self._on_batch("test", x, y, reset_metrics)
+        return self._on_batch("test", x, y, sample_weight, None, reset_metrics)
 
-    def _on_batch(self, mode: str, x: Any, y: Any, reset_metrics: bool) -> dict[str, float]:
+    def _on_batch(self, mode: str, x: Any, y: Any, sample_weight: Any, class_weight: Any,
+                  reset_metrics: bool) -> dict[str, float]:
         self._require_compiled(f"{mode}_on_batch")
-        batch = self._one_batch(x, y, mode)
+        batch = self._one_batch(x, y, sample_weight, class_weight, mode)
         if reset_metrics:
             self._adapter.reset_logs(mode)
         self._adapter.set_training(mode == "train")
-        self._function(mode)(batch)
+        training.run_one(self._function(mode), batch, f"{mode}_on_batch")
         return self._adapter.read_logs(mode)  # host sync: the caller asked for values
 
     def predict_on_batch(self, x: Any) -> Any:
         """Outputs for one batch, as numpy."""
-        batch = self._one_batch(x, None, "predict")
+        batch = self._one_batch(x, None, None, None, "predict")
+        was_training = self._adapter.training_mode()
         self._adapter.set_training(False)
-        return self._adapter.outputs_to_numpy([self._function("predict")(batch)])
+        try:
+            return self._adapter.outputs_to_numpy([self._function("predict")(batch)])
+        finally:
+            self._adapter.set_training(was_training)
 
     def reset_metrics(self) -> None:
         """Zero the running loss and metric states (train and test)."""
@@ -397,6 +362,8 @@ class Model:
                 print_fn: Callable[[str], Any] | None = print):
         """Print layer (type), output shape and params; return them as a DataFrame.
 
+        With no arguments it uses a built Keras model's inputs, or a batch fitkit has seen.
+
         >>> model.summary(input_shape=(32,))
         """
         import pandas as pd
@@ -408,3 +375,10 @@ class Model:
 
     def __repr__(self) -> str:
         return f"fitkit.Model({type(self.net).__name__}, backend={self.backend!r})"
+
+
+def _due(validation_freq: int | Sequence[int], epoch: int) -> bool:
+    """Keras's validation_freq: every N epochs, or the listed (1-based) epochs."""
+    if isinstance(validation_freq, int):
+        return (epoch + 1) % validation_freq == 0
+    return epoch + 1 in validation_freq

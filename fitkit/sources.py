@@ -14,13 +14,29 @@ from .arrays import map_structure
 from .errors import FitkitValueError
 
 
-def split_batch(item: Any) -> tuple[Any, Any]:
-    """A yielded element as (x, y): ``(x, y)``, ``(x,)``, ``{"x":…, "y":…}`` or a bare x."""
-    if isinstance(item, (tuple, list)) and len(item) in (1, 2):
-        return item[0], item[1] if len(item) == 2 else None
+def split_batch(item: Any) -> tuple[Any, Any, Any]:
+    """A yielded element as (x, y, w): ``(x, y, w)``, ``(x, y)``, ``(x,)``, a dict with
+    "x", "y" and optionally "sample_weight", or a bare x."""
+    if isinstance(item, (tuple, list)) and len(item) in (1, 2, 3):
+        return (*item, None, None)[:3]
     if isinstance(item, dict) and "x" in item:
-        return item["x"], item.get("y")
-    return item, None
+        return item["x"], item.get("y"), item.get("sample_weight")
+    return item, None, None
+
+
+def make_batch(x: Any, y: Any, w: Any) -> tuple:
+    """The batch tuple steps receive: ``(x, y)``, or ``(x, y, w)`` with sample weights."""
+    return (x, y) if w is None else (x, y, w)
+
+
+def unpack(batch: Any) -> tuple[Any, Any, Any]:
+    """A step's batch as (x, y, sample_weight); y and sample_weight may be None.
+
+    >>> x, y, w = fitkit.unpack(batch)
+    """
+    if isinstance(batch, tuple) and len(batch) in (1, 2, 3):
+        return (*batch, None, None)[:3]
+    return batch, None, None
 
 
 def check_iterable(data: Any) -> None:
@@ -35,22 +51,32 @@ class IterableSource:
     """Batches of an iterable; ``restart()`` gives a fresh pass, or None for a one-shot one."""
 
     def __init__(self, data: Any, convert: Callable[[Any], Any], *,
-                 restart: Callable[[], Iterable] | None = None) -> None:
-        self.data, self.convert = data, convert
+                 restart: Callable[[], Iterable] | None = None,
+                 weigh: Callable[[Any], Any] | None = None) -> None:
+        self.data, self.convert, self.weigh = data, convert, weigh
         self.one_shot = isinstance(data, Iterator)  # a generator: it continues across epochs
         self.restart = restart or (lambda: data)
         self.steps = length(data)
         self._pending: list = []
+        self._opened: Iterator | None = None  # a pass begun by peek(), resumed by the next
 
     def _raw(self) -> Iterator:
         if self.one_shot:
             pending, self._pending = self._pending, []
             return chain(pending, self.data)
+        if self._opened is not None:  # reuse the peeked pass: a loader is opened once
+            opened, pending = self._opened, self._pending
+            self._opened, self._pending = None, []
+            return chain(pending, opened)
         return iter(self.restart())
 
     def _batch(self, item: Any) -> tuple:
-        x, y = split_batch(item)
-        return map_structure(self.convert, x), None if y is None else map_structure(self.convert, y)
+        x, y, w = split_batch(item)
+        convert = lambda v: None if v is None else map_structure(self.convert, v)  # noqa: E731
+        x, y, w = convert(x), convert(y), convert(w)
+        if self.weigh is not None and y is not None:  # class_weight, times any sample weight
+            w = self.weigh(y) if w is None else w * self.weigh(y)
+        return make_batch(x, y, w)
 
     def __iter__(self) -> Iterator[tuple]:
         return (self._batch(item) for item in self._raw())
@@ -64,8 +90,12 @@ class IterableSource:
             if not self._pending:
                 self._pending = [x for x in [next(self.data, None)] if x is not None]
             item = self._pending[0] if self._pending else None
+        elif self._opened is not None:
+            item = self._pending[0] if self._pending else None
         else:
-            item = next(iter(self.restart()), None)
+            self._opened = iter(self.restart())
+            self._pending = [x for x in [next(self._opened, None)] if x is not None]
+            item = self._pending[0] if self._pending else None
         if item is None:
             raise FitkitValueError(f"The data ({type(self.data).__name__}) yielded no batches.")
         return self._batch(item)

@@ -52,12 +52,14 @@ class StepLoop:
         self.begin_hook = f"on_{kind}_batch_begin"
         self.end_hook = f"on_{kind}_batch_end"
         self.steps_done = 0
+        self.item: Any = None  # the item being run, for error messages
 
     def __iter__(self) -> Iterator[Any]:
         begin = self.callbacks.wants(self.begin_hook)
         end = self.callbacks.wants(self.end_hook)
         display, log_every = self.display, self.log_every
         for item, n_steps in self.batches:
+            self.item = item
             if begin:
                 self.callbacks.call_batch(self.begin_hook, self.steps_done, None)
             yield item  # the caller runs the step(s) here

@@ -52,6 +52,18 @@ def resolve_task(task: str | None, pred_shape: tuple, target_shape: tuple) -> st
     return task
 
 
+def aligned_shape(task: str | None, pred_shape: tuple, target_shape: tuple) -> tuple:
+    """The target shape after Keras's rank alignment: (N,) <-> (N, 1), (N, 1) labels -> (N,)."""
+    p, t = tuple(pred_shape), tuple(target_shape)
+    if task == "sparse":
+        return t[:-1] if len(t) == len(p) and t[-1:] == (1,) and p[-1:] != (1,) else t
+    if len(t) == len(p) - 1 and p[-1:] == (1,):
+        return (*t, 1)
+    if len(t) == len(p) + 1 and t[-1:] == (1,):
+        return t[:-1]
+    return t
+
+
 def check_loss_shapes(task: str | None, pred_shape: tuple, target_shape: tuple,
                       loss_label: str) -> None:
     """Refuse prediction/target shapes a loss would silently broadcast or misread.
@@ -70,6 +82,15 @@ def check_loss_shapes(task: str | None, pred_shape: tuple, target_shape: tuple,
         raise FitkitValueError(
             f"Loss {loss_label!r}: predictions have shape {pred_shape} but targets have shape "
             f"{target_shape}; the loss would broadcast them into a wrong value.{fix}"
+        )
+    if task == "sparse" and target_shape == pred_shape and len(pred_shape) > 1:
+        raise FitkitValueError(
+            f"Loss {loss_label!r} takes integer class labels, but y has the network's output "
+            f"shape {target_shape}: it looks one-hot. Pass y.argmax(-1) as labels; or keep "
+            f"one-hot targets with a loss that takes them: for a logits network "
+            f"torch.nn.CrossEntropyLoss() (it accepts class probabilities) or "
+            f"keras.losses.CategoricalCrossentropy(from_logits=True), for probability outputs "
+            f"'categorical_crossentropy'."
         )
     if task == "sparse":
         if len(target_shape) != len(pred_shape) - 1 or target_shape != pred_shape[:-1]:
@@ -93,17 +114,62 @@ def check_label_range(low: float, high: float, width: int, loss_label: str) -> N
 
 
 def check_targets(loss: LossSpec, pred_shape: tuple, target_shape: tuple,
-                  label_range: Callable[[], tuple[float, float]]) -> TargetMode:
+                  label_range: Callable[[], tuple[float, float]], *,
+                  aligns: bool = False) -> TargetMode:
     """All target checks for one batch; returns how metrics should read predictions.
 
     ``label_range`` reads (min, max) of the integer labels (a host sync), only when the
-    loss takes integer labels.
+    loss takes integer labels. ``aligns``: the loss aligns (N,) and (N, 1) as Keras does
+    (portable names), so only a real mismatch is refused.
     """
     pred_shape, target_shape = tuple(pred_shape), tuple(target_shape)
     task = resolve_task(loss.task, pred_shape, target_shape)
+    if aligns:
+        target_shape = aligned_shape(task, pred_shape, target_shape)
     if loss.strict:
         check_loss_shapes(task, pred_shape, target_shape, loss.name)
     if task == "sparse" and len(target_shape) == len(pred_shape) - 1:
         low, high = label_range()
         check_label_range(low, high, pred_shape[-1], loss.name)
     return infer_target_mode(task, loss.from_logits, pred_shape, target_shape)
+
+
+_PROBABILITY_TASKS = ("binary", "categorical", "sparse")
+
+
+def width_of(pred_shape: tuple) -> int:
+    return pred_shape[-1] if len(pred_shape) > 1 else 1
+
+
+def mode_from_shapes(loss: LossSpec | None, pred_shape: tuple, target_shape: tuple,
+                     aligns: bool) -> tuple[TargetMode, int]:
+    """How metrics read one output, from shapes alone (custom steps: no checks, no sync)."""
+    task = resolve_task(loss.task if loss else None, tuple(pred_shape), tuple(target_shape))
+    if aligns:
+        target_shape = aligned_shape(task, tuple(pred_shape), tuple(target_shape))
+    return (infer_target_mode(task, loss.from_logits if loss else False, tuple(pred_shape),
+                              tuple(target_shape)), width_of(tuple(pred_shape)))
+
+
+def check_output(loss: LossSpec | None, aligns: bool, pred_shape: tuple, target_shape: tuple,
+                 label_range: Callable[[], tuple[float, float]],
+                 value_range: Callable[[], tuple[float, float]]) -> tuple[TargetMode, int]:
+    """Every check of one output's first batch; returns how its metrics read predictions.
+
+    ``value_range`` reads the predictions' (min, max), only for losses that take
+    probabilities (a host sync, once).
+    """
+    if loss is None:
+        return mode_from_shapes(None, pred_shape, target_shape, aligns)
+    mode = check_targets(loss, pred_shape, target_shape, label_range, aligns=aligns)
+    if aligns and not loss.from_logits and loss.task in _PROBABILITY_TASKS:
+        low, high = value_range()
+        if low < 0.0 or high > 1.0:
+            fix = {"binary": "'bce_with_logits'", "sparse": "'cross_entropy'"}.get(
+                loss.task, "keras.losses.CategoricalCrossentropy(from_logits=True) or "
+                           "torch.nn.CrossEntropyLoss()")
+            raise FitkitValueError(
+                f"Loss {loss.name!r} takes probabilities in [0, 1], but the network's outputs "
+                f"range over [{low:.3g}, {high:.3g}]: they look like logits. Use {fix}, which "
+                f"takes logits, or end the network with a sigmoid/softmax.")
+    return mode, width_of(tuple(pred_shape))

@@ -213,7 +213,8 @@ def test_log_step_freq_prints_step_logs(kit, regression, capsys):
     model.compile("adam", "mse")
     model.fit(*regression, batch_size=32, epochs=1, verbose=2, log_step_freq=3)
     out = capsys.readouterr().out
-    assert "[step = 3] loss:" in out and "[step = 6] loss:" in out and "[step = 9]" not in out
+    assert "[epoch = 1, step = 3] loss:" in out and "[epoch = 1, step = 6] loss:" in out
+    assert "step = 9]" not in out
 
 
 def test_history_plot_draws_train_and_validation_curves(kit, regression):

@@ -5,15 +5,19 @@ sources live in data.py, metric formulas in metrics.py, losses in losses.py.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
 from .. import specs, targets
-from ..arrays import leaves, map_structure
+from ..arrays import leaves, map_optional
 from ..errors import BackendError, FitkitTypeError, FitkitValueError
+from ..outputs import CompiledOutputs, call_loss
+from ..sources import make_batch, unpack
 from . import data, losses, metrics, optimizers, summary
 
 if keras.backend.backend() != "tensorflow":
@@ -34,35 +38,47 @@ def call_net(net: Any, x: Any, training: bool) -> Any:
 
 
 def _relaxed(value: Any) -> Any:
-    """A TensorSpec with a free batch dimension, so a partial batch needs no new trace."""
+    """A TensorSpec with a free batch dimension (None stays None: a Python constant)."""
+    if value is None:
+        return None
     return tf.TensorSpec([None, *value.shape[1:]], value.dtype) if value.shape.rank else \
         tf.TensorSpec([], value.dtype)
 
 
-class CompiledStep:
-    """A step compiled twice: for one batch, and for a Chunk of batches (a graph loop).
+def _kind(item: Any) -> tuple:
+    """What forces a new trace: each leaf's dtype and rank (None for a missing part)."""
+    return tuple(None if t is None else (t.dtype, t.shape.rank) for t in tf.nest.flatten(item))
 
-    Each is traced on its first call with the batch dimension left free: one trace per fit.
+
+class CompiledStep:
+    """A step compiled for one batch and for a Chunk of batches (a loop inside the graph).
+
+    The first batch of each kind (dtypes and ranks) is traced with its batch dimension
+    free, so a partial last batch needs no new trace. Other new shapes (another sequence
+    length, a padded batch) retrace once and relax to the shapes in common, as Keras does.
+    ``eager=True`` runs the Python step as it is (compile(run_eagerly=True)).
     """
 
-    def __init__(self, run: Callable, run_chunk: Callable) -> None:
-        self.run, self.run_chunk = run, run_chunk
-        self.one = self.many = None
+    def __init__(self, run: Callable, run_chunk: Callable, *, eager: bool = False) -> None:
+        wrap = (lambda fn: fn) if eager else \
+            (lambda fn: tf.function(fn, reduce_retracing=True))
+        self.one, self.many = wrap(run), wrap(run_chunk)
+        self.eager = eager
+        self.seen: set = set()
 
     def __call__(self, item: Any) -> None:
-        if isinstance(item, data.Chunk):
-            if self.many is None:
-                spec = tf.nest.map_structure(_relaxed, tuple(item))
-                self.many = tf.function(self.run_chunk, input_signature=spec)
-            self.many(*item)
-        else:
-            if self.one is None:
-                spec = tf.nest.map_structure(_relaxed, item)
-                self.one = tf.function(lambda batch: self.run(batch), input_signature=[spec])
-            self.one(item)
+        chunk = isinstance(item, data.Chunk)
+        fn, args = (self.many, tuple(item)) if chunk else (self.one, (item,))
+        if not self.eager:
+            kind = (chunk, _kind(args))
+            if kind not in self.seen:
+                self.seen.add(kind)
+                fn.get_concrete_function(*tf.nest.map_structure(_relaxed, args))
+        fn(*args)
 
     def tracing_count(self) -> int:
-        return sum(f.experimental_get_tracing_count() for f in (self.one, self.many) if f)
+        return 0 if self.eager else sum(f.experimental_get_tracing_count()
+                                        for f in (self.one, self.many))
 
 
 class Adapter:
@@ -74,15 +90,23 @@ class Adapter:
         self.net = net
         self.device = device
         self.optimizer: Any = None
-        self.loss_fn: Callable | None = None
-        self.loss_spec: specs.LossSpec | None = None
-        self.metrics: list[metrics.StateMetric] = []
+        self.loss_fn: Any = None  # compile's loss, as given
+        self.outputs: CompiledOutputs | None = None
+        self.run_eagerly = False
         self._trackers: dict = {}
         self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
+        own_step = getattr(type(net), "train_step", None)
+        if isinstance(net, keras.Model) and own_step is not keras.Model.train_step:
+            warnings.warn(
+                f"{type(net).__name__} overrides keras.Model.train_step; fitkit runs its own "
+                f"step and does not call it. Move that code into a fitkit.Model subclass's "
+                f"train_step (same body, with self.net), or train with keras's own fit.",
+                stacklevel=3)
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
-                precision: str = "32") -> None:
+                precision: str = "32", *, loss_weights: Any = None, output: Any = None,
+                run_eagerly: bool = False) -> None:
         policy = getattr(getattr(self.net, "dtype_policy", None), "name", "float32")
         if precision == "bf16" and policy != "mixed_bfloat16":
             raise FitkitValueError(
@@ -91,9 +115,24 @@ class Adapter:
                 f"keras.mixed_precision.set_global_policy('mixed_bfloat16') before building it."
             )
         self.optimizer = optimizers.build_optimizer(optimizer, lr, self.net)
-        self.loss_fn, self.loss_spec = losses.build_loss(loss)
-        self.metrics = specs.build_metrics(metric_specs, metrics)
+        self.loss_fn = loss
+        names = list(getattr(self.net, "output_names", None) or [])
+        self.outputs = CompiledOutputs(
+            loss, loss_weights, metric_specs, output, build_loss=losses.build_loss,
+            build_metrics=lambda specs_: specs.build_metrics(specs_, metrics),
+            is_tensor=tf.is_tensor,
+            default_names=lambda n: names if len(names) == n else
+            [f"output_{i + 1}" for i in range(n)])
+        self.run_eagerly = run_eagerly
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
+
+    @property
+    def metrics(self) -> list:
+        return self.outputs.metrics if self.outputs else []
+
+    def autocast(self):
+        """Keras applies the dtype policy inside its layers: nothing to enter here."""
+        return contextlib.nullcontext()
 
     def get_learning_rate(self) -> float:
         # host sync: a variable read, once per epoch (for the lr column)
@@ -103,56 +142,75 @@ class Adapter:
         self.optimizer.learning_rate = value
 
     # ------------------------------------------------------------------ data
-    def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool):
-        return data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle)
+    def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
+                     sample_weight: Any = None, class_weight: dict | None = None):
+        source = data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle,
+                                   sample_weight=sample_weight)
+        if class_weight:
+            weights = data.class_weight_fn(class_weight)(source.y)
+            source.w = weights if source.w is None else source.w * weights
+        return source
 
-    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool):
-        return data.batch_source(source, batch_size=batch_size, shuffle=shuffle)
+    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool,
+                     class_weight: dict | None = None):
+        weigh = data.class_weight_fn(class_weight) if class_weight else None
+        return data.batch_source(source, batch_size=batch_size, shuffle=shuffle, weigh=weigh)
 
-    def output_tail(self, x: Any) -> tuple:
-        """Run the network once (inference) and return its output shape past the batch dim."""
-        self.example_inputs = x
-        y_pred = self.infer(x)
-        return tuple(y_pred.shape[1:]) if isinstance(y_pred, tf.Tensor) else ()
+    def is_tensor(self, value: Any) -> bool:
+        return tf.is_tensor(value)
 
     def label_range(self, labels: tf.Tensor) -> list:
         # host sync: once per check, before training
         return tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]).numpy().tolist()
 
-    def build_states(self, mode: targets.TargetMode, width: int) -> None:
+    def value_range(self, value: tf.Tensor) -> list:
+        value = tf.cast(value, tf.float32)  # host sync: a check, once
+        return tf.stack([tf.reduce_min(value), tf.reduce_max(value)]).numpy().tolist()
+
+    def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
         """Metric variables and optimizer slots, created before anything is traced."""
         if isinstance(self.optimizer, keras.optimizers.Optimizer) and not self.optimizer.built:
             self.optimizer.build(self.net.trainable_variables)  # before tracing: one trace less
-        for metric in self.metrics:
+        for metric in head.metrics:
             metric.build(mode, width)
+        head.built = True
 
     # ------------------------------------------------------------------ steps
-    def compute_loss(self, x: Any, y: Any, y_pred: Any) -> tf.Tensor:
-        loss = self.loss_fn(y, y_pred)
+    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None):
+        loss = self.outputs.loss(y, y_pred, sample_weight)
         extra = getattr(self.net, "losses", None)
         return loss + tf.add_n(extra) if extra else loss  # regularisation, as Keras adds it
 
-    def update_metrics(self, y: Any, y_pred: Any) -> None:
-        for metric in self.metrics:
-            metric.update(y, y_pred)
+    def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        self.outputs.update_metrics(y, y_pred, sample_weight, self._update_head)
+
+    def _update_head(self, head: Any, y: Any, y_pred: Any, sample_weight: Any) -> None:
+        if not head.built:  # a custom step's first batch: decide from static shapes alone
+            self.build_metric_states(head, *targets.mode_from_shapes(
+                head.spec, tuple(y_pred.shape), tuple(y.shape), head.portable))
+        for metric in head.metrics:
+            if sample_weight is None:
+                metric.update(y, y_pred)
+            else:
+                metric.update(y, y_pred, sample_weight)
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
-        x, y = batch
+        x, y, w = unpack(batch)
         with tf.GradientTape() as tape:
             y_pred = call_net(self.net, x, training=True)
-            loss = compute_loss(x, y, y_pred)
+            loss = call_loss(compute_loss, x, y, y_pred, w)
         variables = self.net.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         if self.metrics:
-            self.update_metrics(y, y_pred)
+            self.update_metrics(y, y_pred, w)
         return {"loss": loss}
 
     def test_step(self, batch: tuple, compute_loss: Callable) -> dict:
-        x, y = batch
+        x, y, w = unpack(batch)
         y_pred = call_net(self.net, x, training=False)
-        loss = compute_loss(x, y, y_pred)
+        loss = call_loss(compute_loss, x, y, y_pred, w)
         if self.metrics:
-            self.update_metrics(y, y_pred)
+            self.update_metrics(y, y_pred, w)
         return {"loss": loss}
 
     def predict_step(self, batch: tuple) -> Any:
@@ -165,25 +223,32 @@ class Adapter:
         run in one call (a while loop inside the graph: Python is paid once per chunk).
         """
         if mode == "predict":
-            return tf.function(step, reduce_retracing=True)
-        tracker = self._trackers[mode]
+            return step if self.run_eagerly else tf.function(step, reduce_retracing=True)
+        tracker, outputs = self._trackers[mode], self.outputs
 
         def run(batch: tuple) -> None:
-            tracker.update(step(batch), data.rows(batch[0]))
+            logs = step(batch)
+            if outputs.parts:  # each output's loss, from compute_loss in this step
+                logs = {**logs, **outputs.take_parts()}
+            tracker.update(logs, data.rows(batch[0]))
 
-        def run_chunk(x: Any, y: Any, batch_size: tf.Tensor) -> None:
+        def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> None:
             steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
 
             def body(i):
                 cut = lambda t: t[i * batch_size:(i + 1) * batch_size]  # noqa: E731
-                run((map_structure(cut, x), None if y is None else map_structure(cut, y)))
+                run(make_batch(*(map_optional(cut, v) for v in (x, y, w))))
                 return (i + 1,)
             tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
 
-        return CompiledStep(run, run_chunk)
+        return CompiledStep(run, run_chunk, eager=self.run_eagerly)
 
-    def set_training(self, training: bool) -> None:
+    def set_training(self, training: bool | None) -> None:
         """Keras layers get ``training=`` per call; nothing to switch here."""
+
+    def training_mode(self) -> None:
+        """Keras has no persistent mode (``training=`` is per call)."""
+        return None
 
     # ------------------------------------------------------------------ logs
     def reset_logs(self, mode: str) -> None:

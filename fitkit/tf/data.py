@@ -11,9 +11,9 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from ..arrays import leaves, map_structure
+from ..arrays import leaves, map_optional
 from ..errors import FitkitValueError
-from ..sources import IterableSource, check_iterable, one_step_each
+from ..sources import IterableSource, check_iterable, make_batch, one_step_each
 
 
 def to_tensor(value: Any) -> tf.Tensor:
@@ -36,11 +36,31 @@ def rows(batch_x: Any) -> tf.Tensor:
 
 
 class Chunk(NamedTuple):
-    """Several consecutive batches (``rows`` of them, ``batch_size`` each) for one call."""
+    """Several consecutive batches (``batch_size`` rows each) for one compiled call."""
 
     x: Any
     y: Any
+    w: Any
     batch_size: tf.Tensor
+
+
+def class_weight_fn(table: dict) -> Any:
+    """``y -> per-sample weights`` from ``{class: weight}`` (integer, one-hot or 0/1 targets)."""
+    size = int(max(table)) + 1
+    lookup = [1.0] * size
+    for cls, weight in table.items():
+        lookup[int(cls)] = float(weight)
+    lookup = tf.constant(lookup, tf.float32)
+
+    def weigh(y: tf.Tensor) -> tf.Tensor:
+        if y.shape.rank > 1 and y.shape[-1] != 1:
+            labels = tf.argmax(y, -1)
+        else:
+            labels = tf.reshape(y, [tf.shape(y)[0], -1])[:, 0]
+        if labels.dtype.is_floating:
+            labels = tf.round(labels)
+        return tf.gather(lookup, tf.clip_by_value(tf.cast(labels, tf.int32), 0, size - 1))
+    return weigh
 
 
 class TensorSource:
@@ -48,25 +68,25 @@ class TensorSource:
 
     one_shot = False
 
-    def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool) -> None:
-        self.x = map_structure(to_tensor, x)
-        self.y = None if y is None else map_structure(to_tensor, y)
+    def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
+                 sample_weight: Any = None) -> None:
+        self.x, self.y, self.w = (map_optional(to_tensor, v) for v in (x, y, sample_weight))
         self.n = int(leaves(self.x)[0].shape[0])
         self.batch_size, self.shuffle = batch_size, shuffle
         self.steps = math.ceil(self.n / batch_size)
 
-    def _slices(self, x: Any, y: Any) -> Iterator[tuple]:
+    def _slices(self, x: Any, y: Any, w: Any) -> Iterator[tuple]:
         bs = self.batch_size
         for start in range(0, self.n, bs):
             cut = lambda t: t[start:start + bs]  # noqa: E731
-            yield map_structure(cut, x), None if y is None else map_structure(cut, y)
+            yield make_batch(*(map_optional(cut, v) for v in (x, y, w)))
 
     def _epoch_tensors(self) -> tuple:
         if not self.shuffle:
-            return self.x, self.y
+            return self.x, self.y, self.w
         perm = tf.random.shuffle(tf.range(self.n))
         take = lambda t: tf.gather(t, perm)  # noqa: E731
-        return map_structure(take, self.x), None if self.y is None else map_structure(take, self.y)
+        return tuple(map_optional(take, v) for v in (self.x, self.y, self.w))
 
     def __iter__(self) -> Iterator[tuple]:
         return self._slices(*self._epoch_tensors())
@@ -78,19 +98,18 @@ class TensorSource:
         return self._chunks(group, self.steps if limit is None else min(limit, self.steps))
 
     def _chunks(self, group: int, steps: int) -> Iterator[tuple]:
-        x, y = self._epoch_tensors()
+        x, y, w = self._epoch_tensors()
         bs = self.batch_size
         rows = min(self.n, steps * bs)
         size = tf.constant(bs, tf.int32)
         for start in range(0, rows, group * bs):
             stop = min(start + group * bs, rows)
             cut = lambda t: t[start:stop]  # noqa: E731
-            chunk = Chunk(map_structure(cut, x), None if y is None else map_structure(cut, y),
-                          size)
+            chunk = Chunk(map_optional(cut, x), map_optional(cut, y), map_optional(cut, w), size)
             yield chunk, math.ceil((stop - start) / bs)
 
     def peek(self) -> tuple:
-        return next(self._slices(self.x, self.y))
+        return next(self._slices(self.x, self.y, self.w))
 
     def targets(self) -> Any:
         return self.y
@@ -102,11 +121,12 @@ def _is_torch_dataset(data: Any) -> bool:
         not hasattr(data, "batch_sampler")  # a map-style Dataset, not a DataLoader
 
 
-def batch_source(data: Any, *, batch_size: int, shuffle: bool) -> IterableSource:
+def batch_source(data: Any, *, batch_size: int, shuffle: bool,
+                 weigh: Any = None) -> IterableSource:
     """Batches from a tf.data.Dataset, a torch DataLoader / Dataset, or an iterable of (x, y)."""
     if _is_torch_dataset(data):
         import torch  # already imported: the user passed a torch object
 
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
     check_iterable(data)
-    return IterableSource(data, to_tensor)
+    return IterableSource(data, to_tensor, weigh=weigh)

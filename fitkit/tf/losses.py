@@ -1,24 +1,32 @@
-"""TensorFlow losses behind the portable names, in Keras's argument order ``(y, y_pred)``.
+"""TensorFlow losses behind the portable names, reduced by Keras itself.
 
-Owns the name -> keras.losses mapping and what fitkit knows of native Keras losses; the
-torch side (fitkit/torch/losses.py) writes the same formulas by hand.
+Owns the name -> keras.losses mapping, what fitkit knows of native Keras losses, and
+sample weighting of plain callables. Every built loss is called
+``fn(y_true, y_pred, sample_weight)``, Keras's own order; fitkit/torch/losses.py writes
+the same formulas by hand.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import keras
+import tensorflow as tf
 
-from ..errors import FitkitTypeError
+from ..errors import FitkitTypeError, FitkitValueError
 from ..specs import LossSpec, loss_spec
 
 _FACTORIES: dict[str, Callable[[], Any]] = {
     "mse": keras.losses.MeanSquaredError,
     "mae": keras.losses.MeanAbsoluteError,
     "huber": lambda: keras.losses.Huber(delta=1.0),
+    "log_cosh": keras.losses.LogCosh,
+    "poisson": keras.losses.Poisson,
     "cross_entropy": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     "bce_with_logits": lambda: keras.losses.BinaryCrossentropy(from_logits=True),
     "bce": keras.losses.BinaryCrossentropy,
+    "hinge": keras.losses.Hinge,
+    "categorical_hinge": keras.losses.CategoricalHinge,
+    "kl_divergence": keras.losses.KLDivergence,
     "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
     "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
 }
@@ -32,16 +40,46 @@ _NATIVE_TASKS = {
 }
 
 
+def reduce(values: tf.Tensor, sample_weight: tf.Tensor | None) -> tf.Tensor:
+    """Keras's "sum over batch size": weighted sum / number of values (weights per sample)."""
+    if sample_weight is None:
+        return tf.reduce_mean(values)
+    w = tf.cast(tf.reshape(sample_weight, [-1] + [1] * (values.shape.rank - 1)), values.dtype)
+    return tf.reduce_sum(values * w) / tf.cast(tf.size(values), values.dtype)
+
+
+def _keras_loss(loss: Any) -> Callable:
+    return lambda y, p, w: loss(y, p, sample_weight=w)
+
+
+def _callable(fn: Callable) -> Callable:
+    """A plain ``fn(y, y_pred)``: per-sample values are reduced as Keras reduces them."""
+    def call(y, p, w):
+        value = fn(y, p)
+        if value.shape.rank == 0:
+            if w is not None:
+                raise FitkitValueError(
+                    f"sample_weight / class_weight need one loss value per sample, but the loss "
+                    f"{getattr(fn, '__name__', type(fn).__name__)} returns a scalar. Use a "
+                    f"portable loss name, a keras.losses.Loss, or a callable that returns "
+                    f"per-sample values.")
+            return value
+        return reduce(value, w)
+    return call
+
+
 def build_loss(loss: Any) -> tuple[Callable, LossSpec]:
-    """A loss callable ``(y, y_pred) -> scalar`` and what fitkit knows of its meaning."""
+    """A loss ``fn(y_true, y_pred, sample_weight) -> scalar`` and what fitkit knows of it."""
     if isinstance(loss, str):
         spec = loss_spec(loss)
-        return _FACTORIES[spec.name](), spec
-    if callable(loss):
+        return _keras_loss(_FACTORIES[spec.name]()), spec
+    if isinstance(loss, keras.losses.Loss):
         task = _NATIVE_TASKS.get(type(loss))
-        from_logits = bool(getattr(loss, "get_config", dict)().get("from_logits", False))
-        return loss, LossSpec(getattr(loss, "name", type(loss).__name__), task, from_logits,
-                              strict=False)
+        from_logits = bool(loss.get_config().get("from_logits", False))
+        return _keras_loss(loss), LossSpec(loss.name, task, from_logits, strict=False)
+    if callable(loss):
+        name = getattr(loss, "__name__", type(loss).__name__)
+        return _callable(loss), LossSpec(name, None, False, strict=False)
     raise FitkitTypeError(
         f"loss must be a name (e.g. 'mse', 'cross_entropy'), a keras.losses.Loss or a callable "
         f"(y, y_pred) -> scalar; got {type(loss).__name__}."

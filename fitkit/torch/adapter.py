@@ -13,6 +13,8 @@ import torch
 
 from .. import specs, targets
 from ..errors import FitkitValueError
+from ..outputs import CompiledOutputs, call_loss
+from ..sources import unpack
 from . import data, devices, losses, metrics, optimizers, summary
 
 def set_seed(seed: int) -> None:
@@ -45,22 +47,34 @@ class Adapter:
         floats = [p.dtype for p in params if p.is_floating_point()]
         self.float_dtype = floats[0] if floats else torch.get_default_dtype()
         self.optimizer: Any = None
-        self.loss_fn: Callable | None = None
-        self.loss_spec: specs.LossSpec | None = None
-        self.metrics: list[metrics.StateMetric] = []
+        self.loss_fn: Any = None  # compile's loss, as given
+        self.outputs: CompiledOutputs | None = None
         self._autocast: Any = contextlib.nullcontext()
         self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
-                precision: str = "32") -> None:
+                precision: str = "32", *, loss_weights: Any = None, output: Any = None,
+                run_eagerly: bool = False) -> None:
         self.optimizer = optimizers.build_optimizer(optimizer, lr, self.net)
         # One reusable context: autocast for bf16, a no-op for full precision.
         self._autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                           if precision == "bf16" else contextlib.nullcontext())
-        self.loss_fn, self.loss_spec = losses.build_loss(loss)
-        self.metrics = specs.build_metrics(metric_specs, metrics)
+        self.loss_fn = loss
+        self.outputs = CompiledOutputs(
+            loss, loss_weights, metric_specs, output, build_loss=losses.build_loss,
+            build_metrics=lambda specs_: specs.build_metrics(specs_, metrics),
+            is_tensor=lambda v: isinstance(v, torch.Tensor),
+            default_names=lambda n: [f"output_{i + 1}" for i in range(n)])
+
+    @property
+    def metrics(self) -> list:
+        return self.outputs.metrics if self.outputs else []
+
+    def autocast(self):
+        """The compiled precision's context (bf16 autocast, or a no-op) for custom steps."""
+        return self._autocast
 
     def get_learning_rate(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -70,55 +84,73 @@ class Adapter:
             group["lr"] = value
 
     # ------------------------------------------------------------------ data
-    def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool):
-        return data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle,
-                                 device=self.device, float_dtype=self.float_dtype)
+    def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
+                     sample_weight: Any = None, class_weight: dict | None = None):
+        source = data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle,
+                                   device=self.device, float_dtype=self.float_dtype,
+                                   sample_weight=sample_weight)
+        if class_weight:
+            weights = data.class_weight_fn(class_weight, source.y.device)(source.y)
+            source.w = weights if source.w is None else source.w * weights
+        return source
 
-    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool):
+    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool,
+                     class_weight: dict | None = None):
+        weigh = data.class_weight_fn(class_weight, self.device) if class_weight else None
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle,
-                                 device=self.device, float_dtype=self.float_dtype)
+                                 device=self.device, float_dtype=self.float_dtype, weigh=weigh)
 
-    def output_tail(self, x: Any) -> tuple:
-        """Run the network once (eval, no grad) and return its output shape past the batch dim."""
-        self.example_inputs = x
-        y_pred = self.infer(x)
-        return tuple(y_pred.shape[1:]) if isinstance(y_pred, torch.Tensor) else ()
+    def is_tensor(self, value: Any) -> bool:
+        return isinstance(value, torch.Tensor)
 
     def label_range(self, labels: torch.Tensor) -> list:
         return torch.stack(list(torch.aminmax(labels))).tolist()  # host sync: once per check
 
-    def build_states(self, mode: targets.TargetMode, width: int) -> None:
-        for metric in self.metrics:
+    def value_range(self, value: torch.Tensor) -> list:
+        return torch.stack(list(torch.aminmax(value.float()))).tolist()  # host sync: a check
+
+    def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
+        for metric in head.metrics:
             metric.build(mode, width, self.device)
+        head.built = True
 
     # ------------------------------------------------------------------ steps
-    def compute_loss(self, x: Any, y: Any, y_pred: Any) -> torch.Tensor:
-        return self.loss_fn(y_pred, y)
+    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None):
+        return self.outputs.loss(y, y_pred, sample_weight)
 
-    def update_metrics(self, y: Any, y_pred: Any) -> None:
+    def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        self.outputs.update_metrics(y, y_pred, sample_weight, self._update_head)
+
+    def _update_head(self, head: Any, y: Any, y_pred: torch.Tensor, sample_weight: Any) -> None:
         y_pred = y_pred.detach()  # metric states never join the autograd graph
-        for metric in self.metrics:
-            metric.update(y_pred, y)
+        if not head.built:  # a custom step's first batch: decide from shapes alone
+            self.build_metric_states(head, *targets.mode_from_shapes(
+                head.spec, tuple(y_pred.shape), tuple(y.shape), head.portable))
+        for metric in head.metrics:
+            if sample_weight is None:
+                metric.update(y_pred, y)
+            else:
+                metric.update(y_pred, y, sample_weight)
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
-        x, y = batch
+        x, y, w = unpack(batch)
         with self._autocast:
             y_pred = call_net(self.net, x)
-            loss = compute_loss(x, y, y_pred)
+            loss = call_loss(compute_loss, x, y, y_pred, w)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.metrics:
-            self.update_metrics(y, y_pred)
+            self.update_metrics(y, y_pred, w)
         return {"loss": loss}
 
     def test_step(self, batch: tuple, compute_loss: Callable) -> dict:
-        x, y = batch
+        x, y, w = unpack(batch)
         with self._autocast:
             y_pred = call_net(self.net, x)
-            loss = compute_loss(x, y, y_pred)
+            loss = call_loss(compute_loss, x, y, y_pred, w)
         if self.metrics:
-            self.update_metrics(y, y_pred)
+            self.update_metrics(y, y_pred, w)
         return {"loss": loss}
 
     def predict_step(self, batch: tuple) -> Any:
@@ -133,18 +165,28 @@ class Adapter:
                     return step(batch)
             return run_predict
         tracker = self._trackers[mode]
+        outputs = self.outputs
+
+        def run(batch: tuple) -> None:
+            logs = step(batch)
+            if outputs.parts:  # each output's loss, from compute_loss in this step
+                logs = {**logs, **outputs.take_parts()}
+            tracker.update(logs, data.rows(batch[0]))
         if mode == "train":
-            def run_train(batch: tuple) -> None:
-                tracker.update(step(batch), data.rows(batch[0]))
-            return run_train
+            return run
 
         def run_test(batch: tuple) -> None:
             with torch.no_grad():
-                tracker.update(step(batch), data.rows(batch[0]))
+                run(batch)
         return run_test
 
-    def set_training(self, training: bool) -> None:
-        self.net.train(training)
+    def set_training(self, training: bool | None) -> None:
+        if training is not None:
+            self.net.train(training)
+
+    def training_mode(self) -> bool:
+        """The network's train/eval mode, to restore after a call that switches it."""
+        return self.net.training
 
     # ------------------------------------------------------------------ logs
     def reset_logs(self, mode: str) -> None:

@@ -11,9 +11,9 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..arrays import leaves, map_structure
+from ..arrays import leaves, map_optional
 from ..errors import FitkitValueError
-from ..sources import IterableSource, check_iterable, one_step_each
+from ..sources import IterableSource, check_iterable, make_batch, one_step_each
 
 
 def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> torch.Tensor:
@@ -30,6 +30,21 @@ def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> tor
     if (value.is_floating_point() or value.dtype == torch.bool) and value.dtype != float_dtype:
         value = value.to(float_dtype)  # bool targets become 0/1 floats
     return value.to(device, non_blocking=True)
+
+
+def class_weight_fn(table: dict, device: torch.device) -> Any:
+    """``y -> per-sample weights`` from ``{class: weight}`` (integer, one-hot or 0/1 targets)."""
+    size = int(max(table)) + 1
+    lookup = torch.ones(size, dtype=torch.float32)
+    for cls, weight in table.items():
+        lookup[int(cls)] = float(weight)
+    lookup = lookup.to(device)
+
+    def weigh(y: torch.Tensor) -> torch.Tensor:
+        labels = y.argmax(-1) if y.dim() > 1 and y.shape[-1] > 1 else y.reshape(y.shape[0], -1)[:, 0]
+        return lookup[labels.round().long().clamp(0, size - 1)] if labels.is_floating_point() \
+            else lookup[labels.long().clamp(0, size - 1)]
+    return weigh
 
 
 def rows(batch_x: Any) -> int:
@@ -55,31 +70,30 @@ class TensorSource:
     one_shot = False
 
     def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
-                 device: torch.device, float_dtype: torch.dtype) -> None:
+                 device: torch.device, float_dtype: torch.dtype,
+                 sample_weight: Any = None) -> None:
         host = torch.device("cpu")
         to_host = lambda v: v if isinstance(v, torch.Tensor) else \
             to_tensor(v, host, float_dtype)  # noqa: E731
-        x, y = map_structure(to_host, x), None if y is None else map_structure(to_host, y)
-        nbytes = sum(t.numel() * t.element_size()
-                     for t in leaves(x) + (leaves(y) if y is not None else []))
+        parts = [map_optional(to_host, v) for v in (x, y, sample_weight)]
+        nbytes = sum(t.numel() * t.element_size() for part in parts if part is not None
+                     for t in leaves(part))
         self.resident = fits_on_device(nbytes, device)
         place = device if self.resident else host
         convert = lambda v: to_tensor(v, place, float_dtype)  # noqa: E731
-        self.x = map_structure(convert, x)
-        self.y = None if y is None else map_structure(convert, y)
+        parts = [map_optional(convert, v) for v in parts]
         self.pinned = not self.resident and device.type == "cuda"
         if self.pinned:
-            pin = lambda t: t.pin_memory()  # noqa: E731
-            self.x = map_structure(pin, self.x)
-            self.y = None if self.y is None else map_structure(pin, self.y)
+            parts = [map_optional(lambda t: t.pin_memory(), v) for v in parts]
+        self.x, self.y, self.w = parts
         self.n = rows(self.x)
         self.batch_size, self.shuffle, self.device = batch_size, shuffle, device
         self.steps = math.ceil(self.n / batch_size)
 
-    def _slices(self, x: Any, y: Any) -> Iterator[tuple]:
+    def _slices(self, x: Any, y: Any, w: Any) -> Iterator[tuple]:
         bs = self.batch_size
-        if self.resident and isinstance(x, torch.Tensor) and isinstance(y, (torch.Tensor,
-                                                                           type(None))):
+        if self.resident and w is None and isinstance(x, torch.Tensor) and \
+                isinstance(y, (torch.Tensor, type(None))):
             for start in range(0, self.n, bs):  # fast path: one tensor each, views only
                 yield x[start:start + bs], None if y is None else y[start:start + bs]
             return
@@ -88,25 +102,24 @@ class TensorSource:
             def cut(t, start=start):
                 part = t[start:start + bs]
                 return part if resident else part.to(device, non_blocking=True)
-            yield map_structure(cut, x), None if y is None else map_structure(cut, y)
+            yield make_batch(*(map_optional(cut, v) for v in (x, y, w)))
 
     def __iter__(self) -> Iterator[tuple]:
-        x, y = self.x, self.y
+        parts = (self.x, self.y, self.w)
         if self.shuffle:
             perm = torch.randperm(self.n, device=self.device if self.resident else "cpu")
             take = lambda t: t[perm]  # noqa: E731
             if self.pinned:  # the gathered copy is pinned again for async copies
                 take = lambda t: t[perm].pin_memory()  # noqa: E731
-            x = map_structure(take, x)
-            y = None if y is None else map_structure(take, y)
-        return self._slices(x, y)
+            parts = [map_optional(take, v) for v in parts]
+        return self._slices(*parts)
 
     def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
         """``(batch, 1)`` pairs: eager torch gains nothing from grouping steps per call."""
         return one_step_each(self, limit)
 
     def peek(self) -> tuple:
-        return next(self._slices(self.x, self.y))
+        return next(self._slices(self.x, self.y, self.w))
 
     def targets(self) -> Any:
         return self.y
@@ -117,13 +130,13 @@ def _is_tf_dataset(data: Any) -> bool:
 
 
 def batch_source(data: Any, *, batch_size: int, shuffle: bool, device: torch.device,
-                 float_dtype: torch.dtype) -> IterableSource:
+                 float_dtype: torch.dtype, weigh: Any = None) -> IterableSource:
     """Batches from a DataLoader, a Dataset, a tf.data.Dataset or any iterable of (x, y)."""
     convert = lambda v: to_tensor(v, device, float_dtype)  # noqa: E731
     if _is_tf_dataset(data):
-        return IterableSource(data, convert, restart=data.as_numpy_iterator)
+        return IterableSource(data, convert, restart=data.as_numpy_iterator, weigh=weigh)
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(
             data, torch.utils.data.IterableDataset):
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
     check_iterable(data)
-    return IterableSource(data, convert)
+    return IterableSource(data, convert, weigh=weigh)

@@ -1,46 +1,93 @@
-"""Torch losses behind the portable names, in torch's argument order ``(y_pred, y)``.
+"""Torch losses behind the portable names, reduced as Keras reduces them.
 
-Owns the formulas; Keras-named losses take probabilities and clip as Keras does, so the
-same name gives the same value on both backends. Native losses are used as they are.
+Owns the formulas (Keras-named losses take probabilities and clip as Keras does, so the
+same name gives the same value on both backends) and sample weighting. Every built loss
+is called ``fn(y_true, y_pred, sample_weight)``; a native torch loss keeps its own
+``(y_pred, y)`` order inside. Matching losses to outputs is fitkit/outputs.py's job.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import FitkitTypeError
+from ..errors import FitkitTypeError, FitkitValueError
 from ..specs import LossSpec, loss_spec
 
 EPSILON = 1e-7  # Keras's clipping epsilon for probability losses
 
 
-def _bce(y_pred, y):
-    p = y_pred.clamp(EPSILON, 1.0 - EPSILON)
+def _align(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Keras's rank alignment: (N,) targets for an (N, 1) output, and the reverse."""
+    if y.dim() == p.dim() - 1 and p.shape[-1] == 1:
+        return y.unsqueeze(-1)
+    if y.dim() == p.dim() + 1 and y.shape[-1] == 1:
+        return y.squeeze(-1)
+    return y
+
+
+def _float(p, y):
+    return _align(p, y).to(p.dtype)
+
+
+def _probs(y_pred):
+    return (y_pred / y_pred.sum(-1, keepdim=True)).clamp(EPSILON, 1.0 - EPSILON)
+
+
+def _sparse(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample negative log-likelihood of integer labels, class axis last."""
+    y = y.reshape(logp.shape[:-1]).long()
+    return F.nll_loss(logp.reshape(-1, logp.shape[-1]), y.reshape(-1),
+                      reduction="none").reshape(y.shape)
+
+
+def _bce(p, y):
+    y = _float(p, y)
+    p = p.clamp(EPSILON, 1.0 - EPSILON)
+    return -(y * torch.log(p) + (1.0 - y) * torch.log(1.0 - p))
+
+
+def _hinge(p, y):
+    y = _float(p, y)
+    y = torch.where(y == 0, -torch.ones_like(y), y)  # 0/1 labels become -1/1, as in Keras
+    return torch.relu(1.0 - y * p)
+
+
+def _categorical_hinge(p, y):
     y = y.to(p.dtype)
-    return -(y * torch.log(p) + (1.0 - y) * torch.log(1.0 - p)).mean()
+    pos = (y * p).sum(-1)
+    neg = ((1.0 - y) * p).amax(-1)
+    return torch.relu(neg - pos + 1.0)
 
 
-def _categorical(y_pred, y):
-    p = (y_pred / y_pred.sum(-1, keepdim=True)).clamp(EPSILON, 1.0 - EPSILON)
-    return -(y.to(p.dtype) * torch.log(p)).sum(-1).mean()
+def _kl(p, y):
+    y = y.to(p.dtype).clamp(EPSILON, 1.0)
+    return (y * torch.log(y / p.clamp(EPSILON, 1.0))).sum(-1)
 
 
-def _sparse_categorical(y_pred, y):
-    p = (y_pred / y_pred.sum(-1, keepdim=True)).clamp(EPSILON, 1.0 - EPSILON)
-    return F.nll_loss(torch.log(p), y.long())
+def _log_cosh(p, y):
+    d = p - _float(p, y)
+    return d + F.softplus(-2.0 * d) - torch.log(torch.tensor(2.0, dtype=d.dtype))
 
 
-_FUNCTIONS: dict[str, Callable] = {
-    "mse": lambda p, y: F.mse_loss(p, y.to(p.dtype)),
-    "mae": lambda p, y: F.l1_loss(p, y.to(p.dtype)),
-    "huber": lambda p, y: F.huber_loss(p, y.to(p.dtype), delta=1.0),
-    "cross_entropy": lambda p, y: F.cross_entropy(p, y.long()),
-    "bce_with_logits": lambda p, y: F.binary_cross_entropy_with_logits(p, y.to(p.dtype)),
+# Unreduced values: per element, or per sample for losses that sum over the class axis.
+_VALUES: dict[str, Callable] = {
+    "mse": lambda p, y: (p - _float(p, y)) ** 2,
+    "mae": lambda p, y: (p - _float(p, y)).abs(),
+    "huber": lambda p, y: F.huber_loss(p, _float(p, y), delta=1.0, reduction="none"),
+    "log_cosh": _log_cosh,
+    "poisson": lambda p, y: p - _float(p, y) * torch.log(p + EPSILON),
+    "cross_entropy": lambda p, y: _sparse(F.log_softmax(p, -1), y),
+    "bce_with_logits": lambda p, y: F.binary_cross_entropy_with_logits(
+        p, _float(p, y), reduction="none"),
     "bce": _bce,
-    "categorical_crossentropy": _categorical,
-    "sparse_categorical_crossentropy": _sparse_categorical,
+    "hinge": _hinge,
+    "categorical_hinge": _categorical_hinge,
+    "kl_divergence": _kl,
+    "categorical_crossentropy": lambda p, y: -(y.to(p.dtype) * torch.log(_probs(p))).sum(-1),
+    "sparse_categorical_crossentropy": lambda p, y: _sparse(torch.log(_probs(p)), y),
 }
 
 # Native losses whose meaning fitkit knows: (task, from_logits) for shape checks and accuracy.
@@ -52,14 +99,49 @@ _NATIVE_TASKS = {
 }
 
 
+def reduce(values: torch.Tensor, sample_weight: torch.Tensor | None) -> torch.Tensor:
+    """Keras's "sum over batch size": weighted sum / number of values (weights per sample)."""
+    if sample_weight is None:
+        return values.mean()
+    w = sample_weight.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))
+    return (values * w).sum() / values.numel()
+
+
+def _portable(name: str) -> Callable:
+    values = _VALUES[name]
+    return lambda y, p, w: reduce(values(p, y), w)
+
+
+def _native(loss: Any) -> Callable:
+    """A torch loss module or callable ``(y_pred, y)``; weights need per-sample values."""
+    unreduced = None
+    if isinstance(loss, torch.nn.Module) and getattr(loss, "reduction", None) == "mean":
+        unreduced = copy.copy(loss)
+        unreduced.reduction = "none"
+
+    def call(y, p, w):
+        if w is None:
+            value = loss(p, y)
+            return value if value.dim() == 0 else value.mean()
+        value = (unreduced or loss)(p, y)
+        if value.dim() == 0:
+            raise FitkitValueError(
+                f"sample_weight / class_weight need one loss value per sample, but the loss "
+                f"{type(loss).__name__} returns a scalar. Use a portable loss name, a torch loss "
+                f"module (fitkit sets reduction='none'), or a callable that returns per-sample "
+                f"values.")
+        return reduce(value, w)
+    return call
+
+
 def build_loss(loss: Any) -> tuple[Callable, LossSpec]:
-    """A loss callable ``(y_pred, y) -> scalar`` and what fitkit knows of its meaning."""
+    """A loss ``fn(y_true, y_pred, sample_weight) -> scalar`` and what fitkit knows of it."""
     if isinstance(loss, str):
         spec = loss_spec(loss)
-        return _FUNCTIONS[spec.name], spec
+        return _portable(spec.name), spec
     if callable(loss):
         task, from_logits = _NATIVE_TASKS.get(type(loss), (None, False))
-        return loss, LossSpec(type(loss).__name__, task, from_logits)
+        return _native(loss), LossSpec(type(loss).__name__, task, from_logits)
     raise FitkitTypeError(
         f"loss must be a name (e.g. 'mse', 'cross_entropy'), a torch loss module or a callable "
         f"(y_pred, y) -> scalar; got {type(loss).__name__}."

@@ -1,0 +1,275 @@
+"""Multi-output structure: which loss, weight and metrics go with which network output.
+
+Owns matching compile's ``loss`` / ``loss_weights`` / ``metrics`` / ``output`` to what the
+network returns (a tensor, a tuple or a dict), the log names, and picking each output's
+prediction and target. Building native losses and metrics is the adapter's job; tensors
+pass through here untouched (only dict keys and tuple positions are read).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from . import specs
+from .errors import FitkitTypeError, FitkitValueError
+
+
+@dataclass
+class Head:
+    """One network output that has a loss and/or metrics."""
+
+    name: str                 # as the user names it: a dict key, or "output_<i>" by position
+    key: Any                  # where its prediction lives: None (the whole output), key or index
+    position: int             # its index among the outputs (for tuple targets)
+    loss: Callable | None     # (y_true, y_pred, sample_weight) -> scalar, backend tensors
+    spec: Any                 # specs.LossSpec (None without a loss)
+    portable: bool            # a string loss: aligns (N,) and (N, 1) as Keras does
+    weight: float | None
+    metrics: list = field(default_factory=list)
+    prefix: str = ""          # log prefix: "" for a single output, else "<name>_"
+    built: bool = False       # metric states built (mode and width known)
+    tail: tuple | None = None  # output shape past the batch dim, once the network has run
+
+
+def is_structure(value: Any) -> bool:
+    return isinstance(value, (Mapping, tuple, list))
+
+
+def _items(pred: Any) -> list[tuple[Any, Any]]:
+    """(key, value) pairs of a tuple / dict output; dict order is the output order."""
+    if isinstance(pred, Mapping):
+        return list(pred.items())
+    return list(enumerate(pred))
+
+
+class CompiledOutputs:
+    """compile's output-related arguments, matched to the outputs on the first batch.
+
+    ``build_loss(spec) -> (fn, LossSpec)`` and ``build_metrics(list) -> [metric]`` come from
+    the adapter, ``is_tensor`` tells a tensor from a structure, ``default_names(n)`` names
+    positional outputs (Keras's output names). The per-step methods (``loss``,
+    ``update_metrics``) run inside compiled steps: they only index dicts and tuples.
+    """
+
+    def __init__(self, loss: Any, loss_weights: Any, metrics: Any, output: Any, *,
+                 build_loss: Callable, build_metrics: Callable, is_tensor: Callable,
+                 default_names: Callable[[int], list[str]]) -> None:
+        if output is not None and isinstance(loss, (Mapping, list, tuple)):
+            raise FitkitValueError(
+                f"compile(output={output!r}) trains on one output, so loss must be a single "
+                f"loss, not a {type(loss).__name__}.")
+        if loss_weights is not None and not isinstance(loss_weights, (Mapping, list, tuple,
+                                                                      int, float)):
+            raise FitkitTypeError("loss_weights must be a dict {output: weight}, a list in "
+                                  f"output order, or a number; got {type(loss_weights).__name__}.")
+        self.loss_arg, self.weights_arg, self.metric_specs, self.output = loss, loss_weights, \
+            metrics, output
+        self.build_loss, self.build_metrics, self.default_names = \
+            build_loss, build_metrics, default_names
+        self.is_tensor = is_tensor
+        _check_names(loss, metrics)  # a misspelt name fails at compile, not at the first batch
+        self.heads: list[Head] | None = None  # known once the network's outputs are seen
+        self.parts: dict = {}                 # each output's loss from the last loss() call
+
+    @property
+    def metrics(self) -> list:
+        """Every compiled metric object, in log order."""
+        return [m for head in self.heads or [] for m in head.metrics]
+
+    def log_names(self) -> list[str]:
+        """The keys of a logs dict: loss, each output's loss (several losses), metrics."""
+        names = ["loss"]
+        with_loss = [h for h in self.heads or [] if h.loss is not None]
+        if len(with_loss) > 1:
+            names += [f"{h.prefix}loss" for h in with_loss]
+        return names + [m.name for m in self.metrics]
+
+    def ensure(self, y_pred: Any) -> list[Head]:
+        if self.heads is None:
+            self.heads = self.resolve(y_pred)
+            self.n_targets = sum(1 for h in self.heads if h.loss is not None or h.metrics)
+        return self.heads
+
+    # ------------------------------------------------------------------ per step
+    def loss(self, y: Any, y_pred: Any, sample_weight: Any) -> Any:
+        """The weighted total; each output's unweighted loss is kept in ``parts`` for the logs."""
+        heads = [h for h in self.ensure(y_pred) if h.loss is not None]
+        if not heads:
+            raise FitkitValueError("No loss was compiled: pass loss=... to compile, or override "
+                                   "train_step/test_step to train without one.")
+        total, self.parts = None, {}
+        for head in heads:
+            value = head.loss(target(head, y, self.n_targets), prediction(head, y_pred),
+                              sample_weight)
+            if len(heads) > 1:
+                self.parts[f"{head.prefix}loss"] = value
+            weighted = value if head.weight is None else value * head.weight
+            total = weighted if total is None else total + weighted
+        return total
+
+    def take_parts(self) -> dict:
+        parts, self.parts = self.parts, {}
+        return parts
+
+    def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any,
+                       update: Callable[[Head, Any, Any, Any], None]) -> None:
+        """Call ``update(head, y_true, y_pred, sample_weight)`` for each output with metrics."""
+        heads = [h for h in self.ensure(y_pred) if h.metrics]
+        for head in heads:
+            update(head, target(head, y, self.n_targets), prediction(head, y_pred), sample_weight)
+
+    # ------------------------------------------------------------------ resolution
+    def resolve(self, pred: Any) -> list[Head]:
+        """Heads for predictions ``pred`` (one batch's outputs, any structure)."""
+        is_tensor = self.is_tensor
+        if self.output is not None:
+            return [self._single(self._pick_named(pred, is_tensor))]
+        if is_tensor(pred):
+            return [self._single(None)]
+        items = _items(pred)
+        if len(items) == 1 and not is_structure(self.loss_arg):  # e.g. HuggingFace {"logits": …}
+            return [self._single(items[0][0])]
+        names = [str(k) for k, _ in items] if isinstance(pred, Mapping) else \
+            self.default_names(len(items))
+        losses = self._per_output(self.loss_arg, names, "loss")
+        weights = self._per_output(self.weights_arg, names, "loss_weights")
+        metrics = self._metrics_per_output(names)
+        heads = []
+        for i, ((key, value), name) in enumerate(zip(items, names)):
+            loss, weight = losses[i], weights[i]
+            if (loss is not None or metrics[i]) and not is_tensor(value):
+                raise FitkitValueError(
+                    f"Output {name!r} of the network is a {type(value).__name__}, not a tensor; "
+                    f"give it no loss (loss={{...}} without {name!r}) or pick the output to "
+                    f"train with compile(output=...).")
+            heads.append(self._head(name, key, i, loss, weight, metrics[i], f"{name}_"))
+        if all(h.loss is None for h in heads) and self.loss_arg is not None:
+            raise FitkitValueError(f"loss={self.loss_arg!r} matches none of the outputs {names}.")
+        return heads
+
+    def _pick_named(self, pred: Any, is_tensor: Callable[[Any], bool]) -> Any:
+        key = self.output
+        try:
+            value = pred[key]
+        except (KeyError, IndexError, TypeError):
+            have = list(pred.keys()) if isinstance(pred, Mapping) else \
+                (f"positions 0..{len(pred) - 1}" if is_structure(pred) else "one tensor")
+            raise FitkitValueError(f"compile(output={key!r}): the network's outputs have no "
+                                   f"{key!r}; it returns {have}.") from None
+        if not is_tensor(value):
+            raise FitkitValueError(f"compile(output={key!r}) names a {type(value).__name__}, "
+                                   f"not a tensor.")
+        return key
+
+    def _single(self, key: Any) -> Head:
+        loss = self.loss_arg
+        if isinstance(loss, (list, tuple)) and len(loss) == 1:
+            loss = loss[0]
+        if isinstance(loss, Mapping):
+            if len(loss) != 1:
+                raise FitkitValueError(
+                    f"The network has one output but loss is a dict with keys {list(loss)}; "
+                    f"pass one loss.")
+            loss = next(iter(loss.values()))
+        weight = self.weights_arg
+        if isinstance(weight, Mapping):
+            weight = next(iter(weight.values()), None)
+        elif isinstance(weight, (list, tuple)):
+            weight = weight[0] if weight else None
+        metrics = self.metric_specs
+        if isinstance(metrics, Mapping) and list(metrics) == [key]:  # {"logits": [...]}
+            metrics = metrics[key]
+        return self._head("" if key is None else str(key), key, 0, loss, weight, metrics, "")
+
+    def _head(self, name, key, position, loss, weight, metrics, prefix) -> Head:
+        fn, spec = self.build_loss(loss) if loss is not None else (None, None)
+        built = self.build_metrics(_as_list(metrics)) if metrics else []
+        for metric in built:
+            metric.name = f"{prefix}{metric.name}"
+        return Head(name, key, position, fn, spec, isinstance(loss, str),
+                    None if weight is None else float(weight), built, prefix)
+
+    def _per_output(self, value: Any, names: list[str], what: str) -> list:
+        if isinstance(value, Mapping):
+            unknown = [k for k in value if k not in names]
+            if unknown:
+                raise FitkitValueError(f"{what} names {unknown}, which are not outputs of the "
+                                       f"network; its outputs are {names}.")
+            return [value.get(n) for n in names]
+        if isinstance(value, (list, tuple)):
+            if len(value) != len(names):
+                raise FitkitValueError(f"{what} has {len(value)} entries but the network has "
+                                       f"{len(names)} outputs {names}; give one per output "
+                                       f"(None for none) or a dict by output name.")
+            return list(value)
+        return [value] * len(names)
+
+    def _metrics_per_output(self, names: list[str]) -> list:
+        metrics = self.metric_specs
+        if not metrics:
+            return [[] for _ in names]
+        if isinstance(metrics, Mapping) and set(metrics) <= set(names):
+            return self._per_output({k: _as_list(v) for k, v in metrics.items()}, names,
+                                    "metrics")
+        if isinstance(metrics, (list, tuple)) and metrics and all(
+                isinstance(m, (list, tuple)) for m in metrics):
+            return self._per_output(list(metrics), names, "metrics")
+        return [metrics] * len(names)  # one list (or {name: fn}) for every output
+
+
+def _check_names(loss: Any, metrics: Any) -> None:
+    losses = loss.values() if isinstance(loss, Mapping) else \
+        loss if isinstance(loss, (list, tuple)) else [loss]
+    for item in losses:
+        if isinstance(item, str):
+            specs.loss_spec(item)
+    groups = metrics.values() if isinstance(metrics, Mapping) else [metrics]
+    for group in groups:
+        for item in group if isinstance(group, (list, tuple)) else [group]:
+            for name in item if isinstance(item, (list, tuple)) else [item]:
+                if isinstance(name, str):
+                    specs.metric_name(name)
+
+
+def _as_list(metrics: Any) -> Any:
+    """One metric spec as a list; lists and {name: fn} dicts stay as they are."""
+    return metrics if isinstance(metrics, (list, tuple, Mapping)) else [metrics]
+
+
+# ---------------------------------------------------------------------- per step
+def call_loss(compute_loss: Callable, x: Any, y: Any, y_pred: Any, sample_weight: Any) -> Any:
+    """Call a (maybe overridden) ``compute_loss``; an override without ``sample_weight``
+    keeps working as long as no weights are given."""
+    if sample_weight is None:
+        return compute_loss(x, y, y_pred)
+    return compute_loss(x, y, y_pred, sample_weight)
+
+
+def prediction(head: Head, y_pred: Any) -> Any:
+    return y_pred if head.key is None else y_pred[head.key]
+
+
+def target(head: Head, y: Any, n_heads: int) -> Any:
+    """The head's target: y itself for one output, else y[name] (dict) or y[position].
+
+    ``n_heads``: how many outputs take a target (have a loss or metrics).
+    """
+    if not is_structure(y):
+        if n_heads > 1:
+            raise FitkitValueError(
+                f"The network has several outputs with a loss; y must be a dict by output name "
+                f"or a tuple in output order, not one {type(y).__name__}.")
+        return y
+    if isinstance(y, Mapping):
+        if head.name in y:
+            return y[head.name]
+        if n_heads == 1 and len(y) == 1:
+            return next(iter(y.values()))
+        raise FitkitValueError(f"y has no target for output {head.name!r}; its keys are "
+                               f"{list(y)}.")
+    if n_heads == 1 and len(y) == 1:
+        return y[0]
+    if head.position >= len(y):
+        raise FitkitValueError(f"y has {len(y)} targets but output {head.name!r} is number "
+                               f"{head.position + 1}; give one target per output.")
+    return y[head.position]

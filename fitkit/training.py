@@ -1,0 +1,248 @@
+"""The loops behind fit, validate and predict, the data sources they read, and the checks of
+the first batch.
+
+Owns what happens once per epoch and once per pass (sources, pre-flight checks, log points,
+history rows, errors that name the epoch and step). Per-step work belongs to the adapter's
+compiled steps and the bookkeeping to steps.StepLoop; argument checks to the facade.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any
+
+from . import arrays, targets
+from .callbacks import CallbackList
+from .display import EpochDisplay
+from .errors import FitkitError, FitkitValueError
+from .outputs import prediction, target
+from .sources import unpack
+from .steps import StepLoop
+
+AUTO_STEPS_PER_EXECUTION = 32  # steps per compiled call when nothing needs each step
+
+
+class StepFailedError(FitkitError, RuntimeError):
+    """A step failed in the middle of a run; the message says where, the cause is chained."""
+
+
+# ---------------------------------------------------------------------- data sources
+def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int, shuffle: bool,
+                need_y: bool, sample_weight: Any = None, class_weight: dict | None = None,
+                what: str = "x"):
+    """The adapter's batch source for one data argument (arrays, or batches of a loader)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise FitkitValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}.")
+    # A list of numbers is one array; a list of (x, y) pairs is an iterable of batches.
+    plain_list = isinstance(x, list) and bool(x) and not isinstance(x[0], (tuple, list))
+    if arrays.is_structure_of_arrays(x) or plain_list:
+        x, y, n = arrays.prepare_xy(x, y, need_y=need_y)
+        weights = arrays.prepare_sample_weight(sample_weight, n)
+        return adapter.array_source(x, y, batch_size=batch_size, shuffle=shuffle,
+                                    sample_weight=weights, class_weight=class_weight)
+    if x is None:
+        raise FitkitValueError(f"{what} is None: pass inputs (arrays, tensors, a dataset, a "
+                               f"loader…).")
+    if y is not None:
+        raise FitkitValueError(
+            f"y must be None when {what} is a {type(x).__name__} that yields (x, y) batches; "
+            f"the targets come from the batches.")
+    if sample_weight is not None:
+        raise FitkitValueError(
+            f"sample_weight works with in-memory arrays; {what} is a {type(x).__name__}: let it "
+            f"yield (x, y, sample_weight) batches instead.")
+    return adapter.batch_source(x, batch_size=batch_size, shuffle=shuffle,
+                                class_weight=class_weight)
+
+
+def validation_source(adapter: Any, validation_data: Any, batch_size: int, need_y: bool):
+    """``validation_data`` as (x, y), (x, y, w), [x, y] or a dataset / loader of batches."""
+    what = "validation_data"
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) in (1, 2, 3) and \
+            arrays.is_structure_of_arrays(validation_data[0]):
+        if len(validation_data) == 1:
+            raise FitkitValueError("validation_data is a 1-tuple; pass (x_val, y_val) or "
+                                   "(x_val, y_val, sample_weight_val).")
+        vx, vy, vw = (*validation_data, None)[:3]
+        try:
+            return make_source(adapter, vx, vy, batch_size=batch_size, shuffle=False,
+                               need_y=need_y, sample_weight=vw, what=what)
+        except FitkitValueError as err:
+            raise FitkitValueError(f"validation_data: {err}") from err
+    return make_source(adapter, validation_data, None, batch_size=batch_size, shuffle=False,
+                       need_y=need_y, what=what)
+
+
+def split_for_validation(x: Any, y: Any, sample_weight: Any, validation_split: float):
+    """Keras's validation_split: the last rows (before shuffling) become validation data."""
+    if not arrays.is_structure_of_arrays(x):
+        raise FitkitValueError(
+            "validation_split works only with in-memory arrays or tensors; x is "
+            f"a {type(x).__name__}. Pass validation_data=<a dataset or loader> instead.")
+    x, y, n = arrays.prepare_xy(x, y, need_y=True)
+    n_train = int(n * (1.0 - validation_split))
+    if n_train == 0 or n_train == n:
+        raise FitkitValueError(
+            f"validation_split={validation_split} of {n} samples leaves "
+            f"{n_train} for training and {n - n_train} for validation; both need one.")
+    parts = [arrays.split_tail(v, n_train) if v is not None else (None, None)
+             for v in (x, y, arrays.prepare_sample_weight(sample_weight, n))]
+    return tuple(p[0] for p in parts), tuple(p[1] for p in parts)
+
+
+# ---------------------------------------------------------------------- first-batch checks
+def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
+                run_network: bool = True) -> None:
+    """Check one batch against the network and the losses before any step; build states.
+
+    The forward pass (inference mode) catches inputs the network cannot take; each output's
+    targets are checked against its loss (shapes, label range over all in-memory labels,
+    probabilities for probability losses) and its metric states are built.
+    """
+    x, y, _ = unpack(batch)
+    adapter.example_inputs = x
+    outputs = adapter.outputs
+    if not with_loss:
+        if run_network:
+            forward_checked(adapter, x)
+        return
+    if y is None:
+        raise FitkitValueError("The data yields inputs only; training and evaluation need "
+                               "(x, y) batches (or pass y=... with array inputs).")
+    y_pred = forward_checked(adapter, x) if run_network or outputs.heads is None else None
+    heads = outputs.ensure(y_pred)
+    if y_pred is not None:
+        for head in heads:
+            value = prediction(head, y_pred)
+            head.tail = tuple(value.shape[1:]) if adapter.is_tensor(value) else None
+    all_targets = source.targets()
+    for head in heads:
+        if head.loss is None and not head.metrics:
+            continue
+        y_t = target(head, y, outputs.n_targets)
+        labels = y_t if all_targets is None else target(head, all_targets, outputs.n_targets)
+        mode, width = targets.check_output(
+            head.spec, head.portable, (y_t.shape[0], *head.tail), tuple(y_t.shape),
+            lambda: adapter.label_range(labels),
+            lambda: adapter.value_range(prediction(head, y_pred)) if y_pred is not None
+            else (0.0, 1.0))
+        if not head.built:
+            adapter.build_metric_states(head, mode, width)
+
+
+def forward_checked(adapter: Any, x: Any) -> Any:
+    """One inference pass on a first batch; a failure says what the inputs were."""
+    try:
+        return adapter.infer(x)
+    except Exception as err:
+        shapes = ", ".join(f"{tuple(leaf.shape)} {getattr(leaf, 'dtype', '')}"
+                           for leaf in arrays.leaves(x))
+        raise FitkitValueError(
+            f"The network failed on a first batch of inputs ({shapes}): "
+            f"{type(err).__name__}: {err}. Check the input width and dtype against the "
+            f"network's first layer (integer ids for embeddings, floats otherwise) and, for "
+            f"several inputs, that x is a tuple or dict in the order the network takes them."
+        ) from err
+
+
+# ---------------------------------------------------------------------- loops
+def batch_shapes(item: Any) -> str:
+    """Shapes of a batch (or chunk) for error messages, without reading any value."""
+    return ", ".join(str(tuple(leaf.shape)) for leaf in arrays.leaves(item)
+                     if hasattr(leaf, "shape"))
+
+
+def run_steps(loop: StepLoop, fn: Any, where: str) -> None:
+    """Run ``fn`` on every item of ``loop``; a failure names the step and the batch shapes.
+
+    One ``try`` around the whole loop: free on the usual path (zero-cost exceptions).
+    """
+    try:
+        for item in loop:
+            fn(item)
+    except (FitkitError, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        raise _failed(f"{where}, step {loop.steps_done + 1}", loop.item, err) from err
+
+
+def run_one(fn: Any, batch: Any, where: str) -> Any:
+    """``fn(batch)`` for the batch-style calls, with the same error as ``run_steps``."""
+    try:
+        return fn(batch)
+    except (FitkitError, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        raise _failed(where, batch, err) from err
+
+
+def _failed(where: str, item: Any, err: Exception) -> StepFailedError:
+    return StepFailedError(f"{where} failed on a batch of shapes [{batch_shapes(item)}]: "
+                           f"{type(err).__name__}: {err}".rstrip())
+
+
+def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | None) -> int:
+    """Steps per compiled call: the user's number, or 'auto' (all, unless hooks need each)."""
+    if model._steps_per_execution != "auto":
+        return model._steps_per_execution
+    if cbs.wants(f"on_{kind}_batch_begin") or cbs.wants(f"on_{kind}_batch_end"):
+        return 1
+    return math.gcd(AUTO_STEPS_PER_EXECUTION, log_every) if log_every else \
+        AUTO_STEPS_PER_EXECUTION
+
+
+def fit_epoch(model: Any, epoch: int, *, train, val, cbs: CallbackList, display: EpochDisplay,
+              limit: int | None, log_every: int | None, val_limit: int | None,
+              validate_now: bool) -> dict[str, float]:
+    """One epoch: train steps, epoch logs, validation, display; returns the logs."""
+    adapter = model._adapter
+    start = time.perf_counter()
+    cbs.on_epoch_begin(epoch, None)
+    adapter.set_training(True)
+    adapter.reset_logs("train")
+    display.begin_epoch(epoch, limit or train.steps)
+    loop = StepLoop(train.batches(steps_per_call(model, cbs, "train", log_every), limit),
+                    kind="train", callbacks=cbs, display=display, log_every=log_every,
+                    read_logs=lambda: adapter.read_logs("train"))
+    run_steps(loop, model._function("train"), f"fit: epoch {epoch + 1}")
+    logs = adapter.read_logs("train")  # host sync: epoch end
+    if val is not None and validate_now:
+        val_logs = evaluate(model, val, cbs, val_limit, f"fit: validation after epoch "
+                                                        f"{epoch + 1}")
+        logs.update({f"val_{k}": v for k, v in val_logs.items()})
+    logs["lr"] = adapter.get_learning_rate()
+    display.end_epoch(epoch, logs, time.perf_counter() - start)
+    if limit and loop.steps_done < limit:
+        warnings.warn(f"The training data ran out after {loop.steps_done} of "
+                      f"steps_per_epoch={limit} steps; training stops. Provide at least "
+                      f"steps_per_epoch * epochs batches.")
+        model.stop_training = True
+    return logs
+
+
+def evaluate(model: Any, source: Any, cbs: CallbackList, limit: int | None = None,
+             where: str = "validate") -> dict[str, float]:
+    """Loss and metrics over one pass of ``source`` (at most ``limit`` steps)."""
+    adapter = model._adapter
+    adapter.set_training(False)
+    adapter.reset_logs("test")
+    cbs.on_test_begin(None)
+    loop = StepLoop(source.batches(steps_per_call(model, cbs, "test", None), limit),
+                    kind="test", callbacks=cbs, read_logs=lambda: adapter.read_logs("test"))
+    run_steps(loop, model._function("test"), where)
+    logs = adapter.read_logs("test")  # host sync: end of evaluation
+    cbs.on_test_end(logs)
+    return logs
+
+
+def predict(model: Any, source: Any, cbs: CallbackList) -> Any:
+    """Outputs of every batch of ``source``, merged into numpy arrays once at the end."""
+    adapter = model._adapter
+    adapter.set_training(False)
+    predict_fn, outputs = model._function("predict"), []
+    cbs.on_predict_begin(None)
+    loop = StepLoop(source.batches(), kind="predict", callbacks=cbs, read_logs=dict)
+    run_steps(loop, lambda batch: outputs.append(predict_fn(batch)), "predict")
+    cbs.on_predict_end(None)
+    return adapter.outputs_to_numpy(outputs)  # host sync: one copy at the end
