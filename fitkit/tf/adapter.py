@@ -53,32 +53,32 @@ def _kind(item: Any) -> tuple:
 class CompiledStep:
     """A step compiled for one batch and for a Chunk of batches (a loop inside the graph).
 
-    The first batch of each kind (dtypes and ranks) is traced with its batch dimension
-    free, so a partial last batch needs no new trace. Other new shapes (another sequence
-    length, a padded batch) retrace once and relax to the shapes in common, as Keras does.
-    ``eager=True`` runs the Python step as it is (compile(run_eagerly=True)).
+    One tf.function per kind of input (structure, dtypes, ranks). The first batch of a kind
+    is traced with its batch dimension free, so a partial last batch needs no new trace;
+    another shape of the same kind (a sequence length, a padded batch) retraces once and
+    relaxes to the dimensions in common, as Keras does. ``eager=True`` runs the Python step
+    as it is (compile(run_eagerly=True)).
     """
 
     def __init__(self, run: Callable, run_chunk: Callable, *, eager: bool = False) -> None:
-        wrap = (lambda fn: fn) if eager else \
-            (lambda fn: tf.function(fn, reduce_retracing=True))
-        self.one, self.many = wrap(run), wrap(run_chunk)
-        self.eager = eager
-        self.seen: set = set()
+        self.run, self.run_chunk, self.eager = run, run_chunk, eager
+        self.functions: dict[tuple, Callable] = {}
 
     def __call__(self, item: Any) -> None:
         chunk = isinstance(item, data.Chunk)
-        fn, args = (self.many, tuple(item)) if chunk else (self.one, (item,))
-        if not self.eager:
-            kind = (chunk, _kind(args))
-            if kind not in self.seen:
-                self.seen.add(kind)
-                fn.get_concrete_function(*tf.nest.map_structure(_relaxed, args))
+        args = tuple(item) if chunk else (item,)
+        if self.eager:
+            return (self.run_chunk if chunk else self.run)(*args)
+        kind = (chunk, _kind(args))
+        fn = self.functions.get(kind)
+        if fn is None:
+            fn = tf.function(self.run_chunk if chunk else self.run, reduce_retracing=True)
+            fn.get_concrete_function(*tf.nest.map_structure(_relaxed, args))
+            self.functions[kind] = fn
         fn(*args)
 
     def tracing_count(self) -> int:
-        return 0 if self.eager else sum(f.experimental_get_tracing_count()
-                                        for f in (self.one, self.many))
+        return sum(f.experimental_get_tracing_count() for f in self.functions.values())
 
 
 class Adapter:
