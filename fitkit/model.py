@@ -215,7 +215,7 @@ class Model:
             if validation_data is not None:
                 raise FitkitValueError("Pass validation_split or validation_data, not both.")
             (x, y, sample_weight), (vx, vy, vw) = training.split_for_validation(
-                x, y, sample_weight, validation_split)
+                x, y, sample_weight, validation_split, need_y)
             val = training.make_source(self._adapter, vx, vy, batch_size=batch_size,
                                        shuffle=False, need_y=need_y, sample_weight=vw)
         elif validation_data is not None:

@@ -74,13 +74,14 @@ def validation_source(adapter: Any, validation_data: Any, batch_size: int, need_
                        need_y=need_y, what=what)
 
 
-def split_for_validation(x: Any, y: Any, sample_weight: Any, validation_split: float):
+def split_for_validation(x: Any, y: Any, sample_weight: Any, validation_split: float,
+                         need_y: bool):
     """Keras's validation_split: the last rows (before shuffling) become validation data."""
     if not arrays.is_structure_of_arrays(x):
         raise FitkitValueError(
             "validation_split works only with in-memory arrays or tensors; x is "
             f"a {type(x).__name__}. Pass validation_data=<a dataset or loader> instead.")
-    x, y, n = arrays.prepare_xy(x, y, need_y=True)
+    x, y, n = arrays.prepare_xy(x, y, need_y=need_y)
     n_train = int(n * (1.0 - validation_split))
     if n_train == 0 or n_train == n:
         raise FitkitValueError(

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import fitkit
-from conftest import make_classes, make_regression
+from conftest import make_classes
 
 
 def _compiled(kit, n_in=4, n_out=1, loss="mse", **kw):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import fitkit
-from conftest import make_classes, make_regression
+from conftest import make_regression
 
 
 def test_fit_reduces_loss_and_returns_history(kit, regression):

@@ -1,0 +1,84 @@
+"""Free-form class style on both backends: custom steps without targets, without a loss."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fitkit
+
+
+def _autoencoder(kit):
+    if kit.name == "torch":
+        nn = kit.torch.nn
+        return nn.Sequential(nn.Linear(6, 3), nn.Tanh(), nn.Linear(3, 6))
+    keras = kit.keras
+    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="tanh"),
+                             keras.layers.Dense(6)])
+
+
+class Reconstruct(fitkit.Model):
+    """An autoencoder: the data are inputs only, the step computes its own loss."""
+
+    def _loss(self, x, training):
+        if self.backend == "torch":
+            return ((self.net(x) - x) ** 2).mean()
+        import tensorflow as tf
+
+        return tf.reduce_mean((self.net(x, training=training) - x) ** 2)
+
+    def train_step(self, batch):
+        x, y, _ = self.unpack_batch(batch)
+        assert y is None
+        if self.backend == "torch":
+            loss = self._loss(x, True)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            return {"loss": loss}
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = self._loss(x, True)
+        variables = self.net.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"loss": loss}
+
+    def test_step(self, batch):
+        x, _, _ = self.unpack_batch(batch)
+        return {"reconstruction": self._loss(x, False)}
+
+
+def test_custom_steps_train_on_inputs_only_without_a_compiled_loss(kit):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((256, 2)) @ rng.standard_normal((2, 6))).astype("float32")
+    model = Reconstruct(_autoencoder(kit))
+    model.compile("adam", lr=1e-2)  # no loss: the steps compute their own
+    history = model.fit(x, epochs=8, batch_size=32, verbose=0, validation_split=0.25)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    assert "val_reconstruction" in history.history
+    assert model.validate(x)["reconstruction"] == pytest.approx(
+        float(((model.predict(x) - x) ** 2).mean()), rel=1e-4)
+
+
+def test_a_default_step_still_needs_a_loss(kit):
+    with pytest.raises(fitkit.FitkitValueError, match="needs a loss"):
+        fitkit.Model(kit.mlp(4, 1)).compile("adam")
+
+
+def test_custom_step_data_is_not_forced_through_the_network_first(kit):
+    """The step feeds the network one entry of a dict: no pre-flight forward on the dict."""
+    rng = np.random.default_rng(0)
+    data = {"features": rng.standard_normal((64, 4)).astype("float32"),
+            "ignored": rng.standard_normal((64, 9)).astype("float32")}
+    y = data["features"].sum(1, keepdims=True).astype("float32")
+
+    class PicksFeatures(fitkit.Model):
+        def train_step(self, batch):
+            x, y, _ = self.unpack_batch(batch)
+            return super().train_step((x["features"], y))
+
+    model = PicksFeatures(kit.mlp(4, 1))
+    model.compile("adam", "mse", metrics=["mae"], lr=1e-2)
+    history = model.fit(data, y, epochs=5, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert "mae" in history.history  # compiled metrics built from the step's own call
