@@ -354,9 +354,13 @@ class Model:
         """Save the network's weights (torch: .safetensors or .pt; TensorFlow: .weights.h5)."""
         self._adapter.save_weights(str(path))
 
-    def load_weights(self, path: str) -> None:
-        """Load weights saved by ``save_weights`` from a network of the same architecture."""
-        self._adapter.load_weights(str(path))
+    def load_weights(self, path: str, *, strict: bool = True) -> dict[str, list[str]]:
+        """Load weights saved by ``save_weights``; the whole file is checked first.
+
+        ``strict=False`` loads the entries that match and returns what it skipped
+        (``{"missing": [...], "unexpected": [...], "mismatched": [...]}``).
+        """
+        return self._adapter.load_weights(str(path), strict=strict)
 
     def summary(self, input_shape: Any = None, *, input_data: Any = None,
                 print_fn: Callable[[str], Any] | None = print):

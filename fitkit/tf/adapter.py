@@ -6,7 +6,6 @@ sources live in data.py, metric formulas in metrics.py, losses in losses.py.
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from typing import Any, Callable
 
@@ -15,10 +14,10 @@ import tensorflow as tf
 
 from .. import specs, targets
 from ..arrays import leaves, map_optional
-from ..errors import BackendError, FitkitTypeError, FitkitValueError
+from ..errors import BackendError, FitkitValueError
 from ..outputs import CompiledOutputs, call_loss
 from ..sources import make_batch, unpack
-from . import data, losses, metrics, optimizers, summary
+from . import data, losses, metrics, optimizers, summary, weights
 
 if keras.backend.backend() != "tensorflow":
     raise BackendError(
@@ -281,30 +280,11 @@ class Adapter:
         return merged.numpy()  # host sync: predictions leave the device
 
     # ------------------------------------------------------------------ weights, summary
-    def _keras_net(self, what: str) -> None:
-        if not isinstance(self.net, keras.Model):
-            raise FitkitTypeError(f"{what} needs a keras.Model; this network is a "
-                                  f"{type(self.net).__name__} (use tf.train.Checkpoint).")
-
     def save_weights(self, path: str) -> None:
-        self._keras_net("save_weights")
-        if not path.endswith(".weights.h5"):
-            raise FitkitValueError(f"TensorFlow weights are saved as Keras '.weights.h5' files; "
-                                   f"got {path!r}. Use a path ending in '.weights.h5'.")
-        self.net.save_weights(path)
+        weights.save_weights(self.net, path)
 
-    def load_weights(self, path: str) -> None:
-        self._keras_net("load_weights")
-        if not os.path.isfile(path):
-            raise FitkitValueError(f"No weights file at {path!r}; check the path "
-                                   f"(save one with model.save_weights).")
-        try:
-            self.net.load_weights(path)
-        except (ValueError, KeyError) as err:
-            raise FitkitValueError(
-                f"The weights in {path!r} come from another architecture and do not fit this "
-                f"network: {err}"
-            ) from err
+    def load_weights(self, path: str, strict: bool = True) -> dict:
+        return weights.load_weights(self.net, path, strict=strict)
 
     def summary(self, input_shape: Any, input_data: Any):
         return summary.summary_info(self, input_shape, input_data)

@@ -6,16 +6,14 @@ sources live in data.py, metric formulas in metrics.py, losses in losses.py.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Callable
 
 import torch
 
 from .. import specs, targets
-from ..errors import FitkitValueError
 from ..outputs import CompiledOutputs, call_loss
 from ..sources import unpack
-from . import data, devices, losses, metrics, optimizers, summary
+from . import data, devices, losses, metrics, optimizers, summary, weights
 
 def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
@@ -219,36 +217,10 @@ class Adapter:
 
     # ------------------------------------------------------------------ weights, summary
     def save_weights(self, path: str) -> None:
-        state = self.net.state_dict()
-        if path.endswith(".safetensors"):
-            from safetensors.torch import save_file  # optional dependency, asked for by suffix
+        weights.save_weights(self.net, path)
 
-            save_file({k: v.contiguous() for k, v in state.items()}, path)
-        else:
-            torch.save(state, path)
-
-    def load_weights(self, path: str) -> None:
-        if not os.path.isfile(path):
-            raise FitkitValueError(f"No weights file at {path!r}; check the path "
-                                   f"(save one with model.save_weights).")
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(path, device=str(self.device))
-        else:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        own = self.net.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        mismatched = [f"{k}: file {tuple(state[k].shape)} vs net {tuple(own[k].shape)}"
-                      for k in own if k in state and state[k].shape != own[k].shape]
-        if missing or unexpected or mismatched:
-            raise FitkitValueError(
-                f"The weights in {path!r} come from another architecture. "
-                f"Missing: {missing[:5]}; unexpected: {unexpected[:5]}; "
-                f"shape mismatches: {mismatched[:5]}."
-            )
-        self.net.load_state_dict(state)
+    def load_weights(self, path: str, strict: bool = True) -> dict:
+        return weights.load_weights(self.net, path, device=self.device, strict=strict)
 
     def summary(self, input_shape: Any, input_data: Any):
         return summary.summary_info(self, input_shape, input_data)
