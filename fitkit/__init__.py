@@ -3,15 +3,16 @@
 Public names only. Importing fitkit imports neither torch nor tensorflow; the adapter
 for a backend is imported the first time it is needed.
 """
-from . import callbacks, devices, distribute
+from . import callbacks, devices, distribute, metrics
 from .backend import backend, set_seed
 from .errors import FitkitError, FitkitTypeError, FitkitValueError, NotCompiledError, BackendError
 from .history import History
 from .model import Model
+from .sources import unpack
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Model", "History", "backend", "set_seed", "callbacks", "devices", "distribute",
-    "FitkitError", "FitkitValueError", "FitkitTypeError", "NotCompiledError", "BackendError",
+    "Model", "History", "backend", "set_seed", "callbacks", "devices", "distribute", "metrics",
+    "unpack", "FitkitError", "FitkitValueError", "FitkitTypeError", "NotCompiledError", "BackendError",
 ]

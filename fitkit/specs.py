@@ -1,15 +1,20 @@
 """Portable string specs: the names every backend accepts, and what each one means.
 
-Owns the vocabulary (optimizer, loss and metric names, and how a loss name says whether
-predictions are logits or probabilities). Adapters map these names to native objects.
+Owns the vocabulary (optimizer, loss and metric names, how a loss name says whether
+predictions are logits or probabilities, the base of fitkit.metrics objects and how metrics
+read targets). Adapters map these names to native objects.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import FitkitTypeError, FitkitValueError
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
+# Optimizers that torch.optim and keras.optimizers both ship, with Keras's defaults on both.
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "adamax", "adadelta",
+              "adafactor")
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,14 @@ LOSS_ALIASES = {"mean_squared_error": "mse", "mean_absolute_error": "mae", "hube
 
 METRICS = (
     "accuracy", "binary_accuracy", "sparse_categorical_accuracy", "categorical_accuracy",
-    "mae", "mse", "rmse", "auc", "precision", "recall", "top_k_accuracy",
+    "mae", "mse", "rmse", "auc", "precision", "recall", "f1_score", "r2_score",
+    "top_k_accuracy", "sparse_top_k_categorical_accuracy", "top_k_categorical_accuracy",
 )
-METRIC_ALIASES = {"acc": "accuracy", "mean_absolute_error": "mae", "mean_squared_error": "mse"}
+METRIC_ALIASES = {"acc": "accuracy", "mean_absolute_error": "mae", "mean_squared_error": "mse",
+                  "root_mean_squared_error": "rmse", "f1": "f1_score", "r2": "r2_score"}
 
+
+AUC_BINS = 1000  # score histogram bins of the "auc" metric
 
 # Portable metric name -> (class in each adapter's mirrored metrics module, its arguments).
 METRIC_CLASSES = {
@@ -58,14 +67,91 @@ METRIC_CLASSES = {
     "sparse_categorical_accuracy": ("Accuracy", {"name": "sparse_categorical_accuracy",
                                                  "task": "sparse"}),
     "categorical_accuracy": ("Accuracy", {"name": "categorical_accuracy", "task": "categorical"}),
-    "top_k_accuracy": ("TopKAccuracy", {"name": "top_k_accuracy", "k": 5}),
+    "top_k_accuracy": ("TopKAccuracy", {"name": "top_k_accuracy", "k": 5}),  # labels as given
+    "sparse_top_k_categorical_accuracy": ("TopKAccuracy", {
+        "name": "sparse_top_k_categorical_accuracy", "k": 5, "task": "sparse"}),
+    "top_k_categorical_accuracy": ("TopKAccuracy", {
+        "name": "top_k_categorical_accuracy", "k": 5, "task": "categorical"}),
     "mae": ("ErrorMean", {"name": "mae", "kind": "mae"}),
     "mse": ("ErrorMean", {"name": "mse", "kind": "mse"}),
     "rmse": ("ErrorMean", {"name": "rmse", "kind": "rmse"}),
     "auc": ("AUC", {"name": "auc"}),
     "precision": ("PrecisionRecall", {"name": "precision", "kind": "precision"}),
     "recall": ("PrecisionRecall", {"name": "recall", "kind": "recall"}),
+    "f1_score": ("PrecisionRecall", {"name": "f1_score", "kind": "f1"}),
+    "r2_score": ("R2Score", {"name": "r2_score"}),
 }
+
+
+class MetricSpec:
+    """A portable metric with arguments (``fitkit.metrics.TopKAccuracy(k=3)``…).
+
+    Subclasses live in fitkit/metrics.py; each names the class of the adapters' mirrored
+    metrics modules it builds (``backend_class``) and the keyword arguments it passes.
+    """
+
+    backend_class = ""
+
+    def __init__(self, name: str | None, **kwargs: Any) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise FitkitTypeError(f"A metric's name must be a non-empty string; got {name!r}.")
+        self.name = name or self.default_name(**kwargs)
+        self.kwargs = kwargs
+
+    def default_name(self, **kwargs: Any) -> str:
+        raise NotImplementedError
+
+    def build(self, module: Any) -> Any:
+        """The metric object of an adapter's metrics module."""
+        return getattr(module, self.backend_class)(name=self.name, **self.kwargs)
+
+    def __repr__(self) -> str:
+        args = [f"{k}={v!r}" for k, v in self.kwargs.items() if v is not None]
+        return f"{type(self).__name__}({', '.join([*args, f'name={self.name!r}'])})"
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is type(self) and other.name == self.name
+                and other.kwargs == self.kwargs)
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.name, tuple(sorted(self.kwargs.items()))))
+
+
+_LABEL_FORMS = {"sparse": "integer class labels", "categorical": "one-hot rows"}
+
+
+def metric_task(metric: str, task: str | None, target_task: str,
+                threshold: float | None = None) -> str:
+    """How a classification metric reads predictions: its own task, else the targets'.
+
+    Refuses a metric made for the other label form (one-hot vs integer labels) and a
+    threshold on class outputs (they are read by argmax), instead of a wrong number.
+    """
+    if task in _LABEL_FORMS and target_task in _LABEL_FORMS and task != target_task:
+        raise FitkitValueError(
+            f"Metric {metric!r} reads {_LABEL_FORMS[task]}, but these targets are "
+            f"{_LABEL_FORMS[target_task]}. Use the metric's other form (e.g. "
+            f"'sparse_categorical_accuracy' for integer labels), or 'accuracy', which follows "
+            f"the targets."
+        )
+    task = task or target_task
+    if threshold is not None and task != "binary":
+        raise FitkitValueError(
+            f"Metric {metric!r}: threshold={threshold} applies to binary outputs; this output "
+            f"has several classes and is read by argmax. Drop the threshold."
+        )
+    return task
+
+
+def binary_threshold(from_logits: bool, threshold: float | None) -> float:
+    """The cut a binary prediction is compared with (``prediction > cut``).
+
+    ``threshold`` is a probability; None means 0.5. For logit outputs the same probability
+    becomes its logit (0.5 -> 0.0), so a threshold means the same for both kinds of output.
+    """
+    if threshold is None:
+        return 0.0 if from_logits else 0.5
+    return math.log(threshold / (1.0 - threshold)) if from_logits else float(threshold)
 
 
 def _unknown(kind: str, value: str, valid) -> FitkitValueError:
@@ -113,11 +199,27 @@ def build_metrics(metric_specs, module) -> list:
         if isinstance(item, str):
             cls, kwargs = METRIC_CLASSES[metric_name(item)]
             built.append(getattr(module, cls)(**kwargs))
+        elif isinstance(item, MetricSpec):
+            built.append(item.build(module))
         elif module.is_native(item):
             built.append(module.NativeMetric(item))
         elif callable(item):
             built.append(module.BatchMean(getattr(item, "__name__", "metric"), item))
         else:
             raise FitkitTypeError(f"Unsupported metric {item!r}: use a name "
-                                  f"({', '.join(METRICS)}), {module.NATIVE_HINT}.")
+                                  f"({', '.join(METRICS)}), a fitkit.metrics object "
+                                  f"(fitkit.metrics.TopKAccuracy(k=3)…), {module.NATIVE_HINT}.")
+    _check_unique([m.name for m in built])
     return built
+
+
+def _check_unique(names: list) -> None:
+    """Two metrics of one output must not share a name: one would hide the other's value."""
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise FitkitValueError(
+                f"Two metrics are named {name!r} (one would overwrite the other in the logs). "
+                f"Give one a name, e.g. fitkit.metrics.Accuracy(threshold=0.3, name='acc_30')."
+            )
+        seen.add(name)

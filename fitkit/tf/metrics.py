@@ -10,9 +10,10 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from .. import specs
+from ..specs import AUC_BINS
 from ..targets import TargetMode
 
-AUC_BINS = 1000
 f64 = tf.float64
 
 
@@ -22,7 +23,11 @@ def _state(shape=()) -> tf.Variable:
 
 
 class StateMetric:
-    """A metric whose state lives in tf.Variables; ``result`` is a 0-d tensor (no sync)."""
+    """A metric whose state lives in tf.Variables; ``result`` is a 0-d tensor (no sync).
+
+    ``update`` takes an optional ``sample_weight`` of shape (N,), spread over each sample's
+    values; counts are float64 variables either way.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -40,15 +45,25 @@ class StateMetric:
         for v in self.variables:
             v.assign(tf.zeros_like(v))
 
-    def update(self, y, y_pred) -> None: ...
+    def update(self, y, y_pred, sample_weight=None) -> None: ...
     def result(self) -> tf.Tensor: ...
 
 
-def _labels(y, y_pred, mode: TargetMode):
+def _spread(sample_weight, n) -> tf.Tensor:
+    """float64 weights of ``n`` flattened values: each sample's weight over its own values."""
+    w = tf.reshape(tf.cast(sample_weight, f64), [-1])
+    return tf.reshape(tf.broadcast_to(w[:, None], [tf.size(w), n // tf.size(w)]), [-1])
+
+
+def _ratio(total, count) -> tf.Tensor:
+    """total / count, 0 where count is 0 (Keras's divide_no_nan)."""
+    return tf.math.divide_no_nan(total, count)
+
+
+def _labels(y, y_pred, mode: TargetMode, cut: float):
     """Predicted and true labels, flattened, for the accuracy family."""
     if mode.task == "binary":
-        threshold = 0.0 if mode.from_logits else 0.5
-        return tf.reshape(y_pred > threshold, [-1]), tf.reshape(tf.cast(y, f64) > 0.5, [-1])
+        return tf.reshape(y_pred > cut, [-1]), tf.reshape(tf.cast(y, f64) > 0.5, [-1])
     true = tf.argmax(y, -1) if mode.task == "categorical" else y
     return tf.reshape(tf.argmax(y_pred, -1), [-1]), tf.reshape(tf.cast(true, tf.int64), [-1])
 
@@ -69,107 +84,184 @@ def _count(t) -> tf.Tensor:
 
 
 class Accuracy(StateMetric):
-    """Exact accuracy: correct predictions / samples over the epoch."""
+    """Exact accuracy: correct predictions / samples (or weights) over the epoch."""
 
-    def __init__(self, name: str = "accuracy", task: str | None = None) -> None:
+    def __init__(self, name: str = "accuracy", task: str | None = None,
+                 threshold: float | None = None) -> None:
         super().__init__(name)
-        self.task = task
+        self.task, self.threshold = task, threshold
 
     def build(self, mode: TargetMode, width: int) -> None:
-        super().build(TargetMode(self.task or mode.task, mode.from_logits), width)
+        task = specs.metric_task(self.name, self.own_task(mode.task), mode.task, self.threshold)
+        self.cut = specs.binary_threshold(mode.from_logits, self.threshold)
+        super().build(TargetMode(task, mode.from_logits), width)
 
-    def update(self, y, y_pred) -> None:
-        pred, true = _labels(y, y_pred, self.mode)
-        self.variables[0].assign_add(tf.reduce_sum(tf.cast(tf.equal(pred, true), f64)))
-        self.variables[1].assign_add(_count(true))
+    def own_task(self, target_task: str) -> str | None:
+        return self.task
+
+    def update(self, y, y_pred, sample_weight=None) -> None:
+        pred, true = _labels(y, y_pred, self.mode, self.cut)
+        self.add(tf.equal(pred, true), sample_weight)
+
+    def add(self, hit: tf.Tensor, sample_weight) -> None:
+        hit = tf.cast(hit, f64)
+        if sample_weight is None:
+            self.variables[0].assign_add(tf.reduce_sum(hit))
+            self.variables[1].assign_add(_count(hit))
+        else:
+            w = _spread(sample_weight, tf.size(hit))
+            self.variables[0].assign_add(tf.reduce_sum(w * hit))
+            self.variables[1].assign_add(tf.reduce_sum(w))
 
     def result(self):
-        return self.variables[0] / tf.maximum(self.variables[1], 1.0)
+        return _ratio(self.variables[0], self.variables[1])
 
 
 class TopKAccuracy(Accuracy):
-    def __init__(self, name: str = "top_k_accuracy", k: int = 5) -> None:
-        super().__init__(name, task="sparse")
+    """A sample is right when its label is among the ``k`` highest scores."""
+
+    def __init__(self, name: str = "top_k_accuracy", k: int = 5, task: str | None = None) -> None:
+        super().__init__(name, task=task)
         self.k = k
 
-    def update(self, y, y_pred) -> None:
+    def own_task(self, target_task: str) -> str:
+        return self.task or ("categorical" if target_task == "categorical" else "sparse")
+
+    def update(self, y, y_pred, sample_weight=None) -> None:
         true = tf.argmax(y, -1) if self.mode.task == "categorical" else y
         true = tf.reshape(tf.cast(true, tf.int32), [-1, 1])
         scores = tf.reshape(y_pred, [tf.shape(true)[0], -1])
         top = tf.math.top_k(scores, k=min(self.k, self.width)).indices
-        hit = tf.reduce_any(tf.equal(top, true), axis=-1)
-        self.variables[0].assign_add(tf.reduce_sum(tf.cast(hit, f64)))
-        self.variables[1].assign_add(_count(hit))
+        self.add(tf.reduce_any(tf.equal(top, true), axis=-1), sample_weight)
 
 
 class ErrorMean(StateMetric):
-    """mae / mse / rmse over every predicted value of the epoch."""
+    """mae / mse / rmse over every predicted value of the epoch (weighted per sample)."""
 
     def __init__(self, name: str, kind: str) -> None:
         super().__init__(name)
         self.kind = kind
 
-    def update(self, y, y_pred) -> None:
+    def update(self, y, y_pred, sample_weight=None) -> None:
         diff = y_pred - tf.cast(tf.reshape(y, tf.shape(y_pred)), y_pred.dtype)
-        err = tf.abs(diff) if self.kind == "mae" else diff * diff
-        self.variables[0].assign_add(tf.reduce_sum(tf.cast(err, f64)))
-        self.variables[1].assign_add(_count(diff))
+        err = tf.cast(tf.abs(diff) if self.kind == "mae" else diff * diff, f64)
+        if sample_weight is None:
+            self.variables[0].assign_add(tf.reduce_sum(err))
+            self.variables[1].assign_add(_count(diff))
+        else:
+            w = _spread(sample_weight, tf.size(err))
+            self.variables[0].assign_add(tf.reduce_sum(w * tf.reshape(err, [-1])))
+            self.variables[1].assign_add(tf.reduce_sum(w))
 
     def result(self):
-        mean = self.variables[0] / tf.maximum(self.variables[1], 1.0)
+        mean = _ratio(self.variables[0], self.variables[1])
         return tf.sqrt(mean) if self.kind == "rmse" else mean
 
 
 class AUC(StateMetric):
-    """ROC AUC from score histograms (1000 bins, ties in a bin count half)."""
+    """ROC AUC from (weighted) score histograms (``bins`` bins, ties in a bin count half)."""
+
+    def __init__(self, name: str = "auc", bins: int = AUC_BINS) -> None:
+        super().__init__(name)
+        self.bins = bins
 
     def state_shapes(self) -> list:
-        return [(AUC_BINS,), (AUC_BINS,)]
+        return [(self.bins,), (self.bins,)]
 
-    def update(self, y, y_pred) -> None:
+    def update(self, y, y_pred, sample_weight=None) -> None:
         scores, target = _probabilities(y, y_pred, self.mode, self.width)
-        bins = tf.clip_by_value(tf.cast(tf.cast(scores, f64) * AUC_BINS, tf.int64),
-                                0, AUC_BINS - 1)
+        bins = tf.clip_by_value(tf.cast(tf.cast(scores, f64) * self.bins, tf.int64),
+                                0, self.bins - 1)
         target = tf.cast(target, f64)
-        self.variables[0].assign_add(tf.math.unsorted_segment_sum(target, bins, AUC_BINS))
-        self.variables[1].assign_add(tf.math.unsorted_segment_sum(1.0 - target, bins, AUC_BINS))
+        negative = 1.0 - target
+        if sample_weight is not None:
+            w = _spread(sample_weight, tf.size(target))
+            target, negative = target * w, negative * w
+        self.variables[0].assign_add(tf.math.unsorted_segment_sum(target, bins, self.bins))
+        self.variables[1].assign_add(tf.math.unsorted_segment_sum(negative, bins, self.bins))
 
     def result(self):
         pos, neg = self.variables
         above = tf.cumsum(pos, reverse=True) - pos  # positives in higher bins
         pairs = tf.reduce_sum(neg * (above + 0.5 * pos))
-        return pairs / tf.maximum(tf.reduce_sum(pos) * tf.reduce_sum(neg), 1.0)
+        return _ratio(pairs, tf.reduce_sum(pos) * tf.reduce_sum(neg))
 
 
 class PrecisionRecall(StateMetric):
-    """Binary precision / recall, or their macro average over classes for class outputs."""
+    """Binary precision / recall / F1, or their macro average over classes for class outputs."""
 
-    def __init__(self, name: str, kind: str) -> None:
+    def __init__(self, name: str, kind: str, threshold: float | None = None) -> None:
         super().__init__(name)
-        self.kind = kind
+        self.kind, self.threshold = kind, threshold
+
+    def build(self, mode: TargetMode, width: int) -> None:
+        specs.metric_task(self.name, None, mode.task, self.threshold)
+        self.cut = specs.binary_threshold(mode.from_logits, self.threshold)
+        super().build(mode, width)
 
     def state_shapes(self) -> list:
         shape = () if self.mode.task == "binary" else (self.width,)
         return [shape, shape, shape]
 
-    def update(self, y, y_pred) -> None:
-        pred, true = _labels(y, y_pred, self.mode)
+    def update(self, y, y_pred, sample_weight=None) -> None:
+        pred, true = _labels(y, y_pred, self.mode, self.cut)
         if self.mode.task != "binary":
             pred = tf.cast(tf.one_hot(pred, self.width), tf.bool)
             true = tf.cast(tf.one_hot(true, self.width), tf.bool)
         count = lambda t: tf.reduce_sum(tf.cast(t, f64), axis=0)  # noqa: E731
+        if sample_weight is not None:
+            w = _spread(sample_weight, tf.shape(true)[0])
+            w = w if true.shape.rank == 1 else w[:, None]
+            count = lambda t: tf.reduce_sum(tf.cast(t, f64) * w, axis=0)  # noqa: E731
         self.variables[0].assign_add(count(pred & true))
         self.variables[1].assign_add(count(pred & ~true))
         self.variables[2].assign_add(count(~pred & true))
 
     def result(self):
         tp, fp, fn = self.variables
-        denom = tp + (fp if self.kind == "precision" else fn)
-        ratio = tp / tf.maximum(denom, 1.0)
+        if self.kind == "f1":
+            hits, denom = 2.0 * tp, 2.0 * tp + fp + fn
+        else:
+            hits, denom = tp, tp + (fp if self.kind == "precision" else fn)
+        ratio = _ratio(hits, denom)
         if ratio.shape.rank == 0:
             return ratio
         seen = tf.cast(denom > 0, f64)  # macro average over the classes that occurred
         return tf.reduce_sum(ratio * seen) / tf.maximum(tf.reduce_sum(seen), 1.0)
+
+
+class R2Score(StateMetric):
+    """Coefficient of determination over the epoch, averaged over output columns (Keras's
+    "uniform_average"). Sums of y and y^2 are taken about the epoch's first target row: exact
+    for a constant column, and no cancellation for targets with a large mean.
+    """
+
+    def state_shapes(self) -> list:
+        return [(), (3, self.width), (self.width,)]  # count, sums, shift
+
+    def update(self, y, y_pred, sample_weight=None) -> None:
+        count, sums, shift = self.variables
+        pred = tf.reshape(tf.cast(y_pred, f64), [-1, self.width])
+        true = tf.reshape(tf.cast(y, f64), tf.shape(pred))
+        first = tf.concat([true[:1], shift[None]], 0)[0]  # the first row (the shift if empty)
+        shift.assign(tf.where(count == 0, first, shift))  # nothing summed yet: set the shift
+        centred = true - shift
+        terms = tf.stack([centred, centred * centred, (true - pred) ** 2])
+        if sample_weight is None:
+            sums.assign_add(tf.reduce_sum(terms, 1))
+            count.assign_add(tf.cast(tf.shape(true)[0], f64))
+        else:
+            w = tf.reshape(_spread(sample_weight, tf.shape(true)[0]), [1, -1, 1])
+            sums.assign_add(tf.reduce_sum(w * terms, 1))
+            count.assign_add(tf.reduce_sum(w))
+
+    def result(self):
+        count, sums, _ = self.variables
+        total, squares, residual = tf.unstack(sums)
+        spread = squares - total * _ratio(total, count)
+        safe = tf.where(spread > 0, spread, 1.0)
+        score = tf.where(spread > 0, 1.0 - residual / safe, tf.cast(residual == 0, f64))
+        return tf.where(count != 0, tf.reduce_mean(score), 0.0)
 
 
 class BatchMean(StateMetric):
@@ -179,13 +271,15 @@ class BatchMean(StateMetric):
         super().__init__(name)
         self.fn = fn
 
-    def update(self, y, y_pred) -> None:
+    def update(self, y, y_pred, sample_weight=None) -> None:
         n = tf.cast(tf.shape(y_pred)[0], f64)
+        if sample_weight is not None:  # the batch value counts for the batch's total weight
+            n = tf.reduce_sum(tf.cast(sample_weight, f64))
         self.variables[0].assign_add(tf.cast(tf.reduce_mean(self.fn(y, y_pred)), f64) * n)
         self.variables[1].assign_add(n)
 
     def result(self):
-        return self.variables[0] / tf.maximum(self.variables[1], 1.0)
+        return _ratio(self.variables[0], self.variables[1])
 
 
 class NativeMetric(StateMetric):
@@ -201,8 +295,8 @@ class NativeMetric(StateMetric):
     def reset(self) -> None:
         self.metric.reset_state()
 
-    def update(self, y, y_pred) -> None:
-        self.metric.update_state(y, y_pred)
+    def update(self, y, y_pred, sample_weight=None) -> None:
+        self.metric.update_state(y, y_pred, sample_weight=sample_weight)
 
     def result(self):
         return tf.cast(self.metric.result(), f64)

@@ -19,6 +19,9 @@ _OPTIMIZERS = {
     "rmsprop": (keras.optimizers.RMSprop, {"learning_rate": 1e-3}),
     "adagrad": (keras.optimizers.Adagrad, {"learning_rate": 1e-3}),
     "nadam": (keras.optimizers.Nadam, {"learning_rate": 1e-3}),
+    "adamax": (keras.optimizers.Adamax, {"learning_rate": 1e-3}),
+    "adadelta": (keras.optimizers.Adadelta, {"learning_rate": 1e-3}),
+    "adafactor": (keras.optimizers.Adafactor, {"learning_rate": 1e-3}),
 }
 
 

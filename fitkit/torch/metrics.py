@@ -8,15 +8,19 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
+from .. import specs
+from ..errors import FitkitValueError
+from ..specs import AUC_BINS
 from ..targets import TargetMode
-
-AUC_BINS = 1000
 
 
 class StateMetric:
-    """A metric whose state lives on the device; ``result`` is a 0-d tensor (no sync)."""
+    """A metric whose state lives on the device; ``result`` is a 0-d tensor (no sync).
+
+    ``update`` takes an optional ``sample_weight`` of shape (N,), spread over each sample's
+    values. Unweighted counts stay Python ints; weighted ones become device tensors.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -28,20 +32,37 @@ class StateMetric:
         self.reset()
 
     def reset(self) -> None: ...
-    def update(self, y_pred: torch.Tensor, y: torch.Tensor) -> None: ...
+    def update(self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight=None) -> None: ...
     def result(self) -> torch.Tensor: ...
 
 
-def _labels(y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode):
+def _spread(sample_weight: torch.Tensor, n: int) -> torch.Tensor:
+    """float64 weights of ``n`` flattened values: each sample's weight over its own values."""
+    w = sample_weight.reshape(-1).double()
+    return w if w.shape[0] == n else w.reshape(-1, 1).expand(-1, n // w.shape[0]).reshape(-1)
+
+
+def _ratio(total: torch.Tensor, count) -> torch.Tensor:
+    """total / count, 0 where count is 0 (Keras's divide_no_nan); an int count is exact."""
+    if isinstance(count, int):
+        return total.double() / max(count, 1)
+    return torch.where(count != 0, total / count, 0.0)
+
+
+def _labels(y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode, cut: float):
     """Predicted and true labels, flattened, for the accuracy family."""
     if mode.task == "binary":
-        threshold = 0.0 if mode.from_logits else 0.5
-        return (y_pred > threshold).reshape(-1), (y > 0.5).reshape(-1)
+        return (y_pred > cut).reshape(-1), (y > 0.5).reshape(-1)
     pred = y_pred.argmax(-1)
     true = y.argmax(-1) if mode.task == "categorical" else y
     if pred.dim() != 1 or true.dim() != 1:  # the common (N,) case needs no reshape op
         pred, true = pred.reshape(-1), true.reshape(-1)
     return pred, true if true.dtype == torch.int64 else true.long()
+
+
+def _one_hot(labels: torch.Tensor, width: int) -> torch.Tensor:
+    """(M, width) bool rows; unlike F.one_hot, never reads the labels on the host to check them."""
+    return labels.reshape(-1, 1) == torch.arange(width, device=labels.device)
 
 
 def _probabilities(y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode, width: int):
@@ -50,47 +71,65 @@ def _probabilities(y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode, widt
         scores = torch.sigmoid(y_pred) if mode.from_logits else y_pred
         return scores.reshape(-1), y.reshape(-1).to(scores.dtype)
     scores = torch.softmax(y_pred, -1) if mode.from_logits else y_pred
-    target = y if mode.task == "categorical" else F.one_hot(y.long().reshape(-1), width)
+    target = y if mode.task == "categorical" else _one_hot(y.reshape(-1), width)
     return scores.reshape(-1), target.reshape(-1).to(scores.dtype)
 
 
 class Accuracy(StateMetric):
-    """Exact accuracy: correct predictions / samples over the epoch."""
+    """Exact accuracy: correct predictions / samples (or weights) over the epoch."""
 
-    def __init__(self, name: str = "accuracy", task: str | None = None) -> None:
+    def __init__(self, name: str = "accuracy", task: str | None = None,
+                 threshold: float | None = None) -> None:
         super().__init__(name)
-        self.task = task
+        self.task, self.threshold = task, threshold
 
     def build(self, mode: TargetMode, width: int, device: torch.device) -> None:
-        super().build(TargetMode(self.task or mode.task, mode.from_logits), width, device)
+        task = specs.metric_task(self.name, self.own_task(mode.task), mode.task, self.threshold)
+        self.cut = specs.binary_threshold(mode.from_logits, self.threshold)
+        super().build(TargetMode(task, mode.from_logits), width, device)
+
+    def own_task(self, target_task: str) -> str | None:
+        return self.task
 
     def reset(self) -> None:
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.count = 0
 
-    def update(self, y_pred, y) -> None:
-        pred, true = _labels(y_pred, y, self.mode)
-        self.correct += (pred == true).sum()
-        self.count += true.numel()
+    def update(self, y_pred, y, sample_weight=None) -> None:
+        pred, true = _labels(y_pred, y, self.mode, self.cut)
+        self.add(pred == true, sample_weight)
+
+    def add(self, hit: torch.Tensor, sample_weight) -> None:
+        if sample_weight is None:
+            self.correct += hit.sum()
+            self.count += hit.numel()
+        else:  # float64 device tensors from here on (an int64 count promotes)
+            w = _spread(sample_weight, hit.numel())
+            self.correct = self.correct + (w * hit).sum()
+            self.count = self.count + w.sum()
 
     def result(self):
-        return self.correct.double() / max(self.count, 1)
+        return _ratio(self.correct, self.count)
 
 
 class TopKAccuracy(Accuracy):
-    def __init__(self, name: str = "top_k_accuracy", k: int = 5) -> None:
-        super().__init__(name, task="sparse")
+    """A sample is right when its label is among the ``k`` highest scores."""
+
+    def __init__(self, name: str = "top_k_accuracy", k: int = 5, task: str | None = None) -> None:
+        super().__init__(name, task=task)
         self.k = k
 
-    def update(self, y_pred, y) -> None:
+    def own_task(self, target_task: str) -> str:
+        return self.task or ("categorical" if target_task == "categorical" else "sparse")
+
+    def update(self, y_pred, y, sample_weight=None) -> None:
         true = (y.argmax(-1) if self.mode.task == "categorical" else y).reshape(-1, 1).long()
         top = y_pred.reshape(true.shape[0], -1).topk(min(self.k, self.width), dim=-1).indices
-        self.correct += (top == true).any(-1).sum()
-        self.count += true.shape[0]
+        self.add((top == true).any(-1), sample_weight)
 
 
 class ErrorMean(StateMetric):
-    """mae / mse / rmse over every predicted value of the epoch."""
+    """mae / mse / rmse over every predicted value of the epoch (weighted per sample)."""
 
     def __init__(self, name: str, kind: str) -> None:
         super().__init__(name)
@@ -100,64 +139,129 @@ class ErrorMean(StateMetric):
         self.total = torch.zeros((), dtype=torch.float64, device=self.device)
         self.count = 0
 
-    def update(self, y_pred, y) -> None:
+    def update(self, y_pred, y, sample_weight=None) -> None:
         diff = y_pred - y.reshape(y_pred.shape).to(y_pred.dtype)
         err = diff.abs() if self.kind == "mae" else diff * diff
-        self.total += err.sum()
-        self.count += diff.numel()
+        if sample_weight is None:
+            self.total += err.sum()
+            self.count += diff.numel()
+        else:
+            w = _spread(sample_weight, err.numel())
+            self.total += (w * err.reshape(-1)).sum()
+            self.count = self.count + w.sum()
 
     def result(self):
-        mean = self.total / max(self.count, 1)
+        mean = _ratio(self.total, self.count)
         return mean.sqrt() if self.kind == "rmse" else mean
 
 
 class AUC(StateMetric):
-    """ROC AUC from score histograms (1000 bins, ties in a bin count half)."""
+    """ROC AUC from (weighted) score histograms (``bins`` bins, ties in a bin count half)."""
+
+    def __init__(self, name: str = "auc", bins: int = AUC_BINS) -> None:
+        super().__init__(name)
+        self.bins = bins
 
     def reset(self) -> None:
-        self.pos = torch.zeros(AUC_BINS, dtype=torch.float64, device=self.device)
-        self.neg = torch.zeros(AUC_BINS, dtype=torch.float64, device=self.device)
+        self.pos = torch.zeros(self.bins, dtype=torch.float64, device=self.device)
+        self.neg = torch.zeros(self.bins, dtype=torch.float64, device=self.device)
 
-    def update(self, y_pred, y) -> None:
+    def update(self, y_pred, y, sample_weight=None) -> None:
         scores, target = _probabilities(y_pred, y, self.mode, self.width)
-        bins = (scores.double() * AUC_BINS).long().clamp_(0, AUC_BINS - 1)
+        bins = (scores.double() * self.bins).long().clamp_(0, self.bins - 1)
         target = target.double()
+        negative = 1.0 - target
+        if sample_weight is not None:
+            w = _spread(sample_weight, target.numel())
+            target, negative = target * w, negative * w
         self.pos.scatter_add_(0, bins, target)
-        self.neg.scatter_add_(0, bins, 1.0 - target)
+        self.neg.scatter_add_(0, bins, negative)
 
     def result(self):
         above = self.pos.flip(0).cumsum(0).flip(0) - self.pos  # positives in higher bins
         pairs = (self.neg * (above + 0.5 * self.pos)).sum()
-        return pairs / (self.pos.sum() * self.neg.sum()).clamp_min(1.0)
+        return _ratio(pairs, self.pos.sum() * self.neg.sum())
 
 
 class PrecisionRecall(StateMetric):
-    """Binary precision / recall, or their macro average over classes for class outputs."""
+    """Binary precision / recall / F1, or their macro average over classes for class outputs."""
 
-    def __init__(self, name: str, kind: str) -> None:
+    def __init__(self, name: str, kind: str, threshold: float | None = None) -> None:
         super().__init__(name)
-        self.kind = kind
+        self.kind, self.threshold = kind, threshold
+
+    def build(self, mode: TargetMode, width: int, device: torch.device) -> None:
+        specs.metric_task(self.name, None, mode.task, self.threshold)
+        self.cut = specs.binary_threshold(mode.from_logits, self.threshold)
+        super().build(mode, width, device)
 
     def reset(self) -> None:
         size = () if self.mode.task == "binary" else (self.width,)
         self.tp, self.fp, self.fn = (torch.zeros(size, dtype=torch.float64, device=self.device)
                                      for _ in range(3))
 
-    def update(self, y_pred, y) -> None:
-        pred, true = _labels(y_pred, y, self.mode)
+    def update(self, y_pred, y, sample_weight=None) -> None:
+        pred, true = _labels(y_pred, y, self.mode, self.cut)
         if self.mode.task != "binary":
-            pred, true = F.one_hot(pred, self.width).bool(), F.one_hot(true, self.width).bool()
-        self.tp += (pred & true).sum(0)
-        self.fp += (pred & ~true).sum(0)
-        self.fn += (~pred & true).sum(0)
+            pred, true = _one_hot(pred, self.width), _one_hot(true, self.width)
+        if sample_weight is None:
+            self.tp += (pred & true).sum(0)
+            self.fp += (pred & ~true).sum(0)
+            self.fn += (~pred & true).sum(0)
+            return
+        w = _spread(sample_weight, true.shape[0])
+        w = w if true.dim() == 1 else w[:, None]
+        self.tp += (w * (pred & true)).sum(0)
+        self.fp += (w * (pred & ~true)).sum(0)
+        self.fn += (w * (~pred & true)).sum(0)
 
     def result(self):
-        denom = self.tp + (self.fp if self.kind == "precision" else self.fn)
-        ratio = self.tp / denom.clamp_min(1.0)
+        if self.kind == "f1":
+            hits, denom = 2.0 * self.tp, 2.0 * self.tp + self.fp + self.fn
+        else:
+            hits, denom = self.tp, self.tp + (self.fp if self.kind == "precision" else self.fn)
+        ratio = _ratio(hits, denom)
         if ratio.dim() == 0:
             return ratio
         seen = denom > 0  # macro average over the classes that occurred
         return (ratio * seen).sum() / seen.sum().clamp_min(1)
+
+
+class R2Score(StateMetric):
+    """Coefficient of determination over the epoch, averaged over output columns (Keras's
+    "uniform_average"). Sums of y and y^2 are taken about the epoch's first target row: exact
+    for a constant column, and no cancellation for targets with a large mean.
+    """
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(3, self.width, dtype=torch.float64, device=self.device)
+        self.count = 0
+        self.shift: torch.Tensor | None = None
+
+    def update(self, y_pred, y, sample_weight=None) -> None:
+        pred = y_pred.reshape(-1, self.width).double()
+        true = y.reshape(pred.shape).double()
+        if self.shift is None:  # nothing summed yet: the first row is the shift
+            self.shift = true[:1].clone() if true.shape[0] else None
+        if self.shift is None:
+            return
+        centred = true - self.shift
+        terms = torch.stack([centred, centred * centred, (true - pred) ** 2])
+        if sample_weight is None:
+            self.sums += terms.sum(1)
+            self.count += true.shape[0]
+        else:
+            w = _spread(sample_weight, true.shape[0]).reshape(1, -1, 1)
+            self.sums += (w * terms).sum(1)
+            self.count = self.count + w.sum()
+
+    def result(self):
+        total, squares, residual = self.sums
+        spread = squares - total * _ratio(total, self.count)
+        score = torch.where(spread > 0, 1.0 - residual / spread, (residual == 0).double()).mean()
+        if isinstance(self.count, int):
+            return score if self.count else torch.zeros_like(score)
+        return torch.where(self.count != 0, score, 0.0)
 
 
 class BatchMean(StateMetric):
@@ -171,13 +275,19 @@ class BatchMean(StateMetric):
         self.total = torch.zeros((), dtype=torch.float64, device=self.device)
         self.count = 0
 
-    def update(self, y_pred, y) -> None:
-        n = y_pred.shape[0]
-        self.total += torch.as_tensor(self.fn(y_pred, y), device=self.device).detach() * n
-        self.count += n
+    def update(self, y_pred, y, sample_weight=None) -> None:
+        value = torch.as_tensor(self.fn(y_pred, y), device=self.device).detach()
+        if sample_weight is None:
+            n = y_pred.shape[0]
+            self.total += value * n
+            self.count += n
+        else:  # the batch value counts for the batch's total weight
+            weight = sample_weight.double().sum()
+            self.total += value * weight
+            self.count = self.count + weight
 
     def result(self):
-        return self.total / max(self.count, 1)
+        return _ratio(self.total, self.count)
 
 
 class NativeMetric(StateMetric):
@@ -194,7 +304,13 @@ class NativeMetric(StateMetric):
     def reset(self) -> None:
         self.metric.reset()
 
-    def update(self, y_pred, y) -> None:
+    def update(self, y_pred, y, sample_weight=None) -> None:
+        if sample_weight is not None:
+            raise FitkitValueError(
+                f"Metric {self.name!r} is a torchmetrics metric, which takes no sample weights. "
+                f"Drop sample_weight/class_weight, or use a fitkit metric (a name such as "
+                f"'accuracy', or fitkit.metrics.*), which weights each sample."
+            )
         self.metric.update(y_pred, y)
 
     def result(self):

@@ -20,7 +20,14 @@ _OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, {"lr": 1e-3, "eps": 1e-7, "weight_decay": 0.004}),
     "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7}),
     "adagrad": (torch.optim.Adagrad, {"lr": 1e-3, "eps": 1e-7, "initial_accumulator_value": 0.1}),
-    "nadam": (torch.optim.NAdam, {"lr": 1e-3, "eps": 1e-7}),
+    # Keras decays the momentum schedule by 0.96 ** step: torch's momentum_decay=1.
+    "nadam": (torch.optim.NAdam, {"lr": 1e-3, "eps": 1e-7, "momentum_decay": 1.0}),
+    "adamax": (torch.optim.Adamax, {"lr": 1e-3, "eps": 1e-7}),
+    "adadelta": (torch.optim.Adadelta, {"lr": 1e-3, "rho": 0.95, "eps": 1e-7}),
+    # Keras adds epsilon_1 = 1e-30 to g^2; torch clamps the estimate at eps1^2 (1e-30 too).
+    # torch's Adafactor reads step counts and norms on the host each step (its own design).
+    "adafactor": (torch.optim.Adafactor, {"lr": 1e-3, "beta2_decay": -0.8, "eps": (1e-15, 1e-3),
+                                          "d": 1.0}),
 }
 _FUSED = {"sgd", "adam", "adamw", "adagrad"}  # optimizers with a fused kernel in torch
 
