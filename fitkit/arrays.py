@@ -72,40 +72,115 @@ def leaves(obj: Any) -> list:
     return [obj]
 
 
+def named_leaves(obj: Any, what: str) -> list[tuple[str, Any]]:
+    """``(label, leaf)`` pairs, labelled as the user wrote them: x, x['a'], y[1]."""
+    if isinstance(obj, dict):
+        return [pair for k, v in obj.items() for pair in named_leaves(v, f"{what}[{k!r}]")]
+    if isinstance(obj, (tuple, list)):
+        return [pair for i, v in enumerate(obj) for pair in named_leaves(v, f"{what}[{i}]")]
+    return [(what, obj)]
+
+
 def pandas_to_numpy(obj: Any, what: str) -> Any:
-    """A DataFrame / Series as a numpy array; non-numeric columns are a clear error."""
-    if hasattr(obj, "columns"):
-        bad = [str(c) for c, dt in obj.dtypes.items() if not _numeric_dtype(dt)]
-        if bad:
-            raise FitkitValueError(
-                f"{what} has non-numeric columns {bad}. Encode them first "
-                f"(e.g. pd.get_dummies(df, columns={bad}) or df[col].astype('category').cat.codes)."
-            )
-    elif not _numeric_dtype(obj.dtype):
-        raise FitkitValueError(
-            f"{what} (a pandas Series of dtype {obj.dtype}) is not numeric; encode it first."
-        )
-    return obj.to_numpy()
-
-
-def _numeric_dtype(dtype: Any) -> bool:
+    """A DataFrame / Series as numpy, column by column; a column that is not a number is an
+    error naming it. bool and nullable integer columns become numbers; integers stay int64."""
     import numpy as np
 
-    try:
-        return np.issubdtype(np.dtype(dtype), np.number) or np.dtype(dtype) == np.bool_
-    except TypeError:  # pandas extension dtypes (category, string…)
-        return False
+    if not hasattr(obj, "columns"):
+        return _column(obj, what)
+    if obj.shape[1] and all(np.issubdtype(dt, np.floating) for dt in obj.dtypes if
+                            isinstance(dt, np.dtype)) and len(set(obj.dtypes)) == 1:
+        array = obj.to_numpy()  # one float dtype: no per-column copies
+        check_finite(array, what, columns=list(obj.columns))
+        return array
+    cols = [_column(obj.iloc[:, i], f"{what}[{name!r}]") for i, name in enumerate(obj.columns)]
+    if not cols:
+        raise FitkitValueError(f"{what} is a DataFrame with no columns.")
+    kinds = {c.dtype.kind for c in cols}
+    dtype = np.int64 if kinds <= {"i", "u", "b"} else np.result_type(*cols, np.float32)
+    return np.column_stack([c.astype(dtype, copy=False) for c in cols])
+
+
+def _column(col: Any, label: str) -> Any:
+    """One pandas column as a numeric numpy array (checked for missing and non-finite)."""
+    import numpy as np
+
+    dtype = col.dtype
+    if isinstance(dtype, np.dtype) and (dtype.kind in "biuf"):
+        array = col.to_numpy()
+    elif getattr(dtype, "numpy_dtype", None) is not None and \
+            np.dtype(dtype.numpy_dtype).kind in "biuf":  # nullable Int64, Float32, boolean
+        missing = np.flatnonzero(col.isna().to_numpy())
+        if missing.size:
+            raise FitkitValueError(
+                f"{label} has missing values (the first at row {int(missing[0])}); fill or "
+                f"drop them first (df.fillna(...) / df.dropna()).")
+        array = col.to_numpy(dtype=dtype.numpy_dtype)
+    else:
+        fix = ".cat.codes" if str(dtype) == "category" else \
+            ".astype('category').cat.codes, or pd.get_dummies"
+        raise FitkitValueError(f"{label} has dtype {dtype}, not numbers; encode it first "
+                               f"(e.g. {fix}).")
+    if array.dtype.kind in "iu" and array.dtype.itemsize < 8:
+        array = array.astype(np.int64)  # e.g. int8 category codes: embeddings need int64 ids
+    check_finite(array, label)
+    return array
+
+
+def check_finite(array: Any, what: str, columns: list | None = None) -> None:
+    """NaN or inf in a float array is an error naming the first bad row (and column)."""
+    import numpy as np
+
+    if getattr(array, "dtype", None) is None or array.dtype.kind != "f" or not len(array):
+        return
+    step = max(1, (1 << 22) // max(1, int(np.prod(array.shape[1:]))))  # ~4M values a pass
+    for start in range(0, len(array), step):
+        finite = np.isfinite(array[start:start + step])
+        if finite.all():
+            continue
+        rows = finite.reshape(len(finite), -1).all(1)
+        row = int(np.argmin(rows))
+        col = int(np.argmin(finite[row].reshape(-1)))
+        value = np.asarray(array[start + row]).reshape(-1)[col]
+        where = f"{what}[{columns[col]!r}]" if columns else what
+        raise FitkitValueError(
+            f"{where} holds {value} at row {start + row} (its first non-finite value). Fill or "
+            f"drop missing values (np.nan_to_num, df.fillna, df.dropna) before training.")
 
 
 def host_leaf(obj: Any, what: str) -> Any:
-    """pandas and python lists become numpy; tensors are left for the adapter."""
+    """pandas and python lists become numpy (checked); tensors are left for the adapter."""
     if is_pandas(obj):
         return pandas_to_numpy(obj, what)
     if isinstance(obj, (list, tuple)):
-        import numpy as np
-
-        return np.asarray(obj)
+        obj = list_to_numpy(obj, what)
+    if type(obj).__module__ == "numpy":
+        check_finite(obj, what)
     return obj
+
+
+def is_number_list(obj: Any) -> bool:
+    """A list of numbers, or of equal-length lists of numbers: one array, not batches."""
+    while isinstance(obj, (list, tuple)) and obj:
+        obj = obj[0]
+    return isinstance(obj, (numbers.Number, bool)) or type(obj).__module__ == "numpy" and \
+        getattr(obj, "ndim", 1) == 0
+
+
+def list_to_numpy(obj: list, what: str) -> Any:
+    import numpy as np
+
+    try:
+        array = np.asarray(obj)
+    except ValueError as err:
+        raise FitkitValueError(f"{what} is a ragged list (its rows have different lengths); "
+                               f"pad them to one length first. ({err})") from None
+    if array.dtype == object:
+        raise FitkitValueError(f"{what} is a ragged or mixed list; give rows of one length "
+                               f"holding numbers only.")
+    if array.dtype.kind == "f" and array.dtype.itemsize == 8:
+        array = array.astype(np.float32)
+    return array
 
 
 def num_rows(obj: Any, what: str) -> int:
@@ -114,7 +189,9 @@ def num_rows(obj: Any, what: str) -> int:
     for i, leaf in enumerate(leaves(obj)):
         shape = getattr(leaf, "shape", None)
         if shape is None or len(shape) == 0:
-            raise FitkitValueError(f"{what} must be an array with a batch dimension; got a scalar.")
+            raise FitkitValueError(
+                f"{what} has no batch dimension (a scalar): data must hold one row per sample. "
+                f"For a single sample add one (x[None], np.array([label])).")
         sizes[i] = int(shape[0])
     if len(set(sizes.values())) > 1:
         raise FitkitValueError(
@@ -124,11 +201,22 @@ def num_rows(obj: Any, what: str) -> int:
     return next(iter(sizes.values()))
 
 
+def to_host(obj: Any, what: str) -> Any:
+    """Every leaf of a structure through ``host_leaf``, labelled for error messages."""
+    if is_pandas(obj) or is_number_list(obj):
+        return host_leaf(obj, what)
+    if isinstance(obj, dict):
+        return {k: to_host(v, f"{what}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_host(v, f"{what}[{i}]") for i, v in enumerate(obj))
+    return host_leaf(obj, what)
+
+
 def prepare_xy(x: Any, y: Any, *, need_y: bool) -> tuple[Any, Any, int]:
     """Check in-memory x / y, convert pandas and lists, return (x, y, n_rows)."""
     if x is None:
         raise FitkitValueError("x is None: pass the training inputs (arrays, tensors, a dataset…).")
-    x = map_structure(lambda v: host_leaf(v, "x"), x) if not is_pandas(x) else host_leaf(x, "x")
+    x = to_host(x, "x")
     n = num_rows(x, "x")
     if n == 0:
         raise FitkitValueError("x is empty (0 samples): there is nothing to train on.")
@@ -139,14 +227,28 @@ def prepare_xy(x: Any, y: Any, *, need_y: bool) -> tuple[Any, Any, int]:
                 "(or pass a dataset / loader that yields (x, y) batches)."
             )
         return x, None, n
-    y = map_structure(lambda v: host_leaf(v, "y"), y) if not is_pandas(y) else host_leaf(y, "y")
+    y = to_host(y, "y")
     ny = num_rows(y, "y")
+    if ny != n and all(len(getattr(leaf, "shape", ())) == 1 for leaf in leaves(x)) and \
+            all(len(getattr(leaf, "shape", ())) <= 1 and ny == 1 for leaf in leaves(y)):
+        raise FitkitValueError(
+            f"x looks like one sample without a batch dimension (shape ({n},)) and y like its "
+            f"one target. Add the batch dimension: x[None] (or x.reshape(1, -1)).")
     if ny != n:
         raise FitkitValueError(
             f"x and y have different lengths: x has {n} samples, y has {ny}. "
             f"They must have one row per sample."
         )
     return x, y, n
+
+
+def to_numpy(value: Any) -> Any:
+    """A torch or tf tensor (or anything array-like) as numpy: a host copy where needed."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy") and type(value).__module__ != "numpy":
+        return value.numpy()
+    return value
 
 
 def prepare_sample_weight(sample_weight: Any, n: int, what: str = "sample_weight") -> Any:
@@ -160,11 +262,7 @@ def prepare_sample_weight(sample_weight: Any, n: int, what: str = "sample_weight
     if shape not in ((n,), (n, 1)):
         raise FitkitValueError(
             f"{what} must hold one weight per sample, shape ({n},); got shape {shape}.")
-    if hasattr(w, "detach"):  # a torch tensor: checked on the host, once
-        w = w.detach().cpu().numpy()
-    elif hasattr(w, "numpy") and not isinstance(w, np.ndarray):  # a tf tensor
-        w = w.numpy()
-    values = np.asarray(w, dtype=np.float32).reshape(n)
+    values = np.asarray(to_numpy(w), dtype=np.float32).reshape(n)  # checked on the host, once
     bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
     if bad.size:
         raise FitkitValueError(

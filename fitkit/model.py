@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import arrays, training
+from . import arrays, specs, training
 from .backend import adapter_module, backend_for
 from .callbacks import Callback, CallbackList
 from .display import EpochDisplay, format_logs, summary_table
@@ -97,7 +97,7 @@ class Model:
                                    "(or override train_step to train without one).")
         if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
             raise FitkitValueError(f"lr must be a positive number; got {lr!r}.")
-        if isinstance(metrics, str):
+        if isinstance(metrics, (str, specs.MetricSpec)):
             metrics = [metrics]
         if precision not in ("32", "bf16"):
             raise FitkitValueError(f"precision must be '32' or 'bf16'; got {precision!r}.")

@@ -43,6 +43,9 @@ def infer_target_mode(task: str | None, from_logits: bool, pred_shape: tuple,
 
 
 _SAME_SHAPE_TASKS = ("regression", "binary", "categorical")
+# Binary cross-entropies, whose targets must lie in [0, 1] (portable and native names).
+_ZERO_ONE_LOSSES = ("bce", "bce_with_logits", "BCELoss", "BCEWithLogitsLoss",
+                    "binary_crossentropy")
 
 
 def resolve_task(task: str | None, pred_shape: tuple, target_shape: tuple) -> str | None:
@@ -118,8 +121,8 @@ def check_targets(loss: LossSpec, pred_shape: tuple, target_shape: tuple,
                   aligns: bool = False) -> TargetMode:
     """All target checks for one batch; returns how metrics should read predictions.
 
-    ``label_range`` reads (min, max) of the integer labels (a host sync), only when the
-    loss takes integer labels. ``aligns``: the loss aligns (N,) and (N, 1) as Keras does
+    ``label_range`` reads (min, max, a non-whole value or NaN) of the labels (a host sync),
+    only when the loss takes class labels or 0/1 targets. ``aligns``: the loss aligns (N,) and (N, 1) as Keras does
     (portable names), so only a real mismatch is refused.
     """
     pred_shape, target_shape = tuple(pred_shape), tuple(target_shape)
@@ -129,8 +132,21 @@ def check_targets(loss: LossSpec, pred_shape: tuple, target_shape: tuple,
     if loss.strict:
         check_loss_shapes(task, pred_shape, target_shape, loss.name)
     if task == "sparse" and len(target_shape) == len(pred_shape) - 1:
-        low, high = label_range()
+        low, high, fraction = label_range()
+        if fraction == fraction:  # not NaN: a label that is not a whole number
+            raise FitkitValueError(
+                f"Loss {loss.name!r} takes whole-number class labels, but y holds {fraction:g}. "
+                f"Round or re-encode the labels; for soft targets use one-hot probabilities "
+                f"with 'categorical_crossentropy' (or a regression loss).")
         check_label_range(low, high, pred_shape[-1], loss.name)
+    if task == "binary" and loss.name in _ZERO_ONE_LOSSES:
+        low, high, _ = label_range()
+        if low < 0.0 or high > 1.0:
+            bad = low if low < 0.0 else high
+            raise FitkitValueError(
+                f"Loss {loss.name!r} takes targets in [0, 1] (0/1 labels or probabilities); y "
+                f"holds {bad:g}. Map the labels to 0/1 (e.g. (y > 0).astype('float32')), or use "
+                f"'hinge' for -1/1 labels.")
     return infer_target_mode(task, loss.from_logits, pred_shape, target_shape)
 
 

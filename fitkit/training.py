@@ -34,11 +34,11 @@ def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int, shuffle: bool,
     """The adapter's batch source for one data argument (arrays, or batches of a loader)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise FitkitValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}.")
-    # A list of numbers is one array; a list of (x, y) pairs is an iterable of batches.
-    plain_list = isinstance(x, list) and bool(x) and not isinstance(x[0], (tuple, list))
-    if arrays.is_structure_of_arrays(x) or plain_list:
+    # A list of numbers (or of lists of numbers) is one array; of (x, y) pairs, batches.
+    if arrays.is_structure_of_arrays(x) or arrays.is_number_list(x):
         x, y, n = arrays.prepare_xy(x, y, need_y=need_y)
         weights = arrays.prepare_sample_weight(sample_weight, n)
+        check_tensors_finite(adapter, x, y)
         return adapter.array_source(x, y, batch_size=batch_size, shuffle=shuffle,
                                     sample_weight=weights, class_weight=class_weight)
     if x is None:
@@ -54,6 +54,21 @@ def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int, shuffle: bool,
             f"yield (x, y, sample_weight) batches instead.")
     return adapter.batch_source(x, batch_size=batch_size, shuffle=shuffle,
                                 class_weight=class_weight)
+
+
+def check_tensors_finite(adapter: Any, x: Any, y: Any) -> None:
+    """NaN / inf in tensors the user passed, found on their device (numpy is checked on the
+    host by arrays.host_leaf)."""
+    for label, leaf in arrays.named_leaves(x, "x") + arrays.named_leaves(y, "y"):
+        if leaf is not None and type(leaf).__module__ != "numpy":
+            if not adapter.is_tensor(leaf):  # the other framework's tensor: check on the host
+                arrays.check_finite(arrays.to_numpy(leaf), label)
+                continue
+            bad = adapter.first_nonfinite(leaf)
+            if bad is not None:
+                raise FitkitValueError(
+                    f"{label} holds {bad[1]} at row {bad[0]} (its first non-finite value). "
+                    f"Replace or drop non-finite values before training.")
 
 
 def validation_source(adapter: Any, validation_data: Any, batch_size: int, need_y: bool):

@@ -159,8 +159,24 @@ class Adapter:
         return tf.is_tensor(value)
 
     def label_range(self, labels: tf.Tensor) -> list:
+        """(min, max, a non-whole label or NaN) of the labels: one host read."""
+        values = tf.cast(labels, tf.float64)
+        fractional = tf.reshape(tf.boolean_mask(values, values != tf.round(values)), [-1])
+        odd = tf.concat([fractional[:1], tf.constant([float("nan")], tf.float64)], 0)[0]
         # host sync: once per check, before training
-        return tf.stack([tf.reduce_min(labels), tf.reduce_max(labels)]).numpy().tolist()
+        return tf.stack([tf.reduce_min(values), tf.reduce_max(values), odd]).numpy().tolist()
+
+    def first_nonfinite(self, tensor: tf.Tensor) -> tuple[int, float] | None:
+        """(row, value) of the first NaN / inf in a float tensor, or None: one host read."""
+        if not tensor.dtype.is_floating or not tensor.shape.num_elements():
+            return None
+        finite = tf.reshape(tf.math.is_finite(tensor), [tf.shape(tensor)[0], -1])
+        bad_rows = tf.logical_not(tf.reduce_all(finite, 1))
+        if not bool(tf.reduce_any(bad_rows)):  # host sync: once per in-memory tensor
+            return None
+        row = int(tf.argmax(tf.cast(bad_rows, tf.int32)))
+        values = tf.reshape(tensor[row], [-1])
+        return row, float(tf.boolean_mask(values, tf.logical_not(finite[row]))[0])
 
     def value_range(self, value: tf.Tensor) -> list:
         value = tf.cast(value, tf.float32)  # host sync: a check, once

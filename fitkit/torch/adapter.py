@@ -102,7 +102,25 @@ class Adapter:
         return isinstance(value, torch.Tensor)
 
     def label_range(self, labels: torch.Tensor) -> list:
-        return torch.stack(list(torch.aminmax(labels))).tolist()  # host sync: once per check
+        """(min, max, a non-whole label or NaN) of the labels: one host read."""
+        low, high = torch.aminmax(labels)
+        if labels.is_floating_point():
+            fractional = labels[labels != labels.round()].reshape(-1)[:1]
+            odd = fractional[0] if fractional.numel() else low.new_tensor(float("nan"))
+        else:
+            odd = low.new_tensor(0).double().fill_(float("nan"))
+        return torch.stack([low.double(), high.double(), odd.double()]).tolist()  # host sync
+
+    def first_nonfinite(self, tensor: torch.Tensor) -> tuple[int, float] | None:
+        """(row, value) of the first NaN / inf in a float tensor, or None: one host read."""
+        if not tensor.is_floating_point() or not tensor.numel():
+            return None
+        finite = torch.isfinite(tensor).reshape(len(tensor), -1)
+        bad_rows = ~finite.all(1)
+        any_bad, row = torch.stack([bad_rows.any().long(), bad_rows.long().argmax()]).tolist()
+        if not any_bad:  # host sync: above, once per in-memory tensor
+            return None
+        return row, float(tensor[row].reshape(-1)[~finite[row]][0])
 
     def value_range(self, value: torch.Tensor) -> list:
         return torch.stack(list(torch.aminmax(value.float()))).tolist()  # host sync: a check
