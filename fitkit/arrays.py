@@ -131,8 +131,10 @@ def check_finite(array: Any, what: str, columns: list | None = None) -> None:
     """NaN or inf in a float array is an error naming the first bad row (and column)."""
     import numpy as np
 
-    if getattr(array, "dtype", None) is None or array.dtype.kind != "f" or not len(array):
+    if getattr(array, "dtype", None) is None or array.dtype.kind != "f" or not array.size:
         return
+    if array.ndim == 0:
+        array = array.reshape(1)
     step = max(1, (1 << 22) // max(1, int(np.prod(array.shape[1:]))))  # ~4M values a pass
     for start in range(0, len(array), step):
         finite = np.isfinite(array[start:start + step])
@@ -161,6 +163,8 @@ def host_leaf(obj: Any, what: str) -> Any:
 
 def is_number_list(obj: Any) -> bool:
     """A list of numbers, or of equal-length lists of numbers: one array, not batches."""
+    if not isinstance(obj, list):
+        return False
     while isinstance(obj, (list, tuple)) and obj:
         obj = obj[0]
     return isinstance(obj, (numbers.Number, bool)) or type(obj).__module__ == "numpy" and \

@@ -17,6 +17,7 @@ class History:
     def __init__(self) -> None:
         self.epoch: list[int] = []
         self.history: dict[str, list[float]] = {}
+        self.stop_reason: str | None = None  # why fit stopped early (e.g. a NaN loss)
 
     def append(self, epoch: int, logs: Mapping[str, float]) -> None:
         """Record one epoch; keys first seen later are back-filled with NaN."""

@@ -161,8 +161,12 @@ class Model:
             class_weight: Mapping[int, float] | None = None, sample_weight: Any = None,
             initial_epoch: int = 0, steps_per_epoch: int | None = None,
             validation_steps: int | None = None, validation_freq: int | Sequence[int] = 1,
-            log_step_freq: int | None = None) -> History:
+            log_step_freq: int | None = None, terminate_on_nan: bool = True) -> History:
         """Train for ``epochs``; returns a History (also kept as ``model.history``).
+
+        A loss that turns NaN or infinite stops training at the next log point (a step log
+        or the epoch end), with a warning and the history kept; ``terminate_on_nan=False``
+        trains on. A failing step raises a FitkitError naming the epoch, step and shapes.
 
         >>> model.fit(x, y, batch_size=64, epochs=10, validation_data=(xv, yv))
         """
@@ -182,14 +186,14 @@ class Model:
                 "a tf.data.Dataset).")
         self._check_first(train, "train")
         if val is not None:
-            self._check_first(val, "test")
+            self._check_first(val, "test", what="validation_data")
         cbs = CallbackList(callbacks, self, {"epochs": epochs, "batch_size": batch_size,
                                              "steps": steps_per_epoch or train.steps,
                                              "verbose": verbose})
         display = EpochDisplay(verbose, epochs)
         epoch_args = {"train": train, "val": val, "cbs": cbs, "display": display,
                       "limit": steps_per_epoch, "log_every": log_step_freq,
-                      "val_limit": validation_steps}
+                      "val_limit": validation_steps, "terminate_on_nan": terminate_on_nan}
         self.history, self.stop_training, logs = History(), False, {}
         was_training = self._adapter.training_mode()
         cbs.on_train_begin(None)
@@ -198,7 +202,7 @@ class Model:
                 logs = training.fit_epoch(self, epoch, **epoch_args,
                                           validate_now=_due(validation_freq, epoch))
                 self.history.append(epoch, logs)
-                cbs.on_epoch_end(epoch, logs)
+                training.call_hook(cbs.on_epoch_end, f"fit: end of epoch {epoch + 1}", epoch, logs)
                 if self.stop_training:
                     break
         finally:
@@ -226,13 +230,22 @@ class Model:
                                      sample_weight=sample_weight, class_weight=class_weight)
         return train, val
 
-    def _check_first(self, source: Any, mode: str) -> None:
+    def _check_first(self, source: Any, mode: str, what: str = "", *,
+                     run_network: bool = True) -> None:
         """Check the first batch, unless a custom step uses the data its own way."""
+        batch = source.peek()
         if self._custom(mode):
-            self._adapter.example_inputs = unpack(source.peek())[0]
-        else:
-            training.check_batch(self._adapter, source.peek(), source,
-                                 with_loss=mode != "predict")
+            self._adapter.example_inputs = unpack(batch)[0]
+            return
+        try:
+            rebuilt = training.check_batch(self._adapter, batch, source,
+                                           with_loss=mode != "predict", run_network=run_network)
+        except FitkitValueError as err:
+            if not what:
+                raise
+            raise FitkitValueError(f"{what}: {err}") from err
+        if rebuilt:
+            self._functions.clear()  # compiled steps hold the old metric states
 
     def _function(self, mode: str) -> Callable:
         """The compiled step for ``mode``, built once per compile (tf.function on TensorFlow)."""
@@ -305,13 +318,9 @@ class Model:
                                       need_y=mode != "predict" and not self._custom(mode),
                                       sample_weight=sample_weight,
                                       class_weight=arrays.check_class_weight(class_weight))
-        batch = source.peek()
-        if self._custom(mode):
-            self._adapter.example_inputs = unpack(batch)[0]
-        else:  # the first call checks against a forward pass; later ones reuse output shapes
-            training.check_batch(self._adapter, batch, source, with_loss=mode != "predict",
-                                 run_network=self._adapter.example_inputs is None)
-        return batch
+        # The first call checks against a forward pass; later ones reuse the output shapes.
+        self._check_first(source, mode, run_network=self._adapter.example_inputs is None)
+        return source.peek()
 
     def train_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
                        class_weight: Mapping[int, float] | None = None,

@@ -29,6 +29,7 @@ class Head:
     prefix: str = ""          # log prefix: "" for a single output, else "<name>_"
     built: bool = False       # metric states built (mode and width known)
     tail: tuple | None = None  # output shape past the batch dim, once the network has run
+    mode: Any = None           # targets.TargetMode its metric states were built for
 
 
 def is_structure(value: Any) -> bool:

@@ -59,6 +59,7 @@ class IterableSource:
         self.steps = length(data)
         self._pending: list = []
         self._opened: Iterator | None = None  # a pass begun by peek(), resumed by the next
+        self.input_map: Callable[[Any], Any] | None = None
 
     def _raw(self) -> Iterator:
         if self.one_shot:
@@ -74,6 +75,8 @@ class IterableSource:
         x, y, w = split_batch(item)
         convert = lambda v: None if v is None else map_structure(self.convert, v)  # noqa: E731
         x, y, w = convert(x), convert(y), convert(w)
+        if self.input_map is not None:
+            x = self.input_map(x)
         if self.weigh is not None and y is not None:  # class_weight, times any sample weight
             w = self.weigh(y) if w is None else w * self.weigh(y)
         return make_batch(x, y, w)
@@ -102,6 +105,10 @@ class IterableSource:
 
     def targets(self) -> Any:
         return None
+
+    def map_inputs(self, fn: Callable[[Any], Any]) -> None:
+        """Convert every batch's inputs (e.g. integers to floats for a float network)."""
+        self.input_map = fn
 
 
 def one_step_each(batches: Iterable, limit: int | None = None) -> Iterator[tuple[Any, int]]:

@@ -43,7 +43,8 @@ class StepLoop:
 
     def __init__(self, batches: Iterable[tuple[Any, int]], *, kind: str,
                  callbacks: CallbackList, read_logs: Callable[[], dict],
-                 display: EpochDisplay | None = None, log_every: int | None = None) -> None:
+                 display: EpochDisplay | None = None, log_every: int | None = None,
+                 stop_if: Callable[[dict], bool] | None = None) -> None:
         self.batches = batches
         self.callbacks = callbacks
         self.read_logs = read_logs
@@ -52,6 +53,8 @@ class StepLoop:
         self.begin_hook = f"on_{kind}_batch_begin"
         self.end_hook = f"on_{kind}_batch_end"
         self.steps_done = 0
+        self.stop_if = stop_if  # looks at each log point's logs; True ends the pass there
+        self.stopped = False
         self.item: Any = None  # the item being run, for error messages
 
     def __iter__(self) -> Iterator[Any]:
@@ -71,4 +74,8 @@ class StepLoop:
                                           LazyLogs(self.read_logs))
             if log_every and display is not None and \
                     self.steps_done // log_every > before // log_every:
-                display.step_log(self.steps_done, self.read_logs())  # host sync: log point
+                logs = self.read_logs()  # host sync: log point
+                display.step_log(self.steps_done, logs)
+                if self.stop_if is not None and self.stop_if(logs):
+                    self.stopped = True
+                    return

@@ -109,8 +109,11 @@ def split_for_validation(x: Any, y: Any, sample_weight: Any, validation_split: f
 
 # ---------------------------------------------------------------------- first-batch checks
 def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
-                run_network: bool = True) -> None:
+                run_network: bool = True) -> bool:
     """Check one batch against the network and the losses before any step; build states.
+
+    Returns True when metric states were rebuilt for another kind of target (one-hot after
+    integer labels): compiled steps that hold the old states must be rebuilt too.
 
     The forward pass (inference mode) catches inputs the network cannot take; each output's
     targets are checked against its loss (shapes, label range over all in-memory labels,
@@ -119,20 +122,22 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
     x, y, _ = unpack(batch)
     adapter.example_inputs = x
     outputs = adapter.outputs
+    check_batch_dimension(x, y)
     if not with_loss:
         if run_network:
-            forward_checked(adapter, x)
-        return
+            forward_checked(adapter, x, source)
+        return False
     if y is None:
         raise FitkitValueError("The data yields inputs only; training and evaluation need "
                                "(x, y) batches (or pass y=... with array inputs).")
-    y_pred = forward_checked(adapter, x) if run_network or outputs.heads is None else None
+    y_pred = forward_checked(adapter, x, source) if run_network or outputs.heads is None \
+        else None
     heads = outputs.ensure(y_pred)
     if y_pred is not None:
         for head in heads:
             value = prediction(head, y_pred)
             head.tail = tuple(value.shape[1:]) if adapter.is_tensor(value) else None
-    all_targets = source.targets()
+    all_targets, rebuilt = source.targets(), False
     for head in heads:
         if head.loss is None and not head.metrics:
             continue
@@ -143,23 +148,76 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
             lambda: adapter.label_range(labels),
             lambda: adapter.value_range(prediction(head, y_pred)) if y_pred is not None
             else (0.0, 1.0))
-        if not head.built:
+        if not head.built or head.mode != mode:  # another kind of target: fresh states
+            rebuilt = rebuilt or head.built
             adapter.build_metric_states(head, mode, width)
+            head.mode = mode
+    return rebuilt
 
 
-def forward_checked(adapter: Any, x: Any) -> Any:
-    """One inference pass on a first batch; a failure says what the inputs were."""
+def check_batch_dimension(x: Any, y: Any) -> None:
+    """A batch whose parts have no common first dimension is a single sample, not a batch."""
+    parts = arrays.leaves(x) + (arrays.leaves(y) if y is not None else [])
+    shapes = [tuple(getattr(leaf, "shape", ())) for leaf in parts]
+    if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) > 1:
+        raise FitkitValueError(
+            f"The data yields parts of shapes {shapes} with no common batch dimension: it looks "
+            f"like single samples, not batches. Batch it: DataLoader(..., batch_size=32), "
+            f"dataset.batch(32); for one sample add the batch dimension (x[None]).")
+
+
+def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
+    """One inference pass on a first batch; a failure says what failed and on what inputs.
+
+    Integer inputs that a float network refuses are converted to floats (as Keras's layers
+    cast them), here and in every later batch of ``source``.
+    """
     try:
         return adapter.infer(x)
     except Exception as err:
-        shapes = ", ".join(f"{tuple(leaf.shape)} {getattr(leaf, 'dtype', '')}"
-                           for leaf in arrays.leaves(x))
-        raise FitkitValueError(
-            f"The network failed on a first batch of inputs ({shapes}): "
-            f"{type(err).__name__}: {err}. Check the input width and dtype against the "
-            f"network's first layer (integer ids for embeddings, floats otherwise) and, for "
-            f"several inputs, that x is a tuple or dict in the order the network takes them."
-        ) from err
+        first = err
+    if source is not None and any(not _is_float(leaf) for leaf in arrays.leaves(x)):
+        x_float = adapter.integers_to_float(x)
+        try:
+            y_pred = adapter.infer(x_float)
+        except Exception:
+            pass
+        else:
+            source.map_inputs(adapter.integers_to_float)
+            adapter.example_inputs = x_float
+            return y_pred
+    shapes = ", ".join(f"{tuple(leaf.shape)} {getattr(leaf, 'dtype', '')}"
+                       for leaf in arrays.leaves(x))
+    raise FitkitValueError(
+        f"The network failed on a first batch of inputs ({shapes}): {_diagnose(first)} "
+        f"[{type(first).__name__}: {first}]".rstrip()) from first
+
+
+def _is_float(leaf: Any) -> bool:
+    dtype = str(getattr(leaf, "dtype", ""))
+    return "float" in dtype or "bfloat" in dtype
+
+
+_DIAGNOSES = (  # checked in order: Keras's messages also list the inputs' dtypes
+    (("shapes cannot be multiplied", "size mismatch", "incompatible with the layer",
+      "expected axis", "Matrix size-incompatible"),
+     "the input width does not match the network's first layer (and, for several inputs, "
+     "x must be a tuple or dict in the order or names the network takes)."),
+    (("index out of range", "indices[", "out of bounds"),
+     "an index is out of range: an Embedding got an id >= its number of embeddings "
+     "(input_dim / num_embeddings); size it to the vocabulary."),
+    (("scalar type", "same dtype", "Expected tensor for argument", "must be of type"),
+     "the inputs have a dtype the network does not take: integer ids for embeddings, floats "
+     "otherwise (x.astype('float32'))."),
+)
+
+
+def _diagnose(err: Exception) -> str:
+    text = str(err)
+    for needles, diagnosis in _DIAGNOSES:
+        if any(n in text for n in needles):
+            return diagnosis
+    return "check the inputs' width and dtype against the network's first layer."
 
 
 # ---------------------------------------------------------------------- loops
@@ -181,6 +239,17 @@ def run_steps(loop: StepLoop, fn: Any, where: str) -> None:
         raise
     except Exception as err:
         raise _failed(f"{where}, step {loop.steps_done + 1}", loop.item, err) from err
+
+
+def call_hook(hook: Any, where: str, *args: Any) -> None:
+    """A callback hook outside the step loop; a failure names where it happened."""
+    try:
+        hook(*args)
+    except (FitkitError, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        raise StepFailedError(f"{where}: a callback failed: {type(err).__name__}: {err}"
+                              ) from err
 
 
 def run_one(fn: Any, batch: Any, where: str) -> Any:
@@ -208,21 +277,42 @@ def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | No
         AUTO_STEPS_PER_EXECUTION
 
 
+def nonfinite_loss(logs: dict) -> bool:
+    """True when a loss in ``logs`` (the total or an output's) is NaN or infinite."""
+    return any(not math.isfinite(v) for k, v in logs.items() if k == "loss" or
+               k.endswith("_loss"))
+
+
 def fit_epoch(model: Any, epoch: int, *, train, val, cbs: CallbackList, display: EpochDisplay,
               limit: int | None, log_every: int | None, val_limit: int | None,
-              validate_now: bool) -> dict[str, float]:
-    """One epoch: train steps, epoch logs, validation, display; returns the logs."""
+              validate_now: bool, terminate_on_nan: bool) -> dict[str, float]:
+    """One epoch: train steps, epoch logs, validation, display; returns the logs.
+
+    With ``terminate_on_nan``, a non-finite loss at a log point (a step log or the epoch
+    end: no extra host sync) ends the epoch there and stops training with a warning.
+    """
     adapter = model._adapter
     start = time.perf_counter()
-    cbs.on_epoch_begin(epoch, None)
+    call_hook(cbs.on_epoch_begin, f"fit: epoch {epoch + 1} begin", epoch, None)
     adapter.set_training(True)
     adapter.reset_logs("train")
     display.begin_epoch(epoch, limit or train.steps)
     loop = StepLoop(train.batches(steps_per_call(model, cbs, "train", log_every), limit),
                     kind="train", callbacks=cbs, display=display, log_every=log_every,
-                    read_logs=lambda: adapter.read_logs("train"))
+                    read_logs=lambda: adapter.read_logs("train"),
+                    stop_if=nonfinite_loss if terminate_on_nan else None)
     run_steps(loop, model._function("train"), f"fit: epoch {epoch + 1}")
     logs = adapter.read_logs("train")  # host sync: epoch end
+    if terminate_on_nan and (loop.stopped or nonfinite_loss(logs)):
+        reason = (f"the loss became {logs.get('loss')} at epoch {epoch + 1}, step "
+                  f"{loop.steps_done}")
+        warnings.warn(f"fit stopped: {reason}. The history keeps the epochs so far (this last "
+                      f"row holds the non-finite values) and the model the weights it has now. "
+                      f"Lower the learning rate or check the data for NaN/inf; pass "
+                      f"terminate_on_nan=False to keep training.", stacklevel=3)
+        model.history.stop_reason = reason
+        model.stop_training = True
+        validate_now = False
     if val is not None and validate_now:
         val_logs = evaluate(model, val, cbs, val_limit, f"fit: validation after epoch "
                                                         f"{epoch + 1}")

@@ -155,6 +155,9 @@ class Adapter:
         weigh = data.class_weight_fn(class_weight) if class_weight else None
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle, weigh=weigh)
 
+    def integers_to_float(self, x: Any) -> Any:
+        return data.integers_to_float(x)
+
     def is_tensor(self, value: Any) -> bool:
         return tf.is_tensor(value)
 

@@ -27,7 +27,14 @@ def to_tensor(value: Any) -> tf.Tensor:
         raise FitkitValueError(f"Data of dtype {array.dtype} is not numeric; encode it first.")
     if array.dtype.kind == "f" or array.dtype == np.bool_:
         array = array.astype(np.float32, copy=False)
+    elif array.dtype.kind in "iu" and (array.dtype.itemsize < 4 or array.dtype.kind == "u"):
+        array = array.astype(np.int64)  # int8 category codes: ids as the torch side has them
     return tf.convert_to_tensor(array)
+
+
+def integers_to_float(value: Any) -> Any:
+    """Integer input leaves as float32, for a network whose first layer takes floats."""
+    return map_optional(lambda t: t if t.dtype.is_floating else tf.cast(t, tf.float32), value)
 
 
 def rows(batch_x: Any) -> tf.Tensor:
@@ -110,6 +117,10 @@ class TensorSource:
 
     def peek(self) -> tuple:
         return next(self._slices(self.x, self.y, self.w))
+
+    def map_inputs(self, fn: Any) -> None:
+        """Convert the inputs once (e.g. integers to floats for a float network)."""
+        self.x = fn(self.x)
 
     def targets(self) -> Any:
         return self.y

@@ -1,44 +1,262 @@
 """Keras weight files: save and load a keras.Model's weights, checked before anything changes.
 
-Owns the '.weights.h5' format and the comparison of a file against the network; the
-facade only passes the path through.
+Owns the '.weights.h5' format (Keras 3's HDF5 layout), atomic writes and the comparison of a
+whole file against the network; the facade only passes the path through.
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+import shutil
+import tempfile
+import uuid
+import warnings
+import zipfile
+from typing import Any, Callable
 
 import keras
 
 from ..errors import FitkitTypeError, FitkitValueError
+
+_SHOW = 5  # names listed per kind in messages
+_SKIP = ("optimizer/",)  # a natively compiled model's optimizer state is not its weights
 
 
 def _keras_net(net: Any, what: str) -> None:
     if not isinstance(net, keras.Model):
         raise FitkitTypeError(f"{what} needs a keras.Model; this network is a "
                               f"{type(net).__name__} (use tf.train.Checkpoint).")
+    if not net.built:
+        raise FitkitValueError(f"{what} needs a built network (its variables must exist): call "
+                               f"it on a batch or net.build(input_shape) first.")
 
 
+# ---------------------------------------------------------------------- save
 def save_weights(net: Any, path: str) -> None:
-    """A Keras model's weights as a '.weights.h5' file."""
-    _keras_net(net, "save_weights")
+    """A Keras model's weights as a '.weights.h5' file, atomically."""
     if not path.endswith(".weights.h5"):
         raise FitkitValueError(f"TensorFlow weights are saved as Keras '.weights.h5' files; "
                                f"got {path!r}. Use a path ending in '.weights.h5'.")
-    net.save_weights(path)
+    _keras_net(net, "save_weights")
+    _atomic_write(path, net.save_weights)
+
+
+def _atomic_write(path: str, write: Callable[[str], Any]) -> None:
+    """``write(tmp)`` to a temp file next to ``path``, then rename it over ``path``.
+
+    A crash leaves the old file (or none), never a half-written one; missing folders are made.
+    """
+    if os.path.isdir(path):
+        raise FitkitValueError(f"Cannot save weights to {path!r}: it is a folder. Give a file "
+                               f"path, e.g. {os.path.join(path, 'model.weights.h5')!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise FitkitValueError(f"Cannot save weights to {path!r}: {folder!r} is a file, not a "
+                               f"folder. Choose another path.")
+    base = os.path.basename(path)
+    tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:8]}.tmp.weights.h5")  # Keras's suffix
+    try:
+        os.makedirs(folder, exist_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        raise FitkitValueError(f"Cannot save weights to {path!r}: {err.strerror or err} "
+                               f"({folder!r}). Choose a writable folder.") from err
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the bytes are on disk before the name points at them
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise FitkitValueError(f"Could not write weights to {path!r}: {err.strerror or err}. "
+                               f"Any previous file there is unchanged.") from err
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ---------------------------------------------------------------------- read
+def _sniff(path: str) -> str | None:
+    """The file's format from its first bytes: 'hdf5', 'safetensors', 'zip', 'pickle', 'empty'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not head:
+        return "empty"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2:
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "pickle"
+    return None
+
+
+def _check_file(path: str) -> None:
+    """Nothing, for an existing, readable HDF5 file; else a FitkitValueError naming the cause."""
+    if not os.path.exists(path):
+        raise FitkitValueError(f"No weights file at {path!r}; check the path "
+                               f"(save one with model.save_weights).")
+    if os.path.isdir(path):
+        raise FitkitValueError(f"{path!r} is a folder, not a weights file; give the file's path.")
+    try:
+        kind = _sniff(path)
+    except OSError as err:
+        raise FitkitValueError(f"Cannot read the weights file {path!r}: "
+                               f"{err.strerror or err}.") from err
+    if kind == "hdf5":
+        return
+    fix = "Save Keras weights with model.save_weights('<name>.weights.h5')."
+    names = _zip_names(path) if kind == "zip" else None
+    if kind == "empty":
+        cause = "is empty (0 bytes): its save never finished"
+    elif kind == "safetensors":
+        cause = ("is a safetensors file (torch weights?), not a Keras '.weights.h5' file; load "
+                 "it into a torch network (FITKIT_BACKEND=torch)")
+    elif kind == "zip" and names is None:
+        cause = "is a damaged or truncated zip archive, not a Keras '.weights.h5' file"
+    elif kind == "zip" and "model.weights.h5" in names:
+        cause = ("is a whole-model '.keras' archive, not a weights file; open it with "
+                 "keras.saving.load_model(path)")
+    elif kind in ("zip", "pickle"):
+        cause = ("is a torch.save / pickle file, not a Keras '.weights.h5' file; load it into a "
+                 "torch network (FITKIT_BACKEND=torch)")
+    else:
+        cause = "is not an HDF5 file: it is corrupt, truncated at the start, or another format"
+    raise FitkitValueError(f"The weights file {path!r} {cause}. {fix}")
+
+
+def _zip_names(path: str) -> list[str] | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def _open(path: str) -> Any:
+    """The file, open read-only in h5py (truncated or damaged HDF5 gives a FitkitValueError)."""
+    import h5py  # comes with keras
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise FitkitValueError(f"The weights file {path!r} is truncated or corrupt ({err}). "
+                               f"Save the weights again with model.save_weights.") from err
+
+
+def _entries(h5: Any) -> dict[str, tuple]:
+    """{dataset path: (shape, owning layer's name)} of every variable Keras wrote."""
+    import h5py
+
+    found: dict[str, tuple] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and not name.startswith(_SKIP):
+            found[name] = (tuple(obj.shape), str(obj.parent.attrs.get("name", "")))
+
+    h5.visititems(visit)
+    return found
+
+
+# ---------------------------------------------------------------------- compare, load
+def _compare(ours: dict, theirs: dict) -> tuple[list, dict]:
+    """(file paths to load, report of what is left out), matching on path and shape."""
+    pairs = [k for k in ours if k in theirs and ours[k][0] == theirs[k][0]]
+    report = {"missing": [k for k in ours if k not in theirs],
+              "unexpected": [k for k in theirs if k not in ours],
+              "mismatched": [(k, theirs[k][0], ours[k][0]) for k in ours
+                             if k in theirs and ours[k][0] != theirs[k][0]]}
+    return pairs, report
+
+
+def _describe(report: dict, ours: dict, theirs: dict) -> str:
+    """One line: the first few names of each kind that did not load, with counts."""
+    def few(items: list) -> str:
+        more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+        return f"({len(items)}) {items[:_SHOW]}{more}"
+
+    def named(key: str, table: dict) -> str:
+        return f"{key} (layer {table[key][1]})" if table[key][1] else key
+
+    shapes = [f"{named(k, ours)}: file {f} vs net {n}" for k, f, n in report["mismatched"]]
+    parts = [f"{title} {few(items)}" for title, items in
+             (("missing from the file", [named(k, ours) for k in report["missing"]]),
+              ("unexpected (not in the network)",
+               [named(k, theirs) for k in report["unexpected"]]),
+              ("shape mismatches", shapes)) if items]
+    return "; ".join(parts)
 
 
 def load_weights(net: Any, path: str, *, strict: bool = True) -> dict:
-    """Load a file saved by ``save_weights`` into ``net``; returns what was skipped."""
+    """Load a file saved by ``save_weights`` into ``net``; returns what was skipped.
+
+    All or nothing: Keras's own loader assigns layer by layer and stops at the first misfit,
+    so the file is never handed to it. Instead the network saves itself (Keras's exact layout
+    of its variables) to a temp file, every variable of the user's file is compared with it
+    by path and shape, the matching values are copied into a copy of that temp file, and
+    Keras loads the copy, which fits by construction; were it still to fail, the network is
+    restored from its own saved weights.
+    """
     _keras_net(net, "load_weights")
-    if not os.path.isfile(path):
-        raise FitkitValueError(f"No weights file at {path!r}; check the path "
-                               f"(save one with model.save_weights).")
+    _check_file(path)
+    with tempfile.TemporaryDirectory(prefix="fitkit-weights-") as tmp:
+        reference = os.path.join(tmp, "net.weights.h5")
+        net.save_weights(reference)
+        with _open(reference) as ref:
+            ours = _entries(ref)
+        with _open(path) as src:
+            theirs = _entries(src)
+            if not theirs and ("layer_names" in src.attrs or "model_weights" in src):
+                raise FitkitValueError(
+                    f"{path!r} is a legacy Keras 2 (tf.keras) h5 file, not a Keras 3 "
+                    f"'.weights.h5' file: load it with net.load_weights(path) in Keras, then "
+                    f"re-save it with model.save_weights.")
+            pairs, report = _compare(ours, theirs)
+            skipped = any(report.values())
+            if strict and skipped:
+                raise FitkitValueError(
+                    f"The weights in {path!r} come from another architecture; nothing was "
+                    f"loaded. {_describe(report, ours, theirs)}. Pass strict=False to load the "
+                    f"{len(pairs)} entries that match (same name and shape).")
+            if not pairs and ours:
+                raise FitkitValueError(
+                    f"Nothing in {path!r} matches this network (same name and shape); nothing "
+                    f"was loaded. {_describe(report, ours, theirs)}.")
+            merged = os.path.join(tmp, "merged.weights.h5")
+            shutil.copyfile(reference, merged)
+            _copy_values(src, merged, pairs, path)
+        _load_or_restore(net, merged, reference, path)
+    if skipped:
+        warnings.warn(f"load_weights({path!r}, strict=False) loaded {len(pairs)} entries and "
+                      f"skipped: {_describe(report, ours, theirs)}.", stacklevel=4)
+    return {"missing": report["missing"], "unexpected": report["unexpected"],
+            "mismatched": [m[0] for m in report["mismatched"]]}
+
+
+def _copy_values(src: Any, merged: str, pairs: list, path: str) -> None:
+    """The file's values of ``pairs`` written over the network's own in ``merged``."""
+    import h5py
+
     try:
-        net.load_weights(path)
-        return {"missing": [], "unexpected": [], "mismatched": []}
-    except (ValueError, KeyError) as err:
-        raise FitkitValueError(
-            f"The weights in {path!r} come from another architecture and do not fit this "
-            f"network: {err}"
-        ) from err
+        with h5py.File(merged, "r+") as out:
+            for key in pairs:
+                out[key][...] = src[key][...]
+    except (OSError, TypeError, ValueError) as err:
+        raise FitkitValueError(f"The weights file {path!r} is corrupt: a variable could not be "
+                               f"read ({err}). Nothing was loaded; save the weights again.") from err
+
+
+def _load_or_restore(net: Any, merged: str, reference: str, path: str) -> None:
+    try:
+        net.load_weights(merged)
+    except Exception as err:
+        try:
+            net.load_weights(reference)
+        except Exception:
+            raise FitkitValueError(f"Keras failed part-way through loading {path!r} ({err}), "
+                                   f"and the previous weights could not be put back.") from err
+        raise FitkitValueError(f"Keras could not load {path!r} ({err}); the network keeps its "
+                               f"previous weights.") from err

@@ -98,6 +98,9 @@ class Adapter:
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle,
                                  device=self.device, float_dtype=self.float_dtype, weigh=weigh)
 
+    def integers_to_float(self, x: Any) -> Any:
+        return data.integers_to_float(x, self.float_dtype)
+
     def is_tensor(self, value: Any) -> bool:
         return isinstance(value, torch.Tensor)
 

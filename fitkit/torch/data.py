@@ -29,7 +29,17 @@ def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> tor
         value = torch.from_numpy(np.ascontiguousarray(array))
     if (value.is_floating_point() or value.dtype == torch.bool) and value.dtype != float_dtype:
         value = value.to(float_dtype)  # bool targets become 0/1 floats
+    elif value.dtype in _NARROW_INTS:
+        value = value.long()  # int8 category codes: embeddings and losses need int64 ids
     return value.to(device, non_blocking=True)
+
+
+_NARROW_INTS = (torch.int8, torch.int16, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+
+
+def integers_to_float(value: Any, float_dtype: torch.dtype) -> Any:
+    """Integer input leaves as floats, for a network whose first layer takes floats."""
+    return map_optional(lambda t: t.to(float_dtype) if not t.is_floating_point() else t, value)
 
 
 def class_weight_fn(table: dict, device: torch.device) -> Any:
@@ -120,6 +130,10 @@ class TensorSource:
 
     def peek(self) -> tuple:
         return next(self._slices(self.x, self.y, self.w))
+
+    def map_inputs(self, fn: Any) -> None:
+        """Convert the inputs once (e.g. integers to floats for a float network)."""
+        self.x = fn(self.x)
 
     def targets(self) -> Any:
         return self.y

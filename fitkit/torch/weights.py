@@ -1,50 +1,295 @@
 """Torch weight files: save and load a network's state dict, checked before anything changes.
 
-Owns file formats (.safetensors by suffix, else torch.save with weights_only loading) and
-the comparison of a file against the network; the facade only passes the path through.
+Owns the file formats (.safetensors, else torch.save read back with weights_only), atomic
+writes, tied tensors, wrapper prefixes (DDP's ``module.``, torch.compile's ``_orig_mod.``)
+and the comparison of a whole file against the network; the facade only passes the path.
 """
 from __future__ import annotations
 
+import json
 import os
+import uuid
+import warnings
+from typing import Any, Callable
 
 import torch
 
 from ..errors import FitkitValueError
 
+_TIED = "fitkit.tied"  # safetensors metadata: {"alias": "name saved once"} for shared tensors
+_SHOW = 5  # names listed per kind in messages
 
+
+# ---------------------------------------------------------------------- save
 def save_weights(net: torch.nn.Module, path: str) -> None:
-    """``net``'s state dict as .safetensors (by suffix) or a torch.save file."""
+    """``net``'s state dict as .safetensors (by suffix) or a torch.save file, atomically."""
     state = net.state_dict()
     if path.endswith(".safetensors"):
         from safetensors.torch import save_file  # optional dependency, asked for by suffix
 
-        save_file({k: v.contiguous() for k, v in state.items()}, path)
+        others = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+        if others:
+            raise FitkitValueError(
+                f"Cannot save {path!r} as .safetensors: it holds tensors only, and the state dict "
+                f"has non-tensor entries {others[:_SHOW]}. Use a '.pt' path instead.")
+        tensors, aliases = _untie(state)
+        metadata = {_TIED: json.dumps(aliases)} if aliases else None
+        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     else:
-        torch.save(state, path)
+        _atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_weights(net: torch.nn.Module, path: str, *, device: torch.device,
-                 strict: bool = True) -> dict:
-    """Load a file saved by ``save_weights`` into ``net``; returns what was skipped."""
-    if not os.path.isfile(path):
+def _untie(state: dict) -> tuple[dict, dict]:
+    """Each shared tensor once (safetensors refuses shared memory) and {alias: kept name}.
+
+    Identical views of one storage (tied parameters) are saved once and re-tied on load;
+    different views of one storage (rare) are saved as independent copies.
+    """
+    tensors, aliases, by_storage = {}, {}, {}
+    for name, t in state.items():
+        if t.numel() == 0:
+            tensors[name] = t.contiguous()
+        else:
+            by_storage.setdefault(t.untyped_storage().data_ptr(), []).append(name)
+    for names in by_storage.values():
+        views: dict[tuple, str] = {}
+        for name in names:
+            t = state[name]
+            view = (t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+            if view in views:
+                aliases[name] = views[view]
+            else:
+                views[view] = name
+        for name in views.values():
+            t = state[name]
+            tensors[name] = (t.clone(memory_format=torch.contiguous_format) if len(views) > 1
+                             else t.contiguous())
+    return tensors, aliases
+
+
+def _atomic_write(path: str, write: Callable[[str], Any]) -> None:
+    """``write(tmp)`` to a temp file next to ``path``, then rename it over ``path``.
+
+    A crash leaves the old file (or none), never a half-written one; missing folders are made.
+    """
+    if os.path.isdir(path):
+        raise FitkitValueError(f"Cannot save weights to {path!r}: it is a folder. Give a file "
+                               f"path, e.g. {os.path.join(path, 'weights.pt')!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise FitkitValueError(f"Cannot save weights to {path!r}: {folder!r} is a file, not a "
+                               f"folder. Choose another path.")
+    base = os.path.basename(path)
+    tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        raise FitkitValueError(f"Cannot save weights to {path!r}: {err.strerror or err} "
+                               f"({folder!r}). Choose a writable folder.") from err
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the bytes are on disk before the name points at them
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise FitkitValueError(f"Could not write weights to {path!r}: {err.strerror or err}. "
+                               f"Any previous file there is unchanged.") from err
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ---------------------------------------------------------------------- read
+def _sniff(path: str) -> str | None:
+    """The file's format from its first bytes: 'hdf5', 'safetensors', 'zip', 'pickle', 'empty'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not head:
+        return "empty"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2:
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "pickle"
+    return None
+
+
+def _check_file(path: str) -> str | None:
+    """The sniffed format of an existing, readable, non-empty file, else a FitkitValueError."""
+    if not os.path.exists(path):
         raise FitkitValueError(f"No weights file at {path!r}; check the path "
                                f"(save one with model.save_weights).")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path, device=str(device))
-    else:
-        state = torch.load(path, map_location=device, weights_only=True)
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs net {tuple(own[k].shape)}"
-                  for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
+    if os.path.isdir(path):
+        raise FitkitValueError(f"{path!r} is a folder, not a weights file; give the file's path.")
+    try:
+        kind = _sniff(path)
+    except OSError as err:
+        raise FitkitValueError(f"Cannot read the weights file {path!r}: "
+                               f"{err.strerror or err}.") from err
+    if kind == "empty":
+        raise FitkitValueError(f"The weights file {path!r} is empty (0 bytes): its save never "
+                               f"finished. Save the weights again.")
+    if kind == "hdf5":
         raise FitkitValueError(
-            f"The weights in {path!r} come from another architecture. "
-            f"Missing: {missing[:5]}; unexpected: {unexpected[:5]}; "
-            f"shape mismatches: {mismatched[:5]}."
-        )
-    net.load_state_dict(state)
-    return {"missing": [], "unexpected": [], "mismatched": []}
+            f"{path!r} is an HDF5 file (a Keras '.weights.h5'?), not a torch weights file. "
+            f"Load it into a Keras network (FITKIT_BACKEND=tensorflow), or save torch weights "
+            f"as '.pt' / '.safetensors' with model.save_weights.")
+    return kind
+
+
+def _read(path: str) -> dict:
+    """The file's tensors by name, on the CPU; shared tensors of a .safetensors are re-tied."""
+    kind = _check_file(path)
+    if kind == "safetensors" or (kind is None and path.endswith(".safetensors")):
+        return _read_safetensors(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch's text advises weights_only=False: it is never shown
+        text = str(err)
+        if "Unsupported global" in text or (kind == "pickle" and "weights_only" in text):
+            raise FitkitValueError(
+                f"Refused to load {path!r}: it holds pickled Python objects (e.g. a whole "
+                f"nn.Module saved with torch.save(net)), not just tensors. Unpickling them can "
+                f"run arbitrary code, so fitkit reads tensors only, for safety. Re-save just the "
+                f"weights where the file was made: model.save_weights(path), or "
+                f"torch.save(net.state_dict(), path).") from None
+        cause = ("it ends too early" if isinstance(err, EOFError) else text.split(". ")[0]
+                 if isinstance(err, RuntimeError) and "weights_only" not in text
+                 else "its data is not a readable tensor file")
+        raise FitkitValueError(
+            f"The weights file {path!r} is truncated or corrupt, or not a torch weights file "
+            f"({cause}). Save the weights again with model.save_weights.") from None
+    if not isinstance(state, dict):
+        raise FitkitValueError(f"{path!r} holds a {type(state).__name__}, not a state dict. "
+                               f"Save weights with model.save_weights or "
+                               f"torch.save(net.state_dict(), path).")
+    others = [k for k, v in state.items() if not isinstance(v, torch.Tensor)
+              and not str(k).endswith("_extra_state")]
+    if others:
+        raise FitkitValueError(
+            f"{path!r} is not a state dict: entries {others[:_SHOW]} are not tensors (a training "
+            f"checkpoint?). Take its state dict out, e.g. torch.save(ckpt['state_dict'], path), "
+            f"or save with model.save_weights.")
+    return state
+
+
+def _read_safetensors(path: str) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+            aliases = json.loads((f.metadata() or {}).get(_TIED, "{}"))
+    except Exception as err:
+        raise FitkitValueError(
+            f"The weights file {path!r} is truncated or corrupt, or not a safetensors file "
+            f"({err}). Save the weights again with model.save_weights.") from err
+    for alias, kept in aliases.items():
+        if kept in state:
+            state[alias] = state[kept]
+    return state
+
+
+# ---------------------------------------------------------------------- compare, load
+def _canonical(keys: list[str]) -> dict[str, str]:
+    """{name without wrapper prefixes: name}: torch.compile's ``_orig_mod`` anywhere, and a
+    ``module.`` (DataParallel / DDP) shared by every key. Names as they are if that collides."""
+    names = {k: ".".join(p for p in k.split(".") if p != "_orig_mod") for k in keys}
+    while names and all(v.startswith("module.") for v in names.values()):
+        names = {k: v[len("module."):] for k, v in names.items()}
+    out = {v: k for k, v in names.items()}
+    return out if len(out) == len(keys) else {k: k for k in keys}
+
+
+def _ties(own: dict) -> list[list[str]]:
+    """Groups of the network's entry names that are the very same tensor (tied weights)."""
+    groups: dict[tuple, list[str]] = {}
+    for k, v in own.items():
+        if isinstance(v, torch.Tensor) and v.numel():
+            key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), v.stride())
+            groups.setdefault(key, []).append(k)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _shape(value: Any) -> Any:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _compare(own: dict, state: dict) -> tuple[dict, dict]:
+    """({net name: file name} of the entries to load, report of the ones left out).
+
+    Names match after wrapper prefixes are set aside; a tied tensor the file holds under
+    only one of its names (safetensors' save_model) loads through that name.
+    """
+    ours, theirs = _canonical(list(own)), _canonical(list(state))
+    pairs, mismatched, used = {}, [], set()
+    for canon, name in ours.items():
+        if canon in theirs:
+            key = theirs[canon]
+            used.add(key)
+            if _shape(own[name]) == _shape(state[key]):
+                pairs[name] = key
+            else:
+                mismatched.append((name, _shape(state[key]), _shape(own[name])))
+    bad = {m[0] for m in mismatched}
+    for group in _ties(own):
+        found = [pairs[name] for name in group if name in pairs]
+        for name in group:
+            if found and name not in pairs and name not in bad:
+                pairs[name] = found[0]
+    report = {"missing": [k for k in own if k not in pairs and k not in bad],
+              "unexpected": [k for k in state if k not in used],
+              "mismatched": mismatched}
+    return pairs, report
+
+
+def _describe(report: dict) -> str:
+    """One line: the first few names of each kind that did not load, with counts."""
+    def few(items: list) -> str:
+        more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+        return f"({len(items)}) {items[:_SHOW]}{more}"
+
+    shapes = [f"{k}: file {f} vs net {n}" for k, f, n in report["mismatched"]]
+    parts = [f"{title} {few(items)}" for title, items in
+             (("missing from the file", report["missing"]),
+              ("unexpected (not in the network)", report["unexpected"]),
+              ("shape mismatches", shapes)) if items]
+    return "; ".join(parts)
+
+
+def load_weights(net: torch.nn.Module, path: str, *, device: Any = None,
+                 strict: bool = True) -> dict:
+    """Load a file saved by ``save_weights`` into ``net``; returns what was skipped.
+
+    The whole file is read and compared with the network first; nothing changes unless it
+    fits (``strict=True``) or unless something matches (``strict=False``). Tensors are read on
+    the CPU and copied into the network's own parameters wherever they live (``device``), so
+    the accelerator never holds two copies; ties between parameters stay ties.
+    """
+    state = _read(path)
+    own = net.state_dict()
+    pairs, report = _compare(own, state)
+    skipped = any(report.values())
+    if strict and skipped:
+        raise FitkitValueError(
+            f"The weights in {path!r} come from another architecture; nothing was loaded. "
+            f"{_describe(report)}. Pass strict=False to load the {len(pairs)} entries that "
+            f"match (same name and shape).")
+    if not pairs and own:
+        raise FitkitValueError(
+            f"Nothing in {path!r} matches this network (same name and shape); nothing was "
+            f"loaded. {_describe(report)}.")
+    net.load_state_dict({name: state[key] for name, key in pairs.items()}, strict=not skipped)
+    result = {"missing": report["missing"], "unexpected": report["unexpected"],
+              "mismatched": [m[0] for m in report["mismatched"]]}
+    if skipped:
+        warnings.warn(f"load_weights({path!r}, strict=False) loaded {len(pairs)} entries and "
+                      f"skipped: {_describe(report)}.", stacklevel=4)
+    return result
