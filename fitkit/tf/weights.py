@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 import warnings
 import zipfile
-from typing import Any, Callable
+from typing import Any
 
 import keras
 
+from ..checkpoint import atomic_write, sniff
 from ..errors import FitkitTypeError, FitkitValueError
 
 _SHOW = 5  # names listed per kind in messages
@@ -37,63 +37,11 @@ def save_weights(net: Any, path: str) -> None:
         raise FitkitValueError(f"TensorFlow weights are saved as Keras '.weights.h5' files; "
                                f"got {path!r}. Use a path ending in '.weights.h5'.")
     _keras_net(net, "save_weights")
-    _atomic_write(path, net.save_weights)
-
-
-def _atomic_write(path: str, write: Callable[[str], Any]) -> None:
-    """``write(tmp)`` to a temp file next to ``path``, then rename it over ``path``.
-
-    A crash leaves the old file (or none), never a half-written one; missing folders are made.
-    """
-    if os.path.isdir(path):
-        raise FitkitValueError(f"Cannot save weights to {path!r}: it is a folder. Give a file "
-                               f"path, e.g. {os.path.join(path, 'model.weights.h5')!r}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise FitkitValueError(f"Cannot save weights to {path!r}: {folder!r} is a file, not a "
-                               f"folder. Choose another path.")
-    base = os.path.basename(path)
-    tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:8]}.tmp.weights.h5")  # Keras's suffix
-    try:
-        os.makedirs(folder, exist_ok=True)
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as err:
-        raise FitkitValueError(f"Cannot save weights to {path!r}: {err.strerror or err} "
-                               f"({folder!r}). Choose a writable folder.") from err
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the bytes are on disk before the name points at them
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise FitkitValueError(f"Could not write weights to {path!r}: {err.strerror or err}. "
-                               f"Any previous file there is unchanged.") from err
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, net.save_weights, suffix=".tmp.weights.h5",  # Keras's suffix
+                 example="model.weights.h5")
 
 
 # ---------------------------------------------------------------------- read
-def _sniff(path: str) -> str | None:
-    """The file's format from its first bytes: 'hdf5', 'safetensors', 'zip', 'pickle', 'empty'."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if not head:
-        return "empty"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2:
-        return "safetensors"
-    if head[:1] == b"\x80":
-        return "pickle"
-    return None
-
-
 def _check_file(path: str) -> None:
     """Nothing, for an existing, readable HDF5 file; else a FitkitValueError naming the cause."""
     if not os.path.exists(path):
@@ -102,7 +50,7 @@ def _check_file(path: str) -> None:
     if os.path.isdir(path):
         raise FitkitValueError(f"{path!r} is a folder, not a weights file; give the file's path.")
     try:
-        kind = _sniff(path)
+        kind = sniff(path)
     except OSError as err:
         raise FitkitValueError(f"Cannot read the weights file {path!r}: "
                                f"{err.strerror or err}.") from err

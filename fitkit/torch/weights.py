@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import warnings
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from ..checkpoint import atomic_write, sniff
 from ..errors import FitkitValueError
 
 _TIED = "fitkit.tied"  # safetensors metadata: {"alias": "name saved once"} for shared tensors
@@ -34,9 +34,9 @@ def save_weights(net: torch.nn.Module, path: str) -> None:
                 f"has non-tensor entries {others[:_SHOW]}. Use a '.pt' path instead.")
         tensors, aliases = _untie(state)
         metadata = {_TIED: json.dumps(aliases)} if aliases else None
-        _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     else:
-        _atomic_write(path, lambda tmp: torch.save(state, tmp))
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _untie(state: dict) -> tuple[dict, dict]:
@@ -67,60 +67,7 @@ def _untie(state: dict) -> tuple[dict, dict]:
     return tensors, aliases
 
 
-def _atomic_write(path: str, write: Callable[[str], Any]) -> None:
-    """``write(tmp)`` to a temp file next to ``path``, then rename it over ``path``.
-
-    A crash leaves the old file (or none), never a half-written one; missing folders are made.
-    """
-    if os.path.isdir(path):
-        raise FitkitValueError(f"Cannot save weights to {path!r}: it is a folder. Give a file "
-                               f"path, e.g. {os.path.join(path, 'weights.pt')!r}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise FitkitValueError(f"Cannot save weights to {path!r}: {folder!r} is a file, not a "
-                               f"folder. Choose another path.")
-    base = os.path.basename(path)
-    tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as err:
-        raise FitkitValueError(f"Cannot save weights to {path!r}: {err.strerror or err} "
-                               f"({folder!r}). Choose a writable folder.") from err
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the bytes are on disk before the name points at them
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise FitkitValueError(f"Could not write weights to {path!r}: {err.strerror or err}. "
-                               f"Any previous file there is unchanged.") from err
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 # ---------------------------------------------------------------------- read
-def _sniff(path: str) -> str | None:
-    """The file's format from its first bytes: 'hdf5', 'safetensors', 'zip', 'pickle', 'empty'."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if not head:
-        return "empty"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2:
-        return "safetensors"
-    if head[:1] == b"\x80":
-        return "pickle"
-    return None
-
-
 def _check_file(path: str) -> str | None:
     """The sniffed format of an existing, readable, non-empty file, else a FitkitValueError."""
     if not os.path.exists(path):
@@ -129,7 +76,7 @@ def _check_file(path: str) -> str | None:
     if os.path.isdir(path):
         raise FitkitValueError(f"{path!r} is a folder, not a weights file; give the file's path.")
     try:
-        kind = _sniff(path)
+        kind = sniff(path)
     except OSError as err:
         raise FitkitValueError(f"Cannot read the weights file {path!r}: "
                                f"{err.strerror or err}.") from err
