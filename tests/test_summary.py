@@ -163,22 +163,22 @@ def test_tf_declared_integer_inputs_get_integer_zeros(tf_kit):
 
     keras, tf = tf_kit.keras, tf_kit.tf
     tokens = keras.Input((6,), dtype="int32", name="tokens")
-    dense = keras.Input((3,), name="dense")
+    dense = keras.Input((3,), name="numeric")  # not "dense": Keras auto-names layers so
     h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(tokens))
     out = keras.layers.Dense(1)(keras.layers.Concatenate()([h, keras.layers.Dense(4)(dense)]))
-    net = keras.Model({"tokens": tokens, "dense": dense}, out)
+    net = keras.Model({"tokens": tokens, "numeric": dense}, out)
     listed = keras.Model([tokens, dense], out)
-    for shapes in ({"tokens": 6, "dense": 3}, {"dense": (3,), "tokens": (6,)}, None):
+    for shapes in ({"tokens": 6, "numeric": 3}, {"numeric": (3,), "tokens": (6,)}, None):
         frame = fitkit.Model(net).summary(shapes, print_fn=None)
         assert rows_total(frame) == net.count_params() == 80 + 16 + 9
         assert frame.set_index("layer").loc["embedding (Embedding)", "output_shape"] == \
             "[-1, 6, 4]"
     assert rows_total(fitkit.Model(listed).summary([(6,), 3], print_fn=None)) == 105
-    example = summary.zeros({"dense": (3,), "tokens": (6,)}, summary.declared_inputs(net))
-    assert example["tokens"].dtype == tf.int32 and example["dense"].dtype == tf.float32
+    example = summary.zeros({"numeric": (3,), "tokens": (6,)}, summary.declared_inputs(net))
+    assert example["tokens"].dtype == tf.int32 and example["numeric"].dtype == tf.float32
     by_position = summary.zeros([(6,), (3,)], summary.declared_inputs(listed))
     assert [t.dtype for t in by_position] == [tf.int32, tf.float32]
-    by_name = summary.zeros({"tokens": (6,), "dense": (3,)}, summary.declared_inputs(listed))
+    by_name = summary.zeros({"tokens": (6,), "numeric": (3,)}, summary.declared_inputs(listed))
     assert by_name["tokens"].dtype == tf.int32
     assert summary.zeros((6,), summary.declared_inputs(keras.Model(tokens, h))).dtype == tf.int32
 
