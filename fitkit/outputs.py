@@ -33,7 +33,7 @@ class Head:
 
 
 def is_structure(value: Any) -> bool:
-    return isinstance(value, (Mapping, tuple, list))
+    return isinstance(value, (dict, tuple, list)) or isinstance(value, Mapping)
 
 
 def _items(pred: Any) -> list[tuple[Any, Any]]:
@@ -71,11 +71,12 @@ class CompiledOutputs:
         _check_names(loss, metrics)  # a misspelt name fails at compile, not at the first batch
         self.heads: list[Head] | None = None  # known once the network's outputs are seen
         self.parts: dict = {}                 # each output's loss from the last loss() call
-
-    @property
-    def metrics(self) -> list:
-        """Every compiled metric object, in log order."""
-        return [m for head in self.heads or [] for m in head.metrics]
+        self.metrics: list = []               # every metric object, in log order
+        # The per-step hot path, set by ensure(): heads with a loss / with metrics, and the
+        # plain case (one whole-tensor output, unweighted) that needs no picking at all.
+        self._loss_heads: list[Head] = []
+        self._metric_heads: list[Head] = []
+        self._plain: Head | None = None
 
     def log_names(self) -> list[str]:
         """The keys of a logs dict: loss, each output's loss (several losses), metrics."""
@@ -87,14 +88,26 @@ class CompiledOutputs:
 
     def ensure(self, y_pred: Any) -> list[Head]:
         if self.heads is None:
-            self.heads = self.resolve(y_pred)
-            self.n_targets = sum(1 for h in self.heads if h.loss is not None or h.metrics)
+            heads = self.resolve(y_pred)
+            self.n_targets = sum(1 for h in heads if h.loss is not None or h.metrics)
+            self._loss_heads = [h for h in heads if h.loss is not None]
+            self._metric_heads = [h for h in heads if h.metrics]
+            self.metrics = [m for h in heads for m in h.metrics]
+            only = heads[0]
+            self._plain = only if len(heads) == 1 and only.key is None and \
+                only.weight is None else None
+            self.heads = heads
         return self.heads
 
     # ------------------------------------------------------------------ per step
     def loss(self, y: Any, y_pred: Any, sample_weight: Any) -> Any:
         """The weighted total; each output's unweighted loss is kept in ``parts`` for the logs."""
-        heads = [h for h in self.ensure(y_pred) if h.loss is not None]
+        if self.heads is None:
+            self.ensure(y_pred)
+        plain = self._plain
+        if plain is not None and plain.loss is not None:
+            return plain.loss(y, y_pred, sample_weight)
+        heads = self._loss_heads
         if not heads:
             raise FitkitValueError("No loss was compiled: pass loss=... to compile, or override "
                                    "train_step/test_step to train without one.")
@@ -115,8 +128,12 @@ class CompiledOutputs:
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any,
                        update: Callable[[Head, Any, Any, Any], None]) -> None:
         """Call ``update(head, y_true, y_pred, sample_weight)`` for each output with metrics."""
-        heads = [h for h in self.ensure(y_pred) if h.metrics]
-        for head in heads:
+        if self.heads is None:
+            self.ensure(y_pred)
+        if self._plain is not None:
+            update(self._plain, y, y_pred, sample_weight)
+            return
+        for head in self._metric_heads:
             update(head, target(head, y, self.n_targets), prediction(head, y_pred), sample_weight)
 
     # ------------------------------------------------------------------ resolution

@@ -164,7 +164,8 @@ def test_tf_declared_integer_inputs_get_integer_zeros(tf_kit):
     keras, tf = tf_kit.keras, tf_kit.tf
     tokens = keras.Input((6,), dtype="int32", name="tokens")
     dense = keras.Input((3,), name="numeric")  # not "dense": Keras auto-names layers so
-    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(20, 4)(tokens))
+    embedded = keras.layers.Embedding(20, 4, name="embedding")(tokens)
+    h = keras.layers.GlobalAveragePooling1D()(embedded)
     out = keras.layers.Dense(1)(keras.layers.Concatenate()([h, keras.layers.Dense(4)(dense)]))
     net = keras.Model({"tokens": tokens, "numeric": dense}, out)
     listed = keras.Model([tokens, dense], out)

@@ -127,7 +127,7 @@ class Adapter:
 
     @property
     def metrics(self) -> list:
-        return self.outputs.metrics if self.outputs else []
+        return self.outputs.metrics if self.outputs is not None else []
 
     def autocast(self):
         """Keras applies the dtype policy inside its layers: nothing to enter here."""
@@ -207,10 +207,7 @@ class Adapter:
             self.build_metric_states(head, *targets.mode_from_shapes(
                 head.spec, tuple(y_pred.shape), tuple(y.shape), head.portable))
         for metric in head.metrics:
-            if sample_weight is None:
-                metric.update(y, y_pred)
-            else:
-                metric.update(y, y_pred, sample_weight)
+            metric.update(y, y_pred, sample_weight)
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)

@@ -68,7 +68,7 @@ class Adapter:
 
     @property
     def metrics(self) -> list:
-        return self.outputs.metrics if self.outputs else []
+        return self.outputs.metrics if self.outputs is not None else []
 
     def autocast(self):
         """The compiled precision's context (bf16 autocast, or a no-op) for custom steps."""
@@ -146,10 +146,7 @@ class Adapter:
             self.build_metric_states(head, *targets.mode_from_shapes(
                 head.spec, tuple(y_pred.shape), tuple(y.shape), head.portable))
         for metric in head.metrics:
-            if sample_weight is None:
-                metric.update(y_pred, y)
-            else:
-                metric.update(y_pred, y, sample_weight)
+            metric.update(y_pred, y, sample_weight)
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)
