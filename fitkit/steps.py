@@ -39,6 +39,7 @@ class StepLoop:
 
     ``batches`` yields ``(item, n_steps)``: an item is one batch, or a chunk of several
     steps that the adapter runs in one call; hooks and log points then see the chunk end.
+    ``n_steps`` may be a callable, read after the call, when the data's length is unknown.
     """
 
     def __init__(self, batches: Iterable[tuple[Any, int]], *, kind: str,
@@ -66,6 +67,8 @@ class StepLoop:
             if begin:
                 self.callbacks.call_batch(self.begin_hook, self.steps_done, None)
             yield item  # the caller runs the step(s) here
+            if not isinstance(n_steps, int):  # known after the call (data of unknown length)
+                n_steps = n_steps()
             before, self.steps_done = self.steps_done, self.steps_done + n_steps
             if display is not None:
                 display.advance(n_steps)

@@ -59,11 +59,15 @@ class CompiledStep:
     as it is (compile(run_eagerly=True)).
     """
 
-    def __init__(self, run: Callable, run_chunk: Callable, *, eager: bool = False) -> None:
-        self.run, self.run_chunk, self.eager = run, run_chunk, eager
+    def __init__(self, run: Callable, run_chunk: Callable, run_iterator: Callable, *,
+                 eager: bool = False) -> None:
+        self.run, self.run_chunk, self.run_iterator, self.eager = \
+            run, run_chunk, run_iterator, eager
         self.functions: dict[tuple, Callable] = {}
 
-    def __call__(self, item: Any) -> None:
+    def __call__(self, item: Any) -> Any:
+        if isinstance(item, data.IteratorChunk):
+            return self._iterate(item)
         chunk = isinstance(item, data.Chunk)
         args = tuple(item) if chunk else (item,)
         if self.eager:
@@ -74,7 +78,20 @@ class CompiledStep:
             fn = tf.function(self.run_chunk if chunk else self.run, reduce_retracing=True)
             fn.get_concrete_function(*tf.nest.map_structure(_relaxed, args))
             self.functions[kind] = fn
-        fn(*args)
+        return fn(*args)
+
+    def _iterate(self, chunk: Any) -> None:
+        """Several steps over a dataset iterator in one call; tf.function traces once per
+        element spec (a padded batch's free dimensions need no new trace)."""
+        steps = tf.constant(chunk.steps, tf.int32)
+        if self.eager:
+            chunk.count = self.run_iterator(chunk.iterator, steps)
+            return
+        fn = self.functions.get(("iterator",))
+        if fn is None:
+            fn = self.functions[("iterator",)] = tf.function(self.run_iterator,
+                                                              reduce_retracing=True)
+        chunk.count = fn(chunk.iterator, steps)
 
     def tracing_count(self) -> int:
         return sum(f.experimental_get_tracing_count() for f in self.functions.values())
@@ -256,7 +273,20 @@ class Adapter:
                 return (i + 1,)
             tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
 
-        return CompiledStep(run, run_chunk, eager=self.run_eagerly)
+        def run_iterator(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+            """Up to ``steps`` steps, stopping where the data ends; returns the steps run."""
+            def body(i, _):
+                element = iterator.get_next_as_optional()
+
+                def step():
+                    run(element.get_value())
+                    return i + 1, tf.constant(False)
+                return tf.cond(element.has_value(), step, lambda: (i, tf.constant(True)))
+            count, _ = tf.while_loop(lambda i, ended: tf.logical_and(i < steps, ~ended), body,
+                                     (tf.constant(0), tf.constant(False)))
+            return count
+
+        return CompiledStep(run, run_chunk, run_iterator, eager=self.run_eagerly)
 
     def set_training(self, training: bool | None) -> None:
         """Keras layers get ``training=`` per call; nothing to switch here."""

@@ -126,6 +126,74 @@ class TensorSource:
         return self.y
 
 
+class IteratorChunk:
+    """Up to ``steps`` batches that one compiled call draws from ``iterator`` (in the graph).
+
+    ``done`` is the number of steps the call ran: ``steps`` when the data's length is known
+    (no host read), else read from the call's count once per chunk.
+    """
+
+    def __init__(self, iterator: Any, steps: int, known: bool) -> None:
+        self.iterator, self.steps, self.known = iterator, steps, known
+        self.count: Any = None  # set by the compiled call: steps run, as a tensor
+
+    def done(self) -> int:
+        if self.known:
+            return self.steps
+        return int(self.count)  # host sync: once per chunk, only for data of unknown length
+
+
+class DatasetSource(IterableSource):
+    """A tf.data.Dataset: elements become batches inside the pipeline (``Dataset.map``), and
+    several steps run per compiled call over its iterator, as on in-memory data."""
+
+    def __init__(self, data: Any, *, weigh: Any = None) -> None:
+        super().__init__(data, to_tensor, weigh=weigh)
+        self._mapped: Any = None
+
+    def _pipeline(self) -> Any:
+        if self._mapped is None:  # built once the first-batch checks set any input_map
+            self._mapped = self.data.map(lambda *e: self._batch(e[0] if len(e) == 1 else e))
+        return self._mapped
+
+    def __iter__(self) -> Iterator[tuple]:
+        return iter(self._pipeline())
+
+    def peek(self) -> tuple:
+        if self._opened is None:
+            self._opened = iter(self._pipeline())
+            self._pending = [b for b in [next(self._opened, None)] if b is not None]
+        if not self._pending:
+            raise FitkitValueError("The data (a tf.data.Dataset) yielded no batches.")
+        return self._pending[0]
+
+    def map_inputs(self, fn: Any) -> None:
+        super().map_inputs(fn)
+        self._mapped = self._opened = None  # rebuild the pipeline with the new conversion
+        self._pending = []
+
+    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
+        """The peeked first batch (one step), then IteratorChunks of up to ``group`` steps."""
+        total = self.steps if limit is None else \
+            limit if self.steps is None else min(limit, self.steps)
+        if self._opened is not None:
+            iterator, pending = self._opened, self._pending
+            self._opened, self._pending = None, []
+        else:
+            iterator, pending = iter(self._pipeline()), []
+        done = 0
+        for batch in pending:
+            yield batch, 1
+            done += 1
+        while total is None or done < total:
+            n = group if total is None else min(group, total - done)
+            chunk = IteratorChunk(iterator, n, known=self.steps is not None)
+            yield chunk, chunk.done
+            done += chunk.done()
+            if chunk.done() < n:
+                return
+
+
 def _is_torch_dataset(data: Any) -> bool:
     module = type(data).__module__
     return module.startswith("torch") and hasattr(data, "__getitem__") and \
@@ -139,5 +207,7 @@ def batch_source(data: Any, *, batch_size: int, shuffle: bool,
         import torch  # already imported: the user passed a torch object
 
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
+    if isinstance(data, tf.data.Dataset):
+        return DatasetSource(data, weigh=weigh)
     check_iterable(data)
     return IterableSource(data, to_tensor, weigh=weigh)

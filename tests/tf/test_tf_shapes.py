@@ -138,3 +138,48 @@ def test_a_keras_model_with_its_own_train_step_is_warned_about(tf_kit):
     inp = keras.Input((4,))
     with pytest.warns(UserWarning, match="overrides keras.Model.train_step"):
         fitkit.Model(OwnStep(inp, keras.layers.Dense(1)(inp)))
+
+
+@pytest.mark.parametrize("known_length", [True, False])
+def test_tf_data_runs_several_steps_per_call_with_identical_results(tf_kit, known_length):
+    """Every steps-per-call value gives the same weights and logs, whether the dataset
+    knows its length or not (a partial last chunk and a partial last batch included)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 4)).astype("float32")  # 100 = 7 batches of 16, the last of 4
+    y = x.sum(1, keepdims=True).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    if not known_length:
+        ds = ds.filter(lambda a, b: True)  # cardinality becomes unknown
+    results = []
+    for group in (1, 3, 32):
+        fitkit.set_seed(4)
+        net = tf_kit.mlp(4, 1)
+        model = fitkit.Model(net)
+        model.compile(keras.optimizers.SGD(0.05), "mse", metrics=["mae"],
+                      steps_per_execution=group)
+        history = model.fit(ds, epochs=2, verbose=0, validation_data=ds)
+        results.append((history.df.to_numpy(), tf_kit.weights(net)))
+        if group == 3:
+            assert model._function("train").tracing_count() <= 2  # first batch + iterator
+    for table, weights in results[1:]:
+        np.testing.assert_allclose(table, results[0][0], rtol=1e-6)
+        for a, b in zip(weights, results[0][1]):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_tf_data_with_steps_per_epoch_runs_chunks_up_to_the_limit(tf_kit):
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(8)  # 8 batches
+    model = fitkit.Model(tf_kit.mlp(4, 1))
+    model.compile("sgd", "mse", steps_per_execution=3)
+    seen = []
+
+    class Steps(fitkit.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    history = model.fit(ds, epochs=2, steps_per_epoch=5, verbose=0, callbacks=[Steps()])
+    assert len(history) == 2
+    # epoch 1: the peeked first batch alone, then chunks of 3 and 1; epoch 2 (a new pass
+    # over the dataset): chunks of 3 and 2. Hooks see each chunk's last step.
+    assert seen == [0, 3, 4, 2, 4]

@@ -1,0 +1,77 @@
+"""The documentation's snippets run, so that the docs cannot drift from the code.
+
+A ```python block runs when the line right before its fence is one of these markers:
+
+    <!-- test: torch -->        run with FITKIT_BACKEND=torch
+    <!-- test: tensorflow -->   run with FITKIT_BACKEND=tensorflow
+    <!-- test: both -->         run once per backend
+    <!-- test: setup -->        not run alone: it runs first, in the same namespace, before
+                                every later marked block of the same file (shared helpers)
+
+Other blocks are illustrations and are not run. Each snippet runs in a fresh namespace, in a
+temporary working directory, with its printed output captured; ``pytest -rP
+tests/test_docs.py`` shows what each one printed.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+import fitkit
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FILES = ("README.md", "docs/usage.md")
+BACKENDS = ("torch", "tensorflow")
+_BLOCK = re.compile(r"^<!--\s*test:\s*(\w+)\s*-->[ \t]*\n```python[ \t]*\n(.*?)\n```", re.DOTALL | re.MULTILINE)
+
+
+def _line(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def snippets(path: str) -> list[tuple[str, int, str, str]]:
+    """(backend, line, setup code, code) of every runnable block in ``path``."""
+    text = (ROOT / path).read_text(encoding="utf-8")
+    found, setup = [], []
+    for match in _BLOCK.finditer(text):
+        kind, code, line = match.group(1), match.group(2), _line(text, match.start(2))
+        if kind == "setup":
+            setup.append(code)
+            continue
+        if kind not in (*BACKENDS, "both"):
+            raise ValueError(f"{path}:{line}: unknown marker 'test: {kind}'")
+        for backend in (BACKENDS if kind == "both" else (kind,)):
+            found.append((backend, line, "\n\n".join(setup), code))
+    return found
+
+
+CASES = [(path, *snippet) for path in FILES for snippet in snippets(path)]
+
+
+def test_every_file_has_runnable_snippets():
+    for path in FILES:
+        assert snippets(path), f"{path} has no block marked <!-- test: ... -->"
+
+
+def test_only_python_blocks_are_marked():
+    """A marker before anything but a ```python fence would silently test nothing."""
+    for path in FILES:
+        text = (ROOT / path).read_text(encoding="utf-8")
+        markers = len(re.findall(r"^<!--\s*test:", text, re.MULTILINE))
+        assert markers == len(_BLOCK.findall(text)), f"{path}: a marker not followed by ```python"
+
+
+@pytest.mark.parametrize(
+    "path, backend, line, setup, code", CASES,
+    ids=[f"{path}:{line}-{backend}" for path, backend, line, _, _ in CASES])
+def test_snippet_runs(path, backend, line, setup, code, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("FITKIT_BACKEND", backend)
+    monkeypatch.chdir(tmp_path)  # files a snippet saves land here
+    fitkit.set_seed(0)
+    namespace: dict = {"__name__": "__docs__"}
+    if setup:
+        exec(compile(setup, f"{path} (setup)", "exec"), namespace)
+    exec(compile("\n" * (line - 1) + code, path, "exec"), namespace)
+    print(f"--- {path}:{line} on {backend} printed:\n{capsys.readouterr().out}")  # pytest -rP
