@@ -127,6 +127,18 @@ def _column(col: Any, label: str) -> Any:
     return array
 
 
+def label_stats(labels: Any) -> list:
+    """[min, max, the first non-whole label or NaN] of a numpy array of labels."""
+    import numpy as np
+
+    values = np.asarray(labels).reshape(-1)
+    odd = float("nan")
+    if values.dtype.kind == "f":
+        fractional = values[values != np.round(values)]
+        odd = float(fractional[0]) if fractional.size else odd
+    return [float(values.min()), float(values.max()), odd]
+
+
 def check_finite(array: Any, what: str, columns: list | None = None) -> None:
     """NaN or inf in a float array is an error naming the first bad row (and column)."""
     import numpy as np

@@ -312,9 +312,7 @@ class Model:
 
     # ------------------------------------------------------------------ batch style
     def _one_batch(self, x: Any, y: Any, sample_weight: Any, class_weight: Any, mode: str):
-        rows = arrays.num_rows(arrays.prepare_xy(x, None, need_y=False)[0], "x") \
-            if arrays.is_structure_of_arrays(x) else 1
-        source = training.make_source(self._adapter, x, y, batch_size=rows, shuffle=False,
+        source = training.make_source(self._adapter, x, y, batch_size=None, shuffle=False,
                                       need_y=mode != "predict" and not self._custom(mode),
                                       sample_weight=sample_weight,
                                       class_weight=arrays.check_class_weight(class_weight))
@@ -337,11 +335,10 @@ class Model:
                   reset_metrics: bool) -> dict[str, float]:
         self._require_compiled(f"{mode}_on_batch")
         batch = self._one_batch(x, y, sample_weight, class_weight, mode)
-        if reset_metrics:
-            self._adapter.reset_logs(mode)
         self._adapter.set_training(mode == "train")
-        training.run_one(self._function(mode), batch, f"{mode}_on_batch")
-        return self._adapter.read_logs(mode)  # host sync: the caller asked for values
+        run = lambda b: self._adapter.run_batch(  # noqa: E731
+            self._function(mode), b, mode, reset_metrics)
+        return training.run_one(run, batch, f"{mode}_on_batch")
 
     def predict_on_batch(self, x: Any) -> Any:
         """Outputs for one batch, as numpy."""

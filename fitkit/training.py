@@ -28,18 +28,21 @@ class StepFailedError(FitkitError, RuntimeError):
 
 
 # ---------------------------------------------------------------------- data sources
-def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int, shuffle: bool,
+def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int | None, shuffle: bool,
                 need_y: bool, sample_weight: Any = None, class_weight: dict | None = None,
                 what: str = "x"):
-    """The adapter's batch source for one data argument (arrays, or batches of a loader)."""
-    if not isinstance(batch_size, int) or batch_size < 1:
+    """The adapter's batch source for one data argument (arrays, or batches of a loader).
+
+    ``batch_size=None``: the arrays are one batch (the batch-style calls).
+    """
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise FitkitValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}.")
     # A list of numbers (or of lists of numbers) is one array; of (x, y) pairs, batches.
     if arrays.is_structure_of_arrays(x) or arrays.is_number_list(x):
         x, y, n = arrays.prepare_xy(x, y, need_y=need_y)
         weights = arrays.prepare_sample_weight(sample_weight, n)
         check_tensors_finite(adapter, x, y)
-        return adapter.array_source(x, y, batch_size=batch_size, shuffle=shuffle,
+        return adapter.array_source(x, y, batch_size=batch_size or n, shuffle=shuffle,
                                     sample_weight=weights, class_weight=class_weight)
     if x is None:
         raise FitkitValueError(f"{what} is None: pass inputs (arrays, tensors, a dataset, a "
@@ -52,7 +55,7 @@ def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int, shuffle: bool,
         raise FitkitValueError(
             f"sample_weight works with in-memory arrays; {what} is a {type(x).__name__}: let it "
             f"yield (x, y, sample_weight) batches instead.")
-    return adapter.batch_source(x, batch_size=batch_size, shuffle=shuffle,
+    return adapter.batch_source(x, batch_size=batch_size or 1, shuffle=shuffle,
                                 class_weight=class_weight)
 
 

@@ -24,7 +24,8 @@ import fitkit
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FILES = ("README.md", "docs/usage.md")
 BACKENDS = ("torch", "tensorflow")
-_BLOCK = re.compile(r"^<!--\s*test:\s*(\w+)\s*-->[ \t]*\n```python[ \t]*\n(.*?)\n```", re.DOTALL | re.MULTILINE)
+_BLOCK = re.compile(r"^<!--\s*test:\s*(\w+)\s*-->[ \t]*\n```python[ \t]*\n(.*?)\n```",
+                    re.DOTALL | re.MULTILINE)
 
 
 def _line(text: str, offset: int) -> int:

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from .. import specs, targets
+from .. import arrays
 from ..arrays import leaves, map_optional
 from ..errors import BackendError, FitkitValueError
 from ..outputs import CompiledOutputs, call_loss
@@ -47,6 +48,16 @@ def _relaxed(value: Any) -> Any:
 def _kind(item: Any) -> tuple:
     """What forces a new trace: each leaf's dtype and rank (None for a missing part)."""
     return tuple(None if t is None else (t.dtype, t.shape.rank) for t in tf.nest.flatten(item))
+
+
+@tf.function(reduce_retracing=True)
+def _label_stats(labels: tf.Tensor) -> tf.Tensor:
+    """[min, max, the first non-whole label or NaN], compiled: checks run on every batch-style
+    call, where eager ops would cost more than the step."""
+    values = tf.cast(tf.reshape(labels, [-1]), tf.float64)
+    fractional = tf.boolean_mask(values, values != tf.round(values))
+    odd = tf.concat([fractional[:1], tf.constant([float("nan")], tf.float64)], 0)[0]
+    return tf.stack([tf.reduce_min(values), tf.reduce_max(values), odd])
 
 
 class CompiledStep:
@@ -110,6 +121,7 @@ class Adapter:
         self.outputs: CompiledOutputs | None = None
         self.run_eagerly = False
         self._trackers: dict = {}
+        self._log_fns: dict = {}  # compiled reads and resets of the logs, by what they cover
         self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
         own_step = getattr(type(net), "train_step", None)
         if isinstance(net, keras.Model) and own_step is not keras.Model.train_step:
@@ -141,6 +153,7 @@ class Adapter:
             [f"output_{i + 1}" for i in range(n)])
         self.run_eagerly = run_eagerly
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
+        self._log_fns = {}
 
     @property
     def metrics(self) -> list:
@@ -180,11 +193,9 @@ class Adapter:
 
     def label_range(self, labels: tf.Tensor) -> list:
         """(min, max, a non-whole label or NaN) of the labels: one host read."""
-        values = tf.cast(labels, tf.float64)
-        fractional = tf.reshape(tf.boolean_mask(values, values != tf.round(values)), [-1])
-        odd = tf.concat([fractional[:1], tf.constant([float("nan")], tf.float64)], 0)[0]
-        # host sync: once per check, before training
-        return tf.stack([tf.reduce_min(values), tf.reduce_max(values), odd]).numpy().tolist()
+        if labels.shape.num_elements() <= 1 << 16:  # a batch: numpy beats a graph call
+            return arrays.label_stats(labels.numpy())  # host sync: once per check
+        return _label_stats(labels).numpy().tolist()  # host sync: once per check
 
     def first_nonfinite(self, tensor: tf.Tensor) -> tuple[int, float] | None:
         """(row, value) of the first NaN / inf in a float tensor, or None: one host read."""
@@ -288,6 +299,27 @@ class Adapter:
 
         return CompiledStep(run, run_chunk, run_iterator, eager=self.run_eagerly)
 
+    def run_batch(self, function: Any, batch: Any, mode: str, reset: bool) -> dict:
+        """A batch-style call: reset (optionally), one step and the logs' read, in one
+        compiled call once the step has been traced (three calls cost more than Keras's)."""
+        names, read, reset_logs = self._log_functions(mode)
+        key = ("batch", mode, reset, _kind(batch), tuple(names))
+        merged = self._log_fns.get(key)
+        if merged is None and (function.eager or not self._trackers[mode].returned):
+            # not traced yet: the names of the step's logs are known after its first run
+            if reset:
+                reset_logs()
+            function(batch)
+            return self.read_logs(mode)  # host sync: the caller asked for values
+        if merged is None:
+            def merged_call(batch: Any) -> tf.Tensor:
+                if reset:
+                    reset_logs.python_function()
+                function.run(batch)
+                return read.python_function()
+            merged = self._log_fns[key] = tf.function(merged_call)
+        return dict(zip(names, merged(batch).numpy().tolist()))  # host sync: asked for
+
     def set_training(self, training: bool | None) -> None:
         """Keras layers get ``training=`` per call; nothing to switch here."""
 
@@ -297,21 +329,33 @@ class Adapter:
 
     # ------------------------------------------------------------------ logs
     def reset_logs(self, mode: str) -> None:
-        if mode in self._trackers:
-            self._trackers[mode].reset()
-        for metric in self.metrics:
-            if metric.mode is not None:
-                metric.reset()
+        self._log_functions(mode)[2]()
 
     def read_logs(self, mode: str) -> dict[str, float]:
-        values = dict(self._trackers[mode].results()) if mode in self._trackers else {}
-        for metric in self.metrics:
-            if metric.mode is not None:
-                values[metric.name] = metric.result()
-        if not values:
+        names, read, _ = self._log_functions(mode)
+        if not names:
             return {}
-        stacked = tf.stack([tf.reshape(tf.cast(v, tf.float64), []) for v in values.values()])
-        return dict(zip(values, stacked.numpy().tolist()))  # host sync: one read for all logs
+        return dict(zip(names, read().numpy().tolist()))  # host sync: one read for all logs
+
+    def _log_functions(self, mode: str) -> tuple:
+        """(names, read, reset) for the current logs of ``mode``, each one compiled call:
+        eager ops, one per variable, would cost more than a step on the batch-style path."""
+        tracker = self._trackers.get(mode)
+        metrics = [m for m in self.metrics if m.mode is not None]
+        names = ([k for k in tracker.sums if k in tracker.returned] if tracker else []) + \
+            [m.name for m in metrics]
+        key = (mode, tuple(names), len(tracker.sums) if tracker else 0, tuple(map(id, metrics)))
+        if key not in self._log_fns:
+            def read() -> tf.Tensor:
+                values = list(tracker.results().values()) if tracker else []
+                values += [m.result() for m in metrics]
+                return tf.stack([tf.reshape(tf.cast(v, tf.float64), []) for v in values])
+
+            def reset() -> None:
+                for part in ([tracker] if tracker else []) + metrics:
+                    part.reset()
+            self._log_fns[key] = (names, tf.function(read), tf.function(reset))
+        return self._log_fns[key]
 
     def outputs_to_numpy(self, outputs: list) -> Any:
         first = outputs[0]

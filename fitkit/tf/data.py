@@ -84,6 +84,9 @@ class TensorSource:
 
     def _slices(self, x: Any, y: Any, w: Any) -> Iterator[tuple]:
         bs = self.batch_size
+        if bs >= self.n:  # one batch (train_on_batch): the tensors themselves, no slice op
+            yield make_batch(x, y, w)
+            return
         for start in range(0, self.n, bs):
             cut = lambda t: t[start:start + bs]  # noqa: E731
             yield make_batch(*(map_optional(cut, v) for v in (x, y, w)))
@@ -153,8 +156,17 @@ class DatasetSource(IterableSource):
 
     def _pipeline(self) -> Any:
         if self._mapped is None:  # built once the first-batch checks set any input_map
-            self._mapped = self.data.map(lambda *e: self._batch(e[0] if len(e) == 1 else e))
+            self._mapped = self.data if self._ready() else \
+                self.data.map(lambda *e: self._batch(e[0] if len(e) == 1 else e))
         return self._mapped
+
+    def _ready(self) -> bool:
+        """Elements that already are (x, y[, w]) batches fitkit would not convert: no map."""
+        spec = self.data.element_spec
+        if self.weigh is not None or self.input_map is not None or \
+                not (isinstance(spec, tuple) and len(spec) in (2, 3)):
+            return False
+        return all(leaf.dtype not in (tf.float64, tf.bool) for leaf in tf.nest.flatten(spec))
 
     def __iter__(self) -> Iterator[tuple]:
         return iter(self._pipeline())

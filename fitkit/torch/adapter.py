@@ -196,6 +196,13 @@ class Adapter:
                 run(batch)
         return run_test
 
+    def run_batch(self, function: Callable, batch: Any, mode: str, reset: bool) -> dict:
+        """A batch-style call: reset the logs (optionally), run one step, read the logs."""
+        if reset:
+            self.reset_logs(mode)
+        function(batch)
+        return self.read_logs(mode)  # host sync: the caller asked for values
+
     def set_training(self, training: bool | None) -> None:
         if training is not None:
             self.net.train(training)

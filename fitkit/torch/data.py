@@ -102,6 +102,9 @@ class TensorSource:
 
     def _slices(self, x: Any, y: Any, w: Any) -> Iterator[tuple]:
         bs = self.batch_size
+        if bs >= self.n and self.resident:  # one batch (train_on_batch): no slicing
+            yield make_batch(x, y, w)
+            return
         if self.resident and w is None and isinstance(x, torch.Tensor) and \
                 isinstance(y, (torch.Tensor, type(None))):
             for start in range(0, self.n, bs):  # fast path: one tensor each, views only
