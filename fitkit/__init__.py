@@ -5,7 +5,8 @@ for a backend is imported the first time it is needed.
 """
 from . import callbacks, devices, distribute, metrics
 from .backend import backend, set_seed
-from .errors import FitkitError, FitkitTypeError, FitkitValueError, NotCompiledError, BackendError
+from .errors import (BackendError, FitkitError, FitkitTypeError, FitkitValueError,
+                     NotCompiledError, StepFailedError)
 from .history import History
 from .model import Model
 from .sources import unpack
@@ -15,4 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Model", "History", "backend", "set_seed", "callbacks", "devices", "distribute", "metrics",
     "unpack", "FitkitError", "FitkitValueError", "FitkitTypeError", "NotCompiledError", "BackendError",
+    "StepFailedError",
 ]

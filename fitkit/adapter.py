@@ -17,6 +17,7 @@ class BatchSource(Protocol):
 
     steps: int | None  # batches per pass, when known
     one_shot: bool     # a generator: it cannot restart, so it continues across epochs
+    predicts_in_chunks: bool  # predict may run several batches per call (Chunk items)
 
     def __iter__(self) -> Iterator[Batch]: ...  # one pass; reshuffled when shuffling
     def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple[Any, int]]:

@@ -21,7 +21,8 @@ def is_pandas(obj: Any) -> bool:
 
 def is_array_like(obj: Any) -> bool:
     """True for one in-memory array: numpy, pandas, a torch or tf tensor."""
-    if (_module(obj) == "numpy" and type(obj).__name__ == "ndarray") or is_pandas(obj):
+    if (_module(obj) == "numpy" and type(obj).__name__ in ("ndarray", "memmap")) or \
+            is_pandas(obj):
         return True
     mod = _module(obj)
     return hasattr(obj, "shape") and hasattr(obj, "dtype") and (

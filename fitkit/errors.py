@@ -25,3 +25,10 @@ class NotCompiledError(FitkitError, RuntimeError):
 
 class BackendError(FitkitError, ImportError):
     """The requested backend is unknown, not installed, or does not match the network."""
+
+
+class StepFailedError(FitkitError, RuntimeError):
+    """A step failed in the middle of a run; the message names where, the cause is chained.
+
+    The history keeps the epochs that finished and the model stays usable.
+    """

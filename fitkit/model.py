@@ -201,8 +201,6 @@ class Model:
             for epoch in range(initial_epoch, epochs):
                 logs = training.fit_epoch(self, epoch, **epoch_args,
                                           validate_now=_due(validation_freq, epoch))
-                self.history.append(epoch, logs)
-                training.call_hook(cbs.on_epoch_end, f"fit: end of epoch {epoch + 1}", epoch, logs)
                 if self.stop_training:
                     break
         finally:

@@ -197,6 +197,10 @@ class CompiledOutputs:
         metrics = self.metric_specs
         if isinstance(metrics, Mapping) and list(metrics) == [key]:  # {"logits": [...]}
             metrics = metrics[key]
+        elif isinstance(metrics, Mapping) and not _named_functions(metrics):
+            raise FitkitValueError(
+                f"metrics is a dict by output name {list(metrics)}, but the network has one "
+                f"output; pass a list of metrics (or a dict {{name: fn}} of custom metrics).")
         return self._head("" if key is None else str(key), key, 0, loss, weight, metrics, "")
 
     def _head(self, name, key, position, loss, weight, metrics, prefix) -> Head:
@@ -226,13 +230,20 @@ class CompiledOutputs:
         metrics = self.metric_specs
         if not metrics:
             return [[] for _ in names]
-        if isinstance(metrics, Mapping) and set(metrics) <= set(names):
+        if isinstance(metrics, Mapping) and (set(metrics) <= set(names) or
+                                             not _named_functions(metrics)):
             return self._per_output({k: _as_list(v) for k, v in metrics.items()}, names,
                                     "metrics")
         if isinstance(metrics, (list, tuple)) and metrics and all(
                 isinstance(m, (list, tuple)) for m in metrics):
             return self._per_output(list(metrics), names, "metrics")
         return [metrics] * len(names)  # one list (or {name: fn}) for every output
+
+
+def _named_functions(metrics: Mapping) -> bool:
+    """True for ``{name: fn}`` custom metrics (rather than metrics by output name)."""
+    return all(callable(v) and not hasattr(v, "update") and not hasattr(v, "update_state")
+               for v in metrics.values())  # metric objects are callable too: not functions
 
 
 def _check_names(loss: Any, metrics: Any) -> None:

@@ -39,6 +39,12 @@ def unpack(batch: Any) -> tuple[Any, Any, Any]:
     return batch, None, None
 
 
+def class_weight_needs_one_output(y: Any) -> str:
+    return (f"class_weight works with one output's targets; y is a {type(y).__name__} "
+            f"(several outputs). Pass sample_weight=... built from the classes you want "
+            f"weighted instead.")
+
+
 def check_iterable(data: Any) -> None:
     if not hasattr(data, "__iter__"):
         raise FitkitValueError(
@@ -50,6 +56,7 @@ def check_iterable(data: Any) -> None:
 class IterableSource:
     """Batches of an iterable; ``restart()`` gives a fresh pass, or None for a one-shot one."""
 
+    predicts_in_chunks = False  # predict runs one batch per call
     def __init__(self, data: Any, convert: Callable[[Any], Any], *,
                  restart: Callable[[], Iterable] | None = None,
                  weigh: Callable[[Any], Any] | None = None) -> None:

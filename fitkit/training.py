@@ -8,6 +8,7 @@ compiled steps and the bookkeeping to steps.StepLoop; argument checks to the fac
 from __future__ import annotations
 
 import math
+import re
 import time
 import warnings
 from typing import Any
@@ -15,16 +16,12 @@ from typing import Any
 from . import arrays, targets
 from .callbacks import CallbackList
 from .display import EpochDisplay
-from .errors import FitkitError, FitkitValueError
+from .errors import FitkitError, FitkitValueError, StepFailedError
 from .outputs import prediction, target
 from .sources import unpack
 from .steps import StepLoop
 
 AUTO_STEPS_PER_EXECUTION = 32  # steps per compiled call when nothing needs each step
-
-
-class StepFailedError(FitkitError, RuntimeError):
-    """A step failed in the middle of a run; the message says where, the cause is chained."""
 
 
 # ---------------------------------------------------------------------- data sources
@@ -122,7 +119,7 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
     targets are checked against its loss (shapes, label range over all in-memory labels,
     probabilities for probability losses) and its metric states are built.
     """
-    x, y, _ = unpack(batch)
+    x, y, w = unpack(batch)
     adapter.example_inputs = x
     outputs = adapter.outputs
     check_batch_dimension(x, y)
@@ -155,7 +152,25 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
             rebuilt = rebuilt or head.built
             adapter.build_metric_states(head, mode, width)
             head.mode = mode
+        if y_pred is not None and head.metrics:
+            try_metrics(adapter, head, y_t, prediction(head, y_pred), w)
     return rebuilt
+
+
+def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
+    """A metric that cannot read this output's predictions fails here, not at step 1."""
+    try:
+        adapter.trial_update(head, y, y_pred, w)
+    except FitkitError:
+        raise
+    except Exception as err:
+        names = [m.name for m in head.metrics]
+        output = f" of output {head.name!r}" if head.prefix else ""
+        raise FitkitValueError(
+            f"The metrics {names}{output} cannot read predictions of shape "
+            f"{tuple(y_pred.shape)} against targets of shape {tuple(y.shape)}: "
+            f"{type(err).__name__}: {err}. Give each output metrics that fit it, e.g. "
+            f"metrics={{'cls': ['accuracy'], 'reg': ['mae']}}.") from err
 
 
 def check_batch_dimension(x: Any, y: Any) -> None:
@@ -241,7 +256,7 @@ def run_steps(loop: StepLoop, fn: Any, where: str) -> None:
     except (FitkitError, KeyboardInterrupt):
         raise
     except Exception as err:
-        raise _failed(f"{where}, step {loop.steps_done + 1}", loop.item, err) from err
+        _raise_failed(where, loop.steps_done + 1, loop.item, err)
 
 
 def call_hook(hook: Any, where: str, *args: Any) -> None:
@@ -262,12 +277,27 @@ def run_one(fn: Any, batch: Any, where: str) -> Any:
     except (FitkitError, KeyboardInterrupt):
         raise
     except Exception as err:
-        raise _failed(where, batch, err) from err
+        _raise_failed(where, None, batch, err)
 
 
-def _failed(where: str, item: Any, err: Exception) -> StepFailedError:
-    return StepFailedError(f"{where} failed on a batch of shapes [{batch_shapes(item)}]: "
-                           f"{type(err).__name__}: {err}".rstrip())
+def _raise_failed(where: str, step: int | None, item: Any, err: Exception) -> None:
+    """A FitkitError raised inside a step (TensorFlow wraps those raised while tracing) as
+    it is; any other error as a StepFailedError naming the step(s) and shapes."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, FitkitError):
+            raise cause from None
+        cause = cause.__cause__ or cause.__context__
+    describe = getattr(item, "describe", None)
+    shapes, n_steps = describe() if describe else (batch_shapes(item), 1)
+    if step is not None:
+        where += f", step {step}" if n_steps == 1 else \
+            f", steps {step}-{step + n_steps - 1} (run in one call)"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # Keras colours its messages
+    if len(text) > 600:  # the whole message stays in the chained cause
+        text = text[:600] + " …"
+    raise StepFailedError(f"{where} failed on a batch of shapes [{shapes}]: "
+                          f"{type(err).__name__}: {text}") from err
 
 
 def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | None) -> int:
@@ -289,7 +319,7 @@ def nonfinite_loss(logs: dict) -> bool:
 def fit_epoch(model: Any, epoch: int, *, train, val, cbs: CallbackList, display: EpochDisplay,
               limit: int | None, log_every: int | None, val_limit: int | None,
               validate_now: bool, terminate_on_nan: bool) -> dict[str, float]:
-    """One epoch: train steps, epoch logs, validation, display; returns the logs.
+    """One epoch: hooks, train steps, validation, display, the history row; returns the logs.
 
     With ``terminate_on_nan``, a non-finite loss at a log point (a step log or the epoch
     end: no extra host sync) ends the epoch there and stops training with a warning.
@@ -327,6 +357,8 @@ def fit_epoch(model: Any, epoch: int, *, train, val, cbs: CallbackList, display:
                       f"steps_per_epoch={limit} steps; training stops. Provide at least "
                       f"steps_per_epoch * epochs batches.")
         model.stop_training = True
+    model.history.append(epoch, logs)
+    call_hook(cbs.on_epoch_end, f"fit: end of epoch {epoch + 1}", epoch, logs)
     return logs
 
 
@@ -351,7 +383,8 @@ def predict(model: Any, source: Any, cbs: CallbackList) -> Any:
     adapter.set_training(False)
     predict_fn, outputs = model._function("predict"), []
     cbs.on_predict_begin(None)
-    loop = StepLoop(source.batches(), kind="predict", callbacks=cbs, read_logs=dict)
+    group = steps_per_call(model, cbs, "predict", None) if source.predicts_in_chunks else 1
+    loop = StepLoop(source.batches(group), kind="predict", callbacks=cbs, read_logs=dict)
     run_steps(loop, lambda batch: outputs.append(predict_fn(batch)), "predict")
     cbs.on_predict_end(None)
     return adapter.outputs_to_numpy(outputs)  # host sync: one copy at the end

@@ -248,3 +248,75 @@ def test_metric_states_follow_a_new_kind_of_target(kit):
     onehot = model.validate(x, np.eye(3, dtype="float32")[labels])
     assert onehot["accuracy"] == pytest.approx(sparse["accuracy"])
     assert model.validate(x, labels) == pytest.approx(sparse)
+
+
+# ---------------------------------------------------------------------- found while documenting
+def test_class_weight_gives_unnamed_classes_weight_one(kit):
+    x, labels = make_classes(n=90, classes=3)
+    table = {0: 1.0, 1: 5.0}  # class 2 is not named: it weighs 1, not the last entry's 5
+    explicit = np.array([table.get(c, 1.0) for c in labels], "float32")
+    model, _ = _model(kit, n_out=3, loss="cross_entropy", lr=1e-12)  # weights stay put
+    by_table = model.train_on_batch(x, labels, class_weight=table)
+    assert model.test_on_batch(x, labels, sample_weight=explicit)["loss"] == pytest.approx(
+        by_table["loss"], rel=1e-4)
+    with pytest.raises(fitkit.FitkitValueError, match="class_weight works with one output"):
+        model.fit(x, (labels, labels), class_weight=table, verbose=0)
+
+
+def test_metrics_dict_with_a_misspelt_output_name_is_named(kit):
+    from test_outputs import _two_head_net, _two_targets
+
+    x, labels, value = _two_targets()
+    model = fitkit.Model(_two_head_net(kit))
+    model.compile("sgd", {"cls": "cross_entropy", "reg": "mse"},
+                  metrics={"cls": ["accuracy"], "rg": ["mae"]})
+    with pytest.raises(fitkit.FitkitValueError, match=r"\['rg'\].*\['cls', 'reg'\]"):
+        model.fit(x, {"cls": labels, "reg": value}, verbose=0)
+
+
+def test_a_metric_that_cannot_read_an_output_fails_before_training(kit):
+    from test_outputs import _two_head_net, _two_targets
+
+    x, labels, value = _two_targets()
+    net = _two_head_net(kit)
+    model = fitkit.Model(net)
+    model.compile("sgd", {"cls": "cross_entropy", "reg": "mse"}, metrics=["mae"])
+    before = kit.weights(net)
+    with pytest.raises(fitkit.FitkitValueError, match=r"\['cls_mae'\] of output 'cls'"):
+        model.fit(x, {"cls": labels, "reg": value}, verbose=0)
+    _unchanged(kit, net, before)
+
+
+def test_scalar_loss_with_sample_weights_is_the_same_clear_error_on_both_backends(kit):
+    x, y = make_regression(n=32)
+    if kit.name == "torch":
+        loss = lambda p, t: ((p - t) ** 2).mean()  # noqa: E731
+    else:
+        loss = lambda t, p: kit.tf.reduce_mean((t - p) ** 2)  # noqa: E731
+    net = kit.mlp(4, 1)
+    model = fitkit.Model(net)
+    model.compile("sgd", loss)
+    with pytest.raises(fitkit.FitkitValueError, match="one loss value per sample") as info:
+        model.fit(x, y, sample_weight=np.ones(32), verbose=0)
+    assert "StagingError" not in str(info.value)
+
+
+def test_named_metric_functions_may_return_per_sample_values(kit):
+    x, y = make_regression(n=32)
+    if kit.name == "torch":
+        fn = lambda p, t: (p - t).abs()[:, 0]  # noqa: E731
+    else:
+        fn = lambda t, p: kit.tf.abs(t - p)[:, 0]  # noqa: E731
+    model, _ = _model(kit, metrics={"abs_err": fn})
+    logs = model.validate(x, y, batch_size=32)
+    assert logs["abs_err"] == pytest.approx(float(np.abs(model.predict(x) - y).mean()), rel=1e-5)
+
+
+def test_memmap_arrays_train(kit, tmp_path):
+    x, y = make_regression(n=64)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    model, _ = _model(kit)
+    assert model.validate(mapped, y) == pytest.approx(model.validate(x, y))
+    history = model.fit(mapped, y, epochs=2, verbose=0)
+    assert len(history) == 2

@@ -50,6 +50,25 @@ def _kind(item: Any) -> tuple:
     return tuple(None if t is None else (t.dtype, t.shape.rank) for t in tf.nest.flatten(item))
 
 
+def _predict_chunk(step: Callable) -> Callable:
+    """Predictions for a Chunk of batches in one call: the first batch's outputs give the
+    structure and dtypes, a graph loop writes the others, and they come back concatenated."""
+    def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> Any:
+        steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
+        cut = lambda i: map_optional(  # noqa: E731
+            lambda t: t[i * batch_size:(i + 1) * batch_size], x)
+        first = step((cut(0), None))
+        arrays = [tf.TensorArray(t.dtype, size=steps, infer_shape=False).write(0, t)
+                  for t in tf.nest.flatten(first)]
+
+        def body(i, arrays):
+            out = tf.nest.flatten(step((cut(i), None)))
+            return i + 1, [a.write(i, o) for a, o in zip(arrays, out)]
+        _, arrays = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(1), arrays))
+        return tf.nest.pack_sequence_as(first, [a.concat() for a in arrays])
+    return run_chunk
+
+
 @tf.function(reduce_retracing=True)
 def _label_stats(labels: tf.Tensor) -> tf.Tensor:
     """[min, max, the first non-whole label or NaN], compiled: checks run on every batch-style
@@ -237,6 +256,14 @@ class Adapter:
         for metric in head.metrics:
             metric.update(y, y_pred, sample_weight)
 
+    def trial_update(self, head: Any, y: Any, y_pred: Any, sample_weight: Any) -> None:
+        """Update one output's metrics on a first batch, then zero them: a check."""
+        try:
+            self._update_head(head, y, y_pred, sample_weight)
+        finally:
+            for metric in head.metrics:
+                metric.reset()
+
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)
         with tf.GradientTape() as tape:
@@ -266,7 +293,7 @@ class Adapter:
         run in one call (a while loop inside the graph: Python is paid once per chunk).
         """
         if mode == "predict":
-            return step if self.run_eagerly else tf.function(step, reduce_retracing=True)
+            return CompiledStep(step, _predict_chunk(step), None, eager=self.run_eagerly)
         tracker, outputs = self._trackers[mode], self.outputs
 
         def run(batch: tuple) -> None:

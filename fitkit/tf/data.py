@@ -6,6 +6,7 @@ pandas) are done before, by fitkit/arrays.py.
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any, Iterator, NamedTuple
 
 import numpy as np
@@ -13,7 +14,8 @@ import tensorflow as tf
 
 from ..arrays import leaves, map_optional
 from ..errors import FitkitValueError
-from ..sources import IterableSource, check_iterable, make_batch, one_step_each
+from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
+                       make_batch, one_step_each)
 
 
 def to_tensor(value: Any) -> tf.Tensor:
@@ -50,23 +52,34 @@ class Chunk(NamedTuple):
     w: Any
     batch_size: tf.Tensor
 
+    def describe(self) -> tuple[str, int]:
+        """(one batch's shapes, the number of steps) for error messages; no value is read."""
+        bs, parts = int(self.batch_size), [p for p in (self.x, self.y, self.w) if p is not None]
+        rows = int(leaves(self.x)[0].shape[0])
+        shapes = [(min(bs, rows), *leaf.shape[1:]) for p in parts for leaf in leaves(p)]
+        return ", ".join(str(tuple(s)) for s in shapes), math.ceil(rows / bs)
+
 
 def class_weight_fn(table: dict) -> Any:
-    """``y -> per-sample weights`` from ``{class: weight}`` (integer, one-hot or 0/1 targets)."""
+    """``y -> per-sample weights`` from ``{class: weight}`` (integer, one-hot or 0/1 targets);
+    a class the table does not name weighs 1."""
     size = int(max(table)) + 1
-    lookup = [1.0] * size
+    lookup = [1.0] * (size + 1)  # the last entry: classes the table does not name
     for cls, weight in table.items():
         lookup[int(cls)] = float(weight)
     lookup = tf.constant(lookup, tf.float32)
 
-    def weigh(y: tf.Tensor) -> tf.Tensor:
+    def weigh(y: Any) -> tf.Tensor:
+        if not tf.is_tensor(y):
+            raise FitkitValueError(class_weight_needs_one_output(y))
         if y.shape.rank > 1 and y.shape[-1] != 1:
             labels = tf.argmax(y, -1)
         else:
             labels = tf.reshape(y, [tf.shape(y)[0], -1])[:, 0]
         if labels.dtype.is_floating:
             labels = tf.round(labels)
-        return tf.gather(lookup, tf.clip_by_value(tf.cast(labels, tf.int32), 0, size - 1))
+        labels = tf.cast(labels, tf.int32)
+        return tf.gather(lookup, tf.where((labels >= 0) & (labels < size), labels, size))
     return weigh
 
 
@@ -74,6 +87,7 @@ class TensorSource:
     """In-memory data: tensors in TF memory, one gather per epoch to shuffle, slices per step."""
 
     one_shot = False
+    predicts_in_chunks = True  # several batches' predictions per compiled call
 
     def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
                  sample_weight: Any = None) -> None:
@@ -140,6 +154,11 @@ class IteratorChunk:
         self.iterator, self.steps, self.known = iterator, steps, known
         self.count: Any = None  # set by the compiled call: steps run, as a tensor
 
+    def describe(self) -> tuple[str, int]:
+        """(the batches' shapes as the dataset declares them, the steps asked for)."""
+        spec = tf.nest.flatten(self.iterator.element_spec)
+        return ", ".join(str(tuple(s.shape)) for s in spec), self.steps
+
     def done(self) -> int:
         if self.known:
             return self.steps
@@ -197,6 +216,10 @@ class DatasetSource(IterableSource):
         for batch in pending:
             yield batch, 1
             done += 1
+        if group == 1:  # one batch per call (predict, batch hooks): iterate in Python
+            yield from ((batch, 1) for batch in islice(iterator, None if total is None
+                                                       else total - done))
+            return
         while total is None or done < total:
             n = group if total is None else min(group, total - done)
             chunk = IteratorChunk(iterator, n, known=self.steps is not None)

@@ -88,7 +88,8 @@ class Adapter:
                                    device=self.device, float_dtype=self.float_dtype,
                                    sample_weight=sample_weight)
         if class_weight:
-            weights = data.class_weight_fn(class_weight, source.y.device)(source.y)
+            weights = data.class_weight_fn(class_weight, source.device if source.resident
+                                            else torch.device("cpu"))(source.y)
             source.w = weights if source.w is None else source.w * weights
         return source
 
@@ -147,6 +148,14 @@ class Adapter:
                 head.spec, tuple(y_pred.shape), tuple(y.shape), head.portable))
         for metric in head.metrics:
             metric.update(y_pred, y, sample_weight)
+
+    def trial_update(self, head: Any, y: Any, y_pred: Any, sample_weight: Any) -> None:
+        """Update one output's metrics on a first batch, then zero them: a check."""
+        try:
+            self._update_head(head, y, y_pred, sample_weight)
+        finally:
+            for metric in head.metrics:
+                metric.reset()
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)

@@ -13,7 +13,8 @@ import torch
 
 from ..arrays import leaves, map_optional
 from ..errors import FitkitValueError
-from ..sources import IterableSource, check_iterable, make_batch, one_step_each
+from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
+                       make_batch, one_step_each)
 
 
 def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> torch.Tensor:
@@ -43,17 +44,21 @@ def integers_to_float(value: Any, float_dtype: torch.dtype) -> Any:
 
 
 def class_weight_fn(table: dict, device: torch.device) -> Any:
-    """``y -> per-sample weights`` from ``{class: weight}`` (integer, one-hot or 0/1 targets)."""
+    """``y -> per-sample weights`` from ``{class: weight}`` (integer, one-hot or 0/1 targets);
+    a class the table does not name weighs 1."""
     size = int(max(table)) + 1
-    lookup = torch.ones(size, dtype=torch.float32)
+    lookup = torch.ones(size + 1, dtype=torch.float32)  # the last entry: classes not named
     for cls, weight in table.items():
         lookup[int(cls)] = float(weight)
     lookup = lookup.to(device)
 
-    def weigh(y: torch.Tensor) -> torch.Tensor:
-        labels = y.argmax(-1) if y.dim() > 1 and y.shape[-1] > 1 else y.reshape(y.shape[0], -1)[:, 0]
-        return lookup[labels.round().long().clamp(0, size - 1)] if labels.is_floating_point() \
-            else lookup[labels.long().clamp(0, size - 1)]
+    def weigh(y: Any) -> torch.Tensor:
+        if not isinstance(y, torch.Tensor):
+            raise FitkitValueError(class_weight_needs_one_output(y))
+        labels = y.argmax(-1) if y.dim() > 1 and y.shape[-1] > 1 else \
+            y.reshape(y.shape[0], -1)[:, 0]
+        labels = labels.round().long() if labels.is_floating_point() else labels.long()
+        return lookup[torch.where((labels >= 0) & (labels < size), labels, size)]
     return weigh
 
 
@@ -78,6 +83,7 @@ class TensorSource:
     """
 
     one_shot = False
+    predicts_in_chunks = False  # eager torch gains nothing from grouping steps
 
     def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
                  device: torch.device, float_dtype: torch.dtype,

@@ -265,7 +265,8 @@ class R2Score(StateMetric):
 
 
 class BatchMean(StateMetric):
-    """A user callable ``fn(y_pred, y) -> scalar``, averaged over samples."""
+    """A user callable ``fn(y_pred, y)``, averaged over samples (a per-sample result is
+    averaged over the batch first, as on TensorFlow)."""
 
     def __init__(self, name: str, fn: Callable) -> None:
         super().__init__(name)
@@ -277,6 +278,8 @@ class BatchMean(StateMetric):
 
     def update(self, y_pred, y, sample_weight=None) -> None:
         value = torch.as_tensor(self.fn(y_pred, y), device=self.device).detach()
+        if value.dim():
+            value = value.double().mean()
         if sample_weight is None:
             n = y_pred.shape[0]
             self.total += value * n

@@ -25,7 +25,7 @@ def save_weights(net: torch.nn.Module, path: str) -> None:
     """``net``'s state dict as .safetensors (by suffix) or a torch.save file, atomically."""
     state = net.state_dict()
     if path.endswith(".safetensors"):
-        from safetensors.torch import save_file  # optional dependency, asked for by suffix
+        save_file = _safetensors().torch.save_file  # optional dependency, asked for by suffix
 
         others = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
         if others:
@@ -128,8 +128,7 @@ def _read(path: str) -> dict:
 
 
 def _read_safetensors(path: str) -> dict:
-    from safetensors import safe_open
-
+    safe_open = _safetensors().safe_open
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
@@ -240,3 +239,15 @@ def load_weights(net: torch.nn.Module, path: str, *, device: Any = None,
         warnings.warn(f"load_weights({path!r}, strict=False) loaded {len(pairs)} entries and "
                       f"skipped: {_describe(report)}.", stacklevel=4)
     return result
+
+
+def _safetensors() -> Any:
+    """The safetensors package (with its torch part), or a clear error saying how to install
+    it: it is an optional extra."""
+    try:
+        import safetensors
+        import safetensors.torch
+    except ImportError as err:
+        raise FitkitValueError("'.safetensors' files need the safetensors package: "
+                               "pip install safetensors (or use a '.pt' path).") from err
+    return safetensors
