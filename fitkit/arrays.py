@@ -30,6 +30,27 @@ def is_array_like(obj: Any) -> bool:
     )
 
 
+RELEASE_BYTES = 64 << 20  # memory-mapped bytes read between two releases of their pages
+
+
+def is_memory_map(obj: Any) -> bool:
+    """A numpy memmap (np.memmap, np.load(..., mmap_mode=...)): read by batches, not whole."""
+    return type(obj).__name__ == "memmap" and _module(obj) == "numpy"
+
+
+def release_pages(array: Any) -> None:
+    """Drop a memory map's pages from this process (they stay in the OS page cache), so an
+    epoch over a file larger than memory does not grow the resident set."""
+    import mmap
+
+    handle = getattr(array, "_mmap", None)
+    while handle is None and getattr(array, "base", None) is not None:
+        array = array.base
+        handle = getattr(array, "_mmap", None) if not isinstance(array, mmap.mmap) else array
+    if isinstance(handle, mmap.mmap) and hasattr(handle, "madvise"):
+        handle.madvise(mmap.MADV_DONTNEED)
+
+
 def is_structure_of_arrays(obj: Any) -> bool:
     """An array, or a dict / tuple / list whose leaves are arrays (multi-input data)."""
     if is_array_like(obj):
@@ -151,6 +172,8 @@ def check_finite(array: Any, what: str, columns: list | None = None) -> None:
     step = max(1, (1 << 22) // max(1, int(np.prod(array.shape[1:]))))  # ~4M values a pass
     for start in range(0, len(array), step):
         finite = np.isfinite(array[start:start + step])
+        if is_memory_map(array):
+            release_pages(array)  # a file larger than memory is checked without holding it
         if finite.all():
             continue
         rows = finite.reshape(len(finite), -1).all(1)

@@ -195,7 +195,7 @@ class Adapter:
         source = data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle,
                                    sample_weight=sample_weight)
         if class_weight:
-            weights = data.class_weight_fn(class_weight)(source.y)
+            weights = data.class_weight_fn(class_weight)(source.targets())
             source.w = weights if source.w is None else source.w * weights
         return source
 

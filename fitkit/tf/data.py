@@ -12,7 +12,7 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from ..arrays import leaves, map_optional
+from ..arrays import RELEASE_BYTES, is_memory_map, leaves, map_optional, release_pages
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
                        make_batch, one_step_each)
@@ -84,36 +84,74 @@ def class_weight_fn(table: dict) -> Any:
 
 
 class TensorSource:
-    """In-memory data: tensors in TF memory, one gather per epoch to shuffle, slices per step."""
+    """In-memory data, shuffled by gathering each batch or chunk through a permutation (no
+    second copy of the data), sliced per step or per chunk of steps.
+
+    With a GPU, arrays move into TF memory once (a device copy). On the CPU, numpy arrays
+    stay where they are and each chunk's rows are converted on their own: TensorFlow's
+    whole-array conversion would peak at twice the data. A memory-mapped ``x``
+    (np.memmap, np.load(mmap_mode=...)) is never read whole: each batch's rows are read
+    from the map (sorted, for locality) and its pages released as the epoch goes.
+    """
 
     one_shot = False
     predicts_in_chunks = True  # several batches' predictions per compiled call
 
     def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
                  sample_weight: Any = None) -> None:
-        self.x, self.y, self.w = (map_optional(to_tensor, v) for v in (x, y, sample_weight))
+        keep = _keep_on_host()
+        self.lazy = any(keep(leaf) for leaf in leaves(x))
+        convert = lambda v: v if keep(v) else to_tensor(v)  # noqa: E731
+        self.x, self.y, self.w = (map_optional(convert, v) for v in (x, y, sample_weight))
         self.n = int(leaves(self.x)[0].shape[0])
         self.batch_size, self.shuffle = batch_size, shuffle
         self.steps = math.ceil(self.n / batch_size)
+        self.input_map: Any = None  # applied per batch to memory-mapped inputs
+        self._read = 0  # bytes read from memory maps since their pages were last released
 
-    def _slices(self, x: Any, y: Any, w: Any) -> Iterator[tuple]:
+    def _order(self) -> Any:
+        """This epoch's row order: None (as stored), or a permutation (numpy for maps)."""
+        if not self.shuffle:
+            return None
+        perm = tf.random.shuffle(tf.range(self.n))
+        return perm.numpy() if self.lazy else perm  # host read: once per epoch, for maps
+
+    def _rows(self, start: int, stop: int, order: Any) -> tuple:
+        """(x, y, w) of rows ``start:stop`` in ``order``; no copy beyond those rows."""
+        index = None if order is None else order[start:stop]
+
+        def take(t):
+            if isinstance(t, np.ndarray):  # host rows: only these are read and converted
+                if index is None:
+                    part = t[start:stop]
+                elif is_memory_map(t):  # each batch's rows in file order: fewer pages
+                    bs = self.batch_size
+                    part = t[np.concatenate([np.sort(index[i:i + bs])
+                                             for i in range(0, len(index), bs)])]
+                else:
+                    part = t[index]
+                if is_memory_map(t):
+                    self._read += part.nbytes
+                    if self._read > RELEASE_BYTES:
+                        release_pages(t)
+                        self._read = 0
+                return to_tensor(part)
+            return t[start:stop] if index is None else tf.gather(t, index)
+        x = map_optional(take, self.x)
+        if self.lazy and self.input_map is not None:
+            x = self.input_map(x)
+        return x, map_optional(take, self.y), map_optional(take, self.w)
+
+    def _slices(self, order: Any = None) -> Iterator[tuple]:
         bs = self.batch_size
-        if bs >= self.n:  # one batch (train_on_batch): the tensors themselves, no slice op
-            yield make_batch(x, y, w)
+        if bs >= self.n and order is None and not self.lazy:  # one batch: no slice op
+            yield make_batch(self.x, self.y, self.w)
             return
         for start in range(0, self.n, bs):
-            cut = lambda t: t[start:start + bs]  # noqa: E731
-            yield make_batch(*(map_optional(cut, v) for v in (x, y, w)))
-
-    def _epoch_tensors(self) -> tuple:
-        if not self.shuffle:
-            return self.x, self.y, self.w
-        perm = tf.random.shuffle(tf.range(self.n))
-        take = lambda t: tf.gather(t, perm)  # noqa: E731
-        return tuple(map_optional(take, v) for v in (self.x, self.y, self.w))
+            yield make_batch(*self._rows(start, min(start + bs, self.n), order))
 
     def __iter__(self) -> Iterator[tuple]:
-        return self._slices(*self._epoch_tensors())
+        return self._slices(self._order())
 
     def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
         """``(item, steps)`` pairs; with ``group > 1`` an item is a Chunk of ``group`` steps."""
@@ -122,25 +160,26 @@ class TensorSource:
         return self._chunks(group, self.steps if limit is None else min(limit, self.steps))
 
     def _chunks(self, group: int, steps: int) -> Iterator[tuple]:
-        x, y, w = self._epoch_tensors()
-        bs = self.batch_size
+        order, bs = self._order(), self.batch_size
         rows = min(self.n, steps * bs)
         size = tf.constant(bs, tf.int32)
         for start in range(0, rows, group * bs):
             stop = min(start + group * bs, rows)
-            cut = lambda t: t[start:stop]  # noqa: E731
-            chunk = Chunk(map_optional(cut, x), map_optional(cut, y), map_optional(cut, w), size)
-            yield chunk, math.ceil((stop - start) / bs)
+            yield Chunk(*self._rows(start, stop, order), size), math.ceil((stop - start) / bs)
 
     def peek(self) -> tuple:
-        return next(self._slices(self.x, self.y, self.w))
+        return next(self._slices())
 
     def map_inputs(self, fn: Any) -> None:
-        """Convert the inputs once (e.g. integers to floats for a float network)."""
-        self.x = fn(self.x)
+        """Convert the inputs (e.g. integers to floats for a float network): once, or per
+        batch for memory-mapped inputs."""
+        if self.lazy:
+            self.input_map = fn
+        else:
+            self.x = fn(self.x)
 
     def targets(self) -> Any:
-        return self.y
+        return map_optional(lambda t: to_tensor(t) if isinstance(t, np.ndarray) else t, self.y)
 
 
 class IteratorChunk:
@@ -227,6 +266,12 @@ class DatasetSource(IterableSource):
             done += chunk.done()
             if chunk.done() < n:
                 return
+
+
+def _keep_on_host() -> Any:
+    """Which leaves stay numpy: memory maps always; every numpy array when TF has no GPU."""
+    no_gpu = not tf.config.list_logical_devices("GPU")
+    return lambda v: is_memory_map(v) or (no_gpu and isinstance(v, np.ndarray))
 
 
 def _is_torch_dataset(data: Any) -> bool:

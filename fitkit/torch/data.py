@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..arrays import leaves, map_optional
+from ..arrays import RELEASE_BYTES, is_memory_map, leaves, map_optional, release_pages
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
                        make_batch, one_step_each)
@@ -75,11 +75,18 @@ def fits_on_device(nbytes: int, device: torch.device) -> bool:
     return nbytes <= free // 2
 
 
+# Below this size a shuffle gathers the whole data set once per epoch (fastest); above it,
+# each batch is gathered through the permutation, so no second copy of the data is made.
+WHOLE_GATHER_BYTES = 64 << 20
+
+
 class TensorSource:
-    """In-memory data: contiguous tensors, one gather per epoch to shuffle, views per step.
+    """In-memory data: contiguous tensors, shuffled through a permutation, views per step.
 
     Data that fits lives on the device (copied once); larger data stays in pinned host
     memory and each batch is copied with ``non_blocking=True``, so the copy overlaps compute.
+    A memory-mapped ``x`` (np.memmap, np.load(mmap_mode=...)) is never read whole: each
+    batch's rows are read from the map (sorted, for locality) and converted on their own.
     """
 
     one_shot = False
@@ -89,49 +96,77 @@ class TensorSource:
                  device: torch.device, float_dtype: torch.dtype,
                  sample_weight: Any = None) -> None:
         host = torch.device("cpu")
-        to_host = lambda v: v if isinstance(v, torch.Tensor) else \
+        self.lazy = any(is_memory_map(leaf) for leaf in leaves(x))
+        to_host = lambda v: v if isinstance(v, torch.Tensor) or is_memory_map(v) else \
             to_tensor(v, host, float_dtype)  # noqa: E731
         parts = [map_optional(to_host, v) for v in (x, y, sample_weight)]
-        nbytes = sum(t.numel() * t.element_size() for part in parts if part is not None
-                     for t in leaves(part))
-        self.resident = fits_on_device(nbytes, device)
+        self.nbytes = sum(t.nbytes if is_memory_map(t) else t.numel() * t.element_size()
+                          for part in parts if part is not None for t in leaves(part))
+        self.resident = not self.lazy and fits_on_device(self.nbytes, device)
         place = device if self.resident else host
-        convert = lambda v: to_tensor(v, place, float_dtype)  # noqa: E731
+        convert = lambda v: v if is_memory_map(v) else to_tensor(v, place, float_dtype)  # noqa
         parts = [map_optional(convert, v) for v in parts]
-        self.pinned = not self.resident and device.type == "cuda"
+        self.pinned = not self.resident and not self.lazy and device.type == "cuda"
         if self.pinned:
             parts = [map_optional(lambda t: t.pin_memory(), v) for v in parts]
         self.x, self.y, self.w = parts
         self.n = rows(self.x)
         self.batch_size, self.shuffle, self.device = batch_size, shuffle, device
+        self.float_dtype = float_dtype
         self.steps = math.ceil(self.n / batch_size)
+        self.input_map: Any = None  # applied per batch to memory-mapped inputs
+        self._read = 0  # bytes read from memory maps since their pages were last released
 
-    def _slices(self, x: Any, y: Any, w: Any) -> Iterator[tuple]:
+    def _slices(self, x: Any, y: Any, w: Any, order: Any = None) -> Iterator[tuple]:
         bs = self.batch_size
-        if bs >= self.n and self.resident:  # one batch (train_on_batch): no slicing
+        if bs >= self.n and self.resident and order is None:  # one batch: no slicing
             yield make_batch(x, y, w)
             return
-        if self.resident and w is None and isinstance(x, torch.Tensor) and \
-                isinstance(y, (torch.Tensor, type(None))):
+        if self.resident and order is None and w is None and isinstance(x, torch.Tensor) \
+                and isinstance(y, (torch.Tensor, type(None))):
             for start in range(0, self.n, bs):  # fast path: one tensor each, views only
                 yield x[start:start + bs], None if y is None else y[start:start + bs]
             return
-        device, resident = self.device, self.resident
         for start in range(0, self.n, bs):
-            def cut(t, start=start):
-                part = t[start:start + bs]
-                return part if resident else part.to(device, non_blocking=True)
-            yield make_batch(*(map_optional(cut, v) for v in (x, y, w)))
+            index = None if order is None else order[start:start + bs]
+            if index is not None and self.lazy:
+                index = index.sort().values  # rows in file order: fewer pages touched
+            take = lambda t, index=index, start=start: self._take(t, start, index)  # noqa
+            batch_x = map_optional(take, x)
+            if self.lazy and self.input_map is not None:
+                batch_x = self.input_map(batch_x)
+            yield make_batch(batch_x, *(map_optional(take, v) for v in (y, w)))
+
+    def _take(self, t: Any, start: int, index: Any) -> torch.Tensor:
+        """One batch of ``t``: rows ``start:start+bs``, or the rows ``index`` names."""
+        if is_memory_map(t):  # only these rows are read from the file
+            part = t[start:start + self.batch_size] if index is None else t[index.numpy()]
+            self._read += part.nbytes
+            if self._read > RELEASE_BYTES:
+                release_pages(t)
+                self._read = 0
+            return to_tensor(part, self.device, self.float_dtype)
+        if index is not None:
+            part = t[index if index.device == t.device else index.to(t.device)]
+        else:
+            part = t[start:start + self.batch_size]
+        if self.resident:
+            return part
+        if self.pinned and index is not None:
+            part = part.pin_memory()
+        return part.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[tuple]:
         parts = (self.x, self.y, self.w)
-        if self.shuffle:
-            perm = torch.randperm(self.n, device=self.device if self.resident else "cpu")
-            take = lambda t: t[perm]  # noqa: E731
-            if self.pinned:  # the gathered copy is pinned again for async copies
-                take = lambda t: t[perm].pin_memory()  # noqa: E731
-            parts = [map_optional(take, v) for v in parts]
-        return self._slices(*parts)
+        if not self.shuffle:
+            return self._slices(*parts)
+        perm = torch.randperm(self.n, device=self.device if self.resident else "cpu")
+        if self.lazy or self.nbytes > WHOLE_GATHER_BYTES:
+            return self._slices(*parts, order=perm)  # each batch gathered on its own
+        take = lambda t: t[perm]  # noqa: E731
+        if self.pinned:  # the gathered copy is pinned again for async copies
+            take = lambda t: t[perm].pin_memory()  # noqa: E731
+        return self._slices(*(map_optional(take, v) for v in parts))
 
     def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
         """``(batch, 1)`` pairs: eager torch gains nothing from grouping steps per call."""
@@ -141,11 +176,17 @@ class TensorSource:
         return next(self._slices(self.x, self.y, self.w))
 
     def map_inputs(self, fn: Any) -> None:
-        """Convert the inputs once (e.g. integers to floats for a float network)."""
-        self.x = fn(self.x)
+        """Convert the inputs (e.g. integers to floats for a float network): once, or per
+        batch for memory-mapped inputs."""
+        if self.lazy:
+            self.input_map = fn
+        else:
+            self.x = fn(self.x)
 
     def targets(self) -> Any:
-        return self.y
+        return None if self.y is None else map_optional(
+            lambda t: to_tensor(t, torch.device("cpu"), self.float_dtype)
+            if is_memory_map(t) else t, self.y)
 
 
 def _is_tf_dataset(data: Any) -> bool:

@@ -105,3 +105,22 @@ def test_bf16_autocast_context_in_a_custom_step(torch_kit):
     model.compile("adam", "cross_entropy", precision="bf16")
     model.fit(x, y, epochs=1, verbose=0)
     assert seen and all(d == torch.bfloat16 for d in seen)
+
+
+def test_large_data_is_shuffled_batch_by_batch_with_the_same_result(torch_kit, monkeypatch):
+    """Above a size, each batch is gathered through the permutation instead of copying the
+    whole data set per epoch: the batches, and so the weights, are the same."""
+    from fitkit.torch import data
+
+    x, y = make_classes(n=200)
+    runs = []
+    for limit in (data.WHOLE_GATHER_BYTES, 0):
+        monkeypatch.setattr(data, "WHOLE_GATHER_BYTES", limit)
+        fitkit.set_seed(3)
+        net = torch_kit.mlp(4, 3)
+        model = fitkit.Model(net)
+        model.compile(torch.optim.SGD(net.parameters(), lr=0.1), "cross_entropy")
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        runs.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b)
