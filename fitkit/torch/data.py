@@ -6,6 +6,7 @@ user arrays (lengths, pandas) are done before, by fitkit/arrays.py.
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any, Iterator
 
 import numpy as np
@@ -32,7 +33,11 @@ def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> tor
         value = value.to(float_dtype)  # bool targets become 0/1 floats
     elif value.dtype in _NARROW_INTS:
         value = value.long()  # int8 category codes: embeddings and losses need int64 ids
-    return value.to(device, non_blocking=True)
+    if value.device != device:
+        if device.type == "cuda" and not value.is_pinned():
+            value = value.pin_memory()  # a pinned source makes the copy truly asynchronous
+        value = value.to(device, non_blocking=True)
+    return value
 
 
 _NARROW_INTS = (torch.int8, torch.int16, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
@@ -193,6 +198,32 @@ def _is_tf_dataset(data: Any) -> bool:
     return type(data).__module__.startswith("tensorflow") and hasattr(data, "as_numpy_iterator")
 
 
+class PrefetchingSource(IterableSource):
+    """Batches of a loader copied to a CUDA device on a side stream, the next one while the
+    current one computes (pinned memory, ``non_blocking=True``)."""
+
+    def __init__(self, data: Any, convert: Any, *, device: torch.device, **kwargs: Any) -> None:
+        super().__init__(data, convert, **kwargs)
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+
+    def __iter__(self) -> Iterator[tuple]:
+        raw, current = iter(self._raw()), torch.cuda.current_stream(self.device)
+
+        def load(item: Any) -> tuple:
+            with torch.cuda.stream(self.stream):
+                return self._batch(item)
+        ahead = [load(item) for item in islice(raw, 1)]
+        while ahead:
+            current.wait_stream(self.stream)  # the copies of this batch have landed
+            batch = ahead.pop()
+            for tensor in leaves(batch):
+                if isinstance(tensor, torch.Tensor):
+                    tensor.record_stream(current)  # freed only after this step's kernels
+            ahead = [load(item) for item in islice(raw, 1)]  # overlaps this step's compute
+            yield batch
+
+
 def batch_source(data: Any, *, batch_size: int, shuffle: bool, device: torch.device,
                  float_dtype: torch.dtype, weigh: Any = None) -> IterableSource:
     """Batches from a DataLoader, a Dataset, a tf.data.Dataset or any iterable of (x, y)."""
@@ -203,4 +234,6 @@ def batch_source(data: Any, *, batch_size: int, shuffle: bool, device: torch.dev
             data, torch.utils.data.IterableDataset):
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
     check_iterable(data)
+    if device.type == "cuda":
+        return PrefetchingSource(data, convert, device=device, weigh=weigh)
     return IterableSource(data, convert, weigh=weigh)
