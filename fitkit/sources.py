@@ -80,16 +80,25 @@ class IterableSource:
 
     def _batch(self, item: Any) -> tuple:
         x, y, w = split_batch(item)
-        convert = lambda v: None if v is None else map_structure(self.convert, v)  # noqa: E731
-        x, y, w = convert(x), convert(y), convert(w)
+        convert = self._convert
+        x, y = convert(x), convert(y)
+        if w is not None:
+            w = convert(w)
         if self.input_map is not None:
             x = self.input_map(x)
         if self.weigh is not None and y is not None:  # class_weight, times any sample weight
             w = self.weigh(y) if w is None else w * self.weigh(y)
         return make_batch(x, y, w)
 
+    def _convert(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (dict, tuple, list)):
+            return map_structure(self.convert, value)
+        return self.convert(value)  # the usual case, once per leaf and step: no structure walk
+
     def __iter__(self) -> Iterator[tuple]:
-        return (self._batch(item) for item in self._raw())
+        return map(self._batch, self._raw())
 
     def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple[Any, int]]:
         """``(batch, 1)`` pairs for the step loop; loaders run one step per call."""
