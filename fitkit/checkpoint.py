@@ -67,3 +67,19 @@ def sniff(path: str) -> str | None:
     if head[:1] == b"\x80":
         return "pickle"
     return None
+
+
+def readable_kind(path: str) -> str | None:
+    """The sniffed format of an existing, readable weights file; else a FitkitValueError
+    naming the cause (missing, a folder, unreadable)."""
+    if not os.path.exists(path):
+        raise FitkitValueError(f"No weights file at {path!r}; check the path "
+                               f"(save one with model.save_weights).")
+    if os.path.isdir(path):
+        raise FitkitValueError(f"{path!r} is a folder, not a weights file; give the file's path.")
+    try:
+        kind = sniff(path)
+    except OSError as err:
+        raise FitkitValueError(f"Cannot read the weights file {path!r}: "
+                               f"{err.strerror or err}.") from err
+    return kind

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import specs
+from . import specs, targets
 from .errors import FitkitTypeError, FitkitValueError
 
 
@@ -126,15 +126,22 @@ class CompiledOutputs:
         return parts
 
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any,
-                       update: Callable[[Head, Any, Any, Any], None]) -> None:
-        """Call ``update(head, y_true, y_pred, sample_weight)`` for each output with metrics."""
+                       update: Callable[[Head, Any, Any, Any], None],
+                       build: Callable[[Head, Any, int], None]) -> None:
+        """Call ``update(head, y_true, y_pred, sample_weight)`` for each output with metrics;
+        ``build(head, mode, width)`` first where a custom step's first batch finds no states."""
         if self.heads is None:
             self.ensure(y_pred)
         if self._plain is not None:
-            update(self._plain, y, y_pred, sample_weight)
-            return
-        for head in self._metric_heads:
-            update(head, target(head, y, self.n_targets), prediction(head, y_pred), sample_weight)
+            pairs = [(self._plain, y, y_pred)]
+        else:
+            pairs = [(h, target(h, y, self.n_targets), prediction(h, y_pred))
+                     for h in self._metric_heads]
+        for head, y_t, y_p in pairs:
+            if not head.built:  # decided from static shapes alone: no checks, no host sync
+                build(head, *targets.mode_from_shapes(head.spec, tuple(y_p.shape),
+                                                      tuple(y_t.shape), head.portable))
+            update(head, y_t, y_p, sample_weight)
 
     # ------------------------------------------------------------------ resolution
     def resolve(self, pred: Any) -> list[Head]:

@@ -160,7 +160,7 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
 def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
     """A metric that cannot read this output's predictions fails here, not at step 1."""
     try:
-        adapter.trial_update(head, y, y_pred, w)
+        adapter.update_head(head, y, y_pred, w)
     except FitkitError:
         raise
     except Exception as err:
@@ -171,6 +171,9 @@ def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
             f"{tuple(y_pred.shape)} against targets of shape {tuple(y.shape)}: "
             f"{type(err).__name__}: {err}. Give each output metrics that fit it, e.g. "
             f"metrics={{'cls': ['accuracy'], 'reg': ['mae']}}.") from err
+    finally:
+        for metric in head.metrics:
+            metric.reset()
 
 
 def check_batch_dimension(x: Any, y: Any) -> None:

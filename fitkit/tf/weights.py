@@ -14,7 +14,7 @@ from typing import Any
 
 import keras
 
-from ..checkpoint import atomic_write, sniff
+from ..checkpoint import atomic_write, readable_kind
 from ..errors import FitkitTypeError, FitkitValueError
 
 _SHOW = 5  # names listed per kind in messages
@@ -44,16 +44,7 @@ def save_weights(net: Any, path: str) -> None:
 # ---------------------------------------------------------------------- read
 def _check_file(path: str) -> None:
     """Nothing, for an existing, readable HDF5 file; else a FitkitValueError naming the cause."""
-    if not os.path.exists(path):
-        raise FitkitValueError(f"No weights file at {path!r}; check the path "
-                               f"(save one with model.save_weights).")
-    if os.path.isdir(path):
-        raise FitkitValueError(f"{path!r} is a folder, not a weights file; give the file's path.")
-    try:
-        kind = sniff(path)
-    except OSError as err:
-        raise FitkitValueError(f"Cannot read the weights file {path!r}: "
-                               f"{err.strerror or err}.") from err
+    kind = readable_kind(path)
     if kind == "hdf5":
         return
     fix = "Save Keras weights with model.save_weights('<name>.weights.h5')."

@@ -139,23 +139,14 @@ class Adapter:
         return self.outputs.loss(y, y_pred, sample_weight)
 
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        self.outputs.update_metrics(y, y_pred, sample_weight, self._update_head)
+        self.outputs.update_metrics(y, y_pred, sample_weight, self.update_head,
+                                    self.build_metric_states)
 
-    def _update_head(self, head: Any, y: Any, y_pred: torch.Tensor, sample_weight: Any) -> None:
+    def update_head(self, head: Any, y: Any, y_pred: torch.Tensor, sample_weight: Any) -> None:
+        """Update one output's metric states (torch's argument order)."""
         y_pred = y_pred.detach()  # metric states never join the autograd graph
-        if not head.built:  # a custom step's first batch: decide from shapes alone
-            self.build_metric_states(head, *targets.mode_from_shapes(
-                head.spec, tuple(y_pred.shape), tuple(y.shape), head.portable))
         for metric in head.metrics:
             metric.update(y_pred, y, sample_weight)
-
-    def trial_update(self, head: Any, y: Any, y_pred: Any, sample_weight: Any) -> None:
-        """Update one output's metrics on a first batch, then zero them: a check."""
-        try:
-            self._update_head(head, y, y_pred, sample_weight)
-        finally:
-            for metric in head.metrics:
-                metric.reset()
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)

@@ -7,13 +7,12 @@ and the comparison of a whole file against the network; the facade only passes t
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from typing import Any
 
 import torch
 
-from ..checkpoint import atomic_write, sniff
+from ..checkpoint import atomic_write, readable_kind
 from ..errors import FitkitValueError
 
 _TIED = "fitkit.tied"  # safetensors metadata: {"alias": "name saved once"} for shared tensors
@@ -70,16 +69,7 @@ def _untie(state: dict) -> tuple[dict, dict]:
 # ---------------------------------------------------------------------- read
 def _check_file(path: str) -> str | None:
     """The sniffed format of an existing, readable, non-empty file, else a FitkitValueError."""
-    if not os.path.exists(path):
-        raise FitkitValueError(f"No weights file at {path!r}; check the path "
-                               f"(save one with model.save_weights).")
-    if os.path.isdir(path):
-        raise FitkitValueError(f"{path!r} is a folder, not a weights file; give the file's path.")
-    try:
-        kind = sniff(path)
-    except OSError as err:
-        raise FitkitValueError(f"Cannot read the weights file {path!r}: "
-                               f"{err.strerror or err}.") from err
+    kind = readable_kind(path)
     if kind == "empty":
         raise FitkitValueError(f"The weights file {path!r} is empty (0 bytes): its save never "
                                f"finished. Save the weights again.")
