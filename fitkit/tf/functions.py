@@ -1,0 +1,135 @@
+"""Compiled TensorFlow steps: tf.functions per kind of input, chunks of steps in one call.
+
+Owns tracing (a free batch dimension, one function per structure/dtypes/ranks, relaxed
+shapes on a new length) and the graph loops over Chunks and dataset iterators. What a step
+does is the adapter's; the batches and chunks come from data.py.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import tensorflow as tf
+
+from ..arrays import leaves, map_optional
+from ..sources import make_batch
+from . import data
+
+
+def _relaxed(value: Any) -> Any:
+    """A TensorSpec with a free batch dimension (None stays None: a Python constant)."""
+    if value is None:
+        return None
+    return tf.TensorSpec([None, *value.shape[1:]], value.dtype) if value.shape.rank else \
+        tf.TensorSpec([], value.dtype)
+
+
+def kind_of(item: Any) -> tuple:
+    """What forces a new trace: each leaf's dtype and rank (None for a missing part)."""
+    return tuple(None if t is None else (t.dtype, t.shape.rank) for t in tf.nest.flatten(item))
+
+
+def chunk_loop(run: Callable) -> Callable:
+    """``run`` over every batch of a Chunk, in a graph loop (Python paid once per chunk)."""
+    def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> None:
+        steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
+
+        def body(i):
+            cut = lambda t: t[i * batch_size:(i + 1) * batch_size]  # noqa: E731
+            run(make_batch(*(map_optional(cut, v) for v in (x, y, w))))
+            return (i + 1,)
+        tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
+    return run_chunk
+
+
+def iterator_loop(run: Callable) -> Callable:
+    """``run`` over up to ``steps`` elements of a dataset iterator, stopping exactly where
+    the data ends; the compiled call returns the number of steps it ran."""
+    def run_iterator(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
+        def body(i, _):
+            element = iterator.get_next_as_optional()
+
+            def step():
+                run(element.get_value())
+                return i + 1, tf.constant(False)
+            return tf.cond(element.has_value(), step, lambda: (i, tf.constant(True)))
+        count, _ = tf.while_loop(lambda i, ended: tf.logical_and(i < steps, ~ended), body,
+                                 (tf.constant(0), tf.constant(False)))
+        return count
+    return run_iterator
+
+
+def predict_chunk(step: Callable) -> Callable:
+    """Predictions for a Chunk of batches in one call: the first batch's outputs give the
+    structure and dtypes, a graph loop writes the others, and they come back concatenated."""
+    def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> Any:
+        steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
+        cut = lambda i: map_optional(  # noqa: E731
+            lambda t: t[i * batch_size:(i + 1) * batch_size], x)
+        first = step((cut(0), None))
+        arrays = [tf.TensorArray(t.dtype, size=steps, infer_shape=False).write(0, t)
+                  for t in tf.nest.flatten(first)]
+
+        def body(i, arrays):
+            out = tf.nest.flatten(step((cut(i), None)))
+            return i + 1, [a.write(i, o) for a, o in zip(arrays, out)]
+        _, arrays = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(1), arrays))
+        return tf.nest.pack_sequence_as(first, [a.concat() for a in arrays])
+    return run_chunk
+
+
+@tf.function(reduce_retracing=True)
+def graph_label_stats(labels: tf.Tensor) -> tf.Tensor:
+    """[min, max, the first non-whole label or NaN], compiled: checks run on every batch-style
+    call, where eager ops would cost more than the step."""
+    values = tf.cast(tf.reshape(labels, [-1]), tf.float64)
+    fractional = tf.boolean_mask(values, values != tf.round(values))
+    odd = tf.concat([fractional[:1], tf.constant([float("nan")], tf.float64)], 0)[0]
+    return tf.stack([tf.reduce_min(values), tf.reduce_max(values), odd])
+
+
+class CompiledStep:
+    """A step compiled for one batch and for a Chunk of batches (a loop inside the graph).
+
+    One tf.function per kind of input (structure, dtypes, ranks). The first batch of a kind
+    is traced with its batch dimension free, so a partial last batch needs no new trace;
+    another shape of the same kind (a sequence length, a padded batch) retraces once and
+    relaxes to the dimensions in common, as Keras does. ``eager=True`` runs the Python step
+    as it is (compile(run_eagerly=True)).
+    """
+
+    def __init__(self, run: Callable, run_chunk: Callable, run_iterator: Callable, *,
+                 eager: bool = False) -> None:
+        self.run, self.run_chunk, self.run_iterator, self.eager = \
+            run, run_chunk, run_iterator, eager
+        self.functions: dict[tuple, Callable] = {}
+
+    def __call__(self, item: Any) -> Any:
+        if isinstance(item, data.IteratorChunk):
+            return self._iterate(item)
+        chunk = isinstance(item, data.Chunk)
+        args = tuple(item) if chunk else (item,)
+        if self.eager:
+            return (self.run_chunk if chunk else self.run)(*args)
+        kind = (chunk, kind_of(args))
+        fn = self.functions.get(kind)
+        if fn is None:
+            fn = tf.function(self.run_chunk if chunk else self.run, reduce_retracing=True)
+            fn.get_concrete_function(*tf.nest.map_structure(_relaxed, args))
+            self.functions[kind] = fn
+        return fn(*args)
+
+    def _iterate(self, chunk: Any) -> None:
+        """Several steps over a dataset iterator in one call; tf.function traces once per
+        element spec (a padded batch's free dimensions need no new trace)."""
+        steps = tf.constant(chunk.steps, tf.int32)
+        if self.eager:
+            chunk.count = self.run_iterator(chunk.iterator, steps)
+            return
+        fn = self.functions.get(("iterator",))
+        if fn is None:
+            fn = self.functions[("iterator",)] = tf.function(self.run_iterator,
+                                                              reduce_retracing=True)
+        chunk.count = fn(chunk.iterator, steps)
+
+    def tracing_count(self) -> int:
+        return sum(f.experimental_get_tracing_count() for f in self.functions.values())
