@@ -6,11 +6,21 @@ weights and timing come from workloads.py and run_one.py. Each returns epoch end
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 
 from workloads import WORKLOADS, channels_last, keras_net, torch_net
+
+
+def torch_threads() -> int:
+    """torch's intra-op threads: 2 (the cores) unless BENCH_TORCH_THREADS says otherwise.
+
+    On a shared 2-core machine, 2 threads plus another busy process make each parallel
+    region wait for a descheduled thread: W1 epochs then take 3-40x longer; 1 thread does not.
+    """
+    return int(os.environ.get("BENCH_TORCH_THREADS", "2"))
 
 
 def _setup(name):
@@ -25,7 +35,7 @@ def _fitkit_torch(name, first_step, native):
 
     import fitkit
     imported = time.perf_counter() - t
-    torch.set_num_threads(2)
+    torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     net = torch_net(name)
     model = fitkit.Model(net)
@@ -41,11 +51,16 @@ def _fitkit_fit(fitkit, model, spec, xt, yt, xv, yv, first_step, imported):
     if first_step:
         model.fit(xt, yt, batch_size=spec["batch_size"], epochs=1, steps_per_epoch=1, verbose=0)
         return {"import_s": imported}
-    return _timed_fit(model.fit, fitkit.callbacks.Callback, spec, xt, yt, xv, yv, imported)
+    return _timed_fit(model.fit, fitkit.callbacks.Callback, spec, imported, x=xt, y=yt,
+                      batch_size=spec["batch_size"], validation_data=(xv, yv))
 
 
-def _timed_fit(fit, callback_base, spec, xt, yt, xv, yv, imported):
-    """A Keras-style ``fit`` with an epoch-end clock (epoch hooks only: no per-step cost)."""
+def _timed_fit(fit, callback_base, spec, imported, **data):
+    """A Keras-style ``fit`` with an epoch-end clock (epoch hooks only: no per-step cost).
+
+    ``data``: the fit arguments that say what to train on (``x``, ``y``, ``batch_size``,
+    ``validation_data``), arrays or a dataset / loader.
+    """
     ends = []
 
     class EpochClock(callback_base):
@@ -53,8 +68,7 @@ def _timed_fit(fit, callback_base, spec, xt, yt, xv, yv, imported):
             ends.append(time.perf_counter())
 
     start = time.perf_counter()
-    history = fit(xt, yt, batch_size=spec["batch_size"], epochs=spec["epochs"],
-                  validation_data=(xv, yv), verbose=0, callbacks=[EpochClock()])
+    history = fit(epochs=spec["epochs"], verbose=0, callbacks=[EpochClock()], **data)
     return {"import_s": imported, "epoch_ends": [e - start for e in ends],
             "val_accuracy": history.history["val_accuracy"][-1]}
 
@@ -84,6 +98,46 @@ def fitkit_tf(name, first_step=False):
     return _fitkit_fit(fitkit, model, spec, xt, yt, xv, yv, first_step, imported)
 
 
+def fitkit_torch_loader(name, first_step=False):
+    """fitkit on torch given DataLoaders (the torch_loader_loop's), native Adam and loss."""
+    t = time.perf_counter()
+    import torch
+
+    import fitkit
+    imported = time.perf_counter() - t
+    torch.set_num_threads(torch_threads())
+    spec, (xt, yt, xv, yv) = _setup(name)
+    train, val = _loaders(torch, spec, xt, yt, xv, yv)
+    net = torch_net(name)
+    model = fitkit.Model(net)
+    model.compile(torch.optim.Adam(net.parameters(), lr=spec["lr"]),
+                  torch.nn.CrossEntropyLoss(), metrics=["accuracy"])
+    if first_step:
+        model.fit(train, epochs=1, steps_per_epoch=1, verbose=0)
+        return {"import_s": imported}
+    return _timed_fit(model.fit, fitkit.callbacks.Callback, spec, imported, x=train,
+                      validation_data=val)
+
+
+def fitkit_tf_data(name, first_step=False):
+    """fitkit on TensorFlow given the tf_loop's tf.data pipelines (shuffle, batch)."""
+    t = time.perf_counter()
+    import keras
+    import tensorflow as tf
+
+    import fitkit
+    imported = time.perf_counter() - t
+    spec, (xt, yt, xv, yv) = _setup(name)
+    train, val = tf_datasets(tf, spec, channels_last(xt), yt, channels_last(xv), yv)
+    model = fitkit.Model(keras_net(name))
+    model.compile(keras.optimizers.Adam(spec["lr"]), "cross_entropy", metrics=["accuracy"])
+    if first_step:
+        model.fit(train, epochs=1, steps_per_epoch=1, verbose=0)
+        return {"import_s": imported}
+    return _timed_fit(model.fit, fitkit.callbacks.Callback, spec, imported, x=train,
+                      validation_data=val)
+
+
 # ----------------------------------------------------------------------------- hand-written
 def torch_loop_epoch(net, opt, loss_fn, x, y, bs, max_steps=None) -> dict:
     """One hand-written training epoch: a permutation, slices, sums kept on the device."""
@@ -111,7 +165,7 @@ def torch_loop(name, first_step=False):
     t = time.perf_counter()
     import torch
     imported = time.perf_counter() - t
-    torch.set_num_threads(2)
+    torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     net = torch_net(name)
     opt = torch.optim.Adam(net.parameters(), lr=spec["lr"])
@@ -136,13 +190,63 @@ def torch_loop(name, first_step=False):
     return {"import_s": imported, "epoch_ends": ends, "val_accuracy": logs["val_accuracy"]}
 
 
+def torch_loader_epoch(net, opt, loss_fn, loader, max_steps=None) -> dict:
+    """One hand-written training epoch over a DataLoader; sums kept on the device."""
+    import torch
+
+    loss_sum, correct, n = torch.zeros(()), torch.zeros((), dtype=torch.int64), 0
+    for step, (xb, yb) in enumerate(loader):
+        if max_steps is not None and step == max_steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        out = net(xb)
+        loss = loss_fn(out, yb)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach() * len(xb)
+        correct += (out.argmax(1) == yb).sum()
+        n += len(xb)
+    return {"loss": (loss_sum / n).item(), "accuracy": correct.item() / n}
+
+
+def torch_loader_loop(name, first_step=False):
+    """A careful hand-written loop over DataLoader(TensorDataset, shuffle=True): no .item()
+    per step, loss and accuracy summed on the device and read once per epoch."""
+    t = time.perf_counter()
+    import torch
+    imported = time.perf_counter() - t
+    torch.set_num_threads(torch_threads())
+    spec, (xt, yt, xv, yv) = _setup(name)
+    train, val = _loaders(torch, spec, xt, yt, xv, yv)
+    net = torch_net(name)
+    opt = torch.optim.Adam(net.parameters(), lr=spec["lr"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    start, ends = time.perf_counter(), []
+    for _ in range(1 if first_step else spec["epochs"]):
+        net.train()
+        logs = torch_loader_epoch(net, opt, loss_fn, train, max_steps=1 if first_step else None)
+        if first_step:
+            return {"import_s": imported}
+        net.eval()
+        with torch.no_grad():
+            val_loss, val_correct, n = torch.zeros(()), torch.zeros((), dtype=torch.int64), 0
+            for xb, yb in val:
+                out = net(xb)
+                val_loss += loss_fn(out, yb) * len(out)
+                val_correct += (out.argmax(1) == yb).sum()
+                n += len(out)
+        logs["val_accuracy"] = val_correct.item() / n
+        ends.append(time.perf_counter() - start)
+    return {"import_s": imported, "epoch_ends": ends, "val_accuracy": logs["val_accuracy"]}
+
+
 def torch_naive(name, first_step=False):
     """The tutorial's loop: a DataLoader over a TensorDataset, .item() every step."""
     t = time.perf_counter()
     import torch
     from torch.utils.data import DataLoader, TensorDataset
     imported = time.perf_counter() - t
-    torch.set_num_threads(2)
+    torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     net = torch_net(name)
     opt = torch.optim.Adam(net.parameters(), lr=spec["lr"])
@@ -176,6 +280,13 @@ def torch_naive(name, first_step=False):
     return {"import_s": imported, "epoch_ends": ends, "val_accuracy": val_metric / step}
 
 
+def tf_datasets(tf, spec, xt, yt, xv, yv):
+    """The tf.data pipelines every tf.data contender gets: shuffle (whole set) and batch."""
+    train = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(len(xt)).batch(spec["batch_size"])
+    val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(spec["batch_size"])
+    return train, val
+
+
 def tf_loop(name, first_step=False):
     """A hand-written tf.function loop over tf.data, with keras.metrics, as the tutorial does."""
     t = time.perf_counter()
@@ -187,8 +298,7 @@ def tf_loop(name, first_step=False):
     net = keras_net(name)
     opt = keras.optimizers.Adam(spec["lr"])
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    train = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(len(xt)).batch(spec["batch_size"])
-    val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(spec["batch_size"])
+    train, val = tf_datasets(tf, spec, xt, yt, xv, yv)
     train_loss, train_acc = keras.metrics.Mean(), keras.metrics.SparseCategoricalAccuracy()
     val_loss, val_acc = keras.metrics.Mean(), keras.metrics.SparseCategoricalAccuracy()
 
@@ -231,7 +341,7 @@ def _keras_fit(name, first_step):
     if keras.backend.backend() == "torch":
         import torch
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     xt, xv = channels_last(xt), channels_last(xv)
     net = keras_net(name)
@@ -242,7 +352,27 @@ def _keras_fit(name, first_step):
         net.fit(xt[:spec["batch_size"]], yt[:spec["batch_size"]], batch_size=spec["batch_size"],
                 epochs=1, verbose=0)
         return {"import_s": imported}
-    return _timed_fit(net.fit, keras.callbacks.Callback, spec, xt, yt, xv, yv, imported)
+    return _timed_fit(net.fit, keras.callbacks.Callback, spec, imported, x=xt, y=yt,
+                      batch_size=spec["batch_size"], validation_data=(xv, yv))
+
+
+def keras_tf_data(name, first_step=False):
+    """Keras 3 fit (TensorFlow backend) given the tf_loop's tf.data pipelines."""
+    t = time.perf_counter()
+    import keras
+    import tensorflow as tf
+    imported = time.perf_counter() - t
+    spec, (xt, yt, xv, yv) = _setup(name)
+    train, val = tf_datasets(tf, spec, channels_last(xt), yt, channels_last(xv), yv)
+    net = keras_net(name)
+    net.compile(optimizer=keras.optimizers.Adam(spec["lr"]),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+    if first_step:
+        net.fit(train.take(1), epochs=1, verbose=0)
+        return {"import_s": imported}
+    return _timed_fit(net.fit, keras.callbacks.Callback, spec, imported, x=train,
+                      validation_data=val)
 
 
 def keras_tf(name, first_step=False):
@@ -273,7 +403,7 @@ def torchkeras_fit(name, first_step=False):
     import torchkeras
     from torchmetrics import Accuracy
     imported = time.perf_counter() - t
-    torch.set_num_threads(2)
+    torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     train, val = _loaders(torch, spec, xt, yt, xv, yv)
     net = torch_net(name)
@@ -299,7 +429,7 @@ def lightning_fit(name, first_step=False):
     import lightning as L
     import torch
     imported = time.perf_counter() - t
-    torch.set_num_threads(2)
+    torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     train, val = _loaders(torch, spec, xt, yt, xv, yv)
     ends, start = [], [0.0]
@@ -348,11 +478,15 @@ IMPLS = {
     "fitkit_torch_strings": ("torch", fitkit_torch_strings),
     "torch_loop": ("torch", torch_loop),
     "torch_naive": ("torch", torch_naive),
+    "fitkit_torch_loader": ("torch", fitkit_torch_loader),
+    "torch_loader_loop": ("torch", torch_loader_loop),
     "keras_torch": ("torch", keras_torch),
     "torchkeras": ("torch", torchkeras_fit),
     "lightning": ("torch", lightning_fit),
     "fitkit_tf": ("tensorflow", fitkit_tf),
+    "fitkit_tf_data": ("tensorflow", fitkit_tf_data),
     "tf_loop": ("tensorflow", tf_loop),
     "keras_tf": ("tensorflow", keras_tf),
+    "keras_tf_data": ("tensorflow", keras_tf_data),
 }
 OPTIONAL = {"torchkeras": "torchkeras", "lightning": "lightning"}  # impl -> module to import

@@ -1,33 +1,46 @@
-"""fitkit's per-epoch overhead over the hand-written torch loop, measured in one process.
+"""fitkit's per-epoch overhead over a hand-written loop, measured in one process.
 
 Whole-process timings on a shared 2-core machine drift by 10-30 % between runs; this
 alternates one fitkit epoch and one hand-written epoch on W1 (same data, same step code)
 and compares the fastest of each, which drift cannot favour.
 
-    PYTHONPATH=. python benchmarks/overhead.py [--rounds 8]
+    PYTHONPATH=. python benchmarks/overhead.py [--rounds 8] [--input arrays|loader|tf_data]
+                                               [--torch-threads 1]
+
+--input arrays   fitkit.fit(numpy arrays) vs the tensor-slicing torch loop (torch_loop)
+--input loader   fitkit.fit(DataLoader) vs a hand-written loop over the same DataLoader
+                 (DataLoader(TensorDataset(...), batch_size=64, shuffle=True))
+--input tf_data  fitkit.fit(tf.data) vs the hand-written tf.function loop over the same
+                 pipeline (tf_loop) vs Keras fit on it; TensorFlow only
+
+Training epochs only (no validation). One warm-up round (tracing, first-batch checks) is
+run first and not counted.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import statistics
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import fitkit  # noqa: E402
-from impls import torch_loop_epoch  # noqa: E402
-from workloads import WORKLOADS, torch_net  # noqa: E402
+from workloads import WORKLOADS  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=8)
-    args = parser.parse_args()
-    torch.set_num_threads(2)
+def torch_contenders(kind: str) -> dict:
+    """{name: one training epoch} for fitkit and the hand-written loop, on torch."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import fitkit
+    from impls import torch_loader_epoch, torch_loop_epoch, torch_threads
+    from workloads import torch_net
+
+    torch.set_num_threads(torch_threads())
     xt, yt, _, _ = WORKLOADS["W1"]["data"]()
     ours = torch_net("W1")
     model = fitkit.Model(ours)
@@ -36,20 +49,103 @@ def main() -> None:
     theirs = torch_net("W1")
     opt, loss_fn = torch.optim.Adam(theirs.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
     x, y = torch.from_numpy(xt), torch.from_numpy(yt)
+    if kind == "arrays":
+        return {"fitkit": lambda: model.fit(xt, yt, batch_size=64, epochs=1, verbose=0),
+                "hand-written": lambda: torch_loop_epoch(theirs, opt, loss_fn, x, y, 64)}
+    loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
+    return {"fitkit": lambda: model.fit(loader, epochs=1, verbose=0),
+            "hand-written": lambda: torch_loader_epoch(theirs, opt, loss_fn, loader)}
 
-    fitkit_s, loop_s = [], []
+
+def tf_contenders() -> dict:
+    """{name: one training epoch} for fitkit, the hand-written tf.function loop and Keras."""
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import tensorflow as tf
+
+    import fitkit
+    from impls import tf_datasets
+    from workloads import keras_net
+
+    spec = WORKLOADS["W1"]
+    xt, yt, xv, yv = spec["data"]()
+    train, _ = tf_datasets(tf, spec, xt, yt, xv, yv)
+    model = fitkit.Model(keras_net("W1"))
+    model.compile(keras.optimizers.Adam(1e-3), "cross_entropy", metrics=["accuracy"])
+
+    net = keras_net("W1")
+    opt = keras.optimizers.Adam(1e-3)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss_m, acc_m = keras.metrics.Mean(), keras.metrics.SparseCategoricalAccuracy()
+
+    @tf.function
+    def train_step(x, y):  # tf_loop's step
+        with tf.GradientTape() as tape:
+            out = net(x, training=True)
+            loss = loss_fn(y, out)
+        grads = tape.gradient(loss, net.trainable_variables)
+        opt.apply_gradients(zip(grads, net.trainable_variables))
+        loss_m.update_state(loss)
+        acc_m.update_state(y, out)
+
+    def loop_epoch():
+        for m in (loss_m, acc_m):
+            m.reset_state()
+        for xb, yb in train:
+            train_step(xb, yb)
+        return float(loss_m.result()), float(acc_m.result())
+
+    knet = keras_net("W1")
+    knet.compile(optimizer=keras.optimizers.Adam(1e-3),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                 metrics=["accuracy"])
+    return {"fitkit": lambda: model.fit(train, epochs=1, verbose=0),
+            "hand-written": loop_epoch,
+            "keras": lambda: knet.fit(train, epochs=1, verbose=0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--input", choices=["arrays", "loader", "tf_data"], default="arrays")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads (default 2, or $BENCH_TORCH_THREADS)")
+    parser.add_argument("--out", default=None, help="also write the times as JSON here")
+    args = parser.parse_args()
+    if args.torch_threads is not None:
+        os.environ["BENCH_TORCH_THREADS"] = str(args.torch_threads)
+    contenders = tf_contenders() if args.input == "tf_data" else torch_contenders(args.input)
+    for run in contenders.values():  # warm-up: tracing, first-batch checks, allocator
+        run()
+    times: dict = {name: [] for name in contenders}
     for _ in range(args.rounds):
-        start = time.perf_counter()
-        model.fit(xt, yt, batch_size=64, epochs=1, verbose=0)
-        fitkit_s.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        torch_loop_epoch(theirs, opt, loss_fn, x, y, 64)
-        loop_s.append(time.perf_counter() - start)
-    print(f"W1 epoch, {args.rounds} alternating rounds: fitkit min {min(fitkit_s):.3f} s "
-          f"(median {statistics.median(fitkit_s):.3f}), hand-written min {min(loop_s):.3f} s "
-          f"(median {statistics.median(loop_s):.3f}); fitkit / loop: "
-          f"min {min(fitkit_s) / min(loop_s):.3f}, median "
-          f"{statistics.median(fitkit_s) / statistics.median(loop_s):.3f}")
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    base = times["hand-written"]
+    parts = [f"{name} min {min(t):.3f} s (median {statistics.median(t):.3f})"
+             for name, t in times.items()]
+    print(f"W1 epoch ({args.input}), {args.rounds} alternating rounds: " + ", ".join(parts))
+    for name, t in times.items():
+        if name == "hand-written":
+            continue
+        paired = [a / b for a, b in zip(t, base)]
+        print(f"  {name} / hand-written: min {min(t) / min(base):.3f}, median "
+              f"{statistics.median(t) / statistics.median(base):.3f}, per round median "
+              f"{statistics.median(paired):.3f} ({min(paired):.3f}-{max(paired):.3f})")
+    if "keras" in times:
+        print(f"  fitkit / keras: min {min(times['fitkit']) / min(times['keras']):.3f}, median "
+              f"{statistics.median(times['fitkit']) / statistics.median(times['keras']):.3f}")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"date": datetime.date.today().isoformat(),
+                       "fitkit_file": sys.modules["fitkit"].__file__,
+                       "input": args.input, "rounds": args.rounds, "epoch_s": times,
+                       "torch_threads": os.environ.get("BENCH_TORCH_THREADS", "2")}, fh,
+                      indent=1)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 Owns process launching, timing from outside, aggregation (median, min-max, ratios) and
 the report. Usage:  python benchmarks/run.py [--runs 3] [--workloads W1 W2] [--impls ...]
+[--fitkit DIR] (import fitkit from DIR instead of this checkout, e.g. an exported commit)
+[--torch-threads 1]
 """
 from __future__ import annotations
 
@@ -22,11 +24,30 @@ sys.path.insert(0, HERE)
 from impls import IMPLS, OPTIONAL  # noqa: E402
 
 BASELINE = {"torch": "torch_loop", "tensorflow": "tf_loop"}
+FITKIT_SRC = os.path.dirname(HERE)  # the directory `import fitkit` comes from (--fitkit)
+TORCH_THREADS = 2  # torch's intra-op threads in every process (--torch-threads)
+
+# The claims the table is read for: (workload, impl, reference impl, column, target ratio).
+# Each is printed under the table as a ratio of medians and as the median of the ratios of
+# runs of the same round (the rounds interleave, so a round's two runs saw the same machine).
+CHECKS = [
+    ("W1", "fitkit_torch", "torch_loop", "fit_s", 1.10),
+    ("W2", "fitkit_torch", "torch_loop", "fit_s", 1.03),
+    ("W1", "fitkit_torch_strings", "torch_loop", "fit_s", 0.90),
+    ("W1", "fitkit_tf", "tf_loop", "warm_epoch_s", 1.0),
+    ("W1", "fitkit_tf", "keras_tf", "warm_epoch_s", 0.6),
+    ("W1", "fitkit_torch_loader", "torch_loader_loop", "fit_s", 1.03),
+    ("W1", "fitkit_torch_loader", "torch_loader_loop", "warm_epoch_s", 1.03),
+    ("W1", "fitkit_tf_data", "tf_loop", "warm_epoch_s", 0.5),
+    ("W1", "fitkit_tf_data", "keras_tf_data", "warm_epoch_s", 0.5),
+]
 
 
 def _env(impl: str) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "2",
-           "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(TORCH_THREADS),
+           "BENCH_TORCH_THREADS": str(TORCH_THREADS),
+           "PYTHONPATH": os.pathsep.join([FITKIT_SRC, os.path.dirname(HERE),
+                                          os.environ.get("PYTHONPATH", "")])}
     env["KERAS_BACKEND"] = "torch" if impl == "keras_torch" else "tensorflow"
     env.pop("FITKIT_BACKEND", None)
     return env
@@ -68,6 +89,35 @@ def measure(impls: list[str], workload: str, runs: int) -> dict:
             for impl in impls}
 
 
+def checks(results: dict) -> list[dict]:
+    """The CHECKS whose two implementations were both measured."""
+    found = []
+    for workload, impl, ref, column, target in CHECKS:
+        a, b = results.get(workload, {}).get(impl), results.get(workload, {}).get(ref)
+        if not a or not b or not a.get(column) or not b.get(column):
+            continue
+        ratio = a[column]["median"] / b[column]["median"]
+        paired = [x / y for x, y in zip(a[column]["runs"], b[column]["runs"])]
+        found.append({"workload": workload, "impl": impl, "reference": ref, "column": column,
+                      "target": target, "ratio_of_medians": ratio,
+                      "ratio_of_fastest": a[column]["min"] / b[column]["min"],
+                      "paired": summarize(paired), "met": ratio <= target})
+    return found
+
+
+def checks_table(found: list[dict]) -> str:
+    lines = ["checks (ratio of medians; of the fastest runs; per-round ratios: median, min-max):"]
+    for c in found:
+        p = c["paired"]
+        lines.append(
+            f"  {c['workload']} {c['impl']} / {c['reference']}, {c['column']}: "
+            f"{c['ratio_of_medians']:.3f}x (fastest {c['ratio_of_fastest']:.3f}x; "
+            f"rounds {p['median']:.3f}x, "
+            f"{p['min']:.3f}-{p['max']:.3f}); target <= {c['target']:.2f}x: "
+            f"{'met' if c['met'] else 'NOT met'}")
+    return "\n".join(lines) if found else ""
+
+
 def summarize_impl(records: list, first: list) -> dict:
     fit = [r["epoch_ends"][-1] for _, r in records]
     warm = [(r["epoch_ends"][-1] - r["epoch_ends"][0]) / (len(r["epoch_ends"]) - 1)
@@ -104,6 +154,18 @@ def versions() -> dict:
     return found
 
 
+def fitkit_source(src: str | None = None) -> dict:
+    """Where fitkit came from: the directory, and its git commit and dirty files if any."""
+    src = src or FITKIT_SRC
+    out = {"dir": src}
+    git = lambda *a: subprocess.run(["git", "-C", src, *a], capture_output=True,  # noqa: E731
+                                    text=True).stdout.strip()
+    if git("rev-parse", "--show-toplevel") == src:
+        out["commit"] = git("rev-parse", "--short", "HEAD")
+        out["uncommitted"] = git("status", "--short", "fitkit").splitlines()
+    return out
+
+
 def table(results: dict, baselines: dict) -> str:
     head = (f"{'workload':<8} {'implementation':<22} {'fit s (median, min-max)':<26} "
             f"{'x same-backend loop':>19} {'x torch loop':>13} {'warm epoch s':>13} "
@@ -137,12 +199,22 @@ def table(results: dict, baselines: dict) -> str:
 
 
 def main() -> None:
+    global FITKIT_SRC, TORCH_THREADS
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2"])
     parser.add_argument("--impls", nargs="+", default=list(IMPLS))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
+    parser.add_argument("--fitkit", default=FITKIT_SRC, metavar="DIR",
+                        help="directory holding the fitkit package to measure (default: this "
+                             "checkout); e.g. `git archive <commit> fitkit | tar -x -C DIR`")
+    parser.add_argument("--note", default="", help="free text stored in the JSON (what fitkit is)")
+    parser.add_argument("--torch-threads", type=int, default=TORCH_THREADS,
+                        help="torch intra-op threads (and OMP_NUM_THREADS); 1 is far steadier "
+                             "on a shared 2-core machine")
     args = parser.parse_args()
+    FITKIT_SRC = os.path.abspath(args.fitkit)
+    TORCH_THREADS = args.torch_threads
     results: dict = {}
     for workload in args.workloads:
         missing = {impl: OPTIONAL[impl] for impl in args.impls if impl in OPTIONAL
@@ -157,13 +229,18 @@ def main() -> None:
             for impl in args.impls}
     baselines = import_baselines(args.runs)
     report = table(results, baselines)
+    found = checks(results)
+    if found:
+        report += "\n\n" + checks_table(found)
     print(report)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump({"date": datetime.date.today().isoformat(), "machine": platform.platform(),
                    "cpus": os.cpu_count(), "python": platform.python_version(),
-                   "versions": versions(), "runs": args.runs, "results": results,
-                   "imports": baselines, "table": report}, fh, indent=1)
+                   "versions": versions(), "runs": args.runs, "fitkit": fitkit_source(),
+                   "torch_threads": TORCH_THREADS,
+                   "note": args.note, "results": results, "imports": baselines,
+                   "checks": found, "table": report}, fh, indent=1)
     print(f"\nwrote {args.out}", file=sys.stderr)
 
 

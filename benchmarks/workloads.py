@@ -104,3 +104,53 @@ def keras_net(name: str):
 def channels_last(x: np.ndarray) -> np.ndarray:
     """Keras convolutions take (N, H, W, C)."""
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+# ----------------------------------------------------------------------------- data paths
+# The MLP and the large data of the memory and memmap rows (benchmarks/data_paths.py).
+MLP_SIZES = (64, 64, 10)  # 64 features -> 64 (ReLU) -> 10 classes
+
+
+def mlp_weights(sizes=MLP_SIZES, seed=SEED + 3):
+    """[(W, b)] per Linear layer in torch layout (out, in), torch's default init bounds."""
+    rng = np.random.default_rng(seed)
+    return [(_uniform(rng, i, (o, i)), _uniform(rng, i, (o,))) for i, o in zip(sizes, sizes[1:])]
+
+
+def torch_mlp(sizes=MLP_SIZES):
+    import torch
+    import torch.nn as nn
+
+    layers = []
+    for i, o in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(i, o), nn.ReLU()]
+    net = nn.Sequential(*layers[:-1])
+    with torch.no_grad():
+        for layer, (w, b) in zip(net[::2], mlp_weights(sizes)):
+            layer.weight.copy_(torch.from_numpy(w))
+            layer.bias.copy_(torch.from_numpy(b))
+    return net
+
+
+def keras_mlp(sizes=MLP_SIZES):
+    import keras
+
+    dense = [keras.layers.Dense(o, activation="relu") for o in sizes[1:-1]]
+    dense.append(keras.layers.Dense(sizes[-1]))
+    net = keras.Sequential([keras.Input((sizes[0],)), *dense])
+    for layer, (w, b) in zip(dense, mlp_weights(sizes)):
+        layer.set_weights([w.T, b])
+    return net
+
+
+def fill_classification(x, y, seed=SEED, chunk=250_000):
+    """Fill preallocated x (n, d) float32 ~ N(0, 1) and y = argmax(x·W + 0.5·noise) in place,
+    a chunk at a time: no temporary larger than a chunk (x may be a writable memmap)."""
+    rng = np.random.default_rng(seed)
+    n, d = x.shape
+    w = rng.standard_normal((d, 10)).astype("float32")
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        x[start:stop] = rng.standard_normal((stop - start, d), dtype=np.float32)
+        noise = rng.standard_normal((stop - start, 10), dtype=np.float32)
+        y[start:stop] = np.argmax(x[start:stop] @ w + 0.5 * noise, axis=1)
