@@ -12,7 +12,7 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from ..arrays import RELEASE_BYTES, is_memory_map, leaves, map_optional, release_pages
+from ..arrays import MapReader, is_memory_map, leaves, map_optional
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
                        make_batch, one_step_each)
@@ -107,7 +107,7 @@ class TensorSource:
         self.batch_size, self.shuffle = batch_size, shuffle
         self.steps = math.ceil(self.n / batch_size)
         self.input_map: Any = None  # applied per batch to memory-mapped inputs
-        self._read = 0  # bytes read from memory maps since their pages were last released
+        self._maps = MapReader()  # reads memory-mapped rows, releasing their pages
 
     def _order(self) -> Any:
         """This epoch's row order: None (as stored), or a permutation (numpy for maps)."""
@@ -121,21 +121,13 @@ class TensorSource:
         index = None if order is None else order[start:stop]
 
         def take(t):
-            if isinstance(t, np.ndarray):  # host rows: only these are read and converted
-                if index is None:
-                    part = t[start:stop]
-                elif is_memory_map(t):  # each batch's rows in file order: fewer pages
-                    bs = self.batch_size
-                    part = t[np.concatenate([np.sort(index[i:i + bs])
-                                             for i in range(0, len(index), bs)])]
-                else:
-                    part = t[index]
-                if is_memory_map(t):
-                    self._read += part.nbytes
-                    if self._read > RELEASE_BYTES:
-                        release_pages(t)
-                        self._read = 0
-                return to_tensor(part)
+            if is_memory_map(t):  # each batch's rows in file order: fewer pages touched
+                bs = self.batch_size
+                rows = None if index is None else np.concatenate(
+                    [np.sort(index[i:i + bs]) for i in range(0, len(index), bs)])
+                return to_tensor(self._maps.rows(t, start, stop, rows))
+            if isinstance(t, np.ndarray):  # host rows: only these are converted
+                return to_tensor(t[start:stop] if index is None else t[index])
             return t[start:stop] if index is None else tf.gather(t, index)
         x = map_optional(take, self.x)
         if self.lazy and self.input_map is not None:

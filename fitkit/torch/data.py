@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..arrays import RELEASE_BYTES, is_memory_map, leaves, map_optional, release_pages
+from ..arrays import MapReader, is_memory_map, leaves, map_optional
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
                        make_batch, one_step_each)
@@ -120,7 +120,7 @@ class TensorSource:
         self.float_dtype = float_dtype
         self.steps = math.ceil(self.n / batch_size)
         self.input_map: Any = None  # applied per batch to memory-mapped inputs
-        self._read = 0  # bytes read from memory maps since their pages were last released
+        self._maps = MapReader()  # reads memory-mapped rows, releasing their pages
 
     def _slices(self, x: Any, y: Any, w: Any, order: Any = None) -> Iterator[tuple]:
         bs = self.batch_size
@@ -145,11 +145,8 @@ class TensorSource:
     def _take(self, t: Any, start: int, index: Any) -> torch.Tensor:
         """One batch of ``t``: rows ``start:start+bs``, or the rows ``index`` names."""
         if is_memory_map(t):  # only these rows are read from the file
-            part = t[start:start + self.batch_size] if index is None else t[index.numpy()]
-            self._read += part.nbytes
-            if self._read > RELEASE_BYTES:
-                release_pages(t)
-                self._read = 0
+            part = self._maps.rows(t, start, start + self.batch_size,
+                                   None if index is None else index.numpy())
             return to_tensor(part, self.device, self.float_dtype)
         if index is not None:
             part = t[index if index.device == t.device else index.to(t.device)]
