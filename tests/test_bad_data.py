@@ -320,8 +320,7 @@ def test_memmap_arrays_train_like_the_same_arrays_in_memory(kit, tmp_path):
     for data in (x, mapped):  # shuffled: the map's rows are read batch by batch
         fitkit.set_seed(2)
         model, net = _model(kit)
-        assert model.validate(data, y) == pytest.approx(runs[0][0] if runs else
-                                                         model.validate(x, y))
+        assert model.validate(data, y) == pytest.approx(model.validate(x, y))
         model.fit(data, y, batch_size=16, epochs=2, verbose=0)
         runs.append((model.validate(x, y), kit.weights(net)))
     for a, b in zip(runs[0][1], runs[1][1]):  # rows sorted within a batch: same sums
