@@ -101,6 +101,7 @@ class TensorSource:
                  sample_weight: Any = None) -> None:
         keep = _keep_on_host()
         self.lazy = any(keep(leaf) for leaf in leaves(x))
+        self.mapped = any(is_memory_map(leaf) for leaf in leaves(x))
         convert = lambda v: v if keep(v) else to_tensor(v)  # noqa: E731
         self.x, self.y, self.w = (map_optional(convert, v) for v in (x, y, sample_weight))
         self.n = int(leaves(self.x)[0].shape[0])
@@ -119,13 +120,13 @@ class TensorSource:
     def _rows(self, start: int, stop: int, order: Any) -> tuple:
         """(x, y, w) of rows ``start:stop`` in ``order``; no copy beyond those rows."""
         index = None if order is None else order[start:stop]
+        if index is not None and self.mapped:  # each batch's rows in file order, for all parts
+            bs = self.batch_size
+            index = np.concatenate([np.sort(index[i:i + bs]) for i in range(0, len(index), bs)])
 
         def take(t):
-            if is_memory_map(t):  # each batch's rows in file order: fewer pages touched
-                bs = self.batch_size
-                rows = None if index is None else np.concatenate(
-                    [np.sort(index[i:i + bs]) for i in range(0, len(index), bs)])
-                return to_tensor(self._maps.rows(t, start, stop, rows))
+            if is_memory_map(t):  # only these rows are read from the file
+                return to_tensor(self._maps.rows(t, start, stop, index))
             if isinstance(t, np.ndarray):  # host rows: only these are converted
                 return to_tensor(t[start:stop] if index is None else t[index])
             return t[start:stop] if index is None else tf.gather(t, index)
