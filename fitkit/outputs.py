@@ -132,8 +132,12 @@ class CompiledOutputs:
         ``build(head, mode, width)`` first where a custom step's first batch finds no states."""
         if self.heads is None:
             self.ensure(y_pred)
-        if self._plain is not None:
-            pairs = [(self._plain, y, y_pred)]
+        plain = self._plain
+        if plain is not None and plain.built:  # the usual case, once per step
+            update(plain, y, y_pred, sample_weight)
+            return
+        if plain is not None:
+            pairs = [(plain, y, y_pred)]
         else:
             pairs = [(h, target(h, y, self.n_targets), prediction(h, y_pred))
                      for h in self._metric_heads]

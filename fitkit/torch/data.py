@@ -29,10 +29,13 @@ def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> tor
         if not array.flags.writeable:  # pandas copy-on-write hands out read-only views
             array = array.copy()
         value = torch.from_numpy(np.ascontiguousarray(array))
-    if (value.is_floating_point() or value.dtype == torch.bool) and value.dtype != float_dtype:
+    dtype = value.dtype
+    if dtype is not float_dtype and (value.is_floating_point() or dtype is torch.bool):
         value = value.to(float_dtype)  # bool targets become 0/1 floats
-    elif value.dtype in _NARROW_INTS:
+    elif dtype in _NARROW_INTS:
         value = value.long()  # int8 category codes: embeddings and losses need int64 ids
+    if device.type == "cpu":  # the usual CPU case, once per leaf and step: no device object
+        return value if value.is_cpu else value.cpu()
     if value.device != device:
         if device.type == "cuda" and not value.is_pinned():
             value = value.pin_memory()  # a pinned source makes the copy truly asynchronous
@@ -40,7 +43,8 @@ def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> tor
     return value
 
 
-_NARROW_INTS = (torch.int8, torch.int16, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+_NARROW_INTS = frozenset((torch.int8, torch.int16, torch.uint8, torch.uint16, torch.uint32,
+                          torch.uint64))
 
 
 def integers_to_float(value: Any, float_dtype: torch.dtype) -> Any:
@@ -69,6 +73,8 @@ def class_weight_fn(table: dict, device: torch.device) -> Any:
 
 def rows(batch_x: Any) -> int:
     """Samples in a batch, read from a shape (no device sync)."""
+    if isinstance(batch_x, torch.Tensor):  # the usual case, once per step
+        return batch_x.shape[0]
     return leaves(batch_x)[0].shape[0]
 
 

@@ -341,7 +341,7 @@ class LogTracker:
 
     def update(self, logs: dict, n: int) -> None:
         for key, value in logs.items():
-            value = torch.as_tensor(value).detach()
+            value = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
             if key in self.sums:
                 self.sums[key].add_(value, alpha=n)  # float64 sum, float32 value: no cast op
             else:
