@@ -328,7 +328,7 @@ def test_memmap_arrays_train_like_the_same_arrays_in_memory(kit, tmp_path):
 
 
 def test_map_reader_reads_scattered_rows_from_the_file(tmp_path):
-    from fitkit.arrays import MapReader
+    from fitkit.mapped import MapReader
 
     x = np.arange(600, dtype="float32").reshape(100, 6)
     np.save(tmp_path / "x.npy", x)

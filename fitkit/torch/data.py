@@ -12,7 +12,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..arrays import MapReader, is_memory_map, leaves, map_optional
+from ..arrays import leaves, map_optional
+from ..mapped import MapReader, is_memory_map
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
                        make_batch, one_step_each)
