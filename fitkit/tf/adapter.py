@@ -195,7 +195,8 @@ class Adapter:
         run in one call (a while loop inside the graph: Python is paid once per chunk).
         """
         if mode == "predict":
-            return CompiledStep(step, predict_chunk(step), None, eager=self.run_eagerly)
+            return CompiledStep(step, predict_chunk(step), None, eager=self.run_eagerly,
+                                predicts=True)
         tracker, outputs = self._trackers[mode], self.outputs
 
         def run(batch: tuple) -> None:

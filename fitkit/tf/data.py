@@ -202,6 +202,7 @@ class DatasetSource(IterableSource):
     """A tf.data.Dataset: elements become batches inside the pipeline (``Dataset.map``), and
     several steps run per compiled call over its iterator, as on in-memory data."""
 
+    predicts_in_chunks = True  # predict, too, runs several batches per call
     def __init__(self, data: Any, *, weigh: Any = None) -> None:
         super().__init__(data, to_tensor, weigh=weigh)
         self._mapped: Any = None

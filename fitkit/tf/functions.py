@@ -11,7 +11,7 @@ from typing import Any, Callable
 import tensorflow as tf
 
 from ..arrays import leaves, map_optional
-from ..sources import make_batch
+from ..sources import make_batch, unpack
 from . import data
 
 
@@ -77,6 +77,31 @@ def predict_chunk(step: Callable) -> Callable:
     return run_chunk
 
 
+def predict_iterator(step: Callable, template: Any) -> Callable:
+    """Predictions for up to ``steps`` batches of a dataset iterator in one call, stopping
+    where the data ends: returns (steps run, outputs concatenated). ``template`` is an
+    earlier batch's outputs: their structure, dtypes and shapes past the batch dimension."""
+    flat = tf.nest.flatten(template)
+
+    def run_iterator(iterator: Any, steps: tf.Tensor) -> Any:
+        arrays = [tf.TensorArray(t.dtype, size=0, dynamic_size=True, infer_shape=False,
+                                 element_shape=[None, *t.shape[1:]]) for t in flat]
+
+        def body(i, ended, arrays):
+            element = iterator.get_next_as_optional()
+
+            def step_once():
+                out = tf.nest.flatten(step((unpack(element.get_value())[0], None)))
+                return i + 1, tf.constant(False), [a.write(i, o) for a, o in zip(arrays, out)]
+            return tf.cond(element.has_value(), step_once,
+                           lambda: (i, tf.constant(True), arrays))
+        count, _, arrays = tf.while_loop(
+            lambda i, ended, _: tf.logical_and(i < steps, ~ended), body,
+            (tf.constant(0), tf.constant(False), arrays))
+        return count, tf.nest.pack_sequence_as(template, [a.concat() for a in arrays])
+    return run_iterator
+
+
 @tf.function(reduce_retracing=True)
 def graph_label_stats(labels: tf.Tensor) -> tf.Tensor:
     """[min, max, the first non-whole label or NaN], compiled: checks run on every batch-style
@@ -97,10 +122,12 @@ class CompiledStep:
     as it is (compile(run_eagerly=True)).
     """
 
-    def __init__(self, run: Callable, run_chunk: Callable, run_iterator: Callable, *,
-                 eager: bool = False) -> None:
+    def __init__(self, run: Callable, run_chunk: Callable, run_iterator: Callable | None, *,
+                 eager: bool = False, predicts: bool = False) -> None:
         self.run, self.run_chunk, self.run_iterator, self.eager = \
             run, run_chunk, run_iterator, eager
+        self.predicts = predicts  # predict: an iterator call returns the outputs too
+        self.template: Any = None  # a single batch's outputs (predict: shapes and dtypes)
         self.functions: dict[tuple, Callable] = {}
 
     def __call__(self, item: Any) -> Any:
@@ -109,27 +136,41 @@ class CompiledStep:
         chunk = isinstance(item, data.Chunk)
         args = tuple(item) if chunk else (item,)
         if self.eager:
-            return (self.run_chunk if chunk else self.run)(*args)
-        kind = (chunk, kind_of(args))
-        fn = self.functions.get(kind)
-        if fn is None:
-            fn = tf.function(self.run_chunk if chunk else self.run, reduce_retracing=True)
-            fn.get_concrete_function(*tf.nest.map_structure(_relaxed, args))
-            self.functions[kind] = fn
-        return fn(*args)
+            out = (self.run_chunk if chunk else self.run)(*args)
+        else:
+            kind = (chunk, kind_of(args))
+            fn = self.functions.get(kind)
+            if fn is None:
+                fn = tf.function(self.run_chunk if chunk else self.run, reduce_retracing=True)
+                fn.get_concrete_function(*tf.nest.map_structure(_relaxed, args))
+                self.functions[kind] = fn
+            out = fn(*args)
+        if self.predicts and self.template is None:
+            self.template = out
+        return out
 
-    def _iterate(self, chunk: Any) -> None:
+    def _iterate(self, chunk: Any) -> Any:
         """Several steps over a dataset iterator in one call; tf.function traces once per
-        element spec (a padded batch's free dimensions need no new trace)."""
+        element spec (a padded batch's free dimensions need no new trace). A predict call
+        returns the chunk's outputs."""
         steps = tf.constant(chunk.steps, tf.int32)
+        run = self.run_iterator
+        if self.predicts:  # the first batch ran alone: its outputs shape the others'
+            run = predict_iterator(self.run, self.template)
         if self.eager:
-            chunk.count = self.run_iterator(chunk.iterator, steps)
-            return
-        fn = self.functions.get(("iterator",))
-        if fn is None:
-            fn = self.functions[("iterator",)] = tf.function(self.run_iterator,
-                                                              reduce_retracing=True)
-        chunk.count = fn(chunk.iterator, steps)
+            result = run(chunk.iterator, steps)
+        else:
+            key = ("iterator", None if self.template is None else
+                   tuple((t.dtype, t.shape[1:]) for t in tf.nest.flatten(self.template)))
+            fn = self.functions.get(key)
+            if fn is None:
+                fn = self.functions[key] = tf.function(run, reduce_retracing=True)
+            result = fn(chunk.iterator, steps)
+        if self.predicts:
+            chunk.count, outputs = result
+            return outputs
+        chunk.count = result
+        return None
 
     def tracing_count(self) -> int:
         return sum(f.experimental_get_tracing_count() for f in self.functions.values())

@@ -183,3 +183,16 @@ def test_tf_data_with_steps_per_epoch_runs_chunks_up_to_the_limit(tf_kit):
     # epoch 1: the peeked first batch alone, then chunks of 3 and 1; epoch 2 (a new pass
     # over the dataset): chunks of 3 and 2. Hooks see each chunk's last step.
     assert seen == [0, 3, 4, 2, 4]
+
+
+@pytest.mark.parametrize("known_length", [True, False])
+def test_predict_on_tf_data_runs_chunks_and_equals_keras(tf_kit, known_length):
+    x = np.random.default_rng(0).standard_normal((33 * 16, 4)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(16)
+    if not known_length:  # 1 + 32 batches: the last chunk finds the data already ended
+        ds = ds.filter(lambda a: True)
+    net = tf_kit.mlp(4, 2)
+    model = fitkit.Model(net)
+    out = model.predict(ds)
+    np.testing.assert_allclose(out, net.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert model._function("predict").tracing_count() <= 2  # the first batch + the iterator
