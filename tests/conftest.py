@@ -127,6 +127,20 @@ def tf_kit(monkeypatch):
     return TFKit()
 
 
+def compiled(kit, n_in: int = 4, n_out: int = 1, loss="mse", **compile_kwargs):
+    """A tiny MLP of ``kit``'s backend, compiled with SGD: (model, native net)."""
+    net = kit.mlp(n_in, n_out)
+    model = fitkit.Model(net)
+    model.compile("sgd", loss, **compile_kwargs)
+    return model, net
+
+
+def assert_unchanged(kit, net, before) -> None:
+    """The network's weights equal ``before`` (nothing trained, nothing loaded)."""
+    for a, b in zip(before, kit.weights(net)):
+        np.testing.assert_array_equal(a, b)
+
+
 def make_regression(n: int = 256, d: int = 4, seed: int = 0):
     """y = x · w + small noise, shaped (n, 1), float32."""
     rng = np.random.default_rng(seed)

@@ -8,19 +8,9 @@ import pandas as pd
 import pytest
 
 import fitkit
+from conftest import assert_unchanged as _unchanged
+from conftest import compiled as _model
 from conftest import make_classes, make_regression
-
-
-def _model(kit, n_in=4, n_out=1, loss="mse", **compile_kwargs):
-    net = kit.mlp(n_in, n_out)
-    model = fitkit.Model(net)
-    model.compile("sgd", loss, **compile_kwargs)
-    return model, net
-
-
-def _unchanged(kit, net, before):
-    for a, b in zip(before, kit.weights(net)):
-        np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------------- non-finite numbers

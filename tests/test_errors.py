@@ -6,19 +6,9 @@ import pandas as pd
 import pytest
 
 import fitkit
+from conftest import assert_unchanged as _unchanged
+from conftest import compiled as _compiled
 from conftest import make_classes
-
-
-def _compiled(kit, n_in=4, n_out=1, loss="mse", **kw):
-    net = kit.mlp(n_in, n_out)
-    model = fitkit.Model(net)
-    model.compile("sgd", loss, **kw)
-    return model, net
-
-
-def _unchanged(kit, net, before):
-    for a, b in zip(before, kit.weights(net)):
-        np.testing.assert_array_equal(a, b)
 
 
 def test_fit_before_compile(kit, regression):
