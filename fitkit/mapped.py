@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Any
+import queue
+import threading
+from typing import Any, Iterator
 
 
 def _module(obj: Any) -> str:
@@ -83,8 +85,11 @@ class MapReader:
         row = out.itemsize * (out.size // max(len(index), 1))
         view = memoryview(out.reshape(-1).view(np.uint8))
         breaks = np.flatnonzero(np.diff(index) != 1) + 1  # runs of consecutive rows
-        for first, last in zip(np.r_[0, breaks], np.r_[breaks, len(index)]):
-            os.preadv(fd, [view[first * row:last * row]], offset + int(index[first]) * row)
+        firsts = np.r_[0, breaks]
+        # Plain ints: iterating numpy scalars would cost more than the reads themselves.
+        for first, last, at in zip(firsts.tolist(), np.r_[breaks, len(index)].tolist(),
+                                   (index[firsts] * row + offset).tolist()):
+            os.preadv(fd, [view[first * row:last * row]], at)
         return out
 
     def close(self) -> None:
@@ -94,3 +99,42 @@ class MapReader:
 
     def __del__(self) -> None:
         self.close()
+
+
+def read_ahead(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """The items of ``batches``, produced by a reader thread ``depth`` items ahead: reading
+    rows from a file (system calls, which release the GIL) overlaps the steps' compute.
+
+    The thread stops when the consumer stops early; an error in it is raised here.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((done, None))
+        except BaseException as err:  # handed to the consumer, raised there
+            items.put((done, err))
+
+    thread = threading.Thread(target=produce, name="fitkit-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = items.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..arrays import leaves, map_optional
-from ..mapped import MapReader, is_memory_map
+from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
                        make_batch, one_step_each)
@@ -145,7 +145,8 @@ class TensorSource:
             yield make_batch(*self._rows(start, min(start + bs, self.n), order))
 
     def __iter__(self) -> Iterator[tuple]:
-        return self._slices(self._order())
+        batches = self._slices(self._order())
+        return read_ahead(batches) if self.mapped and self.shuffle else batches
 
     def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
         """``(item, steps)`` pairs; with ``group > 1`` an item is a Chunk of ``group`` steps."""
@@ -157,9 +158,10 @@ class TensorSource:
         order, bs = self._order(), self.batch_size
         rows = min(self.n, steps * bs)
         size = tf.constant(bs, tf.int32)
-        for start in range(0, rows, group * bs):
-            stop = min(start + group * bs, rows)
-            yield Chunk(*self._rows(start, stop, order), size), math.ceil((stop - start) / bs)
+        chunks = ((Chunk(*self._rows(start, min(start + group * bs, rows), order), size),
+                   math.ceil((min(start + group * bs, rows) - start) / bs))
+                  for start in range(0, rows, group * bs))
+        return read_ahead(chunks) if self.mapped and self.shuffle else chunks
 
     def peek(self) -> tuple:
         return next(self._slices())

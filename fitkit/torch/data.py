@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..arrays import leaves, map_optional
-from ..mapped import MapReader, is_memory_map
+from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
                        make_batch, one_step_each)
@@ -170,7 +170,9 @@ class TensorSource:
         if not self.shuffle:
             return self._slices(*parts)
         perm = torch.randperm(self.n, device=self.device if self.resident else "cpu")
-        if self.lazy or self.nbytes > WHOLE_GATHER_BYTES:
+        if self.lazy:  # rows read from the file by a thread, ahead of the steps
+            return read_ahead(self._slices(*parts, order=perm))
+        if self.nbytes > WHOLE_GATHER_BYTES:
             return self._slices(*parts, order=perm)  # each batch gathered on its own
         take = lambda t: t[perm]  # noqa: E731
         if self.pinned:  # the gathered copy is pinned again for async copies
