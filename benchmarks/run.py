@@ -24,6 +24,11 @@ sys.path.insert(0, HERE)
 from impls import IMPLS, OPTIONAL  # noqa: E402
 
 BASELINE = {"torch": "torch_loop", "tensorflow": "tf_loop"}
+
+
+def _times(ratio: float, width: int) -> str:
+    """A ratio as "1.23x", or "-" when its baseline was not run (not "nanx")."""
+    return f"{ratio:.2f}x".rjust(width) if ratio == ratio else "-".rjust(width)
 FITKIT_SRC = os.path.dirname(HERE)  # the directory `import fitkit` comes from (--fitkit)
 TORCH_THREADS = 2  # torch's intra-op threads in every process (--torch-threads)
 
@@ -189,7 +194,8 @@ def table(results: dict, baselines: dict) -> str:
             lines.append(
                 f"{workload:<8} {impl:<22} "
                 f"{fit['median']:>7.3f} ({fit['min']:.3f}-{fit['max']:.3f}){'':<6} "
-                f"{ratio:>18.2f}x {ratio_t:>12.2f}x {warm:>12.3f}{est} {warm / base_warm:>11.2f}x "
+                f"{_times(ratio, 19)} {_times(ratio_t, 13)} {warm:>12.3f}{est} "
+                f"{_times(warm / base_warm, 12)} "
                 f"{r['process_s']['median']:>10.2f} {r['first_step_process_s']['median']:>13.2f} "
                 f"{r['peak_rss_mb']['median']:>8.0f} {r['val_accuracy']:>8.3f}")
     lines.append("")
