@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from typing import Any, Callable
 
 from .errors import FitkitValueError
@@ -83,3 +84,33 @@ def readable_kind(path: str) -> str | None:
         raise FitkitValueError(f"Cannot read the weights file {path!r}: "
                                f"{err.strerror or err}.") from err
     return kind
+
+
+def refuse_mismatch(path: str, report: dict, matched: int, has_own: bool, strict: bool,
+                    described: str) -> bool:
+    """The load policy, before anything changes: refuse a partial match when ``strict``, and
+    a file that matches nothing at all; returns whether entries will be skipped.
+
+    ``report`` holds "missing", "unexpected" and "mismatched" names; ``described`` says them.
+    """
+    skipped = any(report.values())
+    if strict and skipped:
+        raise FitkitValueError(
+            f"The weights in {path!r} come from another architecture; nothing was loaded. "
+            f"{described}. Pass strict=False to load the {matched} entries that match (same "
+            f"name and shape).")
+    if not matched and has_own:
+        raise FitkitValueError(
+            f"Nothing in {path!r} matches this network (same name and shape); nothing was "
+            f"loaded. {described}.")
+    return skipped
+
+
+def load_report(path: str, report: dict, matched: int, described: str) -> dict:
+    """What ``load_weights`` returns, with a warning naming what a partial load skipped."""
+    if any(report.values()):
+        # stacklevel: this, the weights module, the adapter, Model.load_weights, the caller
+        warnings.warn(f"load_weights({path!r}, strict=False) loaded {matched} entries and "
+                      f"skipped: {described}.", stacklevel=5)
+    return {"missing": report["missing"], "unexpected": report["unexpected"],
+            "mismatched": [m[0] for m in report["mismatched"]]}

@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import warnings
 import zipfile
 from typing import Any
 
 import keras
 
-from ..checkpoint import atomic_write, readable_kind
+from ..checkpoint import atomic_write, load_report, readable_kind, refuse_mismatch
 from ..errors import FitkitTypeError, FitkitValueError
 
 _SHOW = 5  # names listed per kind in messages
@@ -154,25 +153,13 @@ def load_weights(net: Any, path: str, *, strict: bool = True) -> dict:
                     f"'.weights.h5' file: load it with net.load_weights(path) in Keras, then "
                     f"re-save it with model.save_weights.")
             pairs, report = _compare(ours, theirs)
-            skipped = any(report.values())
-            if strict and skipped:
-                raise FitkitValueError(
-                    f"The weights in {path!r} come from another architecture; nothing was "
-                    f"loaded. {_describe(report, ours, theirs)}. Pass strict=False to load the "
-                    f"{len(pairs)} entries that match (same name and shape).")
-            if not pairs and ours:
-                raise FitkitValueError(
-                    f"Nothing in {path!r} matches this network (same name and shape); nothing "
-                    f"was loaded. {_describe(report, ours, theirs)}.")
+            described = _describe(report, ours, theirs)
+            refuse_mismatch(path, report, len(pairs), bool(ours), strict, described)
             merged = os.path.join(tmp, "merged.weights.h5")
             shutil.copyfile(reference, merged)
             _copy_values(src, merged, pairs, path)
         _load_or_restore(net, merged, reference, path)
-    if skipped:
-        warnings.warn(f"load_weights({path!r}, strict=False) loaded {len(pairs)} entries and "
-                      f"skipped: {_describe(report, ours, theirs)}.", stacklevel=4)
-    return {"missing": report["missing"], "unexpected": report["unexpected"],
-            "mismatched": [m[0] for m in report["mismatched"]]}
+    return load_report(path, report, len(pairs), described)
 
 
 def _copy_values(src: Any, merged: str, pairs: list, path: str) -> None:

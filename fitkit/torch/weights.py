@@ -7,12 +7,11 @@ and the comparison of a whole file against the network; the facade only passes t
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Any
 
 import torch
 
-from ..checkpoint import atomic_write, readable_kind
+from ..checkpoint import atomic_write, load_report, readable_kind, refuse_mismatch
 from ..errors import FitkitValueError
 
 _TIED = "fitkit.tied"  # safetensors metadata: {"alias": "name saved once"} for shared tensors
@@ -212,23 +211,10 @@ def load_weights(net: torch.nn.Module, path: str, *, device: Any = None,
     state = _read(path)
     own = net.state_dict()
     pairs, report = _compare(own, state)
-    skipped = any(report.values())
-    if strict and skipped:
-        raise FitkitValueError(
-            f"The weights in {path!r} come from another architecture; nothing was loaded. "
-            f"{_describe(report)}. Pass strict=False to load the {len(pairs)} entries that "
-            f"match (same name and shape).")
-    if not pairs and own:
-        raise FitkitValueError(
-            f"Nothing in {path!r} matches this network (same name and shape); nothing was "
-            f"loaded. {_describe(report)}.")
+    described = _describe(report)
+    skipped = refuse_mismatch(path, report, len(pairs), bool(own), strict, described)
     net.load_state_dict({name: state[key] for name, key in pairs.items()}, strict=not skipped)
-    result = {"missing": report["missing"], "unexpected": report["unexpected"],
-              "mismatched": [m[0] for m in report["mismatched"]]}
-    if skipped:
-        warnings.warn(f"load_weights({path!r}, strict=False) loaded {len(pairs)} entries and "
-                      f"skipped: {_describe(report)}.", stacklevel=4)
-    return result
+    return load_report(path, report, len(pairs), described)
 
 
 def _safetensors() -> Any:
