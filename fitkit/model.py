@@ -229,12 +229,13 @@ class Model:
         return train, val
 
     def _check_first(self, source: Any, mode: str, what: str = "", *,
-                     run_network: bool = True) -> None:
-        """Check the first batch, unless a custom step uses the data its own way."""
+                     run_network: bool = True) -> tuple:
+        """Check the first batch, unless a custom step uses the data its own way; returns
+        the batch as the steps will see it."""
         batch = source.peek()
         if self._custom(mode):
             self._adapter.example_inputs = unpack(batch)[0]
-            return
+            return batch
         try:
             rebuilt = training.check_batch(self._adapter, batch, source,
                                            with_loss=mode != "predict", run_network=run_network)
@@ -244,6 +245,9 @@ class Model:
             raise FitkitValueError(f"{what}: {err}") from err
         if rebuilt:
             self._functions.clear()  # compiled steps hold the old metric states
+        if self._adapter.example_inputs is not unpack(batch)[0]:
+            return source.peek()  # the check converted the inputs (integers to floats)
+        return batch
 
     def _function(self, mode: str) -> Callable:
         """The compiled step for ``mode``, built once per compile (tf.function on TensorFlow)."""
@@ -315,8 +319,7 @@ class Model:
                                       sample_weight=sample_weight,
                                       class_weight=arrays.check_class_weight(class_weight))
         # The first call checks against a forward pass; later ones reuse the output shapes.
-        self._check_first(source, mode, run_network=self._adapter.example_inputs is None)
-        return source.peek()
+        return self._check_first(source, mode, run_network=self._adapter.example_inputs is None)
 
     def train_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
                        class_weight: Mapping[int, float] | None = None,

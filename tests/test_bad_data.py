@@ -145,6 +145,8 @@ def test_integer_inputs_train_a_float_network_the_same_on_both_backends(kit):
     assert logs["loss"] == pytest.approx(model.validate(x.astype("float32"), y)["loss"])
     history = model.fit(x, y, epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
+    fresh, _ = _model(kit)  # batch style: the first call converts, and runs the converted batch
+    assert np.isfinite(fresh.train_on_batch(x[:16], y[:16])["loss"])
 
 
 def test_an_id_past_the_embedding_says_so(kit):
