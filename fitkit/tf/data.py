@@ -158,10 +158,12 @@ class TensorSource:
         order, bs = self._order(), self.batch_size
         rows = min(self.n, steps * bs)
         size = tf.constant(bs, tf.int32)
-        chunks = ((Chunk(*self._rows(start, min(start + group * bs, rows), order), size),
-                   math.ceil((min(start + group * bs, rows) - start) / bs))
-                  for start in range(0, rows, group * bs))
-        return read_ahead(chunks) if self.mapped and self.shuffle else chunks
+
+        def chunks() -> Iterator[tuple]:
+            for start in range(0, rows, group * bs):
+                stop = min(start + group * bs, rows)
+                yield Chunk(*self._rows(start, stop, order), size), math.ceil((stop - start) / bs)
+        return read_ahead(chunks()) if self.mapped and self.shuffle else chunks()
 
     def peek(self) -> tuple:
         return next(self._slices())
