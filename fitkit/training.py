@@ -137,15 +137,23 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
         for head in heads:
             value = prediction(head, y_pred)
             head.tail = tuple(value.shape[1:]) if adapter.is_tensor(value) else None
-    all_targets, rebuilt = source.targets(), False
+    every_target: list = []  # read on first need: most losses check no labels
+
+    def labels(head: Any, y_t: Any) -> Any:
+        """All of this output's in-memory labels, else this batch's."""
+        if not every_target:
+            every_target.append(source.targets())
+        return y_t if every_target[0] is None else \
+            target(head, every_target[0], outputs.n_targets)
+
+    rebuilt = False
     for head in heads:
         if head.loss is None and not head.metrics:
             continue
         y_t = target(head, y, outputs.n_targets)
-        labels = y_t if all_targets is None else target(head, all_targets, outputs.n_targets)
         mode, width = targets.check_output(
             head.spec, head.portable, (y_t.shape[0], *head.tail), tuple(y_t.shape),
-            lambda: adapter.label_range(labels),
+            lambda: adapter.label_range(labels(head, y_t)),
             lambda: adapter.value_range(prediction(head, y_pred)) if y_pred is not None
             else (0.0, 1.0))
         if not head.built or head.mode != mode:  # another kind of target: fresh states
