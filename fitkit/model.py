@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import arrays, specs, training
+from . import arrays, checks, specs, training
 from .backend import adapter_module, backend_for
 from .callbacks import Callback, CallbackList
 from .display import EpochDisplay, format_logs, summary_table
@@ -237,7 +237,7 @@ class Model:
             self._adapter.example_inputs = unpack(batch)[0]
             return batch
         try:
-            rebuilt = training.check_batch(self._adapter, batch, source,
+            rebuilt = checks.check_batch(self._adapter, batch, source,
                                            with_loss=mode != "predict", run_network=run_network)
         except FitkitValueError as err:
             if not what:

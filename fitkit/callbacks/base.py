@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from .errors import FitkitTypeError
+from ..errors import FitkitTypeError
 
 _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end",
                 "on_test_batch_begin", "on_test_batch_end",

@@ -1,0 +1,155 @@
+"""The checks of a first batch before any step: shapes, the network's forward pass, targets
+against losses, metric states built for the kind of target.
+
+Owns what is checked once per fit/validate/predict call and the messages that name the fix;
+the loops that run afterwards are training.py's, target rules targets.py's.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import arrays, targets
+from .errors import FitkitError, FitkitValueError
+from .outputs import prediction, target
+from .sources import unpack
+
+
+def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
+                run_network: bool = True) -> bool:
+    """Check one batch against the network and the losses before any step; build states.
+
+    Returns True when metric states were rebuilt for another kind of target (one-hot after
+    integer labels): compiled steps that hold the old states must be rebuilt too.
+
+    The forward pass (inference mode) catches inputs the network cannot take; each output's
+    targets are checked against its loss (shapes, label range over all in-memory labels,
+    probabilities for probability losses) and its metric states are built.
+    """
+    x, y, w = unpack(batch)
+    adapter.example_inputs = x
+    outputs = adapter.outputs
+    check_batch_dimension(x, y)
+    if not with_loss:
+        if run_network:
+            forward_checked(adapter, x, source)
+        return False
+    if y is None:
+        raise FitkitValueError("The data yields inputs only; training and evaluation need "
+                               "(x, y) batches (or pass y=... with array inputs).")
+    y_pred = forward_checked(adapter, x, source) if run_network or outputs.heads is None \
+        else None
+    heads = outputs.ensure(y_pred)
+    if y_pred is not None:
+        for head in heads:
+            value = prediction(head, y_pred)
+            head.tail = tuple(value.shape[1:]) if adapter.is_tensor(value) else None
+    every_target: list = []  # read on first need: most losses check no labels
+
+    def labels(head: Any, y_t: Any) -> Any:
+        """All of this output's in-memory labels, else this batch's."""
+        if not every_target:
+            every_target.append(source.targets())
+        return y_t if every_target[0] is None else \
+            target(head, every_target[0], outputs.n_targets)
+
+    rebuilt = False
+    for head in heads:
+        if head.loss is None and not head.metrics:
+            continue
+        y_t = target(head, y, outputs.n_targets)
+        mode, width = targets.check_output(
+            head.spec, head.portable, (y_t.shape[0], *head.tail), tuple(y_t.shape),
+            lambda: adapter.label_range(labels(head, y_t)),
+            lambda: adapter.value_range(prediction(head, y_pred)) if y_pred is not None
+            else (0.0, 1.0))
+        if not head.built or head.mode != mode:  # another kind of target: fresh states
+            rebuilt = rebuilt or head.built
+            adapter.build_metric_states(head, mode, width)
+            head.mode = mode
+        if y_pred is not None and head.metrics:
+            try_metrics(adapter, head, y_t, prediction(head, y_pred), w)
+    return rebuilt
+
+
+def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
+    """A metric that cannot read this output's predictions fails here, not at step 1."""
+    try:
+        adapter.update_head(head, y, y_pred, w)
+    except FitkitError:
+        raise
+    except Exception as err:
+        names = [m.name for m in head.metrics]
+        output = f" of output {head.name!r}" if head.prefix else ""
+        raise FitkitValueError(
+            f"The metrics {names}{output} cannot read predictions of shape "
+            f"{tuple(y_pred.shape)} against targets of shape {tuple(y.shape)}: "
+            f"{type(err).__name__}: {err}. Give each output metrics that fit it, e.g. "
+            f"metrics={{'cls': ['accuracy'], 'reg': ['mae']}}.") from err
+    finally:
+        for metric in head.metrics:
+            metric.reset()
+
+
+def check_batch_dimension(x: Any, y: Any) -> None:
+    """A batch whose parts have no common first dimension is a single sample, not a batch."""
+    parts = arrays.leaves(x) + (arrays.leaves(y) if y is not None else [])
+    shapes = [tuple(getattr(leaf, "shape", ())) for leaf in parts]
+    if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) > 1:
+        raise FitkitValueError(
+            f"The data yields parts of shapes {shapes} with no common batch dimension: it looks "
+            f"like single samples, not batches. Batch it: DataLoader(..., batch_size=32), "
+            f"dataset.batch(32); for one sample add the batch dimension (x[None]).")
+
+
+def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
+    """One inference pass on a first batch; a failure says what failed and on what inputs.
+
+    Integer inputs that a float network refuses are converted to floats (as Keras's layers
+    cast them), here and in every later batch of ``source``.
+    """
+    try:
+        return adapter.infer(x)
+    except Exception as err:
+        first = err
+    if source is not None and any(not _is_float(leaf) for leaf in arrays.leaves(x)):
+        x_float = adapter.integers_to_float(x)
+        try:
+            y_pred = adapter.infer(x_float)
+        except Exception:
+            pass
+        else:
+            source.map_inputs(adapter.integers_to_float)
+            adapter.example_inputs = x_float
+            return y_pred
+    shapes = ", ".join(f"{tuple(leaf.shape)} {getattr(leaf, 'dtype', '')}"
+                       for leaf in arrays.leaves(x))
+    raise FitkitValueError(
+        f"The network failed on a first batch of inputs ({shapes}): {_diagnose(first)} "
+        f"[{type(first).__name__}: {first}]".rstrip()) from first
+
+
+def _is_float(leaf: Any) -> bool:
+    dtype = str(getattr(leaf, "dtype", ""))
+    return "float" in dtype or "bfloat" in dtype
+
+
+_DIAGNOSES = (  # checked in order: Keras's messages also list the inputs' dtypes
+    (("shapes cannot be multiplied", "size mismatch", "incompatible with the layer",
+      "expected axis", "Matrix size-incompatible"),
+     "the input width does not match the network's first layer (and, for several inputs, "
+     "x must be a tuple or dict in the order or names the network takes)."),
+    (("index out of range", "indices[", "out of bounds"),
+     "an index is out of range: an Embedding got an id >= its number of embeddings "
+     "(input_dim / num_embeddings); size it to the vocabulary."),
+    (("scalar type", "same dtype", "Expected tensor for argument", "must be of type"),
+     "the inputs have a dtype the network does not take: integer ids for embeddings, floats "
+     "otherwise (x.astype('float32'))."),
+)
+
+
+def _diagnose(err: Exception) -> str:
+    text = str(err)
+    for needles, diagnosis in _DIAGNOSES:
+        if any(n in text for n in needles):
+            return diagnosis
+    return "check the inputs' width and dtype against the network's first layer."
