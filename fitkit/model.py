@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from . import arrays, checks, specs, training
 from .backend import adapter_module, backend_for
 from .callbacks import Callback, CallbackList
+from .controls import training_controls
 from .display import EpochDisplay, format_logs, summary_table
 from .errors import FitkitValueError, NotCompiledError
 from .history import History
@@ -74,16 +75,26 @@ class Model:
                 metrics: Sequence[Any] | Mapping[str, Any] | None = None, *,
                 loss_weights: Sequence[float] | Mapping[str, float] | None = None,
                 output: str | int | None = None, lr: float | None = None,
-                steps_per_execution: int | str = "auto", precision: str = "32",
+                lr_schedule: Any = None, lr_schedule_every: str = "epoch",
+                lr_schedule_monitor: str = "val_loss", clipnorm: float | None = None,
+                clipvalue: float | None = None, global_clipnorm: float | None = None,
+                gradient_accumulation_steps: int = 1, precision: str = "32",
+                jit_compile: bool = False, steps_per_execution: int | str = "auto",
                 run_eagerly: bool = False) -> "Model":
         """Choose optimizer, loss and metrics; strings mean the same on both backends.
 
         ``loss``, ``loss_weights`` and ``metrics`` may be dicts by output name or lists in
         output order for a network with several outputs (as Keras takes them); ``output``
         names the one output (dict key or position) to train when the network returns several.
+        ``lr_schedule``: a torch lr_scheduler (or a factory ``optimizer -> scheduler``), a Keras
+        LearningRateSchedule, or a portable one ("cosine", fitkit.schedules.*), stepped each
+        epoch or each batch (``lr_schedule_every``); a plateau scheduler reads
+        ``lr_schedule_monitor``. ``clipnorm`` / ``global_clipnorm`` / ``clipvalue`` clip
+        gradients as Keras's optimizers do; ``gradient_accumulation_steps=N`` updates once
+        every N batches. ``precision``: "32", "bf16" or "fp16" (mixed precision).
+        ``jit_compile``: torch.compile the step (torch) / XLA (TensorFlow).
         ``steps_per_execution``: steps a graph backend (TensorFlow) runs per compiled call;
-        "auto" picks 32, or 1 when a callback has batch hooks.
-        ``precision``: "32", or "bf16" (torch: autocast; Keras: the "mixed_bfloat16" policy).
+        "auto" picks 32, or fewer when a callback has batch hooks.
         ``run_eagerly``: run TensorFlow steps as plain Python, for debugging (torch always is).
 
         >>> model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-3)
@@ -99,11 +110,14 @@ class Model:
             raise FitkitValueError(f"lr must be a positive number; got {lr!r}.")
         if isinstance(metrics, (str, specs.MetricSpec)):
             metrics = [metrics]
-        if precision not in ("32", "bf16"):
-            raise FitkitValueError(f"precision must be '32' or 'bf16'; got {precision!r}.")
-        self._adapter.compile(optimizer, loss, metrics or [], lr, precision,
+        controls = training_controls(
+            clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
+            gradient_accumulation_steps=gradient_accumulation_steps, precision=precision,
+            jit_compile=jit_compile, lr_schedule=lr_schedule,
+            lr_schedule_every=lr_schedule_every, lr_schedule_monitor=lr_schedule_monitor)
+        self._adapter.compile(optimizer, loss, metrics or [], lr, controls.precision,
                               loss_weights=loss_weights, output=output,
-                              run_eagerly=bool(run_eagerly))
+                              run_eagerly=bool(run_eagerly), controls=controls)
         self._steps_per_execution = steps_per_execution
         self._functions.clear()
         self._compiled = True

@@ -1,13 +1,15 @@
-"""Backend-free callbacks: the Callback base class and the list that dispatches to them.
+"""The Callback base class and the list that dispatches to them.
 
-Owns hook names (Keras's), and the rule that batch hooks cost nothing when no callback
-overrides them. Callbacks see logs dicts and the facade only, never a framework.
+Owns hook names (Keras's), the rule that batch hooks cost nothing when no callback overrides
+them, the check of monitored keys at train begin, and each callback's resumable state.
+The ready-made callbacks live beside this file, one family per file.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping
 
-from ..errors import FitkitTypeError
+from ..errors import FitkitTypeError, FitkitValueError
 
 _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end",
                 "on_test_batch_begin", "on_test_batch_end",
@@ -23,9 +25,25 @@ class Callback:
     ...             self.model.stop_training = True
     """
 
+    #: Batch hooks needed only every N steps (a callback saving every N steps sets it):
+    #: a graph backend then still runs several steps per compiled call.
+    step_interval: int | None = None
+
     def __init__(self) -> None:
         self.model: Any = None
         self.params: dict = {}
+
+    def monitored_keys(self) -> list[str]:
+        """Log keys this callback reads; fit checks at train begin that they will exist."""
+        monitor = getattr(self, "monitor", None)
+        return [monitor] if isinstance(monitor, str) else []
+
+    def state_dict(self) -> dict:
+        """JSON-able state that a resumed run must get back (counters, best values)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned."""
 
     def set_model(self, model: Any) -> None:
         self.model = model
@@ -53,6 +71,38 @@ def _overrides(cb: Callback, hook: str) -> bool:
     return getattr(type(cb), hook, None) is not getattr(Callback, hook)
 
 
+# Callbacks of other libraries and their fitkit equivalents (same arguments where Keras's).
+_EQUIVALENTS = {
+    "EarlyStopping": "EarlyStopping", "ModelCheckpoint": "ModelCheckpoint",
+    "BackupAndRestore": "BackupAndRestore", "LearningRateScheduler": "LearningRateScheduler",
+    "ReduceLROnPlateau": "ReduceLROnPlateau", "CSVLogger": "CSVLogger",
+    "TensorBoard": "TensorBoard", "TerminateOnNaN": "TerminateOnNaN",
+    "LambdaCallback": "LambdaCallback", "LearningRateMonitor": "the history's 'lr' column",
+    "ProgbarLogger": "fit(verbose=...)", "TQDMProgressBar": "fit(verbose=...)",
+    "RichProgressBar": "fit(verbose=...)", "GradientAccumulationScheduler":
+        "compile(gradient_accumulation_steps=N)", "StochasticWeightAveraging": None,
+}
+
+
+def _foreign(cb: Any) -> str | None:
+    """A clear message for a Keras or Lightning callback passed to fitkit."""
+    module = type(cb).__module__.split(".")[0]
+    library = {"keras": "Keras", "tf_keras": "Keras", "tensorflow": "Keras",
+               "lightning": "Lightning", "pytorch_lightning": "Lightning"}.get(module)
+    if library is None:
+        return None
+    name = type(cb).__name__
+    same = _EQUIVALENTS.get(name)
+    if same is None:
+        hint = "fitkit has no ready-made equivalent; subclass fitkit.callbacks.Callback " \
+               "(same hook names as Keras)."
+    elif same[0].isupper():
+        hint = f"use fitkit.callbacks.{same} instead (same arguments as Keras's)."
+    else:
+        hint = f"use {same} instead."
+    return f"callbacks holds a {library} callback ({name}), which fitkit cannot drive: {hint}"
+
+
 class CallbackList:
     """Calls each hook on every callback; batch hooks only on those that override them."""
 
@@ -60,10 +110,10 @@ class CallbackList:
         self.callbacks = list(callbacks or [])
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
-                raise FitkitTypeError(
+                foreign = _foreign(cb)
+                raise FitkitTypeError(foreign or (
                     f"callbacks must be fitkit.callbacks.Callback instances; got "
-                    f"{type(cb).__name__}. Subclass fitkit.callbacks.Callback."
-                )
+                    f"{type(cb).__name__}. Subclass fitkit.callbacks.Callback."))
             cb.set_model(model)
             cb.set_params(params)
         # Batch hooks are resolved once: a hook nobody overrides becomes None and is skipped.
@@ -72,6 +122,44 @@ class CallbackList:
 
     def wants(self, hook: str) -> bool:
         return bool(self.batch_hooks[hook])
+
+    def step_interval(self, kind: str) -> int | None:
+        """Steps between the batch hooks of ``kind`` that every callback can live with:
+        None when none has them, 1 when one needs every step."""
+        hooks = (f"on_{kind}_batch_begin", f"on_{kind}_batch_end")
+        wanting = [cb for cb in self.callbacks if any(_overrides(cb, h) for h in hooks)]
+        if not wanting:
+            return None
+        if any(not cb.step_interval for cb in wanting):
+            return 1
+        return math.gcd(*(int(cb.step_interval) for cb in wanting))
+
+    def check_monitors(self, keys: Iterable[str]) -> None:
+        """Every monitored key will be in the epoch logs; else a clear error, before training."""
+        keys = list(keys)
+        for cb in self.callbacks:
+            for key in cb.monitored_keys():
+                if key not in keys:
+                    hint = " (validation keys need validation_data or validation_split)" \
+                        if key.startswith("val_") else ""
+                    raise FitkitValueError(
+                        f"{type(cb).__name__} monitors {key!r}, which this fit will never "
+                        f"log{hint}. The epoch logs will hold: {', '.join(keys)}.")
+
+    def state_dicts(self) -> list[dict]:
+        """Each callback's resumable state, in order, with its class name to check on load."""
+        return [{"class": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks]
+
+    def load_state_dicts(self, states: list[dict]) -> None:
+        """Give each callback its saved state; a list of other callbacks is an error."""
+        names = [type(cb).__name__ for cb in self.callbacks]
+        saved = [s["class"] for s in states]
+        if [n for n in names] != saved:
+            raise FitkitValueError(
+                f"The backup was made with callbacks {saved}; this fit has {names}. Resume with "
+                f"the same callbacks, in the same order (or delete the backup to start again).")
+        for cb, s in zip(self.callbacks, states):
+            cb.load_state_dict(s["state"])
 
     def call_batch(self, hook: str, step: int, logs: Mapping | None) -> None:
         for fn in self.batch_hooks[hook]:

@@ -64,7 +64,7 @@ class Adapter:
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
                 precision: str = "32", *, loss_weights: Any = None, output: Any = None,
-                run_eagerly: bool = False) -> None:
+                run_eagerly: bool = False, controls: Any = None) -> None:
         policy = getattr(getattr(self.net, "dtype_policy", None), "name", "float32")
         if precision == "bf16" and policy != "mixed_bfloat16":
             raise FitkitValueError(

@@ -54,7 +54,7 @@ class Adapter:
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
                 precision: str = "32", *, loss_weights: Any = None, output: Any = None,
-                run_eagerly: bool = False) -> None:
+                run_eagerly: bool = False, controls: Any = None) -> None:
         self.optimizer = optimizers.build_optimizer(optimizer, lr, self.net)
         # One reusable context: autocast for bf16, a no-op for full precision.
         self._autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
