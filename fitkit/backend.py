@@ -122,3 +122,9 @@ def set_seed(seed: int) -> None:
     modules = loaded_adapter_modules() or [adapter_module(backend())]
     for module in modules:
         module.set_seed(seed)
+
+
+def backend_part(adapter: Any, part: str):
+    """The module ``part`` (e.g. "state", "events") of the package an adapter comes from:
+    the same file name in fitkit/torch/ and fitkit/tf/, so callers never name a backend."""
+    return importlib.import_module(type(adapter).__module__.rsplit(".", 1)[0] + "." + part)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import arrays, checks, specs, training
-from .backend import adapter_module, backend_for
+from . import arrays, checks, fitting, specs, training
+from .backend import adapter_module, backend_for, backend_part
 from .callbacks import Callback, CallbackList
 from .controls import training_controls
 from .display import EpochDisplay, format_logs, summary_table
@@ -35,6 +35,9 @@ class Model:
         self._functions: dict[str, Callable] = {}
         self.stop_training = False
         self.history: History | None = None
+        self._fit_state: Any = None      # resume.FitState of the running (or last) fit
+        self._fit_callbacks: Any = None  # its CallbackList, for checkpoints
+        self._resume: Any = None         # a state load_checkpoint restored, for the next fit
 
     # ------------------------------------------------------------------ native objects
     @property
@@ -191,56 +194,28 @@ class Model:
                               verbose=verbose, validation_steps=validation_steps,
                               validation_freq=validation_freq)
         class_weight = arrays.check_class_weight(class_weight)
-        train, val = self._fit_sources(x, y, sample_weight, class_weight, batch_size, shuffle,
-                                       validation_split, validation_data)
+        train, val = training.fit_sources(
+            self, x, y, sample_weight, class_weight, batch_size, shuffle, validation_split,
+            validation_data)
         if steps_per_epoch is None and train.one_shot and epochs - initial_epoch > 1:
             raise FitkitValueError(
                 "x is a one-shot iterator (a generator), which cannot restart for a second "
                 "epoch. Pass steps_per_epoch=N, or a re-iterable (a list, a Dataset/DataLoader, "
                 "a tf.data.Dataset).")
+        start_rng = backend_part(self._adapter, "state").rng_state()  # before any pass opens
         self._check_first(train, "train")
         if val is not None:
             self._check_first(val, "test", what="validation_data")
-        cbs = CallbackList(callbacks, self, {"epochs": epochs, "batch_size": batch_size,
-                                             "steps": steps_per_epoch or train.steps,
-                                             "verbose": verbose})
+        cbs = CallbackList(callbacks, self, {
+            "epochs": epochs, "batch_size": batch_size, "initial_epoch": initial_epoch,
+            "steps": steps_per_epoch or train.steps, "verbose": verbose})
         display = EpochDisplay(verbose, epochs)
-        epoch_args = {"train": train, "val": val, "cbs": cbs, "display": display,
-                      "limit": steps_per_epoch, "log_every": log_step_freq,
-                      "val_limit": validation_steps, "terminate_on_nan": terminate_on_nan}
-        self.history, self.stop_training, logs = History(), False, {}
-        was_training = self._adapter.training_mode()
-        cbs.on_train_begin(None)
-        try:
-            for epoch in range(initial_epoch, epochs):
-                logs = training.fit_epoch(self, epoch, **epoch_args,
-                                          validate_now=_due(validation_freq, epoch))
-                if self.stop_training:
-                    break
-        finally:
-            display.close()
-            self._adapter.set_training(was_training)
-        cbs.on_train_end(logs)
-        return self.history
-
-    def _fit_sources(self, x, y, sample_weight, class_weight, batch_size, shuffle,
-                     validation_split, validation_data):
-        need_y = not self._custom("train")
-        val = None
-        if validation_split:
-            if validation_data is not None:
-                raise FitkitValueError("Pass validation_split or validation_data, not both.")
-            (x, y, sample_weight), (vx, vy, vw) = training.split_for_validation(
-                x, y, sample_weight, validation_split, need_y)
-            val = training.make_source(self._adapter, vx, vy, batch_size=batch_size,
-                                       shuffle=False, need_y=need_y, sample_weight=vw)
-        elif validation_data is not None:
-            val = training.validation_source(self._adapter, validation_data, batch_size,
-                                             need_y=not self._custom("test"))
-        train = training.make_source(self._adapter, x, y, batch_size=batch_size,
-                                     shuffle=shuffle, need_y=need_y,
-                                     sample_weight=sample_weight, class_weight=class_weight)
-        return train, val
+        return fitting.run_fit(
+            self, train, val, cbs=cbs, display=display, epochs=epochs,
+            initial_epoch=initial_epoch, start_rng=start_rng, validation_freq=validation_freq,
+            epoch_args={"train": train, "val": val, "cbs": cbs, "display": display,
+                        "limit": steps_per_epoch, "log_every": log_step_freq,
+                        "val_limit": validation_steps, "terminate_on_nan": terminate_on_nan})
 
     def _check_first(self, source: Any, mode: str, what: str = "", *,
                      run_network: bool = True) -> tuple:
@@ -383,6 +358,32 @@ class Model:
         """
         return self._adapter.load_weights(str(path), strict=strict)
 
+    def get_weights(self) -> list:
+        """The network's weights (and buffers / statistics) as numpy arrays, as Keras gives."""
+        return backend_part(self._adapter, "state").get_weights(self._adapter)
+
+    def set_weights(self, weights: list) -> None:
+        """Set what ``get_weights`` returned (same number and shapes)."""
+        backend_part(self._adapter, "state").set_weights(self._adapter, list(weights))
+
+    def save_checkpoint(self, path: str) -> None:
+        """Save the whole training state (weights, optimizer, schedulers, RNGs, history, and
+        inside a fit its position) atomically in one file; ``load_checkpoint`` resumes it.
+
+        >>> model.save_checkpoint("run/state.fitkit")
+        """
+        self._require_compiled("save_checkpoint")
+        fitting.save_checkpoint(self, path)
+
+    def load_checkpoint(self, path: str) -> dict:
+        """Restore a ``save_checkpoint`` file; the next ``fit`` continues from where it was
+        saved (same data and batch size). Returns ``{"epoch", "step", "epochs"}``.
+
+        >>> model.load_checkpoint("run/state.fitkit"); model.fit(x, y, epochs=10)
+        """
+        self._require_compiled("load_checkpoint")
+        return fitting.load_checkpoint(self, path)
+
     def summary(self, input_shape: Any = None, *, input_data: Any = None,
                 print_fn: Callable[[str], Any] | None = print):
         """Print layer (type), output shape and params; return them as a DataFrame.
@@ -401,9 +402,3 @@ class Model:
     def __repr__(self) -> str:
         return f"fitkit.Model({type(self.net).__name__}, backend={self.backend!r})"
 
-
-def _due(validation_freq: int | Sequence[int], epoch: int) -> bool:
-    """Keras's validation_freq: every N epochs, or the listed (1-based) epochs."""
-    if isinstance(validation_freq, int):
-        return (epoch + 1) % validation_freq == 0
-    return epoch + 1 in validation_freq

@@ -100,9 +100,22 @@ class IterableSource:
     def __iter__(self) -> Iterator[tuple]:
         return map(self._batch, self._raw())
 
-    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple[Any, int]]:
-        """``(batch, 1)`` pairs for the step loop; loaders run one step per call."""
-        return one_step_each(self, limit)
+    def batches(self, group: int = 1, limit: int | None = None,
+                skip: int | None = None) -> Iterator[tuple[Any, int]]:
+        """``(batch, 1)`` pairs for the step loop; loaders run one step per call.
+
+        ``skip`` (a resumed epoch): a fresh pass whose first ``skip`` batches are dropped
+        unconverted; ``limit`` still counts them.
+        """
+        if skip is None:
+            return one_step_each(self, limit)
+        return one_step_each(map(self._batch, self._fresh(skip)), remaining(limit, skip))
+
+    def _fresh(self, skip: int) -> Iterator:
+        """Raw items of a new pass (not the peeked one), after the first ``skip``."""
+        if not self.one_shot:
+            self._opened, self._pending = None, []
+        return islice(self._raw(), skip, None)
 
     def peek(self) -> tuple:
         if self.one_shot:
@@ -125,6 +138,10 @@ class IterableSource:
     def map_inputs(self, fn: Callable[[Any], Any]) -> None:
         """Convert every batch's inputs (e.g. integers to floats for a float network)."""
         self.input_map = fn
+
+
+def remaining(limit: int | None, skip: int) -> int | None:
+    return None if limit is None else max(limit - skip, 0)
 
 
 def one_step_each(batches: Iterable, limit: int | None = None) -> Iterator[tuple[Any, int]]:

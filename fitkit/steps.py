@@ -45,7 +45,7 @@ class StepLoop:
     def __init__(self, batches: Iterable[tuple[Any, int]], *, kind: str,
                  callbacks: CallbackList, read_logs: Callable[[], dict],
                  display: EpochDisplay | None = None, log_every: int | None = None,
-                 stop_if: Callable[[dict], bool] | None = None) -> None:
+                 stop_if: Callable[[dict], bool] | None = None, steps_done: int = 0) -> None:
         self.batches = batches
         self.callbacks = callbacks
         self.read_logs = read_logs
@@ -53,7 +53,7 @@ class StepLoop:
         self.log_every = log_every
         self.begin_hook = f"on_{kind}_batch_begin"
         self.end_hook = f"on_{kind}_batch_end"
-        self.steps_done = 0
+        self.steps_done = steps_done  # a resumed epoch starts counting where it was
         self.stop_if = stop_if  # looks at each log point's logs; True ends the pass there
         self.stopped = False
         self.item: Any = None  # the item being run, for error messages

@@ -1,8 +1,8 @@
-"""The loops behind fit, validate and predict, the data sources they read, and the checks of
-the first batch.
+"""The loops behind fit, validate and predict, and the data sources they read.
 
-Owns what happens once per epoch and once per pass (sources, pre-flight checks, log points,
-history rows, errors that name the epoch and step). Per-step work belongs to the adapter's
+Owns what happens once per epoch and once per pass (sources, log points, history rows, a
+resumed epoch's pass, errors that name the epoch and step); the whole fit around the epochs
+is fitting.py's, the first-batch checks checks.py's. Per-step work belongs to the adapter's
 compiled steps and the bookkeeping to steps.StepLoop; argument checks to the facade.
 """
 from __future__ import annotations
@@ -11,12 +11,15 @@ import math
 import re
 import time
 import warnings
+from itertools import chain
 from typing import Any
 
 from . import arrays
+from .backend import backend_part
 from .callbacks import CallbackList
 from .display import EpochDisplay
 from .errors import FitkitError, FitkitValueError, StepFailedError
+from .resume import FitState
 from .steps import StepLoop
 
 AUTO_STEPS_PER_EXECUTION = 32  # steps per compiled call when nothing needs each step
@@ -52,6 +55,27 @@ def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int | None, shuffle
             f"yield (x, y, sample_weight) batches instead.")
     return adapter.batch_source(x, batch_size=batch_size or 1, shuffle=shuffle,
                                 class_weight=class_weight)
+
+
+def fit_sources(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any,
+                batch_size: int, shuffle: bool, validation_split: float,
+                validation_data: Any) -> tuple:
+    """(train, validation or None) sources for fit's data arguments."""
+    need_y = not model._custom("train")
+    val = None
+    if validation_split:
+        if validation_data is not None:
+            raise FitkitValueError("Pass validation_split or validation_data, not both.")
+        (x, y, sample_weight), (vx, vy, vw) = split_for_validation(
+            x, y, sample_weight, validation_split, need_y)
+        val = make_source(model._adapter, vx, vy, batch_size=batch_size, shuffle=False,
+                          need_y=need_y, sample_weight=vw)
+    elif validation_data is not None:
+        val = validation_source(model._adapter, validation_data, batch_size,
+                                need_y=not model._custom("test"))
+    train = make_source(model._adapter, x, y, batch_size=batch_size, shuffle=shuffle,
+                        need_y=need_y, sample_weight=sample_weight, class_weight=class_weight)
+    return train, val
 
 
 def check_tensors_finite(adapter: Any, x: Any, y: Any) -> None:
@@ -168,13 +192,12 @@ def _raise_failed(where: str, step: int | None, item: Any, err: Exception) -> No
 
 
 def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | None) -> int:
-    """Steps per compiled call: the user's number, or 'auto' (all, unless hooks need each)."""
+    """Steps per compiled call: the user's number, or 'auto' (all that no hook or log point
+    needs to see one by one)."""
     if model._steps_per_execution != "auto":
         return model._steps_per_execution
-    if cbs.wants(f"on_{kind}_batch_begin") or cbs.wants(f"on_{kind}_batch_end"):
-        return 1
-    return math.gcd(AUTO_STEPS_PER_EXECUTION, log_every) if log_every else \
-        AUTO_STEPS_PER_EXECUTION
+    every = [n for n in (cbs.step_interval(kind), log_every) if n]
+    return math.gcd(AUTO_STEPS_PER_EXECUTION, *every)
 
 
 def nonfinite_loss(logs: dict) -> bool:
@@ -183,25 +206,39 @@ def nonfinite_loss(logs: dict) -> bool:
                k.endswith("_loss"))
 
 
-def fit_epoch(model: Any, epoch: int, *, train, val, cbs: CallbackList, display: EpochDisplay,
-              limit: int | None, log_every: int | None, val_limit: int | None,
-              validate_now: bool, terminate_on_nan: bool) -> dict[str, float]:
+def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: CallbackList,
+              display: EpochDisplay, limit: int | None, log_every: int | None,
+              val_limit: int | None, validate_now: bool, terminate_on_nan: bool
+              ) -> dict[str, float]:
     """One epoch: hooks, train steps, validation, display, the history row; returns the logs.
 
     With ``terminate_on_nan``, a non-finite loss at a log point (a step log or the epoch
     end: no extra host sync) ends the epoch there and stops training with a warning.
+    A resumed epoch (``state.resume_step``) continues where the backup was made: its begin
+    hooks ran before the backup, and its running logs came back with the state.
     """
     adapter = model._adapter
     start = time.perf_counter()
-    call_hook(cbs.on_epoch_begin, f"fit: epoch {epoch + 1} begin", epoch, None)
+    resumed = state.resume_step
+    state.epoch, state.step = epoch, resumed or 0
+    if not resumed:
+        call_hook(cbs.on_epoch_begin, f"fit: epoch {epoch + 1} begin", epoch, None)
+        if getattr(adapter, 'scheduler', None) is not None:
+            getattr(adapter, 'scheduler', None).epoch_begin(epoch)
+        adapter.reset_logs("train")
     adapter.set_training(True)
-    adapter.reset_logs("train")
     display.begin_epoch(epoch, limit or train.steps)
-    loop = StepLoop(train.batches(steps_per_call(model, cbs, "train", log_every), limit),
-                    kind="train", callbacks=cbs, display=display, log_every=log_every,
-                    read_logs=lambda: adapter.read_logs("train"),
+    if resumed:
+        display.advance(resumed)
+    group = steps_per_call(model, cbs, "train", log_every)
+    loop = StepLoop(open_pass(adapter, state, train, group, limit), kind="train",
+                    callbacks=cbs, display=display, log_every=log_every,
+                    read_logs=lambda: adapter.read_logs("train"), steps_done=resumed or 0,
                     stop_if=nonfinite_loss if terminate_on_nan else None)
+    state.loop, state.resume_step = loop, None
     run_steps(loop, model._function("train"), f"fit: epoch {epoch + 1}")
+    getattr(adapter, 'finish_epoch', lambda: None)()  # TODO a last, partial window of accumulated gradients
+    state.step = loop.steps_done
     logs = adapter.read_logs("train")  # host sync: epoch end
     if terminate_on_nan and (loop.stopped or nonfinite_loss(logs)):
         reason = (f"the loss became {logs.get('loss')} at epoch {epoch + 1}, step "
@@ -209,7 +246,7 @@ def fit_epoch(model: Any, epoch: int, *, train, val, cbs: CallbackList, display:
         warnings.warn(f"fit stopped: {reason}. The history keeps the epochs so far (this last "
                       f"row holds the non-finite values) and the model the weights it has now. "
                       f"Lower the learning rate or check the data for NaN/inf; pass "
-                      f"terminate_on_nan=False to keep training.", stacklevel=3)
+                      f"terminate_on_nan=False to keep training.", stacklevel=4)
         model.history.stop_reason = reason
         model.stop_training = True
         validate_now = False
@@ -224,9 +261,41 @@ def fit_epoch(model: Any, epoch: int, *, train, val, cbs: CallbackList, display:
                       f"steps_per_epoch={limit} steps; training stops. Provide at least "
                       f"steps_per_epoch * epochs batches.")
         model.stop_training = True
+    if not state.keys_checked:  # a custom step: its keys are known now
+        cbs.check_monitors(expected_keys([k for k in logs if not k.startswith("val_")
+                                          and k != "lr"], val is not None))
+        state.keys_checked = True
     model.history.append(epoch, logs)
+    if getattr(adapter, 'scheduler', None) is not None:
+        getattr(adapter, 'scheduler', None).epoch_end(epoch, logs)
+    state.global_step += loop.steps_done - (resumed or 0)
+    state.epoch, state.step, state.loop = epoch + 1, 0, None
+    state.epoch_rng = {}  # the next epoch's pass takes its own snapshot
     call_hook(cbs.on_epoch_end, f"fit: end of epoch {epoch + 1}", epoch, logs)
     return logs
+
+
+def expected_keys(train_keys: list, with_validation: bool) -> list[str]:
+    """The keys every epoch's logs will hold (validation ones when there is validation)."""
+    keys = list(train_keys)
+    return keys + ([f"val_{k}" for k in keys] if with_validation else []) + ["lr"]
+
+
+def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int | None):
+    """This epoch's batches, with the RNGs as the pass began recorded (or, when resuming,
+    put back while the pass opens and skips what was done, so it draws the same order)."""
+    rngs = backend_part(adapter, "state")
+    if state.resume_step is None:
+        if not state.epoch_rng:
+            state.epoch_rng = rngs.rng_state()
+        return train.batches(group, limit)
+    now = rngs.rng_state()
+    rngs.set_rng_state(state.epoch_rng or now)
+    state.epoch_rng = state.epoch_rng or now
+    batches = iter(train.batches(group, limit, skip=state.resume_step))
+    first = next(batches, None)  # the order (and a loader's sampler seed) is drawn by now
+    rngs.set_rng_state(now)
+    return batches if first is None else chain([first], batches)
 
 
 def evaluate(model: Any, source: Any, cbs: CallbackList, limit: int | None = None,

@@ -25,6 +25,9 @@ class Callback:
     ...             self.model.stop_training = True
     """
 
+    #: Runs after the others at each hook (a backup must see their updated state).
+    runs_last = False
+
     #: Batch hooks needed only every N steps (a callback saving every N steps sets it):
     #: a graph backend then still runs several steps per compiled call.
     step_interval: int | None = None
@@ -32,6 +35,11 @@ class Callback:
     def __init__(self) -> None:
         self.model: Any = None
         self.params: dict = {}
+
+    def uses(self, hook: str) -> bool:
+        """Whether this callback needs ``hook`` called: by default, whether its class
+        overrides it (a hook nobody uses costs nothing per step)."""
+        return getattr(type(self), hook, None) is not getattr(Callback, hook)
 
     def monitored_keys(self) -> list[str]:
         """Log keys this callback reads; fit checks at train begin that they will exist."""
@@ -68,7 +76,7 @@ class Callback:
 
 
 def _overrides(cb: Callback, hook: str) -> bool:
-    return getattr(type(cb), hook, None) is not getattr(Callback, hook)
+    return cb.uses(hook)
 
 
 # Callbacks of other libraries and their fitkit equivalents (same arguments where Keras's).
@@ -107,7 +115,9 @@ class CallbackList:
     """Calls each hook on every callback; batch hooks only on those that override them."""
 
     def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict) -> None:
-        self.callbacks = list(callbacks or [])
+        callbacks = list(callbacks or [])
+        # A stable sort: those that must see the others' updates (backups) go last.
+        self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "runs_last", False))
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 foreign = _foreign(cb)

@@ -16,7 +16,7 @@ from ..arrays import leaves, map_optional
 from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
-                       make_batch, one_step_each)
+                       make_batch, one_step_each, remaining)
 
 
 def to_tensor(value: Any) -> tf.Tensor:
@@ -84,6 +84,24 @@ def class_weight_fn(table: dict) -> Any:
     return weigh
 
 
+_SHUFFLE: list = []  # fitkit's shuffle generator, made on first use (see shuffle_generator)
+
+
+def shuffle_generator() -> tf.random.Generator:
+    """The generator every epoch's shuffle draws from: its state is a variable, so a backup
+    can save it (TensorFlow's stateful shuffle op keeps its state out of reach). Seeded from
+    the global seed, so tf.random.set_seed / fitkit.set_seed make the order repeatable."""
+    if not _SHUFFLE:
+        seed = tf.random.uniform([], maxval=2 ** 62, dtype=tf.int64)
+        _SHUFFLE.append(tf.random.Generator.from_seed(int(seed)))
+    return _SHUFFLE[0]
+
+
+def reset_shuffle_generator() -> None:
+    """Drop the generator: the next shuffle seeds a new one from the (new) global seed."""
+    _SHUFFLE.clear()
+
+
 class TensorSource:
     """In-memory data, shuffled by gathering each batch or chunk through a permutation (no
     second copy of the data), sliced per step or per chunk of steps.
@@ -115,7 +133,8 @@ class TensorSource:
         """This epoch's row order: None (as stored), or a permutation (numpy for maps)."""
         if not self.shuffle:
             return None
-        perm = tf.random.shuffle(tf.range(self.n))
+        seed = shuffle_generator().make_seeds(1)[:, 0]
+        perm = tf.random.experimental.stateless_shuffle(tf.range(self.n), seed)
         return perm.numpy() if self.lazy else perm  # host read: once per epoch, for maps
 
     def _rows(self, start: int, stop: int, order: Any) -> tuple:
@@ -136,31 +155,37 @@ class TensorSource:
             x = self.input_map(x)
         return x, map_optional(take, self.y), map_optional(take, self.w)
 
-    def _slices(self, order: Any = None) -> Iterator[tuple]:
+    def _slices(self, order: Any = None, skip: int = 0) -> Iterator[tuple]:
         bs = self.batch_size
-        if bs >= self.n and order is None and not self.lazy:  # one batch: no slice op
+        if bs >= self.n and order is None and not self.lazy and not skip:  # one batch
             yield make_batch(self.x, self.y, self.w)
             return
-        for start in range(0, self.n, bs):
+        for start in range(skip * bs, self.n, bs):  # a resumed epoch starts at batch skip
             yield make_batch(*self._rows(start, min(start + bs, self.n), order))
 
     def __iter__(self) -> Iterator[tuple]:
         batches = self._slices(self._order())
         return read_ahead(batches) if self.mapped and self.shuffle else batches
 
-    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
-        """``(item, steps)`` pairs; with ``group > 1`` an item is a Chunk of ``group`` steps."""
+    def batches(self, group: int = 1, limit: int | None = None,
+                skip: int | None = None) -> Iterator[tuple]:
+        """``(item, steps)`` pairs; with ``group > 1`` an item is a Chunk of ``group`` steps.
+        ``skip``: a resumed epoch, from batch ``skip`` on (``limit`` counts the skipped)."""
+        skip = skip or 0
         if group == 1:
-            return one_step_each(self, limit)
-        return self._chunks(group, self.steps if limit is None else min(limit, self.steps))
+            batches = self._slices(self._order(), skip)
+            batches = read_ahead(batches) if self.mapped and self.shuffle else batches
+            return one_step_each(batches, remaining(limit, skip))
+        return self._chunks(group, self.steps if limit is None else min(limit, self.steps),
+                            skip)
 
-    def _chunks(self, group: int, steps: int) -> Iterator[tuple]:
+    def _chunks(self, group: int, steps: int, skip: int = 0) -> Iterator[tuple]:
         order, bs = self._order(), self.batch_size
         rows = min(self.n, steps * bs)
         size = tf.constant(bs, tf.int32)
 
         def chunks() -> Iterator[tuple]:
-            for start in range(0, rows, group * bs):
+            for start in range(skip * bs, rows, group * bs):
                 stop = min(start + group * bs, rows)
                 yield Chunk(*self._rows(start, stop, order), size), math.ceil((stop - start) / bs)
         return read_ahead(chunks()) if self.mapped and self.shuffle else chunks()
@@ -241,11 +266,18 @@ class DatasetSource(IterableSource):
         self._mapped = self._opened = None  # rebuild the pipeline with the new conversion
         self._pending = []
 
-    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
-        """The peeked first batch (one step), then IteratorChunks of up to ``group`` steps."""
+    def batches(self, group: int = 1, limit: int | None = None,
+                skip: int | None = None) -> Iterator[tuple]:
+        """The peeked first batch (one step), then IteratorChunks of up to ``group`` steps.
+        ``skip``: a resumed epoch: a fresh pass from batch ``skip`` on."""
         total = self.steps if limit is None else \
             limit if self.steps is None else min(limit, self.steps)
-        if self._opened is not None:
+        if skip is not None:
+            self._opened, self._pending = None, []
+            total = remaining(total, skip)
+        if skip:
+            iterator, pending = iter(self._pipeline().skip(skip)), []
+        elif self._opened is not None:
             iterator, pending = self._opened, self._pending
             self._opened, self._pending = None, []
         else:

@@ -16,7 +16,7 @@ from ..arrays import leaves, map_optional
 from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
-                       make_batch, one_step_each)
+                       make_batch, one_step_each, remaining)
 
 
 def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> torch.Tensor:
@@ -129,17 +129,19 @@ class TensorSource:
         self.input_map: Any = None  # applied per batch to memory-mapped inputs
         self._maps = MapReader()  # reads memory-mapped rows, releasing their pages
 
-    def _slices(self, x: Any, y: Any, w: Any, order: Any = None) -> Iterator[tuple]:
+    def _slices(self, x: Any, y: Any, w: Any, order: Any = None,
+                skip: int = 0) -> Iterator[tuple]:
         bs = self.batch_size
-        if bs >= self.n and self.resident and order is None:  # one batch: no slicing
+        first = skip * bs  # a resumed epoch starts at its next batch
+        if bs >= self.n and self.resident and order is None and not skip:  # one batch
             yield make_batch(x, y, w)
             return
         if self.resident and order is None and w is None and isinstance(x, torch.Tensor) \
                 and isinstance(y, (torch.Tensor, type(None))):
-            for start in range(0, self.n, bs):  # fast path: one tensor each, views only
+            for start in range(first, self.n, bs):  # fast path: one tensor each, views only
                 yield x[start:start + bs], None if y is None else y[start:start + bs]
             return
-        for start in range(0, self.n, bs):
+        for start in range(first, self.n, bs):
             index = None if order is None else order[start:start + bs]
             if index is not None and self.lazy:
                 index = index.sort().values  # rows in file order: fewer pages touched
@@ -166,22 +168,28 @@ class TensorSource:
         return part.to(self.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[tuple]:
+        return self._pass()
+
+    def _pass(self, skip: int = 0) -> Iterator[tuple]:
+        """One pass (its order drawn now), from batch ``skip`` on."""
         parts = (self.x, self.y, self.w)
         if not self.shuffle:
-            return self._slices(*parts)
+            return self._slices(*parts, skip=skip)
         perm = torch.randperm(self.n, device=self.device if self.resident else "cpu")
         if self.lazy:  # rows read from the file by a thread, ahead of the steps
-            return read_ahead(self._slices(*parts, order=perm))
-        if self.nbytes > WHOLE_GATHER_BYTES:
-            return self._slices(*parts, order=perm)  # each batch gathered on its own
+            return read_ahead(self._slices(*parts, order=perm, skip=skip))
+        if self.nbytes > WHOLE_GATHER_BYTES or skip:  # each batch gathered on its own
+            return self._slices(*parts, order=perm, skip=skip)
         take = lambda t: t[perm]  # noqa: E731
         if self.pinned:  # the gathered copy is pinned again for async copies
             take = lambda t: t[perm].pin_memory()  # noqa: E731
         return self._slices(*(map_optional(take, v) for v in parts))
 
-    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple]:
-        """``(batch, 1)`` pairs: eager torch gains nothing from grouping steps per call."""
-        return one_step_each(self, limit)
+    def batches(self, group: int = 1, limit: int | None = None,
+                skip: int | None = None) -> Iterator[tuple]:
+        """``(batch, 1)`` pairs: eager torch gains nothing from grouping steps per call.
+        ``skip``: a resumed epoch, from batch ``skip`` on (``limit`` counts the skipped)."""
+        return one_step_each(self._pass(skip or 0), remaining(limit, skip or 0))
 
     def peek(self) -> tuple:
         return next(self._slices(self.x, self.y, self.w))

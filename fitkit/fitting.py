@@ -1,0 +1,140 @@
+"""The whole of a fit around its epochs: callbacks' lifecycle, schedulers, interrupts, and the
+training state that checkpoints save and a resumed fit starts from.
+
+Owns what happens once per fit and what ``save_checkpoint`` / ``load_checkpoint`` hold; one
+epoch is training.py's, the file format checkpoint.py's, each backend's state its state.py's.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+from . import training
+from .backend import backend_part
+from .callbacks import CallbackList
+from .checkpoint import load_state, save_state
+from .display import EpochDisplay
+from .errors import FitkitValueError
+from .history import History
+from .resume import FitState, prefixed, unprefixed
+
+
+def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: EpochDisplay,
+            epochs: int, initial_epoch: int, start_rng: dict, validation_freq: Any,
+            epoch_args: dict) -> History:
+    """Train from ``initial_epoch`` (or where a restored backup says) to ``epochs``.
+
+    Ctrl-C or an error stops it with the history so far in ``model.history``, the model
+    usable and on_train_end run; the exception then propagates (as in Keras).
+    """
+    adapter = model._adapter
+    resumed, model._resume = model._resume, None  # a checkpoint loaded by hand
+    state = resumed or FitState(epoch=initial_epoch, epoch_rng=start_rng)
+    state.epochs, state.keys_checked = epochs, model._custom("train") is False
+    model._fit_state, model._fit_callbacks = state, cbs
+    if resumed is None:
+        model.history = History()
+    model.stop_training = False
+    scheduler = getattr(adapter, "scheduler", None)
+    if scheduler is not None:
+        scheduler.begin(epochs, epoch_args["limit"] or train.steps)
+    if state.keys_checked:  # a custom step's keys are known once it has run (epoch end)
+        cbs.check_monitors(training.expected_keys(adapter.outputs.log_names(),
+                                                  val is not None))
+    was_training, logs = adapter.training_mode(), {}
+    try:
+        training.call_hook(cbs.on_train_begin, "fit: train begin", None)
+        for epoch in range(state.epoch, epochs):
+            logs = training.fit_epoch(model, epoch, state, **epoch_args,
+                                      validate_now=due(validation_freq, epoch))
+            if model.stop_training:
+                break
+        state.completed = True
+    except BaseException as err:
+        stopped_at(model, state, err)
+        display.close()
+        adapter.set_training(was_training)
+        try:
+            cbs.on_train_end(logs)
+        except Exception as also:  # the first error is the one to see; this one is noted
+            err.add_note(f"on_train_end also failed: {type(also).__name__}: {also}")
+        raise
+    display.close()
+    adapter.set_training(was_training)
+    training.call_hook(cbs.on_train_end, "fit: train end", logs)
+    return model.history
+
+
+def stopped_at(model: Any, state: FitState, err: BaseException) -> None:
+    """Record (and for Ctrl-C, print) where an interrupted fit stopped."""
+    step = state.loop.steps_done if state.loop is not None else state.step
+    where = f"epoch {state.epoch + 1}, step {step}" if state.loop is not None else \
+        f"after epoch {state.epoch}"
+    kept = f"model.history keeps {len(model.history)} finished epoch(s)"
+    if isinstance(err, KeyboardInterrupt):
+        state.interrupted = f"interrupted (Ctrl-C) at {where}"
+        print(f"\nfit {state.interrupted}; {kept}.", file=sys.stderr, flush=True)
+    else:
+        state.interrupted = f"stopped by {type(err).__name__} at {where}"
+    model.history.stop_reason = model.history.stop_reason or state.interrupted
+
+
+def due(validation_freq: int | Sequence[int], epoch: int) -> bool:
+    """Keras's validation_freq: every N epochs, or the listed (1-based) epochs."""
+    if isinstance(validation_freq, int):
+        return (epoch + 1) % validation_freq == 0
+    return epoch + 1 in validation_freq
+
+
+# ---------------------------------------------------------------------- checkpoints
+def save_checkpoint(model: Any, path: str) -> None:
+    """The whole training state in one file: weights, optimizer, schedulers, running logs,
+    RNGs, history, and inside a fit its position and callbacks' states."""
+    arrays, meta = backend_part(model._adapter, "state").get_state(model._adapter)
+    state, cbs = model._fit_state, model._fit_callbacks
+    history = model.history or History()
+    meta["history"] = {"epoch": history.epoch, "history": history.history,
+                       "stop_reason": history.stop_reason}
+    if state is not None and not state.completed and state.interrupted is None:
+        epoch = state.epoch
+        step = state.loop.steps_done if state.loop is not None else state.step
+        meta["fit"] = {"epoch": epoch, "step": step, "epochs": state.epochs,
+                       "global_step": state.global_step,
+                       "callbacks": cbs.state_dicts() if cbs is not None else []}
+        if step:  # mid-epoch: the RNGs as this epoch's pass began, to draw its order again
+            arrays.update(prefixed("epoch_rng", state.epoch_rng))
+    save_state(str(path), arrays, meta)
+
+
+def load_checkpoint(model: Any, path: str) -> dict:
+    """Restore what save_checkpoint wrote; the next fit (or the running one, from a backup)
+    continues from its position. Returns {"epoch", "step", "epochs"} (1-based epoch)."""
+    arrays, meta = load_state(str(path))
+    backend = meta.get("backend")
+    if backend != model._adapter.name:
+        raise FitkitValueError(f"{path!r} holds a {backend} training state; this model is a "
+                               f"{model._adapter.name} model. Resume with the same backend.")
+    cbs = model._fit_callbacks if model._fit_state is not None and \
+        not model._fit_state.completed else None
+    fit = meta.get("fit")
+    if fit is not None and cbs is not None:
+        cbs.load_state_dicts(fit["callbacks"])  # checked before any state changes
+    backend_part(model._adapter, "state").set_state(model._adapter, arrays, meta)
+    history = History()
+    history.epoch = list(meta["history"]["epoch"])
+    history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
+    history.stop_reason = meta["history"]["stop_reason"]
+    model.history = history
+    if fit is None:
+        return {"epoch": len(history), "step": 0, "epochs": None}
+    state = FitState(epochs=fit["epochs"], epoch=fit["epoch"], step=fit["step"],
+                     global_step=fit["global_step"], resume_step=fit["step"],
+                     epoch_rng=unprefixed("epoch_rng", arrays) if fit["step"] else {})
+    if model._fit_state is not None and not model._fit_state.completed:
+        running = model._fit_state  # a backup restored at train begin: this fit continues
+        running.epoch, running.step, running.global_step = state.epoch, state.step, \
+            state.global_step
+        running.resume_step, running.epoch_rng = state.resume_step, state.epoch_rng
+    else:
+        model._resume = state  # the next fit starts here
+    return {"epoch": fit["epoch"] + 1, "step": fit["step"], "epochs": fit["epochs"]}

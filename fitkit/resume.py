@@ -1,0 +1,72 @@
+"""Training state as arrays + JSON: what exact resume saves, backend-free parts.
+
+Owns the position of a fit (``FitState``), the host RNGs (python, numpy), and the split of a
+whole training state into numpy arrays and JSON that checkpoint.save_state writes. Each
+backend's state.py captures its own network, optimizer, metric states and RNGs.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import FitkitValueError
+
+
+@dataclass
+class FitState:
+    """Where a fit is: what a backup records and a resumed fit starts from."""
+
+    epochs: int = 0
+    epoch: int = 0              # the epoch running (0-based)
+    step: int = 0               # steps done in it
+    global_step: int = 0        # steps done since the fit began (over all epochs)
+    epoch_rng: dict = field(default_factory=dict)  # RNGs as this epoch's pass began
+    resume_step: int | None = None   # a resumed fit: steps of ``epoch`` already done
+    interrupted: str | None = None   # where a Ctrl-C or an error stopped the fit
+    completed: bool = False
+    keys_checked: bool = True        # monitored keys checked against the logs
+    loop: Any = None                 # the running epoch's steps.StepLoop
+
+
+def host_rng_state() -> dict[str, np.ndarray]:
+    """python's and numpy's global RNGs as arrays."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {"rng/python": np.asarray(internal, dtype=np.uint64),
+            "rng/python_meta": np.asarray([version, -1 if gauss is None else 0], np.int64),
+            "rng/python_gauss": np.asarray([0.0 if gauss is None else gauss], np.float64),
+            "rng/numpy": np.asarray(keys, dtype=np.uint32),
+            "rng/numpy_meta": np.asarray([pos, has_gauss], np.int64),
+            "rng/numpy_gauss": np.asarray([cached], np.float64)}
+
+
+def set_host_rng_state(arrays: dict[str, np.ndarray]) -> None:
+    version, no_gauss = (int(v) for v in arrays["rng/python_meta"])
+    gauss = None if no_gauss == -1 else float(arrays["rng/python_gauss"][0])
+    random.setstate((version, tuple(int(v) for v in arrays["rng/python"]), gauss))
+    pos, has_gauss = (int(v) for v in arrays["rng/numpy_meta"])
+    np.random.set_state(("MT19937", arrays["rng/numpy"], pos, has_gauss,
+                         float(arrays["rng/numpy_gauss"][0])))
+
+
+def prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{k}": v for k, v in arrays.items()}
+
+
+def unprefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    cut = len(prefix) + 1
+    return {k[cut:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
+
+
+def check_same(what: str, saved: list, own: list, path_hint: str = "") -> None:
+    """Saved entries (names and shapes) must match this model's, else nothing is restored."""
+    if saved != own:
+        missing = [s for s in own if s not in saved][:3]
+        extra = [s for s in saved if s not in own][:3]
+        raise FitkitValueError(
+            f"The checkpoint's {what} do not match this model's{path_hint}: it lacks {missing} "
+            f"and has {extra} (name, shape). Build and compile the same network as the run "
+            f"that saved it; nothing was restored.")

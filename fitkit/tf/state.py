@@ -1,0 +1,152 @@
+"""TensorFlow training state as numpy arrays + JSON: variables, optimizer, running logs, RNGs.
+
+Owns what exact resume needs from TensorFlow (the twin of fitkit/torch/state.py); the file
+format is checkpoint.py's, the fit position and host RNGs resume.py's.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..errors import FitkitValueError
+from ..resume import check_same, host_rng_state, prefixed, set_host_rng_state, unprefixed
+from .data import shuffle_generator
+from .metrics import _state
+
+
+def to_array(variable: Any) -> np.ndarray:
+    """A variable's value as numpy, bit for bit (bfloat16 as its uint16 bits)."""
+    value = keras.ops.convert_to_tensor(variable)
+    if value.dtype == tf.bfloat16:
+        return tf.bitcast(value, tf.uint16).numpy()
+    return value.numpy()
+
+
+def assign(variable: Any, array: np.ndarray) -> None:
+    if variable.dtype in (tf.bfloat16, "bfloat16"):
+        variable.assign(tf.bitcast(tf.constant(array, tf.uint16), tf.bfloat16))
+    else:
+        variable.assign(array)
+
+
+def _net_variables(net: Any) -> list:
+    """Every variable of the network: weights, non-trainable statistics, dropout seeds."""
+    return list(net.variables)
+
+
+def _optimizer_variables(optimizer: Any) -> list:
+    return list(optimizer.variables)
+
+
+# ---------------------------------------------------------------------- weights
+def get_weights(adapter: Any) -> list[np.ndarray]:
+    """Every weight of the network, in Keras's order (Keras's get_weights)."""
+    return [to_array(v) for v in adapter.net.weights]
+
+
+def set_weights(adapter: Any, weights: list) -> None:
+    own = adapter.net.weights
+    shapes = [tuple(v.shape) for v in own]
+    given = [tuple(np.shape(w)) for w in weights]
+    if shapes != given:
+        raise FitkitValueError(f"set_weights got {len(given)} arrays of shapes {given[:4]}…; "
+                               f"the network has {len(shapes)} of shapes {shapes[:4]}…. Pass "
+                               f"what model.get_weights() returns.")
+    for v, w in zip(own, weights):
+        assign(v, np.asarray(w))
+
+
+# ---------------------------------------------------------------------- RNGs
+def rng_state() -> dict[str, np.ndarray]:
+    """python, numpy, and fitkit's shuffle generator (dropout seeds are network variables)."""
+    arrays = host_rng_state()
+    arrays["rng/shuffle"] = shuffle_generator().state.numpy()
+    return arrays
+
+
+def set_rng_state(arrays: dict[str, np.ndarray]) -> None:
+    set_host_rng_state(arrays)
+    shuffle_generator().state.assign(arrays["rng/shuffle"])
+
+
+# ---------------------------------------------------------------------- the whole state
+def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, meta) of the network, the optimizer, the running logs and the RNGs."""
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict = {"backend": "tensorflow"}
+    net = _net_variables(adapter.net)
+    arrays.update({f"net/{i}": to_array(v) for i, v in enumerate(net)})
+    meta["net"] = [[v.path, list(v.shape)] for v in net]
+    _build_optimizer(adapter)
+    opt = _optimizer_variables(adapter.optimizer)
+    arrays.update({f"optimizer/{i}": to_array(v) for i, v in enumerate(opt)})
+    meta["optimizer"] = [[v.path, list(v.shape)] for v in opt]
+    meta["logs"] = {}
+    for mode, tracker in adapter._trackers.items():
+        arrays.update({f"logs/{mode}/{k}": v.numpy() for k, v in tracker.sums.items()})
+        arrays[f"logs/{mode}/__count__"] = tracker.count.numpy()
+        meta["logs"][mode] = {"keys": list(tracker.sums), "returned": sorted(tracker.returned)}
+    meta["metrics"] = []
+    for i, metric in enumerate(adapter.metrics):
+        variables = _metric_variables(metric)
+        arrays.update({f"metrics/{i}/{j}": to_array(v) for j, v in enumerate(variables)})
+        meta["metrics"].append({"name": metric.name, "count": len(variables)})
+    scheduler = getattr(adapter, "scheduler", None)
+    meta["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+    accumulation = getattr(adapter, "accumulation", None)
+    if accumulation is not None:
+        arrays.update(prefixed("accumulation", accumulation.state()))
+    arrays.update(rng_state())
+    return arrays, meta
+
+
+def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Restore what get_state returned; every shape is checked before anything changes."""
+    net = _net_variables(adapter.net)
+    check_same("network variables", [(p, tuple(s)) for p, s in meta["net"]],
+               [(v.path, tuple(v.shape)) for v in net])
+    _build_optimizer(adapter)
+    opt = _optimizer_variables(adapter.optimizer)
+    check_same("optimizer variables", [(p, tuple(s)) for p, s in meta["optimizer"]],
+               [(v.path, tuple(v.shape)) for v in opt])
+    for i, v in enumerate(net):
+        assign(v, arrays[f"net/{i}"])
+    for i, v in enumerate(opt):
+        assign(v, arrays[f"optimizer/{i}"])
+    for mode, tracker in adapter._trackers.items():
+        saved = meta["logs"].get(mode)
+        if saved is None:
+            continue
+        for key in saved["keys"]:
+            if key not in tracker.sums:  # made here, before any trace, as the step would
+                tracker.sums[key] = _state()
+            tracker.sums[key].assign(arrays[f"logs/{mode}/{key}"])
+        tracker.count.assign(arrays[f"logs/{mode}/__count__"])
+        tracker.returned.update(saved["returned"])
+    for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"])):
+        for j, v in enumerate(_metric_variables(metric)[:saved["count"]]):
+            assign(v, arrays[f"metrics/{i}/{j}"])
+    scheduler = getattr(adapter, "scheduler", None)
+    if scheduler is not None and meta.get("scheduler") is not None:
+        scheduler.load_state_dict(meta["scheduler"])
+    accumulation = getattr(adapter, "accumulation", None)
+    if accumulation is not None:
+        accumulation.load(unprefixed("accumulation", arrays))
+    set_rng_state(arrays)
+
+
+def _build_optimizer(adapter: Any) -> None:
+    """Slots exist before they are saved or restored (a fresh run builds them at step 1)."""
+    optimizer = adapter.optimizer
+    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
+        optimizer.build(adapter.net.trainable_variables)
+
+
+def _metric_variables(metric: Any) -> list:
+    own = getattr(metric, "variables", None)
+    if own is None and hasattr(metric, "metric"):  # a native keras metric
+        own = metric.metric.variables
+    return list(own or [])
