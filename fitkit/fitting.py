@@ -30,6 +30,11 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
     adapter = model._adapter
     resumed, model._resume = model._resume, None  # a checkpoint loaded by hand
     state = resumed or FitState(epoch=initial_epoch, epoch_rng=start_rng)
+    if resumed is not None and resumed.saved is not None:
+        # again, after the first-batch checks reset the metric states: the running logs
+        # of a mid-epoch checkpoint must come back as they were
+        backend_part(adapter, "state").set_state(adapter, *resumed.saved)
+        resumed.saved = None
     state.epochs, state.keys_checked = epochs, model._custom("train") is False
     model._fit_state, model._fit_callbacks = state, cbs
     if resumed is None:
@@ -136,5 +141,6 @@ def load_checkpoint(model: Any, path: str) -> dict:
             state.global_step
         running.resume_step, running.epoch_rng = state.resume_step, state.epoch_rng
     else:
+        state.saved = (arrays, meta)
         model._resume = state  # the next fit starts here
     return {"epoch": fit["epoch"] + 1, "step": fit["step"], "epochs": fit["epochs"]}

@@ -29,6 +29,7 @@ class FitState:
     completed: bool = False
     keys_checked: bool = True        # monitored keys checked against the logs
     loop: Any = None                 # the running epoch's steps.StepLoop
+    saved: Any = None                # (arrays, meta) loaded by hand, applied again at fit
 
 
 def host_rng_state() -> dict[str, np.ndarray]:

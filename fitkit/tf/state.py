@@ -5,6 +5,7 @@ format is checkpoint.py's, the fit position and host RNGs resume.py's.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import keras
@@ -79,11 +80,11 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
     meta: dict = {"backend": "tensorflow"}
     net = _net_variables(adapter.net)
     arrays.update({f"net/{i}": to_array(v) for i, v in enumerate(net)})
-    meta["net"] = [[v.path, list(v.shape)] for v in net]
+    meta["net"] = [[_generic(v.path), list(v.shape)] for v in net]
     _build_optimizer(adapter)
     opt = _optimizer_variables(adapter.optimizer)
     arrays.update({f"optimizer/{i}": to_array(v) for i, v in enumerate(opt)})
-    meta["optimizer"] = [[v.path, list(v.shape)] for v in opt]
+    meta["optimizer"] = [[_generic(v.path), list(v.shape)] for v in opt]
     meta["logs"] = {}
     for mode, tracker in adapter._trackers.items():
         arrays.update({f"logs/{mode}/{k}": v.numpy() for k, v in tracker.sums.items()})
@@ -107,11 +108,11 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Restore what get_state returned; every shape is checked before anything changes."""
     net = _net_variables(adapter.net)
     check_same("network variables", [(p, tuple(s)) for p, s in meta["net"]],
-               [(v.path, tuple(v.shape)) for v in net])
+               [(_generic(v.path), tuple(v.shape)) for v in net])
     _build_optimizer(adapter)
     opt = _optimizer_variables(adapter.optimizer)
     check_same("optimizer variables", [(p, tuple(s)) for p, s in meta["optimizer"]],
-               [(v.path, tuple(v.shape)) for v in opt])
+               [(_generic(v.path), tuple(v.shape)) for v in opt])
     for i, v in enumerate(net):
         assign(v, arrays[f"net/{i}"])
     for i, v in enumerate(opt):
@@ -136,6 +137,12 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     if accumulation is not None:
         accumulation.load(unprefixed("accumulation", arrays))
     set_rng_state(arrays)
+
+
+def _generic(path: str) -> str:
+    """A variable's path without Keras's numbering ("sequential_2/dense_4/kernel" ->
+    "sequential/dense/kernel"): a network built again in the same process is the same one."""
+    return re.sub(r"_\d+(?=[/_]|$)", "", path)
 
 
 def _build_optimizer(adapter: Any) -> None:

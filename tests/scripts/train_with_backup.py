@@ -1,6 +1,6 @@
 """A training run with BackupAndRestore that can SIGKILL itself mid-epoch (for resume tests).
 
-usage: train_with_backup.py BACKEND BACKUP_DIR OUT.npz [KILL_EPOCH KILL_STEP] [--loader]
+usage: train_with_backup.py BACKEND BACKUP_DIR OUT.npz [KILL_EPOCH KILL_STEP] [--loader|--arrays]
 Shuffling and dropout are on; the final weights and history go to OUT.npz.
 """
 import json
@@ -10,7 +10,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 backend, backup_dir, out = sys.argv[1:4]
-kill = tuple(int(v) for v in sys.argv[4:6]) if len(sys.argv) > 5 else None
+numbers = [int(v) for v in sys.argv[4:] if v.isdigit()]
+kill = tuple(numbers[:2]) if numbers else None
 os.environ["FITKIT_BACKEND"] = backend
 
 import numpy as np  # noqa: E402
@@ -46,8 +47,7 @@ class KillAt(fitkit.callbacks.Callback):
 
 
 model = fitkit.Model(net)
-model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=0.01,
-              lr_schedule_every="epoch")
+model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=0.01)
 callbacks = [KillAt(), fitkit.callbacks.EarlyStopping("val_loss", patience=10),
              fitkit.callbacks.BackupAndRestore(backup_dir, save_freq=3, verbose=0)]
 if "--loader" in sys.argv and data is not None:
