@@ -31,9 +31,10 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
     resumed, model._resume = model._resume, None  # a checkpoint loaded by hand
     state = resumed or FitState(epoch=initial_epoch, epoch_rng=start_rng)
     if resumed is not None and resumed.saved is not None:
+        check_same_data(resumed.saved[2], resumed.saved[1]["fit"], cbs)
         # again, after the first-batch checks reset the metric states: the running logs
         # of a mid-epoch checkpoint must come back as they were
-        backend_part(adapter, "state").set_state(adapter, *resumed.saved)
+        backend_part(adapter, "state").set_state(adapter, *resumed.saved[:2])
         resumed.saved = None
     state.epochs, state.keys_checked = epochs, model._custom("train") is False
     model._fit_state, model._fit_callbacks = state, cbs
@@ -105,7 +106,8 @@ def save_checkpoint(model: Any, path: str) -> None:
         step = state.loop.steps_done if state.loop is not None else state.step
         meta["fit"] = {"epoch": epoch, "step": step, "epochs": state.epochs,
                        "global_step": state.global_step,
-                       "callbacks": cbs.state_dicts() if cbs is not None else []}
+                       "callbacks": cbs.state_dicts() if cbs is not None else [],
+                       "data": _data_shape(cbs)}
         if step:  # mid-epoch: the RNGs as this epoch's pass began, to draw its order again
             arrays.update(prefixed("epoch_rng", state.epoch_rng))
     save_state(str(path), arrays, meta)
@@ -122,8 +124,9 @@ def load_checkpoint(model: Any, path: str) -> dict:
     cbs = model._fit_callbacks if model._fit_state is not None and \
         not model._fit_state.completed else None
     fit = meta.get("fit")
-    if fit is not None and cbs is not None:
-        cbs.load_state_dicts(fit["callbacks"])  # checked before any state changes
+    if fit is not None and cbs is not None:  # checked before any state changes
+        check_same_data(path, fit, cbs)
+        cbs.load_state_dicts(fit["callbacks"])
     backend_part(model._adapter, "state").set_state(model._adapter, arrays, meta)
     history = History()
     history.epoch = list(meta["history"]["epoch"])
@@ -141,6 +144,22 @@ def load_checkpoint(model: Any, path: str) -> dict:
             state.global_step
         running.resume_step, running.epoch_rng = state.resume_step, state.epoch_rng
     else:
-        state.saved = (arrays, meta)
+        state.saved = (arrays, meta, str(path))
         model._resume = state  # the next fit starts here
     return {"epoch": fit["epoch"] + 1, "step": fit["step"], "epochs": fit["epochs"]}
+
+
+def _data_shape(cbs: Any) -> dict:
+    params = cbs.params if cbs is not None else {}
+    return {"batch_size": params.get("batch_size"), "steps": params.get("steps")}
+
+
+def check_same_data(path: str, fit: dict, cbs: CallbackList) -> None:
+    """A resumed epoch skips the batches already done: only right with the same batches."""
+    saved, now = fit.get("data", {}), _data_shape(cbs)
+    if fit["step"] and saved != now:
+        raise FitkitValueError(
+            f"{path!r} was saved mid-epoch by a fit with batch_size={saved.get('batch_size')} "
+            f"and {saved.get('steps')} steps per epoch; this fit has batch_size="
+            f"{now['batch_size']} and {now['steps']}. Resume with the same data and "
+            f"batch_size (or delete the backup to start again).")

@@ -215,3 +215,13 @@ def test_a_run_killed_mid_epoch_finishes_bit_identical_to_an_uninterrupted_one(
         np.testing.assert_array_equal(a, b)
     assert resumed[1] == full[1]
     assert not backup.exists()  # deleted after the complete run
+
+
+def test_a_mid_epoch_backup_refuses_other_batches(kit, tmp_path):
+    x, y = make_classes(n=64, d=4)
+    with pytest.raises(KeyboardInterrupt):
+        fresh_model(kit).fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[
+            StopAt(0, 3, KeyboardInterrupt()), BackupAndRestore(tmp_path, save_freq=2)])
+    with pytest.raises(fitkit.FitkitValueError, match="batch_size=16.*batch_size=32"):
+        fresh_model(kit).fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[
+            StopAt(9, 9, None), BackupAndRestore(tmp_path, save_freq=2)])

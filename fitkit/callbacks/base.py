@@ -115,6 +115,7 @@ class CallbackList:
     """Calls each hook on every callback; batch hooks only on those that override them."""
 
     def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict) -> None:
+        self.params = params
         callbacks = list(callbacks or [])
         # A stable sort: those that must see the others' updates (backups) go last.
         self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "runs_last", False))
