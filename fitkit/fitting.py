@@ -7,6 +7,7 @@ epoch is training.py's, the file format checkpoint.py's, each backend's state it
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Sequence
 
 from . import training
@@ -31,7 +32,15 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
     resumed, model._resume = model._resume, None  # a checkpoint loaded by hand
     state = resumed or FitState(epoch=initial_epoch, epoch_rng=start_rng)
     if resumed is not None and resumed.saved is not None:
-        check_same_data(resumed.saved[2], resumed.saved[1]["fit"], cbs)
+        path, fit = resumed.saved[2:]
+        check_same_data(path, fit, cbs)
+        if [c["class"] for c in fit.get("callbacks", [])] == \
+                [type(cb).__name__ for cb in cbs.callbacks]:
+            cbs.load_state_dicts(fit["callbacks"])
+        elif fit.get("callbacks"):
+            warnings.warn(f"{path!r} holds the state of callbacks "
+                          f"{[c['class'] for c in fit['callbacks']]}; this fit has others, "
+                          f"which start afresh.", stacklevel=4)
         # again, after the first-batch checks reset the metric states: the running logs
         # of a mid-epoch checkpoint must come back as they were
         backend_part(adapter, "state").set_state(adapter, *resumed.saved[:2])
@@ -115,7 +124,8 @@ def save_checkpoint(model: Any, path: str) -> None:
 
 def load_checkpoint(model: Any, path: str) -> dict:
     """Restore what save_checkpoint wrote; the next fit (or the running one, from a backup)
-    continues from its position. Returns {"epoch", "step", "epochs"} (1-based epoch)."""
+    continues from its position. Returns where: {"epoch": 1-based epoch it resumes in,
+    "step": steps of it already done, "epochs": the saving fit's epochs (None outside one)}."""
     arrays, meta = load_state(str(path))
     backend = meta.get("backend")
     if backend != model._adapter.name:
@@ -133,8 +143,9 @@ def load_checkpoint(model: Any, path: str) -> dict:
     history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
     history.stop_reason = meta["history"]["stop_reason"]
     model.history = history
-    if fit is None:
-        return {"epoch": len(history), "step": 0, "epochs": None}
+    if fit is None:  # saved outside a fit: the next one starts after its last epoch
+        fit = {"epochs": None, "epoch": len(history), "step": 0, "global_step": 0,
+               "callbacks": []}
     state = FitState(epochs=fit["epochs"], epoch=fit["epoch"], step=fit["step"],
                      global_step=fit["global_step"], resume_step=fit["step"],
                      epoch_rng=unprefixed("epoch_rng", arrays) if fit["step"] else {})
@@ -144,7 +155,7 @@ def load_checkpoint(model: Any, path: str) -> dict:
             state.global_step
         running.resume_step, running.epoch_rng = state.resume_step, state.epoch_rng
     else:
-        state.saved = (arrays, meta, str(path))
+        state.saved = (arrays, meta, str(path), fit)
         model._resume = state  # the next fit starts here
     return {"epoch": fit["epoch"] + 1, "step": fit["step"], "epochs": fit["epochs"]}
 
