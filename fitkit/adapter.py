@@ -45,13 +45,23 @@ class Adapter(Protocol):
     optimizer: Any
     loss_fn: Any    # compile's loss, as given
     example_inputs: Any  # a batch of inputs fitkit has seen (for summary), or None
+    scheduler: Any  # the lr scheduler compile built (backend's schedules.py), or None
+    accumulation: Any  # pending accumulated gradients (and fp16 loss scale, torch) with
+    # state() -> dict[str, numpy array] and load(dict), for checkpoints; None when off
 
     def __init__(self, net: Any, *, device: Any = None) -> None: ...
 
     # compile
     def compile(self, optimizer: Any, loss: Any, metrics: Any, lr: float | None,
                 precision: str, *, loss_weights: Any = None, output: Any = None,
-                run_eagerly: bool = False) -> None: ...
+                run_eagerly: bool = False, controls: Any = None) -> None:
+        """``controls``: a controls.TrainingControls (clipping, accumulation, precision, jit,
+        lr schedule); None means every control off."""
+    def build_scheduler(self, spec: Any, every: str, monitor: str) -> None:
+        """Set ``scheduler`` from compile's lr_schedule (None: no scheduler)."""
+    def finish_epoch(self) -> None:
+        """Apply a pending partial window of gradient accumulation; the fit loop calls it at
+        each epoch end, before validation."""
     def get_learning_rate(self) -> float: ...
     def set_learning_rate(self, value: float) -> None: ...
     def autocast(self) -> Any: ...  # the compiled precision, as a context manager
@@ -90,7 +100,9 @@ class Adapter(Protocol):
     def read_logs(self, mode: str) -> dict[str, float]: ...
     def outputs_to_numpy(self, outputs: list) -> Any: ...
 
-    # weights, summary
+    # weights, whole training state (checkpoints), summary
+    def get_state(self) -> tuple[dict, dict]: ...  # (numpy arrays, JSON meta): state.py
+    def set_state(self, arrays: dict, meta: dict) -> None: ...
     def save_weights(self, path: str) -> None: ...
     def load_weights(self, path: str, strict: bool = True) -> dict: ...
     def summary(self, input_shape: Any, input_data: Any) -> SummaryInfo: ...

@@ -11,7 +11,6 @@ import warnings
 from typing import Any, Sequence
 
 from . import training
-from .backend import backend_part
 from .callbacks import CallbackList
 from .checkpoint import load_state, save_state
 from .display import EpochDisplay
@@ -43,16 +42,15 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
                           f"which start afresh.", stacklevel=4)
         # again, after the first-batch checks reset the metric states: the running logs
         # of a mid-epoch checkpoint must come back as they were
-        backend_part(adapter, "state").set_state(adapter, *resumed.saved[:2])
+        adapter.set_state(*resumed.saved[:2])
         resumed.saved = None
     state.epochs, state.keys_checked = epochs, model._custom("train") is False
     model._fit_state, model._fit_callbacks = state, cbs
     if resumed is None:
         model.history = History()
     model.stop_training = False
-    scheduler = getattr(adapter, "scheduler", None)
-    if scheduler is not None:
-        scheduler.begin(epochs, epoch_args["limit"] or train.steps)
+    steps = epoch_args["limit"] or train.steps
+    adapter.scheduler.begin(epochs, steps and -(-steps // adapter.controls.gradient_accumulation_steps))
     if state.keys_checked:  # a custom step's keys are known once it has run (epoch end)
         cbs.check_monitors(training.expected_keys(adapter.outputs.log_names(),
                                                   val is not None))
@@ -105,7 +103,7 @@ def due(validation_freq: int | Sequence[int], epoch: int) -> bool:
 def save_checkpoint(model: Any, path: str) -> None:
     """The whole training state in one file: weights, optimizer, schedulers, running logs,
     RNGs, history, and inside a fit its position and callbacks' states."""
-    arrays, meta = backend_part(model._adapter, "state").get_state(model._adapter)
+    arrays, meta = model._adapter.get_state()
     state, cbs = model._fit_state, model._fit_callbacks
     history = model.history or History()
     meta["history"] = {"epoch": history.epoch, "history": history.history,
@@ -137,7 +135,7 @@ def load_checkpoint(model: Any, path: str) -> dict:
     if fit is not None and cbs is not None:  # checked before any state changes
         check_same_data(path, fit, cbs)
         cbs.load_state_dicts(fit["callbacks"])
-    backend_part(model._adapter, "state").set_state(model._adapter, arrays, meta)
+    model._adapter.set_state(arrays, meta)
     history = History()
     history.epoch = list(meta["history"]["epoch"])
     history.history = {k: list(v) for k, v in meta["history"]["history"].items()}

@@ -223,8 +223,7 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
     state.epoch, state.step = epoch, resumed or 0
     if not resumed:
         call_hook(cbs.on_epoch_begin, f"fit: epoch {epoch + 1} begin", epoch, None)
-        if getattr(adapter, 'scheduler', None) is not None:
-            getattr(adapter, 'scheduler', None).epoch_begin(epoch)
+        adapter.scheduler.epoch_begin(epoch)
         adapter.reset_logs("train")
     adapter.set_training(True)
     display.begin_epoch(epoch, limit or train.steps)
@@ -237,7 +236,7 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
                     stop_if=nonfinite_loss if terminate_on_nan else None)
     state.loop, state.resume_step = loop, None
     run_steps(loop, model._function("train"), f"fit: epoch {epoch + 1}")
-    getattr(adapter, 'finish_epoch', lambda: None)()  # TODO a last, partial window of accumulated gradients
+    adapter.finish_epoch()  # a last, partial window of accumulated gradients
     state.step = loop.steps_done
     logs = adapter.read_logs("train")  # host sync: epoch end
     if terminate_on_nan and (loop.stopped or nonfinite_loss(logs)):
@@ -266,8 +265,7 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
                                           and k != "lr"], val is not None))
         state.keys_checked = True
     model.history.append(epoch, logs)
-    if getattr(adapter, 'scheduler', None) is not None:
-        getattr(adapter, 'scheduler', None).epoch_end(epoch, logs)
+    adapter.scheduler.epoch_end(epoch, logs)
     state.global_step += loop.steps_done - (resumed or 0)
     state.epoch, state.step, state.loop = epoch + 1, 0, None
     state.epoch_rng = {}  # the next epoch's pass takes its own snapshot

@@ -14,12 +14,14 @@ import keras
 import tensorflow as tf
 
 from .. import arrays, specs, targets
-from ..errors import BackendError, FitkitValueError
+from ..controls import TrainingControls
+from ..errors import BackendError
 from ..outputs import CompiledOutputs, call_loss
 from ..sources import unpack
-from . import data, losses, metrics, optimizers, summary, weights
-from .functions import (CompiledStep, chunk_loop, graph_label_stats, iterator_loop, kind_of,
-                        predict_chunk)
+from . import controls as step_controls
+from . import data, losses, metrics, optimizers, schedules, state, summary, weights
+from .functions import (CompiledStep, chunk_loop, graph_label_stats, iterator_loop, jit_step,
+                        kind_of, predict_chunk)
 
 if keras.backend.backend() != "tensorflow":
     raise BackendError(
@@ -29,6 +31,7 @@ if keras.backend.backend() != "tensorflow":
 
 def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)  # python, numpy, tf and Keras's own seed generator
+    data.reset_shuffle_generator()  # the epochs' shuffles start again from this seed
 
 
 def call_net(net: Any, x: Any, training: bool) -> Any:
@@ -50,6 +53,9 @@ class Adapter:
         self.loss_fn: Any = None  # compile's loss, as given
         self.outputs: CompiledOutputs | None = None
         self.run_eagerly = False
+        self.controls = TrainingControls()
+        self._update: step_controls.Update | None = None  # None: the plain default step
+        self.scheduler: Any = schedules.Scheduler()  # compile's lr_schedule (a no-op)
         self._trackers: dict = {}
         self._log_fns: dict = {}  # compiled reads and resets of the logs, by what they cover
         self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
@@ -65,14 +71,12 @@ class Adapter:
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
                 precision: str = "32", *, loss_weights: Any = None, output: Any = None,
                 run_eagerly: bool = False, controls: Any = None) -> None:
-        policy = getattr(getattr(self.net, "dtype_policy", None), "name", "float32")
-        if precision == "bf16" and policy != "mixed_bfloat16":
-            raise FitkitValueError(
-                f"precision='bf16' needs a Keras network built under the 'mixed_bfloat16' "
-                f"policy (this one is {policy!r}). Call "
-                f"keras.mixed_precision.set_global_policy('mixed_bfloat16') before building it."
-            )
-        self.optimizer = optimizers.build_optimizer(optimizer, lr, self.net)
+        self.controls = controls = controls or TrainingControls(precision=precision)
+        step_controls.check_precision(self.net, precision)
+        self.optimizer = step_controls.wrap_optimizer(
+            optimizers.build_optimizer(optimizer, lr, self.net), precision)
+        self._update = (step_controls.Update(self, controls)
+                        if step_controls.needs_update(controls, self.optimizer) else None)
         self.loss_fn = loss
         names = list(getattr(self.net, "output_names", None) or [])
         self.outputs = CompiledOutputs(
@@ -84,6 +88,33 @@ class Adapter:
         self.run_eagerly = run_eagerly
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
         self._log_fns = {}
+        self.build_scheduler(controls.lr_schedule, controls.lr_schedule_every,
+                             controls.lr_schedule_monitor)
+
+    def build_scheduler(self, spec: Any, every: str, monitor: str) -> None:
+        """compile's lr_schedule (a do-nothing one when None: a recompile also drops an
+        earlier schedule from the optimizer)."""
+        self.scheduler = schedules.build_scheduler(spec, self.optimizer, every=every,
+                                                   monitor=monitor)
+
+    def finish_epoch(self) -> None:
+        """Apply a pending partial window of gradient accumulation (the fit loop calls it
+        at each epoch end, before validation): one compiled call, no host read."""
+        if self._update is not None:
+            self._update.finish()
+
+    @property
+    def accumulation(self) -> step_controls.Update | None:
+        """The pending accumulation window, for checkpoints; or None."""
+        return self._update if self._update is not None and self._update.stateful else None
+
+    def get_state(self) -> tuple[dict, dict]:
+        """(numpy arrays, JSON meta) of weights, optimizer, running logs and RNGs."""
+        return state.get_state(self)
+
+    def set_state(self, arrays: dict, meta: dict) -> None:
+        """Restore what ``get_state`` returned (all shapes checked before any change)."""
+        state.set_state(self, arrays, meta)
 
     @property
     def metrics(self) -> list:
@@ -147,6 +178,8 @@ class Adapter:
         """Metric variables and optimizer slots, created before anything is traced."""
         if isinstance(self.optimizer, keras.optimizers.Optimizer) and not self.optimizer.built:
             self.optimizer.build(self.net.trainable_variables)  # before tracing: one trace less
+        if self._update is not None:  # accumulators, before tracing too
+            self._update.build(self.net.trainable_variables)
         for metric in head.metrics:
             metric.build(mode, width)
         head.built = True
@@ -172,7 +205,10 @@ class Adapter:
             y_pred = call_net(self.net, x, training=True)
             loss = call_loss(compute_loss, x, y, y_pred, w)
         variables = self.net.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        if self._update is None:  # the default: no control on
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        else:  # accumulation, clipping, fp16 loss scaling (controls.py)
+            self._update(tape, loss, variables, data.rows(x))
         if self.metrics:
             self.update_metrics(y, y_pred, w)
         return {"loss": loss}
@@ -193,8 +229,12 @@ class Adapter:
 
         The returned callable takes a batch, or a ``data.Chunk`` of several batches that
         run in one call (a while loop inside the graph: Python is paid once per chunk).
+        jit_compile: each step is XLA-compiled, the loop around it is not (as Keras does);
+        run_eagerly wins over it.
         """
+        jit = self.controls.jit_compile and not self.run_eagerly
         if mode == "predict":
+            step = jit_step(step) if jit else step
             return CompiledStep(step, predict_chunk(step), None, eager=self.run_eagerly,
                                 predicts=True)
         tracker, outputs = self._trackers[mode], self.outputs
@@ -205,6 +245,7 @@ class Adapter:
                 logs = {**logs, **outputs.take_parts()}
             tracker.update(logs, data.rows(batch[0]))
 
+        run = jit_step(run) if jit else run
         return CompiledStep(run, chunk_loop(run), iterator_loop(run), eager=self.run_eagerly)
 
     def run_batch(self, function: Any, batch: Any, mode: str, reset: bool) -> dict:

@@ -28,6 +28,12 @@ def kind_of(item: Any) -> tuple:
     return tuple(None if t is None else (t.dtype, t.shape.rank) for t in tf.nest.flatten(item))
 
 
+def jit_step(step: Callable) -> Callable:
+    """One step XLA-compiled (jit_compile=True): shapes are fixed per XLA compilation, so
+    the loops over chunks and iterators stay outside it and call it once per batch."""
+    return tf.function(step, jit_compile=True, reduce_retracing=True)
+
+
 def chunk_loop(run: Callable) -> Callable:
     """``run`` over every batch of a Chunk, in a graph loop (Python paid once per chunk)."""
     def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> None:

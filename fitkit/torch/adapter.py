@@ -11,9 +11,12 @@ from typing import Any, Callable
 import torch
 
 from .. import specs, targets
+from ..controls import TrainingControls
 from ..outputs import CompiledOutputs, call_loss
 from ..sources import unpack
-from . import data, devices, losses, metrics, optimizers, summary, weights
+from . import controls as step_controls
+from . import (data, devices, losses, metrics, optimizers, schedules, state, summary,
+               weights)
 
 def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
@@ -48,6 +51,9 @@ class Adapter:
         self.loss_fn: Any = None  # compile's loss, as given
         self.outputs: CompiledOutputs | None = None
         self._autocast: Any = contextlib.nullcontext()
+        self.controls = TrainingControls()
+        self._update: step_controls.Update | None = None  # None: the plain default step
+        self.scheduler: Any = schedules.Scheduler()  # compile's lr_schedule (a no-op)
         self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
 
@@ -55,23 +61,54 @@ class Adapter:
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
                 precision: str = "32", *, loss_weights: Any = None, output: Any = None,
                 run_eagerly: bool = False, controls: Any = None) -> None:
+        self.controls = controls = controls or TrainingControls(precision=precision)
         self.optimizer = optimizers.build_optimizer(optimizer, lr, self.net)
-        # One reusable context: autocast for bf16, a no-op for full precision.
-        self._autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                          if precision == "bf16" else contextlib.nullcontext())
+        self._autocast = step_controls.precision_context(self.device, precision)
+        self._update = (step_controls.Update(self, controls)
+                        if step_controls.needs_update(controls) else None)
         self.loss_fn = loss
         self.outputs = CompiledOutputs(
             loss, loss_weights, metric_specs, output, build_loss=losses.build_loss,
             build_metrics=lambda specs_: specs.build_metrics(specs_, metrics),
             is_tensor=lambda v: isinstance(v, torch.Tensor),
             default_names=lambda n: [f"output_{i + 1}" for i in range(n)])
+        self.build_scheduler(controls.lr_schedule, controls.lr_schedule_every,
+                             controls.lr_schedule_monitor)
+
+    def build_scheduler(self, spec: Any, every: str, monitor: str) -> None:
+        """compile's lr_schedule (a do-nothing one when None: a recompile also drops an
+        earlier schedule from the optimizer)."""
+        self.scheduler = schedules.build_scheduler(spec, self.optimizer, every=every,
+                                                   monitor=monitor)
+        if self._update is None and self.scheduler.every == "batch":  # stepped after each update
+            self._update = step_controls.Update(self, self.controls)
+
+    def finish_epoch(self) -> None:
+        """Apply a pending partial window of gradient accumulation (the fit loop calls it
+        at each epoch end, before validation)."""
+        if self._update is not None:
+            self._update.finish()
+
+    @property
+    def accumulation(self) -> step_controls.Update | None:
+        """The pending accumulation window and fp16 loss scale, for checkpoints; or None."""
+        return self._update if self._update is not None and self._update.stateful else None
+
+    def get_state(self) -> tuple[dict, dict]:
+        """(numpy arrays, JSON meta) of weights, optimizer, running logs and RNGs."""
+        return state.get_state(self)
+
+    def set_state(self, arrays: dict, meta: dict) -> None:
+        """Restore what ``get_state`` returned (all shapes checked before any change)."""
+        state.set_state(self, arrays, meta)
 
     @property
     def metrics(self) -> list:
         return self.outputs.metrics if self.outputs is not None else []
 
     def autocast(self):
-        """The compiled precision's context (bf16 autocast, or a no-op) for custom steps."""
+        """The compiled precision's context (bf16 / fp16 autocast, or a no-op) for custom
+        steps."""
         return self._autocast
 
     def get_learning_rate(self) -> float:
@@ -153,9 +190,12 @@ class Adapter:
         with self._autocast:
             y_pred = call_net(self.net, x)
             loss = call_loss(compute_loss, x, y, y_pred, w)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self._update is None:  # the default: no control on
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        else:  # accumulation, clipping, fp16 scaling, a batch scheduler (controls.py)
+            self._update.run(loss, data.rows(x))
         if self.metrics:
             self.update_metrics(y, y_pred, w)
         return {"loss": loss}
@@ -174,7 +214,10 @@ class Adapter:
             return call_net(self.net, batch[0])
 
     def make_function(self, step: Callable, mode: str) -> Callable:
-        """Wrap a step so its returned logs accumulate on the device (no host sync)."""
+        """Wrap a step so its returned logs accumulate on the device (no host sync);
+        under jit_compile the step is torch.compile'd."""
+        if self.controls.jit_compile:
+            step = step_controls.compile_step(step)
         if mode == "predict":
             def run_predict(batch: tuple) -> Any:
                 with torch.no_grad():

@@ -1,0 +1,184 @@
+"""Training controls in a TensorFlow step: gradient accumulation (variables, and a tf.cond
+inside the compiled step), clipping, fp16 loss scaling (Keras's LossScaleOptimizer) and the
+precision checks. The checks of the arguments are fitkit/controls.py's, XLA is
+functions.py's, the schedules fitkit/tf/schedules.py's, checkpoint files fitkit/tf/state.py's.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..controls import TrainingControls
+from ..errors import FitkitValueError
+
+_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def check_precision(net: Any, precision: str) -> None:
+    """bf16 / fp16 need a Keras network built under the matching mixed policy."""
+    policy = getattr(getattr(net, "dtype_policy", None), "name", "float32")
+    wanted = _POLICIES.get(precision)
+    if wanted is not None and policy != wanted:
+        raise FitkitValueError(
+            f"precision={precision!r} needs a Keras network built under the {wanted!r} "
+            f"policy (this one is {policy!r}). Call "
+            f"keras.mixed_precision.set_global_policy({wanted!r}) before building it.")
+
+
+def wrap_optimizer(optimizer: Any, precision: str) -> Any:
+    """fp16: the optimizer inside a LossScaleOptimizer (dynamic loss scale), once."""
+    if precision != "fp16" or isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+
+
+def needs_update(controls: TrainingControls, optimizer: Any) -> bool:
+    """True when a step needs more than apply_gradients of its gradients (the default)."""
+    return controls.clips or controls.gradient_accumulation_steps > 1 or \
+        _loss_scaled(optimizer)
+
+
+def _loss_scaled(optimizer: Any) -> bool:
+    """fp16, or a LossScaleOptimizer the user passed: it unscales, so the step must scale."""
+    return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def _dense(g: Any) -> Any:
+    return None if g is None else tf.convert_to_tensor(g)
+
+
+class Update:
+    """What follows a train step's loss: gradients, accumulation, scaling, clipping, apply.
+
+    Gradient accumulation gives exactly the update of one N-times larger batch: losses are
+    means over a batch's rows, so each batch's gradient is weighted by its rows into a sum
+    (one variable per trainable variable, made before tracing) and the window's sum is
+    divided by its rows before clipping. A tf.cond in the compiled step applies a full
+    window; ``finish`` (a small tf.function) applies a last partial one. Clipping follows
+    Keras (tf.clip_by_norm per gradient, tf.clip_by_global_norm, then tf.clip_by_value),
+    applied here rather than by optimizer attributes so that it sees the accumulated
+    gradient. A Keras optimizer the user built with its own clipnorm / clipvalue still clips
+    inside its apply, after ours. fp16: the loss is scaled by the LossScaleOptimizer's
+    dynamic scale (through the tape's output gradient; the logged loss is unscaled);
+    clipping sees unscaled gradients and non-finite ones still make it skip the update.
+    """
+
+    def __init__(self, adapter: Any, controls: TrainingControls) -> None:
+        self.adapter = adapter  # its optimizer and network are read when tracing
+        self.steps = controls.gradient_accumulation_steps
+        self.clipnorm, self.clipvalue = controls.clipnorm, controls.clipvalue
+        self.global_clipnorm = controls.global_clipnorm
+        self.clips = controls.clips
+        self.scaled = _loss_scaled(adapter.optimizer)
+        self.sums: list | None = None   # accumulated gradients, once built
+        self.count: Any = None          # batches in the pending window
+        self.rows: Any = None           # their rows
+        self.none: list[bool] | None = None  # gradients that are None (static, from a trace)
+        self._finish: Any = None
+
+    @property
+    def stateful(self) -> bool:
+        """True when a checkpoint must save this (a pending window)."""
+        return self.steps > 1
+
+    def build(self, variables: list) -> None:
+        """The accumulators, before anything is traced (a variable made while tracing costs
+        a second trace)."""
+        if self.steps == 1 or self.sums is not None:
+            return
+        with tf.init_scope():
+            self.sums = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                                     name="gradient_sum") for v in variables]
+            self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="window_steps")
+            self.rows = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="window_rows")
+
+    def __call__(self, tape: tf.GradientTape, loss: tf.Tensor, variables: list,
+                 rows: tf.Tensor) -> None:
+        optimizer = self.adapter.optimizer
+        if self.scaled:
+            if not optimizer.built:
+                optimizer.build(variables)
+            scale = tf.ones_like(loss) * tf.cast(optimizer.dynamic_scale, loss.dtype)
+            grads = tape.gradient(loss, variables, output_gradients=scale)
+        else:
+            grads = tape.gradient(loss, variables)
+        if self.steps == 1:
+            self.apply(grads, variables)
+            return
+        self.build(variables)
+        self.none = [g is None for g in grads]
+        for total, g in zip(self.sums, grads):
+            if g is not None:
+                total.assign_add(_dense(g) * tf.cast(rows, total.dtype))
+        self.count.assign_add(1)
+        self.rows.assign_add(tf.cast(rows, tf.float64))
+        tf.cond(self.count >= self.steps, lambda: self._apply_window(variables), lambda: None)
+
+    def _apply_window(self, variables: list) -> None:
+        none = self.none or [False] * len(self.sums)
+        grads = [None if skip else total / tf.cast(self.rows, total.dtype)
+                 for total, skip in zip(self.sums, none)]
+        self.apply(grads, variables)
+        for total in self.sums:
+            total.assign(tf.zeros_like(total))
+        self.count.assign(0)
+        self.rows.assign(0.0)
+
+    def finish(self) -> None:
+        """Apply a pending (partial) window: one compiled call, no host read."""
+        if self.sums is None:
+            return
+        if self._finish is None:
+            variables = self.adapter.net.trainable_variables
+
+            def finish_window() -> None:
+                tf.cond(self.count > 0, lambda: self._apply_window(variables), lambda: None)
+            self._finish = finish_window if self.adapter.run_eagerly else \
+                tf.function(finish_window)
+        self._finish()
+
+    def apply(self, grads: list, variables: list) -> None:
+        optimizer = self.adapter.optimizer
+        if self.clips and self.scaled:  # clip unscaled gradients; the optimizer unscales
+            scale = optimizer.dynamic_scale
+            finite = optimizer.check_finite(grads)
+            grads = [_dense(g) for g in grads]
+            clipped = self.clip([None if g is None else g / tf.cast(scale, g.dtype)
+                                 for g in grads])
+            grads = [None if g is None else  # non-finite: kept, so the update is skipped
+                     tf.where(finite, _dense(c) * tf.cast(scale, g.dtype), g)
+                     for g, c in zip(grads, clipped)]
+        elif self.clips:
+            grads = self.clip(grads)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def clip(self, grads: list) -> list:
+        if self.clipnorm is not None:
+            grads = [None if g is None else tf.clip_by_norm(g, self.clipnorm) for g in grads]
+        if self.global_clipnorm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm)
+        if self.clipvalue is not None:
+            grads = [None if g is None else tf.clip_by_value(g, -self.clipvalue, self.clipvalue)
+                     for g in grads]
+        return list(grads)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, np.ndarray]:
+        """The pending window (counters and gradient sums), as numpy."""
+        if self.sums is None:
+            return {}
+        out = {"count": self.count.numpy(), "rows": self.rows.numpy()}  # host sync: save
+        out.update({f"sum/{i}": total.numpy() for i, total in enumerate(self.sums)})
+        return out
+
+    def load(self, saved: dict) -> None:
+        if not saved:
+            return
+        self.build(self.adapter.net.trainable_variables)
+        self.count.assign(saved["count"])
+        self.rows.assign(saved["rows"])
+        for i, total in enumerate(self.sums):
+            total.assign(saved[f"sum/{i}"])
