@@ -1,4 +1,5 @@
-"""What fit prints: a step bar, step logs, the per-epoch table or line, and summary tables.
+"""What fit prints: a step bar, step logs, the per-epoch table or line, and summary tables;
+the dated rule, step and EPOCH lines of the function / script styles (fitkit.script).
 
 Owns formatting only (plus reading summary's ``input_shape`` argument, shared by both
 summary modules). It never reads a device value: the facade hands it Python floats
@@ -101,6 +102,31 @@ def epoch_table(epoch: int, logs: Mapping[str, float]) -> str:
     table.add_row([epoch + 1, *(_fmt(v) for v in logs.values())])
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     return f"{'=' * 60} {stamp}\n{table}"
+
+
+# ------------------------------------------------- the tutorial's function / script style
+
+RULE = "=" * 80  # the tutorial's rule: "==========" * 8, followed by the date
+
+
+def _fmt3(value: float) -> str:
+    return f"{value:.3f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+
+
+def dated_rule() -> str:
+    """``====...====2024-05-01 12:00:00``: 80 '=' then the time, as the tutorial prints it."""
+    return RULE + datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def step_line(step: int, logs: Mapping[str, float]) -> str:
+    """``[step = 100] loss: 0.513, accuracy: 0.764`` (the epoch's running values)."""
+    return f"{step_label(None, step)} " + ", ".join(f"{k}: {_fmt3(v)}" for k, v in logs.items())
+
+
+def epoch_line(epoch: int, logs: Mapping[str, float]) -> str:
+    """``EPOCH = 1, loss = 0.513, accuracy = 0.764, val_loss = ...`` (``epoch`` 0-based,
+    shown 1-based as in the per-epoch table)."""
+    return f"EPOCH = {epoch + 1}, " + ", ".join(f"{k} = {_fmt3(v)}" for k, v in logs.items())
 
 
 def shape_text(value) -> str:

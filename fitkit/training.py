@@ -283,13 +283,14 @@ def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int 
     """This epoch's batches, with the RNGs as the pass began recorded (or, when resuming,
     put back while the pass opens and skips what was done, so it draws the same order)."""
     rngs = backend_part(adapter, "state")
+    if not state.epoch_rng:  # a new epoch (or one resumed at its start): the RNGs as they are
+        state.epoch_rng = rngs.rng_state()
     if state.resume_step is None:
-        if not state.epoch_rng:
-            state.epoch_rng = rngs.rng_state()
         return train.batches(group, limit)
+    if not state.resume_step:  # a fresh pass, not the one a first-batch check opened
+        return train.batches(group, limit, skip=0)
     now = rngs.rng_state()
-    rngs.set_rng_state(state.epoch_rng or now)
-    state.epoch_rng = state.epoch_rng or now
+    rngs.set_rng_state(state.epoch_rng)
     batches = iter(train.batches(group, limit, skip=state.resume_step))
     first = next(batches, None)  # the order (and a loader's sampler seed) is drawn by now
     rngs.set_rng_state(now)

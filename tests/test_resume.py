@@ -201,15 +201,17 @@ def _result(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend, kill_at, extra", [
-    ("torch", (2, 7), "--arrays"), ("torch", (0, 5), "--loader"),
-    ("tensorflow", (2, 7), "--arrays")])
+    ("torch", (2, 7), ["--arrays"]), ("torch", (0, 5), ["--loader"]),
+    ("torch", (1, 5), ["--arrays", "--epoch-saves"]),
+    ("tensorflow", (2, 7), ["--arrays"]), ("tensorflow", (1, 5), ["--epoch-saves"])])
 def test_a_run_killed_mid_epoch_finishes_bit_identical_to_an_uninterrupted_one(
         tmp_path, backend, kill_at, extra):
-    _run(backend, tmp_path / "unused", tmp_path / "full.npz", extra)
+    """Backups every 3 steps (resumed mid-epoch) or every epoch (resumed at a boundary)."""
+    _run(backend, tmp_path / "unused", tmp_path / "full.npz", *extra)
     backup = tmp_path / "backup"
-    _run(backend, backup, tmp_path / "x.npz", *kill_at, extra, expect_kill=True)
+    _run(backend, backup, tmp_path / "x.npz", *kill_at, *extra, expect_kill=True)
     assert (backup / "backup.fitkit").exists()
-    _run(backend, backup, tmp_path / "resumed.npz", extra)
+    _run(backend, backup, tmp_path / "resumed.npz", *extra)
     full, resumed = _result(tmp_path / "full.npz"), _result(tmp_path / "resumed.npz")
     for a, b in zip(full[0], resumed[0]):
         np.testing.assert_array_equal(a, b)

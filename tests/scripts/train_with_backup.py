@@ -1,6 +1,6 @@
 """A training run with BackupAndRestore that can SIGKILL itself mid-epoch (for resume tests).
 
-usage: train_with_backup.py BACKEND BACKUP_DIR OUT.npz [KILL_EPOCH KILL_STEP] [--loader|--arrays]
+usage: train_with_backup.py BACKEND BACKUP_DIR OUT.npz [KILL_EPOCH KILL_STEP] [--loader|--arrays] [--epoch-saves]
 Shuffling and dropout are on; the final weights and history go to OUT.npz.
 """
 import json
@@ -49,7 +49,8 @@ class KillAt(fitkit.callbacks.Callback):
 model = fitkit.Model(net)
 model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=0.01)
 callbacks = [KillAt(), fitkit.callbacks.EarlyStopping("val_loss", patience=10),
-             fitkit.callbacks.BackupAndRestore(backup_dir, save_freq=3, verbose=0)]
+             fitkit.callbacks.BackupAndRestore(
+                 backup_dir, save_freq="epoch" if "--epoch-saves" in sys.argv else 3, verbose=0)]
 if "--loader" in sys.argv and data is not None:
     history = model.fit(data, epochs=4, validation_data=(x[:50], y[:50]), callbacks=callbacks,
                         verbose=0)
