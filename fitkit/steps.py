@@ -45,7 +45,8 @@ class StepLoop:
     def __init__(self, batches: Iterable[tuple[Any, int]], *, kind: str,
                  callbacks: CallbackList, read_logs: Callable[[], dict],
                  display: EpochDisplay | None = None, log_every: int | None = None,
-                 stop_if: Callable[[dict], bool] | None = None, steps_done: int = 0) -> None:
+                 stop_if: Callable[[dict], bool] | None = None, steps_done: int = 0,
+                 stop_requested: Callable[[], bool] | None = None) -> None:
         self.batches = batches
         self.callbacks = callbacks
         self.read_logs = read_logs
@@ -56,6 +57,7 @@ class StepLoop:
         self.steps_done = steps_done  # a resumed epoch starts counting where it was
         self.stop_if = stop_if  # looks at each log point's logs; True ends the pass there
         self.stopped = False
+        self.stop_requested = stop_requested  # a batch hook set model.stop_training
         self.item: Any = None  # the item being run, for error messages
 
     def __iter__(self) -> Iterator[Any]:
@@ -75,6 +77,9 @@ class StepLoop:
             if end:
                 self.callbacks.call_batch(self.end_hook, self.steps_done - 1,
                                           LazyLogs(self.read_logs))
+                if self.stop_requested is not None and self.stop_requested():
+                    self.stopped = True  # as Keras: the epoch ends after this step
+                    return
             if log_every and display is not None and \
                     self.steps_done // log_every > before // log_every:
                 logs = self.read_logs()  # host sync: log point

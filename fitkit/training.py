@@ -233,13 +233,14 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
     loop = StepLoop(open_pass(adapter, state, train, group, limit), kind="train",
                     callbacks=cbs, display=display, log_every=log_every,
                     read_logs=lambda: adapter.read_logs("train"), steps_done=resumed or 0,
-                    stop_if=nonfinite_loss if terminate_on_nan else None)
+                    stop_if=nonfinite_loss if terminate_on_nan else None,
+                    stop_requested=lambda: model.stop_training)
     state.loop, state.resume_step = loop, None
     run_steps(loop, model._function("train"), f"fit: epoch {epoch + 1}")
     adapter.finish_epoch()  # a last, partial window of accumulated gradients
     state.step = loop.steps_done
     logs = adapter.read_logs("train")  # host sync: epoch end
-    if terminate_on_nan and (loop.stopped or nonfinite_loss(logs)):
+    if terminate_on_nan and (loop.stopped and not model.stop_training or nonfinite_loss(logs)):
         reason = (f"the loss became {logs.get('loss')} at epoch {epoch + 1}, step "
                   f"{loop.steps_done}")
         warnings.warn(f"fit stopped: {reason}. The history keeps the epochs so far (this last "
@@ -255,7 +256,7 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
     logs["lr"] = adapter.get_learning_rate()
     display.end_epoch(epoch, logs, time.perf_counter() - start)
-    if limit and loop.steps_done < limit:
+    if limit and loop.steps_done < limit and not loop.stopped:
         warnings.warn(f"The training data ran out after {loop.steps_done} of "
                       f"steps_per_epoch={limit} steps; training stops. Provide at least "
                       f"steps_per_epoch * epochs batches.")

@@ -126,3 +126,23 @@ def test_compute_loss_override_is_used_by_default_steps(kit, regression):
     assert history.history["loss"] == [0.0]
     for a, b in zip(before, kit.weights(net)):
         assert (a == b).all()
+
+
+def test_stop_training_set_in_a_batch_hook_ends_the_epoch_after_that_step(kit, regression):
+    class StopAtStep3(Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append(batch)
+            if batch == 2:
+                self.model.stop_training = True
+
+    model = fitkit.Model(kit.mlp(4, 1))
+    model.compile("sgd", "mse")
+    cb = StopAtStep3()
+    history = model.fit(*regression, batch_size=16, epochs=3, validation_split=0.25,
+                        callbacks=[cb], verbose=0)
+    assert cb.batches == [0, 1, 2] and len(history) == 1
+    assert "val_loss" in history.history  # validation still runs, as in Keras
