@@ -11,6 +11,7 @@ import pytest
 import fitkit
 from conftest import make_regression
 from fitkit import schedules as S
+from fitkit.scheduling import portable
 from fitkit.errors import FitkitTypeError, FitkitValueError
 
 torch = pytest.importorskip("torch")
@@ -108,7 +109,7 @@ def test_every_portable_schedule_gives_the_same_numbers_on_both_backends(name, e
     t, k = both(name, every, epochs=5, steps=4)
     np.testing.assert_allclose(t, k, rtol=2e-6, atol=1e-9)
     horizon = 5 if every == "epoch" else 20
-    want = [S.portable(name)(i, 0.1, horizon) for i in range(horizon)]
+    want = [portable(name)(i, 0.1, horizon) for i in range(horizon)]
     np.testing.assert_allclose(t, per_epoch(want, 4) if every == "epoch" else want, rtol=1e-12)
 
 
@@ -154,8 +155,8 @@ def test_schedules_check_their_arguments():
     with pytest.raises(FitkitValueError, match="anneal_strategy"):
         S.OneCycle(anneal_strategy="cosine")
     with pytest.raises(FitkitValueError, match="'cosine', 'exponential'"):
-        S.portable("cosine_annealing")
-    assert S.portable("One-Cycle") == S.OneCycle()
+        portable("cosine_annealing")
+    assert portable("One-Cycle") == S.OneCycle()
 
 
 # ---------------------------------------------------------------- per batch: horizon, position
@@ -432,8 +433,6 @@ def test_a_checkpoint_mid_epoch_resumes_the_schedule_exactly(kit, tmp_path, ever
     np.testing.assert_allclose(lrs, whole, rtol=2e-6, atol=1e-9)
 
 
-@pytest.mark.xfail(reason="fit loop passes batches per epoch to Scheduler.begin; with "
-                          "gradient accumulation the horizon is in updates", strict=False)
 def test_batch_schedule_horizon_counts_updates_under_gradient_accumulation(kit):
     x, y = make_regression(n=128)
     model = fitkit.Model(kit.mlp(4, 1))

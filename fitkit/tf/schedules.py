@@ -12,7 +12,8 @@ import keras
 import tensorflow as tf
 
 from ..errors import FitkitTypeError, FitkitValueError
-from ..schedules import PORTABLE_KINDS, PortableScheduler, Schedule, Scheduler, foreign, portable
+from ..scheduling import PORTABLE_KINDS, PortableScheduler, Scheduler, foreign, portable
+from ..schedules import Schedule
 
 # fitkit.schedules.HOST_OPS's twin: the same formulas, traced into the step's graph.
 GRAPH_OPS = SimpleNamespace(

@@ -10,7 +10,8 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from ..errors import FitkitTypeError, FitkitValueError
-from ..schedules import PORTABLE_KINDS, PortableScheduler, Scheduler, foreign, json_state, portable
+from ..scheduling import (PORTABLE_KINDS, PortableScheduler, Scheduler, foreign, json_state,
+                          portable)
 
 _KINDS = (f"{PORTABLE_KINDS}, a torch.optim.lr_scheduler object built on the optimizer given "
           f"to compile, or a factory optimizer -> scheduler "
