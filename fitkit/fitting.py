@@ -10,7 +10,7 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-from . import training
+from . import distribute, training
 from .callbacks import CallbackList
 from .checkpoint import load_state, save_state
 from .display import EpochDisplay
@@ -103,6 +103,8 @@ def due(validation_freq: int | Sequence[int], epoch: int) -> bool:
 def save_checkpoint(model: Any, path: str) -> None:
     """The whole training state in one file: weights, optimizer, schedulers, running logs,
     RNGs, history, and inside a fit its position and callbacks' states."""
+    if not distribute.is_main_process():
+        return  # every rank holds the same state: rank 0 writes it
     arrays, meta = model._adapter.get_state()
     state, cbs = model._fit_state, model._fit_callbacks
     history = model.history or History()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import arrays, checks, fitting, specs, training
+from . import arrays, checks, distribute, fitting, specs, training
 from .backend import adapter_module, backend_for, backend_part
 from .callbacks import Callback, CallbackList
 from .controls import training_controls
@@ -209,7 +209,7 @@ class Model:
         cbs = CallbackList(callbacks, self, {
             "epochs": epochs, "batch_size": batch_size, "initial_epoch": initial_epoch,
             "steps": steps_per_epoch or train.steps, "verbose": verbose})
-        display = EpochDisplay(verbose, epochs)
+        display = EpochDisplay(verbose if distribute.is_main_process() else 0, epochs)
         return fitting.run_fit(
             self, train, val, cbs=cbs, display=display, epochs=epochs,
             initial_epoch=initial_epoch, start_rng=start_rng, validation_freq=validation_freq,
@@ -274,7 +274,7 @@ class Model:
             logs = training.evaluate(self, source, CallbackList(callbacks, self, {}), steps)
         finally:
             self._adapter.set_training(was_training)
-        if verbose:
+        if verbose and distribute.is_main_process():
             print(f"validate - {format_logs(logs)}", flush=True)
         return logs if return_dict else list(logs.values())
 
@@ -296,7 +296,7 @@ class Model:
             out = training.predict(self, source, CallbackList(callbacks, self, {}))
         finally:
             self._adapter.set_training(was_training)
-        if verbose:
+        if verbose and distribute.is_main_process():
             rows = arrays.leaves(out)[0].shape[0]
             print(f"predict - {rows} samples in {time.perf_counter() - start:.2f}s", flush=True)
         return out

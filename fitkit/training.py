@@ -14,7 +14,7 @@ import warnings
 from itertools import chain
 from typing import Any
 
-from . import arrays
+from . import arrays, distribute
 from .backend import backend_part
 from .callbacks import CallbackList
 from .display import EpochDisplay
@@ -35,6 +35,13 @@ def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int | None, shuffle
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise FitkitValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}.")
+    strategy = distribute.active()
+    if batch_size is not None and strategy is not None and batch_size % strategy.replicas:
+        raise FitkitValueError(
+            f"batch_size={batch_size} is the global batch (Keras's convention) and must "
+            f"divide across the {strategy.replicas} replicas of the {strategy.name!r} "
+            f"strategy; use a multiple of {strategy.replicas}, e.g. "
+            f"{batch_size // strategy.replicas * strategy.replicas or strategy.replicas}.")
     # A list of numbers (or of lists of numbers) is one array; of (x, y) pairs, batches.
     if arrays.is_structure_of_arrays(x) or arrays.is_number_list(x):
         x, y, n = arrays.prepare_xy(x, y, need_y=need_y)

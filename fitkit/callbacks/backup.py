@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+from .. import distribute
 from ..errors import FitkitValueError
 from .base import Callback
 
@@ -72,7 +73,7 @@ class BackupAndRestore(Callback):
     def on_train_end(self, logs: Mapping | None = None) -> None:
         state = self.model._fit_state
         if state is not None and state.completed and self.delete_checkpoint and \
-                os.path.exists(self.path):
+                distribute.is_main_process() and os.path.exists(self.path):
             os.remove(self.path)
             if not os.listdir(self.backup_dir):
                 os.rmdir(self.backup_dir)

@@ -31,6 +31,8 @@ class TensorBoard(Callback):
     package: ``pip install "fitkit[tensorboard]"``.
     """
 
+    main_process_only = True  # under a distribution strategy, rank 0 writes
+
     def __init__(self, log_dir: str = "logs", update_freq: str | int = "epoch",
                  write_lr: bool = True) -> None:
         super().__init__()

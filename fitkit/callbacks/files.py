@@ -92,6 +92,8 @@ class ModelCheckpoint(Callback):
     logs then are the epoch's running training logs).
     """
 
+    main_process_only = True  # under a distribution strategy, rank 0 writes
+
     def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = True,
                  mode: str = "auto", save_freq: str | int = "epoch",
@@ -248,6 +250,8 @@ class CSVLogger(Callback):
     BackupAndRestore restore) always appends, dropping the rows of the epochs it redoes.
     The file is started (or emptied) when the first epoch of a fit ends.
     """
+
+    main_process_only = True  # under a distribution strategy, rank 0 writes
 
     def __init__(self, filename: str, separator: str = ",", append: bool = False) -> None:
         super().__init__()
