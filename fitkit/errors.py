@@ -32,3 +32,8 @@ class StepFailedError(FitkitError, RuntimeError):
 
     The history keeps the epochs that finished and the model stays usable.
     """
+
+
+class FitkitAttributeError(FitkitError, AttributeError):
+    """An attribute that code written for another version uses does not exist here; the
+    message names the one to use (``hasattr`` still answers False)."""

@@ -38,6 +38,7 @@ class Model:
         self._fit_state: Any = None      # resume.FitState of the running (or last) fit
         self._fit_callbacks: Any = None  # its CallbackList, for checkpoints
         self._resume: Any = None         # a state load_checkpoint restored, for the next fit
+        self._last_on_batch: str | None = None  # "train" / "test": the last batch-style call
 
     # ------------------------------------------------------------------ native objects
     @property
@@ -325,6 +326,10 @@ class Model:
                   reset_metrics: bool) -> dict[str, float]:
         self._require_compiled(f"{mode}_on_batch")
         batch = self._one_batch(x, y, sample_weight, class_weight, mode)
+        if not reset_metrics and self._last_on_batch not in (None, mode):
+            # train and test share metric states: they hold the other mode's batches now
+            self._adapter.reset_logs(self._last_on_batch)
+        self._last_on_batch = mode
         self._adapter.set_training(mode == "train")
         run = lambda b: self._adapter.run_batch(  # noqa: E731
             self._function(mode), b, mode, reset_metrics)

@@ -10,7 +10,7 @@ from typing import Any
 import keras
 
 from .. import specs
-from ..errors import FitkitTypeError
+from ..errors import FitkitAttributeError, FitkitTypeError
 
 _OPTIMIZERS = {
     "sgd": (keras.optimizers.SGD, {"learning_rate": 0.01}),
@@ -29,7 +29,8 @@ def build_optimizer(optimizer: Any, lr: float | None, net: Any):
     """compile's ``optimizer`` (a name, a Keras optimizer or a factory) for ``net``."""
     if isinstance(optimizer, str):
         cls, kwargs = _OPTIMIZERS[specs.optimizer_name(optimizer)]
-        return cls(**{**kwargs, **({"learning_rate": lr} if lr is not None else {})})
+        return with_lr_pointer(
+            cls(**{**kwargs, **({"learning_rate": lr} if lr is not None else {})}))
     if isinstance(optimizer, keras.optimizers.Optimizer):
         opt = optimizer
     elif callable(optimizer):
@@ -44,4 +45,28 @@ def build_optimizer(optimizer: Any, lr: float | None, net: Any):
         )
     if lr is not None:
         opt.learning_rate = lr
+    return with_lr_pointer(opt)
+
+
+_POINTERS: dict[type, type] = {}  # optimizer class -> its subclass with the ``lr`` pointer
+
+
+def with_lr_pointer(opt: Any) -> Any:
+    """Make ``opt.lr`` (TF 2 tutorials' ``model.optimizer.lr.assign(...)``, which Keras 3
+    removed) an error naming ``model.learning_rate``: reading it failed with a bare
+    AttributeError, and setting it did nothing at all. The optimizer stays an instance of
+    its class (a subclass adds only that property)."""
+    cls = type(opt)
+    if "lr" in vars(cls) or getattr(cls, "_fitkit_pointer", False):
+        return opt
+    if cls not in _POINTERS:
+        def refuse(self: Any, value: Any = None) -> None:
+            raise FitkitAttributeError(
+                "Keras 3 optimizers have no 'lr' (TF 2's optimizer.lr); use "
+                "model.learning_rate (read it, or set it: model.learning_rate = 1e-4) or "
+                "model.optimizer.learning_rate.")
+        _POINTERS[cls] = type(cls.__name__, (cls,), {
+            "lr": property(refuse, refuse), "_fitkit_pointer": True,
+            "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    opt.__class__ = _POINTERS[cls]
     return opt

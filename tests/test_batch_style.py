@@ -1,0 +1,47 @@
+"""The tutorial's train_on_batch style, on both backends: reset_metrics, train_on_batch,
+test_on_batch(reset_metrics=False), lowering the learning rate mid-training."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fitkit
+from conftest import make_classes
+
+
+def test_the_tutorials_train_on_batch_loop_runs_and_reports_exact_running_logs(kit):
+    x, y = make_classes(n=192, d=4)
+    model = fitkit.Model(kit.mlp(4, 3))
+    model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=0.01)
+    for epoch in range(1, 4):
+        model.reset_metrics()
+        if epoch == 3:  # the tutorial halves the rate late in training
+            model.learning_rate = model.learning_rate / 2.0
+        for start in range(0, 128, 32):
+            train_result = model.train_on_batch(x[start:start + 32], y[start:start + 32])
+        for start in range(128, 192, 32):
+            valid_result = model.test_on_batch(x[start:start + 32], y[start:start + 32],
+                                               reset_metrics=False)
+    assert model.learning_rate == pytest.approx(0.005)
+    assert list(train_result) == model.metrics_names == ["loss", "accuracy"]
+    assert list(valid_result) == model.metrics_names
+    # the running test logs cover both test batches: exact over their 64 samples
+    model.reset_metrics()
+    whole = model.validate(x[128:], y[128:], batch_size=64)
+    assert valid_result["accuracy"] == pytest.approx(whole["accuracy"])
+    assert valid_result["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+
+
+def test_tf2_optimizer_lr_code_gets_a_pointer_to_learning_rate(tf_kit):
+    model = fitkit.Model(tf_kit.mlp(4, 1))
+    model.compile("adam", "mse", lr=0.01)
+    with pytest.raises(fitkit.errors.FitkitAttributeError, match="model.learning_rate"):
+        model.optimizer.lr.assign(0.005)  # TF 2 tutorials' line: Keras 3 removed `lr`
+    with pytest.raises(AttributeError, match="model.learning_rate"):
+        model.optimizer.lr = 0.005  # used to set a plain attribute that changed nothing
+    assert not hasattr(model.optimizer, "lr")
+    model.learning_rate = 0.005
+    assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(0.005)
+    import keras
+
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
