@@ -14,6 +14,28 @@ from .outputs import prediction, target
 from .sources import unpack
 
 
+def check_first(model: Any, source: Any, mode: str, what: str = "", *,
+                run_network: bool = True) -> tuple:
+    """Check ``source``'s first batch for ``mode``, unless a custom step uses the data its own
+    way; returns the batch as the steps will see it."""
+    batch = source.peek()
+    if model._custom(mode):
+        model._adapter.example_inputs = unpack(batch)[0]
+        return batch
+    try:
+        rebuilt = check_batch(model._adapter, batch, source, with_loss=mode != "predict",
+                              run_network=run_network)
+    except FitkitValueError as err:
+        if not what:
+            raise
+        raise FitkitValueError(f"{what}: {err}") from err
+    if rebuilt:
+        model._functions.clear()  # compiled steps hold the old metric states
+    if model._adapter.example_inputs is not unpack(batch)[0]:
+        return source.peek()  # the check converted the inputs (integers to floats)
+    return batch
+
+
 def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
                 run_network: bool = True) -> bool:
     """Check one batch against the network and the losses before any step; build states.

@@ -53,9 +53,16 @@ def _positive(name: str, value: Any) -> float | None:
 def training_controls(*, clipnorm: Any = None, clipvalue: Any = None,
                       global_clipnorm: Any = None, gradient_accumulation_steps: Any = 1,
                       precision: Any = "32", jit_compile: Any = False, lr_schedule: Any = None,
-                      lr_schedule_every: Any = "epoch",
-                      lr_schedule_monitor: Any = "val_loss") -> TrainingControls:
+                      lr_schedule_every: Any = "epoch", lr_schedule_monitor: Any = "val_loss",
+                      lr: Any = None, steps_per_execution: Any = "auto") -> TrainingControls:
     """compile's control arguments, checked; each error names the argument and the fix."""
+    if steps_per_execution != "auto" and (not isinstance(steps_per_execution, int)
+                                          or steps_per_execution < 1):
+        raise FitkitValueError(f"steps_per_execution must be 'auto' or a whole number >= 1; "
+                               f"got {steps_per_execution!r}.")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
+                           or not lr > 0):
+        raise FitkitValueError(f"lr must be a positive number; got {lr!r}.")
     if clipnorm is not None and global_clipnorm is not None:
         raise FitkitValueError("Pass clipnorm (each gradient) or global_clipnorm (all "
                                "gradients together), not both.")
@@ -78,3 +85,48 @@ def training_controls(*, clipnorm: Any = None, clipvalue: Any = None,
         gradient_accumulation_steps=steps, precision=_PRECISIONS[key],
         jit_compile=bool(jit_compile), lr_schedule=lr_schedule,
         lr_schedule_every=lr_schedule_every, lr_schedule_monitor=lr_schedule_monitor)
+
+
+def configured(result: Any, optimizer: Any, lr_schedule: Any, every: str,
+               monitor: str) -> tuple[Any, Any, str, str]:
+    """compile's (optimizer, lr_schedule, every, monitor) from ``configure_optimizers()``'s
+    result: an optimizer, (optimizer, scheduler), ([optimizer], [scheduler]) or Lightning's
+    dict ``{"optimizer", "lr_scheduler": scheduler | {"scheduler", "interval", "monitor"}}``."""
+    if optimizer is not None or lr_schedule is not None:
+        raise FitkitValueError("configure_optimizers() chooses the optimizer and schedule; "
+                               "pass neither optimizer= nor lr_schedule= to compile.")
+    scheduler: Any = None
+    if isinstance(result, dict):
+        if "optimizer" not in result:
+            raise FitkitValueError(f"configure_optimizers() returned a dict without "
+                                   f"'optimizer' (keys: {list(result)}).")
+        result, scheduler = result["optimizer"], result.get("lr_scheduler")
+    elif isinstance(result, (tuple, list)):
+        if len(result) != 2:
+            raise FitkitValueError("configure_optimizers() may return an optimizer or "
+                                   "(optimizer, scheduler); got a sequence of "
+                                   f"{len(result)}.")
+        result, scheduler = result
+    if isinstance(result, (tuple, list)):
+        result = _only(result, "optimizer")
+    if isinstance(scheduler, (tuple, list)):
+        scheduler = _only(scheduler, "scheduler")
+    if isinstance(scheduler, dict):
+        interval = scheduler.get("interval", "epoch")
+        if interval not in ("epoch", "step", "batch"):
+            raise FitkitValueError(f"configure_optimizers(): lr_scheduler's interval must be "
+                                   f"'epoch' or 'step'; got {interval!r}.")
+        every = "epoch" if interval == "epoch" else "batch"
+        monitor = scheduler.get("monitor", monitor)
+        scheduler = scheduler.get("scheduler")
+    if result is None:
+        raise FitkitValueError("configure_optimizers() returned no optimizer; return one "
+                               "(e.g. torch.optim.Adam(self.net.parameters())).")
+    return result, scheduler, every, monitor
+
+
+def _only(items: Any, what: str) -> Any:
+    if len(items) != 1:
+        raise FitkitValueError(f"configure_optimizers() returned {len(items)} {what}s; fitkit "
+                               f"trains with one.")
+    return items[0]

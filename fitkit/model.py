@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from . import arrays, checks, distribute, fitting, specs, training
 from .backend import adapter_module, backend_for, backend_part
 from .callbacks import Callback, CallbackList
-from .controls import training_controls
+from .controls import configured, training_controls
 from .display import EpochDisplay, format_logs, summary_table
 from .errors import FitkitValueError, NotCompiledError
 from .history import History
@@ -75,7 +75,7 @@ class Model:
         return self._adapter.outputs.log_names()
 
     # ------------------------------------------------------------------ compile
-    def compile(self, optimizer: Any = "adam", loss: Any = None,
+    def compile(self, optimizer: Any = None, loss: Any = None,
                 metrics: Sequence[Any] | Mapping[str, Any] | None = None, *,
                 loss_weights: Sequence[float] | Mapping[str, float] | None = None,
                 output: str | int | None = None, lr: float | None = None,
@@ -85,7 +85,8 @@ class Model:
                 gradient_accumulation_steps: int = 1, precision: str = "32",
                 jit_compile: bool = False, steps_per_execution: int | str = "auto",
                 run_eagerly: bool = False) -> "Model":
-        """Choose optimizer, loss and metrics; strings mean the same on both backends.
+        """Choose optimizer (default "adam"), loss and metrics; strings mean the same on both
+        backends. A subclass may choose optimizer and schedule in ``configure_optimizers``.
 
         ``loss``, ``loss_weights`` and ``metrics`` may be dicts by output name or lists in
         output order for a network with several outputs (as Keras takes them); ``output``
@@ -103,25 +104,24 @@ class Model:
 
         >>> model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-3)
         """
-        if steps_per_execution != "auto" and (not isinstance(steps_per_execution, int)
-                                              or steps_per_execution < 1):
-            raise FitkitValueError(f"steps_per_execution must be 'auto' or a whole number >= 1; "
-                                   f"got {steps_per_execution!r}.")
         if loss is None and not (self._custom("train") or self._custom("test")):
             raise FitkitValueError("compile needs a loss, e.g. loss='mse' or loss='cross_entropy' "
                                    "(or override train_step to train without one).")
-        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
-            raise FitkitValueError(f"lr must be a positive number; got {lr!r}.")
         if isinstance(metrics, (str, specs.MetricSpec)):
             metrics = [metrics]
+        if type(self).configure_optimizers is not Model.configure_optimizers:
+            optimizer, lr_schedule, lr_schedule_every, lr_schedule_monitor = configured(
+                self.configure_optimizers(), optimizer, lr_schedule, lr_schedule_every,
+                lr_schedule_monitor)
         controls = training_controls(
             clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
             gradient_accumulation_steps=gradient_accumulation_steps, precision=precision,
-            jit_compile=jit_compile, lr_schedule=lr_schedule,
-            lr_schedule_every=lr_schedule_every, lr_schedule_monitor=lr_schedule_monitor)
-        self._adapter.compile(optimizer, loss, metrics or [], lr, controls.precision,
-                              loss_weights=loss_weights, output=output,
-                              run_eagerly=bool(run_eagerly), controls=controls)
+            jit_compile=jit_compile, lr_schedule=lr_schedule, lr=lr,
+            lr_schedule_every=lr_schedule_every, lr_schedule_monitor=lr_schedule_monitor,
+            steps_per_execution=steps_per_execution)
+        self._adapter.compile("adam" if optimizer is None else optimizer, loss, metrics or [],
+                              lr, controls.precision, loss_weights=loss_weights,
+                              output=output, run_eagerly=bool(run_eagerly), controls=controls)
         self._steps_per_execution = steps_per_execution
         self._functions.clear()
         self._compiled = True
@@ -167,6 +167,18 @@ class Model:
         ...     y_pred = self.net(x)
         """
         return self._adapter.autocast()
+
+    def configure_optimizers(self) -> Any:
+        """Override to choose the optimizer (and a schedule) in code, as Lightning does:
+        return an optimizer, ``(optimizer, scheduler)``, or ``{"optimizer": ..., "lr_scheduler":
+        scheduler or {"scheduler": ..., "interval": "epoch" | "step", "monitor": ...}}``.
+        compile calls it; pass no optimizer to compile then.
+
+        >>> def configure_optimizers(self):
+        ...     opt = torch.optim.SGD(self.net.parameters(), lr=0.1)
+        ...     return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=10)
+        """
+        return None
 
     def _custom(self, mode: str) -> bool:
         """True when a subclass overrides ``<mode>_step``: it uses the data its own way."""
@@ -220,24 +232,7 @@ class Model:
 
     def _check_first(self, source: Any, mode: str, what: str = "", *,
                      run_network: bool = True) -> tuple:
-        """Check the first batch, unless a custom step uses the data its own way; returns
-        the batch as the steps will see it."""
-        batch = source.peek()
-        if self._custom(mode):
-            self._adapter.example_inputs = unpack(batch)[0]
-            return batch
-        try:
-            rebuilt = checks.check_batch(self._adapter, batch, source,
-                                           with_loss=mode != "predict", run_network=run_network)
-        except FitkitValueError as err:
-            if not what:
-                raise
-            raise FitkitValueError(f"{what}: {err}") from err
-        if rebuilt:
-            self._functions.clear()  # compiled steps hold the old metric states
-        if self._adapter.example_inputs is not unpack(batch)[0]:
-            return source.peek()  # the check converted the inputs (integers to floats)
-        return batch
+        return checks.check_first(self, source, mode, what, run_network=run_network)
 
     def _function(self, mode: str) -> Callable:
         """The compiled step for ``mode``, built once per compile (tf.function on TensorFlow)."""

@@ -82,3 +82,40 @@ def test_custom_step_data_is_not_forced_through_the_network_first(kit):
     history = model.fit(data, y, epochs=5, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert "mae" in history.history  # compiled metrics built from the step's own call
+
+
+def test_configure_optimizers_chooses_optimizer_and_scheduler(kit, regression):
+    if kit.name == "torch":
+        import torch
+
+        class Chosen(fitkit.Model):
+            def configure_optimizers(self):
+                opt = torch.optim.SGD(self.net.parameters(), lr=0.1)
+                return {"optimizer": opt, "lr_scheduler": {
+                    "scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+                    "interval": "epoch"}}
+    else:
+        import keras
+
+        class Chosen(fitkit.Model):
+            def configure_optimizers(self):
+                return keras.optimizers.SGD(0.1), "step"
+
+    model = Chosen(kit.mlp(4, 1))
+    model.compile(loss="mse")
+    history = model.fit(*regression, epochs=3, verbose=0)
+    if kit.name == "torch":
+        assert history.history["lr"] == pytest.approx([0.1, 0.05, 0.025])  # used per epoch
+    else:  # the portable "step" schedule: a third of the fit per step of x0.1
+        assert history.history["lr"] == pytest.approx([0.1, 0.01, 0.001], rel=1e-5)
+
+
+def test_configure_optimizers_and_an_optimizer_argument_conflict(kit):
+    class Chosen(fitkit.Model):
+        def configure_optimizers(self):
+            return None
+
+    with pytest.raises(fitkit.FitkitValueError, match="pass neither optimizer"):
+        Chosen(kit.mlp(4, 1)).compile("sgd", "mse")
+    with pytest.raises(fitkit.FitkitValueError, match="returned no optimizer"):
+        Chosen(kit.mlp(4, 1)).compile(loss="mse")
