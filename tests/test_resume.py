@@ -227,3 +227,13 @@ def test_a_mid_epoch_backup_refuses_other_batches(kit, tmp_path):
     with pytest.raises(fitkit.FitkitValueError, match="batch_size=16.*batch_size=32"):
         fresh_model(kit).fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[
             StopAt(9, 9, None), BackupAndRestore(tmp_path, save_freq=2)])
+
+
+def test_a_lightning_callback_gets_the_fitkit_equivalent_named(kit):
+    # Lightning is not installed here: a class from its module path stands in for it
+    LearningRateMonitor = type("LearningRateMonitor", (), {"__module__":
+                                                           "lightning.pytorch.callbacks"})
+    model = fresh_model(kit)
+    with pytest.raises(fitkit.FitkitTypeError, match=r"Lightning callback.*'lr' column"):
+        model.fit(*make_classes(n=32, d=4), epochs=1, verbose=0,
+                  callbacks=[LearningRateMonitor()])
