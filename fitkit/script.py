@@ -105,11 +105,13 @@ class Mean:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every update (call it at each epoch's start)."""
         self.count = 0
         self._device_sum: Any = None
         self._host_sum = 0.0
 
     def update(self, value: Any, n: int = 1) -> None:
+        """Add a batch's mean ``value`` (per-sample values are averaged) over ``n`` samples."""
         if isinstance(n, bool) or not isinstance(n, Integral) or n < 0:
             raise FitkitValueError(f"n is the batch's number of samples (an int >= 0); got {n!r}.")
         value = _batch_value(value)
@@ -142,13 +144,19 @@ class EpochLogs:
         self.means: dict[str, Mean] = {}
 
     def reset(self) -> None:
+        """Forget every value (call it at each epoch's start)."""
         self.means = {}
 
     def update(self, n: int, /, **values: Any) -> None:
+        """Add each named batch mean (a tensor or a float) over the batch's ``n`` samples."""
         for name, value in values.items():
-            self.means.setdefault(name, Mean()).update(value, n)
+            mean = self.means.get(name)
+            if mean is None:
+                mean = self.means[name] = Mean()
+            mean.update(value, n)
 
     def result(self) -> dict[str, float]:
+        """``{prefix + name: mean}`` as floats, every device sum read in one host sync."""
         values = _combine([m.parts() for m in self.means.values()])  # host sync
         return {self.prefix + name: v for name, v in zip(self.means, values)}
 

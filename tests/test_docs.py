@@ -22,7 +22,8 @@ import pytest
 import fitkit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-FILES = ("README.md", "docs/usage.md", "docs/checkpoints.md", "docs/callbacks.md", "docs/styles.md")
+FILES = ("README.md", "docs/usage.md", "docs/checkpoints.md", "docs/callbacks.md",
+         "docs/styles.md", "docs/migration-torchkeras.md")
 BACKENDS = ("torch", "tensorflow")
 _BLOCK = re.compile(r"^<!--\s*test:\s*(\w+)\s*-->[ \t]*\n```python[ \t]*\n(.*?)\n```",
                     re.DOTALL | re.MULTILINE)

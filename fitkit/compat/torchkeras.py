@@ -16,11 +16,12 @@ from ..display import dated_rule
 from ..errors import FitkitTypeError, FitkitValueError, NotCompiledError
 from ..model import Model as FitkitModel
 
-__all__ = ["Model", "KerasModel"]
+__all__ = ["Model"]  # and KerasModel (4.x), below
 
 
 def __getattr__(name: str) -> Any:
-    """``torchkeras.KerasModel`` (4.x), imported on first use (no import cycle)."""
+    """``torchkeras.KerasModel`` (4.x), imported on first use: torchkeras_v4.py imports the
+    helpers of this module, so importing it from here at load time would be a cycle."""
     if name == "KerasModel":
         from .torchkeras_v4 import KerasModel
         return KerasModel

@@ -6,6 +6,7 @@ column names; the training is fitkit.Model's, torchkeras 2.x's Model is torchker
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any, Iterable, Mapping
 
@@ -63,10 +64,11 @@ class _Printer(Callback):
     stage): the dated rule and ``Epoch i / n``, the epoch's logs, and when ``monitor``
     reaches a new best or training stops early."""
 
-    def __init__(self, monitor: str, key: str, mode: str, patience: int,
+    def __init__(self, monitor: str, mode: str, patience: int,
                  stopper: EarlyStopping) -> None:
         super().__init__()
-        self.monitor, self.key, self.mode, self.patience = monitor, key, mode, patience
+        # ``watched``, not ``monitor``: the callback list checks monitors under fitkit's names
+        self.watched, self.mode, self.patience = monitor, mode, patience
         self.stopper, self.best = stopper, None
 
     def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None:
@@ -80,15 +82,15 @@ class _Printer(Callback):
                     (stage == "train" and k == "lr")}
             if part:
                 print(f"[{stage}] " + ", ".join(f"{k}={v:.4g}" for k, v in part.items()))
-        value = named.get(self.monitor)
+        value = named.get(self.watched)
         if value is not None and (self.best is None or (
                 value < self.best if self.mode == "min" else value > self.best)):
             self.best = value
-            print(f"<<<<<< reach best {self.monitor} : {value} >>>>>>", flush=True)
+            print(f"<<<<<< reach best {self.watched} : {value} >>>>>>", flush=True)
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
         if self.stopper.stopped_epoch:
-            print(f"<<<<<< {self.monitor} without improvement in {self.patience} epoch, "
+            print(f"<<<<<< {self.watched} without improvement in {self.patience} epoch, "
                   f"early stopping >>>>>>\n", flush=True)
 
 
@@ -179,6 +181,9 @@ class KerasModel(torch.nn.Module):
         if wandb:
             raise FitkitValueError("fit(wandb=...) is not supported; log with fitkit's "
                                    "callbacks (CSVLogger, TensorBoard) instead.")
+        if plot and importlib.util.find_spec("matplotlib") is None:
+            raise FitkitValueError("fit(plot=True) draws the curves with matplotlib, which is "
+                                   "not installed: pip install matplotlib, or pass plot=False.")
         if not isinstance(ckpt_path, (str, os.PathLike)):
             raise FitkitTypeError(f"fit(ckpt_path=...) takes a file path; got {ckpt_path!r}.")
         facade = self._compile(bool(cpu), mixed_precision, gradient_accumulation_steps)
@@ -193,25 +198,16 @@ class KerasModel(torch.nn.Module):
         watch = [stopper, ModelCheckpoint(os.fspath(ckpt_path), monitor=key, mode=mode,
                                           save_best_only=True)]
         if not plot:
-            watch.append(_Printer(monitor, key, mode, patience, stopper))
+            watch.append(_Printer(monitor, mode, patience, stopper))
         history = facade.fit(train_data, validation_data=val_data, epochs=epochs, verbose=0,
                              shuffle=False, callbacks=[*watch, *(callbacks or [])])
         if plot:
-            self._plot(history)
+            history.plot()
         self.history = {"epoch": [e + 1 for e in history.epoch],
                         **torchkeras_logs(history.history)}
         import pandas as pd
 
         return pd.DataFrame(self.history)
-
-    @staticmethod
-    def _plot(history: Any) -> None:
-        try:
-            history.plot()
-        except ImportError as err:
-            raise FitkitValueError("fit(plot=True) draws the curves with matplotlib, which is "
-                                   "not installed: pip install matplotlib, or pass "
-                                   "plot=False.") from err
 
     def evaluate(self, val_data: Any, quiet: bool = False) -> dict[str, float]:
         """``{'val_loss': ..., 'val_<m>': ...}`` over ``val_data``, exact over samples.

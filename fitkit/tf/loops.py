@@ -108,7 +108,7 @@ class _Steps:
         rows = int(tf.nest.flatten(labels)[0].shape[0] or 0)
         if self.graph_metric:
             return loss, out, rows
-        metric = _call_metric(self.parts[2], labels, out)  # eager: may read the device
+        metric = _call_metric(self.parts[2], labels, out)  # host sync: if metric_func reads
         if not isinstance(metric, (tf.Tensor, Number, np.generic, np.ndarray)):
             raise FitkitTypeError(f"model.metric_func returned {type(metric).__name__}; it must "
                                   f"return a number or a tensor (the batch's metric).")

@@ -102,13 +102,16 @@ def _rows(labels: Any) -> int:
     return int(shape[0]) if len(shape) else 1
 
 
-def _batch(model: Any, parts: tuple, features: Any, labels: Any,
-           training: bool) -> tuple[torch.Tensor, Any, int]:
+def _device(model: torch.nn.Module) -> torch.device | None:
+    params = next(model.parameters(), None)
+    return params.device if params is not None else None
+
+
+def _batch(model: Any, parts: tuple, features: Any, labels: Any, training: bool,
+           device: torch.device | None) -> tuple[torch.Tensor, Any, int]:
     """(loss, metric, rows) of one batch, the loss and a tensor metric left on the device;
     with ``training`` one optimizer update first. The caller sets the mode and no_grad."""
     optimizer, loss_func, metric_func = parts
-    params = next(model.parameters(), None)
-    device = params.device if params is not None else None
     features, labels = _to_device(features, device), _to_device(labels, device)
     predictions = call_net(model, features)
     loss = loss_func(predictions, labels)
@@ -132,7 +135,7 @@ def train_step(model: torch.nn.Module, features: Any, labels: Any) -> tuple[floa
     """
     parts = _parts(model)
     model.train()
-    loss, metric, _ = _batch(model, parts, features, labels, training=True)
+    loss, metric, _ = _batch(model, parts, features, labels, True, _device(model))
     loss, metric = script.as_floats(loss, metric)  # host sync: a lone step returns floats
     return loss, metric
 
@@ -145,7 +148,7 @@ def valid_step(model: torch.nn.Module, features: Any, labels: Any) -> tuple[floa
     parts = _parts(model)
     model.eval()
     with torch.no_grad():
-        loss, metric, _ = _batch(model, parts, features, labels, training=False)
+        loss, metric, _ = _batch(model, parts, features, labels, False, _device(model))
     loss, metric = script.as_floats(loss, metric)  # host sync: a lone step returns floats
     return loss, metric
 
@@ -158,14 +161,17 @@ class _Phase:
         self.model, self.parts, self.metric_name, self.training = (model, parts, metric_name,
                                                                    training)
         self.logs = script.EpochLogs()
+        self.device: torch.device | None = None
 
     def begin(self) -> None:
         self.model.train(self.training)
         self.logs.reset()
+        self.device = _device(self.model)
 
     def step(self, features: Any, labels: Any) -> None:
         with torch.set_grad_enabled(self.training):
-            loss, metric, rows = _batch(self.model, self.parts, features, labels, self.training)
+            loss, metric, rows = _batch(self.model, self.parts, features, labels, self.training,
+                                        self.device)
         self.logs.update(rows, **{"loss": loss, self.metric_name: metric})
 
     def result(self) -> dict[str, float]:
