@@ -77,3 +77,18 @@ def test_snippet_runs(path, backend, line, setup, code, monkeypatch, tmp_path, c
         exec(compile(setup, f"{path} (setup)", "exec"), namespace)
     exec(compile("\n" * (line - 1) + code, path, "exec"), namespace)
     print(f"--- {path}:{line} on {backend} printed:\n{capsys.readouterr().out}")  # pytest -rP
+
+
+def test_the_site_builds_with_no_broken_link(tmp_path):
+    """mkdocs in strict mode: a broken link, a missing page or a docstring the API
+    reference cannot render fails the build."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d",
+                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "site" / "api" / "index.html").exists()
