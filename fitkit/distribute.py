@@ -48,9 +48,9 @@ def strategy(name: str = "auto", *, backend: str | None = None) -> Iterator[Any]
     Inside, ``fit``/``validate``/``predict`` shard the data, sum losses and metric states over
     every replica (exact over all samples), and only the main process prints and saves.
 
-    >>> with fitkit.distribute.strategy("auto") as s:
+    >>> with fitkit.distribute.strategy("auto"):
     ...     model = fitkit.Model(build_net()); model.compile("adam", "mse")
-    >>> model.fit(x, y, batch_size=64)          # 64: the global batch, as in Keras
+    ...     model.fit(x, y, batch_size=64)      # 64: the global batch, as in Keras
     """
     if name not in NAMES:
         raise FitkitValueError(f"strategy name must be one of {', '.join(NAMES)}; got {name!r}.")

@@ -35,15 +35,9 @@ def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int | None, shuffle
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise FitkitValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}.")
-    strategy = distribute.active()
-    if batch_size is not None and strategy is not None and batch_size % strategy.replicas:
-        raise FitkitValueError(
-            f"batch_size={batch_size} is the global batch (Keras's convention) and must "
-            f"divide across the {strategy.replicas} replicas of the {strategy.name!r} "
-            f"strategy; use a multiple of {strategy.replicas}, e.g. "
-            f"{batch_size // strategy.replicas * strategy.replicas or strategy.replicas}.")
     # A list of numbers (or of lists of numbers) is one array; of (x, y) pairs, batches.
     if arrays.is_structure_of_arrays(x) or arrays.is_number_list(x):
+        check_global_batch(batch_size)
         x, y, n = arrays.prepare_xy(x, y, need_y=need_y)
         weights = arrays.prepare_sample_weight(sample_weight, n)
         check_tensors_finite(adapter, x, y)
@@ -83,6 +77,18 @@ def fit_sources(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: An
     train = make_source(model._adapter, x, y, batch_size=batch_size, shuffle=shuffle,
                         need_y=need_y, sample_weight=sample_weight, class_weight=class_weight)
     return train, val
+
+
+def check_global_batch(batch_size: int | None) -> None:
+    """Under a strategy, fit's batch_size (the global batch, Keras's convention) must divide
+    across the replicas (a loader's own batch size is the backend's to check)."""
+    strategy = distribute.active()
+    if batch_size is not None and strategy is not None and batch_size % strategy.replicas:
+        raise FitkitValueError(
+            f"batch_size={batch_size} is the global batch (Keras's convention) and must "
+            f"divide across the {strategy.replicas} replicas of the {strategy.name!r} "
+            f"strategy; use a multiple of {strategy.replicas}, e.g. "
+            f"{batch_size // strategy.replicas * strategy.replicas or strategy.replicas}.")
 
 
 def check_tensors_finite(adapter: Any, x: Any, y: Any) -> None:

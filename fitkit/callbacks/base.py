@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-from .. import distribute
 from ..errors import FitkitTypeError, FitkitValueError
 
 _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end",
@@ -28,9 +27,6 @@ class Callback:
 
     #: Runs after the others at each hook (a backup must see their updated state).
     runs_last = False
-
-    #: Runs on the main process only under a distribution strategy (writers of files).
-    main_process_only = False
 
     #: Batch hooks needed only every N steps (a callback saving every N steps sets it):
     #: a graph backend then still runs several steps per compiled call.
@@ -121,8 +117,6 @@ class CallbackList:
     def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict) -> None:
         self.params = params
         callbacks = list(callbacks or [])
-        if not distribute.is_main_process():  # files are written by rank 0 alone
-            callbacks = [cb for cb in callbacks if not getattr(cb, "main_process_only", False)]
         # A stable sort: those that must see the others' updates (backups) go last.
         self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "runs_last", False))
         for cb in self.callbacks:

@@ -12,6 +12,7 @@ import os
 from numbers import Integral
 from typing import Any, Callable, Mapping
 
+from .. import distribute
 from ..errors import FitkitError, FitkitTypeError, FitkitValueError
 from .base import Callback
 from .monitor import add_hooks
@@ -30,8 +31,6 @@ class TensorBoard(Callback):
     epochs; ``"epoch"`` (the default) adds no work per step. Needs the ``tensorboard``
     package: ``pip install "fitkit[tensorboard]"``.
     """
-
-    main_process_only = True  # under a distribution strategy, rank 0 writes
 
     def __init__(self, log_dir: str = "logs", update_freq: str | int = "epoch",
                  write_lr: bool = True) -> None:
@@ -57,6 +56,8 @@ class TensorBoard(Callback):
 
     def _writer(self, run: str) -> Any:
         writer = self._writers.get(run)
+        if writer is None and not distribute.is_main_process():
+            writer = self._writers[run] = _NoWriter()  # rank 0 writes the events
         if writer is None:
             module = type(self.model._adapter).__module__.rsplit(".", 1)[0] + ".events"
             try:
@@ -197,3 +198,12 @@ class LambdaCallback(Callback):
                 raise FitkitTypeError(f"LambdaCallback({hook}=...) takes a function; got "
                                       f"{type(fn).__name__}.")
         add_hooks(self, {hook: _CALLERS[hook] for hook in self.functions})
+
+
+class _NoWriter:
+    """The writer of a process that is not the main one: every rank runs the same hooks
+    (reading logs is a collective under DDP), only rank 0 writes."""
+
+    def scalar(self, tag: str, value: float, step: int) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...

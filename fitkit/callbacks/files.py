@@ -13,6 +13,7 @@ import warnings
 from numbers import Integral, Real
 from typing import Any, Mapping
 
+from .. import distribute
 from ..errors import FitkitTypeError, FitkitValueError
 from .base import Callback
 from .monitor import Improvement, add_hooks, check_monitor, check_number
@@ -91,8 +92,6 @@ class ModelCheckpoint(Callback):
     ``save_freq``: ``"epoch"``, or a number of training steps, counted across epochs (the
     logs then are the epoch's running training logs).
     """
-
-    main_process_only = True  # under a distribution strategy, rank 0 writes
 
     def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = True,
@@ -219,6 +218,8 @@ class ModelCheckpoint(Callback):
             self.best = current
         elif self.verbose:
             print(f"{where}: saving to {path}", flush=True)
+        if not distribute.is_main_process():
+            return  # every rank keeps the same count and best value; rank 0 writes
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -250,8 +251,6 @@ class CSVLogger(Callback):
     BackupAndRestore restore) always appends, dropping the rows of the epochs it redoes.
     The file is started (or emptied) when the first epoch of a fit ends.
     """
-
-    main_process_only = True  # under a distribution strategy, rank 0 writes
 
     def __init__(self, filename: str, separator: str = ",", append: bool = False) -> None:
         super().__init__()
@@ -308,6 +307,8 @@ class CSVLogger(Callback):
         os.replace(tmp, self.filename)
 
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
+        if not distribute.is_main_process():
+            return  # rank 0 writes the file
         logs = dict(logs or {})
         if not getattr(self, "_opened", False):
             self._open(epoch)

@@ -2,7 +2,7 @@
 
 Owns everything TensorFlow-specific behind the Adapter protocol (fitkit/adapter.py). Data
 sources live in data.py, tracing and graph loops in functions.py, metric formulas in
-metrics.py, losses in losses.py.
+metrics.py, losses in losses.py, what a strategy changes (Replicas) in distribute.py.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from ..errors import BackendError
 from ..outputs import CompiledOutputs, call_loss
 from ..sources import unpack
 from . import controls as step_controls
-from . import data, losses, metrics, optimizers, schedules, state, summary, weights
-from .functions import (CompiledStep, chunk_loop, graph_label_stats, iterator_loop, jit_step,
-                        kind_of, predict_chunk)
+from . import data, distribute, losses, metrics, optimizers, schedules, state, summary, weights
+from .functions import (CompiledStep, DistributedStep, chunk_loop, graph_label_stats,
+                        iterator_loop, jit_step, kind_of, predict_chunk)
 
 if keras.backend.backend() != "tensorflow":
     raise BackendError(
@@ -59,6 +59,8 @@ class Adapter:
         self._trackers: dict = {}
         self._log_fns: dict = {}  # compiled reads and resets of the logs, by what they cover
         self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
+        self.replicas: distribute.Replicas | None = None  # compiled under a strategy
+        self._scope: Callable = contextlib.nullcontext  # that strategy's scope
         own_step = getattr(type(net), "train_step", None)
         if isinstance(net, keras.Model) and own_step is not keras.Model.train_step:
             warnings.warn(
@@ -73,14 +75,25 @@ class Adapter:
                 run_eagerly: bool = False, controls: Any = None) -> None:
         self.controls = controls = controls or TrainingControls(precision=precision)
         step_controls.check_precision(self.net, precision)
+        self.replicas = distribute.for_compile(self.net, controls)  # decided once, here
+        self._scope = self.replicas.scope if self.replicas else contextlib.nullcontext
+        with self._scope():  # the optimizer, trackers and states belong to the strategy
+            self._build(optimizer, loss, metric_specs, lr, precision, loss_weights, output,
+                        run_eagerly, controls)
+
+    def _build(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
+               precision: str, loss_weights: Any, output: Any, run_eagerly: bool,
+               controls: Any) -> None:
         self.optimizer = step_controls.wrap_optimizer(
             optimizers.build_optimizer(optimizer, lr, self.net), precision)
+        if self.replicas is not None:
+            self.replicas.check_optimizer(self.optimizer)
         self._update = (step_controls.Update(self, controls)
                         if step_controls.needs_update(controls, self.optimizer) else None)
         self.loss_fn = loss
         names = list(getattr(self.net, "output_names", None) or [])
         self.outputs = CompiledOutputs(
-            loss, loss_weights, metric_specs, output, build_loss=losses.build_loss,
+            loss, loss_weights, metric_specs, output, build_loss=self._build_loss,
             build_metrics=lambda specs_: specs.build_metrics(specs_, metrics),
             is_tensor=tf.is_tensor,
             default_names=lambda n: names if len(names) == n else
@@ -90,6 +103,12 @@ class Adapter:
         self._log_fns = {}
         self.build_scheduler(controls.lr_schedule, controls.lr_schedule_every,
                              controls.lr_schedule_monitor)
+
+    def _build_loss(self, loss: Any) -> tuple:
+        fn, spec = losses.build_loss(loss)
+        if self.replicas is not None and isinstance(loss, (str, keras.losses.Loss)):
+            fn = distribute.unscaled(fn)  # Keras divides its losses by the replicas
+        return fn, spec
 
     def build_scheduler(self, spec: Any, every: str, monitor: str) -> None:
         """compile's lr_schedule (a do-nothing one when None: a recompile also drops an
@@ -109,12 +128,15 @@ class Adapter:
         return self._update if self._update is not None and self._update.stateful else None
 
     def get_state(self) -> tuple[dict, dict]:
-        """(numpy arrays, JSON meta) of weights, optimizer, running logs and RNGs."""
-        return state.get_state(self)
+        """(numpy arrays, JSON meta) of weights, optimizer, running logs and RNGs; under a
+        strategy the replicas' sums (metric states) and the mirrored values."""
+        with self._scope():
+            return state.get_state(self)
 
     def set_state(self, arrays: dict, meta: dict) -> None:
         """Restore what ``get_state`` returned (all shapes checked before any change)."""
-        state.set_state(self, arrays, meta)
+        with self._scope():
+            state.set_state(self, arrays, meta)
 
     @property
     def metrics(self) -> list:
@@ -139,12 +161,13 @@ class Adapter:
         if class_weight:
             weights = data.class_weight_fn(class_weight)(source.targets())
             source.w = weights if source.w is None else source.w * weights
-        return source
+        return source if self.replicas is None else self.replicas.source(source)
 
     def batch_source(self, source: Any, *, batch_size: int, shuffle: bool,
                      class_weight: dict | None = None):
         weigh = data.class_weight_fn(class_weight) if class_weight else None
-        return data.batch_source(source, batch_size=batch_size, shuffle=shuffle, weigh=weigh)
+        source = data.batch_source(source, batch_size=batch_size, shuffle=shuffle, weigh=weigh)
+        return source if self.replicas is None else self.replicas.source(source)
 
     def integers_to_float(self, x: Any) -> Any:
         return data.integers_to_float(x)
@@ -176,12 +199,17 @@ class Adapter:
 
     def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
         """Metric variables and optimizer slots, created before anything is traced."""
-        if isinstance(self.optimizer, keras.optimizers.Optimizer) and not self.optimizer.built:
-            self.optimizer.build(self.net.trainable_variables)  # before tracing: one trace less
-        if self._update is not None:  # accumulators, before tracing too
-            self._update.build(self.net.trainable_variables)
-        for metric in head.metrics:
-            metric.build(mode, width)
+        with self._scope():
+            if isinstance(self.optimizer, keras.optimizers.Optimizer) and \
+                    not self.optimizer.built:
+                self.optimizer.build(self.net.trainable_variables)  # before tracing
+            if self._update is not None:  # accumulators, before tracing too
+                self._update.build(self.net.trainable_variables)
+            for metric in head.metrics:
+                metric.build(mode, width)
+            if self.replicas is not None:  # the logs' sums too: none made in a replica
+                for tracker in self._trackers.values():
+                    tracker.expect(self.outputs.log_names()[:-len(self.metrics) or None])
         head.built = True
 
     # ------------------------------------------------------------------ steps
@@ -196,6 +224,9 @@ class Adapter:
 
     def update_head(self, head: Any, y: Any, y_pred: Any, sample_weight: Any) -> None:
         """Update one output's metric states (Keras's argument order)."""
+        if self.replicas is not None and self.replicas.outside():  # a check, on each replica
+            self.replicas.run(lambda: [m.update(y, y_pred, sample_weight) for m in head.metrics])
+            return
         for metric in head.metrics:
             metric.update(y, y_pred, sample_weight)
 
@@ -204,22 +235,27 @@ class Adapter:
         with tf.GradientTape() as tape:
             y_pred = call_net(self.net, x, training=True)
             loss = call_loss(compute_loss, x, y, y_pred, w)
+        logs = {"loss": loss, **self.outputs.take_parts()}  # before any replica switch
         variables = self.net.trainable_variables
         if self._update is None:  # the default: no control on
-            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            share = None if self.replicas is None else \
+                self.replicas.share(data.rows(x), loss.dtype)  # this replica's part of the batch
+            self.optimizer.apply_gradients(
+                zip(tape.gradient(loss, variables, output_gradients=share), variables))
         else:  # accumulation, clipping, fp16 loss scaling (controls.py)
             self._update(tape, loss, variables, data.rows(x))
         if self.metrics:
             self.update_metrics(y, y_pred, w)
-        return {"loss": loss}
+        return logs
 
     def test_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)
         y_pred = call_net(self.net, x, training=False)
         loss = call_loss(compute_loss, x, y, y_pred, w)
+        logs = {"loss": loss, **self.outputs.take_parts()}
         if self.metrics:
             self.update_metrics(y, y_pred, w)
-        return {"loss": loss}
+        return logs
 
     def predict_step(self, batch: tuple) -> Any:
         return call_net(self.net, batch[0], training=False)
@@ -230,9 +266,12 @@ class Adapter:
         The returned callable takes a batch, or a ``data.Chunk`` of several batches that
         run in one call (a while loop inside the graph: Python is paid once per chunk).
         jit_compile: each step is XLA-compiled, the loop around it is not (as Keras does);
-        run_eagerly wins over it.
+        run_eagerly wins over it. Under a strategy: a DistributedStep (each step on every
+        replica, over a distributed iterator).
         """
         jit = self.controls.jit_compile and not self.run_eagerly
+        if mode == "predict" and self.replicas is not None:
+            return DistributedStep(self.replicas, step, eager=self.run_eagerly, predicts=True)
         if mode == "predict":
             step = jit_step(step) if jit else step
             return CompiledStep(step, predict_chunk(step), None, eager=self.run_eagerly,
@@ -245,12 +284,21 @@ class Adapter:
                 logs = {**logs, **outputs.take_parts()}
             tracker.update(logs, data.rows(batch[0]))
 
+        if self.replicas is not None:
+            after = self._update.after_step if mode == "train" and self._update is not None \
+                and self._update.stateful else None
+            return DistributedStep(self.replicas, run, after=after, eager=self.run_eagerly)
         run = jit_step(run) if jit else run
         return CompiledStep(run, chunk_loop(run), iterator_loop(run), eager=self.run_eagerly)
 
     def run_batch(self, function: Any, batch: Any, mode: str, reset: bool) -> dict:
         """A batch-style call: reset (optionally), one step and the logs' read, in one
         compiled call once the step has been traced (three calls cost more than Keras's)."""
+        if self.replicas is not None:  # the batch is distributed on each call
+            if reset:
+                self.reset_logs(mode)
+            function(batch)
+            return self.read_logs(mode)  # host sync: the caller asked for values
         names, read, reset_logs = self._log_functions(mode)
         key = ("batch", mode, reset, kind_of(batch), tuple(names))
         merged = self._log_fns.get(key)
@@ -278,13 +326,18 @@ class Adapter:
 
     # ------------------------------------------------------------------ logs
     def reset_logs(self, mode: str) -> None:
-        self._log_functions(mode)[2]()
+        with self._scope():
+            self._log_functions(mode)[2]()
 
     def read_logs(self, mode: str) -> dict[str, float]:
+        """The logs as floats; under a strategy, sums over every replica (a collective on
+        every worker under multi_worker: each process must read at the same points)."""
         names, read, _ = self._log_functions(mode)
         if not names:
             return {}
-        return dict(zip(names, read().numpy().tolist()))  # host sync: one read for all logs
+        with self._scope():
+            values = read()
+        return dict(zip(names, values.numpy().tolist()))  # host sync: one read for all logs
 
     def _log_functions(self, mode: str) -> tuple:
         """(names, read, reset) for the current logs of ``mode``, each one compiled call:
@@ -329,5 +382,7 @@ class Adapter:
         return summary.summary_info(self, input_shape, input_data)
 
     def infer(self, x: Any) -> Any:
-        """One forward pass in inference mode."""
-        return call_net(self.net, x, training=False)
+        """One forward pass in inference mode (under a strategy, in its scope: a network
+        built here gets mirrored variables)."""
+        with self._scope():
+            return call_net(self.net, x, training=False)

@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from ..controls import TrainingControls
 from ..errors import FitkitValueError
+from .metrics import synced
+from .state import to_array  # reads with no collective under a strategy
 
 _POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -64,6 +66,11 @@ class Update:
     inside its apply, after ours. fp16: the loss is scaled by the LossScaleOptimizer's
     dynamic scale (through the tape's output gradient; the logged loss is unscaled);
     clipping sees unscaled gradients and non-finite ones still make it skip the update.
+
+    Under a strategy (``adapter.replicas``) each replica keeps its own sums; a full window
+    is applied from cross-replica context (``after_step``: MirroredStrategy refuses
+    apply_gradients inside a tf.cond in a replica), each replica's sum divided by the rows
+    of the whole window on every replica; clipping sees the sum over replicas.
     """
 
     def __init__(self, adapter: Any, controls: TrainingControls) -> None:
@@ -73,6 +80,7 @@ class Update:
         self.global_clipnorm = controls.global_clipnorm
         self.clips = controls.clips
         self.scaled = _loss_scaled(adapter.optimizer)
+        self.replicas = adapter.replicas  # a strategy's, or None
         self.sums: list | None = None   # accumulated gradients, once built
         self.count: Any = None          # batches in the pending window
         self.rows: Any = None           # their rows
@@ -91,20 +99,24 @@ class Update:
             return
         with tf.init_scope():
             self.sums = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
-                                     name="gradient_sum") for v in variables]
-            self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="window_steps")
-            self.rows = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="window_rows")
+                                     name="gradient_sum", **synced()) for v in variables]
+            self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="window_steps",
+                                     **synced("first"))
+            self.rows = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="window_rows",
+                                    **synced())
 
     def __call__(self, tape: tf.GradientTape, loss: tf.Tensor, variables: list,
                  rows: tf.Tensor) -> None:
         optimizer = self.adapter.optimizer
+        scale = None
+        if self.replicas is not None and self.steps == 1:  # this replica's share of the batch
+            scale = self.replicas.share(rows, loss.dtype) * tf.ones_like(loss)
         if self.scaled:
             if not optimizer.built:
                 optimizer.build(variables)
-            scale = tf.ones_like(loss) * tf.cast(optimizer.dynamic_scale, loss.dtype)
-            grads = tape.gradient(loss, variables, output_gradients=scale)
-        else:
-            grads = tape.gradient(loss, variables)
+            dynamic = tf.ones_like(loss) * tf.cast(optimizer.dynamic_scale, loss.dtype)
+            scale = dynamic if scale is None else scale * dynamic
+        grads = tape.gradient(loss, variables, output_gradients=scale)
         if self.steps == 1:
             self.apply(grads, variables)
             return
@@ -115,11 +127,24 @@ class Update:
                 total.assign_add(_dense(g) * tf.cast(rows, total.dtype))
         self.count.assign_add(1)
         self.rows.assign_add(tf.cast(rows, tf.float64))
-        tf.cond(self.count >= self.steps, lambda: self._apply_window(variables), lambda: None)
+        if self.replicas is None:  # under a strategy: after_step, outside the replicas
+            tf.cond(self.count >= self.steps, lambda: self._apply_window(variables),
+                    lambda: None)
+
+    def after_step(self) -> None:
+        """Under a strategy, in cross-replica context after each step: a full window's
+        update, run on every replica."""
+        variables = self.adapter.net.trainable_variables
+        tf.cond(self.count >= self.steps,
+                lambda: self.replicas.native.run(lambda: self._apply_window(variables)),
+                lambda: None)
 
     def _apply_window(self, variables: list) -> None:
         none = self.none or [False] * len(self.sums)
-        grads = [None if skip else total / tf.cast(self.rows, total.dtype)
+        rows = self.rows.read_value()
+        if self.replicas is not None:  # the window's rows on every replica
+            rows = self.replicas.all_reduce([rows])[0]
+        grads = [None if skip else total / tf.cast(rows, total.dtype)
                  for total, skip in zip(self.sums, none)]
         self.apply(grads, variables)
         for total in self.sums:
@@ -135,13 +160,28 @@ class Update:
             variables = self.adapter.net.trainable_variables
 
             def finish_window() -> None:
-                tf.cond(self.count > 0, lambda: self._apply_window(variables), lambda: None)
+                apply = lambda: self._apply_window(variables)  # noqa: E731
+                if self.replicas is not None:
+                    apply = lambda: self.replicas.native.run(  # noqa: E731
+                        lambda: self._apply_window(variables))
+                tf.cond(self.count > 0, apply, lambda: None)
             self._finish = finish_window if self.adapter.run_eagerly else \
                 tf.function(finish_window)
-        self._finish()
+        if self.replicas is None:
+            self._finish()
+            return
+        with self.replicas.scope():
+            self._finish()
 
     def apply(self, grads: list, variables: list) -> None:
         optimizer = self.adapter.optimizer
+        if self.clips and self.replicas is not None:  # clip the sum over replicas, then
+            # give each replica 1/n of it (the optimizer sums the replicas' gradients)
+            n = self.replicas.count
+            grads = [None if g is None else g / n for g in
+                     self.clip(self.replicas.all_reduce([_dense(g) for g in grads]))]
+            optimizer.apply_gradients(zip(grads, variables))
+            return
         if self.clips and self.scaled:  # clip unscaled gradients; the optimizer unscales
             scale = optimizer.dynamic_scale
             finite = optimizer.check_finite(grads)
@@ -170,8 +210,8 @@ class Update:
         """The pending window (counters and gradient sums), as numpy."""
         if self.sums is None:
             return {}
-        out = {"count": self.count.numpy(), "rows": self.rows.numpy()}  # host sync: save
-        out.update({f"sum/{i}": total.numpy() for i, total in enumerate(self.sums)})
+        out = {"count": to_array(self.count), "rows": to_array(self.rows)}  # host sync: save
+        out.update({f"sum/{i}": to_array(total) for i, total in enumerate(self.sums)})
         return out
 
     def load(self, saved: dict) -> None:

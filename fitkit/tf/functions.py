@@ -1,8 +1,9 @@
 """Compiled TensorFlow steps: tf.functions per kind of input, chunks of steps in one call.
 
 Owns tracing (a free batch dimension, one function per structure/dtypes/ranks, relaxed
-shapes on a new length) and the graph loops over Chunks and dataset iterators. What a step
-does is the adapter's; the batches and chunks come from data.py.
+shapes on a new length), the graph loops over Chunks and dataset iterators, and their
+strategy.run twin (DistributedStep). What a step does is the adapter's; batches come from
+data.py (distributed ones from distribute.py).
 """
 from __future__ import annotations
 
@@ -177,6 +178,62 @@ class CompiledStep:
             return outputs
         chunk.count = result
         return None
+
+    def tracing_count(self) -> int:
+        return sum(f.experimental_get_tracing_count() for f in self.functions.values())
+
+
+class DistributedStep:
+    """A step under a tf.distribute strategy: every call draws global batches from a
+    distributed iterator (a ``distribute.Chunk``; a batch-style call's batch becomes one) and
+    runs the step on each replica with ``strategy.run``, several steps per compiled call.
+
+    ``after`` runs in cross-replica context after each step (an accumulation window's
+    update). Predictions come back in the global order (``Replicas.predictor``); the first
+    predict call runs one step alone, whose outputs shape the loops' arrays (as CompiledStep
+    does).
+    """
+
+    def __init__(self, replicas: Any, step: Callable, *, after: Callable | None = None,
+                 eager: bool = False, predicts: bool = False) -> None:
+        self.replicas, self.step, self.eager, self.predicts = replicas, step, eager, predicts
+        native = replicas.native
+
+        def each(batch: Any) -> None:
+            native.run(step, args=(batch,))
+            if after is not None:
+                after()
+        self.each = each
+        self.template: Any = None
+        self.functions: dict[Any, Callable] = {}
+
+    def __call__(self, item: Any) -> Any:
+        if not isinstance(item, data.IteratorChunk):  # a batch-style call
+            item = self.replicas.one_batch(item)
+        steps = tf.constant(item.steps, tf.int32)
+        with self.replicas.scope():
+            if not self.predicts:
+                item.count = self._compiled("iterator", iterator_loop(self.each))(
+                    item.iterator, steps)
+                return None
+            rows = self.replicas.rows_per_replica(item)
+            predict = self.replicas.predictor(self.step, rows)
+            if self.template is None:
+                item.ran = 1
+                first = lambda iterator: predict(iterator.get_next()[0])  # noqa: E731
+                self.template = self._compiled(("first", rows), first)(item.iterator)
+                return self.template
+            key = (rows, tuple((t.dtype, t.shape[1:]) for t in tf.nest.flatten(self.template)))
+            run = predict_iterator(lambda batch: predict(batch[0]), self.template)
+            item.count, outputs = self._compiled(key, run)(item.iterator, steps)
+            return outputs
+
+    def _compiled(self, key: Any, fn: Callable) -> Callable:
+        if self.eager:
+            return fn
+        if key not in self.functions:
+            self.functions[key] = tf.function(fn, reduce_retracing=True)
+        return self.functions[key]
 
     def tracing_count(self) -> int:
         return sum(f.experimental_get_tracing_count() for f in self.functions.values())

@@ -17,9 +17,20 @@ from ..targets import TargetMode
 f64 = tf.float64
 
 
-def _state(shape=()) -> tf.Variable:
+def synced(aggregation: str = "sum") -> dict:
+    """tf.Variable arguments for a state under a tf.distribute strategy: each replica keeps
+    its own copy, and a read outside the replicas gives their sum ("sum", as Keras's metrics)
+    or the first one's ("first", for values every replica holds alike). Nothing outside one."""
+    if not tf.distribute.has_strategy():
+        return {}
+    return {"synchronization": tf.VariableSynchronization.ON_READ,
+            "aggregation": tf.VariableAggregation.SUM if aggregation == "sum" else
+            tf.VariableAggregation.ONLY_FIRST_REPLICA}
+
+
+def _state(shape=(), aggregation: str = "sum") -> tf.Variable:
     with tf.init_scope():  # created eagerly, even when first reached while tracing
-        return tf.Variable(tf.zeros(shape, f64), trainable=False)
+        return tf.Variable(tf.zeros(shape, f64), trainable=False, **synced(aggregation))
 
 
 class StateMetric:
@@ -36,14 +47,20 @@ class StateMetric:
 
     def build(self, mode: TargetMode, width: int) -> None:
         self.mode, self.width = mode, width
-        self.variables = [_state(s) for s in self.state_shapes()]
+        self.distributed = tf.distribute.has_strategy()  # built under a strategy
+        self.variables = [_state(s, a) for s, a in zip(self.state_shapes(),
+                                                        self.aggregations())]
+
+    def aggregations(self) -> list[str]:
+        """How each state adds up over replicas (under a strategy): a sum by default."""
+        return ["sum"] * len(self.state_shapes())
 
     def state_shapes(self) -> list:
         return [(), ()]
 
     def reset(self) -> None:
         for v in self.variables:
-            v.assign(tf.zeros_like(v))
+            v.assign(tf.zeros(v.shape, v.dtype))  # no read (a collective under a strategy)
 
     def update(self, y, y_pred, sample_weight=None) -> None: ...
     def result(self) -> tf.Tensor: ...
@@ -239,12 +256,22 @@ class R2Score(StateMetric):
     def state_shapes(self) -> list:
         return [(), (3, self.width), (self.width,)]  # count, sums, shift
 
+    def aggregations(self) -> list[str]:
+        return ["sum", "sum", "first"]  # every replica sums about the same shift
+
     def update(self, y, y_pred, sample_weight=None) -> None:
         count, sums, shift = self.variables
         pred = tf.reshape(tf.cast(y_pred, f64), [-1, self.width])
         true = tf.reshape(tf.cast(y, f64), tf.shape(pred))
         first = tf.concat([true[:1], shift[None]], 0)[0]  # the first row (the shift if empty)
-        shift.assign(tf.where(count == 0, first, shift))  # nothing summed yet: set the shift
+        empty = count == 0
+        if self.distributed and not tf.distribute.in_cross_replica_context():
+            # the global batch's first row (replica 0's), once no replica has summed yet
+            context = tf.distribute.get_replica_context()
+            empty = context.all_reduce("sum", count) == 0
+            own = tf.cast(context.replica_id_in_sync_group == 0, f64)
+            first = context.all_reduce("sum", first * own)
+        shift.assign(tf.where(empty, first, shift))  # nothing summed yet: set the shift
         centred = true - shift
         terms = tf.stack([centred, centred * centred, (true - pred) ** 2])
         if sample_weight is None:
@@ -275,7 +302,8 @@ class BatchMean(StateMetric):
         n = tf.cast(tf.shape(y_pred)[0], f64)
         if sample_weight is not None:  # the batch value counts for the batch's total weight
             n = tf.reduce_sum(tf.cast(sample_weight, f64))
-        self.variables[0].assign_add(tf.cast(tf.reduce_mean(self.fn(y, y_pred)), f64) * n)
+        value = tf.cast(tf.reduce_mean(self.fn(y, y_pred)), f64)
+        self.variables[0].assign_add(tf.math.multiply_no_nan(value, n))  # 0 for an empty batch
         self.variables[1].assign_add(n)
 
     def result(self):
@@ -321,17 +349,27 @@ class LogTracker:
         self.sums: dict[str, tf.Variable] = {key: _state() for key in expected}
         self.returned: set[str] = set()
         self.count = _state()
+        # under a strategy a replica's batch may be empty (mean NaN): it must add 0
+        self.distributed = tf.distribute.has_strategy()
+
+    def expect(self, keys: list[str]) -> None:
+        """Sums for these keys now (under a strategy no variable is made in a replica)."""
+        for key in keys:
+            if key not in self.sums:
+                self.sums[key] = _state()
 
     def reset(self) -> None:
         for v in (self.count, *self.sums.values()):
-            v.assign(tf.zeros_like(v))
+            v.assign(tf.zeros(v.shape, v.dtype))  # no read (a collective under a strategy)
 
     def update(self, logs: dict, n: tf.Tensor) -> None:
         for key, value in logs.items():
             if key not in self.sums:
                 self.sums[key] = _state()
             self.returned.add(key)
-            self.sums[key].assign_add(tf.cast(tf.reduce_mean(value), f64) * n)
+            mean = tf.cast(tf.reduce_mean(value), f64)
+            self.sums[key].assign_add(tf.math.multiply_no_nan(mean, n) if self.distributed
+                                      else mean * n)
         self.count.assign_add(n)
 
     def results(self) -> dict[str, tf.Tensor]:

@@ -1,7 +1,8 @@
 """TensorFlow training state as numpy arrays + JSON: variables, optimizer, running logs, RNGs.
 
 Owns what exact resume needs from TensorFlow (the twin of fitkit/torch/state.py); the file
-format is checkpoint.py's, the fit position and host RNGs resume.py's.
+format is checkpoint.py's, the fit position and host RNGs resume.py's. Under a strategy the
+adapter calls in its scope; values are read without collectives (see ``local_value``).
 """
 from __future__ import annotations
 
@@ -18,9 +19,24 @@ from .data import shuffle_generator
 from .metrics import _state
 
 
+def local_value(variable: Any) -> Any:
+    """A variable's value with no collective, so one process alone may read it: a state kept
+    per replica (metric sums, tf.VariableSynchronization.ON_READ) is added up over this
+    process's replicas (all of them, but for multi_worker: this worker's share), mirrored
+    variables are read as they are."""
+    inner = getattr(variable, "value", variable) if isinstance(variable, keras.Variable) \
+        else variable
+    if isinstance(inner, tf.distribute.DistributedValues) and \
+            inner.synchronization == tf.VariableSynchronization.ON_READ:
+        parts = [tf.convert_to_tensor(p) for p in
+                 tf.distribute.get_strategy().experimental_local_results(inner)]
+        return tf.add_n(parts) if inner.aggregation == tf.VariableAggregation.SUM else parts[0]
+    return variable
+
+
 def to_array(variable: Any) -> np.ndarray:
     """A variable's value as numpy, bit for bit (bfloat16 as its uint16 bits)."""
-    value = keras.ops.convert_to_tensor(variable)
+    value = keras.ops.convert_to_tensor(local_value(variable))
     if value.dtype == tf.bfloat16:
         return tf.bitcast(value, tf.uint16).numpy()
     return value.numpy()
@@ -87,8 +103,8 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
     meta["optimizer"] = [[_generic(v.path), list(v.shape)] for v in opt]
     meta["logs"] = {}
     for mode, tracker in adapter._trackers.items():
-        arrays.update({f"logs/{mode}/{k}": v.numpy() for k, v in tracker.sums.items()})
-        arrays[f"logs/{mode}/__count__"] = tracker.count.numpy()
+        arrays.update({f"logs/{mode}/{k}": to_array(v) for k, v in tracker.sums.items()})
+        arrays[f"logs/{mode}/__count__"] = to_array(tracker.count)
         meta["logs"][mode] = {"keys": list(tracker.sums), "returned": sorted(tracker.returned)}
     meta["metrics"] = []
     for i, metric in enumerate(adapter.metrics):

@@ -1,7 +1,8 @@
 """The PyTorch adapter: optimizer/loss/metric building, steps, logs, weights, summary.
 
 Owns everything torch-specific behind the Adapter protocol (fitkit/adapter.py). Data
-sources live in data.py, metric formulas in metrics.py, losses in losses.py.
+sources live in data.py, metric formulas in metrics.py, losses in losses.py, what a
+strategy (DDP, DataParallel) changes in distribute.py: decided once, at creation or compile.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 
+from .. import distribute as strategies
 from .. import specs, targets
 from ..controls import TrainingControls
 from ..outputs import CompiledOutputs, call_loss
@@ -38,8 +40,11 @@ class Adapter:
 
     def __init__(self, net: torch.nn.Module, *, device: Any = None) -> None:
         params = list(net.parameters())
+        strategy = strategies.active()
         if device is not None:
             self.device = torch.device(device)
+        elif getattr(strategy, "places_net", False):
+            self.device = strategy.device  # this process's device (DDP: cuda:LOCAL_RANK)
         elif params and params[0].device.type != "cpu":
             self.device = params[0].device  # the user placed it already
         else:
@@ -56,16 +61,32 @@ class Adapter:
         self.scheduler: Any = schedules.Scheduler()  # compile's lr_schedule (a no-op)
         self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
+        self._forward = self._eval_forward = self.net  # what the steps call (a strategy's
+        # wrapper: DDP for training, DataParallel for both)
+        self._strategy: Any = None
+        self._ddp: Any = None  # distribute.DDPRun under "ddp": shares, logs, predictions
+        self._attach(strategy)
+
+    def _attach(self, strategy: Any) -> None:
+        """Train under the strategy active when this adapter is created or compiled (once)."""
+        if self._strategy is not None or getattr(strategy, "backend", None) != "torch":
+            return
+        if strategy.places_net and self.device != strategy.device:
+            self.device = strategy.device
+            self.net.to(self.device)
+        self._strategy = strategy
+        self._ddp = strategy.attach(self)
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
                 precision: str = "32", *, loss_weights: Any = None, output: Any = None,
                 run_eagerly: bool = False, controls: Any = None) -> None:
+        self._attach(strategies.active())
         self.controls = controls = controls or TrainingControls(precision=precision)
         self.optimizer = optimizers.build_optimizer(optimizer, lr, self.net)
         self._autocast = step_controls.precision_context(self.device, precision)
-        self._update = (step_controls.Update(self, controls)
-                        if step_controls.needs_update(controls) else None)
+        self._update = (step_controls.Update(self, controls, self._ddp)
+                        if step_controls.needs_update(controls) or self._ddp is not None else None)
         self.loss_fn = loss
         self.outputs = CompiledOutputs(
             loss, loss_weights, metric_specs, output, build_loss=losses.build_loss,
@@ -74,6 +95,8 @@ class Adapter:
             default_names=lambda n: [f"output_{i + 1}" for i in range(n)])
         self.build_scheduler(controls.lr_schedule, controls.lr_schedule_every,
                              controls.lr_schedule_monitor)
+        if self._ddp is not None:
+            self._ddp.compiled(self)
 
     def build_scheduler(self, spec: Any, every: str, monitor: str) -> None:
         """compile's lr_schedule (a do-nothing one when None: a recompile also drops an
@@ -121,9 +144,12 @@ class Adapter:
     # ------------------------------------------------------------------ data
     def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
                      sample_weight: Any = None, class_weight: dict | None = None):
-        source = data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle,
-                                   device=self.device, float_dtype=self.float_dtype,
-                                   sample_weight=sample_weight)
+        kind, extra = data.TensorSource, {}
+        if self._ddp is not None:  # each process's share of every global batch
+            self._ddp.check_open()
+            kind, extra = data.ShardedTensorSource, {"comm": self._ddp}
+        source = kind(x, y, batch_size=batch_size, shuffle=shuffle, device=self.device,
+                      float_dtype=self.float_dtype, sample_weight=sample_weight, **extra)
         if class_weight:
             weights = data.class_weight_fn(class_weight, source.device if source.resident
                                             else torch.device("cpu"))(source.y)
@@ -133,8 +159,11 @@ class Adapter:
     def batch_source(self, source: Any, *, batch_size: int, shuffle: bool,
                      class_weight: dict | None = None):
         weigh = data.class_weight_fn(class_weight, self.device) if class_weight else None
+        if self._ddp is not None:
+            self._ddp.check_open()
         return data.batch_source(source, batch_size=batch_size, shuffle=shuffle,
-                                 device=self.device, float_dtype=self.float_dtype, weigh=weigh)
+                                 device=self.device, float_dtype=self.float_dtype, weigh=weigh,
+                                 comm=self._ddp)
 
     def integers_to_float(self, x: Any) -> Any:
         return data.integers_to_float(x, self.float_dtype)
@@ -188,7 +217,7 @@ class Adapter:
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)
         with self._autocast:
-            y_pred = call_net(self.net, x)
+            y_pred = call_net(self._forward, x)
             loss = call_loss(compute_loss, x, y, y_pred, w)
         if self._update is None:  # the default: no control on
             self.optimizer.zero_grad(set_to_none=True)
@@ -203,7 +232,7 @@ class Adapter:
     def test_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)
         with self._autocast:
-            y_pred = call_net(self.net, x)
+            y_pred = call_net(self._eval_forward, x)
             loss = call_loss(compute_loss, x, y, y_pred, w)
         if self.metrics:
             self.update_metrics(y, y_pred, w)
@@ -211,13 +240,15 @@ class Adapter:
 
     def predict_step(self, batch: tuple) -> Any:
         with self._autocast:
-            return call_net(self.net, batch[0])
+            return call_net(self._eval_forward, batch[0])
 
     def make_function(self, step: Callable, mode: str) -> Callable:
         """Wrap a step so its returned logs accumulate on the device (no host sync);
         under jit_compile the step is torch.compile'd."""
         if self.controls.jit_compile:
             step = step_controls.compile_step(step)
+        if self._ddp is not None:
+            return self._ddp.make_function(step, mode, self._trackers.get(mode), self.outputs)
         if mode == "predict":
             def run_predict(batch: tuple) -> Any:
                 with torch.no_grad():
@@ -262,16 +293,27 @@ class Adapter:
                 metric.reset()
 
     def read_logs(self, mode: str) -> dict[str, float]:
-        values = dict(self._trackers[mode].results())
-        for metric in self.metrics:
-            if metric.mode is not None:
-                values[metric.name] = metric.result()
+        """Every log in one host read; under DDP over every process (a collective: each
+        process reads at the same points)."""
+        if self._ddp is not None:
+            values = self._ddp.log_values(self._trackers[mode], self.metrics)
+        else:
+            values = dict(self._trackers[mode].results())
+            for metric in self.metrics:
+                if metric.mode is not None:
+                    values[metric.name] = metric.result()
         if not values:
             return {}
         stacked = torch.stack([v.to(torch.float64).reshape(()) for v in values.values()])
         return dict(zip(values, stacked.tolist()))  # host sync: one read for all logs
 
     def outputs_to_numpy(self, outputs: list) -> Any:
+        """Predictions as numpy; under DDP every process's, in order, on every process."""
+        if self._ddp is not None:
+            outputs = [self._ddp.gather(outputs)]
+        return self._to_numpy(outputs)
+
+    def _to_numpy(self, outputs: list) -> Any:
         first = outputs[0]
         if isinstance(first, torch.Tensor):
             merged = torch.cat(outputs)
@@ -279,8 +321,8 @@ class Adapter:
                 merged = merged.float()
             return merged.cpu().numpy()  # host sync: predictions leave the device
         if isinstance(first, dict):
-            return {k: self.outputs_to_numpy([o[k] for o in outputs]) for k in first}
-        return type(first)(self.outputs_to_numpy([o[i] for o in outputs])
+            return {k: self._to_numpy([o[k] for o in outputs]) for k in first}
+        return type(first)(self._to_numpy([o[i] for o in outputs])
                            for i in range(len(first)))
 
     # ------------------------------------------------------------------ weights, summary

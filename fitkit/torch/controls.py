@@ -1,7 +1,8 @@
 """Training controls in a torch step: backward, gradient accumulation, fp16 loss scaling,
 clipping, the optimizer step and a batch scheduler's call after it; also the precision
-context and torch.compile. The checks of the arguments are fitkit/controls.py's, the
-schedules themselves fitkit/torch/schedules.py's, checkpoint files fitkit/torch/state.py's.
+context and torch.compile; under DDP, each process's loss weighed by its rows. The checks of
+the arguments are fitkit/controls.py's, the schedules fitkit/torch/schedules.py's, checkpoint
+files fitkit/torch/state.py's, the process group fitkit/torch/distribute.py's.
 """
 from __future__ import annotations
 
@@ -61,10 +62,18 @@ class Update:
     The scaler reads its inf check on the host at each update unless the optimizer is fused
     (the portable "sgd", "adam", "adamw", "adagrad" are), a GradScaler design.
     Counters are Python ints and row counts come from shapes: no host sync.
+
+    Under DDP (``comm``, every step of a fit goes through here) rows are counted over every
+    process: a process's loss is weighed by ``rows * world_size`` against the window's first
+    global batch, so DDP's average over processes is the global mean even for an uneven last
+    batch; a window's non-final batches skip DDP's all-reduce (``syncs_next``), and a
+    partial window at the epoch's end is averaged by hand (``finish``).
     """
 
-    def __init__(self, adapter: Any, controls: TrainingControls) -> None:
+    def __init__(self, adapter: Any, controls: TrainingControls, comm: Any = None) -> None:
         self.adapter = adapter  # its optimizer and scheduler are read at each update
+        self.comm = comm  # DDP's (fitkit/torch/distribute.py), or None
+        self.world = comm.world_size if comm is not None else 1
         self.steps = controls.gradient_accumulation_steps
         self.clipnorm, self.clipvalue = controls.clipnorm, controls.clipvalue
         self.global_clipnorm = controls.global_clipnorm
@@ -87,22 +96,30 @@ class Update:
         return [p for g in self.adapter.optimizer.param_groups for p in g["params"]
                 if p.grad is not None]
 
+    def syncs_next(self) -> bool:
+        """True when the coming batch completes a window (DDP all-reduces its gradients)."""
+        return self.count + 1 >= self.steps
+
     def step(self, loss: torch.Tensor, rows: int) -> None:
         """One batch's loss: backward into the window; the update at the window's end."""
+        total = rows if self.comm is None else self.comm.total_rows(rows)
         if self.count == 0:
             self.adapter.optimizer.zero_grad(set_to_none=True)
-            self.first = rows
-        if rows != self.first:
-            loss = loss * (rows / self.first)
+            self.first = total
+        weight = rows * self.world
+        if weight != self.first:
+            loss = loss * (weight / self.first)
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         self.count += 1
-        self.rows += rows
+        self.rows += total
         if self.count == self.steps:
             self.apply()
 
     def finish(self) -> None:
         """Apply a pending (partial) window; nothing when none is pending."""
         if self.count:
+            if self.comm is not None:  # its batches skipped DDP's all-reduce
+                self.comm.average([p.grad for p in self.params()])
             self.apply()
 
     def apply(self) -> None:

@@ -1,12 +1,13 @@
 """Torch batch sources: in-memory tensors sliced on the device, and loaders / iterables.
 
-Owns tensor conversion, device placement and per-epoch shuffling. Host-side checks of
-user arrays (lengths, pandas) are done before, by fitkit/arrays.py.
+Owns tensor conversion, device placement, per-epoch shuffling and, under DDP, each process's
+share of every global batch. Host-side checks of user arrays (lengths, pandas) are done
+before, by fitkit/arrays.py; the process group is fitkit/torch/distribute.py's.
 """
 from __future__ import annotations
 
 import math
-from itertools import islice
+from itertools import count, islice
 from typing import Any, Iterator
 
 import numpy as np
@@ -239,15 +240,177 @@ class PrefetchingSource(IterableSource):
 
 
 def batch_source(data: Any, *, batch_size: int, shuffle: bool, device: torch.device,
-                 float_dtype: torch.dtype, weigh: Any = None) -> IterableSource:
-    """Batches from a DataLoader, a Dataset, a tf.data.Dataset or any iterable of (x, y)."""
+                 float_dtype: torch.dtype, weigh: Any = None, comm: Any = None) -> IterableSource:
+    """Batches from a DataLoader, a Dataset, a tf.data.Dataset or any iterable of (x, y).
+
+    ``comm`` (DDP, fitkit/torch/distribute.py): each process keeps its share of every batch.
+    """
     convert = lambda v: to_tensor(v, device, float_dtype)  # noqa: E731
+    kwargs: dict = {"weigh": weigh}
+    plan = None
     if _is_tf_dataset(data):
-        return IterableSource(data, convert, restart=data.as_numpy_iterator, weigh=weigh)
-    if isinstance(data, torch.utils.data.Dataset) and not isinstance(
-            data, torch.utils.data.IterableDataset):
-        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
-    check_iterable(data)
-    if device.type == "cuda":
-        return PrefetchingSource(data, convert, device=device, weigh=weigh)
-    return IterableSource(data, convert, weigh=weigh)
+        kind, kwargs["restart"] = IterableSource, data.as_numpy_iterator
+    else:
+        if comm is not None:  # a map-style dataset goes on a DistributedSampler
+            data, kwargs["restart"], plan = comm.loader(data, batch_size, shuffle)
+        if isinstance(data, torch.utils.data.Dataset) and not isinstance(
+                data, torch.utils.data.IterableDataset):
+            data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
+        check_iterable(data)
+        kind = PrefetchingSource if device.type == "cuda" else IterableSource
+        if device.type == "cuda":
+            kwargs["device"] = device
+    if comm is None:
+        return kind(data, convert, **kwargs)
+    source = _SHARDED[kind](data, convert, **kwargs)
+    source.shard(comm, plan)
+    return source
+
+
+# ---------------------------------------------------------------------- DDP: shares
+class Share(tuple):
+    """A batch holding this process's share of a global batch (DDP): ``total`` rows over
+    every process in this step, ``positions`` of these rows in the pass (None if shuffled)."""
+
+    total: int = 0
+    positions: range | None = None
+
+
+def share(batch: tuple, total: int, positions: range | None) -> Share:
+    out = Share(batch)
+    out.total, out.positions = total, positions
+    return out
+
+
+def split_rows(total: int, world: int, rank: int) -> tuple[int, int]:
+    """This process's rows ``[lo, hi)`` of a global batch of ``total`` rows: contiguous
+    blocks, the first ``total % world`` processes one row more (none when ``total < world``:
+    an empty step, which weighs nothing)."""
+    base, extra = divmod(total, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def check_divisible(batch_size: int, world: int, what: str = "batch_size") -> None:
+    if batch_size % world:
+        raise FitkitValueError(
+            f"{what}={batch_size} does not divide by the {world} processes: under DDP it is the "
+            f"global batch, and a DistributedSampler gives each process the same number of "
+            f"rows. Pass a multiple of {world}.")
+
+
+class ShardedTensorSource(TensorSource):
+    """In-memory data under DDP: every process holds all rows and takes its block of each
+    global batch of ``batch_size`` rows, in an order drawn on rank 0 and broadcast, so each
+    global batch holds the rows single-process training sees (shares differ by a row when
+    it does not divide: the loss weighting keeps that exact). ``peek`` gives the whole
+    first batch: the checks (and a batch-style call's step) run alike on every process."""
+
+    def __init__(self, *args: Any, comm: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.comm = comm
+
+    def _slices(self, x: Any, y: Any, w: Any, order: Any = None,
+                skip: int = 0) -> Iterator[tuple]:
+        bs, world, rank = self.batch_size, self.comm.world_size, self.comm.rank
+        for start in range(skip * bs, self.n, bs):
+            total = min(bs, self.n - start)
+            lo, hi = split_rows(total, world, rank)
+            a, b = start + lo, start + hi
+            index = None if order is None else order[a:b]
+            if index is not None and self.lazy:
+                index = index.sort().values  # rows in file order: fewer pages touched
+            take = lambda t, a=a, b=b, index=index: self._rows(t, a, b, index)  # noqa: E731
+            batch_x = map_optional(take, x)
+            if self.lazy and self.input_map is not None:
+                batch_x = self.input_map(batch_x)
+            batch = make_batch(batch_x, *(map_optional(take, v) for v in (y, w)))
+            yield share(batch, total, range(a, b) if order is None else None)
+
+    def _rows(self, t: Any, a: int, b: int, index: Any) -> torch.Tensor:
+        """Rows ``a:b`` of ``t``, or the rows ``index`` names, on the device."""
+        if is_memory_map(t):
+            part = self._maps.rows(t, a, b, None if index is None or a == b else index.numpy())
+            return to_tensor(part, self.device, self.float_dtype)
+        if index is None:
+            part = t[a:b]
+        else:
+            part = t[index if index.device == t.device else index.to(t.device)]
+        if self.resident:
+            return part
+        if self.pinned and index is not None:
+            part = part.pin_memory()
+        return part.to(self.device, non_blocking=True)
+
+    def _pass(self, skip: int = 0) -> Iterator[tuple]:
+        parts = (self.x, self.y, self.w)
+        if not self.shuffle:
+            return self._slices(*parts, skip=skip)
+        perm = torch.randperm(self.n, device=self.device if self.resident else "cpu")
+        batches = self._slices(*parts, order=self.comm.broadcast(perm), skip=skip)
+        return read_ahead(batches) if self.lazy else batches
+
+    def peek(self) -> tuple:
+        return next(TensorSource._slices(self, self.x, self.y, self.w))
+
+
+class _Item:
+    """A raw item of a sharded pass and its index in the pass."""
+
+    __slots__ = ("item", "index")
+
+    def __init__(self, item: Any, index: int) -> None:
+        self.item, self.index = item, index
+
+
+class ShardedBatches:
+    """Mixin over the iterable sources under DDP: each pass keeps this process's share.
+
+    With a ``plan`` (a map-style dataset on a DistributedSampler: distribute.py's
+    ``distributed_loader``) the loader yields this process's batches; the rows the sampler
+    repeats to even the processes out are cut off, and a pass stops after the global
+    batches one process would see. Without, every process reads every batch and keeps its
+    block of rows: the iterable must yield the same batches everywhere (seed it alike).
+    """
+
+    def shard(self, comm: Any, plan: tuple | None) -> None:
+        self.comm, self.plan, self.offset = comm, plan, 0
+        if plan is not None:
+            self.steps = plan[2]
+
+    def _raw(self) -> Iterator:
+        raw = super()._raw()  # type: ignore[misc]
+        self.offset = 0
+        if self.plan is not None:
+            raw = islice(raw, self.plan[2])
+        return map(_Item, raw, count())
+
+    def _batch(self, item: Any) -> tuple:
+        if not isinstance(item, _Item):  # a peeked batch (the checks): the whole of it
+            return super()._batch(item)  # type: ignore[misc]
+        batch = super()._batch(item.item)  # type: ignore[misc]
+        world, rank, got = self.comm.world_size, self.comm.rank, rows(batch[0])
+        if self.plan is None:
+            lo, hi = split_rows(got, world, rank)
+            total, positions = got, range(self.offset + lo, self.offset + hi)
+            self.offset += got
+        else:
+            n, size, _, shuffled = self.plan
+            per, k = size // world, item.index
+            lo, hi = 0, min(got, max(0, -(-(n - rank) // world) - k * per))  # real rows
+            total, first = min(size, n - k * size), rank + world * k * per
+            positions = None if shuffled else range(first, first + world * hi, world)
+        if (lo, hi) != (0, got):
+            batch = tuple(map_optional(lambda t: t[lo:hi], part) for part in batch)
+        return share(batch, total, positions)
+
+
+class ShardedIterableSource(ShardedBatches, IterableSource):
+    pass
+
+
+class ShardedPrefetchingSource(ShardedBatches, PrefetchingSource):
+    pass
+
+
+_SHARDED = {IterableSource: ShardedIterableSource, PrefetchingSource: ShardedPrefetchingSource}

@@ -1,7 +1,9 @@
 """Torch metric states: accuracy and friends accumulated on the device, read at log points.
 
 Owns the formulas; they mirror fitkit/tf/metrics.py line for line so a string metric
-gives the same number on both backends. Choosing and naming metrics is the adapter's job.
+gives the same number on both backends, and which attributes hold each running state (DDP
+combines them over processes: fitkit/torch/distribute.py). Choosing and naming metrics is
+the adapter's job.
 """
 from __future__ import annotations
 
@@ -20,7 +22,11 @@ class StateMetric:
 
     ``update`` takes an optional ``sample_weight`` of shape (N,), spread over each sample's
     values. Unweighted counts stay Python ints; weighted ones become device tensors.
+    ``state_names``: the attributes holding the running state, which ``merge`` combines
+    over processes under DDP (sums, unless a metric says otherwise).
     """
+
+    state_names: tuple[str, ...] = ()
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -34,6 +40,15 @@ class StateMetric:
     def reset(self) -> None: ...
     def update(self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight=None) -> None: ...
     def result(self) -> torch.Tensor: ...
+
+    def local_state(self) -> list[torch.Tensor]:
+        """The running state as float64 tensors of fixed shapes, in ``state_names`` order."""
+        return [torch.as_tensor(getattr(self, k), dtype=torch.float64, device=self.device)
+                for k in self.state_names]
+
+    def merge(self, states: list[list[torch.Tensor]]) -> dict:
+        """The state over every process, from each one's ``local_state()``: sums."""
+        return {k: sum(s[i] for s in states) for i, k in enumerate(self.state_names)}
 
 
 def _spread(sample_weight: torch.Tensor, n: int) -> torch.Tensor:
@@ -77,6 +92,8 @@ def _probabilities(y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode, widt
 
 class Accuracy(StateMetric):
     """Exact accuracy: correct predictions / samples (or weights) over the epoch."""
+
+    state_names = ("correct", "count")
 
     def __init__(self, name: str = "accuracy", task: str | None = None,
                  threshold: float | None = None) -> None:
@@ -131,6 +148,8 @@ class TopKAccuracy(Accuracy):
 class ErrorMean(StateMetric):
     """mae / mse / rmse over every predicted value of the epoch (weighted per sample)."""
 
+    state_names = ("total", "count")
+
     def __init__(self, name: str, kind: str) -> None:
         super().__init__(name)
         self.kind = kind
@@ -157,6 +176,8 @@ class ErrorMean(StateMetric):
 
 class AUC(StateMetric):
     """ROC AUC from (weighted) score histograms (``bins`` bins, ties in a bin count half)."""
+
+    state_names = ("pos", "neg")
 
     def __init__(self, name: str = "auc", bins: int = AUC_BINS) -> None:
         super().__init__(name)
@@ -185,6 +206,8 @@ class AUC(StateMetric):
 
 class PrecisionRecall(StateMetric):
     """Binary precision / recall / F1, or their macro average over classes for class outputs."""
+
+    state_names = ("tp", "fp", "fn")
 
     def __init__(self, name: str, kind: str, threshold: float | None = None) -> None:
         super().__init__(name)
@@ -230,13 +253,33 @@ class PrecisionRecall(StateMetric):
 class R2Score(StateMetric):
     """Coefficient of determination over the epoch, averaged over output columns (Keras's
     "uniform_average"). Sums of y and y^2 are taken about the epoch's first target row: exact
-    for a constant column, and no cancellation for targets with a large mean.
+    for a constant column, and no cancellation for targets with a large mean. Over
+    processes, each one's sums move to the shift of the first process that saw rows.
     """
+
+    state_names = ("sums", "count", "shift")
 
     def reset(self) -> None:
         self.sums = torch.zeros(3, self.width, dtype=torch.float64, device=self.device)
         self.count = 0
         self.shift: torch.Tensor | None = None
+
+    def local_state(self) -> list[torch.Tensor]:
+        shift = self.shift if self.shift is not None else \
+            torch.zeros(1, self.width, dtype=torch.float64, device=self.device)
+        return [self.sums, torch.as_tensor(self.count, dtype=torch.float64,
+                                           device=self.device), shift]
+
+    def merge(self, states: list[list[torch.Tensor]]) -> dict:
+        counts = torch.stack([s[1] for s in states])
+        shifts = torch.stack([s[2] for s in states])
+        shift = shifts[(counts != 0).int().argmax()]  # the first process with rows (no read)
+        sums = torch.zeros_like(states[0][0])
+        for (own, count, own_shift) in states:
+            d = (own_shift - shift).reshape(-1)  # sums about ``shift``: y - shift = (y - s) + d
+            sums += torch.stack([own[0] + count * d, own[1] + 2 * d * own[0] + count * d * d,
+                                 own[2]])
+        return {"sums": sums, "count": counts.sum(), "shift": shift}
 
     def update(self, y_pred, y, sample_weight=None) -> None:
         pred = y_pred.reshape(-1, self.width).double()
@@ -268,6 +311,8 @@ class BatchMean(StateMetric):
     """A user callable ``fn(y_pred, y)``, averaged over samples (a per-sample result is
     averaged over the batch first, as on TensorFlow)."""
 
+    state_names = ("total", "count")
+
     def __init__(self, name: str, fn: Callable) -> None:
         super().__init__(name)
         self.fn = fn
@@ -277,6 +322,8 @@ class BatchMean(StateMetric):
         self.count = 0
 
     def update(self, y_pred, y, sample_weight=None) -> None:
+        if not y_pred.shape[0]:  # an empty share of a batch (DDP): a mean of nothing is NaN
+            return
         value = torch.as_tensor(self.fn(y_pred, y), device=self.device).detach()
         if value.dim():
             value = value.double().mean()
