@@ -132,13 +132,38 @@ class Model:
         """One optimisation step on ``batch`` = (x, y) or (x, y, sample_weight); returns logs.
 
         Override it with backend-native code (see ``unpack_batch``, ``compute_loss``,
-        ``update_metrics``, ``autocast``); return a dict of device values.
+        ``update_metrics``, ``autocast``); return a dict of device values. Or override
+        ``shared_step`` alone: fitkit then does the update (with the training controls).
         """
+        if self._shares_step():
+            return self._adapter.shared_train_step(batch, self.shared_step)
         return self._adapter.train_step(batch, self.compute_loss)
 
     def test_step(self, batch: tuple) -> dict:
         """One evaluation step; updates the metrics; returns a dict of device values."""
+        if self._shares_step():
+            return self._adapter.shared_test_step(batch, self.shared_step)
         return self._adapter.test_step(batch, self.compute_loss)
+
+    def shared_step(self, batch: tuple) -> dict:
+        """Override to write one step for training and validation (the tutorial's
+        LightModel): return ``{"loss": loss, "accuracy": ...}`` of device values; fitkit
+        differentiates "loss" and updates in training, and averages every value exactly
+        over the samples. ``self(x)`` runs the network in the step's mode.
+
+        >>> def shared_step(self, batch):
+        ...     x, y = self.unpack_batch(batch)[:2]
+        ...     y_pred = self(x)
+        ...     return {"loss": F.binary_cross_entropy(y_pred, y), "acc": ((y_pred > 0.5) == y).float().mean()}
+        """
+        raise NotImplementedError
+
+    def __call__(self, *inputs: Any) -> Any:
+        """The network on ``inputs`` in the current step's mode (train or inference)."""
+        return self._adapter.call(inputs[0] if len(inputs) == 1 else inputs)
+
+    def _shares_step(self) -> bool:
+        return type(self).shared_step is not Model.shared_step
 
     def predict_step(self, batch: tuple) -> Any:
         """The network's outputs for ``batch = (x, None)``."""
@@ -181,8 +206,10 @@ class Model:
         return None
 
     def _custom(self, mode: str) -> bool:
-        """True when a subclass overrides ``<mode>_step``: it uses the data its own way."""
-        return getattr(type(self), f"{mode}_step") is not getattr(Model, f"{mode}_step")
+        """True when a subclass overrides ``<mode>_step`` (or ``shared_step``, for train and
+        test): it uses the data its own way."""
+        return getattr(type(self), f"{mode}_step") is not getattr(Model, f"{mode}_step") or \
+            (mode != "predict" and self._shares_step())
 
     # ------------------------------------------------------------------ fit
     def fit(self, x: Any = None, y: Any = None, *, batch_size: int = 32, epochs: int = 1,
@@ -298,41 +325,21 @@ class Model:
         return out
 
     # ------------------------------------------------------------------ batch style
-    def _one_batch(self, x: Any, y: Any, sample_weight: Any, class_weight: Any, mode: str):
-        source = training.make_source(self._adapter, x, y, batch_size=None, shuffle=False,
-                                      need_y=mode != "predict" and not self._custom(mode),
-                                      sample_weight=sample_weight,
-                                      class_weight=arrays.check_class_weight(class_weight))
-        # The first call checks against a forward pass; later ones reuse the output shapes.
-        return self._check_first(source, mode, run_network=self._adapter.example_inputs is None)
-
     def train_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
                        class_weight: Mapping[int, float] | None = None,
                        reset_metrics: bool = True) -> dict[str, float]:
         """One step on one batch; returns that batch's logs (running ones if not reset)."""
-        return self._on_batch("train", x, y, sample_weight, class_weight, reset_metrics)
+        return training.on_batch(self, "train", x, y, sample_weight, class_weight,
+                                 reset_metrics)
 
     def test_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
                       reset_metrics: bool = True) -> dict[str, float]:
         """Evaluate one batch; returns its logs (running ones if ``reset_metrics=False``)."""
-        return self._on_batch("test", x, y, sample_weight, None, reset_metrics)
-
-    def _on_batch(self, mode: str, x: Any, y: Any, sample_weight: Any, class_weight: Any,
-                  reset_metrics: bool) -> dict[str, float]:
-        self._require_compiled(f"{mode}_on_batch")
-        batch = self._one_batch(x, y, sample_weight, class_weight, mode)
-        if not reset_metrics and self._last_on_batch not in (None, mode):
-            # train and test share metric states: they hold the other mode's batches now
-            self._adapter.reset_logs(self._last_on_batch)
-        self._last_on_batch = mode
-        self._adapter.set_training(mode == "train")
-        run = lambda b: self._adapter.run_batch(  # noqa: E731
-            self._function(mode), b, mode, reset_metrics)
-        return training.run_one(run, batch, f"{mode}_on_batch")
+        return training.on_batch(self, "test", x, y, sample_weight, None, reset_metrics)
 
     def predict_on_batch(self, x: Any) -> Any:
         """Outputs for one batch, as numpy."""
-        batch = self._one_batch(x, None, None, None, "predict")
+        batch = training.one_batch(self, x, None, None, None, "predict")
         was_training = self._adapter.training_mode()
         self._adapter.set_training(False)
         try:

@@ -313,3 +313,12 @@ def target(head: Head, y: Any, n_heads: int) -> Any:
         raise FitkitValueError(f"y has {len(y)} targets but output {head.name!r} is number "
                                f"{head.position + 1}; give one target per output.")
     return y[head.position]
+
+
+def shared_loss(logs: Any) -> Any:
+    """The "loss" a class style's ``shared_step`` returned, or a clear error."""
+    if not isinstance(logs, dict) or "loss" not in logs:
+        got = list(logs) if isinstance(logs, dict) else type(logs).__name__
+        raise FitkitValueError(f"shared_step must return a dict with a 'loss' entry (the "
+                               f"value to minimise) and any other logs; got {got}.")
+    return logs["loss"]

@@ -174,6 +174,32 @@ def call_hook(hook: Any, where: str, *args: Any) -> None:
                               ) from err
 
 
+def one_batch(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any,
+              mode: str) -> tuple:
+    """The checked batch of a batch-style call (``train_on_batch`` and friends)."""
+    source = make_source(model._adapter, x, y, batch_size=None, shuffle=False,
+                         need_y=mode != "predict" and not model._custom(mode),
+                         sample_weight=sample_weight,
+                         class_weight=arrays.check_class_weight(class_weight))
+    # The first call checks against a forward pass; later ones reuse the output shapes.
+    return model._check_first(source, mode, run_network=model._adapter.example_inputs is None)
+
+
+def on_batch(model: Any, mode: str, x: Any, y: Any, sample_weight: Any, class_weight: Any,
+             reset_metrics: bool) -> dict[str, float]:
+    """``train_on_batch`` / ``test_on_batch``: one step, its logs (running ones if not reset)."""
+    model._require_compiled(f"{mode}_on_batch")
+    batch = one_batch(model, x, y, sample_weight, class_weight, mode)
+    if not reset_metrics and model._last_on_batch not in (None, mode):
+        # train and test share metric states: they hold the other mode's batches now
+        model._adapter.reset_logs(model._last_on_batch)
+    model._last_on_batch = mode
+    model._adapter.set_training(mode == "train")
+    run = lambda b: model._adapter.run_batch(  # noqa: E731
+        model._function(mode), b, mode, reset_metrics)
+    return run_one(run, batch, f"{mode}_on_batch")
+
+
 def run_one(fn: Any, batch: Any, where: str) -> Any:
     """``fn(batch)`` for the batch-style calls, with the same error as ``run_steps``."""
     try:

@@ -119,3 +119,52 @@ def test_configure_optimizers_and_an_optimizer_argument_conflict(kit):
         Chosen(kit.mlp(4, 1)).compile("sgd", "mse")
     with pytest.raises(fitkit.FitkitValueError, match="returned no optimizer"):
         Chosen(kit.mlp(4, 1)).compile(loss="mse")
+
+
+def _shared_model(kit):
+    """The tutorial's LightModel.shared_step, as a fitkit.Model subclass on each backend."""
+    if kit.name == "torch":
+        import torch
+
+        class Light(fitkit.Model):
+            def shared_step(self, batch):
+                x, y = self.unpack_batch(batch)[:2]
+                y_pred = self(x)
+                loss = torch.nn.functional.mse_loss(y_pred, y)
+                return {"loss": loss, "mae": (y_pred - y).abs().mean()}
+    else:
+        import tensorflow as tf
+
+        class Light(fitkit.Model):
+            def shared_step(self, batch):
+                x, y = self.unpack_batch(batch)[:2]
+                y_pred = self(x)
+                return {"loss": tf.reduce_mean(tf.square(y_pred - y)),
+                        "mae": tf.reduce_mean(tf.abs(y_pred - y))}
+    return Light
+
+
+def test_shared_step_serves_train_and_validation_and_matches_compiled_fit(kit, regression):
+    x, y = regression
+    fitkit.set_seed(1)
+    light = _shared_model(kit)(kit.mlp(4, 1))
+    light.compile("sgd", lr=0.05)  # no loss: shared_step computes it
+    fitkit.set_seed(1)
+    plain = fitkit.Model(kit.mlp(4, 1))
+    plain.compile("sgd", "mse", metrics=["mae"], lr=0.05)
+    kwargs = dict(batch_size=32, epochs=3, shuffle=False, validation_split=0.25, verbose=0)
+    ours, theirs = light.fit(x, y, **kwargs), plain.fit(x, y, **kwargs)
+    for key in ("loss", "mae", "val_loss", "val_mae"):
+        np.testing.assert_allclose(ours.history[key], theirs.history[key], rtol=1e-5)
+    assert light.validate(x, y)["mae"] == pytest.approx(plain.validate(x, y)["mae"], rel=1e-5)
+
+
+def test_shared_step_without_a_loss_entry_is_a_clear_error(kit, regression):
+    class NoLoss(fitkit.Model):
+        def shared_step(self, batch):
+            return {"mae": 0.0}
+
+    model = NoLoss(kit.mlp(4, 1))
+    model.compile("sgd")
+    with pytest.raises(fitkit.FitkitError, match="'loss' entry"):
+        model.fit(*regression, epochs=1, verbose=0)

@@ -16,7 +16,7 @@ import tensorflow as tf
 from .. import arrays, specs, targets
 from ..controls import TrainingControls
 from ..errors import BackendError
-from ..outputs import CompiledOutputs, call_loss
+from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
 from . import data, distribute, losses, metrics, optimizers, schedules, state, summary, weights
@@ -60,6 +60,7 @@ class Adapter:
         self._log_fns: dict = {}  # compiled reads and resets of the logs, by what they cover
         self.example_inputs: Any = None  # a batch of inputs fitkit has seen (for summary)
         self.replicas: distribute.Replicas | None = None  # compiled under a strategy
+        self.training_call = False  # self(x) in a shared step: True while tracing training
         self._scope: Callable = contextlib.nullcontext  # that strategy's scope
         own_step = getattr(type(net), "train_step", None)
         if isinstance(net, keras.Model) and own_step is not keras.Model.train_step:
@@ -247,6 +248,32 @@ class Adapter:
         if self.metrics:
             self.update_metrics(y, y_pred, w)
         return logs
+
+    def shared_train_step(self, batch: tuple, shared_step: Callable) -> dict:
+        """A class style's one step for both modes: its "loss" drives the update."""
+        with tf.GradientTape() as tape:
+            self.training_call = True  # read while tracing: self(x) runs in training mode
+            try:
+                logs = dict(shared_step(batch))
+            finally:
+                self.training_call = False
+        loss = shared_loss(logs)
+        variables = self.net.trainable_variables
+        rows = data.rows(unpack(batch)[0])
+        if self._update is None:
+            share = None if self.replicas is None else self.replicas.share(rows, loss.dtype)
+            self.optimizer.apply_gradients(
+                zip(tape.gradient(loss, variables, output_gradients=share), variables))
+        else:
+            self._update(tape, loss, variables, rows)
+        return logs
+
+    def shared_test_step(self, batch: tuple, shared_step: Callable) -> dict:
+        return dict(shared_step(batch))
+
+    def call(self, x: Any) -> Any:
+        """The network in the current step's mode (``self(x)`` in a class-style step)."""
+        return call_net(self.net, x, training=self.training_call)
 
     def test_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)

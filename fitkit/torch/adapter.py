@@ -14,7 +14,7 @@ import torch
 from .. import distribute as strategies
 from .. import specs, targets
 from ..controls import TrainingControls
-from ..outputs import CompiledOutputs, call_loss
+from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
 from . import (data, devices, losses, metrics, optimizers, schedules, state, summary,
@@ -237,6 +237,27 @@ class Adapter:
         if self.metrics:
             self.update_metrics(y, y_pred, w)
         return {"loss": loss}
+
+    def shared_train_step(self, batch: tuple, shared_step: Callable) -> dict:
+        """A class style's one step for both modes: its "loss" drives the update."""
+        with self._autocast:
+            logs = shared_step(batch)
+        loss = shared_loss(logs)
+        if self._update is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self._update.run(loss, data.rows(unpack(batch)[0]))
+        return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
+
+    def shared_test_step(self, batch: tuple, shared_step: Callable) -> dict:
+        with self._autocast:
+            return dict(shared_step(batch))
+
+    def call(self, x: Any) -> Any:
+        """The network in its current mode (``self(x)`` in a class-style step)."""
+        return call_net(self._forward if self.net.training else self._eval_forward, x)
 
     def predict_step(self, batch: tuple) -> Any:
         with self._autocast:
