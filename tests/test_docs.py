@@ -23,7 +23,8 @@ import fitkit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FILES = ("README.md", "docs/usage.md", "docs/checkpoints.md", "docs/callbacks.md",
-         "docs/styles.md", "docs/migration-torchkeras.md", "docs/devices.md")
+         "docs/styles.md", "docs/migration-torchkeras.md", "docs/devices.md",
+         "docs/distributed.md")
 BACKENDS = ("torch", "tensorflow")
 _BLOCK = re.compile(r"^<!--\s*test:\s*(\w+)\s*-->[ \t]*\n```python[ \t]*\n(.*?)\n```",
                     re.DOTALL | re.MULTILINE)
