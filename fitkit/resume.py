@@ -71,3 +71,23 @@ def check_same(what: str, saved: list, own: list, path_hint: str = "") -> None:
             f"The checkpoint's {what} do not match this model's{path_hint}: it lacks {missing} "
             f"and has {extra} (name, shape). Build and compile the same network as the run "
             f"that saved it; nothing was restored.")
+
+
+def save_shared(adapter: Any, arrays: dict[str, np.ndarray], meta: dict,
+                rngs: dict[str, np.ndarray]) -> None:
+    """The parts of a training state both backends save alike: the schedule's state, a
+    pending accumulation window, the RNGs."""
+    meta["scheduler"] = adapter.scheduler.state_dict()
+    if adapter.accumulation is not None:
+        arrays.update(prefixed("accumulation", adapter.accumulation.state()))
+    arrays.update(rngs)
+
+
+def load_shared(adapter: Any, arrays: dict[str, np.ndarray], meta: dict,
+                set_rngs: Any) -> None:
+    """Restore what ``save_shared`` saved (``set_rngs``: the backend's RNG setter)."""
+    if meta.get("scheduler") is not None:
+        adapter.scheduler.load_state_dict(meta["scheduler"])
+    if adapter.accumulation is not None:
+        adapter.accumulation.load(unprefixed("accumulation", arrays))
+    set_rngs(arrays)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import FitkitValueError
-from ..resume import check_same, host_rng_state, prefixed, set_host_rng_state, unprefixed
+from ..resume import check_same, host_rng_state, load_shared, save_shared, set_host_rng_state
 from .data import shuffle_generator
 from .metrics import _state
 
@@ -111,12 +111,7 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
         variables = _metric_variables(metric)
         arrays.update({f"metrics/{i}/{j}": to_array(v) for j, v in enumerate(variables)})
         meta["metrics"].append({"name": metric.name, "count": len(variables)})
-    scheduler = getattr(adapter, "scheduler", None)
-    meta["scheduler"] = scheduler.state_dict() if scheduler is not None else None
-    accumulation = getattr(adapter, "accumulation", None)
-    if accumulation is not None:
-        arrays.update(prefixed("accumulation", accumulation.state()))
-    arrays.update(rng_state())
+    save_shared(adapter, arrays, meta, rng_state())
     return arrays, meta
 
 
@@ -146,13 +141,7 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"])):
         for j, v in enumerate(_metric_variables(metric)[:saved["count"]]):
             assign(v, arrays[f"metrics/{i}/{j}"])
-    scheduler = getattr(adapter, "scheduler", None)
-    if scheduler is not None and meta.get("scheduler") is not None:
-        scheduler.load_state_dict(meta["scheduler"])
-    accumulation = getattr(adapter, "accumulation", None)
-    if accumulation is not None:
-        accumulation.load(unprefixed("accumulation", arrays))
-    set_rng_state(arrays)
+    load_shared(adapter, arrays, meta, set_rng_state)
 
 
 def _generic(path: str) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import FitkitValueError
-from ..resume import check_same, host_rng_state, prefixed, set_host_rng_state, unprefixed
+from ..resume import check_same, host_rng_state, load_shared, save_shared, set_host_rng_state
 
 # The attributes that hold a torch metric's running state (set by its reset()).
 _METRIC_STATE = ("correct", "count", "total", "pos", "neg", "tp", "fp", "fn", "sums", "shift")
@@ -109,12 +109,7 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
             elif value != "absent":
                 scalars[name] = _number(value)
         meta["metrics"].append({"name": metric.name, "scalars": scalars})
-    scheduler = getattr(adapter, "scheduler", None)
-    meta["scheduler"] = scheduler.state_dict() if scheduler is not None else None
-    accumulation = getattr(adapter, "accumulation", None)
-    if accumulation is not None:
-        arrays.update(prefixed("accumulation", accumulation.state()))
-    arrays.update(rng_state())
+    save_shared(adapter, arrays, meta, rng_state())
     return arrays, meta
 
 
@@ -144,13 +139,7 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
                 setattr(metric, name, _tensor(arrays[key], adapter.device))
             elif name in saved["scalars"]:
                 setattr(metric, name, saved["scalars"][name])
-    scheduler = getattr(adapter, "scheduler", None)
-    if scheduler is not None and meta.get("scheduler") is not None:
-        scheduler.load_state_dict(meta["scheduler"])
-    accumulation = getattr(adapter, "accumulation", None)
-    if accumulation is not None:
-        accumulation.load(unprefixed("accumulation", arrays))
-    set_rng_state(arrays)
+    load_shared(adapter, arrays, meta, set_rng_state)
 
 
 def _optimizer_state(adapter: Any, arrays: dict, saved: dict) -> dict:
