@@ -165,3 +165,23 @@ def regression():
 @pytest.fixture
 def classes():
     return make_classes()
+
+
+SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__",
+                "__index__")
+
+
+@pytest.fixture
+def torch_sync_counter(monkeypatch):
+    """Names of every call that reads a torch tensor's value into Python, in order."""
+    import torch
+
+    calls = []
+    for name in SYNC_METHODS:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return calls

@@ -565,21 +565,11 @@ def test_callback_state_is_json(kit, regression, tmp_path):
 
 
 @pytest.mark.parametrize("log_step_freq", [None, 4])
-def test_epoch_only_callbacks_add_no_host_sync(torch_kit, tmp_path, monkeypatch,
+def test_epoch_only_callbacks_add_no_host_sync(torch_kit, tmp_path, torch_sync_counter,
                                                log_step_freq):
     """The sync count of tests/torch/test_torch_adapter.py, with every epoch-only callback."""
     pytest.importorskip("tensorboard")
-    import torch
-
-    calls = []
-    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__",
-                 "__index__"):
-        original = getattr(torch.Tensor, name)
-
-        def counting(self, *args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            return _original(self, *args, **kwargs)
-        monkeypatch.setattr(torch.Tensor, name, counting)
+    calls = torch_sync_counter
     x, y = make_classes(n=512)
     model = fitkit.Model(torch_kit.mlp(4, 3))
     model.compile("adam", "cross_entropy", metrics=["accuracy", "auc", "precision"])

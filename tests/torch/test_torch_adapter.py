@@ -56,26 +56,10 @@ def test_string_adam_is_keras_default_with_fused_kernel(torch_kit):
     assert opt.defaults["lr"] == 1e-3
 
 
-_SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__",
-                 "__index__")
-
-
-@pytest.fixture
-def sync_counter(monkeypatch):
-    """Counts every call that reads a tensor's value into Python."""
-    calls = []
-    for name in _SYNC_METHODS:
-        original = getattr(torch.Tensor, name)
-
-        def counting(self, *args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
-            return _original(self, *args, **kwargs)
-        monkeypatch.setattr(torch.Tensor, name, counting)
-    return calls
-
-
 @pytest.mark.parametrize("log_step_freq", [None, 4])
-def test_fit_reads_device_values_only_at_log_points(torch_kit, sync_counter, log_step_freq):
+def test_fit_reads_device_values_only_at_log_points(torch_kit, torch_sync_counter,
+                                                    log_step_freq):
+    sync_counter = torch_sync_counter
     x, y = make_classes(n=512)
     model = fitkit.Model(torch_kit.mlp(4, 3))
     model.compile("adam", "cross_entropy", metrics=["accuracy", "auc", "precision"])
