@@ -16,7 +16,7 @@ from .checkpoint import load_state, save_state
 from .display import EpochDisplay
 from .errors import FitkitValueError
 from .history import History
-from .resume import FitState, prefixed, unprefixed
+from .resume import FitState, as_arrays, prefixed, unprefixed
 
 
 def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: EpochDisplay,
@@ -118,7 +118,7 @@ def save_checkpoint(model: Any, path: str) -> None:
                        "callbacks": cbs.state_dicts() if cbs is not None else [],
                        "data": _data_shape(cbs)}
         if step:  # mid-epoch: the RNGs as this epoch's pass began, to draw its order again
-            arrays.update(prefixed("epoch_rng", state.epoch_rng))
+            arrays.update(prefixed("epoch_rng", as_arrays(state.epoch_rng)))
     save_state(str(path), arrays, meta)
 
 

@@ -53,6 +53,11 @@ def set_host_rng_state(arrays: dict[str, np.ndarray]) -> None:
                          float(arrays["rng/numpy_gauss"][0])))
 
 
+def as_arrays(states: dict[str, Any]) -> dict[str, np.ndarray]:
+    """RNG states as numpy arrays for a file (a backend may keep them as CPU tensors)."""
+    return {k: v if isinstance(v, np.ndarray) else np.array(v) for k, v in states.items()}
+
+
 def prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {f"{prefix}/{k}": v for k, v in arrays.items()}
 

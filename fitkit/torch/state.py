@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ..errors import FitkitValueError
-from ..resume import check_same, host_rng_state, load_shared, save_shared, set_host_rng_state
+from ..resume import (as_arrays, check_same, host_rng_state, load_shared, save_shared,
+                      set_host_rng_state)
 
 # The attributes that hold a torch metric's running state (set by its reset()).
 _METRIC_STATE = ("correct", "count", "total", "pos", "neg", "tp", "fp", "fn", "sums", "shift")
@@ -52,27 +53,28 @@ def set_weights(adapter: Any, weights: list) -> None:
 
 
 # ---------------------------------------------------------------------- RNGs
-def rng_state() -> dict[str, np.ndarray]:
-    """python, numpy, torch's CPU generator and, once CUDA is in use, each GPU's."""
-    arrays = host_rng_state()
-    arrays["rng/torch"] = _bytes(torch.get_rng_state())
+def rng_state() -> dict[str, Any]:
+    """python, numpy, torch's CPU generator and, once CUDA is in use, each GPU's. torch's
+    states stay CPU byte tensors (taken at every epoch's start: cheap); a checkpoint turns
+    them into arrays (resume.as_arrays) when it saves."""
+    states: dict[str, Any] = host_rng_state()
+    states["rng/torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            arrays[f"rng/cuda/{i}"] = _bytes(s)
-    return arrays
+            states[f"rng/cuda/{i}"] = s
+    return states
 
 
-def _bytes(state: torch.Tensor) -> np.ndarray:
-    """A generator state (a CPU byte tensor: no device sync) as a numpy copy."""
-    return np.frombuffer(bytes(state.untyped_storage()), dtype=np.uint8).copy()
+def _byte_tensor(value: Any) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
 
 
-def set_rng_state(arrays: dict[str, np.ndarray]) -> None:
-    set_host_rng_state(arrays)
-    torch.set_rng_state(torch.from_numpy(np.array(arrays["rng/torch"])))
-    cuda = sorted(k for k in arrays if k.startswith("rng/cuda/"))
+def set_rng_state(states: dict[str, Any]) -> None:
+    set_host_rng_state(states)
+    torch.set_rng_state(_byte_tensor(states["rng/torch"]))
+    cuda = sorted(k for k in states if k.startswith("rng/cuda/"))
     if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.from_numpy(np.array(arrays[k])) for k in cuda])
+        torch.cuda.set_rng_state_all([_byte_tensor(states[k]) for k in cuda])
 
 
 # ---------------------------------------------------------------------- the whole state
@@ -109,7 +111,7 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
             elif value != "absent":
                 scalars[name] = _number(value)
         meta["metrics"].append({"name": metric.name, "scalars": scalars})
-    save_shared(adapter, arrays, meta, rng_state())
+    save_shared(adapter, arrays, meta, as_arrays(rng_state()))
     return arrays, meta
 
 
