@@ -21,7 +21,7 @@ from ..sources import unpack
 from . import controls as step_controls
 from . import data, distribute, losses, metrics, optimizers, schedules, state, summary, weights
 from .functions import (CompiledStep, DistributedStep, chunk_loop, graph_label_stats,
-                        iterator_loop, jit_step, kind_of, predict_chunk)
+                        iterator_loop, jit_step, kind_of, own_stats, predict_chunk)
 
 if keras.backend.backend() != "tensorflow":
     raise BackendError(
@@ -341,7 +341,7 @@ class Adapter:
                     reset_logs.python_function()
                 function.run(batch)
                 return read.python_function()
-            merged = self._log_fns[key] = tf.function(merged_call)
+            merged = self._log_fns[key] = tf.function(own_stats(merged_call))
         return dict(zip(names, merged(batch).numpy().tolist()))  # host sync: asked for
 
     def set_training(self, training: bool | None) -> None:
@@ -383,7 +383,8 @@ class Adapter:
             def reset() -> None:
                 for part in ([tracker] if tracker else []) + metrics:
                     part.reset()
-            self._log_fns[key] = (names, tf.function(read), tf.function(reset))
+            self._log_fns[key] = (names, tf.function(own_stats(read)),
+                                  tf.function(own_stats(reset)))
         return self._log_fns[key]
 
     def outputs_to_numpy(self, outputs: list) -> Any:

@@ -7,6 +7,7 @@ data.py (distributed ones from distribute.py).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import tensorflow as tf
@@ -22,6 +23,13 @@ def _relaxed(value: Any) -> Any:
         return None
     return tf.TensorSpec([None, *value.shape[1:]], value.dtype) if value.shape.rank else \
         tf.TensorSpec([], value.dtype)
+
+
+def own_stats(fn: Callable) -> Callable:
+    """``fn`` with retrace statistics of its own: TensorFlow counts traces per code object,
+    so the same closure made for every model would share one count and warn ("5 out of the
+    last N calls ... triggered tf.function retracing") once a process builds a few models."""
+    return functools.partial(fn)
 
 
 def kind_of(item: Any) -> tuple:
