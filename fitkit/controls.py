@@ -107,6 +107,9 @@ def configured(result: Any, optimizer: Any, lr_schedule: Any, every: str,
                                    "(optimizer, scheduler); got a sequence of "
                                    f"{len(result)}.")
         result, scheduler = result
+        if _is_optimizer(scheduler):
+            raise FitkitValueError("configure_optimizers() returned 2 optimizers; fitkit "
+                                   "trains with one (write a train_step for several).")
     if isinstance(result, (tuple, list)):
         result = _only(result, "optimizer")
     if isinstance(scheduler, (tuple, list)):
@@ -130,3 +133,8 @@ def _only(items: Any, what: str) -> Any:
         raise FitkitValueError(f"configure_optimizers() returned {len(items)} {what}s; fitkit "
                                f"trains with one.")
     return items[0]
+
+
+def _is_optimizer(value: Any) -> bool:
+    """A torch or Keras optimizer, recognised by its methods (no framework import)."""
+    return hasattr(value, "param_groups") or hasattr(value, "apply_gradients")

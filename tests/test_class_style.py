@@ -168,3 +168,15 @@ def test_shared_step_without_a_loss_entry_is_a_clear_error(kit, regression):
     model.compile("sgd")
     with pytest.raises(fitkit.FitkitError, match="'loss' entry"):
         model.fit(*regression, epochs=1, verbose=0)
+
+
+def test_two_optimizers_from_configure_optimizers_are_named_as_such(torch_kit):
+    import torch
+
+    class Gan(fitkit.Model):
+        def configure_optimizers(self):
+            params = list(self.net.parameters())
+            return torch.optim.SGD(params[:2], lr=0.1), torch.optim.SGD(params[2:], lr=0.1)
+
+    with pytest.raises(fitkit.FitkitValueError, match="returned 2 optimizers"):
+        Gan(torch_kit.mlp(4, 1)).compile(loss="mse")

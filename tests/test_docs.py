@@ -8,9 +8,10 @@ A ```python block runs when the line right before its fence is one of these mark
     <!-- test: setup -->        not run alone: it runs first, in the same namespace, before
                                 every later marked block of the same file (shared helpers)
 
-Other blocks are illustrations and are not run. Each snippet runs in a fresh namespace, in a
-temporary working directory, with its printed output captured; ``pytest -rP
-tests/test_docs.py`` shows what each one printed.
+Every other ```python block says why it does not run, on the line before its fence:
+``<!-- not run: a signature -->`` (checked by ``test_every_python_block_runs_or_says_why``).
+Each snippet runs in a fresh namespace, in a temporary working directory, with its printed
+output captured; ``pytest -rP tests/test_docs.py`` shows what each one printed.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import fitkit
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FILES = ("README.md", "docs/usage.md", "docs/checkpoints.md", "docs/callbacks.md",
          "docs/styles.md", "docs/migration-torchkeras.md", "docs/devices.md",
-         "docs/distributed.md")
+         "docs/distributed.md", "docs/getting-started.md", "docs/migration-keras.md",
+         "docs/migration-lightning.md")
 BACKENDS = ("torch", "tensorflow")
 _BLOCK = re.compile(r"^<!--\s*test:\s*(\w+)\s*-->[ \t]*\n```python[ \t]*\n(.*?)\n```",
                     re.DOTALL | re.MULTILINE)
@@ -93,3 +95,22 @@ def test_the_site_builds_with_no_broken_link(tmp_path):
                           env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "site" / "api" / "index.html").exists()
+
+
+def test_every_python_block_runs_or_says_why():
+    """A ```python block in the docs is run by the tests, or marked with why it cannot be."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    unmarked = []
+    for page in pages:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if line.strip() == "```python" and not re.match(
+                    r"<!--\s*(test:\s*\w+|not run:\s*\S.*?)\s*-->", lines[i - 1] if i else ""):
+                unmarked.append(f"{page.relative_to(ROOT)}:{i + 1}")
+    assert not unmarked, f"python blocks neither run nor marked '<!-- not run: why -->': {unmarked}"
+
+
+def test_every_page_with_runnable_blocks_is_run():
+    marked = [p for p in sorted((ROOT / "docs").glob("*.md"))
+              if "<!-- test:" in p.read_text(encoding="utf-8")]
+    assert {str(p.relative_to(ROOT)) for p in marked} <= set(FILES)
