@@ -28,7 +28,11 @@ def _impl(backend: str | None) -> Any:
 
 def environment_name() -> str:
     """What the environment asks for: torchrun's variables -> "ddp", TF_CONFIG ->
-    "multi_worker", else "" (the backend then looks for several GPUs)."""
+    "multi_worker", else "" (the backend then looks for several GPUs).
+
+    >>> fitkit.distribute.environment_name()   # under `fitkit launch -n 2` with torch
+    'ddp'
+    """
     if "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and
                                                 "WORLD_SIZE" in os.environ):
         return "ddp"
@@ -74,6 +78,9 @@ class Strategy:
     ``native`` is the framework's object (a tf.distribute.Strategy, a torch process group or
     None); ``replicas`` the replicas in sync (devices x processes); ``scope()`` a context the
     net and compile are built in; ``close()`` ends it (e.g. destroys the process group).
+
+    >>> with fitkit.distribute.strategy("auto") as s:
+    ...     print(s.name, s.rank, s.world_size, s.replicas)
     """
 
     name: str = "none"
@@ -93,12 +100,19 @@ class Strategy:
 
 
 def active() -> Any:
-    """The strategy entered with ``strategy(...)``, or None."""
+    """The strategy entered with ``strategy(...)``, or None.
+
+    >>> with fitkit.distribute.strategy("none") as s:
+    ...     assert fitkit.distribute.active() is s
+    """
     return _ACTIVE[-1] if _ACTIVE else None
 
 
 def rank() -> int:
-    """This process's rank (0 when not distributed): the strategy's, else the environment's."""
+    """This process's rank (0 when not distributed): the strategy's, else the environment's.
+
+    >>> print(f"rank {fitkit.distribute.rank()} of {fitkit.distribute.world_size()}")
+    """
     if _ACTIVE:
         return _ACTIVE[-1].rank
     if "RANK" in os.environ:
@@ -112,7 +126,11 @@ def rank() -> int:
 
 
 def world_size() -> int:
-    """Processes taking part (1 when not distributed)."""
+    """Processes taking part (1 when not distributed).
+
+    >>> fitkit.distribute.world_size()
+    1
+    """
     if _ACTIVE:
         return _ACTIVE[-1].world_size
     if "WORLD_SIZE" in os.environ:
@@ -124,11 +142,18 @@ def world_size() -> int:
 
 
 def is_main_process() -> bool:
-    """True on rank 0: the process that prints, writes history files and checkpoints."""
+    """True on rank 0: the process that prints, writes history files and checkpoints.
+
+    >>> if fitkit.distribute.is_main_process():
+    ...     history.df.to_csv("history.csv")
+    """
     return rank() == 0
 
 
 def barrier() -> None:
-    """Wait until every process reaches this point (a no-op in one process)."""
+    """Wait until every process reaches this point (a no-op in one process).
+
+    >>> fitkit.distribute.barrier()   # e.g. before other ranks read what rank 0 wrote
+    """
     if _ACTIVE:
         _ACTIVE[-1].barrier()

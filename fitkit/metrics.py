@@ -37,6 +37,8 @@ class Accuracy(MetricSpec):
 
     Without a threshold, binary outputs are cut at 0.5 (a logit of 0); class outputs are
     read by argmax and take no threshold.
+
+    >>> model.compile("adam", "bce", metrics=[fitkit.metrics.Accuracy(threshold=0.3)])
     """
 
     backend_class = "Accuracy"
@@ -52,6 +54,8 @@ class TopKAccuracy(MetricSpec):
     """A sample is right when its label is among the ``k`` highest scores.
 
     Labels are read as the targets come: integer labels, or one-hot rows.
+
+    >>> model.compile("adam", "cross_entropy", metrics=[fitkit.metrics.TopKAccuracy(k=3)])
     """
 
     backend_class = "TopKAccuracy"
@@ -83,25 +87,37 @@ class _Ratio(MetricSpec):
 
 
 class Precision(_Ratio):
-    """Precision (binary; macro over classes for class outputs); ``threshold`` for binary."""
+    """Precision (binary; macro over classes for class outputs); ``threshold`` for binary.
+
+    >>> model.compile("adam", "bce", metrics=[fitkit.metrics.Precision(threshold=0.3)])
+    """
 
     kind = "precision"
 
 
 class Recall(_Ratio):
-    """Recall (binary; macro over classes for class outputs); ``threshold`` for binary."""
+    """Recall (binary; macro over classes for class outputs); ``threshold`` for binary.
+
+    >>> model.compile("adam", "cross_entropy", metrics=[fitkit.metrics.Recall()])
+    """
 
     kind = "recall"
 
 
 class F1Score(_Ratio):
-    """F1 score (binary; macro over classes for class outputs); ``threshold`` for binary."""
+    """F1 score (binary; macro over classes for class outputs); ``threshold`` for binary.
+
+    >>> model.compile("adam", "bce_with_logits", metrics=[fitkit.metrics.F1Score()])
+    """
 
     kind = "f1"
 
 
 class AUC(MetricSpec):
-    """ROC AUC over the epoch, from score histograms of ``bins`` bins (ties in a bin count half)."""
+    """ROC AUC over the epoch, from score histograms of ``bins`` bins (ties in a bin count half).
+
+    >>> model.compile("adam", "bce", metrics=[fitkit.metrics.AUC(bins=400)])
+    """
 
     backend_class = "AUC"
 
@@ -113,7 +129,10 @@ class AUC(MetricSpec):
 
 
 class R2Score(MetricSpec):
-    """Coefficient of determination over the epoch (the mean over output columns)."""
+    """Coefficient of determination over the epoch (the mean over output columns).
+
+    >>> model.compile("adam", "mse", metrics=[fitkit.metrics.R2Score()])
+    """
 
     backend_class = "R2Score"
 
