@@ -39,6 +39,7 @@ class Model:
         self._fit_callbacks: Any = None  # its CallbackList, for checkpoints
         self._resume: Any = None         # a state load_checkpoint restored, for the next fit
         self._last_on_batch: str | None = None  # "train" / "test": the last batch-style call
+        self._shared = type(self).shared_step is not Model.shared_step  # read every step
 
     # ------------------------------------------------------------------ native objects
     @property
@@ -163,7 +164,7 @@ class Model:
         return self._adapter.call(inputs[0] if len(inputs) == 1 else inputs)
 
     def _shares_step(self) -> bool:
-        return type(self).shared_step is not Model.shared_step
+        return self._shared
 
     def predict_step(self, batch: tuple) -> Any:
         """The network's outputs for ``batch = (x, None)``."""
