@@ -14,7 +14,7 @@ import torch
 import fitkit
 
 CASES = ("arrays", "shuffle", "loader", "accumulation", "empty_share", "custom_step",
-         "regression", "on_batch")
+         "regression", "on_batch", "callbacks")
 
 
 def data(n: int, task: str = "classes"):
@@ -44,8 +44,9 @@ class CustomStep(fitkit.Model):
         return {"loss": loss}
 
 
-def run(case: str) -> dict:
-    """Train ``case`` (inside a strategy or not); returns what the test compares."""
+def run(case: str, out_dir: str | None = None) -> dict:
+    """Train ``case`` (inside a strategy or not); returns what the test compares. The
+    "callbacks" case writes its files under ``out_dir``/r<rank>/."""
     fitkit.set_seed(0)
     task = "regression" if case == "regression" else "classes"
     n = {"empty_share": 97, "accumulation": 97}.get(case, 100)
@@ -71,9 +72,17 @@ def run(case: str) -> dict:
         if case == "loader":
             fit_x = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
                 torch.from_numpy(x), torch.from_numpy(y)), batch_size=32)
+        callbacks = []
+        if case == "callbacks":  # stops at epoch 2 (no val_loss drop of 10), files by rank 0
+            import tempfile
+
+            files = os.path.join(out_dir or tempfile.mkdtemp(), f"r{fitkit.distribute.rank()}")
+            callbacks = [fitkit.callbacks.EarlyStopping("val_loss", min_delta=10),
+                         fitkit.callbacks.ModelCheckpoint(os.path.join(files, "w{epoch}.pt")),
+                         fitkit.callbacks.CSVLogger(os.path.join(files, "log.csv"))]
         history = model.fit(fit_x, None if case == "loader" else y, batch_size=32, epochs=3,
                             shuffle=case == "shuffle", validation_data=(x[:30], y[:30]),
-                            verbose=0)
+                            verbose=0, callbacks=callbacks)
         out["history"] = history.history
         out["local_rows"] = model._adapter._trackers["train"].count  # this process's share
         out["predict"] = model.predict(x, batch_size=16)
@@ -109,5 +118,5 @@ if __name__ == "__main__":
             model.compile("sgd", "cross_entropy")
             model.fit(x, y, batch_size=8, epochs=50, callbacks=[CrashAt()], verbose=0)
         for case in cases:
-            save(os.path.join(out_dir, f"{case}.rank{rank}.npz"), run(case))
+            save(os.path.join(out_dir, f"{case}.rank{rank}.npz"), run(case, out_dir))
         strategy.barrier()

@@ -310,7 +310,7 @@ def _saved(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["arrays", "shuffle", "loader", "accumulation", "empty_share",
-                                  "custom_step", "regression", "on_batch"])
+                                  "custom_step", "regression", "on_batch", "callbacks"])
 def test_ddp_on_two_processes_trains_as_one_process(ddp_runs, case, monkeypatch):
     monkeypatch.setenv("FITKIT_BACKEND", "torch")
     monkeypatch.setattr(tdevices, "default_device", lambda: CPU)  # as the processes (CPU)
@@ -332,6 +332,15 @@ def test_ddp_on_two_processes_trains_as_one_process(ddp_runs, case, monkeypatch)
         if "local_rows" in meta:  # each process trained on its half of the rows
             n = 97 if case in ("accumulation", "empty_share") else 100
             assert meta["local_rows"] == (n + 1 - rank) // 2
+
+
+@pytest.mark.slow
+def test_callbacks_stop_alike_on_every_process_and_only_rank_0_writes(ddp_runs):
+    for rank in (0, 1):  # both stopped at epoch 2 (their histories equal one process's)
+        assert len(_saved(ddp_runs / f"callbacks.rank{rank}.npz")[1]["history"]["loss"]) == 2
+    assert sorted(os.listdir(ddp_runs / "r0")) == ["log.csv", "w1.pt", "w2.pt"]
+    assert len((ddp_runs / "r0" / "log.csv").read_text().splitlines()) == 3  # header + 2
+    assert not (ddp_runs / "r1").exists()
 
 
 @pytest.mark.slow
