@@ -15,7 +15,6 @@ from typing import Any, Callable, Mapping
 from .. import distribute
 from ..errors import FitkitError, FitkitTypeError, FitkitValueError
 from .base import Callback
-from .monitor import add_hooks
 
 
 # ---------------------------------------------------------------------- TensorBoard
@@ -52,7 +51,6 @@ class TensorBoard(Callback):
         self._writers: dict[str, Any] = {}
         if update_freq != "epoch":
             self.step_interval = int(update_freq)
-            add_hooks(self, {"on_train_batch_end": TensorBoard._step_end})
 
     def _writer(self, run: str) -> Any:
         writer = self._writers.get(run)
@@ -81,7 +79,12 @@ class TensorBoard(Callback):
     def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None:
         self._last_batch = -1
 
-    def _step_end(self, batch: int, logs: Mapping | None = None) -> None:
+    def uses(self, hook: str) -> bool:
+        if hook == "on_train_batch_end":  # only step logging needs it
+            return self.update_freq != "epoch"
+        return super().uses(hook)
+
+    def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         # Called once per compiled call, with its last step's index: count the difference.
         before = self.global_step
         self.global_step += batch - self._last_batch
@@ -154,7 +157,8 @@ _ALIASES = {"on_batch_begin": "on_train_batch_begin", "on_batch_end": "on_train_
 
 def _caller(hook: str) -> Callable:
     def call(self: "LambdaCallback", *args: Any) -> Any:
-        return self.functions[hook](*args)
+        fn = self.functions.get(hook)
+        return None if fn is None else fn(*args)
     call.__name__ = hook
     return call
 
@@ -197,7 +201,13 @@ class LambdaCallback(Callback):
             if not callable(fn):
                 raise FitkitTypeError(f"LambdaCallback({hook}=...) takes a function; got "
                                       f"{type(fn).__name__}.")
-        add_hooks(self, {hook: _CALLERS[hook] for hook in self.functions})
+
+    def uses(self, hook: str) -> bool:
+        return hook in self.functions  # hooks not given are not run (batch ones cost nothing)
+
+
+for _hook, _call in _CALLERS.items():  # every hook calls the function given for it, if any
+    setattr(LambdaCallback, _hook, _call)
 
 
 class _NoWriter:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from .. import distribute
 from ..errors import FitkitTypeError, FitkitValueError
 from .base import Callback
-from .monitor import Improvement, add_hooks, check_monitor, check_number
+from .monitor import Improvement, check_monitor, check_number
 
 _PATH_ONLY = ("epoch", "batch")  # filepath fields that are not log keys
 
@@ -125,7 +125,6 @@ class ModelCheckpoint(Callback):
         self._warned: set[str] = set()
         if save_freq != "epoch":
             self.step_interval = int(save_freq)
-            add_hooks(self, {"on_train_batch_end": ModelCheckpoint._step_end})
 
     def _check_step_fields(self) -> None:
         """Fields and a monitor that can never be known when the checkpoint is written."""
@@ -166,7 +165,12 @@ class ModelCheckpoint(Callback):
     def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None:
         self._epoch, self._last_batch = epoch, -1
 
-    def _step_end(self, batch: int, logs: Mapping | None = None) -> None:
+    def uses(self, hook: str) -> bool:
+        if hook == "on_train_batch_end":  # only step saves need it: epoch saves cost nothing
+            return self.save_freq != "epoch"
+        return super().uses(hook)
+
+    def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         # Called once per compiled call, with its last step's index: count the difference.
         self.steps_since_save += batch - self._last_batch
         self._last_batch = batch

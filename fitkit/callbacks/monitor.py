@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from numbers import Integral, Real
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -101,28 +101,6 @@ def resumed(model: Any) -> bool:
     """True in a fit that continues a backup: the history already holds epochs at train begin."""
     history = getattr(model, "history", None)
     return history is not None and len(history) > 0
-
-
-_HOOKED: dict = {}
-
-
-def add_hooks(cb: Callback, methods: Mapping[str, Callable]) -> None:
-    """Give one instance hooks that its class leaves out, through a subclass of the same name.
-
-    The callback list runs a batch hook only for callbacks whose class overrides it, so a
-    callback that needs batch hooks for some arguments only (a step frequency, a given
-    function) adds them here and costs nothing per step otherwise. ``methods`` are plain
-    functions taking ``self``; the subclass is made once per class and set of methods.
-    """
-    cls = type(cb)
-    key = (cls, tuple(sorted(methods.items())))
-    sub = _HOOKED.get(key)
-    if sub is None:
-        sub = type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__,
-                                          "__qualname__": cls.__qualname__,
-                                          "__doc__": cls.__doc__})
-        _HOOKED[key] = sub
-    cb.__class__ = sub
 
 
 # ---------------------------------------------------------------------- EarlyStopping
