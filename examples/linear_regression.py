@@ -59,7 +59,7 @@ def low_level_torch(x, y, epochs):
                 b -= LEARNING_RATE * b.grad
                 w.grad.zero_()
                 b.grad.zero_()
-    return w.detach().numpy().ravel(), b.item()
+    return w.detach().cpu().numpy().ravel(), b.item()
 
 
 def low_level_tensorflow(x, y, epochs):
@@ -99,7 +99,7 @@ def mid_level_torch(x, y, epochs):
     dl_train = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
                           batch_size=BATCH_SIZE, shuffle=True)
     train_model(net, epochs=epochs, dl_train=dl_train, log_step_freq=None)
-    return net.weight.detach().numpy().ravel(), net.bias.item()
+    return net.weight.detach().cpu().numpy().ravel(), net.bias.item()
 
 
 def mid_level_tensorflow(x, y, epochs):
@@ -133,7 +133,7 @@ def make_linear_net(backend):
 def read_linear_net(net, backend):
     """(w, b) of the network built by make_linear_net."""
     if backend == "torch":
-        return net.weight.detach().numpy().ravel(), net.bias.item()
+        return net.weight.detach().cpu().numpy().ravel(), net.bias.item()
     kernel, bias = net.layers[-1].get_weights()
     return kernel.ravel(), float(bias[0])
 

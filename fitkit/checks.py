@@ -102,11 +102,14 @@ def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
     except Exception as err:
         names = [m.name for m in head.metrics]
         output = f" of output {head.name!r}" if head.prefix else ""
+        fix = ("A metric function gets the batch where the network runs: write it with the "
+               "framework's ops, or move values to the host first (.cpu(), a wait each step)"
+               if "device" in str(err) else "Give each output metrics that fit it, e.g. "
+               "metrics={'cls': ['accuracy'], 'reg': ['mae']}")
         raise FitkitValueError(
             f"The metrics {names}{output} cannot read predictions of shape "
             f"{tuple(y_pred.shape)} against targets of shape {tuple(y.shape)}: "
-            f"{type(err).__name__}: {err}. Give each output metrics that fit it, e.g. "
-            f"metrics={{'cls': ['accuracy'], 'reg': ['mae']}}.") from err
+            f"{type(err).__name__}: {err}. {fix}.") from err
     finally:
         for metric in head.metrics:
             metric.reset()
@@ -155,6 +158,10 @@ def _is_float(leaf: Any) -> bool:
     return "float" in dtype or "bfloat" in dtype
 
 
+CUDA_ASSERT = ("a CUDA kernel's assert failed, most often an index out of range (an Embedding "
+               "id >= num_embeddings, a class label >= the number of classes). CUDA cannot go "
+               "on in this process: restart it, and run a batch with device='cpu' for the "
+               "exact error.")
 _DIAGNOSES = (  # checked in order: Keras's messages also list the inputs' dtypes
     (("shapes cannot be multiplied", "size mismatch", "incompatible with the layer",
       "expected axis", "Matrix size-incompatible"),
@@ -163,6 +170,7 @@ _DIAGNOSES = (  # checked in order: Keras's messages also list the inputs' dtype
     (("index out of range", "indices[", "out of bounds"),
      "an index is out of range: an Embedding got an id >= its number of embeddings "
      "(input_dim / num_embeddings); size it to the vocabulary."),
+    (("device-side assert",), CUDA_ASSERT),
     (("scalar type", "same dtype", "Expected tensor for argument", "must be of type"),
      "the inputs have a dtype the network does not take: integer ids for embeddings, floats "
      "otherwise (x.astype('float32'))."),

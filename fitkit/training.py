@@ -17,6 +17,7 @@ from typing import Any
 from . import arrays, distribute
 from .backend import backend_part
 from .callbacks import CallbackList
+from .checks import CUDA_ASSERT
 from .display import EpochDisplay
 from .errors import FitkitError, FitkitValueError, StepFailedError
 from .resume import FitState
@@ -226,6 +227,8 @@ def _raise_failed(where: str, step: int | None, item: Any, err: Exception) -> No
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # Keras colours its messages
     if len(text) > 600:  # the whole message stays in the chained cause
         text = text[:600] + " …"
+    if "device-side assert" in text:
+        text += f" ({CUDA_ASSERT})"
     raise StepFailedError(f"{where} failed on a batch of shapes [{shapes}]: "
                           f"{type(err).__name__}: {text}") from err
 

@@ -111,7 +111,7 @@ def test_wrap_form_trains_as_fitkit_model_does(capsys):
 
     torch.manual_seed(0)
     net = CnnModel()
-    same = fitkit.Model(net)
+    same = fitkit.Model(net, device="cpu")  # torchkeras 2.x stays on the CPU without device=
     same.compile(optimizer=torch.optim.Adam(net.parameters(), lr=0.01),
                  loss=nn.CrossEntropyLoss(), metrics={"accuracy": accuracy})
     history = same.fit(dl_train, epochs=3, validation_data=dl_val, verbose=0)
@@ -261,7 +261,7 @@ class StateAccuracy:
         self.reset()
 
     def update(self, preds, targets):
-        self.correct += (preds.argmax(-1) == targets).sum()
+        self.correct = self.correct.to(preds.device) + (preds.argmax(-1) == targets).sum()
         self.total += targets.shape[0]
 
     def compute(self):

@@ -154,7 +154,7 @@ def test_accumulation_state_saves_and_loads_a_pending_window(kit):
 
 def test_fp16_on_torch_cpu_trains_with_finite_losses(torch_kit):
     x, y = make_regression(256)
-    model = fitkit.Model(torch_kit.mlp(4, 1))
+    model = fitkit.Model(torch_kit.mlp(4, 1), device="cpu")
     model.compile("adam", "mse", lr=1e-2, precision="fp16", clipnorm=1.0,
                   gradient_accumulation_steps=2)
     history = model.fit(x, y, batch_size=32, epochs=4, verbose=0)

@@ -88,7 +88,8 @@ def test_devices_one_process(backend, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend, strategy", [("torch", "ddp"), ("tensorflow", "multi_worker")])
-def test_devices_under_fitkit_launch(backend, strategy, tmp_path):
+def test_devices_under_fitkit_launch(backend, strategy, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # 2 CPU processes, also on a 1-GPU machine
     launch = ["-m", "fitkit.cli", "launch", "-n", "2", "--backend", backend, "devices.py"]
     out = run_quick(launch, backend, tmp_path)
     values = result(out)

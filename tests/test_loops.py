@@ -81,7 +81,7 @@ class TorchSide:
         return model
 
     def weights(self, net):
-        return [p.detach().numpy().copy() for p in net.parameters()]
+        return [p.detach().cpu().numpy().copy() for p in net.parameters()]
 
 
 class TFSide:

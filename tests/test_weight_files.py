@@ -231,7 +231,8 @@ def test_torch_tied_weights_round_trip_and_stay_tied(torch_kit, tmp_path, suffix
     net = _tied_torch()
     assert fitkit.Model(net).load_weights(path)["missing"] == []
     assert net.a.weight is net.b.weight
-    np.testing.assert_array_equal(net.a.weight.detach().numpy(), saved.a.weight.detach().numpy())
+    np.testing.assert_array_equal(net.a.weight.detach().cpu().numpy(),
+                                  saved.a.weight.detach().cpu().numpy())
 
 
 def test_torch_tie_saved_once_by_safetensors_save_model_loads(torch_kit, tmp_path):
@@ -242,7 +243,8 @@ def test_torch_tie_saved_once_by_safetensors_save_model_loads(torch_kit, tmp_pat
     net = _tied_torch()
     fitkit.Model(net).load_weights(path)
     assert net.a.weight is net.b.weight
-    np.testing.assert_array_equal(net.b.weight.detach().numpy(), saved.a.weight.detach().numpy())
+    np.testing.assert_array_equal(net.b.weight.detach().cpu().numpy(),
+                                  saved.a.weight.detach().cpu().numpy())
 
 
 def test_keras_shared_layer_round_trips(tf_kit, tmp_path):

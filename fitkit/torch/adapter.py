@@ -338,8 +338,9 @@ class Adapter:
         first = outputs[0]
         if isinstance(first, torch.Tensor):
             merged = torch.cat(outputs)
-            if merged.dtype == torch.bfloat16:  # numpy has no bfloat16
-                merged = merged.float()
+            if merged.dtype == torch.bfloat16 or (  # numpy has no bfloat16; fp16 is
+                    merged.dtype == torch.float16 and self.controls.precision == "fp16"):
+                merged = merged.float()  # autocast's, not the float32 weights' dtype
             return merged.cpu().numpy()  # host sync: predictions leave the device
         if isinstance(first, dict):
             return {k: self._to_numpy([o[k] for o in outputs]) for k in first}
@@ -362,6 +363,9 @@ class Adapter:
         self.net.eval()
         try:
             with torch.no_grad():
-                return call_net(self.net, x)
+                y_pred = call_net(self.net, x)
+            if self.device.type == "cuda":  # host sync: a first-batch check, once per fit;
+                torch.cuda.synchronize(self.device)  # a kernel's assert surfaces here
+            return y_pred
         finally:
             self.net.train(was_training)

@@ -75,9 +75,7 @@ def class_weight_fn(table: dict, device: torch.device) -> Any:
 
 def rows(batch_x: Any) -> int:
     """Samples in a batch, read from a shape (no device sync)."""
-    if isinstance(batch_x, torch.Tensor):  # the usual case, once per step
-        return batch_x.shape[0]
-    return leaves(batch_x)[0].shape[0]
+    return (batch_x if isinstance(batch_x, torch.Tensor) else leaves(batch_x)[0]).shape[0]
 
 
 def fits_on_device(nbytes: int, device: torch.device) -> bool:
@@ -91,6 +89,15 @@ def fits_on_device(nbytes: int, device: torch.device) -> bool:
 # Below this size a shuffle gathers the whole data set once per epoch (fastest); above it,
 # each batch is gathered through the permutation, so no second copy of the data is made.
 WHOLE_GATHER_BYTES = 64 << 20
+
+
+def shuffle_order(n: int, device: torch.device | None) -> torch.Tensor:
+    """A pass's order from torch's CPU generator whatever the device (one seed, one order on
+    CPU and GPU, in memory or memory-mapped), sent to ``device`` without waiting for it."""
+    perm = torch.randperm(n)
+    if device is None or device.type != "cuda":
+        return perm if device is None else perm.to(device)
+    return perm.pin_memory().to(device, non_blocking=True)
 
 
 class TensorSource:
@@ -176,7 +183,7 @@ class TensorSource:
         parts = (self.x, self.y, self.w)
         if not self.shuffle:
             return self._slices(*parts, skip=skip)
-        perm = torch.randperm(self.n, device=self.device if self.resident else "cpu")
+        perm = shuffle_order(self.n, self.device if self.resident else None)
         if self.lazy:  # rows read from the file by a thread, ahead of the steps
             return read_ahead(self._slices(*parts, order=perm, skip=skip))
         if self.nbytes > WHOLE_GATHER_BYTES or skip:  # each batch gathered on its own
@@ -214,8 +221,9 @@ def _is_tf_dataset(data: Any) -> bool:
 
 
 class PrefetchingSource(IterableSource):
-    """Batches of a loader copied to a CUDA device on a side stream, the next one while the
-    current one computes (pinned memory, ``non_blocking=True``)."""
+    """Batches of a loader copied to a CUDA device on a side stream (pinned, non-blocking):
+    the host runs ahead of the GPU, so a copy overlaps the previous step's kernels. None is
+    read before the loop asks (a generator across epochs would lose one per epoch)."""
 
     def __init__(self, data: Any, convert: Any, *, device: torch.device, **kwargs: Any) -> None:
         super().__init__(data, convert, **kwargs)
@@ -225,17 +233,13 @@ class PrefetchingSource(IterableSource):
     def __iter__(self) -> Iterator[tuple]:
         raw, current = iter(self._raw()), torch.cuda.current_stream(self.device)
 
-        def load(item: Any) -> tuple:
+        for item in raw:
             with torch.cuda.stream(self.stream):
-                return self._batch(item)
-        ahead = [load(item) for item in islice(raw, 1)]
-        while ahead:
-            current.wait_stream(self.stream)  # the copies of this batch have landed
-            batch = ahead.pop()
+                batch = self._batch(item)
+            current.wait_stream(self.stream)  # this step's kernels wait for its copies
             for tensor in leaves(batch):
                 if isinstance(tensor, torch.Tensor):
                     tensor.record_stream(current)  # freed only after this step's kernels
-            ahead = [load(item) for item in islice(raw, 1)]  # overlaps this step's compute
             yield batch
 
 
@@ -346,7 +350,7 @@ class ShardedTensorSource(TensorSource):
         parts = (self.x, self.y, self.w)
         if not self.shuffle:
             return self._slices(*parts, skip=skip)
-        perm = torch.randperm(self.n, device=self.device if self.resident else "cpu")
+        perm = shuffle_order(self.n, self.device if self.resident else None)
         batches = self._slices(*parts, order=self.comm.broadcast(perm), skip=skip)
         return read_ahead(batches) if self.lazy else batches
 

@@ -29,7 +29,9 @@ _OPTIMIZERS = {
     "adafactor": (torch.optim.Adafactor, {"lr": 1e-3, "beta2_decay": -0.8, "eps": (1e-15, 1e-3),
                                           "d": 1.0}),
 }
-_FUSED = {"sgd", "adam", "adamw", "adagrad"}  # optimizers with a fused kernel in torch
+_FUSED_ON = {"cpu", "cuda", "mps", "xpu"}
+# the devices where torch has a fused kernel for an optimizer (Adagrad's is CPU-only)
+_FUSED = {"sgd": _FUSED_ON, "adam": _FUSED_ON, "adamw": _FUSED_ON, "adagrad": {"cpu"}}
 
 
 def build_optimizer(optimizer: Any, lr: float | None,
@@ -40,7 +42,9 @@ def build_optimizer(optimizer: Any, lr: float | None,
         name = specs.optimizer_name(optimizer)
         cls, kwargs = _OPTIMIZERS[name]
         kwargs = {**kwargs, **({"lr": lr} if lr is not None else {})}
-        fast = {"fused": True} if name in _FUSED else {"foreach": True}
+        devices = {p.device.type for p in params}
+        fused = bool(devices) and devices <= _FUSED.get(name, set())
+        fast = {"fused": True} if fused else {"foreach": True}
         return cls(params, **kwargs, **fast)
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer

@@ -37,7 +37,7 @@ def test_fit_matches_hand_written_loop(torch_kit, task):
         x, y = make_classes(n=200)
         n_out, loss, native_loss = 3, "cross_entropy", torch.nn.CrossEntropyLoss()
     ours, theirs = _twin_nets(torch_kit, 4, n_out)
-    model = fitkit.Model(ours)
+    model = fitkit.Model(ours, device="cpu")  # the hand-written loop runs on the CPU
     model.compile(torch.optim.Adam(ours.parameters(), lr=1e-2), loss, metrics=["mae"]
                   if task == "regression" else ["accuracy"])
     model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
@@ -87,6 +87,7 @@ def test_unshuffled_batches_are_views_of_one_contiguous_tensor(torch_kit):
     assert first.data_ptr() == source.x.data_ptr()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the answers of a machine without a GPU")
 def test_devices_helpers_on_cpu_machine(monkeypatch):
     monkeypatch.setenv("FITKIT_BACKEND", "torch")
     names = [d["name"] for d in fitkit.devices.list_devices()]
