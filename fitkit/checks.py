@@ -136,9 +136,10 @@ def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
         return adapter.infer(x)
     except Exception as err:
         first = err
-    if source is not None and any(not _is_float(leaf) for leaf in arrays.leaves(x)):
-        x_float = adapter.integers_to_float(x)
+    if source is not None and "device-side assert" not in str(first) and \
+            any(not _is_float(leaf) for leaf in arrays.leaves(x)):
         try:
+            x_float = adapter.integers_to_float(x)
             y_pred = adapter.infer(x_float)
         except Exception:
             pass
