@@ -10,13 +10,50 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-from . import distribute, training
+from . import arrays, checks, distribute, training
+from .backend import backend_part
 from .callbacks import CallbackList
 from .checkpoint import load_state, save_state
 from .display import EpochDisplay
 from .errors import FitkitValueError
 from .history import History
 from .resume import FitState, as_arrays, prefixed, unprefixed
+
+
+def fit(model: Any, x: Any, y: Any, *, batch_size: int, epochs: int, verbose: int,
+        callbacks: Any, validation_split: float, validation_data: Any, shuffle: bool,
+        class_weight: Any, sample_weight: Any, initial_epoch: int, steps_per_epoch: int | None,
+        validation_steps: int | None, validation_freq: Any, log_step_freq: int | None,
+        terminate_on_nan: bool) -> History:
+    """``Model.fit`` (which documents the arguments): checks them, makes the sources, checks
+    a first batch of each, then runs the epochs."""
+    arrays.check_fit_args(epochs=epochs, batch_size=batch_size,
+                          validation_split=validation_split, initial_epoch=initial_epoch,
+                          steps_per_epoch=steps_per_epoch, log_step_freq=log_step_freq,
+                          verbose=verbose, validation_steps=validation_steps,
+                          validation_freq=validation_freq)
+    class_weight = arrays.check_class_weight(class_weight)
+    train, val = training.fit_sources(model, x, y, sample_weight, class_weight, batch_size,
+                                      shuffle, validation_split, validation_data)
+    if steps_per_epoch is None and train.one_shot and epochs - initial_epoch > 1:
+        raise FitkitValueError(
+            "x is a one-shot iterator (a generator), which cannot restart for a second "
+            "epoch. Pass steps_per_epoch=N, or a re-iterable (a list, a Dataset/DataLoader, "
+            "a tf.data.Dataset).")
+    start_rng = backend_part(model._adapter, "state").rng_state()  # before any pass opens
+    checks.check_first(model, train, "train")
+    if val is not None:
+        checks.check_first(model, val, "test", "validation_data")
+    cbs = CallbackList(callbacks, model, {
+        "epochs": epochs, "batch_size": batch_size, "initial_epoch": initial_epoch,
+        "steps": steps_per_epoch or train.steps, "verbose": verbose})
+    display = EpochDisplay(verbose if distribute.is_main_process() else 0, epochs)
+    return run_fit(
+        model, train, val, cbs=cbs, display=display, epochs=epochs,
+        initial_epoch=initial_epoch, start_rng=start_rng, validation_freq=validation_freq,
+        epoch_args={"train": train, "val": val, "cbs": cbs, "display": display,
+                    "limit": steps_per_epoch, "log_every": log_step_freq,
+                    "val_limit": validation_steps, "terminate_on_nan": terminate_on_nan})
 
 
 def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: EpochDisplay,

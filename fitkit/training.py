@@ -11,14 +11,14 @@ import math
 import re
 import time
 import warnings
+from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
-from . import arrays, distribute
+from . import arrays, checks, distribute
 from .backend import backend_part
 from .callbacks import CallbackList
-from .checks import CUDA_ASSERT
-from .display import EpochDisplay
+from .display import EpochDisplay, format_logs
 from .errors import FitkitError, FitkitValueError, StepFailedError
 from .resume import FitState
 from .steps import StepLoop
@@ -183,7 +183,8 @@ def one_batch(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any,
                          sample_weight=sample_weight,
                          class_weight=arrays.check_class_weight(class_weight))
     # The first call checks against a forward pass; later ones reuse the output shapes.
-    return model._check_first(source, mode, run_network=model._adapter.example_inputs is None)
+    return checks.check_first(model, source, mode, "",
+                              run_network=model._adapter.example_inputs is None)
 
 
 def on_batch(model: Any, mode: str, x: Any, y: Any, sample_weight: Any, class_weight: Any,
@@ -228,7 +229,7 @@ def _raise_failed(where: str, step: int | None, item: Any, err: Exception) -> No
     if len(text) > 600:  # the whole message stays in the chained cause
         text = text[:600] + " …"
     if "device-side assert" in text:
-        text += f" ({CUDA_ASSERT})"
+        text += f" ({checks.CUDA_ASSERT})"
     raise StepFailedError(f"{where} failed on a batch of shapes [{shapes}]: "
                           f"{type(err).__name__}: {text}") from err
 
@@ -338,6 +339,45 @@ def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int 
     first = next(batches, None)  # the order (and a loader's sampler seed) is drawn by now
     rngs.set_rng_state(now)
     return batches if first is None else chain([first], batches)
+
+
+@contextmanager
+def kept_mode(adapter: Any):
+    """The network's train/eval mode as it was, after an evaluation or prediction."""
+    was_training = adapter.training_mode()
+    try:
+        yield
+    finally:
+        adapter.set_training(was_training)
+
+
+def validate_data(model: Any, x: Any, y: Any, *, batch_size: int, sample_weight: Any,
+                  steps: int | None, verbose: int, callbacks: Any) -> dict[str, float]:
+    """``Model.validate``: a first-batch check, then one pass over ``(x, y)``."""
+    arrays.check_verbose(verbose, "validate")
+    source = make_source(model._adapter, x, y, batch_size=batch_size, shuffle=False,
+                         need_y=not model._custom("test"), sample_weight=sample_weight)
+    checks.check_first(model, source, "test")
+    with kept_mode(model._adapter):
+        logs = evaluate(model, source, CallbackList(callbacks, model, {}), steps)
+    if verbose and distribute.is_main_process():
+        print(f"validate - {format_logs(logs)}", flush=True)
+    return logs
+
+
+def predict_data(model: Any, x: Any, *, batch_size: int, verbose: int, callbacks: Any) -> Any:
+    """``Model.predict``: a first-batch check, then every batch's outputs as numpy."""
+    arrays.check_verbose(verbose, "predict")
+    start = time.perf_counter()
+    source = make_source(model._adapter, x, None, batch_size=batch_size, shuffle=False,
+                         need_y=False)
+    checks.check_first(model, source, "predict")
+    with kept_mode(model._adapter):
+        out = predict(model, source, CallbackList(callbacks, model, {}))
+    if verbose and distribute.is_main_process():
+        rows = arrays.leaves(out)[0].shape[0]
+        print(f"predict - {rows} samples in {time.perf_counter() - start:.2f}s", flush=True)
+    return out
 
 
 def evaluate(model: Any, source: Any, cbs: CallbackList, limit: int | None = None,
