@@ -10,6 +10,8 @@ A ```python block runs when the line right before its fence is one of these mark
 
 Every other ```python block says why it does not run, on the line before its fence:
 ``<!-- not run: a signature -->`` (checked by ``test_every_python_block_runs_or_says_why``).
+A marker, its fence and the closing fence may be indented alike (a block inside a
+``=== "PyTorch"`` content tab is indented by 4 spaces); the code is dedented before it runs.
 Each snippet runs in a fresh namespace, in a temporary working directory, with its printed
 output captured; ``pytest -rP tests/test_docs.py`` shows what each one printed.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import textwrap
 
 import pytest
 
@@ -28,8 +31,11 @@ FILES = ("README.md", "docs/usage.md", "docs/checkpoints.md", "docs/callbacks.md
          "docs/distributed.md", "docs/getting-started.md", "docs/migration-keras.md",
          "docs/migration-lightning.md")
 BACKENDS = ("torch", "tensorflow")
-_BLOCK = re.compile(r"^<!--\s*test:\s*(\w+)\s*-->[ \t]*\n```python[ \t]*\n(.*?)\n```",
+# The marker, the fence and the closing fence share one indent (none, or a content tab's).
+_BLOCK = re.compile(r"^(?P<indent> *)<!--\s*test:\s*(?P<kind>\w+)\s*-->[ \t]*\n"
+                    r"(?P=indent)```python[ \t]*\n(?P<code>.*?)\n(?P=indent)```",
                     re.DOTALL | re.MULTILINE)
+_MARKER = re.compile(r"^ *<!--\s*test:", re.MULTILINE)
 
 
 def _line(text: str, offset: int) -> int:
@@ -41,7 +47,8 @@ def snippets(path: str) -> list[tuple[str, int, str, str]]:
     text = (ROOT / path).read_text(encoding="utf-8")
     found, setup = [], []
     for match in _BLOCK.finditer(text):
-        kind, code, line = match.group(1), match.group(2), _line(text, match.start(2))
+        kind, line = match["kind"], _line(text, match.start("code"))
+        code = textwrap.dedent(match["code"])  # same lines, so the line numbers hold
         if kind == "setup":
             setup.append(code)
             continue
@@ -64,7 +71,7 @@ def test_only_python_blocks_are_marked():
     """A marker before anything but a ```python fence would silently test nothing."""
     for path in FILES:
         text = (ROOT / path).read_text(encoding="utf-8")
-        markers = len(re.findall(r"^<!--\s*test:", text, re.MULTILINE))
+        markers = len(_MARKER.findall(text))
         assert markers == len(_BLOCK.findall(text)), f"{path}: a marker not followed by ```python"
 
 
@@ -104,8 +111,10 @@ def test_every_python_block_runs_or_says_why():
     for page in pages:
         lines = page.read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines):
+            indent = line[:len(line) - len(line.lstrip(" "))]  # the marker's indent too
             if line.strip() == "```python" and not re.match(
-                    r"<!--\s*(test:\s*\w+|not run:\s*\S.*?)\s*-->", lines[i - 1] if i else ""):
+                    re.escape(indent) + r"<!--\s*(test:\s*\w+|not run:\s*\S.*?)\s*-->",
+                    lines[i - 1] if i else ""):
                 unmarked.append(f"{page.relative_to(ROOT)}:{i + 1}")
     assert not unmarked, f"python blocks neither run nor marked '<!-- not run: why -->': {unmarked}"
 
