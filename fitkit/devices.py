@@ -13,6 +13,10 @@ from .backend import backend as _backend
 from .backend import normalize
 from .errors import FitkitTypeError, FitkitValueError
 
+__all__ = ["list_devices", "set_visible_devices", "memory_growth", "set_memory_limit",
+           "virtual_devices", "soft_device_placement", "log_device_placement", "empty_cache",
+           "device", "cuda_info"]
+
 _MODULES = {"torch": "fitkit.torch.devices", "tensorflow": "fitkit.tf.devices"}
 _GPU_NAME = re.compile(r"^(?:/?(?:physical_)?device:)?(?:cuda|gpu):(\d+)$", re.IGNORECASE)
 

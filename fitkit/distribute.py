@@ -17,6 +17,9 @@ from .backend import backend as _backend
 from .backend import normalize
 from .errors import FitkitValueError
 
+__all__ = ["strategy", "Strategy", "active", "rank", "world_size", "is_main_process", "barrier",
+           "environment_name"]
+
 NAMES = ("none", "auto", "mirrored", "central_storage", "multi_worker", "ddp")
 _MODULES = {"torch": "fitkit.torch.distribute", "tensorflow": "fitkit.tf.distribute"}
 _ACTIVE: list = []  # the strategy entered with ``strategy(...)``: one at a time
@@ -90,6 +93,7 @@ class Strategy:
     replicas: int = 1
 
     def scope(self) -> Any:
+        """The context the net and compile are built in (entered by ``strategy(...)``)."""
         return contextlib.nullcontext()
 
     def barrier(self) -> None:

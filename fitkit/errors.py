@@ -8,7 +8,15 @@ from __future__ import annotations
 
 
 class FitkitError(Exception):
-    """Base class of every error fitkit raises on purpose."""
+    """Base class of every error fitkit raises on purpose; each also derives from the
+    matching builtin (FitkitValueError is a ValueError, ...), so either ``except`` works.
+
+    >>> try:
+    ...     model.compile("adam", "no_such_loss")
+    ... except fitkit.FitkitError as err:       # here a FitkitValueError
+    ...     print(err)                           # names the valid losses
+    Unknown loss 'no_such_loss'. Valid loss names are: 'mse', 'mae', ...
+    """
 
 
 class FitkitValueError(FitkitError, ValueError):

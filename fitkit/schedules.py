@@ -11,6 +11,9 @@ from typing import Any
 
 from .errors import FitkitValueError
 
+__all__ = ["Schedule", "Constant", "CosineDecay", "WarmupCosine", "ExponentialDecay", "StepDecay",
+           "OneCycle"]
+
 # The operations a formula may use. A formula is ``rate(t, base_lr, horizon, ops)``: with
 # HOST_OPS it is plain Python (floats); with fitkit.tf.schedules.GRAPH_OPS (keras.ops) it
 # runs inside a TensorFlow graph, where t and horizon are tensors.
@@ -37,6 +40,7 @@ class Schedule:
         return False
 
     def rate(self, t: Any, base_lr: Any, horizon: Any, ops: Any) -> Any:
+        """The formula, written with ``ops`` only (HOST_OPS, or keras.ops inside a graph)."""
         raise NotImplementedError
 
     def __call__(self, t: float, base_lr: float, horizon: float | None = None) -> float:

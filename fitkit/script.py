@@ -172,12 +172,19 @@ def _combine(parts: list[tuple[Any, float, int]]) -> list[float]:
 
 
 def print_rule() -> None:
-    """Print the tutorial's dated rule (a blank line, 80 '=', the time)."""
+    """Print the tutorial's dated rule (a blank line, 80 '=', the time).
+
+    >>> print_rule()                    # before each epoch: ====...====2024-05-01 12:00:00
+    """
     print("\n" + dated_rule(), flush=True)
 
 
 def print_step(step: int, logs: Mapping[str, float]) -> None:
-    """Print ``[step = 100] loss: 0.513, accuracy: 0.764``."""
+    """Print ``[step = 100] loss: 0.513, accuracy: 0.764`` (values to 3 decimals).
+
+    >>> print_step(100, {"loss": 0.5134, "accuracy": 0.7642})
+    [step = 100] loss: 0.513, accuracy: 0.764
+    """
     print(step_line(step, logs), flush=True)
 
 

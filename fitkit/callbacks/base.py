@@ -54,25 +54,61 @@ class Callback:
         """Restore what ``state_dict`` returned."""
 
     def set_model(self, model: Any) -> None:
+        """Called as fit, validate or predict starts, with the fitkit Model (``self.model``)."""
         self.model = model
 
     def set_params(self, params: dict) -> None:
+        """Called after ``set_model``: fit's ``epochs``, ``batch_size``, ``initial_epoch``,
+        ``steps`` (per epoch, None when unknown) and ``verbose``; ``{}`` for validate/predict."""
         self.params = params
 
-    def on_train_begin(self, logs: Mapping | None = None) -> None: ...
-    def on_train_end(self, logs: Mapping | None = None) -> None: ...
-    def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None: ...
-    def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None: ...
-    def on_train_batch_begin(self, batch: int, logs: Mapping | None = None) -> None: ...
-    def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None: ...
-    def on_test_begin(self, logs: Mapping | None = None) -> None: ...
-    def on_test_end(self, logs: Mapping | None = None) -> None: ...
-    def on_test_batch_begin(self, batch: int, logs: Mapping | None = None) -> None: ...
-    def on_test_batch_end(self, batch: int, logs: Mapping | None = None) -> None: ...
-    def on_predict_begin(self, logs: Mapping | None = None) -> None: ...
-    def on_predict_end(self, logs: Mapping | None = None) -> None: ...
-    def on_predict_batch_begin(self, batch: int, logs: Mapping | None = None) -> None: ...
-    def on_predict_batch_end(self, batch: int, logs: Mapping | None = None) -> None: ...
+    def on_train_begin(self, logs: Mapping | None = None) -> None:
+        """Called once as fit starts, before the first epoch; ``logs`` is None."""
+
+    def on_train_end(self, logs: Mapping | None = None) -> None:
+        """Called once as fit ends, also after a stop or an error; ``logs``: the last
+        epoch's logs (``{}`` if none finished)."""
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None:
+        """Called before each epoch (``epoch`` 0-based; not again for an epoch resumed
+        mid-way); ``logs`` is None."""
+
+    def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
+        """Called after each epoch, its validation included; ``logs``: a dict of floats, the
+        epoch's means (``loss``, metrics), ``val_`` ones when it validated, and ``lr``."""
+
+    def on_train_batch_begin(self, batch: int, logs: Mapping | None = None) -> None:
+        """Called before each training step (``batch``: its 0-based index in the epoch;
+        before a group of steps run in one call, the group's first); ``logs`` is None."""
+
+    def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
+        """Called after each training step (or group: ``batch`` is its last); ``logs``: the
+        epoch's running means, read from the device only if used (a host sync)."""
+
+    def on_test_begin(self, logs: Mapping | None = None) -> None:
+        """Called as an evaluation starts (``validate``, or fit's validation); ``logs`` is None."""
+
+    def on_test_end(self, logs: Mapping | None = None) -> None:
+        """Called as an evaluation ends; ``logs``: its loss and metrics (no ``val_`` prefix)."""
+
+    def on_test_batch_begin(self, batch: int, logs: Mapping | None = None) -> None:
+        """Called before each evaluation step (or group); ``logs`` is None."""
+
+    def on_test_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
+        """Called after each evaluation step (or group); ``logs``: the running means so far,
+        read from the device only if used (a host sync)."""
+
+    def on_predict_begin(self, logs: Mapping | None = None) -> None:
+        """Called as ``predict`` starts; ``logs`` is None."""
+
+    def on_predict_end(self, logs: Mapping | None = None) -> None:
+        """Called as ``predict`` ends, before the outputs are returned; ``logs`` is None."""
+
+    def on_predict_batch_begin(self, batch: int, logs: Mapping | None = None) -> None:
+        """Called before each prediction step (or group); ``logs`` is None."""
+
+    def on_predict_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
+        """Called after each prediction step (or group); ``logs`` is empty."""
 
 
 def _overrides(cb: Callback, hook: str) -> bool:
@@ -112,7 +148,16 @@ def _foreign(cb: Any) -> str | None:
 
 
 class CallbackList:
-    """Calls each hook on every callback; batch hooks only on those that override them."""
+    """Calls each hook on every callback; batch hooks only on those that override them.
+
+    fit, validate and predict build one from their ``callbacks`` argument; a hand-written
+    loop can drive callbacks with one too.
+
+    >>> show = fitkit.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(logs))
+    >>> cbs = fitkit.callbacks.CallbackList([show], model, {"epochs": 10})
+    >>> cbs.on_epoch_end(0, {"loss": 0.42})
+    {'loss': 0.42}
+    """
 
     def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict) -> None:
         self.params = params
@@ -132,6 +177,7 @@ class CallbackList:
                             for h in _BATCH_HOOKS}
 
     def wants(self, hook: str) -> bool:
+        """Whether some callback overrides batch hook ``hook`` (else calling it is skipped)."""
         return bool(self.batch_hooks[hook])
 
     def step_interval(self, kind: str) -> int | None:
@@ -173,6 +219,7 @@ class CallbackList:
             cb.load_state_dict(s["state"])
 
     def call_batch(self, hook: str, step: int, logs: Mapping | None) -> None:
+        """Call batch hook ``hook`` on the callbacks that override it."""
         for fn in self.batch_hooks[hook]:
             fn(step, logs)
 

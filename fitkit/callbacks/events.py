@@ -159,7 +159,8 @@ def _caller(hook: str) -> Callable:
     def call(self: "LambdaCallback", *args: Any) -> Any:
         fn = self.functions.get(hook)
         return None if fn is None else fn(*args)
-    call.__name__ = hook
+    call.__name__, call.__qualname__ = hook, f"LambdaCallback.{hook}"
+    call.__doc__ = getattr(Callback, hook).__doc__  # when it is called, what logs hold
     return call
 
 

@@ -252,6 +252,7 @@ class ReduceLROnPlateau(Callback):
             self._reset()
 
     def in_cooldown(self) -> bool:
+        """True in the ``cooldown`` epochs after a reduction (no further reduction then)."""
         return self.cooldown_counter > 0
 
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
