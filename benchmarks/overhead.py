@@ -5,13 +5,15 @@ alternates one fitkit epoch and one hand-written epoch on W1 (same data, same st
 and compares the fastest of each, which drift cannot favour.
 
     PYTHONPATH=. python benchmarks/overhead.py [--rounds 8] [--input arrays|loader|tf_data]
-                                               [--torch-threads 1]
+                                               [--torch-threads 1] [--loss native|name]
 
 --input arrays   fitkit.fit(numpy arrays) vs the tensor-slicing torch loop (torch_loop)
 --input loader   fitkit.fit(DataLoader) vs a hand-written loop over the same DataLoader
                  (DataLoader(TensorDataset(...), batch_size=64, shuffle=True))
 --input tf_data  fitkit.fit(tf.data) vs the hand-written tf.function loop over the same
                  pipeline (tf_loop) vs Keras fit on it; TensorFlow only
+--loss native    (torch) fitkit gets torch.nn.CrossEntropyLoss(), as the loop does;
+--loss name      fitkit gets the portable name "cross_entropy" (the loop keeps the module)
 
 Training epochs only (no validation). One warm-up round (tracing, first-batch checks) is
 run first and not counted.
@@ -31,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from workloads import WORKLOADS  # noqa: E402
 
 
-def torch_contenders(kind: str) -> dict:
+def torch_contenders(kind: str, loss: str = "native") -> dict:
     """{name: one training epoch} for fitkit and the hand-written loop, on torch."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -44,7 +46,8 @@ def torch_contenders(kind: str) -> dict:
     xt, yt, _, _ = WORKLOADS["W1"]["data"]()
     ours = torch_net("W1")
     model = fitkit.Model(ours)
-    model.compile(torch.optim.Adam(ours.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss(),
+    model.compile(torch.optim.Adam(ours.parameters(), lr=1e-3),
+                  "cross_entropy" if loss == "name" else torch.nn.CrossEntropyLoss(),
                   metrics=["accuracy"])
     theirs = torch_net("W1")
     opt, loss_fn = torch.optim.Adam(theirs.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
@@ -110,13 +113,15 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--input", choices=["arrays", "loader", "tf_data"], default="arrays")
+    parser.add_argument("--loss", choices=["native", "name"], default="native")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads (default 2, or $BENCH_TORCH_THREADS)")
     parser.add_argument("--out", default=None, help="also write the times as JSON here")
     args = parser.parse_args()
     if args.torch_threads is not None:
         os.environ["BENCH_TORCH_THREADS"] = str(args.torch_threads)
-    contenders = tf_contenders() if args.input == "tf_data" else torch_contenders(args.input)
+    contenders = tf_contenders() if args.input == "tf_data" else \
+        torch_contenders(args.input, args.loss)
     for run in contenders.values():  # warm-up: tracing, first-batch checks, allocator
         run()
     times: dict = {name: [] for name in contenders}

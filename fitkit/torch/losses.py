@@ -107,9 +107,35 @@ def reduce(values: torch.Tensor, sample_weight: torch.Tensor | None) -> torch.Te
     return (values * w).sum() / values.numel()
 
 
+# Unweighted means that torch computes in one call: the same values as reduce(_VALUES[...]),
+# a few ops fewer per step (the step of a small network is mostly per-op overhead).
+_MEANS: dict[str, Callable] = {
+    "mse": F.mse_loss, "mae": F.l1_loss, "huber": lambda p, y: F.huber_loss(p, y, delta=1.0),
+    "bce_with_logits": F.binary_cross_entropy_with_logits,
+}
+
+
 def _portable(name: str) -> Callable:
-    values = _VALUES[name]
-    return lambda y, p, w: reduce(values(p, y), w)
+    values, mean = _VALUES[name], _MEANS.get(name)
+    if name == "cross_entropy":
+        return _cross_entropy
+    if mean is None:
+        return lambda y, p, w: reduce(values(p, y), w)
+
+    def fused(y: torch.Tensor, p: torch.Tensor, w: Any) -> torch.Tensor:
+        if w is None:
+            y_aligned = _float(p, y)
+            if y_aligned.shape == p.shape:
+                return mean(p, y_aligned)
+        return reduce(values(p, y), w)
+    return fused
+
+
+def _cross_entropy(y: torch.Tensor, p: torch.Tensor, w: Any) -> torch.Tensor:
+    """Unweighted (N, C) logits, the usual case, as torch's fused log-softmax + NLL mean."""
+    if w is None and p.dim() == 2:
+        return F.cross_entropy(p, y.reshape(-1).long())
+    return reduce(_VALUES["cross_entropy"](p, y), w)
 
 
 def _native(loss: Any) -> Callable:
