@@ -11,7 +11,9 @@ A ```python block runs when the line right before its fence is one of these mark
 Every other ```python block says why it does not run, on the line before its fence:
 ``<!-- not run: a signature -->`` (checked by ``test_every_python_block_runs_or_says_why``).
 A marker, its fence and the closing fence may be indented alike (a block inside a
-``=== "PyTorch"`` content tab is indented by 4 spaces); the code is dedented before it runs.
+``=== "PyTorch"`` content tab is indented by 4 spaces; there one blank line may stand between
+marker and fence, so that the comment is not rendered in one paragraph with the code); the
+code is dedented before it runs.
 Each snippet runs in a fresh namespace, in a temporary working directory, with its printed
 output captured; ``pytest -rP tests/test_docs.py`` shows what each one printed.
 """
@@ -32,7 +34,7 @@ FILES = ("README.md", "docs/usage.md", "docs/checkpoints.md", "docs/callbacks.md
          "docs/migration-lightning.md")
 BACKENDS = ("torch", "tensorflow")
 # The marker, the fence and the closing fence share one indent (none, or a content tab's).
-_BLOCK = re.compile(r"^(?P<indent> *)<!--\s*test:\s*(?P<kind>\w+)\s*-->[ \t]*\n"
+_BLOCK = re.compile(r"^(?P<indent> *)<!--\s*test:\s*(?P<kind>\w+)\s*-->[ \t]*\n(?:[ \t]*\n)?"
                     r"(?P=indent)```python[ \t]*\n(?P<code>.*?)\n(?P=indent)```",
                     re.DOTALL | re.MULTILINE)
 _MARKER = re.compile(r"^ *<!--\s*test:", re.MULTILINE)
@@ -112,9 +114,11 @@ def test_every_python_block_runs_or_says_why():
         lines = page.read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines):
             indent = line[:len(line) - len(line.lstrip(" "))]  # the marker's indent too
+            before = lines[i - 1] if i else ""
+            if indent and not before.strip() and i > 1:  # inside a tab: a blank line between
+                before = lines[i - 2]
             if line.strip() == "```python" and not re.match(
-                    re.escape(indent) + r"<!--\s*(test:\s*\w+|not run:\s*\S.*?)\s*-->",
-                    lines[i - 1] if i else ""):
+                    re.escape(indent) + r"<!--\s*(test:\s*\w+|not run:\s*\S.*?)\s*-->", before):
                 unmarked.append(f"{page.relative_to(ROOT)}:{i + 1}")
     assert not unmarked, f"python blocks neither run nor marked '<!-- not run: why -->': {unmarked}"
 
