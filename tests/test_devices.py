@@ -167,6 +167,27 @@ def test_tf_settings_needing_a_gpu_say_so():
         devices.set_visible_devices([0], backend="tf")
 
 
+@pytest.mark.parametrize("call", [lambda: devices.set_memory_limit(2048, backend="tf"),
+                                  lambda: devices.virtual_devices(2, 1024, backend="tf")])
+def test_tf_memory_limit_after_memory_growth_is_refused_not_dropped(call, monkeypatch):
+    """TensorFlow would ignore growth on a GPU with logical devices without a word. No GPU
+    here: TensorFlow is told it has one, whose growth memory_growth(True) switched on."""
+    import tensorflow as tf
+
+    gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
+    configured = []
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: [gpu] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_memory_growth", lambda device: True)
+    monkeypatch.setattr(tf.config, "set_logical_device_configuration",
+                        lambda *args: configured.append(args))
+    with pytest.raises(fitkit.FitkitValueError,
+                       match=r"memory_growth\(True\) is on for /physical_device:GPU:0.*"
+                             r"memory_growth\(False\)"):
+        call()
+    assert configured == []  # refused before anything was set
+
+
 # ---------------------------------------------------------------- TF, in fresh processes
 @pytest.mark.slow
 def test_tf_virtual_devices_give_logical_cpus_a_mirrored_strategy_uses():

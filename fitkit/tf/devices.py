@@ -95,9 +95,20 @@ def memory_growth(enabled: bool = True) -> bool:
     return bool(gpus)
 
 
+def _refuse_with_growth(call: str, gpu: tf.config.PhysicalDevice) -> None:
+    """TF drops memory growth, without a word, on a GPU split into logical devices."""
+    if tf.config.experimental.get_memory_growth(gpu):
+        raise FitkitValueError(
+            f"fitkit.devices.{call}: memory_growth(True) is on for {gpu.name}, and TensorFlow "
+            f"ignores growth on a GPU with logical devices (a memory limit makes one). Choose "
+            f"one: the limit already caps what TensorFlow takes; or call "
+            f"fitkit.devices.memory_growth(False) first.")
+
+
 def set_memory_limit(mb: int, device: int = 0) -> None:
     call = f"set_memory_limit({mb}, device={device})"
     gpu = _gpu(call, device)
+    _refuse_with_growth(call, gpu)
     with _configuring(call):
         tf.config.set_logical_device_configuration(
             gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=mb)])
@@ -111,6 +122,7 @@ def virtual_devices(count: int, memory_limit: int | None = None) -> list[str]:
             f"fitkit.devices.{call}: logical GPUs need a memory limit each (TensorFlow requires "
             f"it), e.g. virtual_devices({count}, memory_limit=4096) for {count} x 4 GiB on GPU 0.")
     if gpus:
+        _refuse_with_growth(call, gpus[0])
         device, config = gpus[0], tf.config.LogicalDeviceConfiguration(memory_limit=memory_limit)
     else:  # logical CPUs take no memory limit: multi-device code runs on a laptop
         device, config = tf.config.list_physical_devices("CPU")[0], \
