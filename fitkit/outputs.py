@@ -208,10 +208,11 @@ class CompiledOutputs:
         metrics = self.metric_specs
         if isinstance(metrics, Mapping) and list(metrics) == [key]:  # {"logits": [...]}
             metrics = metrics[key]
-        elif isinstance(metrics, Mapping) and not _named_functions(metrics):
+        elif isinstance(metrics, Mapping) and not _one_metric_each(metrics):
             raise FitkitValueError(
                 f"metrics is a dict by output name {list(metrics)}, but the network has one "
-                f"output; pass a list of metrics (or a dict {{name: fn}} of custom metrics).")
+                f"output; pass a list of metrics, or a dict {{name: metric}} with one metric "
+                f"(a name, an object or a function) per key.")
         return self._head("" if key is None else str(key), key, 0, loss, weight, metrics, "")
 
     def _head(self, name, key, position, loss, weight, metrics, prefix) -> Head:
@@ -255,6 +256,13 @@ def _named_functions(metrics: Mapping) -> bool:
     """True for ``{name: fn}`` custom metrics (rather than metrics by output name)."""
     return all(callable(v) and not hasattr(v, "update") and not hasattr(v, "update_state")
                for v in metrics.values())  # metric objects are callable too: not functions
+
+
+def _one_metric_each(metrics: Mapping) -> bool:
+    """For a one-output network: ``{name: metric}`` (each key names one metric) rather than
+    lists of metrics by output name."""
+    return all(v is not None and not isinstance(v, (list, tuple, Mapping))
+               for v in metrics.values())
 
 
 def _check_names(loss: Any, metrics: Any) -> None:

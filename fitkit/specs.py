@@ -192,25 +192,30 @@ def build_metrics(metric_specs, module) -> list:
     ``module`` is ``fitkit.torch.metrics`` or ``fitkit.tf.metrics``: mirrored class names,
     plus ``is_native(obj)`` and ``NATIVE_HINT`` for native metric objects.
     """
-    if isinstance(metric_specs, dict):
-        return [module.BatchMean(name, fn) for name, fn in metric_specs.items()]
-    built = []
-    for item in metric_specs:
-        if isinstance(item, str):
-            cls, kwargs = METRIC_CLASSES[metric_name(item)]
-            built.append(getattr(module, cls)(**kwargs))
-        elif isinstance(item, MetricSpec):
-            built.append(item.build(module))
-        elif module.is_native(item):
-            built.append(module.NativeMetric(item))
-        elif callable(item):
-            built.append(module.BatchMean(getattr(item, "__name__", "metric"), item))
-        else:
-            raise FitkitTypeError(f"Unsupported metric {item!r}: use a name "
-                                  f"({', '.join(METRICS)}), a fitkit.metrics object "
-                                  f"(fitkit.metrics.TopKAccuracy(k=3)…), {module.NATIVE_HINT}.")
+    if isinstance(metric_specs, dict):  # {name: metric}: each logged under its key
+        built = []
+        for name, item in metric_specs.items():
+            built.append(_build_metric(item, module))
+            built[-1].name = name
+    else:
+        built = [_build_metric(item, module) for item in metric_specs]
     _check_unique([m.name for m in built])
     return built
+
+
+def _build_metric(item: Any, module: Any) -> Any:
+    if isinstance(item, str):
+        cls, kwargs = METRIC_CLASSES[metric_name(item)]
+        return getattr(module, cls)(**kwargs)
+    if isinstance(item, MetricSpec):
+        return item.build(module)
+    if module.is_native(item):
+        return module.NativeMetric(item)
+    if callable(item):
+        return module.BatchMean(getattr(item, "__name__", "metric"), item)
+    raise FitkitTypeError(f"Unsupported metric {item!r}: use a name ({', '.join(METRICS)}), a "
+                          f"fitkit.metrics object (fitkit.metrics.TopKAccuracy(k=3)…), "
+                          f"{module.NATIVE_HINT}.")
 
 
 def _check_unique(names: list) -> None:

@@ -215,3 +215,23 @@ def test_metrics_in_a_custom_step_on_a_multi_output_net(kit):
     assert set(logs) == {"loss", "cls_loss", "reg_loss", "reg_mae"}
     out = model.predict(x)
     assert logs["reg_mae"] == pytest.approx(float(np.abs(out["reg"] - value).mean()), rel=1e-5)
+
+
+def test_a_one_output_network_takes_metrics_named_by_a_dict(kit):
+    """{name: metric} (torchkeras's metrics_dict habit) names each metric by its key; lists
+    of metrics under a key are per-output, which a one-output network does not have."""
+    x, y = make_classes(n=96, d=4, classes=3)
+    model = fitkit.Model(kit.mlp(4, 3))
+    model.compile("sgd", "cross_entropy", metrics=["accuracy"])
+    expected = model.validate(x, y)["accuracy"]
+    model.compile("sgd", "cross_entropy", metrics={
+        "acc": fitkit.metrics.Accuracy(), "top2": fitkit.metrics.TopKAccuracy(k=2),
+        "by_name": "accuracy"})
+    logs = model.validate(x, y)
+    assert list(logs) == ["loss", "acc", "top2", "by_name"]
+    assert logs["acc"] == logs["by_name"] == pytest.approx(expected)
+    assert expected <= logs["top2"] <= 1.0
+    model.compile("sgd", "cross_entropy", metrics={"head": ["accuracy"]})
+    with pytest.raises(fitkit.FitkitValueError, match=r"dict by output name \['head'\].*"
+                                                      r"\{name: metric\}"):
+        model.validate(x, y)
