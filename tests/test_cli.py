@@ -156,7 +156,10 @@ def test_ctrl_c_stops_every_process(backend, tmp_path):
     launcher = subprocess.Popen(
         [sys.executable, "-m", "fitkit.cli", "launch", "-n", "2", "--backend", backend, SCRIPT,
          "--sleep", "600", "--pid-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        # as from a terminal: a test run started in the background inherits SIGINT ignored,
+        # and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:
