@@ -55,6 +55,7 @@ if __name__ == "__main__":
         import matplotlib
 
         matplotlib.use("Agg")  # files only: no window needed
+        os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, "quickstart_history.png")
         history.plot().savefig(path)
         print(f"saved {path}")
