@@ -136,7 +136,7 @@ def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
         return adapter.infer(x)
     except Exception as err:
         first = err
-    if source is not None and "device-side assert" not in str(first) and \
+    if source is not None and not is_cuda_assert(first) and \
             any(not _is_float(leaf) for leaf in arrays.leaves(x)):
         try:
             x_float = adapter.integers_to_float(x)
@@ -163,6 +163,13 @@ CUDA_ASSERT = ("a CUDA kernel's assert failed, most often an index out of range 
                "id >= num_embeddings, a class label >= the number of classes). CUDA cannot go "
                "on in this process: restart it, and run a batch with device='cpu' for the "
                "exact error.")
+
+
+def is_cuda_assert(err: BaseException | str) -> bool:
+    """A CUDA kernel's assert: the process's CUDA context cannot be used after it."""
+    return "device-side assert" in str(err)
+
+
 _DIAGNOSES = (  # checked in order: Keras's messages also list the inputs' dtypes
     (("shapes cannot be multiplied", "size mismatch", "incompatible with the layer",
       "expected axis", "Matrix size-incompatible"),

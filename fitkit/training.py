@@ -228,7 +228,7 @@ def _raise_failed(where: str, step: int | None, item: Any, err: Exception) -> No
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # Keras colours its messages
     if len(text) > 600:  # the whole message stays in the chained cause
         text = text[:600] + " …"
-    if "device-side assert" in text:
+    if checks.is_cuda_assert(text):
         text += f" ({checks.CUDA_ASSERT})"
     raise StepFailedError(f"{where} failed on a batch of shapes [{shapes}]: "
                           f"{type(err).__name__}: {text}") from err

@@ -27,6 +27,15 @@ pytestmark = pytest.mark.skipif(GPU == "cuda" and not torch.cuda.is_available(),
 ROOT = Path(__file__).parents[2]
 
 
+def _run(args: list, timeout: float = 120, drop: tuple = ()) -> subprocess.CompletedProcess:
+    """``python *args`` in a fresh process on this checkout, torch backend, without the
+    environment variables in ``drop``."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(FITKIT_BACKEND="torch", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
 def _trained(torch_kit, device, x, y, epochs=3, shuffle=True, **compile_kwargs):
     fitkit.set_seed(0)
     net = torch_kit.mlp(x.shape[1], 3, hidden=32)
@@ -138,10 +147,7 @@ def test_memory_growth_and_limit_act_on_the_allocator(tmp_path):
         out["cuda_info"] = fitkit.devices.cuda_info()
         print(json.dumps(out))
     """))
-    env = {**os.environ, "FITKIT_BACKEND": "torch", "PYTHONPATH": str(ROOT)}
-    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = _run([script], drop=("PYTORCH_CUDA_ALLOC_CONF",))
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["growth"] is True and out["conf"] == "expandable_segments:True"
@@ -156,12 +162,9 @@ def test_memory_growth_and_limit_act_on_the_allocator(tmp_path):
 @pytest.mark.skipif(GPU != "cuda", reason="nccl needs a GPU")
 def test_ddp_over_nccl_on_one_gpu_trains_as_one_process(torch_kit, tmp_path, monkeypatch):
     script = ROOT / "tests" / "scripts" / "ddp_train.py"
-    env = {**os.environ, "FITKIT_BACKEND": "torch", "PYTHONPATH": str(ROOT)}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    done = subprocess.run([sys.executable, "-m", "fitkit.cli", "launch", "-n", "1",
-                           str(script), str(tmp_path), "arrays", "loader"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = _run(["-m", "fitkit.cli", "launch", "-n", "1", script, tmp_path, "arrays", "loader"],
+                timeout=300, drop=("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                   "MASTER_PORT"))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     sys.path.insert(0, str(script.parent))
     try:
@@ -256,9 +259,7 @@ def test_an_embedding_id_past_its_size_on_the_gpu_names_the_cause(tmp_path):
         except fitkit.FitkitError as error:
             print("ERROR:", error)
     """))
-    env = {**os.environ, "FITKIT_BACKEND": "torch", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = _run([script])
     assert "ERROR: The network failed on a first batch" in done.stdout, done.stderr[-2000:]
     assert "an index out of range" in done.stdout and "restart it" in done.stdout
 
