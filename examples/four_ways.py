@@ -183,9 +183,9 @@ def train_on_batch_style(net, data, epochs):
     for epoch in range(epochs):
         model.reset_metrics()                           # running logs start afresh each epoch
         for features, labels in batches(x_train, y_train):
-            train = model.train_on_batch(features, labels, reset_metrics=False)
+            train = model.train_on_batch(features, labels, reset_metrics=False, return_dict=True)
         for features, labels in batches(x_valid, y_valid):
-            valid = model.test_on_batch(features, labels, reset_metrics=False)
+            valid = model.test_on_batch(features, labels, reset_metrics=False, return_dict=True)
         logs = {**train, **{f"val_{name}": value for name, value in valid.items()}}
         print(f"epoch {epoch + 1}: " + ", ".join(f"{k} = {v:.4f}" for k, v in logs.items()))
         history.append(epoch, logs)

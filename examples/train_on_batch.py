@@ -20,4 +20,6 @@ if __name__ == "__main__":
             idx = order[start:start + 64]
             train_logs = model.train_on_batch(x_train[idx], y_train[idx], reset_metrics=False)
         val_logs = model.test_on_batch(x_val, y_val)
-        print(f"epoch {epoch}: train {train_logs}  val {val_logs}")
+        # Keras's return: a list in metrics_names order (return_dict=True gives a dict)
+        print(f"epoch {epoch}: train {dict(zip(model.metrics_names, train_logs))}  "
+              f"val {dict(zip(model.metrics_names, val_logs))}")

@@ -219,23 +219,35 @@ class Model(CustomSteps):
     # ------------------------------------------------------------------ batch style
     def train_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
                        class_weight: Mapping[int, float] | None = None,
-                       reset_metrics: bool = True) -> dict[str, float]:
-        """One step on one batch; returns that batch's logs (running ones if not reset).
+                       reset_metrics: bool = True, return_dict: bool = False) -> Any:
+        """One step on one batch; returns what Keras returns: the loss alone when there are no
+        metrics, else a list in ``metrics_names`` order, or a dict with ``return_dict=True``
+        (that batch's values, running ones if ``reset_metrics=False``).
 
-        >>> model.train_on_batch(x[:32], y[:32])
+        >>> dict(zip(model.metrics_names, model.train_on_batch(x[:32], y[:32])))
         {'loss': 0.69, 'accuracy': 0.5}
         """
-        return training.on_batch(self, "train", x, y, sample_weight, class_weight,
+        logs = training.on_batch(self, "train", x, y, sample_weight, class_weight,
                                  reset_metrics)
+        return logs if return_dict else self._in_names_order(logs)
 
     def test_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
-                      reset_metrics: bool = True) -> dict[str, float]:
-        """Evaluate one batch; returns its logs (running ones if ``reset_metrics=False``).
+                      reset_metrics: bool = True, return_dict: bool = False) -> Any:
+        """Evaluate one batch; returns as ``train_on_batch`` does (running values if
+        ``reset_metrics=False``).
 
-        >>> model.test_on_batch(x_val[:32], y_val[:32], reset_metrics=False)
+        >>> model.test_on_batch(x_val[:32], y_val[:32], reset_metrics=False, return_dict=True)
         {'loss': 0.41, 'accuracy': 0.84}
         """
-        return training.on_batch(self, "test", x, y, sample_weight, None, reset_metrics)
+        logs = training.on_batch(self, "test", x, y, sample_weight, None, reset_metrics)
+        return logs if return_dict else self._in_names_order(logs)
+
+    def _in_names_order(self, logs: dict[str, float]) -> Any:
+        # Keras's flattening: metrics_names first, then any other key a custom step logged;
+        # one value alone is returned bare
+        names = [n for n in self.metrics_names if n in logs]
+        values = [logs[n] for n in names] + [v for k, v in logs.items() if k not in names]
+        return values[0] if len(values) == 1 else values
 
     def predict_on_batch(self, x: Any) -> Any:
         """Outputs for one batch, as numpy.

@@ -146,7 +146,7 @@ def test_integer_inputs_train_a_float_network_the_same_on_both_backends(kit):
     history = model.fit(x, y, epochs=3, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     fresh, _ = _model(kit)  # batch style: the first call converts, and runs the converted batch
-    assert np.isfinite(fresh.train_on_batch(x[:16], y[:16])["loss"])
+    assert np.isfinite(fresh.train_on_batch(x[:16], y[:16], return_dict=True)["loss"])
 
 
 def test_an_id_past_the_embedding_says_so(kit):
@@ -249,8 +249,8 @@ def test_class_weight_gives_unnamed_classes_weight_one(kit):
     table = {0: 1.0, 1: 5.0}  # class 2 is not named: it weighs 1, not the last entry's 5
     explicit = np.array([table.get(c, 1.0) for c in labels], "float32")
     model, _ = _model(kit, n_out=3, loss="cross_entropy", lr=1e-12)  # weights stay put
-    by_table = model.train_on_batch(x, labels, class_weight=table)
-    assert model.test_on_batch(x, labels, sample_weight=explicit)["loss"] == pytest.approx(
+    by_table = model.train_on_batch(x, labels, class_weight=table, return_dict=True)
+    assert model.test_on_batch(x, labels, sample_weight=explicit) == pytest.approx(
         by_table["loss"], rel=1e-4)
     with pytest.raises(fitkit.FitkitValueError, match="class_weight works with one output"):
         model.fit(x, (labels, labels), class_weight=table, verbose=0)

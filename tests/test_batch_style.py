@@ -18,10 +18,11 @@ def test_the_tutorials_train_on_batch_loop_runs_and_reports_exact_running_logs(k
         if epoch == 3:  # the tutorial halves the rate late in training
             model.learning_rate = model.learning_rate / 2.0
         for start in range(0, 128, 32):
-            train_result = model.train_on_batch(x[start:start + 32], y[start:start + 32])
+            train_result = model.train_on_batch(x[start:start + 32], y[start:start + 32],
+                                                 return_dict=True)
         for start in range(128, 192, 32):
             valid_result = model.test_on_batch(x[start:start + 32], y[start:start + 32],
-                                               reset_metrics=False)
+                                               reset_metrics=False, return_dict=True)
     assert model.learning_rate == pytest.approx(0.005)
     assert list(train_result) == model.metrics_names == ["loss", "accuracy"]
     assert list(valid_result) == model.metrics_names
@@ -45,3 +46,35 @@ def test_tf2_optimizer_lr_code_gets_a_pointer_to_learning_rate(tf_kit):
     import keras
 
     assert isinstance(model.optimizer, keras.optimizers.Adam)
+
+
+def test_on_batch_calls_return_what_keras_returns(kit):
+    x, y = make_classes(n=64, d=4)
+    model = fitkit.Model(kit.mlp(4, 3))
+    model.compile("sgd", "cross_entropy", metrics=["accuracy"], lr=0.01)
+    listed = model.test_on_batch(x[:32], y[:32])
+    logs = model.test_on_batch(x[:32], y[:32], return_dict=True)
+    assert isinstance(listed, list) and len(listed) == 2
+    # the tutorial's line: a dict in metrics_names order, the same values as return_dict
+    assert dict(zip(model.metrics_names, listed)) == pytest.approx(logs)
+    trained = model.train_on_batch(x[32:], y[32:])
+    assert isinstance(trained, list) and trained[0] == pytest.approx(
+        model.test_on_batch(x[32:], y[32:], return_dict=True)["loss"], rel=0.2)
+    bare = fitkit.Model(kit.mlp(4, 3))
+    bare.compile("sgd", "cross_entropy", lr=0.01)
+    loss = bare.train_on_batch(x, y)  # no metrics: the loss alone, a number
+    assert isinstance(loss, float) and np.isfinite(loss)
+
+
+def test_on_batch_structure_equals_keras_on_the_same_model(tf_kit):
+    import keras
+    x, y = make_classes(n=32, d=4)
+    net = tf_kit.mlp(4, 3)
+    net.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    theirs = net.test_on_batch(x, y)
+    model = fitkit.Model(net)
+    model.compile("sgd", "cross_entropy", metrics=["accuracy"], lr=0.01)
+    ours = model.test_on_batch(x, y)
+    assert type(ours) is type(theirs) and len(ours) == len(theirs)
+    assert ours == pytest.approx([float(v) for v in theirs], rel=1e-5)

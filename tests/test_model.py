@@ -149,15 +149,15 @@ def test_batch_style_methods(kit, classes):
     x, y = classes
     model = fitkit.Model(kit.mlp(4, 3))
     model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-2)
-    first = model.train_on_batch(x[:64], y[:64])
+    first = model.train_on_batch(x[:64], y[:64], return_dict=True)
     assert set(first) == {"loss", "accuracy"}
     for _ in range(30):
-        last = model.train_on_batch(x[:64], y[:64])
+        last = model.train_on_batch(x[:64], y[:64], return_dict=True)
     assert last["loss"] < first["loss"]
-    single = model.test_on_batch(x[:64], y[:64])
+    single = model.test_on_batch(x[:64], y[:64], return_dict=True)
     assert single == pytest.approx(model.validate(x[:64], y[:64], batch_size=64))
     model.test_on_batch(x[:32], y[:32])
-    running = model.test_on_batch(x[32:64], y[32:64], reset_metrics=False)
+    running = model.test_on_batch(x[32:64], y[32:64], reset_metrics=False, return_dict=True)
     assert running["loss"] == pytest.approx(single["loss"], rel=1e-5)
     assert model.predict_on_batch(x[:5]).shape == (5, 3)
 

@@ -73,10 +73,10 @@ def test_train_on_batch_takes_sample_weight(kit):
     w = _weights(32)
     model = fitkit.Model(kit.mlp(4, 1))
     model.compile("sgd", "mse")
-    logs = model.test_on_batch(x, y, sample_weight=w)
+    logs = model.test_on_batch(x, y, sample_weight=w, return_dict=True)
     err = (model.predict(x) - y)[:, 0]
     assert logs["loss"] == pytest.approx(float((w * err ** 2).sum() / 32), rel=1e-5)
-    before = model.train_on_batch(x, y, sample_weight=w)["loss"]
+    before = model.train_on_batch(x, y, sample_weight=w, return_dict=True)["loss"]
     assert before == pytest.approx(logs["loss"], rel=1e-5)
 
 

@@ -236,11 +236,13 @@ class Model(torch.nn.Module):
 
     def train_step(self, features: Any, labels: Any) -> dict[str, float]:
         """One optimisation step on one batch; that batch's loss and metrics."""
-        return self._compiled("train_step").train_on_batch(features, labels)
+        return self._compiled("train_step").train_on_batch(
+            features, labels, return_dict=True)
 
     def evaluate_step(self, features: Any, labels: Any) -> dict[str, float]:
         """Loss and metrics of one batch, ``val_`` prefixed."""
-        logs = self._compiled("evaluate_step").test_on_batch(features, labels)
+        logs = self._compiled("evaluate_step").test_on_batch(
+            features, labels, return_dict=True)
         return {f"val_{k}": v for k, v in logs.items()}
 
     def summary(self, input_shape: Any, input_dtype: Any = torch.FloatTensor,

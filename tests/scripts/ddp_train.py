@@ -64,7 +64,7 @@ def run(case: str, out_dir: str | None = None) -> dict:
         torch.manual_seed(100 + fitkit.distribute.rank())
     out = {}
     if case == "on_batch":
-        logs = [model.train_on_batch(x[:9], y[:9]) for _ in range(3)]  # 9: shares differ
+        logs = [model.train_on_batch(x[:9], y[:9], return_dict=True) for _ in range(3)]  # 9: shares differ
         out["history"] = {k: [log[k] for log in logs] for k in logs[0]}
         out["predict"] = model.predict_on_batch(x[:9])
     else:

@@ -91,8 +91,8 @@ def train(model):
         hist = model.fit(batches(y), epochs=1, steps_per_epoch=4, verbose=0)
         hist = model.fit(list(batches(y)), epochs=2, verbose=0)
     elif CASE == "batch":
-        logs = [model.train_on_batch(X[i:i + 25], y[i:i + 25]) for i in range(0, 100, 25)]
-        logs.append(model.test_on_batch(X[:7], y[:7]))
+        logs = [model.train_on_batch(X[i:i + 25], y[i:i + 25], return_dict=True) for i in range(0, 100, 25)]
+        logs.append(model.test_on_batch(X[:7], y[:7], return_dict=True))
         return {"weights": [w.tolist() for w in model.get_weights()],
                 "history": {"logs": [v for d in logs for v in d.values()]},
                 "predict": model.predict_on_batch(X[:9]).tolist(),
