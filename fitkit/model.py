@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import fitting, specs, training
+from . import fitting, identifiers, specs, training
 from .backend import adapter_module, backend_for, backend_part
 from .callbacks import Callback
 from .controls import configured, training_controls
@@ -128,7 +128,8 @@ class Model(CustomSteps):
         if loss is None and not (self._custom("train") or self._custom("test")):
             raise FitkitValueError("compile needs a loss, e.g. loss='mse' or loss='cross_entropy' "
                                    "(or override train_step to train without one).")
-        if isinstance(metrics, (str, specs.MetricSpec)):
+        optimizer, loss, metrics = identifiers.parse_compile(optimizer, loss, metrics)
+        if isinstance(metrics, (str, specs.MetricSpec, identifiers.KerasIdentifier)):
             metrics = [metrics]
         if type(self).configure_optimizers is not CustomSteps.configure_optimizers:
             optimizer, lr_schedule, lr_schedule_every, lr_schedule_monitor = configured(

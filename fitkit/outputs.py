@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 from . import specs, targets
 from .errors import FitkitTypeError, FitkitValueError
+from .identifiers import KerasIdentifier
 
 
 @dataclass
@@ -68,7 +69,8 @@ class CompiledOutputs:
         self.build_loss, self.build_metrics, self.default_names = \
             build_loss, build_metrics, default_names
         self.is_tensor = is_tensor
-        _check_names(loss, metrics)  # a misspelt name fails at compile, not at the first batch
+        # a misspelt name (or a Keras setting with no twin) fails at compile, not at a batch
+        _check_names(loss, metrics, build_loss, build_metrics)
         self.heads: list[Head] | None = None  # known once the network's outputs are seen
         self.parts: dict = {}                 # each output's loss from the last loss() call
         self.metrics: list = []               # every metric object, in log order
@@ -265,18 +267,22 @@ def _one_metric_each(metrics: Mapping) -> bool:
                for v in metrics.values())
 
 
-def _check_names(loss: Any, metrics: Any) -> None:
+def _check_names(loss: Any, metrics: Any, build_loss: Callable, build_metrics: Callable) -> None:
     losses = loss.values() if isinstance(loss, Mapping) else \
         loss if isinstance(loss, (list, tuple)) else [loss]
     for item in losses:
         if isinstance(item, str):
             specs.loss_spec(item)
+        elif isinstance(item, KerasIdentifier):  # built once now: a refusal comes at compile
+            build_loss(item)
     groups = metrics.values() if isinstance(metrics, Mapping) else [metrics]
     for group in groups:
         for item in group if isinstance(group, (list, tuple)) else [group]:
             for name in item if isinstance(item, (list, tuple)) else [item]:
                 if isinstance(name, str):
                     specs.metric_name(name)
+                elif isinstance(name, KerasIdentifier):
+                    build_metrics([name])
 
 
 def _as_list(metrics: Any) -> Any:

@@ -204,6 +204,9 @@ def build_metrics(metric_specs, module) -> list:
 
 
 def _build_metric(item: Any, module: Any) -> Any:
+    from .identifiers import KerasIdentifier  # it builds on this module's names
+    if isinstance(item, KerasIdentifier):  # a Keras class name or serialized dict
+        return _build_metric(module.from_keras(item), module)
     if isinstance(item, str):
         cls, kwargs = METRIC_CLASSES[metric_name(item)]
         return getattr(module, cls)(**kwargs)

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from ..errors import FitkitTypeError, FitkitValueError
+from ..identifiers import KerasIdentifier
 from ..specs import LossSpec, loss_spec
 
 _FACTORIES: dict[str, Callable[[], Any]] = {
@@ -70,6 +71,8 @@ def _callable(fn: Callable) -> Callable:
 
 def build_loss(loss: Any) -> tuple[Callable, LossSpec]:
     """A loss ``fn(y_true, y_pred, sample_weight) -> scalar`` and what fitkit knows of it."""
+    if isinstance(loss, KerasIdentifier):  # a Keras class name or dict: as Keras builds it
+        loss = keras.losses.get(loss.as_keras())
     if isinstance(loss, str):
         spec = loss_spec(loss)
         return _keras_loss(_FACTORIES[spec.name]()), spec

@@ -330,6 +330,11 @@ class NativeMetric(StateMetric):
         return tf.cast(self.metric.result(), f64)
 
 
+def from_keras(identifier: Any) -> Any:
+    """A Keras metric identifier as Keras itself builds it."""
+    return keras.metrics.get(identifier.as_keras())
+
+
 def is_native(obj: Any) -> bool:
     return isinstance(obj, keras.metrics.Metric)
 

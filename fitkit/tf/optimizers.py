@@ -11,6 +11,7 @@ import keras
 
 from .. import specs
 from ..errors import FitkitAttributeError, FitkitTypeError
+from ..identifiers import KerasIdentifier
 
 _OPTIMIZERS = {
     "sgd": (keras.optimizers.SGD, {"learning_rate": 0.01}),
@@ -27,6 +28,8 @@ _OPTIMIZERS = {
 
 def build_optimizer(optimizer: Any, lr: float | None, net: Any):
     """compile's ``optimizer`` (a name, a Keras optimizer or a factory) for ``net``."""
+    if isinstance(optimizer, KerasIdentifier):  # a Keras class name or dict: as Keras builds it
+        optimizer = keras.optimizers.get(optimizer.as_keras())
     if isinstance(optimizer, str):
         cls, kwargs = _OPTIMIZERS[specs.optimizer_name(optimizer)]
         return with_lr_pointer(

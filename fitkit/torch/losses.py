@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FitkitTypeError, FitkitValueError
+from ..identifiers import KerasIdentifier, portable_loss
 from ..specs import LossSpec, loss_spec
 
 EPSILON = 1e-7  # Keras's clipping epsilon for probability losses
@@ -162,6 +163,8 @@ def _native(loss: Any) -> Callable:
 
 def build_loss(loss: Any) -> tuple[Callable, LossSpec]:
     """A loss ``fn(y_true, y_pred, sample_weight) -> scalar`` and what fitkit knows of it."""
+    if isinstance(loss, KerasIdentifier):  # a Keras class name or dict: its portable twin
+        loss = portable_loss(loss)
     if isinstance(loss, str):
         spec = loss_spec(loss)
         return _portable(spec.name), spec

@@ -13,6 +13,7 @@ import torch
 
 from .. import specs
 from ..errors import FitkitValueError
+from ..identifiers import portable_metric
 from ..specs import AUC_BINS
 from ..targets import TargetMode
 
@@ -365,6 +366,12 @@ class NativeMetric(StateMetric):
 
     def result(self):
         return torch.as_tensor(self.metric.compute(), dtype=torch.float64)
+
+
+def from_keras(identifier: Any) -> Any:
+    """A Keras metric identifier as the portable metric it means (a setting with no portable
+    equivalent is refused)."""
+    return portable_metric(identifier)
 
 
 def is_native(obj: Any) -> bool:

@@ -11,6 +11,7 @@ import torch
 
 from .. import specs
 from ..errors import FitkitTypeError
+from ..identifiers import KerasIdentifier, torch_optimizer
 
 # Portable optimizer names: Keras's default hyper-parameters, so a name means the same on
 # both backends, with torch's fast multi-tensor / fused kernels where they exist.
@@ -38,10 +39,13 @@ def build_optimizer(optimizer: Any, lr: float | None,
                     net: torch.nn.Module) -> torch.optim.Optimizer:
     """compile's ``optimizer`` (a name, a torch optimizer or a factory) for ``net``."""
     params = [p for p in net.parameters() if p.requires_grad]
+    settings: dict = {}
+    if isinstance(optimizer, KerasIdentifier):  # a Keras class name or dict: its torch twin
+        optimizer, settings = torch_optimizer(optimizer)
     if isinstance(optimizer, str):
         name = specs.optimizer_name(optimizer)
         cls, kwargs = _OPTIMIZERS[name]
-        kwargs = {**kwargs, **({"lr": lr} if lr is not None else {})}
+        kwargs = {**kwargs, **settings, **({"lr": lr} if lr is not None else {})}
         devices = {p.device.type for p in params}
         fused = bool(devices) and devices <= _FUSED.get(name, set())
         fast = {"fused": True} if fused else {"foreach": True}
