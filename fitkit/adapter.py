@@ -62,8 +62,12 @@ class Adapter(Protocol):
     def finish_epoch(self) -> None:
         """Apply a pending partial window of gradient accumulation; the fit loop calls it at
         each epoch end, before validation."""
-    def get_learning_rate(self) -> float: ...
-    def set_learning_rate(self, value: float) -> None: ...
+    def get_learning_rate(self) -> float:
+        """The rate (torch: param group 0's)."""
+    def set_learning_rate(self, value: float) -> None:
+        """Set it (torch: group 0's to ``value``, every other group by the same factor)."""
+    def learning_rates(self) -> dict[str, float]:
+        """The history's rate columns (history.lr_columns): ``lr``, or one per param group."""
     def autocast(self) -> Any: ...  # the compiled precision, as a context manager
 
     # data

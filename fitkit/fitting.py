@@ -18,15 +18,17 @@ from .display import EpochDisplay
 from .errors import FitkitValueError
 from .history import History
 from .resume import FitState, as_arrays, prefixed, unprefixed
+from .sources import checked_batch_size
 
 
-def fit(model: Any, x: Any, y: Any, *, batch_size: int, epochs: int, verbose: int,
+def fit(model: Any, x: Any, y: Any, *, batch_size: int | None, epochs: int, verbose: int,
         callbacks: Any, validation_split: float, validation_data: Any, shuffle: bool,
         class_weight: Any, sample_weight: Any, initial_epoch: int, steps_per_epoch: int | None,
         validation_steps: int | None, validation_freq: Any, log_step_freq: int | None,
         terminate_on_nan: bool) -> History:
     """``Model.fit`` (which documents the arguments): checks them, makes the sources, checks
     a first batch of each, then runs the epochs."""
+    batch_size = checked_batch_size(x, batch_size, "fit")
     arrays.check_fit_args(epochs=epochs, batch_size=batch_size,
                           validation_split=validation_split, initial_epoch=initial_epoch,
                           steps_per_epoch=steps_per_epoch, log_step_freq=log_step_freq,
@@ -90,7 +92,7 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
     adapter.scheduler.begin(epochs, steps and -(-steps // adapter.controls.gradient_accumulation_steps))
     if state.keys_checked:  # a custom step's keys are known once it has run (epoch end)
         cbs.check_monitors(training.expected_keys(adapter.outputs.log_names(),
-                                                  val is not None))
+                                                  val is not None, adapter.learning_rates()))
     was_training, logs = adapter.training_mode(), {}
     try:
         training.call_hook(cbs.on_train_begin, "fit: train begin", None)

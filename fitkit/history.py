@@ -4,7 +4,33 @@ Knows nothing of backends or display; the facade appends one row per epoch.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+# The history's learning-rate column(s): named here only, so a rename is one line.
+LR_KEY = "lr"
+
+
+def lr_columns(group_names: Sequence[Any]) -> list[str]:
+    """The learning-rate columns for an optimizer's param groups, in group order.
+
+    One group: ``lr``. Several: ``lr-<name>`` for groups given a ``"name"`` (all distinct
+    strings), else ``lr-group0``, ``lr-group1`` … (as Lightning's LearningRateMonitor tells
+    groups apart).
+
+    >>> lr_columns([None]), lr_columns([None, None]), lr_columns(["backbone", "head"])
+    (['lr'], ['lr-group0', 'lr-group1'], ['lr-backbone', 'lr-head'])
+    """
+    if len(group_names) == 1:
+        return [LR_KEY]
+    named = all(isinstance(n, str) and n for n in group_names) and \
+        len(set(group_names)) == len(group_names)
+    labels = group_names if named else [f"group{i}" for i in range(len(group_names))]
+    return [f"{LR_KEY}-{label}" for label in labels]
+
+
+def is_lr_column(key: str) -> bool:
+    """True for a learning-rate column (``lr``, or one param group's ``lr-…``)."""
+    return key == LR_KEY or key.startswith(f"{LR_KEY}-")
 
 
 class History:
@@ -32,7 +58,8 @@ class History:
 
     @property
     def df(self):
-        """A pandas DataFrame, one row per epoch: epoch (1-based), loss, metrics, val_*, lr."""
+        """A pandas DataFrame, one row per epoch: epoch (1-based), loss, metrics, val_*, lr
+        (one ``lr-…`` column per param group when the optimizer has several)."""
         import pandas as pd
 
         frame = pd.DataFrame(self.history)
@@ -43,7 +70,8 @@ class History:
         """A matplotlib figure: one panel per metric, train and validation curves together."""
         import matplotlib.pyplot as plt  # imported here only: plotting is optional
 
-        names = metrics or [k for k in self.history if not k.startswith("val_") and k != "lr"]
+        names = metrics or [k for k in self.history
+                            if not k.startswith("val_") and not is_lr_column(k)]
         fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
         epochs = [e + 1 for e in self.epoch]
         for ax, name in zip(axes[0], names):

@@ -72,7 +72,9 @@ class Model(CustomSteps):
     @property
     def learning_rate(self) -> float:
         """The optimizer's learning rate now, to read or set between steps (on both backends;
-        TF 2's ``optimizer.lr`` is refused with a FitkitAttributeError naming this).
+        TF 2's ``optimizer.lr`` is refused with a FitkitAttributeError naming this). With
+        several torch param groups it is group 0's; setting it gives group 0 the value and
+        scales every other group by the same factor (their ratios are kept).
 
         >>> model.learning_rate = 0.5
         >>> model.learning_rate
@@ -150,7 +152,7 @@ class Model(CustomSteps):
         return self
 
     # ------------------------------------------------------------------ fit
-    def fit(self, x: Any = None, y: Any = None, *, batch_size: int = 32, epochs: int = 1,
+    def fit(self, x: Any = None, y: Any = None, *, batch_size: int | None = None, epochs: int = 1,
             verbose: int = 1, callbacks: Iterable[Callback] | None = None,
             validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
             class_weight: Mapping[int, float] | None = None, sample_weight: Any = None,
@@ -158,6 +160,9 @@ class Model(CustomSteps):
             validation_steps: int | None = None, validation_freq: int | Sequence[int] = 1,
             log_step_freq: int | None = None, terminate_on_nan: bool = True) -> History:
         """Train for ``epochs``; returns a History (also kept as ``model.history``).
+
+        ``batch_size`` (default 32) batches in-memory data and a torch map-style Dataset; a
+        DataLoader, tf.data.Dataset or generator makes its own batches, so passing it is refused.
 
         A loss that turns NaN or infinite stops training at the next log point (a step log
         or the epoch end), with a warning and the history kept; ``terminate_on_nan=False``
@@ -189,13 +194,14 @@ class Model(CustomSteps):
             )
 
     # ------------------------------------------------------------------ evaluate / predict
-    def validate(self, x: Any = None, y: Any = None, *, batch_size: int = 32,
+    def validate(self, x: Any = None, y: Any = None, *, batch_size: int | None = None,
                  sample_weight: Any = None, steps: int | None = None, verbose: int = 0,
                  callbacks: Iterable[Callback] | None = None,
                  return_dict: bool = True) -> dict[str, float] | list[float]:
         """Loss and metrics over ``(x, y)``, exact over samples. ``evaluate`` is the same.
 
         ``return_dict=False`` gives a list in ``metrics_names`` order, as Keras does.
+        ``batch_size`` (default 32) as in ``fit``: refused with a loader, dataset or generator.
 
         >>> model.validate(x_val, y_val)
         {'loss': 0.31, 'accuracy': 0.9}
@@ -208,9 +214,10 @@ class Model(CustomSteps):
 
     evaluate = validate
 
-    def predict(self, x: Any, *, batch_size: int = 32, verbose: int = 0,
+    def predict(self, x: Any, *, batch_size: int | None = None, verbose: int = 0,
                 callbacks: Iterable[Callback] | None = None) -> Any:
         """Outputs for ``x`` as numpy (a tuple / dict of arrays for multi-output networks).
+        ``batch_size`` (default 32) as in ``fit``: refused with a loader, dataset or generator.
 
         >>> probs = model.predict(x_test, batch_size=256)
         """

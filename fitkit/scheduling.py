@@ -139,7 +139,7 @@ class PortableScheduler(Scheduler):
         self._loaded = None  # a state loaded during this fit is used: not one for the next
         if self.every == "epoch":
             self.t = epoch
-            self._set_rates([self.rate(epoch, b) for b in self.base_lrs])
+            self._set_rates(self.rates(epoch))
         elif not self._anchored:  # the fit's first epoch: initial_epoch * steps_per_epoch
             self._anchored = True
             self._seek(epoch * (self._steps or 0))
@@ -152,6 +152,14 @@ class PortableScheduler(Scheduler):
         if self.horizon is None and self.schedule.needs_horizon:
             return base_lr
         return self.schedule(t, base_lr, self.horizon or 1)
+
+    def rates(self, t: float) -> list[float]:
+        """Each param group's rate at step ``t``: group 0 follows the schedule, every other
+        group keeps its ratio to group 0 at compile (so ``OneCycle(max_lr=...)``, an absolute
+        rate, is group 0's peak and the others scale with it)."""
+        first, base = self.rate(t, self.base_lrs[0]), self.base_lrs[0]
+        return [first] + [first * (b / base) if base else self.rate(t, b)
+                          for b in self.base_lrs[1:]]
 
     def state_dict(self) -> dict:
         return {"kind": "portable", "schedule": repr(self.schedule), "every": self.every,

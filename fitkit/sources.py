@@ -1,8 +1,9 @@
 """Backend-free iteration over user-supplied batches: (x, y) unpacking, peeking, generators.
 
 Owns the bookkeeping every adapter needs for loaders, datasets and generators (a one-shot
-generator continues across epochs; peeking does not lose a batch). Adapters supply the
-raw iterable and the leaf conversion (tensors, dtypes, devices).
+generator continues across epochs; peeking does not lose a batch) and which of them make
+their own batches (fit's batch_size is refused with those). Adapters supply the raw
+iterable and the leaf conversion (tensors, dtypes, devices).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from itertools import chain, islice
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
-from .arrays import map_structure
+from .arrays import is_number_list, is_structure_of_arrays, map_structure
 from .errors import FitkitValueError
 
 
@@ -51,6 +52,68 @@ def check_iterable(data: Any) -> None:
             f"Unsupported data type {type(data).__name__}. Pass numpy arrays, pandas, tensors, "
             f"a torch Dataset/DataLoader, a tf.data.Dataset, or an iterable of (x, y) batches."
         )
+
+
+def map_style_dataset(data: Any) -> bool:
+    """A torch map-style Dataset (fitkit batches it with ``batch_size``), told by its classes
+    so torch is not imported; a DataLoader or an IterableDataset is not one."""
+    classes = {(c.__module__, c.__name__) for c in type(data).__mro__}
+    return ("torch.utils.data.dataset", "Dataset") in classes and \
+        ("torch.utils.data.dataset", "IterableDataset") not in classes
+
+
+def own_batch_size(data: Any) -> int | None:
+    """The batch size a loader or dataset makes its batches with, where it can be known
+    without drawing a batch: a DataLoader's, a tf.data.Dataset's ``batch(n)`` (or a static
+    batch dimension); None otherwise (a generator, a list of batches)."""
+    if hasattr(data, "batch_sampler"):  # a torch DataLoader
+        size = getattr(data, "batch_size", None)
+        size = size if size is not None else getattr(data.batch_sampler, "batch_size", None)
+        return size if isinstance(size, int) else None
+    if not hasattr(data, "element_spec"):
+        return None
+    dataset = data
+    while dataset is not None:  # the pipeline's stages, last first, up to its batch(n)
+        size = getattr(dataset, "_batch_size", None)
+        if size is not None:
+            try:
+                return int(size)
+            except (TypeError, ValueError):  # a symbolic size: not known here
+                return None
+        dataset = getattr(dataset, "_input_dataset", None)
+    leaves = [s for s in _leaves(data.element_spec) if getattr(s, "shape", None) is not None]
+    first = leaves[0].shape if leaves else None
+    return first[0] if first is not None and first.rank and first[0] is not None else None
+
+
+def _leaves(spec: Any) -> list:
+    if isinstance(spec, dict):
+        return [leaf for v in spec.values() for leaf in _leaves(v)]
+    if isinstance(spec, (tuple, list)):
+        return [leaf for v in spec for leaf in _leaves(v)]
+    return [spec]
+
+
+DEFAULT_BATCH_SIZE = 32  # fit / validate / predict's batch_size when left out
+
+
+def checked_batch_size(x: Any, batch_size: int | None, call: str) -> int:
+    """``batch_size`` (32 when left out). Given with data that makes its own batches (a
+    DataLoader, a tf.data.Dataset, a generator, a list of batches) it would be ignored:
+    refused, as Keras does, naming the data's own batch size. A torch map-style Dataset is
+    batched with it."""
+    if batch_size is None:
+        return DEFAULT_BATCH_SIZE
+    if x is None or is_structure_of_arrays(x) or is_number_list(x) or \
+            map_style_dataset(x):
+        return batch_size
+    own = own_batch_size(x)
+    own = f"batches of {own}" if own is not None else "batches of the size it was made with"
+    raise FitkitValueError(
+        f"{call}(batch_size={batch_size!r}) is for in-memory data, but x is a "
+        f"{type(x).__name__}, which makes its own batches ({own}); batch_size would be "
+        f"ignored. Drop batch_size, or set the size where the batches are made "
+        f"(DataLoader(..., batch_size=n), dataset.batch(n)).")
 
 
 class IterableSource:

@@ -20,7 +20,9 @@ from .backend import backend_part
 from .callbacks import CallbackList
 from .display import EpochDisplay, format_logs
 from .errors import FitkitError, FitkitValueError, StepFailedError
+from .history import is_lr_column
 from .resume import FitState
+from .sources import checked_batch_size
 from .steps import StepLoop
 
 AUTO_STEPS_PER_EXECUTION = 32  # steps per compiled call when nothing needs each step
@@ -297,7 +299,7 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
         val_logs = evaluate(model, val, cbs, val_limit, f"fit: validation after epoch "
                                                         f"{epoch + 1}")
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
-    logs["lr"] = adapter.get_learning_rate()
+    logs.update(adapter.learning_rates())  # one column per param group (history.lr_columns)
     display.end_epoch(epoch, logs, time.perf_counter() - start)
     if limit and loop.steps_done < limit and not loop.stopped:
         warnings.warn(f"The training data ran out after {loop.steps_done} of "
@@ -306,7 +308,8 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
         model.stop_training = True
     if not state.keys_checked:  # a custom step: its keys are known now
         cbs.check_monitors(expected_keys([k for k in logs if not k.startswith("val_")
-                                          and k != "lr"], val is not None))
+                                          and not is_lr_column(k)], val is not None,
+                                         adapter.learning_rates()))
         state.keys_checked = True
     model.history.append(epoch, logs)
     adapter.scheduler.epoch_end(epoch, logs)
@@ -317,10 +320,11 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
     return logs
 
 
-def expected_keys(train_keys: list, with_validation: bool) -> list[str]:
-    """The keys every epoch's logs will hold (validation ones when there is validation)."""
+def expected_keys(train_keys: list, with_validation: bool, lr_keys: Any) -> list[str]:
+    """The keys every epoch's logs will hold (validation ones when there is validation, and
+    ``lr_keys``: the adapter's learning-rate columns)."""
     keys = list(train_keys)
-    return keys + ([f"val_{k}" for k in keys] if with_validation else []) + ["lr"]
+    return keys + ([f"val_{k}" for k in keys] if with_validation else []) + list(lr_keys)
 
 
 def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int | None):
@@ -351,10 +355,11 @@ def kept_mode(adapter: Any):
         adapter.set_training(was_training)
 
 
-def validate_data(model: Any, x: Any, y: Any, *, batch_size: int, sample_weight: Any,
+def validate_data(model: Any, x: Any, y: Any, *, batch_size: int | None, sample_weight: Any,
                   steps: int | None, verbose: int, callbacks: Any) -> dict[str, float]:
     """``Model.validate``: a first-batch check, then one pass over ``(x, y)``."""
     arrays.check_verbose(verbose, "validate")
+    batch_size = checked_batch_size(x, batch_size, "validate")
     source = make_source(model._adapter, x, y, batch_size=batch_size, shuffle=False,
                          need_y=not model._custom("test"), sample_weight=sample_weight)
     checks.check_first(model, source, "test")
@@ -365,10 +370,12 @@ def validate_data(model: Any, x: Any, y: Any, *, batch_size: int, sample_weight:
     return logs
 
 
-def predict_data(model: Any, x: Any, *, batch_size: int, verbose: int, callbacks: Any) -> Any:
+def predict_data(model: Any, x: Any, *, batch_size: int | None, verbose: int,
+                 callbacks: Any) -> Any:
     """``Model.predict``: a first-batch check, then every batch's outputs as numpy."""
     arrays.check_verbose(verbose, "predict")
     start = time.perf_counter()
+    batch_size = checked_batch_size(x, batch_size, "predict")
     source = make_source(model._adapter, x, None, batch_size=batch_size, shuffle=False,
                          need_y=False)
     checks.check_first(model, source, "predict")

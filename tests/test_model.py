@@ -56,8 +56,10 @@ def _weights_after_one_epoch(kit, make_input, x, y, batch_size=16):
     model = fitkit.Model(net)
     model.compile(kit.native_optimizer(net, lr=0.05), "mse")
     data_x, data_y = make_input(x, y, batch_size)
-    model.fit(data_x, data_y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
-              steps_per_epoch=None)
+    # a loader, tf.data or generator batches itself: batch_size is refused with it (Keras's rule)
+    own = data_y is None and not fitkit.sources.map_style_dataset(data_x)
+    model.fit(data_x, data_y, batch_size=None if own else batch_size, epochs=1, shuffle=False,
+              verbose=0, steps_per_epoch=None)
     return kit.weights(net)
 
 

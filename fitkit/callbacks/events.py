@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from .. import distribute
 from ..errors import FitkitError, FitkitTypeError, FitkitValueError
+from ..history import LR_KEY, is_lr_column
 from .base import Callback
 
 
@@ -25,7 +26,8 @@ class TensorBoard(Callback):
 
     Two runs, ``<log_dir>/train`` and ``<log_dir>/validation``, hold ``epoch_<key>`` at each
     epoch (validation keys without their 'val_' prefix, so the curves share a chart) and,
-    with ``write_lr``, ``epoch_learning_rate``. ``update_freq=N`` (or ``"batch"``, N=1) also
+    with ``write_lr``, ``epoch_learning_rate`` (``epoch_learning_rate-<group>`` per torch
+    param group when there are several). ``update_freq=N`` (or ``"batch"``, N=1) also
     writes ``batch_<key>`` of the running training logs every N steps, counted across
     epochs; ``"epoch"`` (the default) adds no work per step. Needs the ``tensorboard``
     package: ``pip install "fitkit[tensorboard]"``.
@@ -98,9 +100,9 @@ class TensorBoard(Callback):
         logs = logs or {}
         train = self._writer("train")
         for key, value in logs.items():
-            if key == "lr":
+            if is_lr_column(key):  # lr, or one param group's lr-<group>
                 if self.write_lr:
-                    train.scalar("epoch_learning_rate", value, epoch)
+                    train.scalar(f"epoch_learning_rate{key[len(LR_KEY):]}", value, epoch)
             elif key.startswith("val_"):
                 self._writer("validation").scalar(f"epoch_{key[4:]}", value, epoch)
             else:

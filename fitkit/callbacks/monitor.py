@@ -218,7 +218,9 @@ class ReduceLROnPlateau(Callback):
 
     After ``patience`` epochs without an improvement of at least ``min_delta`` the rate is
     lowered (never below ``min_lr``), then ``cooldown`` epochs pass before watching again.
-    The history's ``lr`` column shows the rate each epoch trained with.
+    The history's ``lr`` column shows the rate each epoch trained with. With several torch
+    param groups every group is multiplied by ``factor`` (their ratios are kept; ``min_lr``
+    bounds group 0's rate) and the history has one ``lr-…`` column per group.
     """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,

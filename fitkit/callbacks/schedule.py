@@ -37,7 +37,9 @@ class LearningRateScheduler(Callback):
     >>> fitkit.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9 if epoch else lr)
 
     ``epoch`` counts from 0 and ``lr`` is the current rate; a one-argument
-    ``schedule(epoch)`` works too. The history's ``lr`` column shows each epoch's rate.
+    ``schedule(epoch)`` works too. The history's ``lr`` column shows each epoch's rate. With
+    several torch param groups ``lr`` is group 0's and the new rate is group 0's; every other
+    group is scaled by the same factor (see ``Model.learning_rate``).
     """
 
     def __init__(self, schedule: Callable[..., float], verbose: int = 0) -> None:

@@ -14,6 +14,7 @@ import torch
 from ..callbacks import Callback
 from ..display import dated_rule
 from ..errors import FitkitTypeError, FitkitValueError, NotCompiledError
+from ..history import is_lr_column
 from ..model import Model as FitkitModel
 
 __all__ = ["Model"]  # and KerasModel (4.x), below
@@ -94,7 +95,7 @@ class TorchkerasPrinter(Callback):
         from prettytable import PrettyTable
 
         row = {"epoch": epoch + 1, **rounded({k: v for k, v in (logs or {}).items()
-                                              if k != "lr"})}
+                                              if not is_lr_column(k)})}
         table = PrettyTable(list(row))
         table.add_row(list(row.values()))
         print("\n", table)
@@ -206,7 +207,7 @@ class Model(torch.nn.Module):
                              shuffle=False, callbacks=[TorchkerasPrinter(log_step_freq)])
         print("Finished Training...", flush=True)
         for key, values in history.history.items():
-            if key != "lr":
+            if not is_lr_column(key):
                 self.history.setdefault(key, []).extend(values)
         return self._frame()
 

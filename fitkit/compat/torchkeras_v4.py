@@ -14,6 +14,7 @@ import torch
 
 from ..callbacks import Callback, EarlyStopping, ModelCheckpoint
 from ..errors import FitkitTypeError, FitkitValueError
+from ..history import is_lr_column
 from ..model import Model as FitkitModel
 from .torchkeras import check_loss, check_net, check_optimizer, rule, whole
 
@@ -79,7 +80,7 @@ class _Printer(Callback):
         named = torchkeras_logs(logs or {})
         for stage in ("train", "val"):
             part = {k: v for k, v in named.items() if k.startswith(stage) or
-                    (stage == "train" and k == "lr")}
+                    (stage == "train" and is_lr_column(k))}
             if part:
                 print(f"[{stage}] " + ", ".join(f"{k}={v:.4g}" for k, v in part.items()))
         value = named.get(self.watched)
@@ -97,8 +98,9 @@ class _Printer(Callback):
 def torchkeras_logs(logs: Mapping[str, float]) -> dict[str, float]:
     """fitkit's epoch logs under torchkeras 4's names and order: train_loss, train_<m>, lr,
     val_loss, val_<m>."""
-    train = {f"train_{k}": v for k, v in logs.items() if not k.startswith("val_") and k != "lr"}
-    lr = {"lr": logs["lr"]} if "lr" in logs else {}
+    train = {f"train_{k}": v for k, v in logs.items()
+             if not k.startswith("val_") and not is_lr_column(k)}
+    lr = {k: v for k, v in logs.items() if is_lr_column(k)}
     return {**train, **lr, **{k: v for k, v in logs.items() if k.startswith("val_")}}
 
 

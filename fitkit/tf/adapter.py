@@ -16,10 +16,12 @@ import tensorflow as tf
 from .. import arrays, specs, targets
 from ..controls import TrainingControls
 from ..errors import BackendError
+from ..history import LR_KEY
 from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
-from . import data, distribute, losses, metrics, optimizers, schedules, state, summary, weights
+from . import (data, devices, distribute, losses, metrics, optimizers, schedules, state,
+               summary, weights)
 from .functions import (CompiledStep, DistributedStep, chunk_loop, graph_label_stats,
                         iterator_loop, jit_step, kind_of, own_stats, predict_chunk)
 
@@ -48,7 +50,7 @@ class Adapter:
 
     def __init__(self, net: Any, *, device: Any = None) -> None:
         self.net = net
-        self.device = device
+        self.device = devices.resolve_device(device)  # only where Keras places it anyway
         self.optimizer: Any = None
         self.loss_fn: Any = None  # compile's loss, as given
         self.outputs: CompiledOutputs | None = None
@@ -154,6 +156,10 @@ class Adapter:
     def set_learning_rate(self, value: float) -> None:
         self.optimizer.learning_rate = value
 
+    def learning_rates(self) -> dict[str, float]:
+        """The history's learning-rate column (a Keras optimizer has one rate)."""
+        return {LR_KEY: self.get_learning_rate()}
+
     # ------------------------------------------------------------------ data
     def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
                      sample_weight: Any = None, class_weight: dict | None = None):
@@ -224,7 +230,10 @@ class Adapter:
                                     self.build_metric_states)
 
     def update_head(self, head: Any, y: Any, y_pred: Any, sample_weight: Any) -> None:
-        """Update one output's metric states (Keras's argument order)."""
+        """Update one output's metric states (Keras's argument order); bf16 / fp16
+        predictions (a mixed policy's) are read in float32, as Keras's own metrics do."""
+        if getattr(y_pred, "dtype", None) in (tf.float16, tf.bfloat16):
+            y_pred = tf.cast(y_pred, tf.float32)
         if self.replicas is not None and self.replicas.outside():  # a check, on each replica
             self.replicas.run(lambda: [m.update(y, y_pred, sample_weight) for m in head.metrics])
             return

@@ -16,7 +16,7 @@ from ..arrays import leaves, map_optional
 from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
 from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
-                       make_batch, one_step_each, remaining)
+                       make_batch, map_style_dataset, one_step_each, remaining)
 
 
 def to_tensor(value: Any) -> tf.Tensor:
@@ -306,9 +306,8 @@ def _keep_on_host() -> Any:
 
 
 def _is_torch_dataset(data: Any) -> bool:
-    module = type(data).__module__
-    return module.startswith("torch") and hasattr(data, "__getitem__") and \
-        not hasattr(data, "batch_sampler")  # a map-style Dataset, not a DataLoader
+    """A torch map-style Dataset (a user's subclass too), not a DataLoader."""
+    return map_style_dataset(data)
 
 
 def batch_source(data: Any, *, batch_size: int, shuffle: bool,

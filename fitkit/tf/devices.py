@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from typing import Iterator
+import re
+from typing import Any, Iterator
 
 import tensorflow as tf
 
@@ -17,6 +18,36 @@ from ..errors import FitkitError, FitkitValueError
 def default_device() -> str:
     """The device Keras places a new model on: the first GPU, else the CPU."""
     return "/device:GPU:0" if tf.config.get_visible_devices("GPU") else "/device:CPU:0"
+
+
+_NAME = re.compile(r"^/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?$", re.IGNORECASE)
+
+
+def resolve_device(device: Any) -> str | None:
+    """``fitkit.Model(net, device=...)`` on TensorFlow: Keras places a model itself (see
+    ``default_device``), so a name is accepted when it is that device ("cpu", "gpu",
+    "GPU:0", "cuda"); another or unknown device is refused, naming the devices there are."""
+    if device is None:
+        return None
+    there = ", ".join(f"{d.device_type}:{i}" for kind in ("CPU", "GPU")
+                      for i, d in enumerate(tf.config.get_visible_devices(kind)))
+    match = _NAME.match(device.strip()) if isinstance(device, str) else None
+    if match is None:
+        raise FitkitValueError(f"Model(device={device!r}) is not a device name such as 'cpu', "
+                               f"'gpu' or 'GPU:0'; the devices here are {there}.")
+    kind, index = ("CPU" if match.group(1).lower() == "cpu" else "GPU"), int(match.group(2) or 0)
+    if index >= len(tf.config.get_visible_devices(kind)):
+        raise FitkitValueError(f"Model(device={device!r}): there is no {kind}:{index} here; "
+                               f"the devices here are {there}.")
+    if f"/device:{kind}:{index}" != default_device():
+        hint = ("hide the GPUs first: fitkit.devices.set_visible_devices([])" if kind == "CPU"
+                else f"make it the only visible GPU first: fitkit.devices."
+                     f"set_visible_devices([{index}])")
+        raise FitkitValueError(
+            f"Model(device={device!r}): on TensorFlow a model trains where Keras places it, "
+            f"here {default_device()[len('/device:'):]} (the devices here are {there}). To "
+            f"train on {kind}:{index}, {hint} at the top of the script; or leave device out.")
+    return f"/device:{kind}:{index}"
 
 
 @contextlib.contextmanager

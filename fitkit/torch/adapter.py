@@ -42,7 +42,7 @@ class Adapter:
         params = list(net.parameters())
         strategy = strategies.active()
         if device is not None:
-            self.device = torch.device(device)
+            self.device = devices.resolve_device(device)  # refused here if it does not exist
         elif getattr(strategy, "places_net", False):
             self.device = strategy.device  # this process's device (DDP: cuda:LOCAL_RANK)
         elif params and params[0].device.type != "cpu":
@@ -82,8 +82,9 @@ class Adapter:
                 precision: str = "32", *, loss_weights: Any = None, output: Any = None,
                 run_eagerly: bool = False, controls: Any = None) -> None:
         self._attach(strategies.active())
+        built = optimizers.build_optimizer(optimizer, lr, self.net)  # checked before changes
         self.controls = controls = controls or TrainingControls(precision=precision)
-        self.optimizer = optimizers.build_optimizer(optimizer, lr, self.net)
+        self.optimizer, self._base_lrs = built, optimizers.rates(built)  # groups' ratios
         self._autocast = step_controls.precision_context(self.device, precision)
         self._update = (step_controls.Update(self, controls, self._ddp)
                         if step_controls.needs_update(controls) or self._ddp is not None else None)
@@ -135,11 +136,17 @@ class Adapter:
         return self._autocast
 
     def get_learning_rate(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        """Param group 0's rate (the only one, unless the optimizer has several groups)."""
+        return optimizers.rates(self.optimizer)[0]
 
     def set_learning_rate(self, value: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = value
+        """Group 0's rate becomes ``value``; every other group is scaled by the same factor."""
+        optimizers.set_rates(self.optimizer, optimizers.scaled_rates(
+            optimizers.rates(self.optimizer), value, self._base_lrs, "model.learning_rate"))
+
+    def learning_rates(self) -> dict[str, float]:
+        """The history's learning-rate columns: ``lr``, or one per param group."""
+        return optimizers.group_rates(self.optimizer)
 
     # ------------------------------------------------------------------ data
     def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
@@ -209,8 +216,11 @@ class Adapter:
                                     self.build_metric_states)
 
     def update_head(self, head: Any, y: Any, y_pred: torch.Tensor, sample_weight: Any) -> None:
-        """Update one output's metric states (torch's argument order)."""
+        """Update one output's metric states (torch's argument order); bf16 / fp16
+        predictions (autocast's) are read in float32, so states never add up in half."""
         y_pred = y_pred.detach()  # metric states never join the autograd graph
+        if y_pred.dtype in (torch.float16, torch.bfloat16):
+            y_pred = y_pred.float()
         for metric in head.metrics:
             metric.update(y_pred, y, sample_weight)
 

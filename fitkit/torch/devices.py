@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import os
 import warnings
+from typing import Any
 
 import torch
 
@@ -19,6 +20,40 @@ _ALLOC_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")  # torch reads e
 def default_device() -> torch.device:
     """The device a new fitkit.Model trains on: the current CUDA device, else the CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_device(device: Any) -> torch.device:
+    """``fitkit.Model(net, device=...)`` as a torch.device that exists here: a name torch does
+    not know ("gpu"), CUDA without a GPU, or a GPU index past the last one is refused, naming
+    the devices there are (torch's own errors come later, mid-call, and name none)."""
+    there = ", ".join(repr(d["name"]) for d in list_devices(initialize=False))
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"  # an index: a GPU, as torch.device(0) on a CUDA build
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        gpu = " (torch calls GPUs 'cuda')" if str(device).strip().lower().startswith(
+            ("gpu", "/gpu", "/device:gpu")) else ""
+        raise FitkitValueError(f"Model(device={device!r}) is not a torch device{gpu}; the "
+                               f"devices here are {there}.") from err
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise FitkitValueError(
+                f"Model(device={device!r}) needs a CUDA GPU, and torch sees none here (torch "
+                f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); the devices "
+                f"here are {there}. Pass device='cpu', or leave device out (a GPU when there "
+                f"is one, else the CPU).")
+        if dev.index is not None and dev.index >= count:
+            raise FitkitValueError(
+                f"Model(device={device!r}): there is no GPU {dev.index}; torch sees {count} "
+                f"GPU(s) here (the devices are {there}; CUDA_VISIBLE_DEVICES renumbers them "
+                f"from cuda:0).")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and
+                                  torch.backends.mps.is_available()):
+        raise FitkitValueError(f"Model(device={device!r}): MPS is not available here; the "
+                               f"devices here are {there}.")
+    return dev
 
 
 def _entry(name: str, type_: str, memory_mb: int | None = None, description: str = "") -> dict:

@@ -1,16 +1,20 @@
 """Torch optimizers behind the portable names, with Keras's default hyper-parameters.
 
-Owns the name -> torch.optim mapping and the checks on native optimizers and factories;
-the TensorFlow twin is fitkit/tf/optimizers.py. Learning-rate reads live in the adapter.
+Owns the name -> torch.optim mapping, the checks on native optimizers and factories (which
+parameters they hold), and reading / setting the rates of several param groups with their
+ratios kept; the TensorFlow twin is fitkit/tf/optimizers.py. Schedulers are schedules.py's.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import warnings
+
 import torch
 
 from .. import specs
-from ..errors import FitkitTypeError
+from ..errors import FitkitTypeError, FitkitValueError
+from ..history import lr_columns
 from ..identifiers import KerasIdentifier, torch_optimizer
 
 # Portable optimizer names: Keras's default hyper-parameters, so a name means the same on
@@ -62,7 +66,65 @@ def build_optimizer(optimizer: Any, lr: float | None,
             f"optimizer must be a name ({', '.join(specs.OPTIMIZERS)}), a torch.optim "
             f"optimizer, or a callable params -> optimizer; got {type(optimizer).__name__}."
         )
-    if lr is not None:
-        for group in opt.param_groups:
-            group["lr"] = lr
+    check_params(opt, net)
+    if lr is not None:  # as model.learning_rate = lr: group 0 gets lr, the others their ratio
+        set_rates(opt, scaled_rates(rates(opt), float(lr), rates(opt), "compile(lr=...)"))
     return opt
+
+
+def check_params(opt: torch.optim.Optimizer, net: torch.nn.Module) -> None:
+    """Refuse an optimizer that holds none of the network's trainable parameters (built on
+    another network, or before the network was copied): it would train nothing. Warn when
+    it holds only some; frozen parameters (requires_grad=False) are not missed."""
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    if not trainable or trainable <= held:
+        return
+    missing = len(trainable - held)
+    if missing == len(trainable):
+        raise FitkitValueError(
+            f"The optimizer ({type(opt).__name__}) holds none of the network's "
+            f"{len(trainable)} trainable parameters (it was built on other ones: another "
+            f"network, or this one before it was copied), so fit would train nothing. Build it "
+            f"on this network's parameters, e.g. compile(optimizer=lambda params: "
+            f"torch.optim.{type(opt).__name__}(params, lr=...)), or pass a name ('adam').")
+    warnings.warn(
+        f"The optimizer ({type(opt).__name__}) holds {len(trainable) - missing} of the "
+        f"network's {len(trainable)} trainable parameters; {missing} will not train. Freeze "
+        f"them (requires_grad=False) if that is meant, or add them to a param group.",
+        UserWarning, stacklevel=5)
+
+
+def rates(opt: torch.optim.Optimizer) -> list[float]:
+    """Every param group's learning rate, in group order."""
+    return [float(group["lr"]) for group in opt.param_groups]  # host sync: a tensor lr, rarely
+
+
+def group_rates(opt: torch.optim.Optimizer) -> dict[str, float]:
+    """The history's learning-rate columns: one per param group (history.lr_columns)."""
+    return dict(zip(lr_columns([g.get("name") for g in opt.param_groups]), rates(opt)))
+
+
+def scaled_rates(current: list[float], value: float, base: list[float], what: str) -> list[float]:
+    """The groups' rates with group 0's set to ``value`` and every other scaled by the same
+    factor, so the ratios between groups stay. A group 0 at 0 takes the ratios of ``base``
+    (the rates at compile); refused when those cannot say either."""
+    for ref in (current, base):
+        if ref[0] != 0:
+            factor = value / ref[0]
+            return [value] + [r * factor for r in ref[1:]]
+    if all(r == base[0] for r in base):
+        return [value] * len(current)
+    raise FitkitValueError(
+        f"{what} sets param group 0's learning rate to {value}, and the other groups keep their "
+        f"ratio to it; group 0's rate is 0 ({current}), so that ratio is unknown. Set each "
+        f"group's rate yourself: model.optimizer.param_groups[i]['lr'] = ...")
+
+
+def set_rates(opt: torch.optim.Optimizer, values: list[float]) -> None:
+    """Set each param group's rate (a tensor lr, as capturable optimizers keep, stays one)."""
+    for group, value in zip(opt.param_groups, values):
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(value)
+        else:
+            group["lr"] = value

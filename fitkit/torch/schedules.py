@@ -12,6 +12,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from ..errors import FitkitTypeError, FitkitValueError
 from ..scheduling import (PORTABLE_KINDS, PortableScheduler, Scheduler, foreign, json_state,
                           portable)
+from .optimizers import set_rates
 
 _KINDS = (f"{PORTABLE_KINDS}, a torch.optim.lr_scheduler object built on the optimizer given "
           f"to compile, or a factory optimizer -> scheduler "
@@ -108,7 +109,7 @@ class TorchNative(Scheduler):
 
 class TorchPortable(PortableScheduler):
     """A portable schedule on a torch optimizer: each param group's lr is set from a Python
-    counter (per batch, in ``after_update``: no device sync).
+    counter (per batch, in ``after_update``: no device sync), the ratios between groups kept.
 
     >>> TorchPortable(CosineDecay(), "batch", [0.1], opt)
     """
@@ -122,12 +123,8 @@ class TorchPortable(PortableScheduler):
         self._seek(self.t + 1)
 
     def _set_rates(self, rates: list[float]) -> None:
-        for group, rate in zip(self.optimizer.param_groups, rates):
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(rate)  # a tensor lr (capturable optimizers) stays a tensor
-            else:
-                group["lr"] = rate
+        set_rates(self.optimizer, rates)
 
     def _seek(self, t: int) -> None:
         self.t = t
-        self._set_rates([self.rate(t, b) for b in self.base_lrs])
+        self._set_rates(self.rates(t))

@@ -80,7 +80,8 @@ def run(case: str, out_dir: str | None = None) -> dict:
             callbacks = [fitkit.callbacks.EarlyStopping("val_loss", min_delta=10),
                          fitkit.callbacks.ModelCheckpoint(os.path.join(files, "w{epoch}.pt")),
                          fitkit.callbacks.CSVLogger(os.path.join(files, "log.csv"))]
-        history = model.fit(fit_x, None if case == "loader" else y, batch_size=32, epochs=3,
+        history = model.fit(fit_x, None if case == "loader" else y, epochs=3,
+                            batch_size=None if case == "loader" else 32,  # a loader's own
                             shuffle=case == "shuffle", validation_data=(x[:30], y[:30]),
                             verbose=0, callbacks=callbacks)
         out["history"] = history.history

@@ -48,7 +48,8 @@ class Crash(fitkit.callbacks.Callback):
 
 
 data = [(X[i:i + 32], Y[i:i + 32]) for i in range(0, 100, 32)] if GENERATOR else X
-history = model.fit(data, None if GENERATOR else Y, batch_size=32, epochs=3,
+history = model.fit(data, None if GENERATOR else Y, batch_size=None if GENERATOR else 32,
+                    epochs=3,
                     shuffle=True, verbose=0,
                     validation_data=(X[:50], Y[:50]),
                     callbacks=[Crash()] if MODE == "crash" else None)
