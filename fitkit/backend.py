@@ -41,15 +41,25 @@ def _installed(name: str) -> bool:
     )
 
 
-def backend() -> str:
-    """The backend portable code runs on: FITKIT_BACKEND, else torch if installed, else tensorflow.
+def _imported(name: str) -> bool:
+    # a Keras 3 script may import only keras, which brings tensorflow in as its backend
+    return _FRAMEWORK_MODULE[name] in sys.modules or (name == "tensorflow"
+                                                       and "keras" in sys.modules)
 
-    >>> fitkit.backend()
-    'torch'
+
+def backend() -> str:
+    """The backend portable code runs on: FITKIT_BACKEND; else the framework the script has
+    imported, when it imported one of the two; else torch if installed, else tensorflow.
+
+    >>> import tensorflow, fitkit; fitkit.backend()     # FITKIT_BACKEND unset
+    'tensorflow'
     """
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return normalize(env, source=f"{ENV_VAR} value")
+    imported = [name for name in BACKENDS if _imported(name)]
+    if len(imported) == 1:  # the script chose its framework by importing it
+        return imported[0]
     for name in BACKENDS:
         if _installed(name):
             return name

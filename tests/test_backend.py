@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 
@@ -37,6 +38,24 @@ def test_unknown_backend_names_value_and_choices(monkeypatch):
         fitkit.backend()
     message = str(info.value)
     assert "'jax'" in message and "torch" in message and "tensorflow" in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("imports, expected, devices", [
+    ("import tensorflow", "tensorflow", "fitkit.devices.virtual_devices(2)"),
+    ("import keras", "tensorflow", "fitkit.devices.virtual_devices(2)"),
+    ("import torch", "torch", "fitkit.devices.list_devices()")])
+def test_unset_env_follows_the_framework_the_script_imported(imports, expected, devices):
+    # a script that imports only TensorFlow gets TensorFlow's devices, torch never loaded
+    code = (f"{imports}\nimport sys, fitkit\nprint(fitkit.backend(), len({devices}))\n"
+            "print(' '.join(m for m in ('torch', 'tensorflow') if m in sys.modules))")
+    env = {k: v for k, v in os.environ.items() if k != "FITKIT_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    chosen, count = out.stdout.splitlines()[-2].split()
+    assert chosen == expected and int(count) >= (2 if expected == "tensorflow" else 1)
+    assert out.stdout.splitlines()[-1].split() == [expected]
 
 
 def test_missing_backend_names_pip_command(monkeypatch):
