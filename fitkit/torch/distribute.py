@@ -9,14 +9,16 @@ process's share of the data is data.py's, the accumulation window controls.py's.
 Choices: ``batch_size`` is the global batch everywhere (fit's, a Dataset's and a DataLoader's,
 which must divide by the processes), split between processes, so a script trains the same
 in one process or N. "mirrored" without two GPUs warns and trains on one device. Under
-"ddp", fit / validate / predict run inside the ``with`` block: leaving it destroys the
-process group.
+"ddp", a model built inside the ``with`` block may fit / validate / predict after it (Keras's
+pattern): the process group lives until the last such model is released or the process ends.
 """
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import warnings
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -122,8 +124,9 @@ class DDP(facade.Strategy):
         if self.owns_group:
             dist.init_process_group(kind, rank=self.rank, world_size=self.world_size)
         self.native = dist.group.WORLD
-        self.closed = False
-        self.runs: list[DDPRun] = []  # the wrapped networks, released by close()
+        self.closed = self.scope_ended = False
+        self.runs: list[weakref.ref] = []  # the wrapped networks (DDPRun), released by destroy()
+        self.models = 0  # adapters attached and not yet garbage collected
 
     def barrier(self) -> None:
         if self.closed:
@@ -134,20 +137,43 @@ class DDP(facade.Strategy):
             dist.barrier()
 
     def close(self) -> None:
+        """The ``with`` block ends: models built in it keep the process group (Keras's pattern
+        of fit after the scope), so it is destroyed once the last of them is released, or at
+        exit; with none, now."""
+        self.scope_ended = True
+        if self.models:
+            atexit.register(self.destroy)
+        else:
+            self.destroy()
+
+    def released(self) -> None:
+        """A model's adapter was garbage collected: the last one after the block ends the group."""
+        self.models -= 1
+        if self.scope_ended and not self.models:
+            self.destroy()
+
+    def destroy(self) -> None:
         """Release the DDP wrappers, then destroy the process group (a DDP wrapper still
         alive then can abort the process at exit on gloo: "terminate called without an
         active exception")."""
-        for run in self.runs:
-            run.ddp = None
+        if self.closed:
+            return
+        for ref in self.runs:
+            run = ref()
+            if run is not None:
+                run.ddp = None
         self.runs.clear()
         gc.collect()
-        if self.owns_group and not self.closed and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
         self.closed = True
+        atexit.unregister(self.destroy)
 
     def attach(self, adapter: Any) -> "DDPRun":
-        run = DDPRun(self, adapter)
-        self.runs.append(run)
+        run = DDPRun(self, adapter)  # the adapter holds it; here only weakly, so that
+        self.runs.append(weakref.ref(run))  # releasing the model can end the group
+        self.models += 1
+        weakref.finalize(adapter, self.released)
         return run
 
 
@@ -179,9 +205,8 @@ class DDPRun:
     def check_open(self) -> None:
         if self.strategy.closed:
             raise FitkitError(
-                "This model was built in a strategy('ddp') block that has ended (its process "
-                "group is destroyed). Call fit / validate / predict inside the `with "
-                "fitkit.distribute.strategy('ddp'):` block.")
+                "This model's strategy('ddp') process group is destroyed (the process is "
+                "exiting). Call fit / validate / predict before the script ends.")
 
     # ------------------------------------------------------------------ comm
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,11 @@ class CustomStep(fitkit.Model):
 def run(case: str, out_dir: str | None = None) -> dict:
     """Train ``case`` (inside a strategy or not); returns what the test compares. The
     "callbacks" case writes its files under ``out_dir``/r<rank>/."""
+    return train(case, *build(case), out_dir)
+
+
+def build(case: str) -> tuple:
+    """The compiled model of ``case``, its net and data."""
     fitkit.set_seed(0)
     task = "regression" if case == "regression" else "classes"
     n = {"empty_share": 97, "accumulation": 97}.get(case, 100)
@@ -60,6 +65,11 @@ def run(case: str, out_dir: str | None = None) -> dict:
         model.compile("adam", "cross_entropy", lr=0.01,
                       metrics=["accuracy", "f1_score", "auc", mean_logit],
                       gradient_accumulation_steps=3 if case == "accumulation" else 1)
+    return model, net, x, y
+
+
+def train(case: str, model, net, x, y, out_dir: str | None = None) -> dict:
+    """Fit, validate and predict ``model`` as ``case`` says."""
     if case == "shuffle":  # each process its own RNG: the order comes from rank 0
         torch.manual_seed(100 + fitkit.distribute.rank())
     out = {}
@@ -111,6 +121,12 @@ class CrashAt(fitkit.callbacks.Callback):
 
 if __name__ == "__main__":
     out_dir, cases = sys.argv[1], sys.argv[2:]
+    if cases == ["--after-scope"]:  # Keras's pattern: build and compile inside, train after
+        with fitkit.distribute.strategy("ddp") as strategy:
+            built = build("arrays")
+        save(os.path.join(out_dir, f"after_scope.rank{strategy.rank}.npz"),
+             train("arrays", *built))
+        sys.exit(0)
     with fitkit.distribute.strategy("ddp") as strategy:
         rank = strategy.rank
         if cases == ["--crash"]:

@@ -3,6 +3,7 @@ history, predictions), each process's share of each batch, metric states combine
 processes, a crashing process ends the launch, and errors that name the fix."""
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
@@ -102,6 +103,7 @@ def test_auto_picks_mirrored_only_with_several_gpus(torch_kit, monkeypatch):
 
 
 # ---------------------------------------------------------------------- DDP in one process
+
 @pytest.fixture
 def one_process_ddp(monkeypatch):
     """torchrun's variables for a world of one (gloo on a free loopback port)."""
@@ -127,8 +129,12 @@ def test_ddp_of_one_process_trains_as_no_strategy(torch_kit, one_process_ddp, tm
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
     assert ours["keys"] == reference["keys"]  # the user's module: no "module." prefix
     assert list(torch.load(tmp_path / "w.pt")) == ["weight", "bias"]
-    with pytest.raises(fitkit.FitkitError, match="block that has ended"):
-        model.fit(*make_classes(n=16, d=5), epochs=1, verbose=0)
+    # Keras's pattern: a model built in the block trains after it, on the kept group
+    assert torch.distributed.is_initialized()
+    model.fit(*make_classes(n=16, d=5), epochs=1, verbose=0)
+    del model
+    gc.collect()  # the last model built in the block is released: the group goes with it
+    assert not torch.distributed.is_initialized()
 
 
 # ---------------------------------------------------------------------- shares of batches
@@ -341,6 +347,23 @@ def test_callbacks_stop_alike_on_every_process_and_only_rank_0_writes(ddp_runs):
     assert sorted(os.listdir(ddp_runs / "r0")) == ["log.csv", "w1.pt", "w2.pt"]
     assert len((ddp_runs / "r0" / "log.csv").read_text().splitlines()) == 3  # header + 2
     assert not (ddp_runs / "r1").exists()
+
+
+@pytest.mark.slow
+def test_ddp_fit_after_the_strategy_block_trains_as_one_process(tmp_path, monkeypatch):
+    done = _launch(tmp_path, "--after-scope", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.setenv("FITKIT_BACKEND", "torch")
+    monkeypatch.setattr(tdevices, "default_device", lambda: CPU)
+    torch.set_num_threads(1)
+    reference = _script().run("arrays")
+    for rank in (0, 1):
+        weights, meta, predictions = _saved(tmp_path / f"after_scope.rank{rank}.npz")
+        for a, b in zip(weights, reference["weights"]):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(meta["history"]["loss"], reference["history"]["loss"],
+                                   rtol=1e-6)
+        np.testing.assert_allclose(predictions["predict"], reference["predict"], atol=1e-5)
 
 
 @pytest.mark.slow
