@@ -144,7 +144,10 @@ def _foreign(cb: Any) -> str | None:
         hint = f"use fitkit.callbacks.{same} instead (same arguments as Keras's)."
     else:
         hint = f"use {same} instead."
-    return f"callbacks holds a {library} callback ({name}), which fitkit cannot drive: {hint}"
+    where = " with a torch network (Keras callbacks run with a Keras network)" \
+        if library == "Keras" else ""
+    return (f"callbacks holds a {library} callback ({name}), which fitkit cannot drive{where}: "
+            f"{hint}")
 
 
 class CallbackList:
@@ -161,7 +164,8 @@ class CallbackList:
 
     def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict) -> None:
         self.params = params
-        callbacks = list(callbacks or [])
+        from .keras_bridge import wrap  # Keras callbacks of a Keras network run bridged
+        callbacks = [wrap(cb, model) for cb in callbacks or []]
         # A stable sort: those that must see the others' updates (backups) go last.
         self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "runs_last", False))
         for cb in self.callbacks:
