@@ -16,7 +16,7 @@ from .callbacks import CallbackList
 from .checkpoint import load_state, save_state
 from .display import EpochDisplay
 from .errors import FitkitValueError
-from .history import History
+from .history import History, renamed_lr
 from .resume import FitState, as_arrays, prefixed, unprefixed
 from .sources import checked_batch_size
 
@@ -179,7 +179,7 @@ def load_checkpoint(model: Any, path: str) -> dict:
     model._adapter.set_state(arrays, meta)
     history = History()
     history.epoch = list(meta["history"]["epoch"])
-    history.history = {k: list(v) for k, v in meta["history"]["history"].items()}
+    history.history = {renamed_lr(k): list(v) for k, v in meta["history"]["history"].items()}
     history.stop_reason = meta["history"]["stop_reason"]
     model.history = history
     if fit is None:  # saved outside a fit: the next one starts after its last epoch

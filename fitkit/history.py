@@ -7,18 +7,19 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 # The history's learning-rate column(s): named here only, so a rename is one line.
-LR_KEY = "lr"
+LR_KEY = "learning_rate"  # Keras 3's key in the history, CSV and TensorBoard
 
 
 def lr_columns(group_names: Sequence[Any]) -> list[str]:
     """The learning-rate columns for an optimizer's param groups, in group order.
 
-    One group: ``lr``. Several: ``lr-<name>`` for groups given a ``"name"`` (all distinct
-    strings), else ``lr-group0``, ``lr-group1`` … (as Lightning's LearningRateMonitor tells
-    groups apart).
+    One group: ``learning_rate``. Several: ``learning_rate-<name>`` for groups given a
+    ``"name"`` (all distinct strings), else ``learning_rate-group0``, ``-group1`` … (as
+    Lightning's LearningRateMonitor tells groups apart).
 
     >>> lr_columns([None]), lr_columns([None, None]), lr_columns(["backbone", "head"])
-    (['lr'], ['lr-group0', 'lr-group1'], ['lr-backbone', 'lr-head'])
+    (['learning_rate'], ['learning_rate-group0', 'learning_rate-group1'],
+     ['learning_rate-backbone', 'learning_rate-head'])
     """
     if len(group_names) == 1:
         return [LR_KEY]
@@ -26,6 +27,14 @@ def lr_columns(group_names: Sequence[Any]) -> list[str]:
         len(set(group_names)) == len(group_names)
     labels = group_names if named else [f"group{i}" for i in range(len(group_names))]
     return [f"{LR_KEY}-{label}" for label in labels]
+
+
+def renamed_lr(key: str) -> str:
+    """A history key of a file written before the rate was logged as ``learning_rate``
+    (``lr``, ``lr-<group>``) under today's name; any other key unchanged."""
+    if key == "lr" or key.startswith("lr-"):
+        return LR_KEY + key[2:]
+    return key
 
 
 def is_lr_column(key: str) -> bool:

@@ -195,7 +195,7 @@ def _lrs(kit, **kwargs):
     model = _model(kit, lr=0.01)
     cb = ReduceLROnPlateau("loss", mode="max", **kwargs)
     history = model.fit(x, y, epochs=8, verbose=0, callbacks=[cb])
-    return [round(v, 7) for v in history.history["lr"]], model, cb
+    return [round(v, 7) for v in history.history["learning_rate"]], model, cb
 
 
 def test_reduce_lr_on_plateau_lowers_the_rate_after_patience(kit):
@@ -227,10 +227,10 @@ def test_learning_rate_scheduler_two_and_one_argument_forms(kit, regression):
     x, y = regression
     history = _model(kit).fit(x, y, epochs=3, verbose=0, callbacks=[
         LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch else lr)])
-    assert history.history["lr"] == pytest.approx([0.05, 0.025, 0.0125])
+    assert history.history["learning_rate"] == pytest.approx([0.05, 0.025, 0.0125])
     history = _model(kit).fit(x, y, epochs=3, verbose=0, callbacks=[
         LearningRateScheduler(lambda epoch: 0.1 / (epoch + 1))])
-    assert history.history["lr"] == pytest.approx([0.1, 0.05, 0.1 / 3])
+    assert history.history["learning_rate"] == pytest.approx([0.1, 0.05, 0.1 / 3])
 
 
 def test_learning_rate_scheduler_checks_the_schedule(kit, regression):
@@ -364,7 +364,7 @@ def test_csv_logger_columns_that_appear_later(kit, regression, tmp_path):
     history = _model(kit).fit(x, y, epochs=4, validation_data=val, validation_freq=2,
                               verbose=0, callbacks=[CSVLogger(str(path))])
     frame = _csv(path)
-    assert list(frame.columns) == ["epoch", "loss", "lr", "val_loss"]
+    assert list(frame.columns) == ["epoch", "learning_rate", "loss", "val_loss"]  # sorted, as Keras
     assert open(path).read().splitlines()[1].endswith(",NA")
     np.testing.assert_allclose(frame["val_loss"], history.history["val_loss"])  # NaN == NaN
 
@@ -453,7 +453,7 @@ def test_tensorboard_writes_keras_layout_per_epoch(kit, regression, tmp_path):
     assert set(train) == {"epoch_loss", "epoch_mae", "epoch_learning_rate"}
     assert set(valid) == {"epoch_loss", "epoch_mae"}
     for tag, key, run in [("epoch_loss", "loss", train), ("epoch_mae", "mae", train),
-                          ("epoch_learning_rate", "lr", train),
+                          ("epoch_learning_rate", "learning_rate", train),
                           ("epoch_loss", "val_loss", valid), ("epoch_mae", "val_mae", valid)]:
         assert sorted(run[tag]) == [0, 1, 2]
         assert [run[tag][e] for e in range(3)] == pytest.approx(h[key], rel=1e-6)

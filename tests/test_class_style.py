@@ -105,9 +105,9 @@ def test_configure_optimizers_chooses_optimizer_and_scheduler(kit, regression):
     model.compile(loss="mse")
     history = model.fit(*regression, epochs=3, verbose=0)
     if kit.name == "torch":
-        assert history.history["lr"] == pytest.approx([0.1, 0.05, 0.025])  # used per epoch
+        assert history.history["learning_rate"] == pytest.approx([0.1, 0.05, 0.025])  # used per epoch
     else:  # the portable "step" schedule: a third of the fit per step of x0.1
-        assert history.history["lr"] == pytest.approx([0.1, 0.01, 0.001], rel=1e-5)
+        assert history.history["learning_rate"] == pytest.approx([0.1, 0.01, 0.001], rel=1e-5)
 
 
 def test_configure_optimizers_and_an_optimizer_argument_conflict(kit):

@@ -118,7 +118,7 @@ def test_wrap_form_trains_as_fitkit_model_does(capsys):
 
     assert list(dfhistory.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
     assert dfhistory["epoch"].tolist() == [1, 2, 3]
-    expected = history.df.drop(columns="lr")
+    expected = history.df.drop(columns="learning_rate")
     np.testing.assert_allclose(dfhistory.to_numpy(float), expected.to_numpy(float), rtol=1e-6)
     assert dfhistory["val_accuracy"].iloc[-1] > 0.9  # it learned
     logs = model.evaluate(dl_val)

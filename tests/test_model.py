@@ -15,10 +15,10 @@ def test_fit_reduces_loss_and_returns_history(kit, regression):
     model.compile("adam", "mse", metrics=["mae"], lr=1e-2)
     history = model.fit(x, y, batch_size=32, epochs=4, validation_split=0.25, verbose=0)
     assert history is model.history
-    assert list(history.df.columns) == ["epoch", "loss", "mae", "val_loss", "val_mae", "lr"]
+    assert list(history.df.columns) == ["epoch", "loss", "mae", "val_loss", "val_mae", "learning_rate"]
     assert history.df["epoch"].tolist() == [1, 2, 3, 4]
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
-    assert history.history["lr"] == pytest.approx([1e-2] * 4)
+    assert history.history["learning_rate"] == pytest.approx([1e-2] * 4)
 
 
 def test_classifier_learns_with_accuracy(kit, classes):
@@ -171,7 +171,7 @@ def test_learning_rate_gets_and_sets(kit, regression):
     model.learning_rate = 0.02
     assert model.learning_rate == pytest.approx(0.02)
     history = model.fit(*regression, epochs=1, verbose=0)
-    assert history.history["lr"] == pytest.approx([0.02])
+    assert history.history["learning_rate"] == pytest.approx([0.02])
 
 
 def test_save_and_load_weights_round_trip(kit, regression, tmp_path):

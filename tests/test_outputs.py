@@ -48,7 +48,7 @@ def test_dict_outputs_train_with_losses_weights_and_metrics_by_name(kit):
                         validation_split=0.25, verbose=0)
     assert list(history.df.columns) == [
         "epoch", "loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae",
-        "val_loss", "val_cls_loss", "val_reg_loss", "val_cls_accuracy", "val_reg_mae", "lr"]
+        "val_loss", "val_cls_loss", "val_reg_loss", "val_cls_accuracy", "val_reg_mae", "learning_rate"]
     assert model.metrics_names == ["loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae"]
     logs = model.validate(x, {"cls": labels, "reg": value})
     assert logs["loss"] == pytest.approx(logs["cls_loss"] + 0.5 * logs["reg_loss"], rel=1e-5)
@@ -116,7 +116,7 @@ def test_output_names_the_one_output_to_train(kit):
     model = fitkit.Model(_two_head_net(kit))
     model.compile("adam", "cross_entropy", metrics=["accuracy"], output="cls", lr=1e-2)
     history = model.fit(x, labels, epochs=8, verbose=0)
-    assert list(history.history) == ["loss", "accuracy", "lr"]
+    assert list(history.history) == ["loss", "accuracy", "learning_rate"]
     assert model.validate(x, labels)["accuracy"] > 0.7
     model.compile("adam", "cross_entropy", output="logits")
     with pytest.raises(fitkit.FitkitValueError, match="no 'logits'.*cls"):
@@ -145,7 +145,7 @@ def test_huggingface_style_single_key_dict_output(kit):
     model = fitkit.Model(net)
     model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-2)
     history = model.fit(x, labels, epochs=10, verbose=0)
-    assert list(history.history) == ["loss", "accuracy", "lr"]
+    assert list(history.history) == ["loss", "accuracy", "learning_rate"]
     assert history.history["accuracy"][-1] > 0.7
     assert model.predict(x[:3])["logits"].shape == (3, 3)
 

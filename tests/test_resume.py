@@ -167,16 +167,16 @@ def test_a_monitored_key_that_will_never_exist_fails_before_training(kit):
     model = fresh_model(kit)
     before = model.get_weights()
     with pytest.raises(fitkit.FitkitValueError, match=r"'val_loss'.*validation_data.*loss, "
-                                                      r"accuracy, lr"):
+                                                      r"accuracy, learning_rate"):
         model.fit(*make_classes(n=32, d=4), epochs=1, verbose=0, callbacks=[Watches()])
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_keras_callback_gets_the_fitkit_equivalent_named(tf_kit):
-    import keras
+def test_a_keras_callback_with_a_torch_network_gets_the_fitkit_equivalent_named(torch_kit):
+    import keras  # a Keras network runs it (tests/tf/test_keras_callbacks.py)
 
-    model = fresh_model(tf_kit)
+    model = fresh_model(torch_kit)
     with pytest.raises(fitkit.FitkitTypeError, match="fitkit.callbacks.EarlyStopping"):
         model.fit(*make_classes(n=32, d=4), epochs=1, verbose=0,
                   callbacks=[keras.callbacks.EarlyStopping()])
@@ -234,6 +234,7 @@ def test_a_lightning_callback_gets_the_fitkit_equivalent_named(kit):
     LearningRateMonitor = type("LearningRateMonitor", (), {"__module__":
                                                            "lightning.pytorch.callbacks"})
     model = fresh_model(kit)
-    with pytest.raises(fitkit.FitkitTypeError, match=r"Lightning callback.*'lr' column"):
+    with pytest.raises(fitkit.FitkitTypeError,
+                       match=r"Lightning callback.*'learning_rate' column"):
         model.fit(*make_classes(n=32, d=4), epochs=1, verbose=0,
                   callbacks=[LearningRateMonitor()])

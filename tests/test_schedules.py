@@ -372,11 +372,11 @@ def test_fit_with_a_portable_schedule_logs_its_rates(kit, every):
     steps = [e for e in range(4)] if every == "epoch" else [4 * (e + 1) for e in range(4)]
     horizon = 4 if every == "epoch" else 16
     want = [S.CosineDecay()(t, 0.1, horizon) for t in steps]
-    np.testing.assert_allclose(history.history["lr"], want, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(history.history["learning_rate"], want, rtol=2e-6, atol=1e-9)
     history = model.fit(x, y, batch_size=64, epochs=2, verbose=0)  # restarts over this fit
     want = [S.CosineDecay()(t, 0.1, 2 if every == "epoch" else 4)
             for t in ([0, 1] if every == "epoch" else [2, 4])]
-    np.testing.assert_allclose(history.history["lr"], want, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(history.history["learning_rate"], want, rtol=2e-6, atol=1e-9)
 
 
 def test_fit_with_native_schedules(kit):
@@ -394,7 +394,7 @@ def test_fit_with_native_schedules(kit):
     # TF: Keras's per-batch rate after 3 updates an epoch; torch: each epoch's rate, the
     # plateau (threshold=10: never better) halving it at every epoch end
     want = [0.05, 0.025, 0.0125] if kit.name == "tensorflow" else [0.1, 0.05, 0.025]
-    assert history.history["lr"] == pytest.approx(want, rel=1e-6)
+    assert history.history["learning_rate"] == pytest.approx(want, rel=1e-6)
 
 
 class _SaveAt(fitkit.callbacks.Callback):
@@ -426,10 +426,10 @@ def test_a_checkpoint_mid_epoch_resumes_the_schedule_exactly(kit, tmp_path, ever
         return m
 
     whole = model().fit(x, y, batch_size=32, epochs=4, verbose=0,
-                        callbacks=[_SaveAt(path, 1, 1)]).history["lr"]
+                        callbacks=[_SaveAt(path, 1, 1)]).history["learning_rate"]
     resumed = model()
     resumed.load_checkpoint(path)
-    lrs = resumed.fit(x, y, batch_size=32, epochs=4, verbose=0).history["lr"]
+    lrs = resumed.fit(x, y, batch_size=32, epochs=4, verbose=0).history["learning_rate"]
     np.testing.assert_allclose(lrs, whole, rtol=2e-6, atol=1e-9)
 
 
@@ -440,4 +440,4 @@ def test_batch_schedule_horizon_counts_updates_under_gradient_accumulation(kit):
                   gradient_accumulation_steps=2)
     history = model.fit(x, y, batch_size=32, epochs=2, verbose=0)  # 2 updates an epoch
     want = [S.CosineDecay()(t, 0.1, 4) for t in (2, 4)]
-    np.testing.assert_allclose(history.history["lr"], want, rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(history.history["learning_rate"], want, rtol=2e-6, atol=1e-9)

@@ -121,7 +121,7 @@ _EQUIVALENTS = {
     "BackupAndRestore": "BackupAndRestore", "LearningRateScheduler": "LearningRateScheduler",
     "ReduceLROnPlateau": "ReduceLROnPlateau", "CSVLogger": "CSVLogger",
     "TensorBoard": "TensorBoard", "TerminateOnNaN": "TerminateOnNaN",
-    "LambdaCallback": "LambdaCallback", "LearningRateMonitor": "the history's 'lr' column",
+    "LambdaCallback": "LambdaCallback", "LearningRateMonitor": "the history's 'learning_rate' column",
     "ProgbarLogger": "fit(verbose=...)", "TQDMProgressBar": "fit(verbose=...)",
     "RichProgressBar": "fit(verbose=...)", "GradientAccumulationScheduler":
         "compile(gradient_accumulation_steps=N)", "StochasticWeightAveraging": None,

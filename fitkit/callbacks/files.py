@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from .. import distribute
 from ..errors import FitkitTypeError, FitkitValueError
+from ..history import LR_KEY
 from .base import Callback
 from .monitor import Improvement, check_monitor, check_number
 
@@ -60,7 +61,7 @@ class _Fields(Mapping):
             return self.fixed[key]
         if key in self.logs:
             return self.logs[key]
-        if key == "lr":  # step logs hold no rate; the model knows it
+        if key == LR_KEY:  # step logs hold no rate; the model knows it
             return self.model.learning_rate
         raise KeyError(key)
 

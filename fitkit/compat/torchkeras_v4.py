@@ -14,7 +14,7 @@ import torch
 
 from ..callbacks import Callback, EarlyStopping, ModelCheckpoint
 from ..errors import FitkitTypeError, FitkitValueError
-from ..history import is_lr_column
+from ..history import LR_KEY, is_lr_column
 from ..model import Model as FitkitModel
 from .torchkeras import check_loss, check_net, check_optimizer, rule, whole
 
@@ -100,7 +100,7 @@ def torchkeras_logs(logs: Mapping[str, float]) -> dict[str, float]:
     val_loss, val_<m>."""
     train = {f"train_{k}": v for k, v in logs.items()
              if not k.startswith("val_") and not is_lr_column(k)}
-    lr = {k: v for k, v in logs.items() if is_lr_column(k)}
+    lr = {"lr" + k[len(LR_KEY):]: v for k, v in logs.items() if is_lr_column(k)}
     return {**train, **lr, **{k: v for k, v in logs.items() if k.startswith("val_")}}
 
 

@@ -101,7 +101,7 @@ def test_keras_builtin_callbacks_give_kerass_results(tf_kit, tmp_path, make):
     for a, b in zip(model.net.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
     if "learning_rate" in expected:
-        np.testing.assert_allclose(history.get("learning_rate", history.get("lr")),
+        np.testing.assert_allclose(history["learning_rate"],
                                    expected["learning_rate"], rtol=1e-6)
     files = sorted(p.name for p in dirs["keras"].iterdir())
     assert sorted(p.name for p in dirs["fitkit"].iterdir()) == files

@@ -48,11 +48,11 @@ def test_reduce_lr_on_plateau_halves_every_group_and_the_history_logs_each(torch
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[worse_every_epoch()])
     # epoch 1 sets the best; epochs 2 and 3 each halve every group
     assert rates(opt) == pytest.approx([BACKBONE / 4, HEAD / 4], rel=1e-12)
-    # each row: the rates that epoch trained with; no collapsed single "lr" column
-    assert "lr" not in history.history
-    assert history.history["lr-group0"] == pytest.approx([BACKBONE, BACKBONE, BACKBONE / 2])
-    assert history.history["lr-group1"] == pytest.approx([HEAD, HEAD, HEAD / 2])
-    assert list(history.df.columns) == ["epoch", "loss", "lr-group0", "lr-group1"]
+    # each row: the rates that epoch trained with; no collapsed single "learning_rate" column
+    assert "learning_rate" not in history.history
+    assert history.history["learning_rate-group0"] == pytest.approx([BACKBONE, BACKBONE, BACKBONE / 2])
+    assert history.history["learning_rate-group1"] == pytest.approx([HEAD, HEAD, HEAD / 2])
+    assert list(history.df.columns) == ["epoch", "loss", "learning_rate-group0", "learning_rate-group1"]
 
 
 def test_a_group_name_names_its_column(torch_kit):
@@ -60,8 +60,8 @@ def test_a_group_name_names_its_column(torch_kit):
     model, opt = grouped(names=("backbone", "head"))
     model.compile(opt, "mse")
     history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert history.history["lr-backbone"] == [BACKBONE]
-    assert history.history["lr-head"] == [HEAD]
+    assert history.history["learning_rate-backbone"] == [BACKBONE]
+    assert history.history["learning_rate-head"] == [HEAD]
 
 
 def test_learning_rate_scheduler_scales_every_group_by_the_same_factor(torch_kit):
@@ -77,7 +77,7 @@ def test_learning_rate_scheduler_scales_every_group_by_the_same_factor(torch_kit
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0,
                         callbacks=[LearningRateScheduler(schedule)])
     assert seen == pytest.approx([BACKBONE, BACKBONE, BACKBONE / 10])
-    assert history.history["lr-group1"] == pytest.approx([HEAD, HEAD / 10, HEAD / 100])
+    assert history.history["learning_rate-group1"] == pytest.approx([HEAD, HEAD / 10, HEAD / 100])
     assert rates(opt) == pytest.approx([BACKBONE / 100, HEAD / 100])
 
 
@@ -121,7 +121,7 @@ def test_a_portable_schedule_keeps_the_ratio_between_groups(torch_kit, schedule)
     model, opt = grouped()
     model.compile(opt, "mse", lr_schedule=schedule, lr_schedule_every="batch")
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
-    first, second = (np.array(history.history[k]) for k in ("lr-group0", "lr-group1"))
+    first, second = (np.array(history.history[k]) for k in ("learning_rate-group0", "learning_rate-group1"))
     assert len(set(first.round(12))) > 1  # the schedule moved
     np.testing.assert_allclose(second, first * (HEAD / BACKBONE), rtol=1e-12)
     if isinstance(schedule, OneCycle):  # an absolute peak is group 0's; the head's is 100x
@@ -133,8 +133,8 @@ def test_a_native_torch_scheduler_keeps_the_ratio_between_groups(torch_kit):
     model, opt = grouped()
     model.compile(opt, "mse", lr_schedule=lambda o: L.StepLR(o, step_size=1, gamma=0.5))
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
-    assert history.history["lr-group0"] == pytest.approx([BACKBONE, BACKBONE / 2, BACKBONE / 4])
-    assert history.history["lr-group1"] == pytest.approx([HEAD, HEAD / 2, HEAD / 4])
+    assert history.history["learning_rate-group0"] == pytest.approx([BACKBONE, BACKBONE / 2, BACKBONE / 4])
+    assert history.history["learning_rate-group1"] == pytest.approx([HEAD, HEAD / 2, HEAD / 4])
 
 
 class _SaveAt(Callback):
