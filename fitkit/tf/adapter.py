@@ -86,7 +86,7 @@ class Adapter:
                precision: str, loss_weights: Any, output: Any, run_eagerly: bool,
                controls: Any) -> None:
         self.optimizer = step_controls.wrap_optimizer(
-            optimizers.build_optimizer(optimizer, lr, self.net), precision)
+            optimizers.build_optimizer(optimizer, lr, self.net), precision, self.net)
         if self.replicas is not None:
             self.replicas.check_optimizer(self.optimizer)
         self._update = (step_controls.Update(self, controls)
