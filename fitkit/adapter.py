@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
+WEIGHTS_FINITE = "__weights_finite__"  # read_logs(mode, weights=True): 1.0 when every
+# weight of the network is finite (read with the logs, in the same transfer)
 Batch = tuple  # (x, y) or (x, y, sample_weight); y is None for prediction. x may be a tensor,
 # a tuple or a dict of them (see sources.unpack).
 
@@ -20,8 +22,11 @@ class BatchSource(Protocol):
     predicts_in_chunks: bool  # predict may run several batches per call (Chunk items)
 
     def __iter__(self) -> Iterator[Batch]: ...  # one pass; reshuffled when shuffling
-    def batches(self, group: int = 1, limit: int | None = None) -> Iterator[tuple[Any, int]]:
-        """(item, n_steps) pairs for one pass: a batch, or several for one compiled call."""
+    def batches(self, group: int = 1, limit: int | None = None,
+                skip: int | None = None) -> Iterator[tuple[Any, int]]:
+        """(item, n_steps) pairs for one pass: a batch, or several for one compiled call
+        (``group`` steps, or as many as a callable ``group`` says when the chunk is made);
+        ``skip``: a fresh pass from that step on (None: reuse the pass ``peek`` opened)."""
     def peek(self) -> Batch: ...                # the first batch, without consuming it
     def targets(self) -> Any: ...               # every target in memory, or None
     def map_inputs(self, fn: Callable[[Any], Any]) -> None: ...  # convert every batch's x
@@ -94,6 +99,9 @@ class Adapter(Protocol):
     def predict_step(self, batch: Batch) -> Any: ...
     def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any: ...
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None: ...
+    def runs_own_step(self, mode: str) -> bool:
+        """True when the native network brings its own step for ``mode`` (a keras.Model
+        overriding train_step): fitkit runs it, and the data is the step's to read."""
     def make_function(self, step: Callable[[Batch], Any], mode: str) -> Callable[[Any], Any]:
         """The step, compiled where the backend compiles, taking the items of ``batches``."""
     def set_training(self, training: bool | None) -> None: ...
@@ -101,7 +109,8 @@ class Adapter(Protocol):
 
     # logs: device-resident until read
     def reset_logs(self, mode: str) -> None: ...
-    def read_logs(self, mode: str) -> dict[str, float]: ...
+    def read_logs(self, mode: str, weights: bool = False) -> dict[str, float]:
+        """Every log in one host read; ``weights``: with WEIGHTS_FINITE (finite.Guard)."""
     def outputs_to_numpy(self, outputs: list) -> Any: ...
 
     # weights, whole training state (checkpoints), summary

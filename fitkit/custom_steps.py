@@ -125,6 +125,6 @@ class CustomSteps:
 
     def _custom(self, mode: str) -> bool:
         """True when a subclass overrides ``<mode>_step`` (or ``shared_step``, for train and
-        test): it uses the data its own way."""
+        test), or the network brings its own step: it uses the data its own way."""
         return getattr(type(self), f"{mode}_step") is not getattr(CustomSteps, f"{mode}_step") or \
-            (mode != "predict" and self._shared)
+            (mode != "predict" and self._shared) or self._adapter.runs_own_step(mode)

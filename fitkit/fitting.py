@@ -153,10 +153,10 @@ def save_checkpoint(model: Any, path: str) -> None:
         epoch = state.epoch
         step = state.loop.steps_done if state.loop is not None else state.step
         meta["fit"] = {"epoch": epoch, "step": step, "epochs": state.epochs,
-                       "global_step": state.global_step,
+                       "global_step": state.global_step, "pass_step": state.pass_step,
                        "callbacks": cbs.state_dicts() if cbs is not None else [],
                        "data": _data_shape(cbs)}
-        if step:  # mid-epoch: the RNGs as this epoch's pass began, to draw its order again
+        if step or state.pass_step:  # mid-pass: the RNGs as it began, to draw its order again
             arrays.update(prefixed("epoch_rng", as_arrays(state.epoch_rng)))
     save_state(str(path), arrays, meta)
 
@@ -187,12 +187,15 @@ def load_checkpoint(model: Any, path: str) -> dict:
                "callbacks": []}
     state = FitState(epochs=fit["epochs"], epoch=fit["epoch"], step=fit["step"],
                      global_step=fit["global_step"], resume_step=fit["step"],
-                     epoch_rng=unprefixed("epoch_rng", arrays) if fit["step"] else {})
+                     pass_step=fit.get("pass_step", 0),
+                     epoch_rng=unprefixed("epoch_rng", arrays)
+                     if fit["step"] or fit.get("pass_step") else {})
     if model._fit_state is not None and not model._fit_state.completed:
         running = model._fit_state  # a backup restored at train begin: this fit continues
         running.epoch, running.step, running.global_step = state.epoch, state.step, \
             state.global_step
         running.resume_step, running.epoch_rng = state.resume_step, state.epoch_rng
+        running.pass_step = state.pass_step
     else:
         state.saved = (arrays, meta, str(path), fit)
         model._resume = state  # the next fit starts here

@@ -24,6 +24,9 @@ class FitState:
     step: int = 0               # steps done in it
     global_step: int = 0        # steps done since the fit began (over all epochs)
     epoch_rng: dict = field(default_factory=dict)  # RNGs as this epoch's pass began
+    pass_step: int = 0          # steps_per_epoch: steps of the open pass before this epoch
+    stream: Any = None          # steps_per_epoch: streams.Stream, the pass across epochs
+    warned_validation: bool = False  # finite.check_validation warns once a fit
     resume_step: int | None = None   # a resumed fit: steps of ``epoch`` already done
     interrupted: str | None = None   # where a Ctrl-C or an error stopped the fit
     completed: bool = False

@@ -203,6 +203,12 @@ class IterableSource:
         self.input_map = fn
 
 
+def chunk_size(group: int | Callable[[], int]) -> int:
+    """Steps for the next compiled call: ``batches``' group, or a callable read per chunk (a
+    pass continued across epochs sizes each chunk to its epoch's remaining steps)."""
+    return group() if callable(group) else group
+
+
 def remaining(limit: int | None, skip: int) -> int | None:
     return None if limit is None else max(limit - skip, 0)
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 import re
 import time
-import warnings
 from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
-from . import arrays, checks, distribute
+from . import arrays, checks, distribute, finite, streams
 from .backend import backend_part
 from .callbacks import CallbackList
 from .display import EpochDisplay, format_logs
@@ -245,20 +244,14 @@ def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | No
     return math.gcd(AUTO_STEPS_PER_EXECUTION, *every)
 
 
-def nonfinite_loss(logs: dict) -> bool:
-    """True when a loss in ``logs`` (the total or an output's) is NaN or infinite."""
-    return any(not math.isfinite(v) for k, v in logs.items() if k == "loss" or
-               k.endswith("_loss"))
-
-
 def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: CallbackList,
               display: EpochDisplay, limit: int | None, log_every: int | None,
               val_limit: int | None, validate_now: bool, terminate_on_nan: bool
               ) -> dict[str, float]:
     """One epoch: hooks, train steps, validation, display, the history row; returns the logs.
 
-    With ``terminate_on_nan``, a non-finite loss at a log point (a step log or the epoch
-    end: no extra host sync) ends the epoch there and stops training with a warning.
+    With ``terminate_on_nan``, a non-finite loss or weight at a log point (a step log or
+    the epoch end; finite.py) ends the epoch there and stops training with a warning.
     A resumed epoch (``state.resume_step``) continues where the backup was made: its begin
     hooks ran before the backup, and its running logs came back with the state.
     """
@@ -275,37 +268,28 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
     if resumed:
         display.advance(resumed)
     group = steps_per_call(model, cbs, "train", log_every)
+    guard = finite.Guard(adapter) if terminate_on_nan else None
+    read = guard.read if guard else lambda: adapter.read_logs("train")
     loop = StepLoop(open_pass(adapter, state, train, group, limit), kind="train",
                     callbacks=cbs, display=display, log_every=log_every,
-                    read_logs=lambda: adapter.read_logs("train"), steps_done=resumed or 0,
-                    stop_if=nonfinite_loss if terminate_on_nan else None,
+                    read_logs=read, steps_done=resumed or 0, stop_if=guard,
                     stop_requested=lambda: model.stop_training)
     state.loop, state.resume_step = loop, None
     run_steps(loop, model._function("train"), f"fit: epoch {epoch + 1}")
     adapter.finish_epoch()  # a last, partial window of accumulated gradients
     state.step = loop.steps_done
-    logs = adapter.read_logs("train")  # host sync: epoch end
-    if terminate_on_nan and (loop.stopped and not model.stop_training or nonfinite_loss(logs)):
-        reason = (f"the loss became {logs.get('loss')} at epoch {epoch + 1}, step "
-                  f"{loop.steps_done}")
-        warnings.warn(f"fit stopped: {reason}. The history keeps the epochs so far (this last "
-                      f"row holds the non-finite values) and the model the weights it has now. "
-                      f"Lower the learning rate or check the data for NaN/inf; pass "
-                      f"terminate_on_nan=False to keep training.", stacklevel=4)
-        model.history.stop_reason = reason
-        model.stop_training = True
+    logs = read()  # host sync: epoch end
+    if guard is not None and (guard.what is not None or guard(logs)):
+        finite.stop(model, guard, epoch, loop.steps_done)
         validate_now = False
     if val is not None and validate_now:
         val_logs = evaluate(model, val, cbs, val_limit, f"fit: validation after epoch "
                                                         f"{epoch + 1}")
+        finite.check_validation(state, epoch, logs, val_logs)
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
     logs.update(adapter.learning_rates())  # one column per param group (history.lr_columns)
     display.end_epoch(epoch, logs, time.perf_counter() - start)
-    if limit and loop.steps_done < limit and not loop.stopped:
-        warnings.warn(f"The training data ran out after {loop.steps_done} of "
-                      f"steps_per_epoch={limit} steps; training stops. Provide at least "
-                      f"steps_per_epoch * epochs batches.")
-        model.stop_training = True
+    streams.end_epoch(model, state, epoch, loop.steps_done, limit, loop.stopped)
     if not state.keys_checked:  # a custom step: its keys are known now
         cbs.check_monitors(expected_keys([k for k in logs if not k.startswith("val_")
                                           and not is_lr_column(k)], val is not None,
@@ -315,7 +299,8 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
     adapter.scheduler.epoch_end(epoch, logs)
     state.global_step += loop.steps_done - (resumed or 0)
     state.epoch, state.step, state.loop = epoch + 1, 0, None
-    state.epoch_rng = {}  # the next epoch's pass takes its own snapshot
+    if not state.pass_step:  # the next epoch's pass takes its own snapshot
+        state.epoch_rng = {}
     call_hook(cbs.on_epoch_end, f"fit: end of epoch {epoch + 1}", epoch, logs)
     return logs
 
@@ -329,7 +314,10 @@ def expected_keys(train_keys: list, with_validation: bool, lr_keys: Any) -> list
 
 def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int | None):
     """This epoch's batches, with the RNGs as the pass began recorded (or, when resuming,
-    put back while the pass opens and skips what was done, so it draws the same order)."""
+    put back while the pass opens and skips what was done, so it draws the same order).
+    With steps_per_epoch (``limit``), one pass goes on across epochs (streams.py)."""
+    if limit is not None:
+        return streams.epoch_batches(adapter, state, train, group, limit)
     rngs = backend_part(adapter, "state")
     if not state.epoch_rng:  # a new epoch (or one resumed at its start): the RNGs as they are
         state.epoch_rng = rngs.rng_state()

@@ -7,20 +7,20 @@ metrics.py, losses in losses.py, what a strategy changes (Replicas) in distribut
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
 from .. import arrays, specs, targets
+from ..adapter import WEIGHTS_FINITE
 from ..controls import TrainingControls
 from ..errors import BackendError
 from ..history import LR_KEY
 from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
-from . import (data, devices, distribute, losses, metrics, optimizers, schedules, state,
+from . import (data, devices, distribute, finite, losses, metrics, optimizers, schedules, state,
                summary, weights)
 from .functions import (CompiledStep, DistributedStep, chunk_loop, graph_label_stats,
                         iterator_loop, jit_step, kind_of, own_stats, predict_chunk)
@@ -28,8 +28,8 @@ from .functions import (CompiledStep, DistributedStep, chunk_loop, graph_label_s
 if keras.backend.backend() != "tensorflow":
     raise BackendError(
         f"Keras is running on the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
-        f"fitkit's TensorFlow adapter needs KERAS_BACKEND=tensorflow (or unset)."
-    )
+        f"fitkit's TensorFlow adapter needs KERAS_BACKEND=tensorflow (or unset).")
+
 
 def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)  # python, numpy, tf and Keras's own seed generator
@@ -48,6 +48,11 @@ class Adapter:
 
     name = "tensorflow"
 
+    def __new__(cls, net: Any, **kwargs: Any) -> "Adapter":
+        from . import keras_steps  # a keras.Model's own steps run there (a subclass)
+        own = cls is Adapter and keras_steps.own_steps(net)
+        return super().__new__(keras_steps.OwnStepsAdapter if own else cls)
+
     def __init__(self, net: Any, *, device: Any = None) -> None:
         self.net = net
         self.device = devices.resolve_device(device)  # only where Keras places it anyway
@@ -64,13 +69,6 @@ class Adapter:
         self.replicas: distribute.Replicas | None = None  # compiled under a strategy
         self.training_call = False  # self(x) in a shared step: True while tracing training
         self._scope: Callable = contextlib.nullcontext  # that strategy's scope
-        own_step = getattr(type(net), "train_step", None)
-        if isinstance(net, keras.Model) and own_step is not keras.Model.train_step:
-            warnings.warn(
-                f"{type(net).__name__} overrides keras.Model.train_step; fitkit runs its own "
-                f"step and does not call it. Move that code into a fitkit.Model subclass's "
-                f"train_step (same body, with self.net), or train with keras's own fit.",
-                stacklevel=3)
 
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
@@ -88,7 +86,7 @@ class Adapter:
                precision: str, loss_weights: Any, output: Any, run_eagerly: bool,
                controls: Any) -> None:
         self.optimizer = step_controls.wrap_optimizer(
-            optimizers.build_optimizer(optimizer, lr, self.net), precision)
+            optimizers.build_optimizer(optimizer, lr, self.net), precision, self.net)
         if self.replicas is not None:
             self.replicas.check_optimizer(self.optimizer)
         self._update = (step_controls.Update(self, controls)
@@ -353,40 +351,42 @@ class Adapter:
             merged = self._log_fns[key] = tf.function(own_stats(merged_call))
         return dict(zip(names, merged(batch).numpy().tolist()))  # host sync: asked for
 
+    def runs_own_step(self, mode: str) -> bool:  # see keras_steps.OwnStepsAdapter
+        return False
+
     def set_training(self, training: bool | None) -> None:
         """Keras layers get ``training=`` per call; nothing to switch here."""
 
     def training_mode(self) -> None:
-        """Keras has no persistent mode (``training=`` is per call)."""
-        return None
+        """Keras has no persistent mode (``training=`` is per call): None."""
 
     # ------------------------------------------------------------------ logs
     def reset_logs(self, mode: str) -> None:
         with self._scope():
             self._log_functions(mode)[2]()
 
-    def read_logs(self, mode: str) -> dict[str, float]:
-        """The logs as floats; under a strategy, sums over every replica (a collective on
-        every worker under multi_worker: each process must read at the same points)."""
-        names, read, _ = self._log_functions(mode)
+    def read_logs(self, mode: str, weights: bool = False) -> dict[str, float]:
+        """The logs as floats (``weights``: WEIGHTS_FINITE too); under a strategy, sums over
+        every replica (a collective on every worker: each process reads at the same points)."""
+        names, read, _ = self._log_functions(mode, weights)
         if not names:
             return {}
         with self._scope():
             values = read()
         return dict(zip(names, values.numpy().tolist()))  # host sync: one read for all logs
 
-    def _log_functions(self, mode: str) -> tuple:
+    def _log_functions(self, mode: str, weights: bool = False) -> tuple:
         """(names, read, reset) for the current logs of ``mode``, each one compiled call:
         eager ops, one per variable, would cost more than a step on the batch-style path."""
         tracker = self._trackers.get(mode)
         metrics = [m for m in self.metrics if m.mode is not None]
         names = ([k for k in tracker.sums if k in tracker.returned] if tracker else []) + \
-            [m.name for m in metrics]
+            [m.name for m in metrics] + [WEIGHTS_FINITE] * weights
         key = (mode, tuple(names), len(tracker.sums) if tracker else 0, tuple(map(id, metrics)))
         if key not in self._log_fns:
             def read() -> tf.Tensor:
                 values = list(tracker.results().values()) if tracker else []
-                values += [m.result() for m in metrics]
+                values += [m.result() for m in metrics] + [finite.flag(self.net)] * weights
                 return tf.stack([tf.reshape(tf.cast(v, tf.float64), []) for v in values])
 
             def reset() -> None:

@@ -30,9 +30,13 @@ def check_precision(net: Any, precision: str) -> None:
             f"keras.mixed_precision.set_global_policy({wanted!r}) before building it.")
 
 
-def wrap_optimizer(optimizer: Any, precision: str) -> Any:
-    """fp16: the optimizer inside a LossScaleOptimizer (dynamic loss scale), once."""
-    if precision != "fp16" or isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+def wrap_optimizer(optimizer: Any, precision: str, net: Any = None) -> Any:
+    """fp16, or a network built under the mixed_float16 policy (as Keras's compile does,
+    with no precision= asked): the optimizer inside a LossScaleOptimizer (dynamic loss
+    scale), once."""
+    policy = getattr(getattr(net, "dtype_policy", None), "name", None)
+    if precision != "fp16" and policy != "mixed_float16" or \
+            isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return optimizer
     return keras.optimizers.LossScaleOptimizer(optimizer)
 

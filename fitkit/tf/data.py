@@ -15,8 +15,9 @@ import tensorflow as tf
 from ..arrays import leaves, map_optional
 from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
-from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
-                       make_batch, map_style_dataset, one_step_each, remaining)
+from ..sources import (IterableSource, check_iterable, chunk_size,
+                       class_weight_needs_one_output, make_batch, map_style_dataset,
+                       one_step_each, remaining)
 
 
 def to_tensor(value: Any) -> tf.Tensor:
@@ -185,9 +186,11 @@ class TensorSource:
         size = tf.constant(bs, tf.int32)
 
         def chunks() -> Iterator[tuple]:
-            for start in range(skip * bs, rows, group * bs):
-                stop = min(start + group * bs, rows)
+            start = skip * bs
+            while start < rows:
+                stop = min(start + chunk_size(group) * bs, rows)
                 yield Chunk(*self._rows(start, stop, order), size), math.ceil((stop - start) / bs)
+                start = stop
         return read_ahead(chunks()) if self.mapped and self.shuffle else chunks()
 
     def peek(self) -> tuple:
@@ -235,6 +238,8 @@ class DatasetSource(IterableSource):
     def __init__(self, data: Any, *, weigh: Any = None) -> None:
         super().__init__(data, to_tensor, weigh=weigh)
         self._mapped: Any = None
+        # repeat()ed: every chunk runs all its steps, so none is counted on the host
+        self.endless = int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
 
     def _pipeline(self) -> Any:
         if self._mapped is None:  # built once the first-batch checks set any input_map
@@ -291,8 +296,8 @@ class DatasetSource(IterableSource):
                                                        else total - done))
             return
         while total is None or done < total:
-            n = group if total is None else min(group, total - done)
-            chunk = IteratorChunk(iterator, n, known=self.steps is not None)
+            n = chunk_size(group) if total is None else min(chunk_size(group), total - done)
+            chunk = IteratorChunk(iterator, n, known=self.steps is not None or self.endless)
             yield chunk, chunk.done
             done += chunk.done()
             if chunk.done() < n:

@@ -14,7 +14,7 @@ import tensorflow as tf
 from .. import distribute as facade
 from ..arrays import leaves, map_optional
 from ..errors import FitkitError, FitkitValueError
-from ..sources import make_batch
+from ..sources import chunk_size, make_batch
 from . import data
 
 _SUM = tf.distribute.ReduceOp.SUM
@@ -343,8 +343,9 @@ class Source:
                 total: int | None) -> Iterator[tuple]:
         done = 0
         while total is None or done < total:
-            n = group if total is None else min(group, total - done)
-            chunk = Chunk(iterator, n, self.steps is not None, spec, rows)
+            n = chunk_size(group) if total is None else min(chunk_size(group), total - done)
+            chunk = Chunk(iterator, n, self.steps is not None or
+                          getattr(self.inner, "endless", False), spec, rows)
             yield chunk, chunk.done
             done += chunk.done()
             if chunk.ran is None and chunk.done() < n:

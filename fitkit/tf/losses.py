@@ -69,6 +69,12 @@ def _callable(fn: Callable) -> Callable:
     return call
 
 
+def keras_loss(loss: Any) -> Any:
+    """compile's loss as Keras's own compile takes it: a name becomes the Keras loss it
+    means here ("cross_entropy" takes logits); Keras losses and callables stay as they are."""
+    return _FACTORIES[loss_spec(loss).name]() if isinstance(loss, str) else loss
+
+
 def build_loss(loss: Any) -> tuple[Callable, LossSpec]:
     """A loss ``fn(y_true, y_pred, sample_weight) -> scalar`` and what fitkit knows of it."""
     if isinstance(loss, KerasIdentifier):  # a Keras class name or dict: as Keras builds it

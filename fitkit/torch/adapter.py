@@ -13,12 +13,13 @@ import torch
 
 from .. import distribute as strategies
 from .. import specs, targets
+from ..adapter import WEIGHTS_FINITE
 from ..controls import TrainingControls
 from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
-from . import (data, devices, losses, metrics, optimizers, schedules, state, summary,
-               weights)
+from . import (data, devices, finite, losses, metrics, optimizers, schedules, state,
+               summary, weights)
 
 def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
@@ -308,6 +309,10 @@ class Adapter:
         function(batch)
         return self.read_logs(mode)  # host sync: the caller asked for values
 
+    def runs_own_step(self, mode: str) -> bool:
+        """A torch module has no step of its own for fitkit to run."""
+        return False
+
     def set_training(self, training: bool | None) -> None:
         if training is not None:
             self.net.train(training)
@@ -323,9 +328,9 @@ class Adapter:
             if metric.mode is not None:
                 metric.reset()
 
-    def read_logs(self, mode: str) -> dict[str, float]:
+    def read_logs(self, mode: str, weights: bool = False) -> dict[str, float]:
         """Every log in one host read; under DDP over every process (a collective: each
-        process reads at the same points)."""
+        process reads at the same points). ``weights``: with WEIGHTS_FINITE, same read."""
         if self._ddp is not None:
             values = self._ddp.log_values(self._trackers[mode], self.metrics)
         else:
@@ -333,6 +338,8 @@ class Adapter:
             for metric in self.metrics:
                 if metric.mode is not None:
                     values[metric.name] = metric.result()
+        if weights:
+            values[WEIGHTS_FINITE] = finite.flag(self.net, self.device)
         if not values:
             return {}
         stacked = torch.stack([v.to(torch.float64).reshape(()) for v in values.values()])
