@@ -17,6 +17,7 @@ from .custom_steps import CustomSteps
 from .display import summary_table
 from .errors import FitkitValueError, NotCompiledError
 from .history import History
+from .outputs import with_weighted
 
 
 class Model(CustomSteps):
@@ -103,6 +104,7 @@ class Model(CustomSteps):
     # ------------------------------------------------------------------ compile
     def compile(self, optimizer: Any = None, loss: Any = None,
                 metrics: Sequence[Any] | Mapping[str, Any] | None = None, *,
+                weighted_metrics: Sequence[Any] | Mapping[str, Any] | None = None,
                 loss_weights: Sequence[float] | Mapping[str, float] | None = None,
                 output: str | int | None = None, lr: float | None = None,
                 lr_schedule: Any = None, lr_schedule_every: str = "epoch",
@@ -114,6 +116,8 @@ class Model(CustomSteps):
         """Choose optimizer (default "adam"), loss and metrics; strings mean the same on both
         backends (a subclass may choose optimizer and schedule in ``configure_optimizers``).
 
+        ``metrics`` ignore sample and class weights; ``weighted_metrics`` apply them (Keras's
+        rule; a weighted twin of a plain metric logs as ``weighted_<name>``).
         Several outputs: ``loss``, ``loss_weights``, ``metrics`` as dicts by output name or
         lists in output order (as Keras takes them); ``output`` trains just one (key or index).
         ``lr_schedule``: a torch scheduler (or ``optimizer -> scheduler``), a Keras
@@ -131,8 +135,10 @@ class Model(CustomSteps):
             raise FitkitValueError("compile needs a loss, e.g. loss='mse' or loss='cross_entropy' "
                                    "(or override train_step to train without one).")
         optimizer, loss, metrics = identifiers.parse_compile(optimizer, loss, metrics)
+        weighted_metrics = identifiers.parse_compile(None, None, weighted_metrics)[2]
         if isinstance(metrics, (str, specs.MetricSpec, identifiers.KerasIdentifier)):
             metrics = [metrics]
+        metrics = with_weighted(metrics, weighted_metrics)
         if type(self).configure_optimizers is not CustomSteps.configure_optimizers:
             optimizer, lr_schedule, lr_schedule_every, lr_schedule_monitor = configured(
                 self.configure_optimizers(), optimizer, lr_schedule, lr_schedule_every,

@@ -279,10 +279,37 @@ def _check_names(loss: Any, metrics: Any, build_loss: Callable, build_metrics: C
     for group in groups:
         for item in group if isinstance(group, (list, tuple)) else [group]:
             for name in item if isinstance(item, (list, tuple)) else [item]:
+                name = name.item if isinstance(name, specs.Entry) else name
                 if isinstance(name, str):
                     specs.metric_name(name)
                 elif isinstance(name, KerasIdentifier):
                     build_metrics([name])
+
+
+def with_weighted(metrics: Any, weighted: Any) -> Any:
+    """compile's ``metrics`` and ``weighted_metrics`` as one structure of ``specs.Entry``s:
+    one list for one output (``{name: metric}`` dicts become named entries), or dicts by
+    output name merged key by key."""
+    if not weighted:
+        return metrics
+    by_output = [isinstance(m, Mapping) and not _one_metric_each(m) for m in (metrics, weighted)]
+    if any(by_output):
+        if not (by_output[1] and (by_output[0] or not metrics)):
+            raise FitkitValueError(
+                "compile(metrics=..., weighted_metrics=...) must have the same structure: "
+                "lists (or {name: metric} dicts) for one output, or two dicts by output name.")
+        metrics = metrics or {}
+        return {k: [*_entries(metrics.get(k), False), *_entries(weighted.get(k), True)]
+                for k in [*metrics, *[k for k in weighted if k not in metrics]]}
+    return [*_entries(metrics, False), *_entries(weighted, True)]
+
+
+def _entries(metrics: Any, weighted: bool) -> list:
+    if not metrics:
+        return []
+    if isinstance(metrics, Mapping):
+        return [specs.Entry(m, weighted=weighted, name=k) for k, m in metrics.items()]
+    return [specs.Entry(m, weighted=weighted) for m in _as_list(metrics)]
 
 
 def _as_list(metrics: Any) -> Any:

@@ -186,6 +186,18 @@ def metric_name(name: str) -> str:
     return key
 
 
+class Entry:
+    """One metric of compile's ``metrics`` / ``weighted_metrics`` where both are given:
+    whether it reads sample and class weights (only ``weighted_metrics`` do, as in Keras),
+    and the log name a ``{name: metric}`` dict gave it."""
+
+    def __init__(self, item: Any, *, weighted: bool, name: str | None = None) -> None:
+        self.item, self.weighted, self.name = item, weighted, name
+
+    def __repr__(self) -> str:
+        return f"Entry({self.item!r}, weighted={self.weighted}, name={self.name!r})"
+
+
 def build_metrics(metric_specs, module) -> list:
     """compile's ``metrics`` as metric objects of an adapter's metrics module.
 
@@ -199,14 +211,30 @@ def build_metrics(metric_specs, module) -> list:
             built[-1].name = name
     else:
         built = [_build_metric(item, module) for item in metric_specs]
+    plain = {m.name for m in built if not m.weighted}
+    for metric in built:  # Keras's rule: a weighted twin of a plain metric is weighted_<name>
+        if metric.weighted and metric.name in plain:
+            metric.name = f"weighted_{metric.name}"
     _check_unique([m.name for m in built])
     return built
 
 
 def _build_metric(item: Any, module: Any) -> Any:
+    if isinstance(item, Entry):
+        metric = _build_metric(item.item, module)
+        metric.weighted = item.weighted
+        if item.name is not None:
+            metric.name = item.name
+        return metric
+    metric = _build_unweighted(item, module)
+    metric.weighted = False
+    return metric
+
+
+def _build_unweighted(item: Any, module: Any) -> Any:
     from .identifiers import KerasIdentifier  # it builds on this module's names
     if isinstance(item, KerasIdentifier):  # a Keras class name or serialized dict
-        return _build_metric(module.from_keras(item), module)
+        return _build_unweighted(module.from_keras(item), module)
     if isinstance(item, str):
         cls, kwargs = METRIC_CLASSES[metric_name(item)]
         return getattr(module, cls)(**kwargs)

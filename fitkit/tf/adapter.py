@@ -232,11 +232,13 @@ class Adapter:
         predictions (a mixed policy's) are read in float32, as Keras's own metrics do."""
         if getattr(y_pred, "dtype", None) in (tf.float16, tf.bfloat16):
             y_pred = tf.cast(y_pred, tf.float32)
+        def update() -> None:  # weights reach weighted_metrics only, as in Keras
+            for metric in head.metrics:
+                metric.update(y, y_pred, sample_weight if metric.weighted else None)
         if self.replicas is not None and self.replicas.outside():  # a check, on each replica
-            self.replicas.run(lambda: [m.update(y, y_pred, sample_weight) for m in head.metrics])
+            self.replicas.run(update)
             return
-        for metric in head.metrics:
-            metric.update(y, y_pred, sample_weight)
+        update()
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)

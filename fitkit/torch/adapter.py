@@ -222,8 +222,8 @@ class Adapter:
         y_pred = y_pred.detach()  # metric states never join the autograd graph
         if y_pred.dtype in (torch.float16, torch.bfloat16):
             y_pred = y_pred.float()
-        for metric in head.metrics:
-            metric.update(y_pred, y, sample_weight)
+        for metric in head.metrics:  # weights reach weighted_metrics only, as in Keras
+            metric.update(y_pred, y, sample_weight if metric.weighted else None)
 
     def train_step(self, batch: tuple, compute_loss: Callable) -> dict:
         x, y, w = unpack(batch)
