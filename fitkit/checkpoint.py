@@ -1,10 +1,10 @@
-"""Safe files: atomic writes, recognising a file's format from its first bytes, and the
-backend-free training-state file (``save_state`` / ``load_state`` / ``describe_state``).
+"""The backend-free training-state file (``save_state`` / ``load_state`` /
+``describe_state``) and the load policy both weights modules share (``refuse_mismatch``).
 
-Owns what every saved file shares, whatever the backend: a crash never leaves a half-written
-file, and a file of the wrong kind is named before any reader chokes on it. What goes into a
-weights file is the adapters' weights modules' job; what goes into a training state (which
-arrays, which meta) is the adapters' ``get_state()`` / ``set_state()``'s.
+Owns the checkpoint format: a file of the wrong kind is named before any reader chokes on
+it. Byte-level safety (atomic writes, regular files, bounded zip reads) is safefiles.py's;
+what goes into a weights file is the adapters' weights modules' job; what goes into a
+training state (which arrays, which meta) is the adapters' ``get_state()`` / ``set_state()``'s.
 """
 from __future__ import annotations
 
@@ -12,103 +12,17 @@ import contextlib
 import json
 import os
 import struct
-import uuid
 import warnings
 import zipfile
 import zlib
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from urllib.parse import quote
 
 import numpy as np
 from numpy.lib import format as npformat
 
 from .errors import FitkitTypeError, FitkitValueError
-
-
-def atomic_write(path: str, write: Callable[[str], Any], *, suffix: str = ".tmp",
-                 example: str = "weights.pt", what: str = "weights") -> None:
-    """``write(tmp)`` to a temp file next to ``path``, then rename it over ``path``.
-
-    A crash leaves the old file (or none), never a half-written one; missing folders are made.
-    ``suffix`` ends the temp file's name (a writer may insist on one); ``example`` names a
-    file for the message when ``path`` is a folder; ``what`` names the file in messages.
-    A killed process may leave its temp file (``.<name>.<8 hex><suffix>``) behind: it is
-    never read, and safe to delete.
-    """
-    if os.path.isdir(path):
-        raise FitkitValueError(f"Cannot save {what} to {path!r}: it is a folder. Give a file "
-                               f"path, e.g. {os.path.join(path, example)!r}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise FitkitValueError(f"Cannot save {what} to {path!r}: {folder!r} is a file, not a "
-                               f"folder. Choose another path.")
-    base = os.path.basename(path)
-    tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:8]}{suffix}")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as err:
-        raise FitkitValueError(f"Cannot save {what} to {path!r}: {err.strerror or err} "
-                               f"({folder!r}). Choose a writable folder.") from err
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the bytes are on disk before the name points at them
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _sync_folder(folder)
-    except OSError as err:
-        raise FitkitValueError(f"Could not write {what} to {path!r}: {err.strerror or err}. "
-                               f"Any previous file there is unchanged.") from err
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _sync_folder(folder: str) -> None:
-    """The rename itself on disk (POSIX); a no-op where folders cannot be opened (Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def sniff(path: str) -> str | None:
-    """The file's format from its first bytes: 'hdf5', 'safetensors', 'zip', 'pickle', 'empty'."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if not head:
-        return "empty"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2:
-        return "safetensors"
-    if head[:1] == b"\x80":
-        return "pickle"
-    return None
-
-
-def readable_kind(path: str, what: str = "weights", saver: str = "model.save_weights"
-                  ) -> str | None:
-    """The sniffed format of an existing, readable ``what`` file; else a FitkitValueError
-    naming the cause (missing, a folder, unreadable)."""
-    if not os.path.exists(path):
-        raise FitkitValueError(f"No {what} file at {path!r}; check the path "
-                               f"(save one with {saver}).")
-    if os.path.isdir(path):
-        raise FitkitValueError(f"{path!r} is a folder, not a {what} file; give the file's path.")
-    try:
-        kind = sniff(path)
-    except OSError as err:
-        raise FitkitValueError(f"Cannot read the {what} file {path!r}: "
-                               f"{err.strerror or err}.") from err
-    return kind
+from .safefiles import atomic_write, readable_kind, sniff, unbounded_member
 
 
 def refuse_mismatch(path: str, report: dict, matched: int, has_own: bool, strict: bool,
@@ -142,7 +56,9 @@ def load_report(path: str, report: dict, matched: int, described: str) -> dict:
 
 
 # ---------------------------------------------------------------------- training-state files
-FORMAT, VERSION = "fitkit-checkpoint", 1
+# format 2: meta["fit"] is always present and torch optimizers name their class; format-1
+# files load with those filled in
+FORMAT, VERSION = "fitkit-checkpoint", 2
 HEADER = "fitkit.json"  # the zip member that holds the JSON header
 _KINDS = "biufc"  # bool, signed and unsigned ints, floats, complex: never objects
 _DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError,
@@ -357,11 +273,17 @@ def _read_header(path: str, archive: zipfile.ZipFile) -> dict:
     names = archive.namelist()
     if HEADER not in names:
         raise _foreign(path, "zip", names)
+    unbounded = unbounded_member(path, archive)
+    if unbounded:  # refused before a byte is inflated: memory stays bounded
+        raise FitkitValueError(
+            f"Refused to load {path!r}: {unbounded}. fitkit checkpoints store every member "
+            f"uncompressed, within the file, so this one was not written by fitkit or was "
+            f"altered; nothing was read. {_SAVED_BY}")
     header = json.loads(archive.read(HEADER).decode("utf-8"))
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise _foreign(path, "header")
     version = header.get("version")
-    if type(version) is not int or version != VERSION:
+    if type(version) is not int or version not in (1, VERSION):
         newer = type(version) is int and version > VERSION
         raise FitkitValueError(
             f"{path!r} is a fitkit checkpoint of format version {version!r}, and this fitkit "
@@ -372,6 +294,11 @@ def _read_header(path: str, archive: zipfile.ZipFile) -> dict:
     if not (isinstance(specs, dict) and isinstance(meta, dict)
             and all(isinstance(s, dict) for s in specs.values())):
         raise _damaged(path, ValueError(f"its {HEADER} lacks 'arrays' or 'meta'"))
+    if version == 1:  # what format 1 left out: no fit (saved outside one), no optimizer class
+        meta.setdefault("fit", None)
+        optimizer = meta.get("optimizer")
+        if isinstance(optimizer, dict) and "param_groups" in optimizer:
+            optimizer.setdefault("class", None)
     wanted = [HEADER] + [_member(k) for k in specs]
     if sorted(names) != sorted(wanted):
         odd = sorted(set(names) ^ set(wanted)) or ["a member twice"]

@@ -10,12 +10,12 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-from . import arrays, checks, distribute, training
+from . import arrays, checks, distribute, statecheck, training
 from .backend import backend_part
 from .callbacks import CallbackList
 from .checkpoint import load_state, save_state
 from .display import EpochDisplay
-from .errors import FitkitValueError
+from .errors import FitkitError, FitkitValueError
 from .history import History, renamed_lr
 from .resume import FitState, as_arrays, prefixed, unprefixed
 from .sources import checked_batch_size
@@ -74,6 +74,7 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
         check_same_data(path, fit, cbs)
         if [c["class"] for c in fit.get("callbacks", [])] == \
                 [type(cb).__name__ for cb in cbs.callbacks]:
+            checked(path, lambda: statecheck.check_callbacks(fit, cbs))
             cbs.load_state_dicts(fit["callbacks"])
         elif fit.get("callbacks"):
             warnings.warn(f"{path!r} holds the state of callbacks "
@@ -149,6 +150,7 @@ def save_checkpoint(model: Any, path: str) -> None:
     history = model.history or History()
     meta["history"] = {"epoch": history.epoch, "history": history.history,
                        "stop_reason": history.stop_reason}
+    meta["fit"] = None  # outside a fit (always present: a removed field is refused at load)
     if state is not None and not state.completed and state.interrupted is None:
         epoch = state.epoch
         step = state.loop.steps_done if state.loop is not None else state.step
@@ -165,15 +167,17 @@ def load_checkpoint(model: Any, path: str) -> dict:
     """Restore what save_checkpoint wrote; the next fit (or the running one, from a backup)
     continues from its position. Returns where: {"epoch": 1-based epoch it resumes in,
     "step": steps of it already done, "epochs": the saving fit's epochs (None outside one)}."""
-    arrays, meta = load_state(str(path))
+    path = str(path)
+    arrays, meta = load_state(path)
     backend = meta.get("backend")
     if backend != model._adapter.name:
         raise FitkitValueError(f"{path!r} holds a {backend} training state; this model is a "
                                f"{model._adapter.name} model. Resume with the same backend.")
     cbs = model._fit_callbacks if model._fit_state is not None and \
         not model._fit_state.completed else None
-    fit = meta.get("fit")
-    if fit is not None and cbs is not None:  # checked before any state changes
+    checked(path, lambda: check_checkpoint(model, arrays, meta, cbs))  # before any change
+    fit = meta["fit"]
+    if fit is not None and cbs is not None:
         check_same_data(path, fit, cbs)
         cbs.load_state_dicts(fit["callbacks"])
     model._adapter.set_state(arrays, meta)
@@ -200,6 +204,24 @@ def load_checkpoint(model: Any, path: str) -> dict:
         state.saved = (arrays, meta, str(path), fit)
         model._resume = state  # the next fit starts here
     return {"epoch": fit["epoch"] + 1, "step": fit["step"], "epochs": fit["epochs"]}
+
+
+def check_checkpoint(model: Any, arrays: dict, meta: dict, cbs: Any) -> None:
+    """Every field of a loaded checkpoint against the model (statecheck.py, the backend's
+    state.check_state): a FitkitValueError before anything is restored."""
+    statecheck.check_history(meta)
+    statecheck.check_fit(meta, arrays, backend_part(model._adapter, "state").check_rngs, cbs)
+    model._adapter.check_state(arrays, meta)
+
+
+def checked(path: str, check: Any) -> None:
+    """Run ``check``; a refusal that does not name the file is raised naming it."""
+    try:
+        check()
+    except FitkitError as err:
+        if repr(path) in str(err):
+            raise
+        raise type(err)(f"Cannot load the checkpoint {path!r}: {err}") from None
 
 
 def _data_shape(cbs: Any) -> dict:

@@ -93,7 +93,7 @@ def test_layout_is_a_plain_npz_with_a_json_header(tmp_path):
         assert archive.namelist() == [HEADER, "net%2Fw.npy", "rng%2Fnumpy.npy"]
         assert all(i.compress_type == zipfile.ZIP_STORED for i in archive.infolist())
         header = json.loads(archive.read(HEADER))
-    assert header == {"format": "fitkit-checkpoint", "version": 1, "meta": {"epoch": 1},
+    assert header == {"format": "fitkit-checkpoint", "version": 2, "meta": {"epoch": 1},
                       "arrays": {"net/w": {"dtype": "float32", "shape": [2]},
                                  "rng/numpy": {"dtype": "int64", "shape": [3]}}}
     with np.load(path, allow_pickle=False) as npz:  # numpy reads it too

@@ -278,7 +278,8 @@ def test_weighted_metrics_match_keras_metrics_on_both_backends(case):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_weighted_metrics_through_validate(backend, monkeypatch):
-    """The real path: validate(sample_weight=...) weights every compiled metric as Keras does."""
+    """The real path: validate(sample_weight=...) weights every weighted_metrics entry as Keras
+    does (and leaves metrics= unweighted)."""
     monkeypatch.setenv("FITKIT_BACKEND", backend)
     for preds, y, loss, metrics, references in (
         (r, yr, "mse", ["mae", "rmse", "r2_score"],
@@ -287,11 +288,13 @@ def test_weighted_metrics_through_validate(backend, monkeypatch):
          [("SparseCategoricalAccuracy", {}), ("SparseTopKCategoricalAccuracy", {"k": 5})]),
     ):
         model = fitkit.Model(identity_net(backend, preds.shape[1]))
-        model.compile("sgd", loss, metrics=metrics)
+        model.compile("sgd", loss, metrics=metrics, weighted_metrics=metrics)
         logs = model.validate(preds, y, sample_weight=W, batch_size=64)
         for name, reference in zip(metrics, references):
             expected = keras_value(reference, batches(preds, y, W))
-            assert logs[name] == pytest.approx(expected, rel=2e-5, abs=1e-6), name
+            assert logs[f"weighted_{name}"] == pytest.approx(expected, rel=2e-5, abs=1e-6), name
+            plain = keras_value(reference, batches(preds, y, None))
+            assert logs[name] == pytest.approx(plain, rel=2e-5, abs=1e-6), name
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -188,10 +188,12 @@ def test_a_crash_while_saving_keeps_the_previous_file(kit, tmp_path, monkeypatch
     net, path = _saved(kit, tmp_path)
     old = open(path, "rb").read()
 
-    def crash(*args, **kwargs):
-        target = args[1]  # torch.save(obj, f) / Model.save_weights(self, filepath)
-        with open(target, "wb") as f:
-            f.write(b"half a file")
+    def crash(obj, target):  # torch.save(state, file) / bytes_to(temp path, data)
+        if isinstance(target, str):
+            with open(target, "wb") as f:
+                f.write(b"half a file")
+        else:
+            target.write(b"half a file")
         raise OSError(28, "No space left on device")
 
     if kit.name == "torch":
@@ -199,7 +201,9 @@ def test_a_crash_while_saving_keeps_the_previous_file(kit, tmp_path, monkeypatch
 
         monkeypatch.setattr(torch, "save", crash)
     else:
-        monkeypatch.setattr(type(net), "save_weights", crash)
+        from fitkit.tf import weights as tf_weights
+
+        monkeypatch.setattr(tf_weights, "bytes_to", lambda tmp, data: crash(data, tmp))
     with pytest.raises(fitkit.FitkitValueError, match=re.escape(path) + ".*No space left"):
         fitkit.Model(kit.mlp(4, 1)).save_weights(path)
     assert open(path, "rb").read() == old

@@ -16,7 +16,7 @@ def test_weighted_loss_is_keras_sum_over_batch_size(kit):
     x, y = make_regression(n=100)
     w = _weights(100)
     model = fitkit.Model(kit.mlp(4, 1))
-    model.compile("sgd", "mse", metrics=["mae"])
+    model.compile("sgd", "mse", weighted_metrics=["mae"])
     logs = model.validate(x, y, sample_weight=w, batch_size=100)
     err = (model.predict(x) - y)[:, 0]
     assert logs["loss"] == pytest.approx(float((w * err ** 2).sum() / 100), rel=1e-5)
@@ -29,7 +29,7 @@ def test_weighted_accuracy_is_exact_over_the_epoch(kit):
     x, labels = make_classes(n=90, classes=3)
     w = _weights(90, seed=1)
     model = fitkit.Model(kit.mlp(4, 3))
-    model.compile("sgd", "cross_entropy", metrics=["accuracy"])
+    model.compile("sgd", "cross_entropy", weighted_metrics=["accuracy"])
     logs = model.validate(x, labels, sample_weight=w, batch_size=16)  # a partial last batch
     hit = model.predict(x).argmax(1) == labels
     assert logs["accuracy"] == pytest.approx(float((w * hit).sum() / w.sum()), rel=1e-6)

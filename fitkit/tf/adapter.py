@@ -139,6 +139,11 @@ class Adapter:
         with self._scope():
             state.set_state(self, arrays, meta)
 
+    def check_state(self, arrays: dict, meta: dict) -> None:
+        """Refuse a state ``set_state`` would not restore exactly (builds optimizer slots)."""
+        with self._scope():
+            state.check_state(self, arrays, meta)
+
     @property
     def metrics(self) -> list:
         return self.outputs.metrics if self.outputs is not None else []

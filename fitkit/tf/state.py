@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .. import statecheck as sc
 from ..errors import FitkitValueError
 from ..resume import check_same, host_rng_state, load_shared, save_shared, set_host_rng_state
 from .data import shuffle_generator
@@ -116,14 +117,11 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Restore what get_state returned; every shape is checked before anything changes."""
+    """Restore what get_state returned; everything is checked (``check_state``) before
+    anything changes."""
+    check_state(adapter, arrays, meta)
     net = _net_variables(adapter.net)
-    check_same("network variables", [(p, tuple(s)) for p, s in meta["net"]],
-               [(_generic(v.path), tuple(v.shape)) for v in net])
-    _build_optimizer(adapter)
     opt = _optimizer_variables(adapter.optimizer)
-    check_same("optimizer variables", [(p, tuple(s)) for p, s in meta["optimizer"]],
-               [(_generic(v.path), tuple(v.shape)) for v in opt])
     for i, v in enumerate(net):
         assign(v, arrays[f"net/{i}"])
     for i, v in enumerate(opt):
@@ -162,3 +160,81 @@ def _metric_variables(metric: Any) -> list:
     if own is None and hasattr(metric, "metric"):  # a native keras metric
         own = metric.metric.variables
     return list(own or [])
+
+
+# ---------------------------------------------------------------------- checks
+def _pairs(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(e, list) and len(e) == 2 and isinstance(
+        e[0], str) and sc.is_shape(e[1]) for e in v)
+
+
+def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Every field ``set_state`` reads, against this model: a FitkitValueError (without the
+    file's name: the caller adds it) for anything that would not restore exactly. Builds the
+    optimizer's slots (as the first step would) to compare them."""
+    claimed: set = set()
+    net = _net_variables(adapter.net)
+    saved = sc.field(meta, "net", "", _pairs, "a list of [path, shape]")
+    check_same("network variables", [(p, tuple(s)) for p, s in saved],
+               [(_generic(v.path), tuple(v.shape)) for v in net])
+    _build_optimizer(adapter)
+    opt = _optimizer_variables(adapter.optimizer)
+    saved = sc.field(meta, "optimizer", "", _pairs, "a list of [path, shape]")
+    check_same("optimizer variables", [(p, tuple(s)) for p, s in saved],
+               [(_generic(v.path), tuple(v.shape)) for v in opt])
+    for prefix, variables in (("net", net), ("optimizer", opt)):
+        for i, v in enumerate(variables):
+            sc.array(arrays, f"{prefix}/{i}", claimed, tuple(v.shape), _dtype(v.dtype))
+    logs = sc.field(meta, "logs", "", lambda v: isinstance(v, dict), "a dict")
+    for mode, entry in logs.items():
+        where = f"['logs'][{mode!r}]"
+        keys = sc.field(entry, "keys", where, sc.is_names, "a list of names")
+        sc.field(entry, "returned", where, lambda v: sc.is_names(v) and set(v) <= set(keys),
+                 "a list of names from its 'keys'")
+        for key in keys + ["__count__"]:
+            sc.array(arrays, f"logs/{mode}/{key}", claimed, (), np.float64)
+    _check_metrics(adapter, arrays, meta, claimed)
+    check_rngs(arrays, claimed)
+    sc.check_scheduler(adapter, meta)
+    update = adapter.accumulation
+    if update is not None and any(k.startswith("accumulation/") for k in arrays):
+        sc.array(arrays, "accumulation/count", claimed, (), np.int64)
+        sc.array(arrays, "accumulation/rows", claimed, (), np.float64)
+        for i, v in enumerate(adapter.net.trainable_variables):
+            sc.array(arrays, f"accumulation/sum/{i}", claimed, tuple(v.shape), _dtype(v.dtype))
+    sc.unclaimed(arrays, claimed, ("epoch_rng/", "accumulation/"))
+
+
+def check_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:
+    """The RNG states ``set_rng_state`` sets: the host's, tried on fresh generators, and the
+    shuffle generator's, shaped as its own."""
+    sc.check_host_rngs(arrays, claimed, prefix)
+    state = shuffle_generator().state
+    sc.array(arrays, f"{prefix}rng/shuffle", claimed, tuple(state.shape), _dtype(state.dtype))
+
+
+def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None:
+    saved = sc.field(meta, "metrics", "", lambda v: isinstance(v, list) and all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and sc.is_count(e.get("count"))
+        for e in v), "a list of {name, count}")
+    names = [m.name for m in adapter.metrics]
+    if names and [e["name"] for e in saved] != names:  # built (at a fit's first batch)
+        raise FitkitValueError(f"it holds the states of metrics {[e['name'] for e in saved]}; "
+                               f"this model's are {names}. Compile with the same metrics to "
+                               f"resume. Nothing was restored.")
+    for i, entry in enumerate(saved):
+        variables = _metric_variables(adapter.metrics[i]) if names else None
+        if variables is not None and entry["count"] != len(variables):
+            raise sc.bad(f"['metrics'][{i}]['count']", entry["count"],
+                         f"{len(variables)} (the variables of metric {entry['name']!r})")
+        for j in range(entry["count"]):
+            v = variables[j] if variables is not None else None
+            sc.array(arrays, f"metrics/{i}/{j}", claimed,
+                     None if v is None else tuple(v.shape),
+                     None if v is None else _dtype(v.dtype))
+
+
+def _dtype(dtype: Any) -> np.dtype:
+    """The numpy dtype ``to_array`` saves a variable of ``dtype`` as."""
+    dtype = tf.as_dtype(dtype)
+    return np.dtype(np.uint16) if dtype == tf.bfloat16 else np.dtype(dtype.as_numpy_dtype)

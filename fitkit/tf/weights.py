@@ -5,16 +5,17 @@ whole file against the network; the facade only passes the path through.
 """
 from __future__ import annotations
 
+import io
 import os
-import shutil
 import tempfile
 import zipfile
 from typing import Any
 
 import keras
 
-from ..checkpoint import atomic_write, load_report, readable_kind, refuse_mismatch
+from ..checkpoint import is_state_file, load_report, refuse_mismatch
 from ..errors import FitkitTypeError, FitkitValueError
+from ..safefiles import atomic_write, bytes_to, readable_kind
 
 _SHOW = 5  # names listed per kind in messages
 _SKIP = ("optimizer/",)  # a natively compiled model's optimizer state is not its weights
@@ -36,8 +37,31 @@ def save_weights(net: Any, path: str) -> None:
         raise FitkitValueError(f"TensorFlow weights are saved as Keras '.weights.h5' files; "
                                f"got {path!r}. Use a path ending in '.weights.h5'.")
     _keras_net(net, "save_weights")
-    atomic_write(path, net.save_weights, suffix=".tmp.weights.h5",  # Keras's suffix
-                 example="model.weights.h5")
+    data = _h5_bytes(net)
+    atomic_write(path, lambda tmp: bytes_to(tmp, data), example="model.weights.h5")
+
+
+def _h5_bytes(net: Any) -> bytes:
+    """The file Keras's ``net.save_weights`` writes, made in memory: HDF5 never writes to a
+    disk, where a full one (or a file size limit) crashed the process inside h5py; the bytes
+    are written by ``safefiles.bytes_to``, whose failure is a plain OSError."""
+    try:
+        from keras.src.saving import saving_lib
+
+        buffer = io.BytesIO()
+        store = saving_lib.H5IOStore(buffer, mode="w")
+    except (ImportError, AttributeError, TypeError, ValueError):  # another Keras: its own way
+        with tempfile.TemporaryDirectory(prefix="fitkit-weights-") as tmp:
+            net.save_weights(os.path.join(tmp, "net.weights.h5"))
+            with open(os.path.join(tmp, "net.weights.h5"), "rb") as f:
+                return f.read()
+    try:
+        # what keras.saving.save_weights does with a path (arguments by position: their
+        # names changed between Keras versions)
+        saving_lib._save_state(net, store, None, "", set())
+    finally:
+        store.close()
+    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------- read
@@ -50,6 +74,10 @@ def _check_file(path: str) -> None:
     names = _zip_names(path) if kind == "zip" else None
     if kind == "empty":
         cause = "is empty (0 bytes): its save never finished"
+    elif kind == "zip" and is_state_file(path):
+        cause = ("is a fitkit checkpoint (a whole training state, model.save_checkpoint), not "
+                 "a weights file: load it with model.load_checkpoint(path)")
+        fix = ""
     elif kind == "safetensors":
         cause = ("is a safetensors file (torch weights?), not a Keras '.weights.h5' file; load "
                  "it into a torch network (FITKIT_BACKEND=torch)")
@@ -63,7 +91,7 @@ def _check_file(path: str) -> None:
                  "torch network (FITKIT_BACKEND=torch)")
     else:
         cause = "is not an HDF5 file: it is corrupt, truncated at the start, or another format"
-    raise FitkitValueError(f"The weights file {path!r} {cause}. {fix}")
+    raise FitkitValueError(f"The weights file {path!r} {cause}. {fix}".rstrip())
 
 
 def _zip_names(path: str) -> list[str] | None:
@@ -142,7 +170,17 @@ def load_weights(net: Any, path: str, *, strict: bool = True) -> dict:
     _check_file(path)
     with tempfile.TemporaryDirectory(prefix="fitkit-weights-") as tmp:
         reference = os.path.join(tmp, "net.weights.h5")
-        net.save_weights(reference)
+        merged = os.path.join(tmp, "merged.weights.h5")
+        own = _h5_bytes(net)
+        try:
+            for name in (reference, merged):
+                with open(name, "wb") as f:
+                    f.write(own)
+        except OSError as err:
+            raise FitkitValueError(f"Cannot load {path!r}: no room for the network's own "
+                                   f"weights in a temporary folder ({err.strerror or err}); "
+                                   f"nothing was loaded. Free some space in "
+                                   f"{tempfile.gettempdir()!r}.") from err
         with _open(reference) as ref:
             ours = _entries(ref)
         with _open(path) as src:
@@ -155,8 +193,6 @@ def load_weights(net: Any, path: str, *, strict: bool = True) -> dict:
             pairs, report = _compare(ours, theirs)
             described = _describe(report, ours, theirs)
             refuse_mismatch(path, report, len(pairs), bool(ours), strict, described)
-            merged = os.path.join(tmp, "merged.weights.h5")
-            shutil.copyfile(reference, merged)
             _copy_values(src, merged, pairs, path)
         _load_or_restore(net, merged, reference, path)
     return load_report(path, report, len(pairs), described)

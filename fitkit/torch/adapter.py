@@ -127,6 +127,10 @@ class Adapter:
         """Restore what ``get_state`` returned (all shapes checked before any change)."""
         state.set_state(self, arrays, meta)
 
+    def check_state(self, arrays: dict, meta: dict) -> None:
+        """Refuse a state ``set_state`` would not restore exactly; nothing changes."""
+        state.check_state(self, arrays, meta)
+
     @property
     def metrics(self) -> list:
         return self.outputs.metrics if self.outputs is not None else []

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import statecheck as sc
 from ..errors import FitkitValueError
 from ..resume import (as_arrays, check_same, host_rng_state, load_shared, save_shared,
                       set_host_rng_state)
@@ -93,7 +94,8 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
                 arrays[f"optimizer/{index}/{key}"] = to_array(value)
             else:
                 values[f"{index}/{key}"] = value
-    meta["optimizer"] = {"param_groups": opt["param_groups"], "values": values,
+    meta["optimizer"] = {"class": type(adapter.optimizer).__name__,
+                         "param_groups": opt["param_groups"], "values": values,
                          "tensors": {f"{i}/{k}": [str(v.dtype), list(v.shape)]
                                      for i, e in opt["state"].items() for k, v in e.items()
                                      if isinstance(v, torch.Tensor)}}
@@ -116,15 +118,10 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Restore what get_state returned; every shape is checked before anything changes."""
+    """Restore what get_state returned; everything is checked (``check_state``) before
+    anything changes."""
+    check_state(adapter, arrays, meta)
     net = adapter.net.state_dict()
-    check_same("network weights", [tuple((k, tuple(s))) for k, s in meta["net"]],
-               [(k, tuple(v.shape)) for k, v in net.items()])
-    groups = adapter.optimizer.state_dict()["param_groups"]
-    if [len(g["params"]) for g in groups] != \
-            [len(g["params"]) for g in meta["optimizer"]["param_groups"]]:
-        raise FitkitValueError("The checkpoint's optimizer has other parameter groups than "
-                               "this model's; compile with the same optimizer to resume.")
     with torch.no_grad():
         for k, t in net.items():
             t.copy_(to_tensor(arrays[f"net/{k}"], t))
@@ -173,3 +170,135 @@ def _number(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.item()  # host sync: saving a checkpoint reads every state
     return value
+
+
+# ---------------------------------------------------------------------- checks
+def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Every field ``set_state`` reads, against this model: a FitkitValueError (without the
+    file's name: the caller adds it) for anything that would not restore exactly."""
+    claimed: set = set()
+    net = adapter.net.state_dict()
+    saved = sc.field(meta, "net", "", lambda v: isinstance(v, list) and all(
+        isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and sc.is_shape(e[1])
+        for e in v), "a list of [name, shape]")
+    check_same("network weights", [(k, tuple(s)) for k, s in saved],
+               [(k, tuple(v.shape)) for k, v in net.items()])
+    for k, t in net.items():
+        sc.array(arrays, f"net/{k}", claimed, tuple(t.shape), _dtype(t.dtype))
+    _check_optimizer(adapter, arrays, meta, claimed)
+    logs = sc.field(meta, "logs", "", lambda v: isinstance(v, dict), "a dict")
+    for mode, entry in logs.items():
+        sc.field(entry, "count", f"['logs'][{mode!r}]", sc.is_number, "a number")
+        for key in sc.field(entry, "keys", f"['logs'][{mode!r}]", sc.is_names, "a list of names"):
+            sc.array(arrays, f"logs/{mode}/{key}", claimed)
+    _check_metrics(adapter, arrays, meta, claimed)
+    check_rngs(arrays, claimed)
+    sc.check_scheduler(adapter, meta)
+    if adapter.accumulation is not None:
+        update = adapter.accumulation
+        for key in ("count", "rows", "first"):
+            sc.array(arrays, f"accumulation/{key}", claimed, (), kinds="iuf")
+        params = [p for g in adapter.optimizer.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            if f"accumulation/grad/{i}" in arrays:
+                sc.array(arrays, f"accumulation/grad/{i}", claimed, tuple(p.shape))
+        if update.scaler is not None and "accumulation/scaler/scale" in arrays:
+            sc.array(arrays, "accumulation/scaler/growth", claimed, (), kinds="iuf")
+    sc.unclaimed(arrays, claimed, ("epoch_rng/", "accumulation/"))
+
+
+def check_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:
+    """The RNG states ``set_rng_state`` sets, tried on fresh generators."""
+    sc.check_host_rngs(arrays, claimed, prefix)
+    state = sc.array(arrays, f"{prefix}rng/torch", claimed, dtype=np.uint8)
+    cuda = [k for k in arrays if k.startswith(f"{prefix}rng/cuda/")]
+    try:
+        torch.Generator().set_state(torch.from_numpy(np.array(state)))
+        for key in cuda:
+            sc.array(arrays, key, claimed, dtype=np.uint8)
+    except (RuntimeError, ValueError) as err:
+        raise FitkitValueError(f"its torch generator state ({prefix}rng/torch) is not valid "
+                               f"({err}): the file was edited or damaged. Nothing was "
+                               f"restored.") from None
+    if cuda and torch.cuda.is_available() and len(cuda) > torch.cuda.device_count():
+        raise FitkitValueError(f"it holds the RNGs of {len(cuda)} GPUs and this machine has "
+                               f"{torch.cuda.device_count()}; resume on as many GPUs.")
+
+
+def _check_optimizer(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None:
+    saved = sc.field(meta, "optimizer", "", lambda v: isinstance(v, dict), "a dict")
+    where = "['optimizer']"
+    name = type(adapter.optimizer).__name__
+    own = adapter.optimizer.state_dict()
+    # None: a format-1 file, which did not name the class; its settings keys still must match
+    kind = sc.field(saved, "class", where, lambda v: v is None or isinstance(v, str),
+                    "a class name")
+    groups = sc.field(saved, "param_groups", where, lambda v: isinstance(v, list) and all(
+        isinstance(g, dict) for g in v), "a list of dicts")
+    if kind not in (name, None) or any(sorted(g) != sorted(o) for g, o in zip(groups, own["param_groups"])):
+        raise FitkitValueError(
+            f"it holds the optimizer state of {kind} (settings "
+            f"{sorted(groups[0]) if groups else []}), and this model's optimizer is {name} "
+            f"(settings {sorted(own['param_groups'][0])}): that state would not fit. Nothing "
+            f"was restored; compile with the optimizer the checkpoint was saved with.")
+    if [g.get("params") for g in groups] != [g["params"] for g in own["param_groups"]]:
+        raise FitkitValueError("its optimizer has other parameter groups than this model's; "
+                               "compile with the same optimizer and parameter groups to resume. "
+                               "Nothing was restored.")
+    for i, (group, mine) in enumerate(zip(groups, own["param_groups"])):
+        for key, value in mine.items():
+            if key != "params":
+                sc.like(group[key], value, f"{where}['param_groups'][{i}][{key!r}]")
+    ids = {str(i) for g in own["param_groups"] for i in g["params"]}
+
+    def entry(key: str) -> bool:
+        return key.count("/") >= 1 and key.split("/", 1)[0] in ids
+
+    values = sc.field(saved, "values", where, lambda v: isinstance(v, dict) and all(
+        entry(k) for k in v), "a dict {'<param>/<name>': value}")
+    tensors = sc.field(saved, "tensors", where, lambda v: isinstance(v, dict) and all(
+        entry(k) and isinstance(d, list) and len(d) == 2 and isinstance(d[0], str) and
+        sc.is_shape(d[1]) for k, d in v.items()), "a dict {'<param>/<name>': [dtype, shape]}")
+    for key, value in values.items():
+        sc.like(value, None, f"{where}['values'][{key!r}]")
+    for key, (dtype, shape) in tensors.items():
+        index, part = key.split("/", 1)
+        mine = own["state"].get(int(index), {}).get(part)
+        if isinstance(mine, torch.Tensor) and (str(mine.dtype) != dtype or
+                                               list(mine.shape) != shape):
+            raise sc.bad(f"{where}['tensors'][{key!r}]", [dtype, shape],
+                         f"[{str(mine.dtype)!r}, {list(mine.shape)}] as this optimizer's")
+        sc.array(arrays, f"optimizer/{key}", claimed, tuple(shape),
+                 np.uint16 if dtype == "torch.bfloat16" else None)
+
+
+def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None:
+    saved = sc.field(meta, "metrics", "", lambda v: isinstance(v, list) and all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and
+        isinstance(e.get("scalars"), dict) for e in v), "a list of {name, scalars}")
+    names = [m.name for m in adapter.metrics]
+    if names and [e["name"] for e in saved] != names:  # built (at a fit's first batch)
+        raise FitkitValueError(f"it holds the states of metrics {[e['name'] for e in saved]}; "
+                               f"this model's are {names}. Compile with the same metrics to "
+                               f"resume. Nothing was restored.")
+    for i, entry in enumerate(saved):
+        metric = adapter.metrics[i] if names else None
+        for key, value in entry["scalars"].items():
+            if key not in _METRIC_STATE or not (value is None or sc.is_number(value)):
+                raise sc.bad(f"['metrics'][{i}]['scalars'][{key!r}]", value,
+                             "a number or null")
+        names = set(entry["scalars"]) | {n for n in _METRIC_STATE if f"metrics/{i}/{n}" in arrays}
+        if metric is not None and names != {n for n in _METRIC_STATE if hasattr(metric, n)}:
+            raise sc.bad(f"['metrics'][{i}]", entry, f"the state of metric {metric.name!r}")
+        for name in _METRIC_STATE:
+            if f"metrics/{i}/{name}" in arrays:
+                mine = getattr(metric, name, None)
+                shape = tuple(mine.shape) if isinstance(mine, torch.Tensor) else None
+                sc.array(arrays, f"metrics/{i}/{name}", claimed, shape,
+                         _dtype(mine.dtype) if shape is not None else None)
+
+
+def _dtype(dtype: torch.dtype) -> np.dtype:
+    """The numpy dtype ``to_array`` saves a tensor of ``dtype`` as."""
+    return np.dtype(np.uint16) if dtype == torch.bfloat16 else \
+        torch.empty((), dtype=dtype).numpy().dtype

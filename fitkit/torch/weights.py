@@ -7,12 +7,16 @@ and the comparison of a whole file against the network; the facade only passes t
 from __future__ import annotations
 
 import json
+import os
+import re
+import zipfile
 from typing import Any
 
 import torch
 
-from ..checkpoint import atomic_write, load_report, readable_kind, refuse_mismatch
+from ..checkpoint import is_state_file, load_report, refuse_mismatch
 from ..errors import FitkitValueError
+from ..safefiles import atomic_write, readable_kind, stream_to, unbounded_member
 
 _TIED = "fitkit.tied"  # safetensors metadata: {"alias": "name saved once"} for shared tensors
 _SHOW = 5  # names listed per kind in messages
@@ -32,9 +36,20 @@ def save_weights(net: torch.nn.Module, path: str) -> None:
                 f"has non-tensor entries {others[:_SHOW]}. Use a '.pt' path instead.")
         tensors, aliases = _untie(state)
         metadata = {_TIED: json.dumps(aliases)} if aliases else None
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+        def write(tmp: str) -> None:
+            try:
+                save_file(tensors, tmp, metadata=metadata)
+            except _safetensors().SafetensorError as err:  # its I/O errors, as OSErrors
+                code = re.search(r"os error (\d+)", str(err))
+                raise (OSError(int(code[1]), os.strerror(int(code[1]))) if code
+                       else OSError(str(err))) from err
+
+        atomic_write(path, write)
     else:
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        # through Python's file I/O: a full disk is an OSError (torch's own writer says
+        # only "unexpected pos" / "basic_ios::clear")
+        atomic_write(path, lambda tmp: stream_to(tmp, lambda f: torch.save(state, f)))
 
 
 def _untie(state: dict) -> tuple[dict, dict]:
@@ -77,7 +92,28 @@ def _check_file(path: str) -> str | None:
             f"{path!r} is an HDF5 file (a Keras '.weights.h5'?), not a torch weights file. "
             f"Load it into a Keras network (FITKIT_BACKEND=tensorflow), or save torch weights "
             f"as '.pt' / '.safetensors' with model.save_weights.")
+    if kind == "zip" and is_state_file(path):
+        raise FitkitValueError(
+            f"{path!r} is a fitkit checkpoint (a whole training state, model.save_checkpoint), "
+            f"not a weights file: load it with model.load_checkpoint(path).")
+    if kind == "zip":
+        _check_zip(path)
     return kind
+
+
+def _check_zip(path: str) -> None:
+    """A torch.save zip whose members are stored within the file (torch never compresses):
+    a crafted compressed member would inflate to any size in torch's reader."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unbounded = unbounded_member(path, archive)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # damaged: torch.load names it below
+    if unbounded:
+        raise FitkitValueError(
+            f"Refused to load {path!r}: {unbounded}. torch.save never compresses its members, "
+            f"so the file was altered or crafted; nothing was read. Save the weights again "
+            f"with model.save_weights.")
 
 
 def _read(path: str) -> dict:

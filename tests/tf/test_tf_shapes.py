@@ -110,7 +110,7 @@ def test_weighted_multi_output_fit_and_evaluate_equal_keras(tf_kit):
     targets = {"cls": labels, "reg": value}
     model = fitkit.Model(ours)
     model.compile(keras.optimizers.SGD(0.1), {"cls": "cross_entropy", "reg": "mse"},
-                  loss_weights={"cls": 1.0, "reg": 0.5}, metrics={"reg": ["mae"]})
+                  loss_weights={"cls": 1.0, "reg": 0.5}, weighted_metrics={"reg": ["mae"]})
     history = model.fit(x, targets, sample_weight=w, batch_size=32, epochs=3, shuffle=False,
                         verbose=0)
     theirs.compile(keras.optimizers.SGD(0.1),
