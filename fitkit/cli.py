@@ -99,7 +99,13 @@ def _launch_parser(sub) -> None:
         description="Start N processes of SCRIPT: torch through torchrun (RANK, WORLD_SIZE, "
         "MASTER_ADDR... set), TensorFlow as N workers with TF_CONFIG. Output lines carry "
         "'[rank i] '; when one process fails the others are stopped and the launcher exits "
-        "with its code. Inside, use fitkit.distribute.strategy('auto').",
+        "with its code. A rank whose fit/validate/predict makes no step progress for "
+        "--timeout seconds (from its second step; e.g. one rank hangs and the others wait "
+        "for it) is named, every process is stopped, and the launcher exits with 124. A busy "
+        "--master-port or --workers port is named before anything starts. Inside, use "
+        "fitkit.distribute.strategy('auto'). SIGTERM to a rank stops its fit at the next "
+        "step boundary (within FITKIT_SIGTERM_TIMEOUT s; BackupAndRestore writes a backup "
+        "there), then ends the process by SIGTERM.",
         epilog="Multi-node, torch: the same command on every node with --nnodes, --node-rank, "
         "--master-addr and --master-port. TensorFlow: --workers host:port,... lists every "
         "worker of every node (node 0's first), the same list on every node, with --node-rank.")
@@ -110,11 +116,14 @@ def _launch_parser(sub) -> None:
     p.add_argument("--nnodes", type=int, default=1, help="nodes taking part (default 1)")
     p.add_argument("--node-rank", type=int, default=0, help="this node's rank (default 0)")
     p.add_argument("--master-addr", help="torch: address of node 0 (default 127.0.0.1)")
-    p.add_argument("--master-port", type=int, help="torch: port on node 0 (default: a free "
-                   "port on one node, 29500 on several)")
+    p.add_argument("--master-port", type=int, help="torch: port on node 0 (default: on one "
+                   "node torchrun's standalone mode opens a free one, on several 29500)")
     p.add_argument("--workers", help="TensorFlow: host:port of every worker, comma-separated")
     p.add_argument("--grace-period", type=float, default=None, help="seconds a stopped "
                    "process gets before SIGKILL (default 10)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds a rank inside a "
+                   "step loop may make no progress before the launch is stopped as hung "
+                   "(default: FITKIT_LAUNCH_TIMEOUT, else 300; 0: never)")
     p.add_argument("-m", "--module", action="store_true", help="SCRIPT is a module name "
                    "(python -m)")
     p.add_argument("script", help="the training script (or module with -m)")
@@ -135,8 +144,22 @@ def _launch(args: argparse.Namespace) -> int:
         master_port=args.master_port,
         workers=[w.strip() for w in args.workers.split(",") if w.strip()]
         if args.workers else None,
-        grace=launch.GRACE_S if args.grace_period is None else args.grace_period)
+        grace=launch.GRACE_S if args.grace_period is None else args.grace_period,
+        timeout=_launch_timeout(args.timeout))
     return launch.run(config)
+
+
+def _launch_timeout(given: float | None) -> float:
+    from . import launch
+
+    raw = os.environ.get(launch.TIMEOUT_ENV, "").strip()
+    if given is not None or not raw:
+        return launch.TIMEOUT_S if given is None else given
+    try:
+        return float(raw)
+    except ValueError:
+        raise FitkitError(f"{launch.TIMEOUT_ENV}={raw!r}: give seconds (0: no watch), or "
+                          f"unset it for {launch.TIMEOUT_S:g}.") from None
 
 
 def main(argv: list[str] | None = None) -> int:

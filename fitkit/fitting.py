@@ -10,7 +10,7 @@ import sys
 import warnings
 from typing import Any, Sequence
 
-from . import arrays, checks, distribute, statecheck, training
+from . import arrays, checks, distribute, signals, statecheck, training
 from .backend import backend_part
 from .callbacks import CallbackList
 from .checkpoint import load_state, save_state
@@ -50,12 +50,13 @@ def fit(model: Any, x: Any, y: Any, *, batch_size: int | None, epochs: int, verb
         "epochs": epochs, "batch_size": batch_size, "initial_epoch": initial_epoch,
         "steps": steps_per_epoch or train.steps, "verbose": verbose})
     display = EpochDisplay(verbose if distribute.is_main_process() else 0, epochs)
-    return run_fit(
-        model, train, val, cbs=cbs, display=display, epochs=epochs,
-        initial_epoch=initial_epoch, start_rng=start_rng, validation_freq=validation_freq,
-        epoch_args={"train": train, "val": val, "cbs": cbs, "display": display,
-                    "limit": steps_per_epoch, "log_every": log_step_freq,
-                    "val_limit": validation_steps, "terminate_on_nan": terminate_on_nan})
+    with signals.StopOnSigterm(model):  # SIGTERM stops fit at a step boundary, as Ctrl-C
+        return run_fit(
+            model, train, val, cbs=cbs, display=display, epochs=epochs,
+            initial_epoch=initial_epoch, start_rng=start_rng, validation_freq=validation_freq,
+            epoch_args={"train": train, "val": val, "cbs": cbs, "display": display,
+                        "limit": steps_per_epoch, "log_every": log_step_freq,
+                        "val_limit": validation_steps, "terminate_on_nan": terminate_on_nan})
 
 
 def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: EpochDisplay,
@@ -98,10 +99,13 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
     try:
         training.call_hook(cbs.on_train_begin, "fit: train begin", None)
         for epoch in range(state.epoch, epochs):
+            signals.at_boundary()  # (steps' boundaries are the step loop's)
             logs = training.fit_epoch(model, epoch, state, **epoch_args,
                                       validate_now=due(validation_freq, epoch))
             if model.stop_training:
                 break
+        else:
+            signals.at_boundary()  # a resumed run would find every epoch done
         state.completed = True
     except BaseException as err:
         stopped_at(model, state, err)
@@ -125,7 +129,9 @@ def stopped_at(model: Any, state: FitState, err: BaseException) -> None:
         f"after epoch {state.epoch}"
     kept = f"model.history keeps {len(model.history)} finished epoch(s)"
     if isinstance(err, KeyboardInterrupt):
-        state.interrupted = f"interrupted (Ctrl-C) at {where}"
+        how = "terminated (SIGTERM)" if isinstance(err, signals.Terminated) else \
+            "interrupted (Ctrl-C)"
+        state.interrupted = f"{how} at {where}"
         print(f"\nfit {state.interrupted}; {kept}.", file=sys.stderr, flush=True)
     else:
         state.interrupted = f"stopped by {type(err).__name__} at {where}"

@@ -2,12 +2,14 @@
 
 Owns the small iterator the facade's loops run through, so that each loop reads as
 ``for batch in steps: run(batch)``. It reads device values only through ``read_logs``,
-and only at log points or when a batch hook actually looks at its logs.
+and only at log points or when a batch hook actually looks at its logs. Between steps it
+beats for ``fitkit launch`` (heartbeat.py) and lets a SIGTERM stop training (signals.py).
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from . import heartbeat, signals
 from .callbacks import CallbackList
 from .display import EpochDisplay
 
@@ -52,6 +54,7 @@ class StepLoop:
         self.read_logs = read_logs
         self.display = display
         self.log_every = log_every
+        self.kind = kind
         self.begin_hook = f"on_{kind}_batch_begin"
         self.end_hook = f"on_{kind}_batch_end"
         self.steps_done = steps_done  # a resumed epoch starts counting where it was
@@ -61,29 +64,50 @@ class StepLoop:
         self.item: Any = None  # the item being run, for error messages
 
     def __iter__(self) -> Iterator[Any]:
+        beat = heartbeat.beater(self.kind)  # None unless under fitkit launch
         begin = self.callbacks.wants(self.begin_hook)
         end = self.callbacks.wants(self.end_hook)
         display, log_every = self.display, self.log_every
-        for item, n_steps in self.batches:
-            self.item = item
-            if begin:
-                self.callbacks.call_batch(self.begin_hook, self.steps_done, None)
-            yield item  # the caller runs the step(s) here
-            if not isinstance(n_steps, int):  # known after the call (data of unknown length)
-                n_steps = n_steps()
-            before, self.steps_done = self.steps_done, self.steps_done + n_steps
-            if display is not None:
-                display.advance(n_steps)
-            if end:
-                self.callbacks.call_batch(self.end_hook, self.steps_done - 1,
-                                          LazyLogs(self.read_logs))
-                if self.stop_requested is not None and self.stop_requested():
-                    self.stopped = True  # as Keras: the epoch ends after this step
+        boundary = signals.at_boundary if self.kind == "train" else None  # SIGTERM stops here
+        batches = iter(self.batches)
+        try:
+            while True:
+                if beat is not None:
+                    beat(heartbeat.WAITING, self.steps_done)
+                try:
+                    item, n_steps = next(batches)
+                except StopIteration:
                     return
-            if log_every and display is not None and \
-                    self.steps_done // log_every > before // log_every:
-                logs = self.read_logs()  # host sync: log point
-                display.step_log(self.steps_done, logs)
-                if self.stop_if is not None and self.stop_if(logs):
-                    self.stopped = True
-                    return
+                self.item = item
+                if beat is not None:
+                    beat(heartbeat.BEGIN, self.steps_done)
+                if begin:
+                    self.callbacks.call_batch(self.begin_hook, self.steps_done, None)
+                if beat is not None:
+                    beat(heartbeat.RUNNING, self.steps_done)
+                yield item  # the caller runs the step(s) here
+                if not isinstance(n_steps, int):  # known after the call (unknown length)
+                    n_steps = n_steps()
+                before, self.steps_done = self.steps_done, self.steps_done + n_steps
+                if beat is not None:
+                    beat(heartbeat.END, before)
+                if display is not None:
+                    display.advance(n_steps)
+                if end:
+                    self.callbacks.call_batch(self.end_hook, self.steps_done - 1,
+                                              LazyLogs(self.read_logs))
+                    if self.stop_requested is not None and self.stop_requested():
+                        self.stopped = True  # as Keras: the epoch ends after this step
+                        return
+                if log_every and display is not None and \
+                        self.steps_done // log_every > before // log_every:
+                    logs = self.read_logs()  # host sync: log point
+                    display.step_log(self.steps_done, logs)
+                    if self.stop_if is not None and self.stop_if(logs):
+                        self.stopped = True
+                        return
+                if boundary is not None:
+                    boundary()
+        finally:
+            if beat is not None:
+                heartbeat.left_loop()  # out of a step loop: not timed by the launcher

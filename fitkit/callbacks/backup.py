@@ -23,6 +23,8 @@ class BackupAndRestore(Callback):
     with the same weights, optimizer, schedulers, RNGs, data order, history and callback
     states, so it finishes as if never stopped. The backup is deleted when fit completes
     (``delete_checkpoint=False`` keeps it), and kept when it stops on an error or Ctrl-C.
+    SIGTERM (a scheduler's or a preemptible machine's) stops fit at the next step boundary,
+    where a backup is written: the rerun resumes from that step (see ``fitkit.signals``).
 
     >>> model.fit(x, y, epochs=50, callbacks=[BackupAndRestore("run/backup", save_freq=100)])
     """
@@ -69,6 +71,17 @@ class BackupAndRestore(Callback):
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
         if self.save_freq == "epoch":
             self.model.save_checkpoint(self.path)
+
+    def backup(self, why: str) -> None:
+        """Write the backup now: fit calls this at the step boundary where SIGTERM stops it."""
+        self.model.save_checkpoint(self.path)
+        if self.verbose and distribute.is_main_process():
+            state = self.model._fit_state
+            step = state.loop.steps_done if state.loop is not None else state.step
+            where = f"epoch {state.epoch + 1}, step {step}" if step or not state.epoch else \
+                f"the end of epoch {state.epoch}"
+            print(f"BackupAndRestore: {why}: backed up at {where} to {self.path}; run the same "
+                  f"command again to resume there.", flush=True)
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
         state = self.model._fit_state

@@ -100,6 +100,16 @@ def _multi_worker() -> Strategy:
         raise FitkitError(
             f'strategy("multi_worker") must be entered before TensorFlow runs anything in '
             f'this process (no tensor, model or device listing before it): {err}') from err
+    except tf.errors.OpError as err:
+        if "Could not start gRPC server" not in str(err):
+            raise
+        task = json.loads(config)["task"]  # TensorFlow has read it: it is whole
+        address = json.loads(config)["cluster"][task["type"]][int(task["index"])]
+        raise FitkitError(
+            f"TensorFlow could not start this worker's server on {address}: the port is in "
+            f"use (another program listens on it, or took it after it was picked). Stop that "
+            f"process or list free ports in TF_CONFIG / `fitkit launch --workers`; with "
+            f"fitkit launch on one machine, run it again (it picks new ports).") from err
     resolver = native.cluster_resolver
     workers = json.loads(config).get("cluster", {})
     count = len(workers.get("worker", [])) + len(workers.get("chief", []))
