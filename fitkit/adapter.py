@@ -30,6 +30,7 @@ class BatchSource(Protocol):
     def peek(self) -> Batch: ...                # the first batch, without consuming it
     def targets(self) -> Any: ...               # every target in memory, or None
     def map_inputs(self, fn: Callable[[Any], Any]) -> None: ...  # convert every batch's x
+    def split_labels(self, keys: Any) -> None: ...  # hf.LabelKeys: a dict batch's targets
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Adapter(Protocol):
     optimizer: Any
     loss_fn: Any    # compile's loss, as given
     example_inputs: Any  # a batch of inputs fitkit has seen (for summary), or None
+    label_names: tuple   # dict batches' label keys (Model's label_names, set by the facade)
     scheduler: Any  # the lr scheduler compile built (backend's schedules.py), or None
     accumulation: Any  # pending accumulated gradients (and fp16 loss scale, torch) with
     # state() -> dict[str, numpy array] and load(dict), for checkpoints; None when off

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import arrays, targets
+from . import arrays, hf, targets
 from .errors import FitkitError, FitkitValueError
 from .outputs import prediction, target
 from .sources import unpack
@@ -55,11 +55,14 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
         if run_network:
             forward_checked(adapter, x, source)
         return False
-    if y is None:
+    own = outputs.loss_arg is None  # compile(loss=None): the network's own loss trains it
+    if y is None and not own:
         raise FitkitValueError("The data yields inputs only; training and evaluation need "
                                "(x, y) batches (or pass y=... with array inputs).")
     y_pred = forward_checked(adapter, x, source) if run_network or outputs.heads is None \
         else None
+    if own and y_pred is not None:
+        hf.check_own_loss(y_pred, hf.label_keys(adapter), x)
     heads = outputs.ensure(y_pred)
     if y_pred is not None:
         for head in heads:
@@ -78,6 +81,10 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
     for head in heads:
         if head.loss is None and not head.metrics:
             continue
+        if y is None:
+            raise FitkitValueError(f"The metrics {[m.name for m in head.metrics]} need targets, "
+                                   f"but the data yields inputs only: give (x, y) batches, or "
+                                   f"dict batches holding the label keys.")
         y_t = target(head, y, outputs.n_targets)
         mode, width = targets.check_output(
             head.spec, head.portable, (y_t.shape[0], *head.tail), tuple(y_t.shape),

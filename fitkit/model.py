@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import fitting, identifiers, specs, training
+from . import fitting, hf, identifiers, specs, training
 from .backend import adapter_module, backend_for, backend_part
 from .callbacks import Callback
 from .controls import configured, training_controls
 from .custom_steps import CustomSteps
 from .display import summary_table
-from .errors import FitkitValueError, NotCompiledError
+from .errors import NotCompiledError
 from .history import History
 from .outputs import with_weighted
 
@@ -26,11 +26,17 @@ class Model(CustomSteps):
     >>> model = fitkit.Model(net)
     >>> model.compile(optimizer="adam", loss="mse", metrics=["mae"])
     >>> history = model.fit(x, y, epochs=5, validation_split=0.2)
+
+    ``label_names``: the keys of dict batches that are the targets (default ``["labels"]``,
+    as Hugging Face's ``TrainingArguments(label_names=...)``); the other keys are keyword
+    inputs. See docs/huggingface.md.
     """
 
-    def __init__(self, net: Any, *, device: Any = None) -> None:
+    def __init__(self, net: Any, *, device: Any = None,
+                 label_names: Sequence[str] | None = None) -> None:
         self.backend: str = backend_for(net)
         self._adapter = adapter_module(self.backend).Adapter(net, device=device)
+        self._adapter.label_names = hf.check_label_names(label_names)
         self._compiled = False
         self._steps_per_execution: int | str = "auto"
         self._functions: dict[str, Callable] = {}
@@ -127,13 +133,12 @@ class Model(CustomSteps):
         ``gradient_accumulation_steps=N`` updates every N batches; ``precision`` "32", "bf16"
         or "fp16"; ``jit_compile``: torch.compile / XLA; ``steps_per_execution``: steps per
         compiled TensorFlow call ("auto": 32, fewer for batch hooks); ``run_eagerly``: plain
-        Python TensorFlow steps, for debugging.
+        Python TensorFlow steps, for debugging. ``loss=None``: the ``loss`` the network's
+        output carries trains it (a Hugging Face model given its labels); refused at the first
+        batch when there is none.
 
         >>> model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-3)
         """
-        if loss is None and not (self._custom("train") or self._custom("test")):
-            raise FitkitValueError("compile needs a loss, e.g. loss='mse' or loss='cross_entropy' "
-                                   "(or override train_step to train without one).")
         optimizer, loss, metrics = identifiers.parse_compile(optimizer, loss, metrics)
         weighted_metrics = identifiers.parse_compile(None, None, weighted_metrics)[2]
         if isinstance(metrics, (str, specs.MetricSpec, identifiers.KerasIdentifier)):

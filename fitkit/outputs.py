@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import specs, targets
+from . import hf, specs, targets
 from .errors import FitkitTypeError, FitkitValueError
 from .identifiers import KerasIdentifier
 
@@ -31,6 +31,9 @@ class Head:
     built: bool = False       # metric states built (mode and width known)
     tail: tuple | None = None  # output shape past the batch dim, once the network has run
     mode: Any = None           # targets.TargetMode its metric states were built for
+    attr: bool = False         # key names an attribute (a dataclass output), not an item
+    whole: bool | None = False  # the loss takes the whole output object (None: its first
+    # call decides: a callable written on ``outputs.logits`` or on the logits tensor)
 
 
 def is_structure(value: Any) -> bool:
@@ -38,9 +41,10 @@ def is_structure(value: Any) -> bool:
 
 
 def _items(pred: Any) -> list[tuple[Any, Any]]:
-    """(key, value) pairs of a tuple / dict output; dict order is the output order."""
-    if isinstance(pred, Mapping):
-        return list(pred.items())
+    """(key, value) pairs of a tuple / dict / output-object output, in output order; a
+    model's own scalar ``loss`` is not an output."""
+    if isinstance(pred, Mapping) or hf.is_output_object(pred):
+        return [(k, v) for k, v in hf.members(pred) if not hf.is_model_loss(k, v)]
     return list(enumerate(pred))
 
 
@@ -111,12 +115,22 @@ class CompiledOutputs:
             return plain.loss(y, y_pred, sample_weight)
         heads = self._loss_heads
         if not heads:
-            raise FitkitValueError("No loss was compiled: pass loss=... to compile, or override "
-                                   "train_step/test_step to train without one.")
+            own = hf.own_loss(y_pred) if self.loss_arg is None else None
+            if own is None:
+                raise FitkitValueError(
+                    "No loss was compiled: pass loss=... to compile, return an output with a "
+                    "`loss` (as Hugging Face models do, given labels), or override "
+                    "train_step/test_step to train without one.")
+            return own  # the network's own loss (compile(loss=None))
         total, self.parts = None, {}
         for head in heads:
-            value = head.loss(target(head, y, self.n_targets), prediction(head, y_pred),
-                              sample_weight)
+            y_t = target(head, y, self.n_targets)
+            if head.whole is None:
+                value, head.whole = hf.first_loss(head.loss, y_t, y_pred, prediction(
+                    head, y_pred), sample_weight, head.key)
+            else:
+                value = head.loss(y_t, y_pred if head.whole else prediction(head, y_pred),
+                                  sample_weight)
             if len(heads) > 1:
                 self.parts[f"{head.prefix}loss"] = value
             weighted = value if head.weight is None else value * head.weight
@@ -154,14 +168,21 @@ class CompiledOutputs:
         """Heads for predictions ``pred`` (one batch's outputs, any structure)."""
         is_tensor = self.is_tensor
         if self.output is not None:
-            return [self._single(self._pick_named(pred, is_tensor))]
+            head = self._single(self._pick_named(pred, is_tensor))
+            head.attr = not isinstance(pred, Mapping) and hf.is_output_object(pred)
+            return [head]
         if is_tensor(pred):
             return [self._single(None)]
         items = _items(pred)
+        if hf.is_output_object(pred):  # caches, hidden-state tuples: never a loss's output
+            items = [(k, v) for k, v in items if is_tensor(v)]
+            names = [k for k, _ in items]
+            if not is_structure(self.loss_arg) and ("logits" in names or len(names) == 1):
+                return [self._object_head(pred, "logits" if "logits" in names else names[0])]
         if len(items) == 1 and not is_structure(self.loss_arg):  # e.g. HuggingFace {"logits": …}
             return [self._single(items[0][0])]
-        names = [str(k) for k, _ in items] if isinstance(pred, Mapping) else \
-            self.default_names(len(items))
+        by_name = isinstance(pred, Mapping) or hf.is_output_object(pred)
+        names = [str(k) for k, _ in items] if by_name else self.default_names(len(items))
         losses = self._per_output(self.loss_arg, names, "loss")
         weights = self._per_output(self.weights_arg, names, "loss_weights")
         metrics = self._metrics_per_output(names)
@@ -174,16 +195,29 @@ class CompiledOutputs:
                     f"give it no loss (loss={{...}} without {name!r}) or pick the output to "
                     f"train with compile(output=...).")
             heads.append(self._head(name, key, i, loss, weight, metrics[i], f"{name}_"))
+            heads[-1].attr = by_name and not isinstance(pred, Mapping)  # a dataclass's field
         if all(h.loss is None for h in heads) and self.loss_arg is not None:
             raise FitkitValueError(f"loss={self.loss_arg!r} matches none of the outputs {names}.")
         return heads
 
+    def _object_head(self, pred: Any, key: str) -> Head:
+        """The head of a model-output object: its ``logits`` (or its one tensor). A callable
+        loss that is not a known torch / Keras one may take the whole object instead."""
+        head = self._single(key)
+        head.attr = not isinstance(pred, Mapping)
+        loss = _one_loss(self.loss_arg)
+        if head.loss is not None and callable(loss) and \
+                not isinstance(loss, (str, KerasIdentifier)) and head.spec.task is None:
+            head.whole = None
+        return head
+
     def _pick_named(self, pred: Any, is_tensor: Callable[[Any], bool]) -> Any:
         key = self.output
         try:
-            value = pred[key]
-        except (KeyError, IndexError, TypeError):
-            have = list(pred.keys()) if isinstance(pred, Mapping) else \
+            value = hf.member(pred, key)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            have = [k for k, _ in _items(pred)] if isinstance(pred, Mapping) or \
+                hf.is_output_object(pred) else \
                 (f"positions 0..{len(pred) - 1}" if is_structure(pred) else "one tensor")
             raise FitkitValueError(f"compile(output={key!r}): the network's outputs have no "
                                    f"{key!r}; it returns {have}.") from None
@@ -193,15 +227,7 @@ class CompiledOutputs:
         return key
 
     def _single(self, key: Any) -> Head:
-        loss = self.loss_arg
-        if isinstance(loss, (list, tuple)) and len(loss) == 1:
-            loss = loss[0]
-        if isinstance(loss, Mapping):
-            if len(loss) != 1:
-                raise FitkitValueError(
-                    f"The network has one output but loss is a dict with keys {list(loss)}; "
-                    f"pass one loss.")
-            loss = next(iter(loss.values()))
+        loss = _one_loss(self.loss_arg)
         weight = self.weights_arg
         if isinstance(weight, Mapping):
             weight = next(iter(weight.values()), None)
@@ -252,6 +278,19 @@ class CompiledOutputs:
                 isinstance(m, (list, tuple)) for m in metrics):
             return self._per_output(list(metrics), names, "metrics")
         return [metrics] * len(names)  # one list (or {name: fn}) for every output
+
+
+def _one_loss(loss: Any) -> Any:
+    """compile's loss for a one-output network: a list or dict of one is that one."""
+    if isinstance(loss, (list, tuple)) and len(loss) == 1:
+        loss = loss[0]
+    if isinstance(loss, Mapping):
+        if len(loss) != 1:
+            raise FitkitValueError(
+                f"The network has one output but loss is a dict with keys {list(loss)}; "
+                f"pass one loss.")
+        loss = next(iter(loss.values()))
+    return loss
 
 
 def _named_functions(metrics: Mapping) -> bool:
@@ -327,7 +366,9 @@ def call_loss(compute_loss: Callable, x: Any, y: Any, y_pred: Any, sample_weight
 
 
 def prediction(head: Head, y_pred: Any) -> Any:
-    return y_pred if head.key is None else y_pred[head.key]
+    if head.key is None:
+        return y_pred
+    return getattr(y_pred, head.key) if head.attr else y_pred[head.key]
 
 
 def target(head: Head, y: Any, n_heads: int) -> Any:

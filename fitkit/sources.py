@@ -130,6 +130,7 @@ class IterableSource:
         self._pending: list = []
         self._opened: Iterator | None = None  # a pass begun by peek(), resumed by the next
         self.input_map: Callable[[Any], Any] | None = None
+        self.label_keys: Any = None  # hf.LabelKeys: dict batches' targets (split_labels)
 
     def _raw(self) -> Iterator:
         if self.one_shot:
@@ -143,6 +144,8 @@ class IterableSource:
 
     def _batch(self, item: Any) -> tuple:
         x, y, w = split_batch(item)
+        if y is None and self.label_keys is not None:  # a dict batch holding its labels
+            x, y = self.label_keys.split(x)
         convert = self._convert
         x, y = convert(x), convert(y)
         if w is not None:
@@ -201,6 +204,10 @@ class IterableSource:
     def map_inputs(self, fn: Callable[[Any], Any]) -> None:
         """Convert every batch's inputs (e.g. integers to floats for a float network)."""
         self.input_map = fn
+
+    def split_labels(self, keys: Any) -> None:
+        """Take a dict batch's label keys as its targets (an ``hf.LabelKeys``)."""
+        self.label_keys = keys
 
 
 def chunk_size(group: int | Callable[[], int]) -> int:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
-from . import arrays, checks, distribute, finite, streams
+from . import arrays, checks, distribute, finite, hf, streams
 from .backend import backend_part
 from .callbacks import CallbackList
 from .display import EpochDisplay, format_logs
@@ -37,6 +37,9 @@ def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int | None, shuffle
     """
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise FitkitValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}.")
+    labels = hf.label_keys(adapter)  # a dict's label keys are its targets (label_names)
+    if y is None:  # a dict (or a tokenizer's BatchEncoding) of arrays holding its labels
+        x, y = labels.split(x)
     # A list of numbers (or of lists of numbers) is one array; of (x, y) pairs, batches.
     if arrays.is_structure_of_arrays(x) or arrays.is_number_list(x):
         check_global_batch(batch_size)
@@ -56,8 +59,10 @@ def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int | None, shuffle
         raise FitkitValueError(
             f"sample_weight works with in-memory arrays; {what} is a {type(x).__name__}: let it "
             f"yield (x, y, sample_weight) batches instead.")
-    return adapter.batch_source(x, batch_size=batch_size or 1, shuffle=shuffle,
-                                class_weight=class_weight)
+    source = adapter.batch_source(x, batch_size=batch_size or 1, shuffle=shuffle,
+                                  class_weight=class_weight)
+    source.split_labels(labels)
+    return source
 
 
 def fit_sources(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any,
@@ -69,6 +74,8 @@ def fit_sources(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: An
     if validation_split:
         if validation_data is not None:
             raise FitkitValueError("Pass validation_split or validation_data, not both.")
+        if y is None:
+            x, y = hf.label_keys(model._adapter).split(x)
         (x, y, sample_weight), (vx, vy, vw) = split_for_validation(
             x, y, sample_weight, validation_split, need_y)
         val = make_source(model._adapter, vx, vy, batch_size=batch_size, shuffle=False,

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fitkit
+from conftest import assert_unchanged
 
 
 def _autoencoder(kit):
@@ -61,8 +62,18 @@ def test_custom_steps_train_on_inputs_only_without_a_compiled_loss(kit):
 
 
 def test_a_default_step_still_needs_a_loss(kit):
+    """compile(loss=None) trains on a loss the network's output carries (Hugging Face's);
+    a network that returns none is refused at the first batch, before any step."""
+    net = kit.mlp(4, 1)
+    before = kit.weights(net)
+    model = fitkit.Model(net)
+    model.compile("adam")
+    x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
+    with pytest.raises(fitkit.FitkitValueError, match="needs a loss.*returns a .* with no `loss`"):
+        model.fit(x, y, epochs=1, verbose=0)
     with pytest.raises(fitkit.FitkitValueError, match="needs a loss"):
-        fitkit.Model(kit.mlp(4, 1)).compile("adam")
+        model.validate(x, y)
+    assert_unchanged(kit, net, before)
 
 
 def test_custom_step_data_is_not_forced_through_the_network_first(kit):

@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 FILES = ("README.md", "docs/usage.md", "docs/checkpoints.md", "docs/callbacks.md",
          "docs/styles.md", "docs/migration-torchkeras.md", "docs/devices.md",
          "docs/distributed.md", "docs/getting-started.md", "docs/migration-keras.md",
-         "docs/migration-lightning.md")
+         "docs/migration-lightning.md", "docs/huggingface.md")
 BACKENDS = ("torch", "tensorflow")
 # The marker, the fence and the closing fence share one indent (none, or a content tab's).
 _BLOCK = re.compile(r"^(?P<indent> *)<!--\s*test:\s*(?P<kind>\w+)\s*-->[ \t]*\n(?:[ \t]*\n)?"

@@ -335,6 +335,9 @@ class Source:
         self.inner.map_inputs(fn)
         self._tensors = None
 
+    def split_labels(self, keys: Any) -> None:
+        self.inner.split_labels(keys)
+
     def __iter__(self) -> Iterator[tuple]:
         return iter(self.inner)
 

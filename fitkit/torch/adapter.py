@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from .. import distribute as strategies
-from .. import specs, targets
+from .. import hf, specs, targets
 from ..adapter import WEIGHTS_FINITE
 from ..controls import TrainingControls
 from ..outputs import CompiledOutputs, call_loss, shared_loss
@@ -32,6 +32,20 @@ def call_net(net: torch.nn.Module, x: Any) -> Any:
     if isinstance(x, (tuple, list)):
         return net(*x)
     return net(x)
+
+
+def _cat_padded(outputs: list) -> torch.Tensor:
+    """Batches of different lengths (token logits of padded batches) in one array, each
+    padded to the longest with -100, as Hugging Face's Trainer pads its predictions."""
+    if len({o.dim() for o in outputs}) > 1:
+        return torch.cat(outputs)  # torch's error names the ranks
+    tail = [max(o.shape[d] for o in outputs) for d in range(1, outputs[0].dim())]
+    merged = outputs[0].new_full((sum(len(o) for o in outputs), *tail), -100)
+    start = 0
+    for o in outputs:
+        merged[(slice(start, start + len(o)), *(slice(0, n) for n in o.shape[1:]))] = o
+        start += len(o)
+    return merged
 
 
 class Adapter:
@@ -283,6 +297,8 @@ class Adapter:
         under jit_compile the step is torch.compile'd."""
         if self.controls.jit_compile:
             step = step_controls.compile_step(step)
+        if mode == "predict":  # an output object's predictions, not its loss or cache
+            step = hf.predicting(step, self.net)
         if self._ddp is not None:
             return self._ddp.make_function(step, mode, self._trackers.get(mode), self.outputs)
         if mode == "predict":
@@ -358,7 +374,8 @@ class Adapter:
     def _to_numpy(self, outputs: list) -> Any:
         first = outputs[0]
         if isinstance(first, torch.Tensor):
-            merged = torch.cat(outputs)
+            merged = torch.cat(outputs) if len({o.shape[1:] for o in outputs}) == 1 else \
+                _cat_padded(outputs)
             if merged.dtype == torch.bfloat16 or (  # numpy has no bfloat16; fp16 is
                     merged.dtype == torch.float16 and self.controls.precision == "fp16"):
                 merged = merged.float()  # autocast's, not the float32 weights' dtype
