@@ -85,18 +85,10 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
     net = adapter.net.state_dict()
     arrays.update({f"net/{k}": to_array(v) for k, v in net.items()})
     meta["net"] = [[k, list(v.shape)] for k, v in net.items()]
-    opt = adapter.optimizer.state_dict()
-    values: dict = {}
-    for index, entries in opt["state"].items():
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                arrays[f"optimizer/{index}/{key}"] = to_array(value)
-            else:
-                values[f"{index}/{key}"] = value
-    meta["optimizer"] = {"param_groups": opt["param_groups"], "values": values,
-                         "tensors": {f"{i}/{k}": [str(v.dtype), list(v.shape)]
-                                     for i, e in opt["state"].items() for k, v in e.items()
-                                     if isinstance(v, torch.Tensor)}}
+    meta["optimizer"] = _save_optimizer(adapter.optimizer, "optimizer", arrays)
+    if len(adapter.optimizers) > 1:  # several (configure_optimizers): every one's state
+        meta["optimizers"] = [_save_optimizer(opt, f"optimizers/{i}", arrays)
+                              for i, opt in enumerate(adapter.optimizers[1:], 1)]
     meta["logs"] = {}
     for mode, tracker in adapter._trackers.items():
         arrays.update({f"logs/{mode}/{k}": to_array(v) for k, v in tracker.sums.items()})
@@ -120,15 +112,22 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     net = adapter.net.state_dict()
     check_same("network weights", [tuple((k, tuple(s))) for k, s in meta["net"]],
                [(k, tuple(v.shape)) for k, v in net.items()])
-    groups = adapter.optimizer.state_dict()["param_groups"]
-    if [len(g["params"]) for g in groups] != \
-            [len(g["params"]) for g in meta["optimizer"]["param_groups"]]:
-        raise FitkitValueError("The checkpoint's optimizer has other parameter groups than "
-                               "this model's; compile with the same optimizer to resume.")
+    saved_opts = [meta["optimizer"], *meta.get("optimizers", [])]
+    if len(saved_opts) != len(adapter.optimizers):
+        raise FitkitValueError(f"The checkpoint has {len(saved_opts)} optimizer(s), this model "
+                               f"{len(adapter.optimizers)}; compile with the same "
+                               f"configure_optimizers() to resume.")
+    for opt, saved in zip(adapter.optimizers, saved_opts):
+        if [len(g["params"]) for g in opt.state_dict()["param_groups"]] != \
+                [len(g["params"]) for g in saved["param_groups"]]:
+            raise FitkitValueError("The checkpoint's optimizer has other parameter groups than "
+                                   "this model's; compile with the same optimizer to resume.")
     with torch.no_grad():
         for k, t in net.items():
             t.copy_(to_tensor(arrays[f"net/{k}"], t))
-    adapter.optimizer.load_state_dict(_optimizer_state(adapter, arrays, meta["optimizer"]))
+    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts)):
+        prefix = "optimizer" if i == 0 else f"optimizers/{i}"
+        opt.load_state_dict(_optimizer_state(opt, arrays, saved, prefix))
     for mode, tracker in adapter._trackers.items():
         saved = meta["logs"].get(mode, {"count": 0, "keys": []})
         tracker.sums = {k: _tensor(arrays[f"logs/{mode}/{k}"], adapter.device)
@@ -144,9 +143,25 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     load_shared(adapter, arrays, meta, set_rng_state)
 
 
-def _optimizer_state(adapter: Any, arrays: dict, saved: dict) -> dict:
-    """The optimizer's state_dict rebuilt from arrays + JSON (tuples where torch keeps them)."""
-    own_groups = adapter.optimizer.state_dict()["param_groups"]
+def _save_optimizer(optimizer: Any, prefix: str, arrays: dict[str, np.ndarray]) -> dict:
+    """An optimizer's state: its tensors into ``arrays`` under ``prefix``; returns the JSON."""
+    opt = optimizer.state_dict()
+    values: dict = {}
+    for index, entries in opt["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                arrays[f"{prefix}/{index}/{key}"] = to_array(value)
+            else:
+                values[f"{index}/{key}"] = value
+    return {"param_groups": opt["param_groups"], "values": values,
+            "tensors": {f"{i}/{k}": [str(v.dtype), list(v.shape)]
+                        for i, e in opt["state"].items() for k, v in e.items()
+                        if isinstance(v, torch.Tensor)}}
+
+
+def _optimizer_state(optimizer: Any, arrays: dict, saved: dict, prefix: str) -> dict:
+    """An optimizer's state_dict rebuilt from arrays + JSON (tuples where torch keeps them)."""
+    own_groups = optimizer.state_dict()["param_groups"]
     groups = []
     for own, group in zip(own_groups, saved["param_groups"]):
         groups.append({k: tuple(v) if isinstance(own.get(k), tuple) else v
@@ -157,7 +172,7 @@ def _optimizer_state(adapter: Any, arrays: dict, saved: dict) -> dict:
         state.setdefault(int(index), {})[name] = value
     for key, (dtype, _) in saved["tensors"].items():
         index, name = key.split("/", 1)
-        array = arrays[f"optimizer/{key}"]
+        array = arrays[f"{prefix}/{key}"]
         state.setdefault(int(index), {})[name] = \
             torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16) \
             if dtype == "torch.bfloat16" else torch.from_numpy(np.array(array))
