@@ -49,6 +49,7 @@ class Adapter(Protocol):
     metrics: list   # every compiled metric object (all outputs), in log order
     outputs: Any    # outputs.CompiledOutputs: losses, weights and metrics per network output
     optimizer: Any
+    optimizers: list  # every optimizer: [optimizer], or the several configure_optimizers gave
     loss_fn: Any    # compile's loss, as given
     example_inputs: Any  # a batch of inputs fitkit has seen (for summary), or None
     label_names: tuple   # dict batches' label keys (Model's label_names, set by the facade)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import FitkitValueError
+from .optimizer_sets import from_configured, scheduled
 
 _PRECISIONS = {
     "32": "32", "float32": "32", "fp32": "32", "32-true": "32",
@@ -91,10 +92,16 @@ def configured(result: Any, optimizer: Any, lr_schedule: Any, every: str,
                monitor: str) -> tuple[Any, Any, str, str]:
     """compile's (optimizer, lr_schedule, every, monitor) from ``configure_optimizers()``'s
     result: an optimizer, (optimizer, scheduler), ([optimizer], [scheduler]) or Lightning's
-    dict ``{"optimizer", "lr_scheduler": scheduler | {"scheduler", "interval", "monitor"}}``."""
+    dict ``{"optimizer", "lr_scheduler": scheduler | {"scheduler", "interval", "monitor"}}``.
+    Several optimizers come back as one ``optimizer_sets.OptimizerSet`` (no lr_schedule)."""
     if optimizer is not None or lr_schedule is not None:
         raise FitkitValueError("configure_optimizers() chooses the optimizer and schedule; "
                                "pass neither optimizer= nor lr_schedule= to compile.")
+    several = from_configured(result, every, monitor)
+    if several is not None:  # a GAN's: each optimizer with its own scheduler
+        return several, None, every, monitor
+    if isinstance(result, (tuple, list)) and len(result) == 1 and isinstance(result[0], dict):
+        result = result[0]  # Lightning's [{"optimizer": ..., "lr_scheduler": ...}]
     scheduler: Any = None
     if isinstance(result, dict):
         if "optimizer" not in result:
@@ -107,21 +114,13 @@ def configured(result: Any, optimizer: Any, lr_schedule: Any, every: str,
                                    "(optimizer, scheduler); got a sequence of "
                                    f"{len(result)}.")
         result, scheduler = result
-        if _is_optimizer(scheduler):
-            raise FitkitValueError("configure_optimizers() returned 2 optimizers; fitkit "
-                                   "trains with one (write a train_step for several).")
     if isinstance(result, (tuple, list)):
         result = _only(result, "optimizer")
     if isinstance(scheduler, (tuple, list)):
         scheduler = _only(scheduler, "scheduler")
-    if isinstance(scheduler, dict):
-        interval = scheduler.get("interval", "epoch")
-        if interval not in ("epoch", "step", "batch"):
-            raise FitkitValueError(f"configure_optimizers(): lr_scheduler's interval must be "
-                                   f"'epoch' or 'step'; got {interval!r}.")
-        every = "epoch" if interval == "epoch" else "batch"
-        monitor = scheduler.get("monitor", monitor)
-        scheduler = scheduler.get("scheduler")
+    if isinstance(scheduler, dict):  # {"scheduler", "interval", "monitor"}
+        entry = scheduled(scheduler, every, monitor)
+        scheduler, every, monitor = entry.spec, entry.every, entry.monitor
     if result is None:
         raise FitkitValueError("configure_optimizers() returned no optimizer; return one "
                                "(e.g. torch.optim.Adam(self.net.parameters())).")
@@ -130,11 +129,8 @@ def configured(result: Any, optimizer: Any, lr_schedule: Any, every: str,
 
 def _only(items: Any, what: str) -> Any:
     if len(items) != 1:
-        raise FitkitValueError(f"configure_optimizers() returned {len(items)} {what}s; fitkit "
-                               f"trains with one.")
+        raise FitkitValueError(
+            f"configure_optimizers() returned {len(items)} {what}s with one optimizer; fitkit "
+            f"steps one scheduler per optimizer." if what == "scheduler" else
+            f"configure_optimizers() returned {len(items)} optimizers; return one or more.")
     return items[0]
-
-
-def _is_optimizer(value: Any) -> bool:
-    """A torch or Keras optimizer, recognised by its methods (no framework import)."""
-    return hasattr(value, "param_groups") or hasattr(value, "apply_gradients")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import NotCompiledError
 from .sources import unpack
 
 
@@ -115,13 +116,28 @@ class CustomSteps:
         """Override to choose the optimizer (and a schedule) in code, as Lightning does:
         return an optimizer, ``(optimizer, scheduler)``, or ``{"optimizer": ..., "lr_scheduler":
         scheduler or {"scheduler": ..., "interval": "epoch" | "step", "monitor": ...}}``.
-        compile calls it; pass no optimizer to compile then.
+        compile calls it; pass no optimizer to compile then. Several optimizers (a GAN's:
+        ``[opt_g, opt_d]``, ``([opt_g, opt_d], [sched_g, sched_d])`` or a list of such dicts)
+        need a ``train_step`` that steps each (``self.optimizers()``); fitkit steps their
+        schedulers, saves their states in checkpoints and logs each rate (``learning_rate-opt<i>``).
 
         >>> def configure_optimizers(self):
         ...     opt = torch.optim.SGD(self.net.parameters(), lr=0.1)
         ...     return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=10)
         """
         return None
+
+    def optimizers(self) -> Any:
+        """The optimizer compile built, or the list ``configure_optimizers()`` returned (a
+        GAN's), for a ``train_step`` that steps each one itself, as Lightning's.
+
+        >>> opt_g, opt_d = self.optimizers()                 # in a train_step
+        """
+        built = list(self._adapter.optimizers)
+        if not built:
+            raise NotCompiledError("optimizers() needs a compiled model: call "
+                                   "model.compile(...) first.")
+        return built[0] if len(built) == 1 else built
 
     def _custom(self, mode: str) -> bool:
         """True when a subclass overrides ``<mode>_step`` (or ``shared_step``, for train and

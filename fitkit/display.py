@@ -33,6 +33,11 @@ def interactive(stream: Any = None) -> bool:
             return True
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         pass
+    return in_notebook()
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (where IPython's display can redraw output)."""
     ipython = sys.modules.get("IPython")  # never imported here: only asked if already loaded
     shell = getattr(ipython, "get_ipython", lambda: None)()
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

@@ -10,23 +10,27 @@ from typing import Any, Mapping, Sequence
 LR_KEY = "learning_rate"  # Keras 3's key in the history, CSV and TensorBoard
 
 
-def lr_columns(group_names: Sequence[Any]) -> list[str]:
+def lr_columns(group_names: Sequence[Any], optimizer: int | None = None) -> list[str]:
     """The learning-rate columns for an optimizer's param groups, in group order.
 
     One group: ``learning_rate``. Several: ``learning_rate-<name>`` for groups given a
     ``"name"`` (all distinct strings), else ``learning_rate-group0``, ``-group1`` … (as
-    Lightning's LearningRateMonitor tells groups apart).
+    Lightning's LearningRateMonitor tells groups apart). Optimizer ``i`` of several
+    (``configure_optimizers``): ``learning_rate-opt<i>``, and ``-opt<i>-<group>`` for its groups.
 
     >>> lr_columns([None]), lr_columns([None, None]), lr_columns(["backbone", "head"])
     (['learning_rate'], ['learning_rate-group0', 'learning_rate-group1'],
      ['learning_rate-backbone', 'learning_rate-head'])
+    >>> lr_columns([None], optimizer=1), lr_columns([None, None], optimizer=0)
+    (['learning_rate-opt1'], ['learning_rate-opt0-group0', 'learning_rate-opt0-group1'])
     """
+    prefix = LR_KEY if optimizer is None else f"{LR_KEY}-opt{optimizer}"
     if len(group_names) == 1:
-        return [LR_KEY]
+        return [prefix]
     named = all(isinstance(n, str) and n for n in group_names) and \
         len(set(group_names)) == len(group_names)
     labels = group_names if named else [f"group{i}" for i in range(len(group_names))]
-    return [f"{LR_KEY}-{label}" for label in labels]
+    return [f"{prefix}-{label}" for label in labels]
 
 
 def renamed_lr(key: str) -> str:
@@ -38,7 +42,7 @@ def renamed_lr(key: str) -> str:
 
 
 def is_lr_column(key: str) -> bool:
-    """True for a learning-rate column (``lr``, or one param group's ``lr-…``)."""
+    """True for a learning-rate column (``lr``, or one param group's or optimizer's ``lr-…``)."""
     return key == LR_KEY or key.startswith(f"{LR_KEY}-")
 
 
@@ -68,7 +72,7 @@ class History:
     @property
     def df(self):
         """A pandas DataFrame, one row per epoch: epoch (1-based), loss, metrics, val_*, lr
-        (one ``lr-…`` column per param group when the optimizer has several)."""
+        (one ``lr-…`` column per param group, or per optimizer, when there are several)."""
         import pandas as pd
 
         frame = pd.DataFrame(self.history)

@@ -18,6 +18,7 @@ from .display import summary_table
 from .errors import NotCompiledError
 from .history import History
 from .outputs import with_weighted
+from .optimizer_sets import check_compile, one_optimizer
 
 
 class Model(CustomSteps):
@@ -60,12 +61,13 @@ class Model(CustomSteps):
 
     @property
     def optimizer(self) -> Any:
-        """The native optimizer compile built or was given (None before compile).
+        """The native optimizer compile built or was given (None before compile); with several
+        from ``configure_optimizers``, an error naming ``self.optimizers()``.
 
         >>> model.compile("adam", "mse"); type(model.optimizer).__name__
         'Adam'
         """
-        return self._adapter.optimizer
+        return one_optimizer(self._adapter, "model.optimizer")
 
     @property
     def loss_fn(self) -> Any:
@@ -88,11 +90,13 @@ class Model(CustomSteps):
         0.5
         """
         self._require_compiled("learning_rate")
+        one_optimizer(self._adapter, "model.learning_rate")
         return self._adapter.get_learning_rate()
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
         self._require_compiled("learning_rate")
+        one_optimizer(self._adapter, "model.learning_rate")
         self._adapter.set_learning_rate(float(value))
 
     @property
@@ -154,6 +158,7 @@ class Model(CustomSteps):
             jit_compile=jit_compile, lr_schedule=lr_schedule, lr=lr,
             lr_schedule_every=lr_schedule_every, lr_schedule_monitor=lr_schedule_monitor,
             steps_per_execution=steps_per_execution)
+        check_compile(optimizer, controls, lr, type(self).train_step is not CustomSteps.train_step)
         self._adapter.compile("adam" if optimizer is None else optimizer, loss, metrics or [],
                               lr, controls.precision, loss_weights=loss_weights,
                               output=output, run_eagerly=bool(run_eagerly), controls=controls)

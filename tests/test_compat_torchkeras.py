@@ -367,26 +367,70 @@ def test_keras_model_errors_name_the_argument(tmp_path):
         model.fit(dl_train, dl_val, wandb=True)
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("matplotlib") is not None,
-                    reason="checks the message when matplotlib is missing")
-def test_keras_model_plot_needs_matplotlib_before_training(tmp_path):
+def test_keras_model_plot_needs_matplotlib_before_training(tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a))
     dl_train, dl_val = loaders()
     model = torchkeras.KerasModel(CnnModel(), nn.CrossEntropyLoss())
-    with pytest.raises(fitkit.FitkitValueError, match=r"plot=True.*matplotlib"):
+    with pytest.raises(fitkit.FitkitValueError, match=r'plot=True.*pip install "fitkit\[plot\]"'):
         model.fit(dl_train, dl_val, ckpt_path=str(tmp_path / "c"), plot=True)
     assert not (tmp_path / "c").exists()  # refused before training
 
 
+def _fit_with_plot(tmp_path, epochs=3):
+    dl_train, dl_val = loaders()
+    torch.manual_seed(0)
+    net = CnnModel()
+    model = torchkeras.KerasModel(net, nn.CrossEntropyLoss(), metrics_dict={"acc": StateAccuracy()},
+                                  optimizer=torch.optim.SGD(net.parameters(), lr=0.5))
+    return model.fit(dl_train, dl_val, epochs=epochs, ckpt_path=str(tmp_path / "run" / "ckpt"),
+                     monitor="val_acc", mode="max", plot=True)
+
+
 @pytest.mark.skipif(__import__("importlib").util.find_spec("matplotlib") is None,
                     reason="needs matplotlib")
-def test_keras_model_plot_draws_the_curves_quietly(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+def test_keras_model_plot_saves_the_curves_outside_a_notebook(tmp_path, capsys):
+    import matplotlib.image
     import matplotlib.pyplot as plt
 
-    dl_train, dl_val = loaders()
-    model = torchkeras.KerasModel(CnnModel(), nn.CrossEntropyLoss())
     before = set(plt.get_fignums())
-    model.fit(dl_train, dl_val, epochs=1, ckpt_path=str(tmp_path / "c"), plot=True)
-    drawn = set(plt.get_fignums()) - before
-    assert len(drawn) == 1 and "Epoch 1 /" not in capsys.readouterr().out
-    plt.close(drawn.pop())
+    dfhistory = _fit_with_plot(tmp_path)
+    out = capsys.readouterr().out
+    png = tmp_path / "run" / "history.png"  # next to ckpt_path, as torchkeras's history.png
+    assert f"View dynamic loss/metric plot: \n{png}" in out and "Epoch 1 /" not in out
+    image = matplotlib.image.imread(str(png))
+    assert image.shape[:2] == (400, 600) and image[..., :3].std() > 0  # a drawn 6x4 figure
+    assert set(plt.get_fignums()) == before  # no pyplot figure left open
+    assert len(dfhistory) == 3
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("matplotlib") is None,
+                    reason="needs matplotlib")
+def test_keras_model_plot_updates_one_figure_per_epoch_in_a_notebook(tmp_path, capsys,
+                                                                    monkeypatch):
+    import types
+
+    shown = []
+
+    class Handle:
+        def update(self, image):
+            shown.append(("update", image.data))
+
+    def display(image, display_id=False):
+        shown.append(("display", image.data, display_id))
+        return Handle()
+
+    image = types.SimpleNamespace  # IPython.display.Image(data=png) keeps .data
+    shell = type("ZMQInteractiveShell", (), {})()
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    monkeypatch.setitem(sys.modules, "IPython.display",
+                        types.SimpleNamespace(display=display, Image=image))
+    _fit_with_plot(tmp_path, epochs=3)
+    assert [s[0] for s in shown] == ["display", "update", "update"]
+    assert shown[0][2] is True  # one output, updated in place
+    assert all(s[1].startswith(b"\x89PNG") for s in shown)
+    assert shown[-1][1] == (tmp_path / "run" / "history.png").read_bytes()
+    assert "View dynamic" not in capsys.readouterr().out

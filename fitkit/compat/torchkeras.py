@@ -17,15 +17,19 @@ from ..errors import FitkitTypeError, FitkitValueError, NotCompiledError
 from ..history import is_lr_column
 from ..model import Model as FitkitModel
 
-__all__ = ["Model"]  # and KerasModel (4.x), below
+__all__ = ["Model", "summary"]  # and KerasModel (4.x), LightModel, below
 
 
 def __getattr__(name: str) -> Any:
-    """``torchkeras.KerasModel`` (4.x), imported on first use: torchkeras_v4.py imports the
-    helpers of this module, so importing it from here at load time would be a cycle."""
+    """``torchkeras.KerasModel`` (4.x) and ``LightModel``, imported on first use: their
+    modules import the helpers of this one (a cycle at load time), and LightModel imports
+    Lightning when it is installed."""
     if name == "KerasModel":
         from .torchkeras_v4 import KerasModel
         return KerasModel
+    if name == "LightModel":
+        from .lightmodel import LightModel
+        return LightModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -253,14 +257,43 @@ class Model(torch.nn.Module):
 
         >>> model.summary(input_shape=(1, 28, 28))
         """
-        dtype = getattr(input_dtype, "dtype", input_dtype)
-        if not isinstance(dtype, torch.dtype):
-            raise FitkitTypeError(f"summary(input_dtype=...) takes a tensor type or dtype such "
-                                  f"as torch.FloatTensor or torch.long; got {input_dtype!r}.")
-        facade = self._facade()
-        if dtype.is_floating_point:
-            facade.summary(input_shape=input_shape)
-        else:  # integer inputs (token ids): a batch of zeros of that dtype
-            shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else \
-                (input_shape,)
-            facade.summary(input_data=torch.zeros((2, *shape), dtype=dtype))
+        print(_summary_text(self._facade(), input_shape, input_dtype, None), flush=True)
+
+
+# ---------------------------------------------------------------------- summary()
+def summary(model: torch.nn.Module, input_shape: Any = None, input_dtype: Any = torch.FloatTensor,
+            batch_size: int = -1, input_data: Any = None) -> str:
+    """``torchkeras.summary``: print fitkit's summary table (layer, output shape, params) of
+    ``model`` for an input of ``input_shape`` (no batch dimension), or for ``input_data``;
+    returns the printed text, as torchkeras 3+ does (2.x returned None). A tensor in second
+    place is ``input_data`` (torchkeras 3+'s order), a shape ``input_shape`` (2.x's).
+
+    >>> torchkeras.summary(model, input_shape=(2,))
+    """
+    check_net("summary", model)
+    if isinstance(input_shape, torch.Tensor):
+        input_shape, input_data = None, input_shape
+    if input_shape is None and input_data is None:
+        raise FitkitValueError("summary needs input_shape=(...) (without the batch dimension) "
+                               "or input_data=<a batch>, e.g. summary(model, input_shape=(2,)).")
+    text = _summary_text(FitkitModel(model, device=where(model)), input_shape, input_dtype,
+                         input_data)
+    print(text, flush=True)
+    return text
+
+
+def _summary_text(facade: FitkitModel, input_shape: Any, input_dtype: Any,
+                  input_data: Any) -> str:
+    """fitkit's summary table for an input of ``input_shape`` in ``input_dtype`` (integer
+    dtypes, token ids: a batch of zeros), or for ``input_data``."""
+    dtype = getattr(input_dtype, "dtype", input_dtype)
+    if not isinstance(dtype, torch.dtype):
+        raise FitkitTypeError(f"summary(input_dtype=...) takes a tensor type or dtype such "
+                              f"as torch.FloatTensor or torch.long; got {input_dtype!r}.")
+    if input_data is None and not dtype.is_floating_point:
+        shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
+        input_data = torch.zeros((2, *shape), dtype=dtype)
+    printed: list[str] = []
+    facade.summary(input_shape=None if input_data is not None else input_shape,
+                   input_data=input_data, print_fn=printed.append)
+    return printed[0]

@@ -6,7 +6,6 @@ column names; the training is fitkit.Model's, torchkeras 2.x's Model is torchker
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Any, Iterable, Mapping
 
@@ -16,6 +15,7 @@ from ..callbacks import Callback, EarlyStopping, ModelCheckpoint
 from ..errors import FitkitTypeError, FitkitValueError
 from ..history import LR_KEY, is_lr_column
 from ..model import Model as FitkitModel
+from .live_plot import LiveCurves, require_matplotlib
 from .torchkeras import check_loss, check_net, check_optimizer, rule, whole
 
 _PRECISION = {"no": "32", "fp16": "fp16", "bf16": "bf16"}  # accelerate's names -> fitkit's
@@ -173,7 +173,9 @@ class KerasModel(torch.nn.Module):
             gradient_accumulation_steps: int = 1):
         """Train until ``epochs`` or ``patience`` epochs without a better ``monitor``; the
         best epoch's weights are saved to ``ckpt_path`` and restored at the end. Returns the
-        history: epoch, train_loss, train_<m>, lr, val_loss, val_<m>.
+        history: epoch, train_loss, train_<m>, lr, val_loss, val_<m>. ``plot=True`` draws the
+        monitored metric's curves after each epoch: live in a notebook, and into
+        ``history.png`` next to ``ckpt_path`` (matplotlib: ``pip install "fitkit[plot]"``).
 
         >>> dfhistory = model.fit(dl_train, val_data=dl_val, epochs=10, patience=2)
         """
@@ -183,9 +185,8 @@ class KerasModel(torch.nn.Module):
         if wandb:
             raise FitkitValueError("fit(wandb=...) is not supported; log with fitkit's "
                                    "callbacks (CSVLogger, TensorBoard) instead.")
-        if plot and importlib.util.find_spec("matplotlib") is None:
-            raise FitkitValueError("fit(plot=True) draws the curves with matplotlib, which is "
-                                   "not installed: pip install matplotlib, or pass plot=False.")
+        if plot:
+            require_matplotlib("fit(plot=True)")
         if not isinstance(ckpt_path, (str, os.PathLike)):
             raise FitkitTypeError(f"fit(ckpt_path=...) takes a file path; got {ckpt_path!r}.")
         facade = self._compile(bool(cpu), mixed_precision, gradient_accumulation_steps)
@@ -199,12 +200,14 @@ class KerasModel(torch.nn.Module):
         stopper = EarlyStopping(key, patience=patience, mode=mode, restore_best_weights=True)
         watch = [stopper, ModelCheckpoint(os.fspath(ckpt_path), monitor=key, mode=mode,
                                           save_best_only=True)]
-        if not plot:
+        if plot:  # torchkeras 4's VisMetric: the curves instead of the printed lines
+            folder = os.path.dirname(os.fspath(ckpt_path))
+            watch.append(LiveCurves(monitor, mode, os.path.join(folder, "history.png"),
+                                    torchkeras_logs))
+        else:
             watch.append(_Printer(monitor, mode, patience, stopper))
         history = facade.fit(train_data, validation_data=val_data, epochs=epochs, verbose=0,
                              shuffle=False, callbacks=[*watch, *(callbacks or [])])
-        if plot:
-            history.plot()
         self.history = {"epoch": [e + 1 for e in history.epoch],
                         **torchkeras_logs(history.history)}
         import pandas as pd

@@ -17,6 +17,7 @@ from ..adapter import WEIGHTS_FINITE
 from ..controls import TrainingControls
 from ..errors import BackendError
 from ..history import LR_KEY
+from ..optimizer_sets import OptimizerSet, scheduler_set
 from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
@@ -57,6 +58,7 @@ class Adapter:
         self.net = net
         self.device = devices.resolve_device(device)  # only where Keras places it anyway
         self.optimizer: Any = None
+        self.optimizers: list = []  # every optimizer: [optimizer], or configure_optimizers' several
         self.loss_fn: Any = None  # compile's loss, as given
         self.outputs: CompiledOutputs | None = None
         self.run_eagerly = False
@@ -85,8 +87,11 @@ class Adapter:
     def _build(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
                precision: str, loss_weights: Any, output: Any, run_eagerly: bool,
                controls: Any) -> None:
-        self.optimizer = step_controls.wrap_optimizer(
-            optimizers.build_optimizer(optimizer, lr, self.net), precision, self.net)
+        several = isinstance(optimizer, OptimizerSet)  # a GAN's, from configure_optimizers
+        self.optimizers = optimizers.build_several(optimizer, self.replicas) if several else \
+            [step_controls.wrap_optimizer(optimizers.build_optimizer(optimizer, lr, self.net),
+                                          precision, self.net)]
+        self.optimizer = self.optimizers[0]
         if self.replicas is not None:
             self.replicas.check_optimizer(self.optimizer)
         self._update = (step_controls.Update(self, controls)
@@ -104,6 +109,8 @@ class Adapter:
         self._log_fns = {}
         self.build_scheduler(controls.lr_schedule, controls.lr_schedule_every,
                              controls.lr_schedule_monitor)
+        if several:  # each optimizer's own scheduler
+            self.scheduler = scheduler_set(optimizer, self.optimizers, schedules.build_scheduler)
 
     def _build_loss(self, loss: Any) -> tuple:
         fn, spec = losses.build_loss(loss)
@@ -153,14 +160,16 @@ class Adapter:
         return contextlib.nullcontext()
 
     def get_learning_rate(self) -> float:
-        # host sync: a variable read, once per epoch (for the lr column)
-        return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+        return optimizers.rate(self.optimizer)
 
     def set_learning_rate(self, value: float) -> None:
         self.optimizer.learning_rate = value
 
     def learning_rates(self) -> dict[str, float]:
-        """The history's learning-rate column (a Keras optimizer has one rate)."""
+        """The history's learning-rate column (a Keras optimizer has one rate; several
+        optimizers one column each)."""
+        if len(self.optimizers) > 1:
+            return optimizers.several_rates(self.optimizers)
         return {LR_KEY: self.get_learning_rate()}
 
     # ------------------------------------------------------------------ data
@@ -211,7 +220,7 @@ class Adapter:
         """Metric variables and optimizer slots, created before anything is traced."""
         with self._scope():
             if isinstance(self.optimizer, keras.optimizers.Optimizer) and \
-                    not self.optimizer.built:
+                    not self.optimizer.built and len(self.optimizers) == 1:
                 self.optimizer.build(self.net.trainable_variables)  # before tracing
             if self._update is not None:  # accumulators, before tracing too
                 self._update.build(self.net.trainable_variables)

@@ -10,7 +10,8 @@ from typing import Any
 import keras
 
 from .. import specs
-from ..errors import FitkitAttributeError, FitkitTypeError
+from ..errors import FitkitAttributeError, FitkitTypeError, FitkitValueError
+from ..history import lr_columns
 from ..identifiers import KerasIdentifier
 
 _OPTIMIZERS = {
@@ -49,6 +50,31 @@ def build_optimizer(optimizer: Any, lr: float | None, net: Any):
     if lr is not None:
         opt.learning_rate = lr
     return with_lr_pointer(opt)
+
+
+def build_several(given: Any, replicas: Any) -> list:
+    """Several Keras optimizers (an ``optimizer_sets.OptimizerSet``), each checked; each one
+    is built on the variables its first ``apply_gradients`` names, as Keras builds it.
+    Not under a strategy (``replicas``), yet."""
+    if replicas is not None:
+        raise FitkitValueError("Several optimizers under a distribution strategy are not "
+                               "supported yet; train with one.")
+    for i, opt in enumerate(given.optimizers):
+        if not isinstance(opt, keras.optimizers.Optimizer):
+            raise FitkitTypeError(f"configure_optimizers() returned several optimizers; item "
+                                  f"{i} is a {type(opt).__name__}, not a keras optimizer.")
+    return [with_lr_pointer(opt) for opt in given.optimizers]
+
+
+def rate(opt: Any) -> float:
+    """An optimizer's learning rate now (a schedule's at its step)."""
+    # host sync: a variable read, once per epoch (for the lr column)
+    return float(keras.ops.convert_to_numpy(opt.learning_rate))
+
+
+def several_rates(opts: list) -> dict[str, float]:
+    """The history's learning-rate columns of several optimizers: ``learning_rate-opt<i>``."""
+    return {lr_columns([None], optimizer=i)[0]: rate(opt) for i, opt in enumerate(opts)}
 
 
 _POINTERS: dict[type, type] = {}  # optimizer class -> its subclass with the ``lr`` pointer

@@ -102,6 +102,8 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
     opt = _optimizer_variables(adapter.optimizer)
     arrays.update({f"optimizer/{i}": to_array(v) for i, v in enumerate(opt)})
     meta["optimizer"] = [[_generic(v.path), list(v.shape)] for v in opt]
+    if len(adapter.optimizers) > 1:  # several (configure_optimizers): every one's state
+        meta["optimizers"] = _save_others(adapter, arrays)
     meta["logs"] = {}
     for mode, tracker in adapter._trackers.items():
         arrays.update({f"logs/{mode}/{k}": to_array(v) for k, v in tracker.sums.items()})
@@ -126,6 +128,9 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
         assign(v, arrays[f"net/{i}"])
     for i, v in enumerate(opt):
         assign(v, arrays[f"optimizer/{i}"])
+    for k, other in enumerate(adapter.optimizers[1:], 1):
+        for i, v in enumerate(_optimizer_variables(other)):
+            assign(v, arrays[f"optimizers/{k}/{i}"])
     for mode, tracker in adapter._trackers.items():
         saved = meta["logs"].get(mode)
         if saved is None:
@@ -149,10 +154,49 @@ def _generic(path: str) -> str:
 
 
 def _build_optimizer(adapter: Any) -> None:
-    """Slots exist before they are saved or restored (a fresh run builds them at step 1)."""
+    """Slots exist before they are saved or restored (a fresh run builds them at step 1).
+    Several optimizers are built by their own steps, on the variables each one trains."""
     optimizer = adapter.optimizer
-    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built:
+    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built and \
+            len(adapter.optimizers) == 1:
         optimizer.build(adapter.net.trainable_variables)
+
+
+def _save_others(adapter: Any, arrays: dict[str, np.ndarray]) -> dict:
+    """Several optimizers: which of the network's trainable variables each one trains (to build
+    it again on them at a restore, before its first step; None: not built yet) and the
+    variables of every one but the first."""
+    others = []
+    for k, opt in enumerate(adapter.optimizers[1:], 1):
+        variables = _optimizer_variables(opt)
+        arrays.update({f"optimizers/{k}/{i}": to_array(v) for i, v in enumerate(variables)})
+        others.append([[_generic(v.path), list(v.shape)] for v in variables])
+    index = {id(v): i for i, v in enumerate(adapter.net.trainable_variables)}
+    trains = []
+    for opt in adapter.optimizers:
+        held = list(getattr(opt, "_trainable_variables", [])) if opt.built else None
+        if held is not None and any(id(v) not in index for v in held):
+            raise FitkitValueError("An optimizer from configure_optimizers() trains variables "
+                                   "outside model.net, which a checkpoint cannot restore; keep "
+                                   "every network the steps train inside model.net.")
+        trains.append(None if held is None else [index[id(v)] for v in held])
+    return {"trains": trains, "others": others}
+
+
+def _build_several(adapter: Any, saved: dict | None) -> None:
+    """Build each of several optimizers that is not built yet on the variables it trained in
+    the saved run (a restore comes before any step), so its slots can take their values."""
+    count = len((saved or {}).get("trains", [None]))
+    if count != len(adapter.optimizers):
+        raise FitkitValueError(f"The checkpoint has {count} optimizer(s), this model "
+                               f"{len(adapter.optimizers)}; compile with the same "
+                               f"configure_optimizers() to resume.")
+    if saved is None:
+        return
+    variables = adapter.net.trainable_variables  # saved as indices: the same network's order
+    for opt, trains in zip(adapter.optimizers, saved["trains"]):
+        if trains is not None and not opt.built:
+            opt.build([variables[i] for i in trains])
 
 
 def _metric_variables(metric: Any) -> list:
@@ -177,12 +221,33 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
     saved = sc.field(meta, "net", "", _pairs, "a list of [path, shape]")
     check_same("network variables", [(p, tuple(s)) for p, s in saved],
                [(_generic(v.path), tuple(v.shape)) for v in net])
+    several = meta.get("optimizers")  # several optimizers: what each trains, the others' slots
+    if several is not None:
+        count = len(adapter.net.trainable_variables)
+        sc.field(several, "trains", "['optimizers']", lambda v: isinstance(v, list) and all(
+            t is None or (isinstance(t, list) and all(
+                type(i) is int and 0 <= i < count for i in t)) for t in v),
+            "a list (per optimizer) of the indices of the variables it trains")
+        sc.field(several, "others", "['optimizers']", lambda v: isinstance(v, list) and all(
+            _pairs(o) for o in v), "a list (per optimizer after the first) of [path, shape]")
+    _build_several(adapter, several)
     _build_optimizer(adapter)
     opt = _optimizer_variables(adapter.optimizer)
     saved = sc.field(meta, "optimizer", "", _pairs, "a list of [path, shape]")
     check_same("optimizer variables", [(p, tuple(s)) for p, s in saved],
                [(_generic(v.path), tuple(v.shape)) for v in opt])
-    for prefix, variables in (("net", net), ("optimizer", opt)):
+    others = (several or {}).get("others", [])
+    if len(others) != len(adapter.optimizers) - 1:
+        raise FitkitValueError(f"it holds the state of {len(others) + 1} optimizer(s) and this "
+                               f"model has {len(adapter.optimizers)}; compile with the same "
+                               f"configure_optimizers() to resume. Nothing was restored.")
+    parts = [("net", net), ("optimizer", opt)]
+    for k, (saved_k, other) in enumerate(zip(others, adapter.optimizers[1:]), 1):
+        variables = _optimizer_variables(other)
+        check_same(f"optimizer {k}'s variables", [(p, tuple(s)) for p, s in saved_k],
+                   [(_generic(v.path), tuple(v.shape)) for v in variables])
+        parts.append((f"optimizers/{k}", variables))
+    for prefix, variables in parts:
         for i, v in enumerate(variables):
             sc.array(arrays, f"{prefix}/{i}", claimed, tuple(v.shape), _dtype(v.dtype))
     logs = sc.field(meta, "logs", "", lambda v: isinstance(v, dict), "a dict")

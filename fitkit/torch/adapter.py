@@ -15,6 +15,7 @@ from .. import distribute as strategies
 from .. import hf, specs, targets
 from ..adapter import WEIGHTS_FINITE
 from ..controls import TrainingControls
+from ..optimizer_sets import OptimizerSet, SchedulerSet, after_each, scheduler_set
 from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
@@ -68,6 +69,7 @@ class Adapter:
         floats = [p.dtype for p in params if p.is_floating_point()]
         self.float_dtype = floats[0] if floats else torch.get_default_dtype()
         self.optimizer: Any = None
+        self.optimizers: list = []  # every optimizer: [optimizer], or configure_optimizers' several
         self.loss_fn: Any = None  # compile's loss, as given
         self.outputs: CompiledOutputs | None = None
         self._autocast: Any = contextlib.nullcontext()
@@ -97,9 +99,12 @@ class Adapter:
                 precision: str = "32", *, loss_weights: Any = None, output: Any = None,
                 run_eagerly: bool = False, controls: Any = None) -> None:
         self._attach(strategies.active())
-        built = optimizers.build_optimizer(optimizer, lr, self.net)  # checked before changes
+        several = isinstance(optimizer, OptimizerSet)  # a GAN's, from configure_optimizers
+        built = optimizers.build_several(optimizer, self.net, self._strategy) if several else \
+            [optimizers.build_optimizer(optimizer, lr, self.net)]  # checked before changes
         self.controls = controls = controls or TrainingControls(precision=precision)
-        self.optimizer, self._base_lrs = built, optimizers.rates(built)  # groups' ratios
+        self.optimizers, self.optimizer = built, built[0]
+        self._base_lrs = optimizers.rates(self.optimizer)  # groups' ratios
         self._autocast = step_controls.precision_context(self.device, precision)
         self._update = (step_controls.Update(self, controls, self._ddp)
                         if step_controls.needs_update(controls) or self._ddp is not None else None)
@@ -111,6 +116,8 @@ class Adapter:
             default_names=lambda n: [f"output_{i + 1}" for i in range(n)])
         self.build_scheduler(controls.lr_schedule, controls.lr_schedule_every,
                              controls.lr_schedule_monitor)
+        if several:  # each optimizer's own scheduler
+            self.scheduler = scheduler_set(optimizer, built, schedules.build_scheduler)
         if self._ddp is not None:
             self._ddp.compiled(self)
 
@@ -164,7 +171,9 @@ class Adapter:
             optimizers.rates(self.optimizer), value, self._base_lrs, "model.learning_rate"))
 
     def learning_rates(self) -> dict[str, float]:
-        """The history's learning-rate columns: ``lr``, or one per param group."""
+        """The history's learning-rate columns: ``lr``, or one per param group (or optimizer)."""
+        if len(self.optimizers) > 1:
+            return optimizers.several_rates(self.optimizers)
         return optimizers.group_rates(self.optimizer)
 
     # ------------------------------------------------------------------ data
@@ -295,6 +304,9 @@ class Adapter:
     def make_function(self, step: Callable, mode: str) -> Callable:
         """Wrap a step so its returned logs accumulate on the device (no host sync);
         under jit_compile the step is torch.compile'd."""
+        if mode == "train" and isinstance(self.scheduler, SchedulerSet) and \
+                self.scheduler.per_batch:  # several optimizers' "step" schedulers
+            step = after_each(step, self.scheduler.after_update)
         if self.controls.jit_compile:
             step = step_controls.compile_step(step)
         if mode == "predict":  # an output object's predictions, not its loss or cache

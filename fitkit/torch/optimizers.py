@@ -95,6 +95,42 @@ def check_params(opt: torch.optim.Optimizer, net: torch.nn.Module) -> None:
         UserWarning, stacklevel=5)
 
 
+def build_several(given: Any, net: torch.nn.Module,
+                  strategy: Any = None) -> list[torch.optim.Optimizer]:
+    """Several torch optimizers (an ``optimizer_sets.OptimizerSet``), checked together: each
+    a torch.optim.Optimizer, and between them the network's trainable parameters. Not under
+    a strategy (DDP, DataParallel), yet."""
+    if getattr(strategy, "name", "none") != "none":
+        raise FitkitValueError(f"Several optimizers under the {strategy.name!r} strategy are "
+                               f"not supported yet; train with one.")
+    given = list(given.optimizers)
+    for i, opt in enumerate(given):
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise FitkitTypeError(f"configure_optimizers() returned several optimizers; item "
+                                  f"{i} is a {type(opt).__name__}, not a torch.optim optimizer.")
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    held = {id(p) for opt in given for group in opt.param_groups for p in group["params"]}
+    if trainable and not trainable & held:
+        raise FitkitValueError(
+            f"The {len(given)} optimizers from configure_optimizers() hold none of the "
+            f"network's {len(trainable)} trainable parameters (they were built on other ones); "
+            f"build them on self.net's parameters, e.g. self.net.generator.parameters().")
+    if not trainable <= held:
+        warnings.warn(
+            f"The {len(given)} optimizers from configure_optimizers() hold "
+            f"{len(trainable & held)} of the network's {len(trainable)} trainable parameters; "
+            f"{len(trainable - held)} will not train. Freeze them (requires_grad=False) if "
+            f"that is meant.", UserWarning, stacklevel=5)
+    return given
+
+
+def several_rates(opts: list[torch.optim.Optimizer]) -> dict[str, float]:
+    """The history's learning-rate columns of several optimizers: ``learning_rate-opt<i>`` (one per
+    param group of each: history.lr_columns)."""
+    return {key: rate for i, opt in enumerate(opts) for key, rate in zip(
+        lr_columns([g.get("name") for g in opt.param_groups], optimizer=i), rates(opt))}
+
+
 def rates(opt: torch.optim.Optimizer) -> list[float]:
     """Every param group's learning rate, in group order."""
     return [float(group["lr"]) for group in opt.param_groups]  # host sync: a tensor lr, rarely

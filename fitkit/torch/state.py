@@ -86,19 +86,10 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
     net = adapter.net.state_dict()
     arrays.update({f"net/{k}": to_array(v) for k, v in net.items()})
     meta["net"] = [[k, list(v.shape)] for k, v in net.items()]
-    opt = adapter.optimizer.state_dict()
-    values: dict = {}
-    for index, entries in opt["state"].items():
-        for key, value in entries.items():
-            if isinstance(value, torch.Tensor):
-                arrays[f"optimizer/{index}/{key}"] = to_array(value)
-            else:
-                values[f"{index}/{key}"] = value
-    meta["optimizer"] = {"class": type(adapter.optimizer).__name__,
-                         "param_groups": opt["param_groups"], "values": values,
-                         "tensors": {f"{i}/{k}": [str(v.dtype), list(v.shape)]
-                                     for i, e in opt["state"].items() for k, v in e.items()
-                                     if isinstance(v, torch.Tensor)}}
+    meta["optimizer"] = _save_optimizer(adapter.optimizer, "optimizer", arrays)
+    if len(adapter.optimizers) > 1:  # several (configure_optimizers): every one's state
+        meta["optimizers"] = [_save_optimizer(opt, f"optimizers/{i}", arrays)
+                              for i, opt in enumerate(adapter.optimizers[1:], 1)]
     meta["logs"] = {}
     for mode, tracker in adapter._trackers.items():
         arrays.update({f"logs/{mode}/{k}": to_array(v) for k, v in tracker.sums.items()})
@@ -122,10 +113,13 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     anything changes."""
     check_state(adapter, arrays, meta)
     net = adapter.net.state_dict()
+    saved_opts = [meta["optimizer"], *meta.get("optimizers", [])]  # checked above
     with torch.no_grad():
         for k, t in net.items():
             t.copy_(to_tensor(arrays[f"net/{k}"], t))
-    adapter.optimizer.load_state_dict(_optimizer_state(adapter, arrays, meta["optimizer"]))
+    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts)):
+        prefix = "optimizer" if i == 0 else f"optimizers/{i}"
+        opt.load_state_dict(_optimizer_state(opt, arrays, saved, prefix))
     for mode, tracker in adapter._trackers.items():
         saved = meta["logs"].get(mode, {"count": 0, "keys": []})
         tracker.sums = {k: _tensor(arrays[f"logs/{mode}/{k}"], adapter.device)
@@ -141,9 +135,26 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     load_shared(adapter, arrays, meta, set_rng_state)
 
 
-def _optimizer_state(adapter: Any, arrays: dict, saved: dict) -> dict:
-    """The optimizer's state_dict rebuilt from arrays + JSON (tuples where torch keeps them)."""
-    own_groups = adapter.optimizer.state_dict()["param_groups"]
+def _save_optimizer(optimizer: Any, prefix: str, arrays: dict[str, np.ndarray]) -> dict:
+    """An optimizer's state: its tensors into ``arrays`` under ``prefix``; returns the JSON."""
+    opt = optimizer.state_dict()
+    values: dict = {}
+    for index, entries in opt["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                arrays[f"{prefix}/{index}/{key}"] = to_array(value)
+            else:
+                values[f"{index}/{key}"] = value
+    return {"class": type(optimizer).__name__, "param_groups": opt["param_groups"],
+            "values": values,
+            "tensors": {f"{i}/{k}": [str(v.dtype), list(v.shape)]
+                        for i, e in opt["state"].items() for k, v in e.items()
+                        if isinstance(v, torch.Tensor)}}
+
+
+def _optimizer_state(optimizer: Any, arrays: dict, saved: dict, prefix: str) -> dict:
+    """An optimizer's state_dict rebuilt from arrays + JSON (tuples where torch keeps them)."""
+    own_groups = optimizer.state_dict()["param_groups"]
     groups = []
     for own, group in zip(own_groups, saved["param_groups"]):
         groups.append({k: tuple(v) if isinstance(own.get(k), tuple) else v
@@ -154,7 +165,7 @@ def _optimizer_state(adapter: Any, arrays: dict, saved: dict) -> dict:
         state.setdefault(int(index), {})[name] = value
     for key, (dtype, _) in saved["tensors"].items():
         index, name = key.split("/", 1)
-        array = arrays[f"optimizer/{key}"]
+        array = arrays[f"{prefix}/{key}"]
         state.setdefault(int(index), {})[name] = \
             torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16) \
             if dtype == "torch.bfloat16" else torch.from_numpy(np.array(array))
@@ -185,7 +196,19 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
                [(k, tuple(v.shape)) for k, v in net.items()])
     for k, t in net.items():
         sc.array(arrays, f"net/{k}", claimed, tuple(t.shape), _dtype(t.dtype))
-    _check_optimizer(adapter, arrays, meta, claimed)
+    saved_opts = [sc.field(meta, "optimizer", "", lambda v: isinstance(v, dict), "a dict"),
+                  *sc.field({"optimizers": meta.get("optimizers", [])}, "optimizers", "",
+                            lambda v: isinstance(v, list) and all(isinstance(o, dict)
+                                                                  for o in v),
+                            "a list of dicts")]
+    if len(saved_opts) != len(adapter.optimizers):
+        raise FitkitValueError(f"it holds the state of {len(saved_opts)} optimizer(s) and this "
+                               f"model has {len(adapter.optimizers)}; compile with the same "
+                               f"configure_optimizers() to resume. Nothing was restored.")
+    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts)):
+        where, prefix = ("['optimizer']", "optimizer") if i == 0 else \
+            (f"['optimizers'][{i - 1}]", f"optimizers/{i}")
+        _check_optimizer(opt, saved, where, prefix, arrays, claimed)
     logs = sc.field(meta, "logs", "", lambda v: isinstance(v, dict), "a dict")
     for mode, entry in logs.items():
         sc.field(entry, "count", f"['logs'][{mode!r}]", sc.is_number, "a number")
@@ -225,17 +248,17 @@ def check_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:
                                f"{torch.cuda.device_count()}; resume on as many GPUs.")
 
 
-def _check_optimizer(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None:
-    saved = sc.field(meta, "optimizer", "", lambda v: isinstance(v, dict), "a dict")
-    where = "['optimizer']"
-    name = type(adapter.optimizer).__name__
-    own = adapter.optimizer.state_dict()
+def _check_optimizer(optimizer: Any, saved: dict, where: str, prefix: str, arrays: dict,
+                     claimed: set) -> None:
+    name = type(optimizer).__name__
+    own = optimizer.state_dict()
     # None: a format-1 file, which did not name the class; its settings keys still must match
     kind = sc.field(saved, "class", where, lambda v: v is None or isinstance(v, str),
                     "a class name")
     groups = sc.field(saved, "param_groups", where, lambda v: isinstance(v, list) and all(
         isinstance(g, dict) for g in v), "a list of dicts")
-    if kind not in (name, None) or any(sorted(g) != sorted(o) for g, o in zip(groups, own["param_groups"])):
+    if kind not in (name, None) or any(sorted(g) != sorted(o)
+                                       for g, o in zip(groups, own["param_groups"])):
         raise FitkitValueError(
             f"it holds the optimizer state of {kind} (settings "
             f"{sorted(groups[0]) if groups else []}), and this model's optimizer is {name} "
@@ -268,7 +291,7 @@ def _check_optimizer(adapter: Any, arrays: dict, meta: dict, claimed: set) -> No
                                                list(mine.shape) != shape):
             raise sc.bad(f"{where}['tensors'][{key!r}]", [dtype, shape],
                          f"[{str(mine.dtype)!r}, {list(mine.shape)}] as this optimizer's")
-        sc.array(arrays, f"optimizer/{key}", claimed, tuple(shape),
+        sc.array(arrays, f"{prefix}/{key}", claimed, tuple(shape),
                  np.uint16 if dtype == "torch.bfloat16" else None)
 
 
