@@ -125,8 +125,8 @@ def build_several(given: Any, net: torch.nn.Module,
 
 
 def several_rates(opts: list[torch.optim.Optimizer]) -> dict[str, float]:
-    """The history's learning-rate columns of several optimizers: ``learning_rate-opt<i>`` (one per
-    param group of each: history.lr_columns)."""
+    """The history's learning-rate columns of several optimizers: ``learning_rate-opt<i>``
+    (one per param group of each: history.lr_columns)."""
     return {key: rate for i, opt in enumerate(opts) for key, rate in zip(
         lr_columns([g.get("name") for g in opt.param_groups], optimizer=i), rates(opt))}
 
