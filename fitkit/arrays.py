@@ -99,8 +99,20 @@ def pandas_to_numpy(obj: Any, what: str) -> Any:
     if not cols:
         raise FitkitValueError(f"{what} is a DataFrame with no columns.")
     kinds = {c.dtype.kind for c in cols}
+    if "U" in kinds and kinds != {"U"}:
+        raise FitkitValueError(
+            f"{what} mixes text and number columns; pass them as separate inputs (a dict "
+            f"{{name: column}}), the text ones to a model that vectorizes them, or encode the "
+            f"text first (.astype('category').cat.codes).")
     dtype = np.int64 if kinds <= {"i", "u", "b"} else np.result_type(*cols, np.float32)
     return np.column_stack([c.astype(dtype, copy=False) for c in cols])
+
+
+def _all_strings(col: Any) -> bool:
+    """A text column: pandas' string dtype, or objects that are all strings (no missing)."""
+    if str(col.dtype) not in ("object", "str", "string") or col.isna().any():
+        return False
+    return bool(len(col)) and all(isinstance(v, str) for v in col.to_numpy(dtype=object))
 
 
 def _column(col: Any, label: str) -> Any:
@@ -118,6 +130,8 @@ def _column(col: Any, label: str) -> Any:
                 f"{label} has missing values (the first at row {int(missing[0])}); fill or "
                 f"drop them first (df.fillna(...) / df.dropna()).")
         array = col.to_numpy(dtype=dtype.numpy_dtype)
+    elif _all_strings(col):  # text for a model that vectorizes it itself (TextVectorization)
+        return col.to_numpy(dtype=object).astype(str)
     else:
         fix = ".cat.codes" if str(dtype) == "category" else \
             ".astype('category').cat.codes, or pd.get_dummies"

@@ -22,13 +22,19 @@ from ..sources import (IterableSource, check_iterable, chunk_size,
 
 def to_tensor(value: Any) -> tf.Tensor:
     """One leaf as a tf tensor; floats become float32 (Keras's floatx), bools float32."""
-    if isinstance(value, tf.Tensor):
+    if isinstance(value, (tf.Tensor, tf.RaggedTensor)):  # ragged rows: as Keras's layers take them
         return tf.cast(value, tf.float32) if value.dtype in (tf.float64, tf.bool) else value
     if type(value).__module__.startswith("torch"):
         value = value.detach().cpu().numpy()  # host sync: a torch batch crossing frameworks
     array = np.asarray(value)
+    if array.dtype.kind in "US" or (array.dtype.kind == "O" and array.size and all(
+            isinstance(v, (str, bytes)) for v in array.flat)):
+        return tf.constant(array.astype(str) if array.dtype.kind == "O" else array)  # tf.string
     if array.dtype.kind not in "biuf":
-        raise FitkitValueError(f"Data of dtype {array.dtype} is not numeric; encode it first.")
+        raise FitkitValueError(
+            f"Data of dtype {array.dtype} is not numeric; encode it first (strings are "
+            f"passed as tf.string for a model that holds its own TextVectorization or "
+            f"StringLookup; rows of varying length as a tf.RaggedTensor).")
     if array.dtype.kind == "f" or array.dtype == np.bool_:
         array = array.astype(np.float32, copy=False)
     elif array.dtype.kind in "iu" and (array.dtype.itemsize < 4 or array.dtype.kind == "u"):
