@@ -325,6 +325,15 @@ class Source:
         self.inner.map_inputs(fn)
         self._tensors = None
 
+    def rng_state(self) -> dict:
+        return self.inner.rng_state()
+
+    def pass_rng_state(self) -> dict:
+        return self.inner.pass_rng_state()
+
+    def set_rng_state(self, states: dict) -> None:
+        self.inner.set_rng_state(states)
+
     def __iter__(self) -> Iterator[tuple]:
         return iter(self.inner)
 
