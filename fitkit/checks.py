@@ -29,13 +29,15 @@ def check_first(model: Any, source: Any, mode: str, what: str = "", *,
     as a loop's ``for batch in loader`` would draw it. Fit's validation data runs only after
     an epoch: with ``runs_next=False`` the RNGs go back to before the pass opened, and a pass
     that drew from them is opened again when it runs (one that drew from generators of its
-    own, which nothing else draws from, is kept).
+    own, which nothing else draws from, is kept; so is a generator's, which cannot reopen).
     """
     adapter = model._adapter
     if runs_next and not run_network:  # a batch-style call after its first: nothing draws
         return _check_first(model, source, mode, what, source.peek(), run_network)
     rngs = backend_part(adapter, "state")
-    before = None if runs_next else (rngs.all_rngs(adapter), source.rng_state())
+    # a generator cannot open its pass again: what its first item drew stays drawn
+    before = None if runs_next or source.one_shot else \
+        (rngs.all_rngs(adapter), source.rng_state())
     batch = source.peek()
     opened = rngs.all_rngs(adapter)
     try:

@@ -46,7 +46,10 @@ def rng_states(kit, net):
     """Every generator a user's code may draw from, as comparable values."""
     states = {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist()}
     if kit.name == "torch":
-        states["torch"] = kit.torch.get_rng_state().tolist()
+        torch = kit.torch
+        states["torch"] = torch.get_rng_state().tolist()
+        if torch.cuda.is_available():  # the network runs there, drawing from CUDA's
+            states["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     else:
         states["tf"] = kit.tf.random.get_global_generator().state.numpy().tolist()
         states["seeds"] = [v.numpy().tolist() for v in net.variables
@@ -108,12 +111,18 @@ def test_a_torch_fit_equals_a_hand_written_loop_seeded_alike(torch_kit):
     model = fitkit.Model(net)
     model.compile(torch.optim.SGD(net.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(),
                   metrics=["accuracy"])
+    device = model._adapter.device  # a GPU when there is one: the loop runs there too
+
+    def generators():
+        cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
+        return [torch.get_rng_state(), *cuda]
+
     torch.manual_seed(5)
     train, val = loaders()
     model.fit(train, epochs=3, validation_data=val, verbose=0)
-    after_fit = torch.get_rng_state()
+    after_fit = generators()
 
-    net = noisy_net(torch_kit)
+    net = noisy_net(torch_kit).to(device)
     optimizer, loss_fn = torch.optim.SGD(net.parameters(), lr=0.1), torch.nn.CrossEntropyLoss()
     torch.manual_seed(5)
     train, val = loaders()
@@ -121,15 +130,15 @@ def test_a_torch_fit_equals_a_hand_written_loop_seeded_alike(torch_kit):
         net.train()
         for xb, yb in train:
             optimizer.zero_grad()
-            loss_fn(net(xb), yb).backward()
+            loss_fn(net(xb.to(device)), yb.to(device)).backward()
             optimizer.step()
         net.eval()
         with torch.no_grad():
             for xb, yb in val:
-                net(xb)
-    for a, b in zip(model.get_weights(), [t.detach().numpy() for t in net.state_dict().values()]):
-        np.testing.assert_array_equal(a, b)
-    assert torch.equal(after_fit, torch.get_rng_state())
+                net(xb.to(device))
+    for a, b in zip(model.get_weights(), net.state_dict().values()):
+        np.testing.assert_array_equal(a, b.detach().cpu().numpy())
+    assert all(torch.equal(a, b) for a, b in zip(after_fit, generators()))
 
 
 def test_a_tensorflow_fit_equals_keras_fit_seeded_alike(tf_kit):
