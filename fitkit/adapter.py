@@ -31,6 +31,11 @@ class BatchSource(Protocol):
     def targets(self) -> Any: ...               # every target in memory, or None
     def map_inputs(self, fn: Callable[[Any], Any]) -> None: ...  # convert every batch's x
     def split_labels(self, keys: Any) -> None: ...  # hf.LabelKeys: a dict batch's targets
+    # What a pass draws from besides the framework's RNGs (a loader's own generator), as
+    # arrays: for the next pass, for the running one, and set for the next (a resume).
+    def rng_state(self) -> dict: ...
+    def pass_rng_state(self) -> dict: ...
+    def set_rng_state(self, states: dict) -> None: ...
 
 
 @dataclass

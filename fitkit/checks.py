@@ -6,19 +6,50 @@ the loops that run afterwards are training.py's, target rules targets.py's.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from . import arrays, hf, targets
+from .backend import backend_part
 from .errors import FitkitError, FitkitValueError
 from .outputs import prediction, target
+from .resume import same_rngs
 from .sources import unpack
 
 
 def check_first(model: Any, source: Any, mode: str, what: str = "", *,
-                run_network: bool = True) -> tuple:
+                run_network: bool = True, runs_next: bool = True) -> tuple:
     """Check ``source``'s first batch for ``mode``, unless a custom step uses the data its own
-    way; returns the batch as the steps will see it."""
+    way; returns the batch as the steps will see it.
+
+    The checks draw from no RNG a step or the user's code draws from: every one is put back
+    as it was (a forward pass may draw even in inference mode, and a metric may too), so a
+    fit equals a hand-written loop seeded alike. The pass ``peek`` opens is the one that
+    runs next when ``runs_next``, and what opening it drew (a loader's order) stays drawn,
+    as a loop's ``for batch in loader`` would draw it. Fit's validation data runs only after
+    an epoch: with ``runs_next=False`` the RNGs go back to before the pass opened, and a pass
+    that drew from them is opened again when it runs (one that drew from generators of its
+    own, which nothing else draws from, is kept; so is a generator's, which cannot reopen).
+    """
+    adapter = model._adapter
+    if runs_next and not run_network:  # a batch-style call after its first: nothing draws
+        return _check_first(model, source, mode, what, source.peek(), run_network)
+    rngs = backend_part(adapter, "state")
+    # a generator cannot open its pass again: what its first item drew stays drawn
+    before = None if runs_next or source.one_shot else \
+        (rngs.all_rngs(adapter), source.rng_state())
     batch = source.peek()
+    opened = rngs.all_rngs(adapter)
+    try:
+        return _check_first(model, source, mode, what, batch, run_network)
+    finally:
+        rngs.set_all_rngs(adapter, opened if before is None else before[0])
+        if before is not None and not same_rngs(before[0], opened):
+            source.set_rng_state(before[1])  # drawn again when it runs
+
+
+def _check_first(model: Any, source: Any, mode: str, what: str, batch: tuple,
+                 run_network: bool) -> tuple:
     if model._custom(mode):
         model._adapter.example_inputs = unpack(batch)[0]
         return batch
@@ -101,25 +132,47 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
 
 
 def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
-    """A metric that cannot read this output's predictions fails here, not at step 1."""
+    """A metric that fails on this output's first batch fails here, not at step 1, and is
+    named: each one is tried alone, so the error is the failing metric's own."""
     try:
         adapter.update_head(head, y, y_pred, w)
     except FitkitError:
         raise
     except Exception as err:
-        names = [m.name for m in head.metrics]
+        metric, cause = _failing_metric(adapter, head, y, y_pred, w, err)
         output = f" of output {head.name!r}" if head.prefix else ""
-        fix = ("A metric function gets the batch where the network runs: write it with the "
-               "framework's ops, or move values to the host first (.cpu(), a wait each step)"
-               if "device" in str(err) else "Give each output metrics that fit it, e.g. "
-               "metrics={'cls': ['accuracy'], 'reg': ['mae']}")
+        text = str(cause)
+        if any(words in text for words in _DEVICE_WORDS):
+            fix = ("A metric function gets the batch where the network runs: write it with the "
+                   "framework's ops, or move values to the host first (.cpu(), a wait each step)")
+        elif any(word in text.lower() for word in _SHAPE_WORDS):
+            fix = ("Give each output metrics that fit its predictions and targets, e.g. "
+                   "metrics={'cls': ['accuracy'], 'reg': ['mae']}")
+        else:
+            fix = "Fix the metric (its traceback is chained below), or leave it out of compile"
         raise FitkitValueError(
-            f"The metrics {names}{output} cannot read predictions of shape "
-            f"{tuple(y_pred.shape)} against targets of shape {tuple(y.shape)}: "
-            f"{type(err).__name__}: {err}. {fix}.") from err
+            f"The metric {metric.name!r}{output} failed on a first batch (predictions of "
+            f"shape {tuple(y_pred.shape)}, targets of shape {tuple(y.shape)}): "
+            f"{type(cause).__name__}: {text}. {fix}.") from cause
     finally:
         for metric in head.metrics:
             metric.reset()
+
+
+_SHAPE_WORDS = ("shape", "size", "dimension", "broadcast", "rank", "incompatible")
+_DEVICE_WORDS = ("same device", "device type")  # torch: mixed devices; a GPU tensor to numpy
+
+
+def _failing_metric(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any,
+                    err: Exception) -> tuple[Any, Exception]:
+    """(the metric that raises, its exception): ``head``'s metrics tried one at a time."""
+    if len(head.metrics) > 1:
+        for metric in head.metrics:
+            try:
+                adapter.update_head(replace(head, metrics=[metric]), y, y_pred, w)
+            except Exception as own:
+                return metric, own
+    return head.metrics[0], err
 
 
 def check_batch_dimension(x: Any, y: Any) -> None:

@@ -7,7 +7,6 @@ epoch is training.py's, the file format checkpoint.py's, each backend's state it
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any, Sequence
 
 from . import arrays, checks, distribute, signals, statecheck, training
@@ -17,7 +16,8 @@ from .checkpoint import load_state, save_state
 from .display import EpochDisplay
 from .errors import FitkitError, FitkitValueError
 from .history import History, renamed_lr
-from .resume import FitState, as_arrays, prefixed, unprefixed
+from .resume import (FitState, as_arrays, prefixed, restore_sources, source_arrays,
+                     unprefixed)
 from .sources import checked_batch_size
 
 
@@ -45,7 +45,7 @@ def fit(model: Any, x: Any, y: Any, *, batch_size: int | None, epochs: int, verb
     start_rng = backend_part(model._adapter, "state").rng_state()  # before any pass opens
     checks.check_first(model, train, "train")
     if val is not None:
-        checks.check_first(model, val, "test", "validation_data")
+        checks.check_first(model, val, "test", "validation_data", runs_next=False)
     cbs = CallbackList(callbacks, model, {
         "epochs": epochs, "batch_size": batch_size, "initial_epoch": initial_epoch,
         "steps": steps_per_epoch or train.steps, "verbose": verbose})
@@ -70,20 +70,17 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
     adapter = model._adapter
     resumed, model._resume = model._resume, None  # a checkpoint loaded by hand
     state = resumed or FitState(epoch=initial_epoch, epoch_rng=start_rng)
+    state.sources = {"train": train, "val": val}
     if resumed is not None and resumed.saved is not None:
         path, fit = resumed.saved[2:]
         check_same_data(path, fit, cbs)
-        if [c["class"] for c in fit.get("callbacks", [])] == \
-                [type(cb).__name__ for cb in cbs.callbacks]:
+        if fit["callbacks"] is not None:  # saved inside a fit, with its callbacks' states
             checked(path, lambda: statecheck.check_callbacks(fit, cbs))
-            cbs.load_state_dicts(fit["callbacks"])
-        elif fit.get("callbacks"):
-            warnings.warn(f"{path!r} holds the state of callbacks "
-                          f"{[c['class'] for c in fit['callbacks']]}; this fit has others, "
-                          f"which start afresh.", stacklevel=4)
+            cbs.load_state_dicts(fit["callbacks"], path)
         # again, after the first-batch checks reset the metric states: the running logs
         # of a mid-epoch checkpoint must come back as they were
         adapter.set_state(*resumed.saved[:2])
+        restore_sources(state, resumed.saved[0])
         resumed.saved = None
     state.epochs, state.keys_checked = epochs, model._custom("train") is False
     model._fit_state, model._fit_callbacks = state, cbs
@@ -166,6 +163,7 @@ def save_checkpoint(model: Any, path: str) -> None:
                        "data": _data_shape(cbs)}
         if step or state.pass_step:  # mid-pass: the RNGs as it began, to draw its order again
             arrays.update(prefixed("epoch_rng", as_arrays(state.epoch_rng)))
+        arrays.update(source_arrays(state, mid_epoch=bool(step)))
     save_state(str(path), arrays, meta)
 
 
@@ -185,7 +183,7 @@ def load_checkpoint(model: Any, path: str) -> dict:
     fit = meta["fit"]
     if fit is not None and cbs is not None:
         check_same_data(path, fit, cbs)
-        cbs.load_state_dicts(fit["callbacks"])
+        cbs.load_state_dicts(fit["callbacks"], path)
     model._adapter.set_state(arrays, meta)
     history = History()
     history.epoch = list(meta["history"]["epoch"])
@@ -194,7 +192,7 @@ def load_checkpoint(model: Any, path: str) -> dict:
     model.history = history
     if fit is None:  # saved outside a fit: the next one starts after its last epoch
         fit = {"epochs": None, "epoch": len(history), "step": 0, "global_step": 0,
-               "callbacks": []}
+               "callbacks": None}
     state = FitState(epochs=fit["epochs"], epoch=fit["epoch"], step=fit["step"],
                      global_step=fit["global_step"], resume_step=fit["step"],
                      pass_step=fit.get("pass_step", 0),
@@ -206,6 +204,7 @@ def load_checkpoint(model: Any, path: str) -> dict:
             state.global_step
         running.resume_step, running.epoch_rng = state.resume_step, state.epoch_rng
         running.pass_step = state.pass_step
+        restore_sources(running, arrays)
     else:
         state.saved = (arrays, meta, str(path), fit)
         model._resume = state  # the next fit starts here

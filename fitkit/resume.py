@@ -33,6 +33,7 @@ class FitState:
     keys_checked: bool = True        # monitored keys checked against the logs
     loop: Any = None                 # the running epoch's steps.StepLoop
     saved: Any = None                # (arrays, meta) loaded by hand, applied again at fit
+    sources: dict = field(default_factory=dict)  # "train" / "val": the fit's batch sources
 
 
 def host_rng_state() -> dict[str, np.ndarray]:
@@ -54,6 +55,36 @@ def set_host_rng_state(arrays: dict[str, np.ndarray]) -> None:
     pos, has_gauss = (int(v) for v in arrays["rng/numpy_meta"])
     np.random.set_state(("MT19937", arrays["rng/numpy"], pos, has_gauss,
                          float(arrays["rng/numpy_gauss"][0])))
+
+
+def same_rngs(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two RNG snapshots (arrays, CPU tensors, tuples) hold the same states."""
+    return a.keys() == b.keys() and all(
+        a[k] == b[k] if isinstance(a[k], tuple) else np.array_equal(np.asarray(a[k]),
+                                                                    np.asarray(b[k]))
+        for k in a)
+
+
+def source_arrays(state: FitState, mid_epoch: bool) -> dict[str, np.ndarray]:
+    """The data's own random states for a backup (a loader's generator, a tf.data pipeline's
+    pass number): what each source's next pass draws from (``source/<name>/…``) and, in the
+    middle of an epoch, what its running pass drew from (``epoch_rng/source/…``)."""
+    out: dict[str, np.ndarray] = {}
+    for name, source in state.sources.items():
+        if source is not None:
+            out.update(prefixed(f"source/{name}", as_arrays(source.rng_state())))
+    train = state.sources.get("train")
+    if mid_epoch and train is not None:
+        out.update(prefixed("epoch_rng/source", as_arrays(train.pass_rng_state())))
+    return out
+
+
+def restore_sources(state: FitState, arrays: dict[str, np.ndarray]) -> None:
+    """Give each source the random state a backup saved for its next pass."""
+    for name, source in state.sources.items():
+        saved = unprefixed(f"source/{name}", arrays)
+        if source is not None and saved:
+            source.set_rng_state(saved)
 
 
 def as_arrays(states: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -114,23 +114,49 @@ def checked_batch_size(x: Any, batch_size: int | None, call: str) -> int:
         f"{type(x).__name__}, which makes its own batches ({own}); batch_size would be "
         f"ignored. Drop batch_size, or set the size where the batches are made "
         f"(DataLoader(..., batch_size=n), dataset.batch(n)).")
+class DrawsFromFramework:
+    """The random state of a source whose passes draw from the framework's RNGs alone
+    (in-memory data): nothing of its own, so nothing for a backup to save."""
+
+    def rng_state(self) -> dict:
+        """What the next pass draws from, besides the framework's RNGs: nothing."""
+        return {}
+
+    def pass_rng_state(self) -> dict:
+        """What the running pass drew from, besides the framework's RNGs: nothing."""
+        return {}
+
+    def set_rng_state(self, states: dict) -> None:
+        """Nothing to set: the framework's RNGs decide the next pass."""
 
 
 class IterableSource:
-    """Batches of an iterable; ``restart()`` gives a fresh pass, or None for a one-shot one."""
+    """Batches of an iterable; ``restart()`` gives a fresh pass, or None for a one-shot one.
+
+    ``own_rng`` (get() / set() of arrays): generators of the data's own that a pass draws
+    from (a DataLoader's ``generator=``), recorded as each pass opens so a backup saves them.
+    """
 
     predicts_in_chunks = False  # predict runs one batch per call
     def __init__(self, data: Any, convert: Callable[[Any], Any], *,
                  restart: Callable[[], Iterable] | None = None,
-                 weigh: Callable[[Any], Any] | None = None) -> None:
+                 weigh: Callable[[Any], Any] | None = None, own_rng: Any = None) -> None:
         self.data, self.convert, self.weigh = data, convert, weigh
+        self.own_rng = own_rng
         self.one_shot = isinstance(data, Iterator)  # a generator: it continues across epochs
         self.restart = restart or (lambda: data)
         self.steps = length(data)
         self._pending: list = []
         self._opened: Iterator | None = None  # a pass begun by peek(), resumed by the next
+        self._opened_state: dict = {}  # what the peeked pass drew from
+        self._pass_state: dict = {}    # what the running pass drew from
         self.input_map: Callable[[Any], Any] | None = None
         self.label_keys: Any = None  # hf.LabelKeys: dict batches' targets (split_labels)
+
+    def _open(self) -> Iterator:
+        """A new pass; what it draws from (the data's own generators) is recorded first."""
+        self._pass_state = self.own_rng.get() if self.own_rng is not None else {}
+        return iter(self.restart())
 
     def _raw(self) -> Iterator:
         if self.one_shot:
@@ -139,8 +165,9 @@ class IterableSource:
         if self._opened is not None:  # reuse the peeked pass: a loader is opened once
             opened, pending = self._opened, self._pending
             self._opened, self._pending = None, []
+            self._pass_state = self._opened_state
             return chain(pending, opened)
-        return iter(self.restart())
+        return self._open()
 
     def _batch(self, item: Any) -> tuple:
         x, y, w = split_batch(item)
@@ -191,7 +218,8 @@ class IterableSource:
         elif self._opened is not None:
             item = self._pending[0] if self._pending else None
         else:
-            self._opened = iter(self.restart())
+            self._opened = self._open()
+            self._opened_state = self._pass_state
             self._pending = [x for x in [next(self._opened, None)] if x is not None]
             item = self._pending[0] if self._pending else None
         if item is None:
@@ -200,6 +228,25 @@ class IterableSource:
 
     def targets(self) -> Any:
         return None
+
+    def rng_state(self) -> dict:
+        """The data's own random state that its next pass draws from (a loader's own
+        generator), as arrays; {} when a pass draws from the framework's RNGs alone."""
+        if self._opened is not None:  # the next pass is the peeked one, drawn already
+            return self._opened_state
+        return self.own_rng.get() if self.own_rng is not None else {}
+
+    def pass_rng_state(self) -> dict:
+        """The data's own random state that the running pass drew from as it opened."""
+        return self._pass_state
+
+    def set_rng_state(self, states: dict) -> None:
+        """The next pass draws as from ``states`` (what ``rng_state`` returned); a pass that
+        ``peek`` opened before is dropped, to be opened again when the pass runs."""
+        if self.own_rng is not None and states:
+            self.own_rng.set(states)
+        if not self.one_shot:  # a generator continues: its next item was drawn as it is
+            self._opened, self._pending = None, []
 
     def map_inputs(self, fn: Callable[[Any], Any]) -> None:
         """Convert every batch's inputs (e.g. integers to floats for a float network)."""

@@ -190,9 +190,14 @@ def check_fit(meta: dict, arrays: dict, rngs: Callable[[dict, set, str], None],
         for key in ("batch_size", "steps"):
             field(data, key, "['fit']['data']", lambda v: v is None or is_count(v),
                   "a whole number or null")
+        if "pass_step" in fit:  # steps_per_epoch: the open pass's steps before this epoch
+            field(fit, "pass_step", "['fit']", is_count, "a whole number >= 0")
         check_callbacks(fit, callbacks)
-        if fit["step"]:
+        if fit["step"] or fit.get("pass_step"):  # mid-pass: the RNGs as the pass began
             rngs(arrays, claimed, "epoch_rng/")
+    # what a data source draws from besides the RNGs (a loader's own generator, a tf.data
+    # pass number): each source checks its own when it is given them back
+    claimed.update(k for k in arrays if k.startswith(("source/", "epoch_rng/source/")))
     unclaimed({k: v for k, v in arrays.items() if k.startswith("epoch_rng/")}, claimed)
 
 

@@ -20,7 +20,7 @@ from .callbacks import CallbackList
 from .display import EpochDisplay, format_logs
 from .errors import FitkitError, FitkitValueError, StepFailedError
 from .history import is_lr_column
-from .resume import FitState
+from .resume import FitState, unprefixed
 from .sources import checked_batch_size
 from .steps import StepLoop
 
@@ -334,6 +334,7 @@ def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int 
         return train.batches(group, limit, skip=0)
     now = rngs.rng_state()
     rngs.set_rng_state(state.epoch_rng)
+    train.set_rng_state(unprefixed("source", state.epoch_rng))  # a loader's own generator
     batches = iter(train.batches(group, limit, skip=state.resume_step))
     first = next(batches, None)  # the order (and a loader's sampler seed) is drawn by now
     rngs.set_rng_state(now)

@@ -275,8 +275,28 @@ def test_a_metric_that_cannot_read_an_output_fails_before_training(kit):
     model = fitkit.Model(net)
     model.compile("sgd", {"cls": "cross_entropy", "reg": "mse"}, metrics=["mae"])
     before = kit.weights(net)
-    with pytest.raises(fitkit.FitkitValueError, match=r"\['cls_mae'\] of output 'cls'"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"metric 'cls_mae' of output 'cls'.*"
+                                                      r"shape.*fit its predictions"):
         model.fit(x, {"cls": labels, "reg": value}, verbose=0)
+    _unchanged(kit, net, before)
+
+
+def test_a_metric_that_raises_on_the_first_batch_is_named_with_its_own_error(kit):
+    """Not reported as a shape mismatch: the failing metric is named, its error chained."""
+    def lookup(a, b):
+        raise KeyError("the label table is not loaded")
+
+    x, y = make_classes(n=32, d=4)
+    net = kit.mlp(4, 3)
+    model = fitkit.Model(net)
+    model.compile("sgd", "cross_entropy", metrics={"acc": "accuracy", "lookup": lookup})
+    before = kit.weights(net)
+    with pytest.raises(fitkit.FitkitValueError, match=r"^The metric 'lookup' failed on a first "
+                                                      r"batch .*KeyError: .*label table is not "
+                                                      r"loaded.*Fix the metric") as info:
+        model.fit(x, y, verbose=0)
+    assert isinstance(info.value.__cause__, KeyError)
+    assert "'acc'" not in str(info.value) and "fit its predictions" not in str(info.value)
     _unchanged(kit, net, before)
 
 

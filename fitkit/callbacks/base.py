@@ -7,6 +7,7 @@ The ready-made callbacks live beside this file, one family per file.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterable, Mapping
 
 from ..errors import FitkitTypeError, FitkitValueError
@@ -46,8 +47,20 @@ class Callback:
         monitor = getattr(self, "monitor", None)
         return [monitor] if isinstance(monitor, str) else []
 
+    @property
+    def state_key(self) -> str:
+        """What a backup files this callback's state under, and a resumed fit matches it by:
+        the class name, plus what tells two of a class apart (a monitor, a path); override it
+        when two callbacks of one class would share it."""
+        return type(self).__qualname__
+
+    def _key(self, **fields: Any) -> str:
+        """A state_key of the class name and ``fields`` (Lightning's layout)."""
+        return f"{type(self).__qualname__}{fields!r}"
+
     def state_dict(self) -> dict:
-        """JSON-able state that a resumed run must get back (counters, best values)."""
+        """JSON-able state that a resumed run must get back (counters, best values); {}
+        (the default): the callback holds none, and a backup ignores it."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
@@ -150,6 +163,26 @@ def _foreign(cb: Any) -> str | None:
             f"{hint}")
 
 
+def match_states(callbacks: list, states: list[dict], path: str) -> tuple[list, list[str]]:
+    """((callback, saved state) pairs, keys of saved states matched by none), by state_key;
+    a key that several callbacks share on one side but not in the same number on the other
+    cannot be matched, and is refused before any state is given back."""
+    pairs, dropped = [], []
+    for key in dict.fromkeys(s.get("key", s["class"]) for s in states):
+        saved = [s["state"] for s in states if s.get("key", s["class"]) == key]
+        legacy = all("key" not in s for s in states)  # an older backup: by class alone
+        own = [cb for cb in callbacks if cb.state_key == key or
+               legacy and type(cb).__name__ == key]
+        if len(own) != len(saved) and max(len(own), len(saved)) > 1 and own:
+            raise FitkitValueError(
+                f"{path!r} holds {len(saved)} state(s) filed under {key}, and this fit has "
+                f"{len(own)} callback(s) under that key: which is which cannot be told. Give "
+                f"each its own state_key (override the property), or resume with as many.")
+        pairs += list(zip(own, saved))
+        dropped += [key] * (len(saved) - len(own))
+    return pairs, dropped
+
+
 class CallbackList:
     """Calls each hook on every callback; batch hooks only on those that override them.
 
@@ -208,19 +241,28 @@ class CallbackList:
                         f"log{hint}. The epoch logs will hold: {', '.join(keys)}.")
 
     def state_dicts(self) -> list[dict]:
-        """Each callback's resumable state, in order, with its class name to check on load."""
-        return [{"class": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks]
+        """The resumable state of each callback that holds one, in order, filed under its
+        ``state_key`` (and class name)."""
+        return [{"class": type(cb).__name__, "key": cb.state_key, "state": state}
+                for cb in self.callbacks for state in [cb.state_dict()] if state]
 
-    def load_state_dicts(self, states: list[dict]) -> None:
-        """Give each callback its saved state; a list of other callbacks is an error."""
-        names = [type(cb).__name__ for cb in self.callbacks]
-        saved = [s["class"] for s in states]
-        if [n for n in names] != saved:
-            raise FitkitValueError(
-                f"The backup was made with callbacks {saved}; this fit has {names}. Resume with "
-                f"the same callbacks, in the same order (or delete the backup to start again).")
-        for cb, s in zip(self.callbacks, states):
-            cb.load_state_dict(s["state"])
+    def load_state_dicts(self, states: list[dict], path: str = "the backup") -> None:
+        """Give each callback the saved state filed under its ``state_key`` (several under
+        one key: in order). Saved states that no callback matches and stateful callbacks
+        with no saved state are warned about: those callbacks start afresh."""
+        pairs, dropped = match_states(self.callbacks, states, path)
+        fresh = [cb.state_key for cb in self.callbacks
+                 if all(cb is not c for c, _ in pairs) and cb.state_dict()]
+        for cb, state in pairs:
+            cb.load_state_dict(state)
+        if dropped:
+            warnings.warn(f"{path!r} holds the state of {dropped}, which no callback of this "
+                          f"fit matches (by state_key: the class and, for one that monitors, "
+                          f"its monitor): that state is not restored.", stacklevel=2)
+        if fresh:
+            warnings.warn(f"{path!r} holds no state for {fresh} of this fit: "
+                          f"{'it starts' if len(fresh) == 1 else 'they start'} afresh, as at "
+                          f"a first epoch.", stacklevel=2)
 
     def call_batch(self, hook: str, step: int, logs: Mapping | None) -> None:
         """Call batch hook ``hook`` on the callbacks that override it."""

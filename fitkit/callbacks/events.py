@@ -115,6 +115,10 @@ class TensorBoard(Callback):
             writer.close()
         self._writers = {}
 
+    @property
+    def state_key(self) -> str:
+        return self._key(log_dir=self.log_dir)
+
     def state_dict(self) -> dict:
         return {"global_step": self.global_step, "last_batch": self._last_batch}
 

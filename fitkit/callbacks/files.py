@@ -233,6 +233,10 @@ class ModelCheckpoint(Callback):
         else:
             self.model.save_checkpoint(path)
 
+    @property
+    def state_key(self) -> str:
+        return self._key(filepath=self.filepath, monitor=self.monitor, mode=self.mode)
+
     def state_dict(self) -> dict:
         return {"best": self.best, "steps_since_save": self.steps_since_save,
                 "last_batch": self._last_batch, "epoch": self._epoch}

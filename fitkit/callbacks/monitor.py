@@ -196,6 +196,10 @@ class EarlyStopping(Callback):
             if line:
                 print(line, flush=True)
 
+    @property
+    def state_key(self) -> str:
+        return self._key(monitor=self.monitor, mode=self.mode)
+
     def state_dict(self) -> dict:
         return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
                 "stopped_epoch": self.stopped_epoch}
@@ -281,6 +285,10 @@ class ReduceLROnPlateau(Callback):
                 print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new:.4g}.",
                       flush=True)
             self.cooldown_counter, self.wait = self.cooldown, 0
+
+    @property
+    def state_key(self) -> str:
+        return self._key(monitor=self.monitor, mode=self.mode)
 
     def state_dict(self) -> dict:
         return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}

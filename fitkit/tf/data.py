@@ -11,11 +11,12 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context
 
 from ..arrays import leaves, map_optional
 from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
-from ..sources import (IterableSource, check_iterable, chunk_size,
+from ..sources import (DrawsFromFramework, IterableSource, check_iterable, chunk_size,
                        class_weight_needs_one_output, make_batch, map_style_dataset,
                        one_step_each, remaining)
 
@@ -94,13 +95,18 @@ def class_weight_fn(table: dict) -> Any:
 _SHUFFLE: list = []  # fitkit's shuffle generator, made on first use (see shuffle_generator)
 
 
-def shuffle_generator() -> tf.random.Generator:
+def shuffle_generator(create: bool = True) -> tf.random.Generator | None:
     """The generator every epoch's shuffle draws from: its state is a variable, so a backup
-    can save it (TensorFlow's stateful shuffle op keeps its state out of reach). Seeded from
-    the global seed, so tf.random.set_seed / fitkit.set_seed make the order repeatable."""
+    can save it (TensorFlow's stateful shuffle op keeps its state out of reach). Seeded with
+    the global seed, so tf.random.set_seed / fitkit.set_seed make the order repeatable; read,
+    not drawn: making it moves no seed the user's own random ops or pipelines get after.
+    ``create=False``: None when no shuffle made it yet."""
+    if not _SHUFFLE and not create:
+        return None
     if not _SHUFFLE:
-        seed = tf.random.uniform([], maxval=2 ** 62, dtype=tf.int64)
-        _SHUFFLE.append(tf.random.Generator.from_seed(int(seed)))
+        seed = getattr(context.context(), "_seed", None)  # private: no getter that draws none
+        _SHUFFLE.append(tf.random.Generator.from_non_deterministic_state() if seed is None
+                        else tf.random.Generator.from_seed(seed))
     return _SHUFFLE[0]
 
 
@@ -109,7 +115,7 @@ def reset_shuffle_generator() -> None:
     _SHUFFLE.clear()
 
 
-class TensorSource:
+class TensorSource(DrawsFromFramework):
     """In-memory data, shuffled by gathering each batch or chunk through a permutation (no
     second copy of the data), sliced per step or per chunk of steps.
 
@@ -238,7 +244,13 @@ class IteratorChunk:
 
 class DatasetSource(IterableSource):
     """A tf.data.Dataset: elements become batches inside the pipeline (``Dataset.map``), and
-    several steps run per compiled call over its iterator, as on in-memory data."""
+    several steps run per compiled call over its iterator, as on in-memory data.
+
+    A ``shuffle()`` in the pipeline draws each pass's order from a seed generator inside
+    TensorFlow, out of reach, that moves on by one with every iterator made over the
+    dataset: so the passes are numbered, a backup saves the number, and a resumed fit makes
+    (and drops) iterators up to that pass before it runs it.
+    """
 
     predicts_in_chunks = True  # predict, too, runs several batches per call
     def __init__(self, data: Any, *, weigh: Any = None) -> None:
@@ -246,6 +258,9 @@ class DatasetSource(IterableSource):
         self._mapped: Any = None
         # repeat()ed: every chunk runs all its steps, so none is counted on the host
         self.endless = int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+        self.passes = 0                # iterators made over the pipeline so far
+        self._opened_index = 0         # the number of the pass peek() opened
+        self._want: int | None = None  # the number the next pass must have (a resume)
 
     def _pipeline(self) -> Any:
         if self._mapped is None:  # built once the first-batch checks set any input_map
@@ -261,12 +276,19 @@ class DatasetSource(IterableSource):
             return False
         return all(leaf.dtype not in (tf.float64, tf.bool) for leaf in tf.nest.flatten(spec))
 
+    def _iterate(self, dataset: Any) -> Iterator:
+        """An iterator over ``dataset`` (the pipeline, or a part of it), numbered."""
+        self._pass_state = {"pass": np.array([self.passes], np.int64)}
+        self.passes += 1
+        return iter(dataset)
+
     def __iter__(self) -> Iterator[tuple]:
-        return iter(self._pipeline())
+        return self._iterate(self._pipeline())
 
     def peek(self) -> tuple:
         if self._opened is None:
-            self._opened = iter(self._pipeline())
+            self._opened_index = self.passes
+            self._opened = self._iterate(self._pipeline())
             self._pending = [b for b in [next(self._opened, None)] if b is not None]
         if not self._pending:
             raise FitkitValueError("The data (a tf.data.Dataset) yielded no batches.")
@@ -277,22 +299,48 @@ class DatasetSource(IterableSource):
         self._mapped = self._opened = None  # rebuild the pipeline with the new conversion
         self._pending = []
 
+    def rng_state(self) -> dict:
+        """The number of the next pass (the shuffle's seeds are drawn by number)."""
+        index = self._want if self._want is not None else \
+            self._opened_index if self._opened is not None else self.passes
+        return {"pass": np.array([index], np.int64)}
+
+    def set_rng_state(self, states: dict) -> None:
+        """The next pass is the one numbered ``states["pass"]``."""
+        if "pass" in states:
+            self._want = int(np.asarray(states["pass"]).reshape(-1)[0])
+
+    def _pass(self, skip: int | None) -> tuple[Iterator, list]:
+        """(iterator, pending batches) of the pass to run, from batch ``skip`` on: the peeked
+        one when it is the one wanted, else a new one (the passes before it made and
+        dropped, so the shuffle draws the wanted pass's order)."""
+        want, self._want = self._want, None
+        opened, pending = self._opened, self._pending
+        self._opened, self._pending = None, []
+        if opened is not None and (want == self._opened_index or want is None and skip is None):
+            self._pass_state = {"pass": np.array([self._opened_index], np.int64)}
+            for _ in range(len(pending), skip or 0):  # its steps done, skipped one by one
+                next(opened, None)
+            return opened, pending[skip or 0:]
+        if want is not None and want < self.passes:
+            raise FitkitValueError(
+                f"Cannot resume on this tf.data pipeline: its shuffle must draw the order of "
+                f"pass {want + 1}, and {self.passes} passes were made over it already in "
+                f"this process. Resume in a new process that builds the pipeline the same way "
+                f"and iterates it only through fit.")
+        while want is not None and self.passes < want:
+            self._iterate(self._pipeline())  # made and dropped: the shuffle moves on one pass
+        return self._iterate(self._pipeline().skip(skip) if skip else self._pipeline()), []
+
     def batches(self, group: int = 1, limit: int | None = None,
                 skip: int | None = None) -> Iterator[tuple]:
         """The peeked first batch (one step), then IteratorChunks of up to ``group`` steps.
-        ``skip``: a resumed epoch: a fresh pass from batch ``skip`` on."""
+        ``skip``: a resumed epoch: its pass (see ``set_rng_state``) from batch ``skip`` on."""
         total = self.steps if limit is None else \
             limit if self.steps is None else min(limit, self.steps)
         if skip is not None:
-            self._opened, self._pending = None, []
             total = remaining(total, skip)
-        if skip:
-            iterator, pending = iter(self._pipeline().skip(skip)), []
-        elif self._opened is not None:
-            iterator, pending = self._opened, self._pending
-            self._opened, self._pending = None, []
-        else:
-            iterator, pending = iter(self._pipeline()), []
+        iterator, pending = self._pass(skip)
         done = 0
         for batch in pending:
             yield batch, 1

@@ -337,6 +337,14 @@ class Source:
 
     def split_labels(self, keys: Any) -> None:
         self.inner.split_labels(keys)
+    def rng_state(self) -> dict:
+        return self.inner.rng_state()
+
+    def pass_rng_state(self) -> dict:
+        return self.inner.pass_rng_state()
+
+    def set_rng_state(self, states: dict) -> None:
+        self.inner.set_rng_state(states)
 
     def __iter__(self) -> Iterator[tuple]:
         return iter(self.inner)

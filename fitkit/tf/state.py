@@ -12,6 +12,11 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+# Private modules, read only: TensorFlow's global generator and eager op seeds, Keras's
+# global seed generator have no public getter that does not make them.
+from keras.src.backend.common import global_state
+from tensorflow.python.eager import context
+from tensorflow.python.ops import stateful_random_ops
 
 from .. import statecheck as sc
 from ..errors import FitkitValueError
@@ -88,6 +93,43 @@ def rng_state() -> dict[str, np.ndarray]:
 def set_rng_state(arrays: dict[str, np.ndarray]) -> None:
     set_host_rng_state(arrays)
     shuffle_generator().state.assign(arrays["rng/shuffle"])
+
+
+def all_rngs(adapter: Any) -> dict[str, Any]:
+    """Every RNG a forward pass or the user's code may draw from, for the first-batch checks
+    to put back as they found them: python, numpy, fitkit's shuffle generator, TensorFlow's
+    global generator and eager op seeds, Keras's global seed generator and the network's
+    seed generators. One not made yet is left alone (making it would draw a seed)."""
+    states: dict[str, Any] = host_rng_state()
+    for name, variable in _generator_states(adapter):
+        states[name] = to_array(variable)  # host sync: a few small reads, per check
+    op_seeds = getattr(context.context(), "_rng", None)  # set by tf.random.set_seed
+    if op_seeds is not None:
+        states["tf/op_seeds"] = op_seeds.getstate()
+    return states
+
+
+def set_all_rngs(adapter: Any, states: dict[str, Any]) -> None:
+    """Put back what ``all_rngs`` returned (a generator that did not move is not touched)."""
+    set_host_rng_state(states)
+    for name, variable in _generator_states(adapter):
+        if name in states and not np.array_equal(to_array(variable), states[name]):
+            assign(variable, states[name])
+    op_seeds = getattr(context.context(), "_rng", None)
+    if op_seeds is not None and "tf/op_seeds" in states:
+        op_seeds.setstate(states["tf/op_seeds"])
+
+
+def _generator_states(adapter: Any) -> list[tuple[str, Any]]:
+    """(name, state variable) of each random generator that exists now."""
+    found = [("rng/shuffle", getattr(shuffle_generator(create=False), "state", None)),
+             ("tf/global", getattr(getattr(stateful_random_ops, "global_generator", None),
+                                   "state", None)),
+             ("keras/global", getattr(global_state.get_global_attribute(
+                 "global_seed_generator"), "state", None))]
+    found += [(f"net/{i}", v) for i, v in enumerate(_net_variables(adapter.net))
+              if "seed_generator_state" in str(getattr(v, "path", None) or v.name)]
+    return [(name, v) for name, v in found if v is not None]
 
 
 # ---------------------------------------------------------------------- the whole state
@@ -267,7 +309,7 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
         sc.array(arrays, "accumulation/rows", claimed, (), np.float64)
         for i, v in enumerate(adapter.net.trainable_variables):
             sc.array(arrays, f"accumulation/sum/{i}", claimed, tuple(v.shape), _dtype(v.dtype))
-    sc.unclaimed(arrays, claimed, ("epoch_rng/", "accumulation/"))
+    sc.unclaimed(arrays, claimed, ("epoch_rng/", "accumulation/", "source/"))
 
 
 def check_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:

@@ -16,8 +16,9 @@ import torch
 from ..arrays import leaves, map_optional
 from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
-from ..sources import (IterableSource, check_iterable, class_weight_needs_one_output,
-                       make_batch, one_step_each, remaining)
+from ..sources import (DrawsFromFramework, IterableSource, check_iterable,
+                       class_weight_needs_one_output, make_batch, one_step_each, remaining)
+from .state import loader_rngs
 
 
 def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> torch.Tensor:
@@ -100,7 +101,7 @@ def shuffle_order(n: int, device: torch.device | None) -> torch.Tensor:
     return perm.pin_memory().to(device, non_blocking=True)
 
 
-class TensorSource:
+class TensorSource(DrawsFromFramework):
     """In-memory data: contiguous tensors, shuffled through a permutation, views per step.
 
     Data that fits lives on the device (copied once); larger data stays in pinned host
@@ -261,6 +262,7 @@ def batch_source(data: Any, *, batch_size: int, shuffle: bool, device: torch.dev
                 data, torch.utils.data.IterableDataset):
             data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
         check_iterable(data)
+        kwargs["own_rng"] = loader_rngs(data)  # a loader's own generator, saved by backups
         kind = PrefetchingSource if device.type == "cuda" else IterableSource
         if device.type == "cuda":
             kwargs["device"] = device

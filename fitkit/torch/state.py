@@ -78,6 +78,50 @@ def set_rng_state(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([_byte_tensor(states[k]) for k in cuda])
 
 
+def all_rngs(adapter: Any) -> dict[str, Any]:
+    """Every RNG a forward pass or the user's code may draw from, for the first-batch checks
+    to put back as they found them: those ``rng_state`` saves, CUDA's too once the network
+    is on a GPU (a check may be CUDA's first use)."""
+    states = rng_state()
+    if adapter.device.type == "cuda" and not any(k.startswith("rng/cuda/") for k in states):
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"rng/cuda/{i}"] = s
+    return states
+
+
+def set_all_rngs(adapter: Any, states: dict[str, Any]) -> None:
+    """Put back what ``all_rngs`` returned."""
+    set_rng_state(states)
+
+
+class LoaderRngs:
+    """A DataLoader's own generators (its ``generator=``, its sampler's): a pass draws its
+    order and worker seeds from them instead of torch's global RNG, so a backup saves them."""
+
+    def __init__(self, generators: list) -> None:
+        self.generators = generators
+
+    def get(self) -> dict[str, torch.Tensor]:
+        """CPU byte tensors (taken as each pass opens: cheap); arrays once a backup saves."""
+        return {f"generator/{i}": g.get_state() for i, g in enumerate(self.generators)}
+
+    def set(self, states: dict) -> None:
+        for i, generator in enumerate(self.generators):
+            if f"generator/{i}" in states:
+                generator.set_state(_byte_tensor(states[f"generator/{i}"]))
+
+
+def loader_rngs(data: Any) -> LoaderRngs | None:
+    """The generators a loader's passes draw from, when it has its own (else None)."""
+    found: list = []
+    batch_sampler = getattr(data, "batch_sampler", None)
+    for owner in (data, getattr(data, "sampler", None), getattr(batch_sampler, "sampler", None)):
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+            found.append(generator)
+    return LoaderRngs(found) if found else None
+
+
 # ---------------------------------------------------------------------- the whole state
 def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays, meta) of the network, the optimizer, the running logs and the RNGs."""
@@ -227,7 +271,7 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
                 sc.array(arrays, f"accumulation/grad/{i}", claimed, tuple(p.shape))
         if update.scaler is not None and "accumulation/scaler/scale" in arrays:
             sc.array(arrays, "accumulation/scaler/growth", claimed, (), kinds="iuf")
-    sc.unclaimed(arrays, claimed, ("epoch_rng/", "accumulation/"))
+    sc.unclaimed(arrays, claimed, ("epoch_rng/", "accumulation/", "source/"))
 
 
 def check_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:
