@@ -289,8 +289,8 @@ def test_other_formats_and_versions_are_refused(tmp_path):
     other = str(tmp_path / "other.fitkit")
     _rewrite_header(path, other, format="something-else")
     _refused(other, "not a fitkit checkpoint", "not a fitkit checkpoint header")
-    _rewrite_header(path, other, version=2)
-    _refused(other, "version 2", "newer fitkit", "Upgrade fitkit")
+    _rewrite_header(path, other, version=3)
+    _refused(other, "version 3", "newer fitkit", "Upgrade fitkit")
     _rewrite_header(path, other, version="1")
     _refused(other, "version '1'", "damaged or was not written by fitkit")
     _rewrite_header(path, other, arrays={"net/linear.weight": {"dtype": "float32",
