@@ -121,7 +121,9 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
             head.spec, head.portable, (y_t.shape[0], *head.tail), tuple(y_t.shape),
             lambda: adapter.label_range(labels(head, y_t)),
             lambda: adapter.value_range(prediction(head, y_pred)) if y_pred is not None
-            else (0.0, 1.0))
+            else (0.0, 1.0),
+            (lambda: adapter.row_sum_range(prediction(head, y_pred))) if y_pred is not None
+            else None)
         if not head.built or head.mode != mode:  # another kind of target: fresh states
             rebuilt = rebuilt or head.built
             adapter.build_metric_states(head, mode, width)

@@ -5,6 +5,8 @@ and one read of the labels. The vocabulary of names lives in specs.py; tensors i
 """
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -169,11 +171,14 @@ def mode_from_shapes(loss: LossSpec | None, pred_shape: tuple, target_shape: tup
 
 def check_output(loss: LossSpec | None, aligns: bool, pred_shape: tuple, target_shape: tuple,
                  label_range: Callable[[], tuple[float, float]],
-                 value_range: Callable[[], tuple[float, float]]) -> tuple[TargetMode, int]:
+                 value_range: Callable[[], tuple[float, float]],
+                 row_sums: Callable[[], tuple[float, float]] | None = None
+                 ) -> tuple[TargetMode, int]:
     """Every check of one output's first batch; returns how its metrics read predictions.
 
-    ``value_range`` reads the predictions' (min, max), only for losses that take
-    probabilities (a host sync, once).
+    ``value_range`` reads the predictions' (min, max), for losses that take probabilities
+    and, with ``row_sums`` (the (min, max) of each row's sum), for class losses that take
+    logits (a host sync, once).
     """
     if loss is None:
         return mode_from_shapes(None, pred_shape, target_shape, aligns)
@@ -188,4 +193,23 @@ def check_output(loss: LossSpec | None, aligns: bool, pred_shape: tuple, target_
                 f"Loss {loss.name!r} takes probabilities in [0, 1], but the network's outputs "
                 f"range over [{low:.3g}, {high:.3g}]: they look like logits. Use {fix}, which "
                 f"takes logits, or end the network with a sigmoid/softmax.")
+    if row_sums is not None and loss.from_logits and loss.task in ("sparse", "class",
+                                                                    "categorical") \
+            and len(pred_shape) > 1 and (pred_shape[-1] or 0) > 1:
+        _warn_if_probabilities(loss, value_range, row_sums)
     return mode, width_of(tuple(pred_shape))
+
+
+def _warn_if_probabilities(loss: LossSpec, value_range: Callable, row_sums: Callable) -> None:
+    """Rows in [0, 1] that sum to 1 given to a loss that takes logits: a softmax was applied
+    twice (the loss applies its own), which trains, but slowly and to other numbers."""
+    low, high = value_range()
+    if low < 0.0 or high > 1.0:
+        return
+    least, most = row_sums()
+    if abs(least - 1.0) < 1e-3 and abs(most - 1.0) < 1e-3:
+        warnings.warn(
+            f"Loss {loss.name!r} takes logits, but the network's outputs are in [0, 1] and "
+            f"each row sums to 1: they look like softmax probabilities, and the loss applies "
+            f"a softmax of its own. Drop the network's last softmax, or use a loss that takes "
+            f"probabilities ('sparse_categorical_crossentropy').", stacklevel=6)

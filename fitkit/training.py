@@ -233,13 +233,26 @@ def _raise_failed(where: str, step: int | None, item: Any, err: Exception) -> No
     if step is not None:
         where += f", step {step}" if n_steps == 1 else \
             f", steps {step}-{step + n_steps - 1} (run in one call)"
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # Keras colours its messages
+    text = _lead_with_cause(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip())  # Keras colours
     if len(text) > 600:  # the whole message stays in the chained cause
         text = text[:600] + " …"
     if checks.is_cuda_assert(text):
         text += f" ({checks.CUDA_ASSERT})"
     raise StepFailedError(f"{where} failed on a batch of shapes [{shapes}]: "
                           f"{type(err).__name__}: {text}") from err
+
+
+def _lead_with_cause(text: str) -> str:
+    """A traced TensorFlow error ("in user code:" and the frames through fitkit's step) as
+    its cause first: the error the user's loss or layer raised, then where."""
+    lines = text.splitlines()
+    frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
+    if not text.startswith("in user code:") or not frames:
+        return text
+    cause = " ".join(line.strip() for line in lines[frames[-1] + 2:] if line.strip())
+    cause = re.sub(r"^\w+(Error|Exception): ", "", cause)  # the outer message names the type
+    return f"{cause} (raised in the traced step; the frames are in the chained cause)" \
+        if cause else text
 
 
 def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | None) -> int:

@@ -351,3 +351,16 @@ def test_map_reader_reads_scattered_rows_from_the_file(tmp_path):
     np.testing.assert_array_equal(reader.rows(mapped, 0, 0, index), x[index])
     np.testing.assert_array_equal(reader.rows(mapped, 10, 20), x[10:20])
     reader.close()
+
+
+def test_softmax_outputs_given_a_logits_loss_are_warned_about(kit):
+    x, labels = make_classes(n=64, d=4)
+    model = fitkit.Model(kit.mlp(4, 3, out_activation="softmax"))
+    model.compile("sgd", "cross_entropy")
+    with pytest.warns(UserWarning, match="look like softmax probabilities"):
+        model.fit(x, labels, epochs=1, verbose=0)
+    plain = fitkit.Model(kit.mlp(4, 3))  # logits: no warning
+    plain.compile("sgd", "cross_entropy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        plain.fit(x, labels, epochs=1, verbose=0)

@@ -216,6 +216,9 @@ class Adapter:
         value = tf.cast(value, tf.float32)  # host sync: a check, once
         return tf.stack([tf.reduce_min(value), tf.reduce_max(value)]).numpy().tolist()
 
+    def row_sum_range(self, value: tf.Tensor) -> list:
+        return self.value_range(tf.reduce_sum(tf.cast(value, tf.float32), -1))
+
     def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
         """Metric variables and optimizer slots, created before anything is traced."""
         with self._scope():

@@ -230,6 +230,10 @@ class Adapter:
     def value_range(self, value: torch.Tensor) -> list:
         return torch.stack(list(torch.aminmax(value.float()))).tolist()  # host sync: a check
 
+    def row_sum_range(self, value: torch.Tensor) -> list:
+        sums = value.float().sum(-1)
+        return torch.stack(list(torch.aminmax(sums))).tolist()  # host sync: a check
+
     def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
         for metric in head.metrics:
             metric.build(mode, width, self.device)

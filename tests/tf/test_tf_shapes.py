@@ -188,3 +188,15 @@ def test_predict_on_tf_data_runs_chunks_and_equals_keras(tf_kit, known_length):
     out = model.predict(ds)
     np.testing.assert_allclose(out, net.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     assert model._function("predict").tracing_count() <= 2  # the first batch + the iterator
+
+
+def test_a_native_keras_loss_error_leads_with_its_cause(tf_kit):
+    import keras
+    x, y = np.random.randn(64, 4).astype("float32"), np.random.randint(0, 3, (64,))
+    model = fitkit.Model(tf_kit.mlp(4, 3))
+    model.compile("adam", keras.losses.CategoricalCrossentropy())  # wants one-hot targets
+    with pytest.raises(fitkit.StepFailedError) as info:
+        model.fit(x, y, epochs=1, verbose=0)
+    message = str(info.value)
+    assert "must have the same rank" in message and "File " not in message
+    assert message.index("same rank") < message.index("raised in the traced step")
