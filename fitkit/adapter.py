@@ -96,7 +96,7 @@ class Adapter(Protocol):
     # host reads for the checks before training, once each
     def label_range(self, labels: Any) -> list: ...  # [min, max, a non-whole value or NaN]
     def value_range(self, value: Any) -> list: ...   # [min, max]
-    def row_sum_range(self, value: Any) -> list: ...  # [min, max] of the sums of its rows
+    def probability_stats(self, value: Any) -> list: ...  # [min, max, row sums' min, max]
     def first_nonfinite(self, tensor: Any) -> tuple[int, float] | None: ...
     def build_metric_states(self, head: Any, mode: Any, width: int) -> None:
         """Metric states (and anything else) that must exist before the first step."""

@@ -100,10 +100,12 @@ def pandas_to_numpy(obj: Any, what: str) -> Any:
         raise FitkitValueError(f"{what} is a DataFrame with no columns.")
     kinds = {c.dtype.kind for c in cols}
     if "U" in kinds and kinds != {"U"}:
+        text = [f"{what}[{name!r}]" for name, c in zip(obj.columns, cols) if c.dtype.kind == "U"]
         raise FitkitValueError(
-            f"{what} mixes text and number columns; pass them as separate inputs (a dict "
-            f"{{name: column}}), the text ones to a model that vectorizes them, or encode the "
-            f"text first (.astype('category').cat.codes).")
+            f"{', '.join(text)} {'has' if len(text) == 1 else 'have'} dtype str, not numbers, "
+            f"beside number columns: encode the text first (.astype('category').cat.codes, "
+            f"or pd.get_dummies), or pass it as its own input (a dict {{name: column}}) to a "
+            f"model that vectorizes it (TextVectorization).")
     dtype = np.int64 if kinds <= {"i", "u", "b"} else np.result_type(*cols, np.float32)
     return np.column_stack([c.astype(dtype, copy=False) for c in cols])
 

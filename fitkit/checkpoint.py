@@ -296,6 +296,8 @@ def _read_header(path: str, archive: zipfile.ZipFile) -> dict:
         raise _damaged(path, ValueError(f"its {HEADER} lacks 'arrays' or 'meta'"))
     if version == 1:  # what format 1 left out: no fit (saved outside one), no optimizer class
         meta.setdefault("fit", None)
+        if isinstance(meta["fit"], dict):
+            meta["fit"].setdefault("pass_step", 0)
         optimizer = meta.get("optimizer")
         if isinstance(optimizer, dict) and "param_groups" in optimizer:
             optimizer.setdefault("class", None)

@@ -122,7 +122,7 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
             lambda: adapter.label_range(labels(head, y_t)),
             lambda: adapter.value_range(prediction(head, y_pred)) if y_pred is not None
             else (0.0, 1.0),
-            (lambda: adapter.row_sum_range(prediction(head, y_pred))) if y_pred is not None
+            (lambda: adapter.probability_stats(prediction(head, y_pred))) if y_pred is not None
             else None)
         if not head.built or head.mode != mode:  # another kind of target: fresh states
             rebuilt = rebuilt or head.built

@@ -190,8 +190,8 @@ def check_fit(meta: dict, arrays: dict, rngs: Callable[[dict, set, str], None],
         for key in ("batch_size", "steps"):
             field(data, key, "['fit']['data']", lambda v: v is None or is_count(v),
                   "a whole number or null")
-        if "pass_step" in fit:  # steps_per_epoch: the open pass's steps before this epoch
-            field(fit, "pass_step", "['fit']", is_count, "a whole number >= 0")
+        # steps_per_epoch: the open pass's steps before this epoch (0 for a fresh pass)
+        field(fit, "pass_step", "['fit']", is_count, "a whole number >= 0")
         check_callbacks(fit, callbacks)
         if fit["step"] or fit.get("pass_step"):  # mid-pass: the RNGs as the pass began
             rngs(arrays, claimed, "epoch_rng/")
@@ -211,9 +211,9 @@ def check_callbacks(fit: dict, callbacks: Any = None) -> None:
         field(entry, "state", where, lambda v: isinstance(v, dict), "a dict")
     if callbacks is None:
         return
-    names = [type(cb).__name__ for cb in callbacks.callbacks]
-    if [s["class"] for s in saved] != names:
-        return  # the callback list refuses (or warns about) other callbacks, by name
-    for i, (cb, entry) in enumerate(zip(callbacks.callbacks, saved)):
-        like(entry["state"], cb.state_dict(), f"['fit']['callbacks'][{i}]['state']",
+    from .callbacks.base import match_states  # the pairs the callback list will restore
+    pairs, _ = match_states(callbacks.callbacks, saved, "the checkpoint")
+    index = {id(state): i for i, state in enumerate(s["state"] for s in saved)}
+    for cb, state in pairs:
+        like(state, cb.state_dict(), f"['fit']['callbacks'][{index[id(state)]}]['state']",
              same_lengths=False, exact_ints=True)

@@ -172,13 +172,13 @@ def mode_from_shapes(loss: LossSpec | None, pred_shape: tuple, target_shape: tup
 def check_output(loss: LossSpec | None, aligns: bool, pred_shape: tuple, target_shape: tuple,
                  label_range: Callable[[], tuple[float, float]],
                  value_range: Callable[[], tuple[float, float]],
-                 row_sums: Callable[[], tuple[float, float]] | None = None
+                 probability_stats: Callable[[], list] | None = None
                  ) -> tuple[TargetMode, int]:
     """Every check of one output's first batch; returns how its metrics read predictions.
 
-    ``value_range`` reads the predictions' (min, max), for losses that take probabilities
-    and, with ``row_sums`` (the (min, max) of each row's sum), for class losses that take
-    logits (a host sync, once).
+    ``value_range`` reads the predictions' (min, max), for losses that take probabilities;
+    ``probability_stats`` reads it with the (min, max) of each row's sum, for class losses
+    that take logits (each a host sync, once).
     """
     if loss is None:
         return mode_from_shapes(None, pred_shape, target_shape, aligns)
@@ -193,21 +193,18 @@ def check_output(loss: LossSpec | None, aligns: bool, pred_shape: tuple, target_
                 f"Loss {loss.name!r} takes probabilities in [0, 1], but the network's outputs "
                 f"range over [{low:.3g}, {high:.3g}]: they look like logits. Use {fix}, which "
                 f"takes logits, or end the network with a sigmoid/softmax.")
-    if row_sums is not None and loss.from_logits and loss.task in ("sparse", "class",
+    if probability_stats is not None and loss.from_logits and loss.task in ("sparse", "class",
                                                                     "categorical") \
             and len(pred_shape) > 1 and (pred_shape[-1] or 0) > 1:
-        _warn_if_probabilities(loss, value_range, row_sums)
+        _warn_if_probabilities(loss, *probability_stats())
     return mode, width_of(tuple(pred_shape))
 
 
-def _warn_if_probabilities(loss: LossSpec, value_range: Callable, row_sums: Callable) -> None:
+def _warn_if_probabilities(loss: LossSpec, low: float, high: float, least: float,
+                           most: float) -> None:
     """Rows in [0, 1] that sum to 1 given to a loss that takes logits: a softmax was applied
     twice (the loss applies its own), which trains, but slowly and to other numbers."""
-    low, high = value_range()
-    if low < 0.0 or high > 1.0:
-        return
-    least, most = row_sums()
-    if abs(least - 1.0) < 1e-3 and abs(most - 1.0) < 1e-3:
+    if low >= 0.0 and high <= 1.0 and abs(least - 1.0) < 1e-3 and abs(most - 1.0) < 1e-3:
         warnings.warn(
             f"Loss {loss.name!r} takes logits, but the network's outputs are in [0, 1] and "
             f"each row sums to 1: they look like softmax probabilities, and the loss applies "

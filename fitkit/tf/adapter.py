@@ -216,8 +216,11 @@ class Adapter:
         value = tf.cast(value, tf.float32)  # host sync: a check, once
         return tf.stack([tf.reduce_min(value), tf.reduce_max(value)]).numpy().tolist()
 
-    def row_sum_range(self, value: tf.Tensor) -> list:
-        return self.value_range(tf.reduce_sum(tf.cast(value, tf.float32), -1))
+    def probability_stats(self, value: tf.Tensor) -> list:
+        value = tf.cast(value, tf.float32)
+        sums = tf.reduce_sum(value, -1)
+        return tf.stack([tf.reduce_min(value), tf.reduce_max(value), tf.reduce_min(sums),
+                         tf.reduce_max(sums)]).numpy().tolist()  # host sync: a check, once
 
     def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
         """Metric variables and optimizer slots, created before anything is traced."""
@@ -403,9 +406,11 @@ class Adapter:
             [m.name for m in metrics] + [WEIGHTS_FINITE] * weights
         key = (mode, tuple(names), len(tracker.sums) if tracker else 0, tuple(map(id, metrics)))
         if key not in self._log_fns:
+            net = self.net  # a plain local: autograph may not resolve `self` in a closure
+
             def read() -> tf.Tensor:
                 values = list(tracker.results().values()) if tracker else []
-                values += [m.result() for m in metrics] + [finite.flag(self.net)] * weights
+                values += [m.result() for m in metrics] + [finite.flag(net)] * weights
                 return tf.stack([tf.reshape(tf.cast(v, tf.float64), []) for v in values])
 
             def reset() -> None:

@@ -230,9 +230,10 @@ class Adapter:
     def value_range(self, value: torch.Tensor) -> list:
         return torch.stack(list(torch.aminmax(value.float()))).tolist()  # host sync: a check
 
-    def row_sum_range(self, value: torch.Tensor) -> list:
-        sums = value.float().sum(-1)
-        return torch.stack(list(torch.aminmax(sums))).tolist()  # host sync: a check
+    def probability_stats(self, value: torch.Tensor) -> list:
+        value = value.float()
+        stats = torch.stack([*torch.aminmax(value), *torch.aminmax(value.sum(-1))])
+        return stats.tolist()  # host sync: a check, once
 
     def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
         for metric in head.metrics:

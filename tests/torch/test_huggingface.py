@@ -270,7 +270,7 @@ def test_dict_arrays_and_train_on_batch_take_the_labels_key(torch_kit):
     model = fitkit.Model(net)
     model.compile("adam", "cross_entropy", metrics=["accuracy"])
     history = model.fit(batch, batch_size=8, epochs=2, verbose=0)
-    assert set(history.history) == {"loss", "accuracy", "lr"}
+    assert set(history.history) == {"loss", "accuracy", "learning_rate"}
     logs = model.train_on_batch(transformers.BatchEncoding(batch), return_dict=True)
     assert set(logs) == {"loss", "accuracy"}
     assert model.predict(batch).shape == (16, CLASSES)
