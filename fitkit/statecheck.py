@@ -130,6 +130,16 @@ def unclaimed(arrays: dict, claimed: set, skip: tuple[str, ...] = ()) -> None:
 
 
 # ---------------------------------------------------------------------- shared parts
+def check_metric_names(saved: list, names: list[str]) -> list[str]:
+    """The saved metric states belong to this model's metrics (once built, at a fit's first
+    batch; before that ``names`` is empty and anything goes); returns ``names``."""
+    if names and [e["name"] for e in saved] != names:
+        raise FitkitValueError(f"it holds the states of metrics {[e['name'] for e in saved]}; "
+                               f"this model's are {names}. Compile with the same metrics to "
+                               f"resume. Nothing was restored.")
+    return names
+
+
 def check_scheduler(adapter: Any, meta: dict) -> None:
     """The saved lr schedule state is this model's kind of schedule, shaped as its own."""
     saved = field(meta, "scheduler", "", lambda v: isinstance(v, dict), "a dict")

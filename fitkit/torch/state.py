@@ -343,11 +343,7 @@ def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None
     saved = sc.field(meta, "metrics", "", lambda v: isinstance(v, list) and all(
         isinstance(e, dict) and isinstance(e.get("name"), str) and
         isinstance(e.get("scalars"), dict) for e in v), "a list of {name, scalars}")
-    names = [m.name for m in adapter.metrics]
-    if names and [e["name"] for e in saved] != names:  # built (at a fit's first batch)
-        raise FitkitValueError(f"it holds the states of metrics {[e['name'] for e in saved]}; "
-                               f"this model's are {names}. Compile with the same metrics to "
-                               f"resume. Nothing was restored.")
+    names = sc.check_metric_names(saved, [m.name for m in adapter.metrics])
     for i, entry in enumerate(saved):
         metric = adapter.metrics[i] if names else None
         for key, value in entry["scalars"].items():
