@@ -11,6 +11,7 @@ runs on torch and TensorFlow and ends in one outcome:
 
 usage: python benchmarks/fault_sweep.py [--backend torch|tensorflow] [-k SUBSTRING] [--json OUT]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,7 +108,9 @@ def case(name: str, code: str) -> None:
 
 
 # ---------------------------------------------------------------- hostile files
-case("bomb: deflated 2 GiB member in a .fitkit", r'''
+case(
+    "bomb: deflated 2 GiB member in a .fitkit",
+    r"""
 model = compiled(); x, y = xy(); model.fit(x, y, epochs=1, verbose=0)
 p = os.path.join(TMP, "c.fitkit"); model.save_checkpoint(p)
 bomb = os.path.join(TMP, "bomb.fitkit")
@@ -129,19 +132,28 @@ try:
 finally:
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
     if grown > 300: verdict("crash", f"memory grew {grown:.0f} MB")
-''')
-case("fifo behind a symlink: load_weights", r'''
+""",
+)
+case(
+    "fifo behind a symlink: load_weights",
+    r"""
 model = compiled(); fifo = os.path.join(TMP, "fifo"); os.mkfifo(fifo)
 link = os.path.join(TMP, "w.weights.h5" if B != "torch" else "w.pt"); os.symlink(fifo, link)
 refuse(lambda: model.load_weights(link), model=model, names=[link])
-''')
-case("fifo behind a symlink: load_checkpoint", r'''
+""",
+)
+case(
+    "fifo behind a symlink: load_checkpoint",
+    r"""
 model = compiled(); fifo = os.path.join(TMP, "fifo"); os.mkfifo(fifo)
 link = os.path.join(TMP, "c.fitkit"); os.symlink(fifo, link)
 refuse(lambda: model.load_checkpoint(link), model=model, names=[link])
-''')
+""",
+)
 for edit in [(mode, part) for mode in ("drop", "type") for part in (0.0, 0.2, 0.4, 0.6, 0.8)]:
-    case(f"edited header ({edit[0]} the leaf at {edit[1]:.0%} of the meta)", r'''
+    case(
+        f"edited header ({edit[0]} the leaf at {edit[1]:.0%} of the meta)",
+        r"""
     MODE, PART = @@
     model = compiled(); x, y = xy(); model.fit(x, y, epochs=1, verbose=0)
     p = os.path.join(TMP, "c.fitkit"); model.save_checkpoint(p)
@@ -164,30 +176,43 @@ for edit in [(mode, part) for mode in ("drop", "type") for part in (0.0, 0.2, 0.
     model.fit(x, y, epochs=1, verbose=0)
     refuse(lambda: model.load_checkpoint(p), model=model, names=[p],
            harmless=lambda: model.fit(x, y, epochs=1, verbose=0))
-    '''.replace("@@", repr(edit)))
-case("SGD checkpoint into an Adam model", r'''
+    """.replace("@@", repr(edit)),
+    )
+case(
+    "SGD checkpoint into an Adam model",
+    r"""
 x, y = xy(); sgd = compiled("sgd"); sgd.fit(x, y, epochs=1, verbose=0)
 p = os.path.join(TMP, "sgd.fitkit"); sgd.save_checkpoint(p)
 adam = compiled("adam"); adam.fit(x, y, epochs=1, verbose=0)
 refuse(lambda: adam.load_checkpoint(p), model=adam, names=[p])
-''')
-case("load_weights on a .fitkit checkpoint", r'''
+""",
+)
+case(
+    "load_weights on a .fitkit checkpoint",
+    r"""
 model = compiled(); p = os.path.join(TMP, "c.fitkit"); model.save_checkpoint(p)
 refuse(lambda: model.load_weights(p), model=model, names=["load_checkpoint"])
-''')
+""",
+)
 for kind in ("empty", "random", "truncated"):
-    case(f"{kind} weights file", r'''
+    case(
+        f"{kind} weights file",
+        r"""
     model = compiled(); ext = ".pt" if B == "torch" else ".weights.h5"
     p = os.path.join(TMP, "w" + ext); model.save_weights(p); data = open(p, "rb").read()
     KIND = "%s"
     body = b"" if KIND == "empty" else os.urandom(4096) if KIND == "random" else data[: len(data) // 2]
     open(p, "wb").write(body)
     refuse(lambda: model.load_weights(p), model=model, names=[p])
-    ''' % kind)
+    """
+        % kind,
+    )
 
 # ---------------------------------------------------------------- disks
 for what in ("save_weights", "save_checkpoint"):
-    case(f"disk full during {what}", r'''
+    case(
+        f"disk full during {what}",
+        r"""
     WHAT = "@@"
     model = compiled(); x, y = xy(); model.fit(x, y, epochs=1, verbose=0)
     p = os.path.join(TMP, "w.pt" if B == "torch" and WHAT == "save_weights" else
@@ -196,8 +221,11 @@ for what in ("save_weights", "save_checkpoint"):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))
     refuse(lambda: getattr(model, WHAT)(p), files=[p], names=[p])
-    '''.replace("@@", what))
-case("disk full: no temp file left behind", r'''
+    """.replace("@@", what),
+    )
+case(
+    "disk full: no temp file left behind",
+    r"""
 model = compiled(); p = os.path.join(TMP, "w.pt" if B == "torch" else "w.weights.h5")
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (256, resource.RLIM_INFINITY))
@@ -209,7 +237,8 @@ except fitkit.FitkitError:
 except BaseException as err:
     verdict("unclear", repr(err))
 verdict("wrong", "saved past the limit")
-''')
+""",
+)
 
 # ---------------------------------------------------------------- signals and kill storms
 RESUME = r'''
@@ -245,7 +274,9 @@ for storm in ((5, 3, 9), (2, 2, 2, 2), (11, 1, 6)):
     case(f"SIGKILL storm {storm}, resume bit-identical", RESUME % (storm, "SIGKILL"))
 
 # ---------------------------------------------------------------- bad streamed batches
-case("NaN inside a streamed batch stops training", r'''
+case(
+    "NaN inside a streamed batch stops training",
+    r"""
 x, y = xy(); x[37, 2] = np.nan
 def batches():
     for i in range(0, 200, 16): yield x[i:i + 16], y[i:i + 16]
@@ -258,8 +289,11 @@ except BaseException as err:
     verdict("unclear", repr(err))
 bad = not all(np.isfinite(w).all() for w in model.get_weights())
 verdict("wrong" if bad else "ok", "trained on with NaN weights" if bad else "no NaN reached the weights")
-''')
-case("Inf in validation data is warned about", r'''
+""",
+)
+case(
+    "Inf in validation data is warned about",
+    r"""
 x, y = xy(); xv = x[:40].copy(); xv[3, 1] = np.inf
 model = compiled()
 with warnings.catch_warnings(record=True) as seen:
@@ -270,17 +304,23 @@ with warnings.catch_warnings(record=True) as seen:
         verdict("ok", err)
 hit = [w for w in seen if "valid" in str(w.message).lower()]
 verdict("ok" if hit else "wrong", "no warning naming the validation data")
-''')
+""",
+)
 
 # ---------------------------------------------------------------- the silent-wrong cases
-case("optimizer over another net's parameters", r'''
+case(
+    "optimizer over another net's parameters",
+    r"""
 if B != "torch": verdict("ok", "torch only")
 import torch
 model = fitkit.Model(net()); other = net()
 refuse(lambda: model.compile(torch.optim.SGD(other.parameters(), lr=0.1), "cross_entropy"),
        names=["optimizer"])
-''')
-case("param groups keep their ratio under ReduceLROnPlateau", r'''
+""",
+)
+case(
+    "param groups keep their ratio under ReduceLROnPlateau",
+    r"""
 if B != "torch": verdict("ok", "torch only")
 import torch
 n = net(); opt = torch.optim.SGD([{"params": n[0].parameters(), "lr": 1e-4},
@@ -290,8 +330,11 @@ model.fit(x, y, epochs=3, verbose=0, validation_data=(x, y), callbacks=[
     fitkit.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=0, min_delta=10)])
 lrs = [g["lr"] for g in opt.param_groups]
 verdict("ok" if abs(lrs[1] / lrs[0] - 100) < 1e-6 else "wrong", lrs)
-''')
-case("batch_size with a loader or generator", r'''
+""",
+)
+case(
+    "batch_size with a loader or generator",
+    r"""
 x, y = xy()
 if B == "torch":
     import torch
@@ -303,18 +346,27 @@ else:
 model = compiled()
 refuse(lambda: model.fit(data, batch_size=64, epochs=1, verbose=0), model=model,
        names=["batch_size", "8"])
-''')
-case("device string naming no device", r'''
+""",
+)
+case(
+    "device string naming no device",
+    r"""
 if B != "torch": verdict("ok", "torch only")
 refuse(lambda: fitkit.Model(net(), device="cuda:7"), names=["cuda:7"])
-''')
-case("metric that raises on the first batch", r'''
+""",
+)
+case(
+    "metric that raises on the first batch",
+    r"""
 def bad(y_true, y_pred): raise RuntimeError("metric bug")
 model = fitkit.Model(net()); model.compile("adam", "cross_entropy", metrics={"mine": bad})
 x, y = xy()
 refuse(lambda: model.fit(x, y, epochs=1, verbose=0), model=model, names=["mine"])
-''')
-case("repeat() + steps_per_epoch walks the stream as Keras does", r'''
+""",
+)
+case(
+    "repeat() + steps_per_epoch walks the stream as Keras does",
+    r"""
 if B == "torch": verdict("ok", "tf.data only")
 import tensorflow as tf, keras
 x, y = xy(400)
@@ -327,10 +379,11 @@ m = fitkit.Model(b); m.compile("sgd", "cross_entropy", lr=0.1)
 m.fit(ds(), steps_per_epoch=7, epochs=3, verbose=0)
 gap = max(float(np.abs(u - v).max()) for u, v in zip(a.get_weights(), b.get_weights()))
 verdict("ok" if gap < 1e-5 else "wrong", f"max weight gap {gap:.2e}")
-''')
+""",
+)
 
 # ---------------------------------------------------------------- ranks and ports
-LAUNCH = r'''
+LAUNCH = r"""
 import socket
 MODE = %r
 script = os.path.join(os.getcwd(), "tests", "scripts", "hang_rank.py")
@@ -349,21 +402,32 @@ out = proc.stdout + proc.stderr
 if proc.returncode == 0: verdict("wrong", "launch exited 0")
 want = {"hang": "rank 1", "die": "rank 1", "port": "port"}[MODE]
 verdict("ok" if want in out.lower() else "unclear", out[-300:])
-'''
+"""
 for mode in ("hang", "die", "port"):
-    case(f"launch with a rank that {mode}s mid-epoch" if mode != "port" else
-         "launch on a busy port", LAUNCH % mode)
+    case(
+        f"launch with a rank that {mode}s mid-epoch" if mode != "port" else "launch on a busy port",
+        LAUNCH % mode,
+    )
 
 
 def run_case(name: str, code: str, backend: str, timeout: float) -> tuple[str, str, float]:
-    prelude = PRELUDE.replace("open(__file__).read().split(\"# --- case ---\")[0]",
-                              repr(PRELUDE))
-    env = {**os.environ, "FITKIT_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    prelude = PRELUDE.replace('open(__file__).read().split("# --- case ---")[0]', repr(PRELUDE))
+    env = {
+        **os.environ,
+        "FITKIT_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     start = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", prelude + "\n# --- case ---\n" + code],
-                              capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-c", prelude + "\n# --- case ---\n" + code],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=ROOT,
+        )
     except subprocess.TimeoutExpired:
         return "hang", f"no verdict in {timeout:.0f} s", time.perf_counter() - start
     spent = time.perf_counter() - start
@@ -389,12 +453,24 @@ def main() -> int:
             continue
         for backend in args.backend or ["torch", "tensorflow"]:
             status, detail, spent = run_case(name, code, backend, args.timeout)
-            rows.append({"case": name, "backend": backend, "status": status, "detail": detail,
-                         "seconds": round(spent, 1)})
-            print(f"{status:8} {backend:10} {spent:6.1f}s  {name}" +
-                  ("" if status == "ok" else f"\n         {detail[:240]}"), flush=True)
-    counts = {s: sum(r["status"] == s for r in rows) for s in
-              ("ok", "unclear", "wrong", "lost", "crash", "hang")}
+            rows.append(
+                {
+                    "case": name,
+                    "backend": backend,
+                    "status": status,
+                    "detail": detail,
+                    "seconds": round(spent, 1),
+                }
+            )
+            print(
+                f"{status:8} {backend:10} {spent:6.1f}s  {name}"
+                + ("" if status == "ok" else f"\n         {detail[:240]}"),
+                flush=True,
+            )
+    counts = {
+        s: sum(r["status"] == s for r in rows)
+        for s in ("ok", "unclear", "wrong", "lost", "crash", "hang")
+    }
     print(f"\n{len(rows)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if args.json:
         with open(args.json, "w") as f:

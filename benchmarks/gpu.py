@@ -9,6 +9,7 @@ check runs one fitkit epoch under torch.cuda.set_sync_debug_mode("error").
 
 Without a GPU it runs on the CPU (use --small) so the script itself can be checked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import fitkit  # noqa: E402
-from workloads import torch_net, w1_data  # noqa: E402
+from workloads import torch_net, w1_data
+
+import fitkit
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -37,17 +39,30 @@ def vgg_data(n: int, seed: int = 0):
     y = rng.integers(0, 10, n).astype("int64")
     rows, cols = rng.integers(0, 24, n), rng.integers(0, 24, n)
     for i in range(n):
-        x[i, :, rows[i]:rows[i] + 8, cols[i]:cols[i] + 8] += 2.0 * templates[y[i]]
+        x[i, :, rows[i] : rows[i] + 8, cols[i] : cols[i] + 8] += 2.0 * templates[y[i]]
     return x, y
 
 
 def vgg_net():
     def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                nn.MaxPool2d(2)]
-    return nn.Sequential(*block(3, 64), *block(64, 128), *block(128, 256),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10))
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
+
+    return nn.Sequential(
+        *block(3, 64),
+        *block(64, 128),
+        *block(128, 256),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+    )
 
 
 def sync() -> None:
@@ -69,7 +84,7 @@ def hand_written(net, x, y, batch_size, epochs, bf16):
         loss_sum = torch.zeros((), device=DEVICE)
         correct = torch.zeros((), device=DEVICE, dtype=torch.int64)
         for i in range(0, len(xp), batch_size):
-            xb, yb = xp[i:i + batch_size], yp[i:i + batch_size]
+            xb, yb = xp[i : i + batch_size], yp[i : i + batch_size]
             with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=bf16):
                 out = net(xb)
                 loss = loss_fn(out, yb)
@@ -85,8 +100,12 @@ def hand_written(net, x, y, batch_size, epochs, bf16):
 
 def with_fitkit(net, x, y, batch_size, epochs, bf16):
     model = fitkit.Model(net, device=DEVICE)
-    model.compile(torch.optim.Adam(net.parameters(), lr=1e-3), "cross_entropy",
-                  metrics=["accuracy"], precision="bf16" if bf16 else "32")
+    model.compile(
+        torch.optim.Adam(net.parameters(), lr=1e-3),
+        "cross_entropy",
+        metrics=["accuracy"],
+        precision="bf16" if bf16 else "32",
+    )
     ends = []
 
     class Clock(fitkit.callbacks.Callback):
@@ -115,8 +134,12 @@ def sync_free_epoch(net, x, y, batch_size, bf16) -> str:
                 torch.cuda.set_sync_debug_mode("default")
 
     model = fitkit.Model(net, device=DEVICE)
-    model.compile(torch.optim.Adam(net.parameters(), lr=1e-3), "cross_entropy",
-                  metrics=["accuracy"], precision="bf16" if bf16 else "32")
+    model.compile(
+        torch.optim.Adam(net.parameters(), lr=1e-3),
+        "cross_entropy",
+        metrics=["accuracy"],
+        precision="bf16" if bf16 else "32",
+    )
     try:
         model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[SyncGuard()])
     finally:
@@ -143,19 +166,28 @@ def main() -> None:
         "G1 MLP batch 64": (lambda: torch_net("W1"), xt, yt, 64, False),
         "G2 VGG batch 256 bf16": (vgg_net, xv, yv, 256, True),
     }
-    report = {"device": str(torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu"),
-              "torch": torch.__version__, "results": {}}
+    report = {
+        "device": str(torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu"),
+        "torch": torch.__version__,
+        "results": {},
+    }
     for name, (make, x, y, bs, bf16) in cases.items():
         torch.manual_seed(0)
         ours = throughput(with_fitkit(make().to(DEVICE), x, y, bs, args.epochs, bf16), len(x))
         torch.manual_seed(0)
-        theirs = throughput(hand_written(make().to(DEVICE), x, y, bs, args.epochs, bf16),
-                            len(x))
+        theirs = throughput(hand_written(make().to(DEVICE), x, y, bs, args.epochs, bf16), len(x))
         guard = sync_free_epoch(make().to(DEVICE), x, y, bs, bf16)
-        report["results"][name] = {"fitkit_samples_s": ours, "hand_written_samples_s": theirs,
-                                   "ratio": ours / theirs, "sync_check": guard}
-        print(f"{name:<24} fitkit {ours:>10.0f}/s  hand-written {theirs:>10.0f}/s  "
-              f"ratio {ours / theirs:.3f}  sync: {guard}", flush=True)
+        report["results"][name] = {
+            "fitkit_samples_s": ours,
+            "hand_written_samples_s": theirs,
+            "ratio": ours / theirs,
+            "sync_check": guard,
+        }
+        print(
+            f"{name:<24} fitkit {ours:>10.0f}/s  hand-written {theirs:>10.0f}/s  "
+            f"ratio {ours / theirs:.3f}  sync: {guard}",
+            flush=True,
+        )
     print(json.dumps(report))
 
 

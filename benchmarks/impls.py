@@ -4,12 +4,11 @@ Owns only the training code of each contender, written as its users would write 
 weights and timing come from workloads.py and run_one.py. Each returns epoch end times
 (seconds since its fit started), the final validation accuracy and its import time.
 """
+
 from __future__ import annotations
 
 import os
 import time
-
-import numpy as np
 
 from workloads import WORKLOADS, channels_last, keras_net, torch_net
 
@@ -34,14 +33,18 @@ def _fitkit_torch(name, first_step, native):
     import torch
 
     import fitkit
+
     imported = time.perf_counter() - t
     torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     net = torch_net(name)
     model = fitkit.Model(net)
     if native:
-        model.compile(torch.optim.Adam(net.parameters(), lr=spec["lr"]),
-                      torch.nn.CrossEntropyLoss(), metrics=["accuracy"])
+        model.compile(
+            torch.optim.Adam(net.parameters(), lr=spec["lr"]),
+            torch.nn.CrossEntropyLoss(),
+            metrics=["accuracy"],
+        )
     else:
         model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=spec["lr"])
     return _fitkit_fit(fitkit, model, spec, xt, yt, xv, yv, first_step, imported)
@@ -51,8 +54,16 @@ def _fitkit_fit(fitkit, model, spec, xt, yt, xv, yv, first_step, imported):
     if first_step:
         model.fit(xt, yt, batch_size=spec["batch_size"], epochs=1, steps_per_epoch=1, verbose=0)
         return {"import_s": imported}
-    return _timed_fit(model.fit, fitkit.callbacks.Callback, spec, imported, x=xt, y=yt,
-                      batch_size=spec["batch_size"], validation_data=(xv, yv))
+    return _timed_fit(
+        model.fit,
+        fitkit.callbacks.Callback,
+        spec,
+        imported,
+        x=xt,
+        y=yt,
+        batch_size=spec["batch_size"],
+        validation_data=(xv, yv),
+    )
 
 
 def _timed_fit(fit, callback_base, spec, imported, **data):
@@ -69,8 +80,11 @@ def _timed_fit(fit, callback_base, spec, imported, **data):
 
     start = time.perf_counter()
     history = fit(epochs=spec["epochs"], verbose=0, callbacks=[EpochClock()], **data)
-    return {"import_s": imported, "epoch_ends": [e - start for e in ends],
-            "val_accuracy": history.history["val_accuracy"][-1]}
+    return {
+        "import_s": imported,
+        "epoch_ends": [e - start for e in ends],
+        "val_accuracy": history.history["val_accuracy"][-1],
+    }
 
 
 def fitkit_torch(name, first_step=False):
@@ -89,6 +103,7 @@ def fitkit_tf(name, first_step=False):
     import tensorflow as tf
 
     import fitkit
+
     imported = time.perf_counter() - t
     spec, (xt, yt, xv, yv) = _setup(name)
     xt, xv = channels_last(xt), channels_last(xv)
@@ -104,19 +119,24 @@ def fitkit_torch_loader(name, first_step=False):
     import torch
 
     import fitkit
+
     imported = time.perf_counter() - t
     torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     train, val = _loaders(torch, spec, xt, yt, xv, yv)
     net = torch_net(name)
     model = fitkit.Model(net)
-    model.compile(torch.optim.Adam(net.parameters(), lr=spec["lr"]),
-                  torch.nn.CrossEntropyLoss(), metrics=["accuracy"])
+    model.compile(
+        torch.optim.Adam(net.parameters(), lr=spec["lr"]),
+        torch.nn.CrossEntropyLoss(),
+        metrics=["accuracy"],
+    )
     if first_step:
         model.fit(train, epochs=1, steps_per_epoch=1, verbose=0)
         return {"import_s": imported}
-    return _timed_fit(model.fit, fitkit.callbacks.Callback, spec, imported, x=train,
-                      validation_data=val)
+    return _timed_fit(
+        model.fit, fitkit.callbacks.Callback, spec, imported, x=train, validation_data=val
+    )
 
 
 def fitkit_tf_data(name, first_step=False):
@@ -126,6 +146,7 @@ def fitkit_tf_data(name, first_step=False):
     import tensorflow as tf
 
     import fitkit
+
     imported = time.perf_counter() - t
     spec, (xt, yt, xv, yv) = _setup(name)
     train, val = tf_datasets(tf, spec, channels_last(xt), yt, channels_last(xv), yv)
@@ -134,8 +155,9 @@ def fitkit_tf_data(name, first_step=False):
     if first_step:
         model.fit(train, epochs=1, steps_per_epoch=1, verbose=0)
         return {"import_s": imported}
-    return _timed_fit(model.fit, fitkit.callbacks.Callback, spec, imported, x=train,
-                      validation_data=val)
+    return _timed_fit(
+        model.fit, fitkit.callbacks.Callback, spec, imported, x=train, validation_data=val
+    )
 
 
 # ----------------------------------------------------------------------------- hand-written
@@ -149,7 +171,7 @@ def torch_loop_epoch(net, opt, loss_fn, x, y, bs, max_steps=None) -> dict:
     for step, i in enumerate(range(0, len(x), bs)):
         if max_steps is not None and step == max_steps:
             break
-        xb, yb = xp[i:i + bs], yp[i:i + bs]
+        xb, yb = xp[i : i + bs], yp[i : i + bs]
         opt.zero_grad(set_to_none=True)
         out = net(xb)
         loss = loss_fn(out, yb)
@@ -164,6 +186,7 @@ def torch_loop(name, first_step=False):
     """A careful hand-written loop: tensor slicing, a permutation per epoch, no per-step sync."""
     t = time.perf_counter()
     import torch
+
     imported = time.perf_counter() - t
     torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
@@ -182,9 +205,9 @@ def torch_loop(name, first_step=False):
         with torch.no_grad():
             val_loss, val_correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
             for i in range(0, len(x_val), bs):
-                out = net(x_val[i:i + bs])
-                val_loss += loss_fn(out, y_val[i:i + bs]) * len(out)
-                val_correct += (out.argmax(1) == y_val[i:i + bs]).sum()
+                out = net(x_val[i : i + bs])
+                val_loss += loss_fn(out, y_val[i : i + bs]) * len(out)
+                val_correct += (out.argmax(1) == y_val[i : i + bs]).sum()
         logs["val_accuracy"] = val_correct.item() / len(x_val)
         ends.append(time.perf_counter() - start)
     return {"import_s": imported, "epoch_ends": ends, "val_accuracy": logs["val_accuracy"]}
@@ -214,6 +237,7 @@ def torch_loader_loop(name, first_step=False):
     per step, loss and accuracy summed on the device and read once per epoch."""
     t = time.perf_counter()
     import torch
+
     imported = time.perf_counter() - t
     torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
@@ -245,16 +269,21 @@ def torch_naive(name, first_step=False):
     t = time.perf_counter()
     import torch
     from torch.utils.data import DataLoader, TensorDataset
+
     imported = time.perf_counter() - t
     torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     net = torch_net(name)
     opt = torch.optim.Adam(net.parameters(), lr=spec["lr"])
     loss_fn = torch.nn.CrossEntropyLoss()
-    train = DataLoader(TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
-                       batch_size=spec["batch_size"], shuffle=True)
-    val = DataLoader(TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
-                     batch_size=spec["batch_size"])
+    train = DataLoader(
+        TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
+        batch_size=spec["batch_size"],
+        shuffle=True,
+    )
+    val = DataLoader(
+        TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)), batch_size=spec["batch_size"]
+    )
     start, ends = time.perf_counter(), []
     for _ in range(1 if first_step else spec["epochs"]):
         net.train()
@@ -292,6 +321,7 @@ def tf_loop(name, first_step=False):
     t = time.perf_counter()
     import keras
     import tensorflow as tf
+
     imported = time.perf_counter() - t
     spec, (xt, yt, xv, yv) = _setup(name)
     xt, xv = channels_last(xt), channels_last(xv)
@@ -337,6 +367,7 @@ def tf_loop(name, first_step=False):
 def _keras_fit(name, first_step):
     t = time.perf_counter()
     import keras
+
     imported = time.perf_counter() - t
     if keras.backend.backend() == "torch":
         import torch
@@ -345,15 +376,30 @@ def _keras_fit(name, first_step):
     spec, (xt, yt, xv, yv) = _setup(name)
     xt, xv = channels_last(xt), channels_last(xv)
     net = keras_net(name)
-    net.compile(optimizer=keras.optimizers.Adam(spec["lr"]),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
+    net.compile(
+        optimizer=keras.optimizers.Adam(spec["lr"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     if first_step:
-        net.fit(xt[:spec["batch_size"]], yt[:spec["batch_size"]], batch_size=spec["batch_size"],
-                epochs=1, verbose=0)
+        net.fit(
+            xt[: spec["batch_size"]],
+            yt[: spec["batch_size"]],
+            batch_size=spec["batch_size"],
+            epochs=1,
+            verbose=0,
+        )
         return {"import_s": imported}
-    return _timed_fit(net.fit, keras.callbacks.Callback, spec, imported, x=xt, y=yt,
-                      batch_size=spec["batch_size"], validation_data=(xv, yv))
+    return _timed_fit(
+        net.fit,
+        keras.callbacks.Callback,
+        spec,
+        imported,
+        x=xt,
+        y=yt,
+        batch_size=spec["batch_size"],
+        validation_data=(xv, yv),
+    )
 
 
 def keras_tf_data(name, first_step=False):
@@ -361,18 +407,22 @@ def keras_tf_data(name, first_step=False):
     t = time.perf_counter()
     import keras
     import tensorflow as tf
+
     imported = time.perf_counter() - t
     spec, (xt, yt, xv, yv) = _setup(name)
     train, val = tf_datasets(tf, spec, channels_last(xt), yt, channels_last(xv), yv)
     net = keras_net(name)
-    net.compile(optimizer=keras.optimizers.Adam(spec["lr"]),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
+    net.compile(
+        optimizer=keras.optimizers.Adam(spec["lr"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     if first_step:
         net.fit(train.take(1), epochs=1, verbose=0)
         return {"import_s": imported}
-    return _timed_fit(net.fit, keras.callbacks.Callback, spec, imported, x=train,
-                      validation_data=val)
+    return _timed_fit(
+        net.fit, keras.callbacks.Callback, spec, imported, x=train, validation_data=val
+    )
 
 
 def keras_tf(name, first_step=False):
@@ -389,10 +439,14 @@ def keras_torch(name, first_step=False):
 def _loaders(torch, spec, xt, yt, xv, yv):
     from torch.utils.data import DataLoader, TensorDataset
 
-    train = DataLoader(TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
-                       batch_size=spec["batch_size"], shuffle=True)
-    val = DataLoader(TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)),
-                     batch_size=spec["batch_size"])
+    train = DataLoader(
+        TensorDataset(torch.from_numpy(xt), torch.from_numpy(yt)),
+        batch_size=spec["batch_size"],
+        shuffle=True,
+    )
+    val = DataLoader(
+        TensorDataset(torch.from_numpy(xv), torch.from_numpy(yv)), batch_size=spec["batch_size"]
+    )
     return train, val
 
 
@@ -402,25 +456,39 @@ def torchkeras_fit(name, first_step=False):
     import torch
     import torchkeras
     from torchmetrics import Accuracy
+
     imported = time.perf_counter() - t
     torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
     train, val = _loaders(torch, spec, xt, yt, xv, yv)
     net = torch_net(name)
     model = torchkeras.KerasModel(
-        net, loss_fn=torch.nn.CrossEntropyLoss(),
+        net,
+        loss_fn=torch.nn.CrossEntropyLoss(),
         optimizer=torch.optim.Adam(net.parameters(), lr=spec["lr"]),
-        metrics_dict={"acc": Accuracy(task="multiclass", num_classes=10)})
+        metrics_dict={"acc": Accuracy(task="multiclass", num_classes=10)},
+    )
     start = time.perf_counter()
-    history = model.fit(train_data=train, val_data=val, epochs=1 if first_step else spec["epochs"],
-                        ckpt_path="/tmp/torchkeras_bench.pt", patience=100, monitor="val_acc",
-                        mode="max", plot=False, cpu=True)
+    history = model.fit(
+        train_data=train,
+        val_data=val,
+        epochs=1 if first_step else spec["epochs"],
+        ckpt_path="/tmp/torchkeras_bench.pt",
+        patience=100,
+        monitor="val_acc",
+        mode="max",
+        plot=False,
+        cpu=True,
+    )
     if first_step:
         return {"import_s": imported}
     total = time.perf_counter() - start
-    return {"import_s": imported, "epoch_ends": [total * (i + 1) / spec["epochs"]
-                                                 for i in range(spec["epochs"])],
-            "epoch_ends_estimated": True, "val_accuracy": float(history["val_acc"].iloc[-1])}
+    return {
+        "import_s": imported,
+        "epoch_ends": [total * (i + 1) / spec["epochs"] for i in range(spec["epochs"])],
+        "epoch_ends_estimated": True,
+        "val_accuracy": float(history["val_acc"].iloc[-1]),
+    }
 
 
 def lightning_fit(name, first_step=False):
@@ -428,6 +496,7 @@ def lightning_fit(name, first_step=False):
     t = time.perf_counter()
     import lightning as L
     import torch
+
     imported = time.perf_counter() - t
     torch.set_num_threads(torch_threads())
     spec, (xt, yt, xv, yv) = _setup(name)
@@ -460,17 +529,27 @@ def lightning_fit(name, first_step=False):
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=spec["lr"])
 
-    trainer = L.Trainer(max_epochs=1 if first_step else spec["epochs"], accelerator="cpu",
-                        devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, max_steps=1 if first_step else -1)
+    trainer = L.Trainer(
+        max_epochs=1 if first_step else spec["epochs"],
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        max_steps=1 if first_step else -1,
+    )
     module = Module()
     start[0] = time.perf_counter()
     trainer.fit(module, train, val)
     if first_step:
         return {"import_s": imported}
-    return {"import_s": imported, "epoch_ends": ends,
-            "val_accuracy": float(trainer.callback_metrics["val_acc"])}
+    return {
+        "import_s": imported,
+        "epoch_ends": ends,
+        "val_accuracy": float(trainer.callback_metrics["val_acc"]),
+    }
 
 
 IMPLS = {

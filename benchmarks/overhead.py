@@ -18,6 +18,7 @@ and compares the fastest of each, which drift cannot favour.
 Training epochs only (no validation). One warm-up round (tracing, first-batch checks) is
 run first and not counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,34 +31,40 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from workloads import WORKLOADS  # noqa: E402
+from workloads import WORKLOADS
 
 
 def torch_contenders(kind: str, loss: str = "native") -> dict:
     """{name: one training epoch} for fitkit and the hand-written loop, on torch."""
     import torch
+    from impls import torch_loader_epoch, torch_loop_epoch, torch_threads
     from torch.utils.data import DataLoader, TensorDataset
+    from workloads import torch_net
 
     import fitkit
-    from impls import torch_loader_epoch, torch_loop_epoch, torch_threads
-    from workloads import torch_net
 
     torch.set_num_threads(torch_threads())
     xt, yt, _, _ = WORKLOADS["W1"]["data"]()
     ours = torch_net("W1")
     model = fitkit.Model(ours)
-    model.compile(torch.optim.Adam(ours.parameters(), lr=1e-3),
-                  "cross_entropy" if loss == "name" else torch.nn.CrossEntropyLoss(),
-                  metrics=["accuracy"])
+    model.compile(
+        torch.optim.Adam(ours.parameters(), lr=1e-3),
+        "cross_entropy" if loss == "name" else torch.nn.CrossEntropyLoss(),
+        metrics=["accuracy"],
+    )
     theirs = torch_net("W1")
     opt, loss_fn = torch.optim.Adam(theirs.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
     x, y = torch.from_numpy(xt), torch.from_numpy(yt)
     if kind == "arrays":
-        return {"fitkit": lambda: model.fit(xt, yt, batch_size=64, epochs=1, verbose=0),
-                "hand-written": lambda: torch_loop_epoch(theirs, opt, loss_fn, x, y, 64)}
+        return {
+            "fitkit": lambda: model.fit(xt, yt, batch_size=64, epochs=1, verbose=0),
+            "hand-written": lambda: torch_loop_epoch(theirs, opt, loss_fn, x, y, 64),
+        }
     loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
-    return {"fitkit": lambda: model.fit(loader, epochs=1, verbose=0),
-            "hand-written": lambda: torch_loader_epoch(theirs, opt, loss_fn, loader)}
+    return {
+        "fitkit": lambda: model.fit(loader, epochs=1, verbose=0),
+        "hand-written": lambda: torch_loader_epoch(theirs, opt, loss_fn, loader),
+    }
 
 
 def tf_contenders() -> dict:
@@ -66,10 +73,10 @@ def tf_contenders() -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
-
-    import fitkit
     from impls import tf_datasets
     from workloads import keras_net
+
+    import fitkit
 
     spec = WORKLOADS["W1"]
     xt, yt, xv, yv = spec["data"]()
@@ -100,28 +107,38 @@ def tf_contenders() -> dict:
         return float(loss_m.result()), float(acc_m.result())
 
     knet = keras_net("W1")
-    knet.compile(optimizer=keras.optimizers.Adam(1e-3),
-                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                 metrics=["accuracy"])
-    return {"fitkit": lambda: model.fit(train, epochs=1, verbose=0),
-            "hand-written": loop_epoch,
-            "keras": lambda: knet.fit(train, epochs=1, verbose=0)}
+    knet.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return {
+        "fitkit": lambda: model.fit(train, epochs=1, verbose=0),
+        "hand-written": loop_epoch,
+        "keras": lambda: knet.fit(train, epochs=1, verbose=0),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--input", choices=["arrays", "loader", "tf_data"], default="arrays")
     parser.add_argument("--loss", choices=["native", "name"], default="native")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads (default 2, or $BENCH_TORCH_THREADS)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default 2, or $BENCH_TORCH_THREADS)",
+    )
     parser.add_argument("--out", default=None, help="also write the times as JSON here")
     args = parser.parse_args()
     if args.torch_threads is not None:
         os.environ["BENCH_TORCH_THREADS"] = str(args.torch_threads)
-    contenders = tf_contenders() if args.input == "tf_data" else \
-        torch_contenders(args.input, args.loss)
+    contenders = (
+        tf_contenders() if args.input == "tf_data" else torch_contenders(args.input, args.loss)
+    )
     for run in contenders.values():  # warm-up: tracing, first-batch checks, allocator
         run()
     times: dict = {name: [] for name in contenders}
@@ -131,26 +148,39 @@ def main() -> None:
             run()
             times[name].append(time.perf_counter() - start)
     base = times["hand-written"]
-    parts = [f"{name} min {min(t):.3f} s (median {statistics.median(t):.3f})"
-             for name, t in times.items()]
+    parts = [
+        f"{name} min {min(t):.3f} s (median {statistics.median(t):.3f})"
+        for name, t in times.items()
+    ]
     print(f"W1 epoch ({args.input}), {args.rounds} alternating rounds: " + ", ".join(parts))
     for name, t in times.items():
         if name == "hand-written":
             continue
         paired = [a / b for a, b in zip(t, base)]
-        print(f"  {name} / hand-written: min {min(t) / min(base):.3f}, median "
-              f"{statistics.median(t) / statistics.median(base):.3f}, per round median "
-              f"{statistics.median(paired):.3f} ({min(paired):.3f}-{max(paired):.3f})")
+        print(
+            f"  {name} / hand-written: min {min(t) / min(base):.3f}, median "
+            f"{statistics.median(t) / statistics.median(base):.3f}, per round median "
+            f"{statistics.median(paired):.3f} ({min(paired):.3f}-{max(paired):.3f})"
+        )
     if "keras" in times:
-        print(f"  fitkit / keras: min {min(times['fitkit']) / min(times['keras']):.3f}, median "
-              f"{statistics.median(times['fitkit']) / statistics.median(times['keras']):.3f}")
+        print(
+            f"  fitkit / keras: min {min(times['fitkit']) / min(times['keras']):.3f}, median "
+            f"{statistics.median(times['fitkit']) / statistics.median(times['keras']):.3f}"
+        )
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump({"date": datetime.date.today().isoformat(),
-                       "fitkit_file": sys.modules["fitkit"].__file__,
-                       "input": args.input, "rounds": args.rounds, "epoch_s": times,
-                       "torch_threads": os.environ.get("BENCH_TORCH_THREADS", "2")}, fh,
-                      indent=1)
+            json.dump(
+                {
+                    "date": datetime.date.today().isoformat(),
+                    "fitkit_file": sys.modules["fitkit"].__file__,
+                    "input": args.input,
+                    "rounds": args.rounds,
+                    "epoch_s": times,
+                    "torch_threads": os.environ.get("BENCH_TORCH_THREADS", "2"),
+                },
+                fh,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

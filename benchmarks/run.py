@@ -5,6 +5,7 @@ the report. Usage:  python benchmarks/run.py [--runs 3] [--workloads W1 W2] [--i
 [--fitkit DIR] (import fitkit from DIR instead of this checkout, e.g. an exported commit)
 [--torch-threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,8 @@ BASELINE = {"torch": "torch_loop", "tensorflow": "tf_loop"}
 def _times(ratio: float, width: int) -> str:
     """A ratio as "1.23x", or "-" when its baseline was not run (not "nanx")."""
     return f"{ratio:.2f}x".rjust(width) if ratio == ratio else "-".rjust(width)
+
+
 FITKIT_SRC = os.path.dirname(HERE)  # the directory `import fitkit` comes from (--fitkit)
 TORCH_THREADS = 2  # torch's intra-op threads in every process (--torch-threads)
 
@@ -49,10 +52,15 @@ CHECKS = [
 
 
 def _env(impl: str) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(TORCH_THREADS),
-           "BENCH_TORCH_THREADS": str(TORCH_THREADS),
-           "PYTHONPATH": os.pathsep.join([FITKIT_SRC, os.path.dirname(HERE),
-                                          os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "OMP_NUM_THREADS": str(TORCH_THREADS),
+        "BENCH_TORCH_THREADS": str(TORCH_THREADS),
+        "PYTHONPATH": os.pathsep.join(
+            [FITKIT_SRC, os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     env["KERAS_BACKEND"] = "torch" if impl == "keras_torch" else "tensorflow"
     env.pop("FITKIT_BACKEND", None)
     return env
@@ -69,8 +77,12 @@ def run_process(args: list[str], env: dict) -> tuple[float, dict]:
 
 
 def summarize(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "runs": values}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": values,
+    }
 
 
 def measure(impls: list[str], workload: str, runs: int) -> dict:
@@ -86,12 +98,10 @@ def measure(impls: list[str], workload: str, runs: int) -> dict:
             print(f"  {workload} {impl}", file=sys.stderr, flush=True)
             try:
                 records[impl].append(run_process([one, impl, workload], _env(impl)))
-                first[impl].append(run_process([one, impl, workload, "first_step"],
-                                               _env(impl))[0])
+                first[impl].append(run_process([one, impl, workload, "first_step"], _env(impl))[0])
             except RuntimeError as err:  # one broken contender must not lose the others
                 failed[impl] = {"skipped": f"failed: {str(err)[-300:]}"}
-    return {impl: failed.get(impl) or summarize_impl(records[impl], first[impl])
-            for impl in impls}
+    return {impl: failed.get(impl) or summarize_impl(records[impl], first[impl]) for impl in impls}
 
 
 def checks(results: dict) -> list[dict]:
@@ -103,10 +113,19 @@ def checks(results: dict) -> list[dict]:
             continue
         ratio = a[column]["median"] / b[column]["median"]
         paired = [x / y for x, y in zip(a[column]["runs"], b[column]["runs"])]
-        found.append({"workload": workload, "impl": impl, "reference": ref, "column": column,
-                      "target": target, "ratio_of_medians": ratio,
-                      "ratio_of_fastest": a[column]["min"] / b[column]["min"],
-                      "paired": summarize(paired), "met": ratio <= target})
+        found.append(
+            {
+                "workload": workload,
+                "impl": impl,
+                "reference": ref,
+                "column": column,
+                "target": target,
+                "ratio_of_medians": ratio,
+                "ratio_of_fastest": a[column]["min"] / b[column]["min"],
+                "paired": summarize(paired),
+                "met": ratio <= target,
+            }
+        )
     return found
 
 
@@ -119,14 +138,18 @@ def checks_table(found: list[dict]) -> str:
             f"{c['ratio_of_medians']:.3f}x (fastest {c['ratio_of_fastest']:.3f}x; "
             f"rounds {p['median']:.3f}x, "
             f"{p['min']:.3f}-{p['max']:.3f}); target <= {c['target']:.2f}x: "
-            f"{'met' if c['met'] else 'NOT met'}")
+            f"{'met' if c['met'] else 'NOT met'}"
+        )
     return "\n".join(lines) if found else ""
 
 
 def summarize_impl(records: list, first: list) -> dict:
     fit = [r["epoch_ends"][-1] for _, r in records]
-    warm = [(r["epoch_ends"][-1] - r["epoch_ends"][0]) / (len(r["epoch_ends"]) - 1)
-            for _, r in records if len(r["epoch_ends"]) > 1]
+    warm = [
+        (r["epoch_ends"][-1] - r["epoch_ends"][0]) / (len(r["epoch_ends"]) - 1)
+        for _, r in records
+        if len(r["epoch_ends"]) > 1
+    ]
     return {
         "fit_s": summarize(fit),
         "warm_epoch_s": summarize(warm) if warm else None,
@@ -141,8 +164,11 @@ def summarize_impl(records: list, first: list) -> dict:
 
 def import_baselines(runs: int) -> dict:
     out = {}
-    for name, code in (("fitkit", "import fitkit"), ("torch", "import torch"),
-                       ("tensorflow", "import tensorflow")):
+    for name, code in (
+        ("fitkit", "import fitkit"),
+        ("torch", "import torch"),
+        ("tensorflow", "import tensorflow"),
+    ):
         out[name] = summarize([run_process(["-c", code], _env(""))[0] for _ in range(runs)])
     return out
 
@@ -163,8 +189,11 @@ def fitkit_source(src: str | None = None) -> dict:
     """Where fitkit came from: the directory, and its git commit and dirty files if any."""
     src = src or FITKIT_SRC
     out = {"dir": src}
-    git = lambda *a: subprocess.run(["git", "-C", src, *a], capture_output=True,  # noqa: E731
-                                    text=True).stdout.strip()
+    git = lambda *a: subprocess.run(
+        ["git", "-C", src, *a],
+        capture_output=True,  # noqa: E731
+        text=True,
+    ).stdout.strip()
     if git("rev-parse", "--show-toplevel") == src:
         out["commit"] = git("rev-parse", "--short", "HEAD")
         out["uncommitted"] = git("status", "--short", "fitkit").splitlines()
@@ -172,10 +201,12 @@ def fitkit_source(src: str | None = None) -> dict:
 
 
 def table(results: dict, baselines: dict) -> str:
-    head = (f"{'workload':<8} {'implementation':<22} {'fit s (median, min-max)':<26} "
-            f"{'x same-backend loop':>19} {'x torch loop':>13} {'warm epoch s':>13} "
-            f"{'x loop warm':>12} {'process s':>10} {'first step s':>13} {'peak MB':>8} "
-            f"{'val acc':>8}")
+    head = (
+        f"{'workload':<8} {'implementation':<22} {'fit s (median, min-max)':<26} "
+        f"{'x same-backend loop':>19} {'x torch loop':>13} {'warm epoch s':>13} "
+        f"{'x loop warm':>12} {'process s':>10} {'first step s':>13} {'peak MB':>8} "
+        f"{'val acc':>8}"
+    )
     lines = [head, "-" * len(head)]
     for workload, impls in results.items():
         for impl, r in impls.items():
@@ -186,8 +217,11 @@ def table(results: dict, baselines: dict) -> str:
             torch_base = impls.get("torch_loop", {})
             fit = r["fit_s"]
             ratio = fit["median"] / base["fit_s"]["median"] if "fit_s" in base else float("nan")
-            ratio_t = (fit["median"] / torch_base["fit_s"]["median"] if "fit_s" in torch_base
-                       else float("nan"))
+            ratio_t = (
+                fit["median"] / torch_base["fit_s"]["median"]
+                if "fit_s" in torch_base
+                else float("nan")
+            )
             warm = r["warm_epoch_s"]["median"] if r["warm_epoch_s"] else float("nan")
             base_warm = (base.get("warm_epoch_s") or {}).get("median", float("nan"))
             est = "*" if r["epoch_times_estimated"] else ""
@@ -197,10 +231,13 @@ def table(results: dict, baselines: dict) -> str:
                 f"{_times(ratio, 19)} {_times(ratio_t, 13)} {warm:>12.3f}{est} "
                 f"{_times(warm / base_warm, 12)} "
                 f"{r['process_s']['median']:>10.2f} {r['first_step_process_s']['median']:>13.2f} "
-                f"{r['peak_rss_mb']['median']:>8.0f} {r['val_accuracy']:>8.3f}")
+                f"{r['peak_rss_mb']['median']:>8.0f} {r['val_accuracy']:>8.3f}"
+            )
     lines.append("")
-    lines.append("import (whole process, median s): " + ", ".join(
-        f"{k} {v['median']:.2f}" for k, v in baselines.items()))
+    lines.append(
+        "import (whole process, median s): "
+        + ", ".join(f"{k} {v['median']:.2f}" for k, v in baselines.items())
+    )
     return "\n".join(lines)
 
 
@@ -211,28 +248,43 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2"])
     parser.add_argument("--impls", nargs="+", default=list(IMPLS))
     parser.add_argument("--out", default=os.path.join(HERE, "results", "latest.json"))
-    parser.add_argument("--fitkit", default=FITKIT_SRC, metavar="DIR",
-                        help="directory holding the fitkit package to measure (default: this "
-                             "checkout); e.g. `git archive <commit> fitkit | tar -x -C DIR`")
+    parser.add_argument(
+        "--fitkit",
+        default=FITKIT_SRC,
+        metavar="DIR",
+        help="directory holding the fitkit package to measure (default: this "
+        "checkout); e.g. `git archive <commit> fitkit | tar -x -C DIR`",
+    )
     parser.add_argument("--note", default="", help="free text stored in the JSON (what fitkit is)")
-    parser.add_argument("--torch-threads", type=int, default=TORCH_THREADS,
-                        help="torch intra-op threads (and OMP_NUM_THREADS); 1 is far steadier "
-                             "on a shared 2-core machine")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=TORCH_THREADS,
+        help="torch intra-op threads (and OMP_NUM_THREADS); 1 is far steadier "
+        "on a shared 2-core machine",
+    )
     args = parser.parse_args()
     FITKIT_SRC = os.path.abspath(args.fitkit)
     TORCH_THREADS = args.torch_threads
     results: dict = {}
     for workload in args.workloads:
-        missing = {impl: OPTIONAL[impl] for impl in args.impls if impl in OPTIONAL
-                   and importlib.util.find_spec(OPTIONAL[impl]) is None}
+        missing = {
+            impl: OPTIONAL[impl]
+            for impl in args.impls
+            if impl in OPTIONAL and importlib.util.find_spec(OPTIONAL[impl]) is None
+        }
         present = [impl for impl in args.impls if impl not in missing]
-        print(f"running {workload}: {len(present)} implementations x{args.runs}, interleaved",
-              file=sys.stderr, flush=True)
+        print(
+            f"running {workload}: {len(present)} implementations x{args.runs}, interleaved",
+            file=sys.stderr,
+            flush=True,
+        )
         measured = measure(present, workload, args.runs)
         results[workload] = {
-            impl: measured.get(impl) or {"skipped": f"{missing[impl]} not installed "
-                                                    f"(pip install '.[bench]')"}
-            for impl in args.impls}
+            impl: measured.get(impl)
+            or {"skipped": f"{missing[impl]} not installed (pip install '.[bench]')"}
+            for impl in args.impls
+        }
     baselines = import_baselines(args.runs)
     report = table(results, baselines)
     found = checks(results)
@@ -241,12 +293,25 @@ def main() -> None:
     print(report)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump({"date": datetime.date.today().isoformat(), "machine": platform.platform(),
-                   "cpus": os.cpu_count(), "python": platform.python_version(),
-                   "versions": versions(), "runs": args.runs, "fitkit": fitkit_source(),
-                   "torch_threads": TORCH_THREADS,
-                   "note": args.note, "results": results, "imports": baselines,
-                   "checks": found, "table": report}, fh, indent=1)
+        json.dump(
+            {
+                "date": datetime.date.today().isoformat(),
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "versions": versions(),
+                "runs": args.runs,
+                "fitkit": fitkit_source(),
+                "torch_threads": TORCH_THREADS,
+                "note": args.note,
+                "results": results,
+                "imports": baselines,
+                "checks": found,
+                "table": report,
+            },
+            fh,
+            indent=1,
+        )
     print(f"\nwrote {args.out}", file=sys.stderr)
 
 

@@ -3,6 +3,7 @@
 Owns process-level measurement (peak RSS); the orchestrator (run.py) times the whole
 process from outside and aggregates.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from impls import IMPLS  # noqa: E402
+from impls import IMPLS
 
 
 def main() -> None:

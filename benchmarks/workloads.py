@@ -3,6 +3,7 @@
 Owns data generation and initial weights as numpy, so every implementation trains on the
 identical data from the identical starting point; frameworks are imported by the runners.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +30,7 @@ def w2_data():
     y = rng.integers(0, c, n + n_val).astype("int64")
     rows, cols = rng.integers(0, 24, n + n_val), rng.integers(0, 24, n + n_val)
     for i in range(n + n_val):
-        x[i, 0, rows[i]:rows[i] + 5, cols[i]:cols[i] + 5] += 2.0 * templates[y[i]]
+        x[i, 0, rows[i] : rows[i] + 5, cols[i] : cols[i] + 5] += 2.0 * templates[y[i]]
     return x[:n], y[:n], x[n:], y[n:]
 
 
@@ -63,13 +64,23 @@ def torch_net(name: str):
     import torch.nn as nn
 
     if name == "W1":
-        net = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                            nn.Linear(64, 10))
+        net = nn.Sequential(
+            nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)
+        )
         layers = [net[0], net[2], net[4]]
     else:
-        net = nn.Sequential(nn.Conv2d(1, 32, 3), nn.MaxPool2d(2), nn.Conv2d(32, 64, 5),
-                            nn.MaxPool2d(2), nn.Dropout2d(0.1), nn.AdaptiveMaxPool2d(1),
-                            nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        net = nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5),
+            nn.MaxPool2d(2),
+            nn.Dropout2d(0.1),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, 32),
+            nn.ReLU(),
+            nn.Linear(32, 10),
+        )
         layers = [net[0], net[2], net[7], net[9]]
     with torch.no_grad():
         for layer, (w, b) in zip(layers, WORKLOADS[name]["weights"]()):
@@ -83,19 +94,38 @@ def keras_net(name: str):
 
     L = keras.layers
     if name == "W1":
-        net = keras.Sequential([keras.Input((32,)), L.Dense(64, activation="relu"),
-                                L.Dense(64, activation="relu"), L.Dense(10)])
+        net = keras.Sequential(
+            [
+                keras.Input((32,)),
+                L.Dense(64, activation="relu"),
+                L.Dense(64, activation="relu"),
+                L.Dense(10),
+            ]
+        )
         dense = net.layers
         values = [(w.T, b) for w, b in WORKLOADS[name]["weights"]()]
     else:
-        net = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(32, 3), L.MaxPooling2D(2),
-                                L.Conv2D(64, 5), L.MaxPooling2D(2), L.SpatialDropout2D(0.1),
-                                L.GlobalMaxPooling2D(), L.Dense(32, activation="relu"),
-                                L.Dense(10)])
+        net = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                L.Conv2D(32, 3),
+                L.MaxPooling2D(2),
+                L.Conv2D(64, 5),
+                L.MaxPooling2D(2),
+                L.SpatialDropout2D(0.1),
+                L.GlobalMaxPooling2D(),
+                L.Dense(32, activation="relu"),
+                L.Dense(10),
+            ]
+        )
         dense = [net.layers[0], net.layers[2], net.layers[6], net.layers[7]]
         (c1, b1), (c2, b2), (f1, fb1), (f2, fb2) = WORKLOADS[name]["weights"]()
-        values = [(c1.transpose(2, 3, 1, 0), b1), (c2.transpose(2, 3, 1, 0), b2),
-                  (f1.T, fb1), (f2.T, fb2)]
+        values = [
+            (c1.transpose(2, 3, 1, 0), b1),
+            (c2.transpose(2, 3, 1, 0), b2),
+            (f1.T, fb1),
+            (f2.T, fb2),
+        ]
     for layer, (w, b) in zip(dense, values):
         layer.set_weights([w, b])
     return net

@@ -2,6 +2,7 @@
 
 Run:  python examples/class_style.py   (FITKIT_BACKEND=tensorflow for the Keras version)
 """
+
 import numpy as np
 
 import fitkit
@@ -44,9 +45,11 @@ def tensorflow_model():
             self.update_metrics(y, y_pred)
             return {"loss": loss}
 
-    return ClippedModel(keras.Sequential([keras.Input((8,)),
-                                          keras.layers.Dense(32, activation="relu"),
-                                          keras.layers.Dense(1)]))
+    return ClippedModel(
+        keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)]
+        )
+    )
 
 
 if __name__ == "__main__":

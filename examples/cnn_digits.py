@@ -11,6 +11,7 @@ Run:  python examples/cnn_digits.py                    (torch if installed)
       FITKIT_BACKEND=tensorflow python examples/cnn_digits.py
       python examples/cnn_digits.py --quick --out /tmp   (small and fast, for the tests)
 """
+
 import argparse
 import pathlib
 
@@ -38,22 +39,32 @@ def make_net(backend):
         import torch.nn as nn
 
         return nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=3), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=5), nn.MaxPool2d(2),
+            nn.Conv2d(1, 32, kernel_size=3),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=5),
+            nn.MaxPool2d(2),
             nn.Dropout(0.1),
-            nn.AdaptiveMaxPool2d((1, 1)), nn.Flatten(),
-            nn.Linear(64, 32), nn.ReLU(),
-            nn.Linear(32, 10))  # logits: "cross_entropy" applies the softmax
+            nn.AdaptiveMaxPool2d((1, 1)),
+            nn.Flatten(),
+            nn.Linear(64, 32),
+            nn.ReLU(),
+            nn.Linear(32, 10),
+        )  # logits: "cross_entropy" applies the softmax
     import keras
 
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(32, kernel_size=3), keras.layers.MaxPool2D(2),
-        keras.layers.Conv2D(64, kernel_size=5), keras.layers.MaxPool2D(2),
-        keras.layers.Dropout(0.1),
-        keras.layers.GlobalMaxPool2D(),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(10)])
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, kernel_size=3),
+            keras.layers.MaxPool2D(2),
+            keras.layers.Conv2D(64, kernel_size=5),
+            keras.layers.MaxPool2D(2),
+            keras.layers.Dropout(0.1),
+            keras.layers.GlobalMaxPool2D(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def make_input(backend, images, labels, shuffle):
@@ -86,10 +97,12 @@ if __name__ == "__main__":
     backend = fitkit.backend()
     images, labels = load_images()
     # Stratified splits keep all ten digits in every part: 60% train, 20% validation, 20% test.
-    x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=0.2,
-                                                        stratify=labels, random_state=0)
-    x_train, x_val, y_train, y_val = train_test_split(x_train, y_train, test_size=0.25,
-                                                      stratify=y_train, random_state=0)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=0.2, stratify=labels, random_state=0
+    )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_train, y_train, test_size=0.25, stratify=y_train, random_state=0
+    )
     epochs = 15
     if args.quick:
         x_train, y_train, epochs = x_train[:600], y_train[:600], 4
@@ -102,13 +115,17 @@ if __name__ == "__main__":
     model = fitkit.Model(make_net(backend))
     model.summary(input_shape=(1, 28, 28) if backend == "torch" else (28, 28, 1))
     model.compile(optimizer="adam", loss="cross_entropy", metrics=["accuracy"], lr=2e-3)
-    history = model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=2,
-                        callbacks=[
-                            # The last epochs may be past the best one: keep the best weights.
-                            EarlyStopping("val_loss", patience=4, restore_best_weights=True,
-                                          verbose=1),
-                            ReduceLROnPlateau("val_loss", factor=0.5, patience=2),
-                        ])
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=epochs,
+        verbose=2,
+        callbacks=[
+            # The last epochs may be past the best one: keep the best weights.
+            EarlyStopping("val_loss", patience=4, restore_best_weights=True, verbose=1),
+            ReduceLROnPlateau("val_loss", factor=0.5, patience=2),
+        ],
+    )
     test = model.validate(test_data)
     print("test:", {name: round(value, 4) for name, value in test.items()})
 

@@ -28,6 +28,7 @@ Run:  python examples/devices.py                                (torch, one proc
       python -m fitkit.cli launch -n 2 --backend tf examples/devices.py   (TF "multi_worker")
       python examples/devices.py --quick --out /tmp             (small and fast, for the tests)
 """
+
 import argparse
 import os
 import pathlib
@@ -39,7 +40,7 @@ import fitkit
 
 def settings(backend, launched, say=print):
     """The device settings: first, before anything creates a tensor or a network."""
-    split = backend == "tensorflow" and not launched    # 2 logical devices for "mirrored"
+    split = backend == "tensorflow" and not launched  # 2 logical devices for "mirrored"
     gpus = [d for d in fitkit.devices.list_devices(initialize=False) if d["type"] == "GPU"]
     if split and gpus:
         # TensorFlow drops memory growth on a GPU split into logical GPUs: each logical GPU
@@ -47,13 +48,17 @@ def settings(backend, launched, say=print):
         say("memory_growth: not used (GPU 0 is split into logical GPUs of a fixed size)")
     else:
         grew = fitkit.devices.memory_growth(True)
-        say(f"memory_growth(True) -> {grew}: "
-            + ("a GPU takes memory as it needs it" if grew else "no GPU here, nothing changed"))
+        say(
+            f"memory_growth(True) -> {grew}: "
+            + ("a GPU takes memory as it needs it" if grew else "no GPU here, nothing changed")
+        )
     if split:
         # GPU 0 split in two needs a size per logical GPU; the CPU split takes none.
         fitkit.devices.virtual_devices(2, memory_limit=1024 if gpus else None)
-        say("virtual_devices(2): " + ("GPU 0" if gpus else "the CPU") + " split into 2 "
-            "logical devices")
+        say(
+            "virtual_devices(2): " + ("GPU 0" if gpus else "the CPU") + " split into 2 "
+            "logical devices"
+        )
 
 
 def make_data(n, seed=0):
@@ -68,12 +73,19 @@ def make_net(backend):
     if backend == "torch":
         import torch.nn as nn
 
-        return nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                             nn.Linear(64, 1))
+        return nn.Sequential(
+            nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
+        )
     import keras
 
-    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(64, activation="relu"),
-                             keras.layers.Dense(64, activation="relu"), keras.layers.Dense(1)])
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
 
 
 if __name__ == "__main__":
@@ -83,10 +95,10 @@ if __name__ == "__main__":
     args = parser.parse_args()
 
     backend = fitkit.backend()
-    launched = fitkit.distribute.environment_name()     # set by fitkit launch, else ""
-    main = fitkit.distribute.is_main_process()          # rank 0 (or the only process)
-    say = print if main else (lambda *args: None)       # what only the main process prints
-    settings(backend, launched, say)                    # 1. settings first
+    launched = fitkit.distribute.environment_name()  # set by fitkit launch, else ""
+    main = fitkit.distribute.is_main_process()  # rank 0 (or the only process)
+    say = print if main else (lambda *args: None)  # what only the main process prints
+    settings(backend, launched, say)  # 1. settings first
 
     # 2. the strategy: "ddp" (torch) / "multi_worker" (TF) under fitkit launch, else
     # "mirrored" on TF (the 2 logical devices) and "none" on torch. It comes before anything
@@ -96,22 +108,27 @@ if __name__ == "__main__":
     n, epochs = (2048, 3) if args.quick else (16384, 15)
     x, y = make_data(n)
     with fitkit.distribute.strategy(name) as strategy:
-        say("\ndevices:")                               # 3. what the framework sees now
+        say("\ndevices:")  # 3. what the framework sees now
         for d in fitkit.devices.list_devices():
-            say(f"  {d['name']:30s} {d['type']:4s} {d['kind']:9s} memory_mb={d['memory_mb']} "
-                f"{d['description']}")
+            say(
+                f"  {d['name']:30s} {d['type']:4s} {d['kind']:9s} memory_mb={d['memory_mb']} "
+                f"{d['description']}"
+            )
         say("a new fitkit.Model trains on", fitkit.devices.device())
         rank, world = fitkit.distribute.rank(), fitkit.distribute.world_size()
-        print(f"strategy {strategy.name!r}: process rank {rank} of world size {world}, "
-              f"{strategy.replicas} replica(s) in sync, pid {os.getpid()}")  # every process
+        print(
+            f"strategy {strategy.name!r}: process rank {rank} of world size {world}, "
+            f"{strategy.replicas} replica(s) in sync, pid {os.getpid()}"
+        )  # every process
 
-        model = fitkit.Model(make_net(backend))         # 4. build, compile and fit inside
+        model = fitkit.Model(make_net(backend))  # 4. build, compile and fit inside
         model.compile("adam", "mse", metrics=["mae"], lr=3e-3)
-        history = model.fit(x, y, batch_size=128, epochs=epochs, validation_split=0.2,
-                            verbose=2)                  # 128 rows per step over all replicas
+        history = model.fit(
+            x, y, batch_size=128, epochs=epochs, validation_split=0.2, verbose=2
+        )  # 128 rows per step over all replicas
         final = history.history["loss"][-1], history.history["val_loss"][-1]
 
-    if main:                                            # the main process only
+    if main:  # the main process only
         import matplotlib
 
         matplotlib.use("Agg")  # write PNGs; no window, no display needed
@@ -121,5 +138,7 @@ if __name__ == "__main__":
         curves = out / "devices_history.png"
         history.plot().savefig(curves)
         print(f"saved {curves}")
-        print(f"RESULT replicas={strategy.replicas} world_size={world} "
-              f"final_loss={final[0]:.4f} val_loss={final[1]:.4f}")
+        print(
+            f"RESULT replicas={strategy.replicas} world_size={world} "
+            f"final_loss={final[0]:.4f} val_loss={final[1]:.4f}"
+        )

@@ -9,6 +9,7 @@ Run:  python examples/dnn_binary.py                    (torch if installed)
       FITKIT_BACKEND=tensorflow python examples/dnn_binary.py
       python examples/dnn_binary.py --quick --out /tmp   (small and fast, for the tests)
 """
+
 import argparse
 import pathlib
 
@@ -38,13 +39,19 @@ def make_net(backend):
     if backend == "torch":
         import torch.nn as nn
 
-        return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(),
-                             nn.Linear(8, 1), nn.Sigmoid())
+        return nn.Sequential(
+            nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1), nn.Sigmoid()
+        )
     import keras
 
-    return keras.Sequential([keras.Input((2,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(8, activation="relu"),
-                             keras.layers.Dense(1, activation="sigmoid")])
+    return keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
 
 
 def plot_boundary(model, x, y, path):
@@ -57,8 +64,9 @@ def plot_boundary(model, x, y, path):
     probability = probability.reshape(gx.shape)
 
     fig, ax = plt.subplots(figsize=(6, 6))
-    filled = ax.contourf(gx, gy, probability, levels=np.linspace(0, 1, 11), cmap="RdBu_r",
-                         alpha=0.6)
+    filled = ax.contourf(
+        gx, gy, probability, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.6
+    )
     ax.contour(gx, gy, probability, levels=[0.5], colors="black", linewidths=2)
     positive = y[:, 0] == 1
     ax.scatter(x[positive, 0], x[positive, 1], s=4, c="darkred", label="positive (r ~ 5)")
@@ -90,8 +98,9 @@ if __name__ == "__main__":
     model.summary(input_shape=(2,))
     # "bce" takes probabilities (the sigmoid's output), as Keras's binary_crossentropy does.
     model.compile(optimizer="adam", loss="bce", metrics=["accuracy", "auc"], lr=0.01)
-    history = model.fit(x_train, y_train, batch_size=32, epochs=epochs, validation_split=0.2,
-                        verbose=2)
+    history = model.fit(
+        x_train, y_train, batch_size=32, epochs=epochs, validation_split=0.2, verbose=2
+    )
     test = model.validate(x_test, y_test)
     print("test:", {name: round(value, 4) for name, value in test.items()})
 

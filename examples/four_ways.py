@@ -19,6 +19,7 @@ Run:  python examples/four_ways.py                         (torch if installed)
       FITKIT_BACKEND=tensorflow python examples/four_ways.py
       python examples/four_ways.py --quick --out /tmp      (small and fast, for the tests)
 """
+
 import argparse
 import pathlib
 import time
@@ -47,8 +48,9 @@ def make_net(backend):
         return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
     import keras
 
-    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(1)])
+    return keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)]
+    )
 
 
 def copy_of(net):
@@ -67,7 +69,7 @@ def copy_of(net):
 def batches(x, y, size=BATCH):
     """The batches in order (no shuffling), as numpy arrays."""
     for start in range(0, len(x), size):
-        yield x[start:start + size], y[start:start + size]
+        yield x[start : start + size], y[start : start + size]
 
 
 # ----------------------------------------------------------------------------- 1. script
@@ -120,8 +122,10 @@ def script_style(net, data, epochs):
         @tf.function
         def valid_step(features, labels):
             logits = net(features, training=False)
-            return (loss_func(labels, logits),
-                    keras.metrics.binary_accuracy(labels, logits, threshold=0.0))
+            return (
+                loss_func(labels, logits),
+                keras.metrics.binary_accuracy(labels, logits, threshold=0.0),
+            )
 
     for epoch in range(epochs):
         train_logs.reset()
@@ -152,10 +156,14 @@ def function_style(net, data, epochs):
         # A function, not an nn.Module: a module set on an nn.Sequential would become a layer.
         net.loss_func = torch.nn.functional.binary_cross_entropy_with_logits
         net.metric_func = lambda y_pred, y_true: ((y_pred > 0).float() == y_true).float().mean()
-        dl_train = DataLoader(TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)),
-                              batch_size=BATCH, shuffle=False)
-        dl_valid = DataLoader(TensorDataset(torch.from_numpy(x_valid), torch.from_numpy(y_valid)),
-                              batch_size=BATCH)
+        dl_train = DataLoader(
+            TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)),
+            batch_size=BATCH,
+            shuffle=False,
+        )
+        dl_valid = DataLoader(
+            TensorDataset(torch.from_numpy(x_valid), torch.from_numpy(y_valid)), batch_size=BATCH
+        )
     else:
         import keras
         import tensorflow as tf
@@ -165,12 +173,14 @@ def function_style(net, data, epochs):
         net.optimizer = keras.optimizers.SGD(learning_rate=LR)
         net.loss_func = keras.losses.BinaryCrossentropy(from_logits=True)
         net.metric_func = lambda y_true, y_pred: keras.metrics.binary_accuracy(
-            y_true, y_pred, threshold=0.0)               # Keras's order: (y_true, y_pred)
+            y_true, y_pred, threshold=0.0
+        )  # Keras's order: (y_true, y_pred)
         dl_train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).batch(BATCH)
         dl_valid = tf.data.Dataset.from_tensor_slices((x_valid, y_valid)).batch(BATCH)
     net.metric_name = "accuracy"
-    return train_model(net, epochs=epochs, dl_train=dl_train, dl_valid=dl_valid,
-                       log_step_freq=10**6)             # no step lines, the epoch lines only
+    return train_model(
+        net, epochs=epochs, dl_train=dl_train, dl_valid=dl_valid, log_step_freq=10**6
+    )  # no step lines, the epoch lines only
 
 
 # --------------------------------------------------------------------- 3. train_on_batch
@@ -181,7 +191,7 @@ def train_on_batch_style(net, data, epochs):
     model.compile("sgd", "bce_with_logits", metrics=["accuracy"], lr=LR)
     history = fitkit.History()
     for epoch in range(epochs):
-        model.reset_metrics()                           # running logs start afresh each epoch
+        model.reset_metrics()  # running logs start afresh each epoch
         for features, labels in batches(x_train, y_train):
             train = model.train_on_batch(features, labels, reset_metrics=False, return_dict=True)
         for features, labels in batches(x_valid, y_valid):
@@ -198,8 +208,15 @@ def fit_style(net, data, epochs):
     x_train, y_train, x_valid, y_valid = data
     model = fitkit.Model(net)
     model.compile("sgd", "bce_with_logits", metrics=["accuracy"], lr=LR)
-    return model.fit(x_train, y_train, batch_size=BATCH, epochs=epochs, shuffle=False,
-                     validation_data=(x_valid, y_valid), verbose=2)
+    return model.fit(
+        x_train,
+        y_train,
+        batch_size=BATCH,
+        epochs=epochs,
+        shuffle=False,
+        validation_data=(x_valid, y_valid),
+        verbose=2,
+    )
 
 
 if __name__ == "__main__":
@@ -217,17 +234,21 @@ if __name__ == "__main__":
     split = int(0.8 * n)
     data = (x[:split], y[:split], x[split:], y[split:])
 
-    template = make_net(fitkit.backend())               # the one set of initial weights
-    styles = {"script": script_style, "function": function_style,
-              "train_on_batch": train_on_batch_style, "fit": fit_style}
+    template = make_net(fitkit.backend())  # the one set of initial weights
+    styles = {
+        "script": script_style,
+        "function": function_style,
+        "train_on_batch": train_on_batch_style,
+        "fit": fit_style,
+    }
     results, seconds = {}, {}
     for name, train in styles.items():
         print(f"\n===== {name} style ({fitkit.backend()}) =====")
         start = time.perf_counter()
         results[name] = train(copy_of(template), data, epochs)
         seconds[name] = time.perf_counter() - start
-    history = results["fit"]                            # fit's History: its .plot() below
-    results["fit"] = history.df                         # the others return DataFrames
+    history = results["fit"]  # fit's History: its .plot() below
+    results["fit"] = history.df  # the others return DataFrames
 
     losses = pd.DataFrame({"epoch": results["fit"]["epoch"]})
     for name, frame in results.items():
@@ -243,13 +264,17 @@ if __name__ == "__main__":
         return float((table.max(axis=0) - table.min(axis=0)).max())
 
     loss_diff, val_diff, acc_diff = spread("loss"), spread("val_loss"), spread("val_accuracy")
-    print(f"max difference between styles: loss {loss_diff:.2e}, val_loss {val_diff:.2e}, "
-          f"val_accuracy {acc_diff:.2e}")
+    print(
+        f"max difference between styles: loss {loss_diff:.2e}, val_loss {val_diff:.2e}, "
+        f"val_accuracy {acc_diff:.2e}"
+    )
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     curves = out / "four_ways_history.png"
     history.plot().savefig(curves)
     print(f"saved {curves}")
-    print(f"RESULT max_diff={max(loss_diff, val_diff):.3e} final_loss={losses['fit'].iloc[-1]:.4f} "
-          f"val_accuracy={results['fit']['val_accuracy'].iloc[-1]:.4f}")
+    print(
+        f"RESULT max_diff={max(loss_diff, val_diff):.3e} final_loss={losses['fit'].iloc[-1]:.4f} "
+        f"val_accuracy={results['fit']['val_accuracy'].iloc[-1]:.4f}"
+    )

@@ -13,6 +13,7 @@ Run:  python examples/linear_regression.py                    (torch if installe
       FITKIT_BACKEND=tensorflow python examples/linear_regression.py
       python examples/linear_regression.py --quick --out /tmp   (small and fast, for the tests)
 """
+
 import argparse
 import pathlib
 
@@ -38,7 +39,7 @@ def minibatches(x, y, batch_size, rng):
     """The low level's data pipeline: shuffled slices of the arrays."""
     order = rng.permutation(len(x))
     for start in range(0, len(x), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         yield x[rows], y[rows]
 
 
@@ -96,8 +97,9 @@ def mid_level_torch(x, y, epochs):
     net.loss_func = torch.nn.MSELoss()
     net.metric_func = lambda y_pred, y_true: (y_pred - y_true).abs().mean()
     net.metric_name = "mae"
-    dl_train = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-                          batch_size=BATCH_SIZE, shuffle=True)
+    dl_train = DataLoader(
+        TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=BATCH_SIZE, shuffle=True
+    )
     train_model(net, epochs=epochs, dl_train=dl_train, log_step_freq=None)
     return net.weight.detach().cpu().numpy().ravel(), net.bias.item()
 
@@ -141,8 +143,7 @@ def read_linear_net(net, backend):
 def high_level(x, y, epochs, backend):
     model = fitkit.Model(make_linear_net(backend))
     model.compile(optimizer="sgd", loss="mse", metrics=["mae"], lr=LEARNING_RATE)
-    history = model.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs, validation_split=0.2,
-                        verbose=0)
+    history = model.fit(x, y, batch_size=BATCH_SIZE, epochs=epochs, validation_split=0.2, verbose=0)
     print(history.df.round(4).tail(3).to_string(index=False))
     w, b = read_linear_net(model.net, backend)
     return w, b, history
@@ -168,8 +169,11 @@ if __name__ == "__main__":
     epochs = 20
     x, y = make_data(256 if args.quick else 1000)
 
-    low, mid = ((low_level_torch, mid_level_torch) if backend == "torch"
-                else (low_level_tensorflow, mid_level_tensorflow))
+    low, mid = (
+        (low_level_torch, mid_level_torch)
+        if backend == "torch"
+        else (low_level_tensorflow, mid_level_tensorflow)
+    )
     print(f"== low level: a hand loop over raw parameters ({epochs} epochs)")
     low_w, low_b = low(x, y, epochs)
     print("== mid level: a layer, an optimizer and train_model")
@@ -181,9 +185,11 @@ if __name__ == "__main__":
     solution = np.linalg.lstsq(np.c_[x, np.ones(len(x))], y[:, 0], rcond=None)[0]
     print(f"\nbackend: {backend}; true w = [2, -3], b = 3")
     show("least squares", solution[:2], solution[2])
-    errors = {"low_error": show("low level", low_w, low_b),
-              "mid_error": show("mid level", mid_w, mid_b),
-              "high_error": show("high level", high_w, high_b)}
+    errors = {
+        "low_error": show("low level", low_w, low_b),
+        "mid_error": show("mid level", mid_w, mid_b),
+        "high_error": show("high level", high_w, high_b),
+    }
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

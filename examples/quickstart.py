@@ -4,6 +4,7 @@ Run:  python examples/quickstart.py            (torch if installed, else TensorF
       FITKIT_BACKEND=tensorflow python examples/quickstart.py
       python examples/quickstart.py --quick --out /tmp   (2 epochs; curves saved in /tmp)
 """
+
 import argparse
 import importlib.util
 import os
@@ -27,12 +28,19 @@ def make_net(backend):
     if backend == "torch":
         import torch.nn as nn
 
-        return nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
-                             nn.Linear(32, 1))
+        return nn.Sequential(
+            nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1)
+        )
     import keras
 
-    return keras.Sequential([keras.Input((2,)), keras.layers.Dense(32, activation="relu"),
-                             keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
+    return keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
 
 
 if __name__ == "__main__":
@@ -45,8 +53,7 @@ if __name__ == "__main__":
     model = fitkit.Model(make_net(fitkit.backend()))
     model.summary(input_shape=(2,))
     model.compile(optimizer="adam", loss="bce_with_logits", metrics=["accuracy", "auc"], lr=1e-2)
-    history = model.fit(x, y, batch_size=64, epochs=2 if args.quick else 5,
-                        validation_split=0.2)
+    history = model.fit(x, y, batch_size=64, epochs=2 if args.quick else 5, validation_split=0.2)
     print(history.df.round(4).to_string(index=False))
     print("validate:", {k: round(v, 4) for k, v in model.validate(x[-400:], y[-400:]).items()})
     if importlib.util.find_spec("matplotlib") is None:  # plotting is an optional extra

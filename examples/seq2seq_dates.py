@@ -24,6 +24,7 @@ Full mode (8000 dates, 5 epochs) took 22-40 s on 2 shared CPU cores (either back
 translated 99 % of 1000 held-out dates exactly. On a busy shared machine, run it with
 OMP_NUM_THREADS=1: torch's spinning OpenMP threads otherwise lose several times over.
 """
+
 import argparse
 import datetime
 import pathlib
@@ -34,8 +35,20 @@ import numpy as np
 import fitkit
 
 # ----------------------------------------------------------------------------- the data
-MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
-          "september", "october", "november", "december"]
+MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
@@ -46,17 +59,17 @@ def ordinal(day):
 
 # Each format turns a date into text; the last two drop the day, and so does their target.
 FORMATS = [
-    lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",                 # march 5, 1998
-    lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",                  # 5 march 1998
+    lambda d: f"{MONTHS[d.month - 1]} {d.day}, {d.year}",  # march 5, 1998
+    lambda d: f"{d.day} {MONTHS[d.month - 1]} {d.year}",  # 5 march 1998
     lambda d: f"{WEEKDAYS[d.weekday()]}, {d.day:02d} {MONTHS[d.month - 1][:3]} {d.year}",
-    lambda d: f"{MONTHS[d.month - 1][:3]} {ordinal(d.day)} {d.year}",      # mar 5th 1998
-    lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",                      # 05.03.1998
+    lambda d: f"{MONTHS[d.month - 1][:3]} {ordinal(d.day)} {d.year}",  # mar 5th 1998
+    lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",  # 05.03.1998
     lambda d: f"{WEEKDAYS[d.weekday()]} {MONTHS[d.month - 1]} {ordinal(d.day)}, {d.year}",
-    lambda d: f"{d.year} {MONTHS[d.month - 1][:3]} {d.day}",              # 1998 mar 5
+    lambda d: f"{d.year} {MONTHS[d.month - 1][:3]} {d.day}",  # 1998 mar 5
 ]
 MONTH_ONLY = [
-    lambda d: f"{MONTHS[d.month - 1]} {d.year}",                          # march 1998
-    lambda d: f"{MONTHS[d.month - 1][:3]} {d.year}",                      # mar 1998
+    lambda d: f"{MONTHS[d.month - 1]} {d.year}",  # march 1998
+    lambda d: f"{MONTHS[d.month - 1][:3]} {d.year}",  # mar 1998
 ]
 
 SOURCE_CHARS = sorted(set(" ,.0123456789" + "".join(MONTHS + WEEKDAYS)))
@@ -89,7 +102,7 @@ def encode_sources(texts):
     """Character ids, padded at the end with 0 to SOURCE_LEN: (n, SOURCE_LEN) int64."""
     ids = np.zeros((len(texts), SOURCE_LEN), dtype="int64")
     for row, text in enumerate(texts):
-        ids[row, :len(text)] = [SOURCE_ID[c] for c in text]
+        ids[row, : len(text)] = [SOURCE_ID[c] for c in text]
     return ids
 
 
@@ -98,7 +111,7 @@ def encode_targets(isos):
     decoder reads ids[:, :-1] (teacher forcing) and learns to predict ids[:, 1:]."""
     ids = np.zeros((len(isos), TARGET_LEN), dtype="int64")
     for row, iso in enumerate(isos):
-        ids[row, :len(iso) + 2] = [START] + [TARGET_ID[c] for c in iso] + [END]
+        ids[row, : len(iso) + 2] = [START] + [TARGET_ID[c] for c in iso] + [END]
     return ids
 
 
@@ -157,8 +170,7 @@ def torch_model():
             encoded = self.encode(source)
             state, logits, attention = encoded[3], [], []
             for t in range(decoder_input.shape[1]):
-                step_logits, state, weights = self.decode_step(decoder_input[:, t], state,
-                                                               encoded)
+                step_logits, state, weights = self.decode_step(decoder_input[:, t], state, encoded)
                 logits.append(step_logits)
                 attention.append(weights)
             return torch.stack(logits, 1), torch.stack(attention, 1)
@@ -226,8 +238,7 @@ def tensorflow_model():
             scores = tf.where(mask, scores, -1e9)  # padding gets no attention
             weights = tf.nn.softmax(scores, axis=1)  # (batch, source positions)
             context = tf.reduce_sum(weights[..., None] * outputs, 1)
-            state, _ = self.decoder(tf.concat([self.target_embedding(token), context], -1),
-                                    state)
+            state, _ = self.decoder(tf.concat([self.target_embedding(token), context], -1), state)
             return self.out(tf.concat([state, context], -1)), state, weights
 
         def call(self, inputs):
@@ -237,8 +248,7 @@ def tensorflow_model():
             encoded = self.encode(source)
             state, logits, attention = encoded[3], [], []
             for t in range(decoder_input.shape[1]):
-                step_logits, state, weights = self.decode_step(decoder_input[:, t], state,
-                                                               encoded)
+                step_logits, state, weights = self.decode_step(decoder_input[:, t], state, encoded)
                 logits.append(step_logits)
                 attention.append(weights)
             return tf.stack(logits, 1), tf.stack(attention, 1)
@@ -329,7 +339,7 @@ def plot_attention(model, text, path):
     (iso,), attention = translate(model, [text], return_attention=True)
     rows = len(iso) + 1  # the characters and <end>
     figure, axes = plt.subplots(figsize=(8, 4))
-    image = axes.imshow(attention[0, :rows, :len(text)], cmap="viridis", aspect="auto")
+    image = axes.imshow(attention[0, :rows, : len(text)], cmap="viridis", aspect="auto")
     figure.colorbar(image, ax=axes)
     axes.set_xticks(range(len(text)), list(text))
     axes.set_yticks(range(rows), list(iso) + ["<end>"])
@@ -363,17 +373,26 @@ if __name__ == "__main__":
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    best = out / ("seq2seq_dates_best.pt" if backend == "torch"
-                  else "seq2seq_dates_best.weights.h5")
+    best = out / (
+        "seq2seq_dates_best.pt" if backend == "torch" else "seq2seq_dates_best.weights.h5"
+    )
 
     model = torch_model() if backend == "torch" else tensorflow_model()
     # No loss here: the steps compute their own masked loss. "accuracy" is fed by the steps.
     model.compile(optimizer="adam", lr=1e-2 if args.quick else 5e-3, metrics=["accuracy"])
-    checkpoint = fitkit.callbacks.ModelCheckpoint(str(best), monitor="val_sequence_accuracy",
-                                                  mode="max", save_best_only=True)
+    checkpoint = fitkit.callbacks.ModelCheckpoint(
+        str(best), monitor="val_sequence_accuracy", mode="max", save_best_only=True
+    )
     start = time.perf_counter()
-    history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
-                        batch_size=64, verbose=2, callbacks=[checkpoint])
+    history = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=epochs,
+        batch_size=64,
+        verbose=2,
+        callbacks=[checkpoint],
+    )
     seconds = time.perf_counter() - start
     model.load_weights(str(best))  # the best epoch's weights, not the last epoch's
     print(f"trained {len(history)} epochs in {seconds:.1f} s; best weights from {best}")

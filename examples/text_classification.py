@@ -12,6 +12,7 @@ Run:  python examples/text_classification.py                    (torch if instal
       FITKIT_BACKEND=tensorflow python examples/text_classification.py
       python examples/text_classification.py --quick --out /tmp   (small and fast, for the tests)
 """
+
 import argparse
 import itertools
 import pathlib
@@ -22,16 +23,18 @@ import fitkit
 
 TOPICS = {
     "sports": "game team score coach player league season goal match win stadium fans "
-              "referee tournament champion".split(),
+    "referee tournament champion".split(),
     "science": "atom cell energy experiment theory molecule physics biology laboratory data "
-               "hypothesis telescope gene quantum research".split(),
+    "hypothesis telescope gene quantum research".split(),
     "business": "market stock profit company investor revenue bank trade price growth shares "
-                "economy merger startup budget".split(),
+    "economy merger startup budget".split(),
     "politics": "election vote senate policy minister parliament law campaign party debate "
-                "governor reform president congress treaty".split(),
+    "governor reform president congress treaty".split(),
 }
-FILLER = ("the a of and to in is that for on with as was at by it from this be are have has "
-          "said new more after over about").split()
+FILLER = (
+    "the a of and to in is that for on with as was at by it from this be are have has "
+    "said new more after over about"
+).split()
 VOCABULARY = ["<pad>"] + FILLER + [word for words in TOPICS.values() for word in words]
 WORD_ID = {word: i for i, word in enumerate(VOCABULARY)}  # id 0 is the padding
 MIN_WORDS, MAX_WORDS = 8, 60  # 8 words are the least the two convolutions need
@@ -91,14 +94,17 @@ def make_net(backend, vocab_size, n_classes):
         return TextCNN()
     import keras
 
-    return keras.Sequential([
-        keras.Input((None,), dtype="int64"),  # None: sentences of any length
-        keras.layers.Embedding(vocab_size, 16),
-        keras.layers.Conv1D(32, kernel_size=5, activation="relu"),
-        keras.layers.MaxPool1D(2),
-        keras.layers.Conv1D(64, kernel_size=2, activation="relu"),
-        keras.layers.GlobalMaxPool1D(),
-        keras.layers.Dense(n_classes)])  # logits
+    return keras.Sequential(
+        [
+            keras.Input((None,), dtype="int64"),  # None: sentences of any length
+            keras.layers.Embedding(vocab_size, 16),
+            keras.layers.Conv1D(32, kernel_size=5, activation="relu"),
+            keras.layers.MaxPool1D(2),
+            keras.layers.Conv1D(64, kernel_size=2, activation="relu"),
+            keras.layers.GlobalMaxPool1D(),
+            keras.layers.Dense(n_classes),
+        ]
+    )  # logits
 
 
 def make_input(backend, sequences, labels, shuffle):
@@ -110,16 +116,23 @@ def make_input(backend, sequences, labels, shuffle):
 
         def pad_batch(samples):
             ids, topics = zip(*samples)
-            return (pad_sequence([torch.from_numpy(s) for s in ids], batch_first=True),
-                    torch.tensor(topics))
+            return (
+                pad_sequence([torch.from_numpy(s) for s in ids], batch_first=True),
+                torch.tensor(topics),
+            )
 
-        return DataLoader(list(zip(sequences, labels)), batch_size=BATCH_SIZE, shuffle=shuffle,
-                          collate_fn=pad_batch)
+        return DataLoader(
+            list(zip(sequences, labels)),
+            batch_size=BATCH_SIZE,
+            shuffle=shuffle,
+            collate_fn=pad_batch,
+        )
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_generator(
         lambda: zip(sequences, labels),
-        output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)))
+        output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)),
+    )
     if shuffle:
         dataset = dataset.shuffle(len(sequences), seed=0)
     return dataset.padded_batch(BATCH_SIZE)
@@ -141,8 +154,9 @@ if __name__ == "__main__":
     train_text, train_labels = make_corpus(n_train, seed=0)
     val_text, val_labels = make_corpus(n_test, seed=1)
     test_text, test_labels = make_corpus(n_test, seed=2)
-    print(f"{len(VOCABULARY)} words; e.g. [{list(TOPICS)[train_labels[0]]}] "
-          f"{' '.join(train_text[0])}")
+    print(
+        f"{len(VOCABULARY)} words; e.g. [{list(TOPICS)[train_labels[0]]}] {' '.join(train_text[0])}"
+    )
 
     train_data = make_input(backend, encode(train_text), train_labels, shuffle=True)
     val_data = make_input(backend, encode(val_text), val_labels, shuffle=False)
@@ -151,13 +165,19 @@ if __name__ == "__main__":
     print(f"padded widths of the first batches: {widths}")
 
     model = fitkit.Model(make_net(backend, len(VOCABULARY), len(TOPICS)))
-    model.compile(optimizer="adam", loss="cross_entropy", lr=3e-3,
-                  metrics=["accuracy", fitkit.metrics.TopKAccuracy(k=2)])
+    model.compile(
+        optimizer="adam",
+        loss="cross_entropy",
+        lr=3e-3,
+        metrics=["accuracy", fitkit.metrics.TopKAccuracy(k=2)],
+    )
     # A small corpus is soon learnt by heart: stop when the validation loss stops improving.
-    stop = fitkit.callbacks.EarlyStopping("val_loss", patience=2, restore_best_weights=True,
-                                          verbose=1)
-    history = model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=2,
-                        callbacks=[stop])
+    stop = fitkit.callbacks.EarlyStopping(
+        "val_loss", patience=2, restore_best_weights=True, verbose=1
+    )
+    history = model.fit(
+        train_data, validation_data=val_data, epochs=epochs, verbose=2, callbacks=[stop]
+    )
     model.summary()  # after fit: the summary uses the last batch fitkit saw
     test = model.validate(test_data)
     print("test:", {name: round(value, 4) for name, value in test.items()})

@@ -2,10 +2,11 @@
 
 Run:  python examples/train_on_batch.py   (FITKIT_BACKEND=tensorflow for Keras)
 """
+
 import numpy as np
+from quickstart import make_data, make_net
 
 import fitkit
-from quickstart import make_data, make_net
 
 if __name__ == "__main__":
     fitkit.set_seed(0)
@@ -17,9 +18,11 @@ if __name__ == "__main__":
         model.reset_metrics()
         order = np.random.permutation(len(x_train))
         for start in range(0, len(order), 64):
-            idx = order[start:start + 64]
+            idx = order[start : start + 64]
             train_logs = model.train_on_batch(x_train[idx], y_train[idx], reset_metrics=False)
         val_logs = model.test_on_batch(x_val, y_val)
         # Keras's return: a list in metrics_names order (return_dict=True gives a dict)
-        print(f"epoch {epoch}: train {dict(zip(model.metrics_names, train_logs))}  "
-              f"val {dict(zip(model.metrics_names, val_logs))}")
+        print(
+            f"epoch {epoch}: train {dict(zip(model.metrics_names, train_logs))}  "
+            f"val {dict(zip(model.metrics_names, val_logs))}"
+        )

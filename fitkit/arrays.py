@@ -3,10 +3,12 @@
 Owns what is the same on every backend (structure walking, row counts, pandas columns,
 the errors for mismatched or empty data). Tensors, dtypes and devices belong to the adapters.
 """
+
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import FitkitTypeError, FitkitValueError
 from .mapped import is_memory_map, release_pages
@@ -22,12 +24,13 @@ def is_pandas(obj: Any) -> bool:
 
 def is_array_like(obj: Any) -> bool:
     """True for one in-memory array: numpy, pandas, a torch or tf tensor."""
-    if (_module(obj) == "numpy" and type(obj).__name__ in ("ndarray", "memmap")) or \
-            is_pandas(obj):
+    if (_module(obj) == "numpy" and type(obj).__name__ in ("ndarray", "memmap")) or is_pandas(obj):
         return True
     mod = _module(obj)
-    return hasattr(obj, "shape") and hasattr(obj, "dtype") and (
-        mod.startswith("torch") or mod.startswith("tensorflow")
+    return (
+        hasattr(obj, "shape")
+        and hasattr(obj, "dtype")
+        and (mod.startswith("torch") or mod.startswith("tensorflow"))
     )
 
 
@@ -60,8 +63,9 @@ def map_shapes(input_shape: Any, make: Callable[[tuple], Any]) -> Any:
     """``make(shape)`` for one shape tuple, or for each in a list / dict of shapes."""
     if isinstance(input_shape, dict):
         return {k: map_shapes(v, make) for k, v in input_shape.items()}
-    if isinstance(input_shape, list) or (isinstance(input_shape, tuple) and input_shape
-                                         and isinstance(input_shape[0], (tuple, list))):
+    if isinstance(input_shape, list) or (
+        isinstance(input_shape, tuple) and input_shape and isinstance(input_shape[0], (tuple, list))
+    ):
         return tuple(map_shapes(s, make) for s in input_shape)
     return make(tuple(input_shape))
 
@@ -90,8 +94,11 @@ def pandas_to_numpy(obj: Any, what: str) -> Any:
 
     if not hasattr(obj, "columns"):
         return _column(obj, what)
-    if obj.shape[1] and all(np.issubdtype(dt, np.floating) for dt in obj.dtypes if
-                            isinstance(dt, np.dtype)) and len(set(obj.dtypes)) == 1:
+    if (
+        obj.shape[1]
+        and all(np.issubdtype(dt, np.floating) for dt in obj.dtypes if isinstance(dt, np.dtype))
+        and len(set(obj.dtypes)) == 1
+    ):
         array = obj.to_numpy()  # one float dtype: no per-column copies
         check_finite(array, what, columns=list(obj.columns))
         return array
@@ -105,7 +112,8 @@ def pandas_to_numpy(obj: Any, what: str) -> Any:
             f"{', '.join(text)} {'has' if len(text) == 1 else 'have'} dtype str, not numbers, "
             f"beside number columns: encode the text first (.astype('category').cat.codes, "
             f"or pd.get_dummies), or pass it as its own input (a dict {{name: column}}) to a "
-            f"model that vectorizes it (TextVectorization).")
+            f"model that vectorizes it (TextVectorization)."
+        )
     dtype = np.int64 if kinds <= {"i", "u", "b"} else np.result_type(*cols, np.float32)
     return np.column_stack([c.astype(dtype, copy=False) for c in cols])
 
@@ -124,21 +132,28 @@ def _column(col: Any, label: str) -> Any:
     dtype = col.dtype
     if isinstance(dtype, np.dtype) and (dtype.kind in "biuf"):
         array = col.to_numpy()
-    elif getattr(dtype, "numpy_dtype", None) is not None and \
-            np.dtype(dtype.numpy_dtype).kind in "biuf":  # nullable Int64, Float32, boolean
+    elif (
+        getattr(dtype, "numpy_dtype", None) is not None
+        and np.dtype(dtype.numpy_dtype).kind in "biuf"
+    ):  # nullable Int64, Float32, boolean
         missing = np.flatnonzero(col.isna().to_numpy())
         if missing.size:
             raise FitkitValueError(
                 f"{label} has missing values (the first at row {int(missing[0])}); fill or "
-                f"drop them first (df.fillna(...) / df.dropna()).")
+                f"drop them first (df.fillna(...) / df.dropna())."
+            )
         array = col.to_numpy(dtype=dtype.numpy_dtype)
     elif _all_strings(col):  # text for a model that vectorizes it itself (TextVectorization)
         return col.to_numpy(dtype=object).astype(str)
     else:
-        fix = ".cat.codes" if str(dtype) == "category" else \
-            ".astype('category').cat.codes, or pd.get_dummies"
-        raise FitkitValueError(f"{label} has dtype {dtype}, not numbers; encode it first "
-                               f"(e.g. {fix}).")
+        fix = (
+            ".cat.codes"
+            if str(dtype) == "category"
+            else ".astype('category').cat.codes, or pd.get_dummies"
+        )
+        raise FitkitValueError(
+            f"{label} has dtype {dtype}, not numbers; encode it first (e.g. {fix})."
+        )
     if array.dtype.kind in "iu" and array.dtype.itemsize < 8:
         array = array.astype(np.int64)  # e.g. int8 category codes: embeddings need int64 ids
     check_finite(array, label)
@@ -167,7 +182,7 @@ def check_finite(array: Any, what: str, columns: list | None = None) -> None:
         array = array.reshape(1)
     step = max(1, (1 << 22) // max(1, int(np.prod(array.shape[1:]))))  # ~4M values a pass
     for start in range(0, len(array), step):
-        finite = np.isfinite(array[start:start + step])
+        finite = np.isfinite(array[start : start + step])
         if is_memory_map(array):
             release_pages(array)  # a file larger than memory is checked without holding it
         if finite.all():
@@ -179,7 +194,8 @@ def check_finite(array: Any, what: str, columns: list | None = None) -> None:
         where = f"{what}[{columns[col]!r}]" if columns else what
         raise FitkitValueError(
             f"{where} holds {value} at row {start + row} (its first non-finite value). Fill or "
-            f"drop missing values (np.nan_to_num, df.fillna, df.dropna) before training.")
+            f"drop missing values (np.nan_to_num, df.fillna, df.dropna) before training."
+        )
 
 
 def host_leaf(obj: Any, what: str) -> Any:
@@ -199,8 +215,9 @@ def is_number_list(obj: Any) -> bool:
         return False
     while isinstance(obj, (list, tuple)) and obj:
         obj = obj[0]
-    return isinstance(obj, (numbers.Number, bool)) or type(obj).__module__ == "numpy" and \
-        getattr(obj, "ndim", 1) == 0
+    return isinstance(obj, (numbers.Number, bool)) or (
+        type(obj).__module__ == "numpy" and getattr(obj, "ndim", 1) == 0
+    )
 
 
 def list_to_numpy(obj: list, what: str) -> Any:
@@ -209,11 +226,14 @@ def list_to_numpy(obj: list, what: str) -> Any:
     try:
         array = np.asarray(obj)
     except ValueError as err:
-        raise FitkitValueError(f"{what} is a ragged list (its rows have different lengths); "
-                               f"pad them to one length first. ({err})") from None
+        raise FitkitValueError(
+            f"{what} is a ragged list (its rows have different lengths); "
+            f"pad them to one length first. ({err})"
+        ) from None
     if array.dtype == object:
-        raise FitkitValueError(f"{what} is a ragged or mixed list; give rows of one length "
-                               f"holding numbers only.")
+        raise FitkitValueError(
+            f"{what} is a ragged or mixed list; give rows of one length holding numbers only."
+        )
     if array.dtype.kind == "f" and array.dtype.itemsize == 8:
         array = array.astype(np.float32)
     return array
@@ -227,7 +247,8 @@ def num_rows(obj: Any, what: str) -> int:
         if shape is None or len(shape) == 0:
             raise FitkitValueError(
                 f"{what} has no batch dimension (a scalar): data must hold one row per sample. "
-                f"For a single sample add one (x[None], np.array([label])).")
+                f"For a single sample add one (x[None], np.array([label]))."
+            )
         sizes[i] = int(shape[0])
     if len(set(sizes.values())) > 1:
         raise FitkitValueError(
@@ -265,11 +286,15 @@ def prepare_xy(x: Any, y: Any, *, need_y: bool) -> tuple[Any, Any, int]:
         return x, None, n
     y = to_host(y, "y")
     ny = num_rows(y, "y")
-    if ny != n and all(len(getattr(leaf, "shape", ())) == 1 for leaf in leaves(x)) and \
-            all(len(getattr(leaf, "shape", ())) <= 1 and ny == 1 for leaf in leaves(y)):
+    if (
+        ny != n
+        and all(len(getattr(leaf, "shape", ())) == 1 for leaf in leaves(x))
+        and all(len(getattr(leaf, "shape", ())) <= 1 and ny == 1 for leaf in leaves(y))
+    ):
         raise FitkitValueError(
             f"x looks like one sample without a batch dimension (shape ({n},)) and y like its "
-            f"one target. Add the batch dimension: x[None] (or x.reshape(1, -1)).")
+            f"one target. Add the batch dimension: x[None] (or x.reshape(1, -1))."
+        )
     if ny != n:
         raise FitkitValueError(
             f"x and y have different lengths: x has {n} samples, y has {ny}. "
@@ -297,12 +322,14 @@ def prepare_sample_weight(sample_weight: Any, n: int, what: str = "sample_weight
     shape = tuple(getattr(w, "shape", ()))
     if shape not in ((n,), (n, 1)):
         raise FitkitValueError(
-            f"{what} must hold one weight per sample, shape ({n},); got shape {shape}.")
+            f"{what} must hold one weight per sample, shape ({n},); got shape {shape}."
+        )
     values = np.asarray(to_numpy(w), dtype=np.float32).reshape(n)  # checked on the host, once
     bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
     if bad.size:
         raise FitkitValueError(
-            f"{what} must be finite and >= 0; row {int(bad[0])} holds {values[bad[0]]}.")
+            f"{what} must be finite and >= 0; row {int(bad[0])} holds {values[bad[0]]}."
+        )
     return values
 
 
@@ -311,8 +338,10 @@ def check_class_weight(class_weight: Any) -> dict | None:
     if class_weight is None:
         return None
     if not isinstance(class_weight, dict) or not class_weight:
-        raise FitkitTypeError("class_weight must be a dict {class index: weight}, e.g. "
-                              f"{{0: 1.0, 1: 5.0}}; got {class_weight!r}.")
+        raise FitkitTypeError(
+            "class_weight must be a dict {class index: weight}, e.g. "
+            f"{{0: 1.0, 1: 5.0}}; got {class_weight!r}."
+        )
     for cls, weight in class_weight.items():
         if not isinstance(cls, numbers.Real) or not float(cls).is_integer() or cls < 0:
             raise FitkitValueError(f"class_weight keys must be class indices 0, 1, …; got {cls!r}.")
@@ -326,10 +355,18 @@ def split_tail(obj: Any, n_keep: int) -> tuple[Any, Any]:
     return (map_structure(lambda a: a[:n_keep], obj), map_structure(lambda a: a[n_keep:], obj))
 
 
-def check_fit_args(*, epochs: int, batch_size: int, validation_split: float,
-                   initial_epoch: int, steps_per_epoch: int | None,
-                   log_step_freq: int | None, verbose: int, validation_steps: int | None = None,
-                   validation_freq: Any = 1) -> None:
+def check_fit_args(
+    *,
+    epochs: int,
+    batch_size: int,
+    validation_split: float,
+    initial_epoch: int,
+    steps_per_epoch: int | None,
+    log_step_freq: int | None,
+    verbose: int,
+    validation_steps: int | None = None,
+    validation_freq: Any = 1,
+) -> None:
     """Validate fit's scalar arguments before any data is touched."""
     if not isinstance(epochs, int) or epochs < 0:
         raise FitkitValueError(f"epochs must be a whole number >= 0; got {epochs!r}.")
@@ -341,22 +378,31 @@ def check_fit_args(*, epochs: int, batch_size: int, validation_split: float,
         )
     if not isinstance(initial_epoch, int) or initial_epoch < 0:
         raise FitkitValueError(f"initial_epoch must be a whole number >= 0; got {initial_epoch!r}.")
-    for name, value in (("steps_per_epoch", steps_per_epoch), ("log_step_freq", log_step_freq),
-                        ("validation_steps", validation_steps)):
+    for name, value in (
+        ("steps_per_epoch", steps_per_epoch),
+        ("log_step_freq", log_step_freq),
+        ("validation_steps", validation_steps),
+    ):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise FitkitValueError(f"{name} must be None or a whole number >= 1; got {value!r}.")
     if verbose not in (0, 1, 2):
-        raise FitkitValueError(f"verbose must be 0 (silent), 1 (bar + table) or 2 (one line "
-                               f"per epoch); got {verbose!r}.")
+        raise FitkitValueError(
+            f"verbose must be 0 (silent), 1 (bar + table) or 2 (one line "
+            f"per epoch); got {verbose!r}."
+        )
     freq_ok = (isinstance(validation_freq, int) and validation_freq >= 1) or (
-        isinstance(validation_freq, (list, tuple, set, range)) and
-        all(isinstance(e, int) and e >= 1 for e in validation_freq))
+        isinstance(validation_freq, (list, tuple, set, range))
+        and all(isinstance(e, int) and e >= 1 for e in validation_freq)
+    )
     if not freq_ok:
-        raise FitkitValueError(f"validation_freq must be a whole number >= 1 (validate every N "
-                               f"epochs) or a list of 1-based epochs; got {validation_freq!r}.")
+        raise FitkitValueError(
+            f"validation_freq must be a whole number >= 1 (validate every N "
+            f"epochs) or a list of 1-based epochs; got {validation_freq!r}."
+        )
 
 
 def check_verbose(verbose: Any, what: str) -> None:
     if verbose not in (0, 1, 2, False, True):
-        raise FitkitValueError(f"{what}(verbose=...) must be 0 (silent) or 1 (print a summary "
-                               f"line); got {verbose!r}.")
+        raise FitkitValueError(
+            f"{what}(verbose=...) must be 0 (silent) or 1 (print a summary line); got {verbose!r}."
+        )

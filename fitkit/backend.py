@@ -3,6 +3,7 @@
 Owns the mapping from names to adapter modules and the errors for unknown or missing
 backends. Imports a framework only when an adapter is actually requested.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -43,8 +44,9 @@ def _installed(name: str) -> bool:
 
 def _imported(name: str) -> bool:
     # a Keras 3 script may import only keras, which brings tensorflow in as its backend
-    return _FRAMEWORK_MODULE[name] in sys.modules or (name == "tensorflow"
-                                                       and "keras" in sys.modules)
+    return _FRAMEWORK_MODULE[name] in sys.modules or (
+        name == "tensorflow" and "keras" in sys.modules
+    )
 
 
 def backend() -> str:
@@ -64,8 +66,7 @@ def backend() -> str:
         if _installed(name):
             return name
     raise BackendError(
-        "Neither torch nor tensorflow is installed. Install one: "
-        + " or ".join(_INSTALL.values())
+        "Neither torch nor tensorflow is installed. Install one: " + " or ".join(_INSTALL.values())
     )
 
 
@@ -114,8 +115,11 @@ def adapter_module(name: str):
 
 def loaded_adapter_modules() -> list:
     """Adapter modules whose framework is already imported (used by set_seed)."""
-    return [importlib.import_module(_ADAPTER_MODULE[n]) for n in BACKENDS
-            if _FRAMEWORK_MODULE[n] in sys.modules]
+    return [
+        importlib.import_module(_ADAPTER_MODULE[n])
+        for n in BACKENDS
+        if _FRAMEWORK_MODULE[n] in sys.modules
+    ]
 
 
 def set_seed(seed: int) -> None:

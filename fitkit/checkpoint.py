@@ -6,6 +6,7 @@ it. Byte-level safety (atomic writes, regular files, bounded zip reads) is safef
 what goes into a weights file is the adapters' weights modules' job; what goes into a
 training state (which arrays, which meta) is the adapters' ``get_state()`` / ``set_state()``'s.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +16,8 @@ import struct
 import warnings
 import zipfile
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -25,8 +27,9 @@ from .errors import FitkitTypeError, FitkitValueError
 from .safefiles import atomic_write, readable_kind, sniff, unbounded_member
 
 
-def refuse_mismatch(path: str, report: dict, matched: int, has_own: bool, strict: bool,
-                    described: str) -> bool:
+def refuse_mismatch(
+    path: str, report: dict, matched: int, has_own: bool, strict: bool, described: str
+) -> bool:
     """The load policy, before anything changes: refuse a partial match when ``strict``, and
     a file that matches nothing at all; returns whether entries will be skipped.
 
@@ -37,11 +40,13 @@ def refuse_mismatch(path: str, report: dict, matched: int, has_own: bool, strict
         raise FitkitValueError(
             f"The weights in {path!r} come from another architecture; nothing was loaded. "
             f"{described}. Pass strict=False to load the {matched} entries that match (same "
-            f"name and shape).")
+            f"name and shape)."
+        )
     if not matched and has_own:
         raise FitkitValueError(
             f"Nothing in {path!r} matches this network (same name and shape); nothing was "
-            f"loaded. {described}.")
+            f"loaded. {described}."
+        )
     return skipped
 
 
@@ -49,10 +54,16 @@ def load_report(path: str, report: dict, matched: int, described: str) -> dict:
     """What ``load_weights`` returns, with a warning naming what a partial load skipped."""
     if any(report.values()):
         # stacklevel: this, the weights module, the adapter, Model.load_weights, the caller
-        warnings.warn(f"load_weights({path!r}, strict=False) loaded {matched} entries and "
-                      f"skipped: {described}.", stacklevel=5)
-    return {"missing": report["missing"], "unexpected": report["unexpected"],
-            "mismatched": [m[0] for m in report["mismatched"]]}
+        warnings.warn(
+            f"load_weights({path!r}, strict=False) loaded {matched} entries and "
+            f"skipped: {described}.",
+            stacklevel=5,
+        )
+    return {
+        "missing": report["missing"],
+        "unexpected": report["unexpected"],
+        "mismatched": [m[0] for m in report["mismatched"]],
+    }
 
 
 # ---------------------------------------------------------------------- training-state files
@@ -61,11 +72,26 @@ def load_report(path: str, report: dict, matched: int, described: str) -> dict:
 FORMAT, VERSION = "fitkit-checkpoint", 2
 HEADER = "fitkit.json"  # the zip member that holds the JSON header
 _KINDS = "biufc"  # bool, signed and unsigned ints, floats, complex: never objects
-_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError,
-           IndexError, TypeError, struct.error, zlib.error, NotImplementedError, RuntimeError,
-           OverflowError, MemoryError)  # what a damaged zip / .npy / JSON header raises
-_SAVED_BY = ("Checkpoints are saved by model.save_checkpoint (or the BackupAndRestore callback) "
-             "and loaded with model.load_checkpoint.")
+_DAMAGE = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    struct.error,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    OverflowError,
+    MemoryError,
+)  # what a damaged zip / .npy / JSON header raises
+_SAVED_BY = (
+    "Checkpoints are saved by model.save_checkpoint (or the BackupAndRestore callback) "
+    "and loaded with model.load_checkpoint."
+)
 
 
 def save_state(path: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -100,12 +126,16 @@ def save_state(path: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """
     arrays = _checked_arrays(path, arrays)
     if not isinstance(meta, dict):
-        raise FitkitTypeError(f"Cannot save the checkpoint {path!r}: meta must be a dict, "
-                              f"got {type(meta).__name__}.")
+        raise FitkitTypeError(
+            f"Cannot save the checkpoint {path!r}: meta must be a dict, got {type(meta).__name__}."
+        )
     _check_meta(path, meta, "meta")
-    header = {"format": FORMAT, "version": VERSION, "meta": meta,
-              "arrays": {k: {"dtype": a.dtype.name, "shape": list(a.shape)}
-                         for k, a in arrays.items()}}
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "meta": meta,
+        "arrays": {k: {"dtype": a.dtype.name, "shape": list(a.shape)} for k, a in arrays.items()},
+    }
     # numpy scalars are JSON's only fallback (_check_meta let nothing else by)
     blob = json.dumps(header, ensure_ascii=False, default=lambda v: v.item()).encode("utf-8")
 
@@ -168,25 +198,36 @@ def _member(key: str) -> str:
 
 def _checked_arrays(path: str, arrays: Any) -> dict[str, np.ndarray]:
     if not isinstance(arrays, dict):
-        raise FitkitTypeError(f"Cannot save the checkpoint {path!r}: arrays must be a dict "
-                              f"{{name: numpy array}}, got {type(arrays).__name__}.")
+        raise FitkitTypeError(
+            f"Cannot save the checkpoint {path!r}: arrays must be a dict "
+            f"{{name: numpy array}}, got {type(arrays).__name__}."
+        )
     out = {}
     for key, value in arrays.items():
         where = f"Cannot save the checkpoint {path!r}: arrays[{key!r}]"
         if not isinstance(key, str) or not key:
-            raise FitkitTypeError(f"Cannot save the checkpoint {path!r}: array names must be "
-                                  f"non-empty strings; got {key!r}.")
+            raise FitkitTypeError(
+                f"Cannot save the checkpoint {path!r}: array names must be "
+                f"non-empty strings; got {key!r}."
+            )
         if isinstance(value, np.generic):
             value = np.asarray(value)
         if not isinstance(value, np.ndarray):
-            raise FitkitTypeError(f"{where} is a {type(value).__name__}, not a numpy array. "
-                                  f"Convert it first (a tensor: .numpy() on the CPU).")
+            raise FitkitTypeError(
+                f"{where} is a {type(value).__name__}, not a numpy array. "
+                f"Convert it first (a tensor: .numpy() on the CPU)."
+            )
         dtype = value.dtype
         if dtype.kind not in _KINDS or dtype.fields is not None or dtype.subdtype is not None:
-            hint = (" Store a.view(np.uint16) and record the dtype in meta." if "bfloat16"
-                    in str(dtype) else " A checkpoint holds numbers only, never objects.")
-            raise FitkitTypeError(f"{where} has dtype {dtype}: give bool, int, uint, float16/"
-                                  f"32/64 or complex arrays.{hint}")
+            hint = (
+                " Store a.view(np.uint16) and record the dtype in meta."
+                if "bfloat16" in str(dtype)
+                else " A checkpoint holds numbers only, never objects."
+            )
+            raise FitkitTypeError(
+                f"{where} has dtype {dtype}: give bool, int, uint, float16/"
+                f"32/64 or complex arrays.{hint}"
+            )
         out[key] = value if dtype.isnative else value.astype(dtype.newbyteorder("="))
     return out
 
@@ -196,8 +237,10 @@ def _check_meta(path: str, value: Any, where: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                raise FitkitTypeError(f"Cannot save the checkpoint {path!r}: {where} has the "
-                                      f"key {k!r}; meta keys must be strings (JSON).")
+                raise FitkitTypeError(
+                    f"Cannot save the checkpoint {path!r}: {where} has the "
+                    f"key {k!r}; meta keys must be strings (JSON)."
+                )
             _check_meta(path, v, f"{where}[{k!r}]")
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
@@ -206,7 +249,8 @@ def _check_meta(path: str, value: Any, where: str) -> None:
         raise FitkitTypeError(
             f"Cannot save the checkpoint {path!r}: {where} is a {type(value).__name__}; meta "
             f"holds JSON values only (str, numbers, bool, None, lists, dicts). Put arrays in "
-            f"arrays, and describe other objects with plain values.")
+            f"arrays, and describe other objects with plain values."
+        )
 
 
 def _damaged(path: str, err: BaseException) -> FitkitValueError:
@@ -214,19 +258,23 @@ def _damaged(path: str, err: BaseException) -> FitkitValueError:
     return FitkitValueError(
         f"The checkpoint file {path!r} is truncated or corrupt ({cause[:200]}): its save did "
         f"not finish, or it was damaged since; nothing was loaded. Load an earlier checkpoint, "
-        f"or save a new one with model.save_checkpoint.")
+        f"or save a new one with model.save_checkpoint."
+    )
 
 
 def _foreign(path: str, kind: str | None, names: list[str] | None = None) -> FitkitValueError:
     weights = "If it holds weights, load them with model.load_weights(path)."
     if kind == "empty":
-        return FitkitValueError(f"The checkpoint file {path!r} is empty (0 bytes): its save "
-                                f"never finished. Load an earlier checkpoint, or save again.")
+        return FitkitValueError(
+            f"The checkpoint file {path!r} is empty (0 bytes): its save "
+            f"never finished. Load an earlier checkpoint, or save again."
+        )
     if kind == "pickle":
         return FitkitValueError(
             f"Refused to load {path!r} as a checkpoint: it is a pickle file (what pickle.dump "
             f"or torch.save writes), and unpickling can run arbitrary code; fitkit checkpoints "
-            f"never hold pickles. {weights} {_SAVED_BY}")
+            f"never hold pickles. {weights} {_SAVED_BY}"
+        )
     if kind == "hdf5":
         cause = "it is an HDF5 file (a Keras '.weights.h5')"
     elif kind == "safetensors":
@@ -236,14 +284,12 @@ def _foreign(path: str, kind: str | None, names: list[str] | None = None) -> Fit
     elif names is not None and any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
         cause = "it is a torch.save file (a zip of pickled data), never unpickled here"
     elif names is not None and "model.weights.h5" in names:
-        cause = ("it is a whole-model '.keras' archive; open it with "
-                 "keras.saving.load_model(path)")
+        cause = "it is a whole-model '.keras' archive; open it with keras.saving.load_model(path)"
     elif names is not None:
         cause = f"it is a zip archive without fitkit's {HEADER!r} header"
     else:
         cause = "it is another format, or damaged at its start"
-    return FitkitValueError(f"{path!r} is not a fitkit checkpoint: {cause}. {weights} "
-                            f"{_SAVED_BY}")
+    return FitkitValueError(f"{path!r} is not a fitkit checkpoint: {cause}. {weights} {_SAVED_BY}")
 
 
 @contextlib.contextmanager
@@ -260,8 +306,9 @@ def _open_state(path: str) -> Iterator[tuple[zipfile.ZipFile, dict, list]]:
     with archive:
         try:
             header = _read_header(path, archive)
-            infos = [_checked_member(path, archive, key, spec)
-                     for key, spec in header["arrays"].items()]
+            infos = [
+                _checked_member(path, archive, key, spec) for key, spec in header["arrays"].items()
+            ]
         except FitkitValueError:
             raise
         except _DAMAGE as err:
@@ -278,7 +325,8 @@ def _read_header(path: str, archive: zipfile.ZipFile) -> dict:
         raise FitkitValueError(
             f"Refused to load {path!r}: {unbounded}. fitkit checkpoints store every member "
             f"uncompressed, within the file, so this one was not written by fitkit or was "
-            f"altered; nothing was read. {_SAVED_BY}")
+            f"altered; nothing was read. {_SAVED_BY}"
+        )
     header = json.loads(archive.read(HEADER).decode("utf-8"))
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise _foreign(path, "header")
@@ -287,12 +335,20 @@ def _read_header(path: str, archive: zipfile.ZipFile) -> dict:
         newer = type(version) is int and version > VERSION
         raise FitkitValueError(
             f"{path!r} is a fitkit checkpoint of format version {version!r}, and this fitkit "
-            f"reads version {VERSION}" + (": it was saved by a newer fitkit. Upgrade fitkit "
-                                          "(pip install -U fitkit) to load it." if newer else
-                                          ". It is damaged or was not written by fitkit."))
+            f"reads version {VERSION}"
+            + (
+                ": it was saved by a newer fitkit. Upgrade fitkit "
+                "(pip install -U fitkit) to load it."
+                if newer
+                else ". It is damaged or was not written by fitkit."
+            )
+        )
     specs, meta = header.get("arrays"), header.get("meta")
-    if not (isinstance(specs, dict) and isinstance(meta, dict)
-            and all(isinstance(s, dict) for s in specs.values())):
+    if not (
+        isinstance(specs, dict)
+        and isinstance(meta, dict)
+        and all(isinstance(s, dict) for s in specs.values())
+    ):
         raise _damaged(path, ValueError(f"its {HEADER} lacks 'arrays' or 'meta'"))
     if version == 1:  # what format 1 left out: no fit (saved outside one), no optimizer class
         meta.setdefault("fit", None)
@@ -314,8 +370,9 @@ def _checked_member(path: str, archive: zipfile.ZipFile, key: str, spec: dict) -
     info = archive.getinfo(_member(key))
     with archive.open(info) as f:
         version = npformat.read_magic(f)
-        read = {(1, 0): npformat.read_array_header_1_0,
-                (2, 0): npformat.read_array_header_2_0}.get(version)
+        read = {(1, 0): npformat.read_array_header_1_0, (2, 0): npformat.read_array_header_2_0}.get(
+            version
+        )
         if read is None:
             raise ValueError(f"unsupported .npy version {version} for {key!r}")
         shape, _, dtype = read(f)
@@ -324,12 +381,21 @@ def _checked_member(path: str, archive: zipfile.ZipFile, key: str, spec: dict) -
         raise FitkitValueError(
             f"Refused to load {path!r}: its array {key!r} holds Python objects (a pickle), "
             f"which fitkit never saves and never unpickles, since that can run arbitrary code; "
-            f"the file was crafted or altered. Nothing was loaded. {_SAVED_BY}")
-    if (dtype.kind not in _KINDS or dtype.fields is not None or dtype.name != spec.get("dtype")
-            or list(shape) != spec.get("shape")):
-        raise ValueError(f"array {key!r} is {dtype} {list(shape)}, its header says "
-                         f"{spec.get('dtype')} {spec.get('shape')}")
+            f"the file was crafted or altered. Nothing was loaded. {_SAVED_BY}"
+        )
+    if (
+        dtype.kind not in _KINDS
+        or dtype.fields is not None
+        or dtype.name != spec.get("dtype")
+        or list(shape) != spec.get("shape")
+    ):
+        raise ValueError(
+            f"array {key!r} is {dtype} {list(shape)}, its header says "
+            f"{spec.get('dtype')} {spec.get('shape')}"
+        )
     if info.file_size - start != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-        raise ValueError(f"array {key!r} has {info.file_size - start} bytes of data, not "
-                         f"{list(shape)} x {dtype.itemsize}")
+        raise ValueError(
+            f"array {key!r} has {info.file_size - start} bytes of data, not "
+            f"{list(shape)} x {dtype.itemsize}"
+        )
     return info

@@ -4,6 +4,7 @@ against losses, metric states built for the kind of target.
 Owns what is checked once per fit/validate/predict call and the messages that name the fix;
 the loops that run afterwards are training.py's, target rules targets.py's.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -17,8 +18,15 @@ from .resume import same_rngs
 from .sources import unpack
 
 
-def check_first(model: Any, source: Any, mode: str, what: str = "", *,
-                run_network: bool = True, runs_next: bool = True) -> tuple:
+def check_first(
+    model: Any,
+    source: Any,
+    mode: str,
+    what: str = "",
+    *,
+    run_network: bool = True,
+    runs_next: bool = True,
+) -> tuple:
     """Check ``source``'s first batch for ``mode``, unless a custom step uses the data its own
     way; returns the batch as the steps will see it.
 
@@ -36,8 +44,7 @@ def check_first(model: Any, source: Any, mode: str, what: str = "", *,
         return _check_first(model, source, mode, what, source.peek(), run_network)
     rngs = backend_part(adapter, "state")
     # a generator cannot open its pass again: what its first item drew stays drawn
-    before = None if runs_next or source.one_shot else \
-        (rngs.all_rngs(adapter), source.rng_state())
+    before = None if runs_next or source.one_shot else (rngs.all_rngs(adapter), source.rng_state())
     batch = source.peek()
     opened = rngs.all_rngs(adapter)
     try:
@@ -48,14 +55,16 @@ def check_first(model: Any, source: Any, mode: str, what: str = "", *,
             source.set_rng_state(before[1])  # drawn again when it runs
 
 
-def _check_first(model: Any, source: Any, mode: str, what: str, batch: tuple,
-                 run_network: bool) -> tuple:
+def _check_first(
+    model: Any, source: Any, mode: str, what: str, batch: tuple, run_network: bool
+) -> tuple:
     if model._custom(mode):
         model._adapter.example_inputs = unpack(batch)[0]
         return batch
     try:
-        rebuilt = check_batch(model._adapter, batch, source, with_loss=mode != "predict",
-                              run_network=run_network)
+        rebuilt = check_batch(
+            model._adapter, batch, source, with_loss=mode != "predict", run_network=run_network
+        )
     except FitkitValueError as err:
         if not what:
             raise
@@ -67,8 +76,9 @@ def _check_first(model: Any, source: Any, mode: str, what: str, batch: tuple,
     return batch
 
 
-def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
-                run_network: bool = True) -> bool:
+def check_batch(
+    adapter: Any, batch: tuple, source: Any, *, with_loss: bool, run_network: bool = True
+) -> bool:
     """Check one batch against the network and the losses before any step; build states.
 
     Returns True when metric states were rebuilt for another kind of target (one-hot after
@@ -88,10 +98,11 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
         return False
     own = outputs.loss_arg is None  # compile(loss=None): the network's own loss trains it
     if y is None and not own:
-        raise FitkitValueError("The data yields inputs only; training and evaluation need "
-                               "(x, y) batches (or pass y=... with array inputs).")
-    y_pred = forward_checked(adapter, x, source) if run_network or outputs.heads is None \
-        else None
+        raise FitkitValueError(
+            "The data yields inputs only; training and evaluation need "
+            "(x, y) batches (or pass y=... with array inputs)."
+        )
+    y_pred = forward_checked(adapter, x, source) if run_network or outputs.heads is None else None
     if own and y_pred is not None:
         hf.check_own_loss(y_pred, hf.label_keys(adapter), x)
     heads = outputs.ensure(y_pred)
@@ -105,25 +116,32 @@ def check_batch(adapter: Any, batch: tuple, source: Any, *, with_loss: bool,
         """All of this output's in-memory labels, else this batch's."""
         if not every_target:
             every_target.append(source.targets())
-        return y_t if every_target[0] is None else \
-            target(head, every_target[0], outputs.n_targets)
+        return y_t if every_target[0] is None else target(head, every_target[0], outputs.n_targets)
 
     rebuilt = False
     for head in heads:
         if head.loss is None and not head.metrics:
             continue
         if y is None:
-            raise FitkitValueError(f"The metrics {[m.name for m in head.metrics]} need targets, "
-                                   f"but the data yields inputs only: give (x, y) batches, or "
-                                   f"dict batches holding the label keys.")
+            raise FitkitValueError(
+                f"The metrics {[m.name for m in head.metrics]} need targets, "
+                f"but the data yields inputs only: give (x, y) batches, or "
+                f"dict batches holding the label keys."
+            )
         y_t = target(head, y, outputs.n_targets)
         mode, width = targets.check_output(
-            head.spec, head.portable, (y_t.shape[0], *head.tail), tuple(y_t.shape),
+            head.spec,
+            head.portable,
+            (y_t.shape[0], *head.tail),
+            tuple(y_t.shape),
             lambda: adapter.label_range(labels(head, y_t)),
-            lambda: adapter.value_range(prediction(head, y_pred)) if y_pred is not None
-            else (0.0, 1.0),
-            (lambda: adapter.probability_stats(prediction(head, y_pred))) if y_pred is not None
-            else None)
+            lambda: (
+                adapter.value_range(prediction(head, y_pred)) if y_pred is not None else (0.0, 1.0)
+            ),
+            (lambda: adapter.probability_stats(prediction(head, y_pred)))
+            if y_pred is not None
+            else None,
+        )
         if not head.built or head.mode != mode:  # another kind of target: fresh states
             rebuilt = rebuilt or head.built
             adapter.build_metric_states(head, mode, width)
@@ -145,17 +163,22 @@ def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
         output = f" of output {head.name!r}" if head.prefix else ""
         text = str(cause)
         if any(words in text for words in _DEVICE_WORDS):
-            fix = ("A metric function gets the batch where the network runs: write it with the "
-                   "framework's ops, or move values to the host first (.cpu(), a wait each step)")
+            fix = (
+                "A metric function gets the batch where the network runs: write it with the "
+                "framework's ops, or move values to the host first (.cpu(), a wait each step)"
+            )
         elif any(word in text.lower() for word in _SHAPE_WORDS):
-            fix = ("Give each output metrics that fit its predictions and targets, e.g. "
-                   "metrics={'cls': ['accuracy'], 'reg': ['mae']}")
+            fix = (
+                "Give each output metrics that fit its predictions and targets, e.g. "
+                "metrics={'cls': ['accuracy'], 'reg': ['mae']}"
+            )
         else:
             fix = "Fix the metric (its traceback is chained below), or leave it out of compile"
         raise FitkitValueError(
             f"The metric {metric.name!r}{output} failed on a first batch (predictions of "
             f"shape {tuple(y_pred.shape)}, targets of shape {tuple(y.shape)}): "
-            f"{type(cause).__name__}: {text}. {fix}.") from cause
+            f"{type(cause).__name__}: {text}. {fix}."
+        ) from cause
     finally:
         for metric in head.metrics:
             metric.reset()
@@ -165,8 +188,9 @@ _SHAPE_WORDS = ("shape", "size", "dimension", "broadcast", "rank", "incompatible
 _DEVICE_WORDS = ("same device", "device type")  # torch: mixed devices; a GPU tensor to numpy
 
 
-def _failing_metric(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any,
-                    err: Exception) -> tuple[Any, Exception]:
+def _failing_metric(
+    adapter: Any, head: Any, y: Any, y_pred: Any, w: Any, err: Exception
+) -> tuple[Any, Exception]:
     """(the metric that raises, its exception): ``head``'s metrics tried one at a time."""
     if len(head.metrics) > 1:
         for metric in head.metrics:
@@ -185,7 +209,8 @@ def check_batch_dimension(x: Any, y: Any) -> None:
         raise FitkitValueError(
             f"The data yields parts of shapes {shapes} with no common batch dimension: it looks "
             f"like single samples, not batches. Batch it: DataLoader(..., batch_size=32), "
-            f"dataset.batch(32); for one sample add the batch dimension (x[None]).")
+            f"dataset.batch(32); for one sample add the batch dimension (x[None])."
+        )
 
 
 def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
@@ -198,8 +223,11 @@ def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
         return adapter.infer(x)
     except Exception as err:
         first = err
-    if source is not None and not is_cuda_assert(first) and \
-            any(not _is_float(leaf) for leaf in arrays.leaves(x)):
+    if (
+        source is not None
+        and not is_cuda_assert(first)
+        and any(not _is_float(leaf) for leaf in arrays.leaves(x))
+    ):
         try:
             x_float = adapter.integers_to_float(x)
             y_pred = adapter.infer(x_float)
@@ -209,11 +237,13 @@ def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
             source.map_inputs(adapter.integers_to_float)
             adapter.example_inputs = x_float
             return y_pred
-    shapes = ", ".join(f"{tuple(leaf.shape)} {getattr(leaf, 'dtype', '')}"
-                       for leaf in arrays.leaves(x))
+    shapes = ", ".join(
+        f"{tuple(leaf.shape)} {getattr(leaf, 'dtype', '')}" for leaf in arrays.leaves(x)
+    )
     raise FitkitValueError(
         f"The network failed on a first batch of inputs ({shapes}): {_diagnose(first)} "
-        f"[{type(first).__name__}: {first}]".rstrip()) from first
+        f"[{type(first).__name__}: {first}]".rstrip()
+    ) from first
 
 
 def _is_float(leaf: Any) -> bool:
@@ -221,10 +251,12 @@ def _is_float(leaf: Any) -> bool:
     return "float" in dtype or "bfloat" in dtype
 
 
-CUDA_ASSERT = ("a CUDA kernel's assert failed, most often an index out of range (an Embedding "
-               "id >= num_embeddings, a class label >= the number of classes). CUDA cannot go "
-               "on in this process: restart it, and run a batch with device='cpu' for the "
-               "exact error.")
+CUDA_ASSERT = (
+    "a CUDA kernel's assert failed, most often an index out of range (an Embedding "
+    "id >= num_embeddings, a class label >= the number of classes). CUDA cannot go "
+    "on in this process: restart it, and run a batch with device='cpu' for the "
+    "exact error."
+)
 
 
 def is_cuda_assert(err: BaseException | str) -> bool:
@@ -233,17 +265,28 @@ def is_cuda_assert(err: BaseException | str) -> bool:
 
 
 _DIAGNOSES = (  # checked in order: Keras's messages also list the inputs' dtypes
-    (("shapes cannot be multiplied", "size mismatch", "incompatible with the layer",
-      "expected axis", "Matrix size-incompatible"),
-     "the input width does not match the network's first layer (and, for several inputs, "
-     "x must be a tuple or dict in the order or names the network takes)."),
-    (("index out of range", "indices[", "out of bounds"),
-     "an index is out of range: an Embedding got an id >= its number of embeddings "
-     "(input_dim / num_embeddings); size it to the vocabulary."),
+    (
+        (
+            "shapes cannot be multiplied",
+            "size mismatch",
+            "incompatible with the layer",
+            "expected axis",
+            "Matrix size-incompatible",
+        ),
+        "the input width does not match the network's first layer (and, for several inputs, "
+        "x must be a tuple or dict in the order or names the network takes).",
+    ),
+    (
+        ("index out of range", "indices[", "out of bounds"),
+        "an index is out of range: an Embedding got an id >= its number of embeddings "
+        "(input_dim / num_embeddings); size it to the vocabulary.",
+    ),
     (("device-side assert",), CUDA_ASSERT),
-    (("scalar type", "same dtype", "Expected tensor for argument", "must be of type"),
-     "the inputs have a dtype the network does not take: integer ids for embeddings, floats "
-     "otherwise (x.astype('float32'))."),
+    (
+        ("scalar type", "same dtype", "Expected tensor for argument", "must be of type"),
+        "the inputs have a dtype the network does not take: integer ids for embeddings, floats "
+        "otherwise (x.astype('float32')).",
+    ),
 )
 
 

@@ -3,6 +3,7 @@ environment) and ``fitkit launch`` (N training processes; the work is in launch.
 
 Owns argument parsing and the info report; it asks the other modules for every fact it prints.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,28 @@ import sys
 from .errors import FitkitError
 
 # name shown -> the distributions that provide it (TensorFlow ships under several names)
-_DISTS = {"torch": ("torch",), "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos",
-                                              "tensorflow-intel", "tf-nightly"),
-          "keras": ("keras",), "numpy": ("numpy",), "pandas": ("pandas",)}
-_ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-             "MASTER_PORT", "CUDA_VISIBLE_DEVICES")
+_DISTS = {
+    "torch": ("torch",),
+    "tensorflow": (
+        "tensorflow",
+        "tensorflow-cpu",
+        "tensorflow-macos",
+        "tensorflow-intel",
+        "tf-nightly",
+    ),
+    "keras": ("keras",),
+    "numpy": ("numpy",),
+    "pandas": ("pandas",),
+}
+_ENV_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "CUDA_VISIBLE_DEVICES",
+)
 
 
 def _version(name: str) -> str:
@@ -80,14 +98,19 @@ def info(backend: str | None = None) -> None:
     from .backend import ENV_VAR, normalize
     from .backend import backend as default_backend
 
-    print(f"fitkit {__version__}, python {platform.python_version()} "
-          f"({platform.system()} {platform.machine()})")
+    print(
+        f"fitkit {__version__}, python {platform.python_version()} "
+        f"({platform.system()} {platform.machine()})"
+    )
     print("versions:")
     for name in _DISTS:
         print(f"  {name:<12}{_version(name)}")
     name = normalize(backend) if backend else default_backend()
-    chosen = "--backend" if backend else (f"{ENV_VAR}" if os.environ.get(ENV_VAR)
-                                          else "the first installed, torch first")
+    chosen = (
+        "--backend"
+        if backend
+        else (f"{ENV_VAR}" if os.environ.get(ENV_VAR) else "the first installed, torch first")
+    )
     print(f"backend: {name} (from {chosen})")
     _devices_section(name)
     _distributed_section()
@@ -95,7 +118,8 @@ def info(backend: str | None = None) -> None:
 
 def _launch_parser(sub) -> None:
     p = sub.add_parser(
-        "launch", help="run a training script in N processes on this machine",
+        "launch",
+        help="run a training script in N processes on this machine",
         description="Start N processes of SCRIPT: torch through torchrun (RANK, WORLD_SIZE, "
         "MASTER_ADDR... set), TensorFlow as N workers with TF_CONFIG. Output lines carry "
         "'[rank i] '; when one process fails the others are stopped and the launcher exits "
@@ -108,24 +132,47 @@ def _launch_parser(sub) -> None:
         "there), then ends the process by SIGTERM.",
         epilog="Multi-node, torch: the same command on every node with --nnodes, --node-rank, "
         "--master-addr and --master-port. TensorFlow: --workers host:port,... lists every "
-        "worker of every node (node 0's first), the same list on every node, with --node-rank.")
-    p.add_argument("-n", "--nproc-per-node", dest="nproc", type=int, required=True,
-                   help="processes on this node")
-    p.add_argument("--backend", help="torch or tensorflow (default: FITKIT_BACKEND, else the "
-                   "first installed, torch first)")
+        "worker of every node (node 0's first), the same list on every node, with --node-rank.",
+    )
+    p.add_argument(
+        "-n",
+        "--nproc-per-node",
+        dest="nproc",
+        type=int,
+        required=True,
+        help="processes on this node",
+    )
+    p.add_argument(
+        "--backend",
+        help="torch or tensorflow (default: FITKIT_BACKEND, else the first installed, torch first)",
+    )
     p.add_argument("--nnodes", type=int, default=1, help="nodes taking part (default 1)")
     p.add_argument("--node-rank", type=int, default=0, help="this node's rank (default 0)")
     p.add_argument("--master-addr", help="torch: address of node 0 (default 127.0.0.1)")
-    p.add_argument("--master-port", type=int, help="torch: port on node 0 (default: on one "
-                   "node torchrun's standalone mode opens a free one, on several 29500)")
+    p.add_argument(
+        "--master-port",
+        type=int,
+        help="torch: port on node 0 (default: on one "
+        "node torchrun's standalone mode opens a free one, on several 29500)",
+    )
     p.add_argument("--workers", help="TensorFlow: host:port of every worker, comma-separated")
-    p.add_argument("--grace-period", type=float, default=None, help="seconds a stopped "
-                   "process gets before SIGKILL (default 10)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds a rank inside a "
-                   "step loop may make no progress before the launch is stopped as hung "
-                   "(default: FITKIT_LAUNCH_TIMEOUT, else 300; 0: never)")
-    p.add_argument("-m", "--module", action="store_true", help="SCRIPT is a module name "
-                   "(python -m)")
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=None,
+        help="seconds a stopped process gets before SIGKILL (default 10)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds a rank inside a "
+        "step loop may make no progress before the launch is stopped as hung "
+        "(default: FITKIT_LAUNCH_TIMEOUT, else 300; 0: never)",
+    )
+    p.add_argument(
+        "-m", "--module", action="store_true", help="SCRIPT is a module name (python -m)"
+    )
     p.add_argument("script", help="the training script (or module with -m)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
 
@@ -139,13 +186,19 @@ def _launch(args: argparse.Namespace) -> int:
     if importlib.util.find_spec(name) is None:
         raise FitkitError(f"fitkit launch: the {name} backend is not installed here.")
     config = launch.LaunchConfig(
-        nproc=args.nproc, script=args.script, args=args.args, backend=name, module=args.module,
-        nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,
+        nproc=args.nproc,
+        script=args.script,
+        args=args.args,
+        backend=name,
+        module=args.module,
+        nnodes=args.nnodes,
+        node_rank=args.node_rank,
+        master_addr=args.master_addr,
         master_port=args.master_port,
-        workers=[w.strip() for w in args.workers.split(",") if w.strip()]
-        if args.workers else None,
+        workers=[w.strip() for w in args.workers.split(",") if w.strip()] if args.workers else None,
         grace=launch.GRACE_S if args.grace_period is None else args.grace_period,
-        timeout=_launch_timeout(args.timeout))
+        timeout=_launch_timeout(args.timeout),
+    )
     return launch.run(config)
 
 
@@ -158,8 +211,10 @@ def _launch_timeout(given: float | None) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise FitkitError(f"{launch.TIMEOUT_ENV}={raw!r}: give seconds (0: no watch), or "
-                          f"unset it for {launch.TIMEOUT_S:g}.") from None
+        raise FitkitError(
+            f"{launch.TIMEOUT_ENV}={raw!r}: give seconds (0: no watch), or "
+            f"unset it for {launch.TIMEOUT_S:g}."
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="fitkit", description="fitkit's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
-    info_parser = sub.add_parser("info", help="versions, backend, devices, CUDA, distributed "
-                                 "environment")
-    info_parser.add_argument("--backend", help="torch or tensorflow (default: the one fitkit "
-                             "would use)")
+    info_parser = sub.add_parser(
+        "info", help="versions, backend, devices, CUDA, distributed environment"
+    )
+    info_parser.add_argument(
+        "--backend", help="torch or tensorflow (default: the one fitkit would use)"
+    )
     _launch_parser(sub)
     args = parser.parse_args(argv)
     try:

@@ -4,6 +4,7 @@ calls inside them (unpack_batch, compute_loss, update_metrics, autocast, ``self(
 fitkit.Model inherits them; what runs the steps (fit, validate, predict) is model.py's, and
 each backend's step is its adapter's.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -135,12 +136,16 @@ class CustomSteps:
         """
         built = list(self._adapter.optimizers)
         if not built:
-            raise NotCompiledError("optimizers() needs a compiled model: call "
-                                   "model.compile(...) first.")
+            raise NotCompiledError(
+                "optimizers() needs a compiled model: call model.compile(...) first."
+            )
         return built[0] if len(built) == 1 else built
 
     def _custom(self, mode: str) -> bool:
         """True when a subclass overrides ``<mode>_step`` (or ``shared_step``, for train and
         test), or the network brings its own step: it uses the data its own way."""
-        return getattr(type(self), f"{mode}_step") is not getattr(CustomSteps, f"{mode}_step") or \
-            (mode != "predict" and self._shared) or self._adapter.runs_own_step(mode)
+        return (
+            getattr(type(self), f"{mode}_step") is not getattr(CustomSteps, f"{mode}_step")
+            or (mode != "predict" and self._shared)
+            or self._adapter.runs_own_step(mode)
+        )

@@ -3,19 +3,30 @@
 Owns the public functions, their argument checks and the backend choice; each adapter's devices
 module does the framework work. Setters must run before the framework initialises its devices.
 """
+
 from __future__ import annotations
 
 import importlib
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .backend import backend as _backend
 from .backend import normalize
 from .errors import FitkitTypeError, FitkitValueError
 
-__all__ = ["list_devices", "set_visible_devices", "memory_growth", "set_memory_limit",
-           "virtual_devices", "soft_device_placement", "log_device_placement", "empty_cache",
-           "device", "cuda_info"]
+__all__ = [
+    "cuda_info",
+    "device",
+    "empty_cache",
+    "list_devices",
+    "log_device_placement",
+    "memory_growth",
+    "set_memory_limit",
+    "set_visible_devices",
+    "soft_device_placement",
+    "virtual_devices",
+]
 
 _MODULES = {"torch": "fitkit.torch.devices", "tensorflow": "fitkit.tf.devices"}
 _GPU_NAME = re.compile(r"^(?:/?(?:physical_)?device:)?(?:cuda|gpu):(\d+)$", re.IGNORECASE)
@@ -48,24 +59,29 @@ def list_devices(initialize: bool = True, *, backend: str | None = None) -> list
 
 def _gpu_index(device: Any) -> int:
     if isinstance(device, bool) or not isinstance(device, (int, str)):
-        raise FitkitTypeError(f"set_visible_devices takes GPU indices or names such as 0, "
-                              f"'cuda:0', 'GPU:0'; got {device!r}.")
+        raise FitkitTypeError(
+            f"set_visible_devices takes GPU indices or names such as 0, "
+            f"'cuda:0', 'GPU:0'; got {device!r}."
+        )
     if isinstance(device, int) or device.strip().isdigit():
         index = int(device)
     else:
         match = _GPU_NAME.match(device.strip())
         if not match:
-            raise FitkitValueError(f"set_visible_devices: {device!r} is not a GPU; give GPU "
-                                   f"indices or names such as 0, 'cuda:0', 'GPU:0' (the CPU "
-                                   f"is always visible).")
+            raise FitkitValueError(
+                f"set_visible_devices: {device!r} is not a GPU; give GPU "
+                f"indices or names such as 0, 'cuda:0', 'GPU:0' (the CPU "
+                f"is always visible)."
+            )
         index = int(match.group(1))
     if index < 0:
         raise FitkitValueError(f"set_visible_devices: GPU index {index} is negative.")
     return index
 
 
-def set_visible_devices(devices: int | str | Sequence[int | str], *,
-                        backend: str | None = None) -> None:
+def set_visible_devices(
+    devices: int | str | Sequence[int | str], *, backend: str | None = None
+) -> None:
     """Use only these GPUs (indices or names: 0, "cuda:1", "GPU:1"); ``[]`` hides every GPU.
 
     The CPU stays visible. TF: ``tf.config.set_visible_devices``; torch: sets
@@ -117,8 +133,9 @@ def set_memory_limit(mb: int, device: int = 0, *, backend: str | None = None) ->
     _impl(backend).set_memory_limit(_positive("set_memory_limit: mb", mb), device)
 
 
-def virtual_devices(count: int, memory_limit: int | None = None, *,
-                    backend: str | None = None) -> list[str]:
+def virtual_devices(
+    count: int, memory_limit: int | None = None, *, backend: str | None = None
+) -> list[str]:
     """Split GPU 0 into ``count`` logical GPUs of ``memory_limit`` MiB (TF), or, without a
     GPU, the CPU into ``count`` logical CPUs (``memory_limit`` then ignored), so multi-device
     code (``fitkit.distribute.strategy("mirrored")``) runs on a laptop. Returns their names.

@@ -5,11 +5,13 @@ Owns formatting only (plus reading summary's ``input_shape`` argument, shared by
 summary modules). It never reads a device value: the facade hands it Python floats
 that it has already read at a log point.
 """
+
 from __future__ import annotations
 
 import datetime
 import sys
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .errors import FitkitValueError
 
@@ -61,8 +63,14 @@ class EpochDisplay:
         if self.verbose == 1 and interactive():
             from tqdm.auto import tqdm  # notebook-aware bar
 
-            self._bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{self.epochs}",
-                             unit="step", leave=False, file=sys.stdout, mininterval=0.2)
+            self._bar = tqdm(
+                total=steps,
+                desc=f"Epoch {epoch + 1}/{self.epochs}",
+                unit="step",
+                leave=False,
+                file=sys.stdout,
+                mininterval=0.2,
+            )
 
     def advance(self, steps: int = 1) -> None:
         if self._bar is not None:
@@ -85,8 +93,10 @@ class EpochDisplay:
         if self.verbose == 1:
             print(epoch_table(epoch, logs), flush=True)
         elif self.verbose == 2:
-            print(f"Epoch {epoch + 1}/{self.epochs} - {seconds:.1f}s - {format_logs(logs)}",
-                  flush=True)
+            print(
+                f"Epoch {epoch + 1}/{self.epochs} - {seconds:.1f}s - {format_logs(logs)}",
+                flush=True,
+            )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -145,8 +155,9 @@ def shape_text(value) -> str:
     return "?"
 
 
-def summary_table(rows: Sequence[tuple[str, str, int]], total: int, trainable: int,
-                  param_bytes: int) -> str:
+def summary_table(
+    rows: Sequence[tuple[str, str, int]], total: int, trainable: int, param_bytes: int
+) -> str:
     """One summary format for both backends: layer (type), output shape, params; totals."""
     width = 76
     lines = ["-" * width, f"{'Layer (type)':<40}{'Output Shape':<24}{'Param #':>12}", "=" * width]
@@ -158,7 +169,7 @@ def summary_table(rows: Sequence[tuple[str, str, int]], total: int, trainable: i
         f"Trainable params: {trainable:,}",
         f"Non-trainable params: {total - trainable:,}",
         "-" * width,
-        f"Params size (MB): {param_bytes / 2 ** 20:.6f}",
+        f"Params size (MB): {param_bytes / 2**20:.6f}",
         "-" * width,
     ]
     return "\n".join(lines)
@@ -183,20 +194,25 @@ def summary_shapes(input_shape: Any) -> Any:
     if isinstance(input_shape, dict):
         return {k: _one_shape(v, f"input_shape[{k!r}]") for k, v in input_shape.items()}
     if isinstance(input_shape, (tuple, list)) and any(
-            isinstance(s, (tuple, list, dict)) for s in input_shape):
+        isinstance(s, (tuple, list, dict)) for s in input_shape
+    ):
         return [_one_shape(s, f"input_shape[{i}]") for i, s in enumerate(input_shape)]
     return _one_shape(input_shape, "input_shape")
 
 
 def _one_shape(shape: Any, where: str) -> tuple:
-    if isinstance(shape, dict) or (isinstance(shape, (tuple, list))
-                                   and any(isinstance(s, (tuple, list, dict)) for s in shape)):
-        raise FitkitValueError(f"{where} nests shapes too deeply ({shape!r}); give one shape "
-                               f"per input, e.g. input_shape={{'a': (3,), 'b': (2,)}}.")
+    if isinstance(shape, dict) or (
+        isinstance(shape, (tuple, list)) and any(isinstance(s, (tuple, list, dict)) for s in shape)
+    ):
+        raise FitkitValueError(
+            f"{where} nests shapes too deeply ({shape!r}); give one shape "
+            f"per input, e.g. input_shape={{'a': (3,), 'b': (2,)}}."
+        )
     dims = list(shape) if isinstance(shape, (tuple, list)) else [shape]
     for dim in dims:
         if isinstance(dim, bool) or not hasattr(dim, "__index__") or int(dim) < 0:
             raise FitkitValueError(
                 f"{where} must hold sizes (non-negative ints) without the batch dimension, "
-                f"e.g. input_shape=(32,) or input_shape=8; got {shape!r}.")
+                f"e.g. input_shape=(32,) or input_shape=8; got {shape!r}."
+            )
     return tuple(int(d) for d in dims)

@@ -5,20 +5,30 @@ Owns the public entry points, the choice of a strategy from its name and the env
 the process facts (rank, world size) every layer asks; each backend's distribute.py builds and
 drives its framework's strategy.
 """
+
 from __future__ import annotations
 
 import contextlib
 import importlib
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .backend import backend as _backend
 from .backend import normalize
 from .errors import FitkitValueError
 
-__all__ = ["strategy", "Strategy", "active", "rank", "world_size", "is_main_process", "barrier",
-           "environment_name"]
+__all__ = [
+    "Strategy",
+    "active",
+    "barrier",
+    "environment_name",
+    "is_main_process",
+    "rank",
+    "strategy",
+    "world_size",
+]
 
 NAMES = ("none", "auto", "mirrored", "central_storage", "multi_worker", "ddp")
 _MODULES = {"torch": "fitkit.torch.distribute", "tensorflow": "fitkit.tf.distribute"}
@@ -36,8 +46,7 @@ def environment_name() -> str:
     >>> fitkit.distribute.environment_name()   # under `fitkit launch -n 2` with torch
     'ddp'
     """
-    if "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and
-                                                "WORLD_SIZE" in os.environ):
+    if "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
         return "ddp"
     if os.environ.get("TF_CONFIG"):
         return "multi_worker"
@@ -62,8 +71,9 @@ def strategy(name: str = "auto", *, backend: str | None = None) -> Iterator[Any]
     if name not in NAMES:
         raise FitkitValueError(f"strategy name must be one of {', '.join(NAMES)}; got {name!r}.")
     if _ACTIVE:
-        raise FitkitValueError("fitkit.distribute.strategy(...) is already active; enter one "
-                               "strategy at a time.")
+        raise FitkitValueError(
+            "fitkit.distribute.strategy(...) is already active; enter one strategy at a time."
+        )
     impl = _impl(backend)
     chosen = impl.enter(environment_name() or impl.default_name() if name == "auto" else name)
     _ACTIVE.append(chosen)
@@ -124,8 +134,7 @@ def rank() -> int:
     config = os.environ.get("TF_CONFIG")
     if config:
         task = json.loads(config).get("task", {})
-        return int(task.get("index", 0)) if task.get("type", "worker") in ("worker", "chief") \
-            else 0
+        return int(task.get("index", 0)) if task.get("type", "worker") in ("worker", "chief") else 0
     return 0
 
 

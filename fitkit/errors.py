@@ -4,6 +4,7 @@ Owns the error types only; each module raises them with a message that names wha
 wrong and how to fix it. Subclasses also derive from the matching builtin so that
 ``except ValueError`` keeps working.
 """
+
 from __future__ import annotations
 
 

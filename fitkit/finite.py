@@ -6,6 +6,7 @@ that the validation data holds NaN/inf.
 Owns those checks and their messages; when log points come is steps.py's and training.py's,
 each backend's flag over the weights its own finite.py's.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,7 @@ from .adapter import WEIGHTS_FINITE
 
 def nonfinite_loss(logs: dict) -> bool:
     """True when a loss in ``logs`` (the total or an output's) is NaN or infinite."""
-    return any(not math.isfinite(v) for k, v in logs.items() if k == "loss" or
-               k.endswith("_loss"))
+    return any(not math.isfinite(v) for k, v in logs.items() if k == "loss" or k.endswith("_loss"))
 
 
 class Guard:
@@ -42,21 +42,29 @@ class Guard:
         if nonfinite_loss(logs):
             self.what = f"the loss became {logs.get('loss')}"
         elif not self.weights_finite:
-            self.what = (f"the weights became non-finite (NaN/inf) while the loss stayed "
-                         f"finite ({logs.get('loss')})")
+            self.what = (
+                f"the weights became non-finite (NaN/inf) while the loss stayed "
+                f"finite ({logs.get('loss')})"
+            )
         return self.what is not None
 
 
 def stop(model: Any, guard: Guard, epoch: int, step: int) -> None:
     """Stop the fit where ``guard`` saw a non-finite value, saying where and why."""
     reason = f"{guard.what} at epoch {epoch + 1}, step {step}"
-    cause = ("A batch with NaN/inf values (batches from datasets, loaders and generators are "
-             "not checked before training) or too high a learning rate can do this: check "
-             "the data for NaN/inf" if "weights" in reason else
-             "Lower the learning rate or check the data for NaN/inf")
-    warnings.warn(f"fit stopped: {reason}. The history keeps the epochs so far (this last row "
-                  f"holds the values of the stopped epoch) and the model the weights it has "
-                  f"now. {cause}; pass terminate_on_nan=False to keep training.", stacklevel=6)
+    cause = (
+        "A batch with NaN/inf values (batches from datasets, loaders and generators are "
+        "not checked before training) or too high a learning rate can do this: check "
+        "the data for NaN/inf"
+        if "weights" in reason
+        else "Lower the learning rate or check the data for NaN/inf"
+    )
+    warnings.warn(
+        f"fit stopped: {reason}. The history keeps the epochs so far (this last row "
+        f"holds the values of the stopped epoch) and the model the weights it has "
+        f"now. {cause}; pass terminate_on_nan=False to keep training.",
+        stacklevel=6,
+    )
     model.history.stop_reason = reason
     model.stop_training = True
 
@@ -67,12 +75,16 @@ def check_validation(state: Any, epoch: int, logs: dict, val_logs: dict) -> None
     if state.warned_validation or not nonfinite_loss(val_logs) or nonfinite_loss(logs):
         return
     state.warned_validation = True
-    bad = {f"val_{k}": v for k, v in val_logs.items()
-           if (k == "loss" or k.endswith("_loss")) and not math.isfinite(v)}
+    bad = {
+        f"val_{k}": v
+        for k, v in val_logs.items()
+        if (k == "loss" or k.endswith("_loss")) and not math.isfinite(v)
+    }
     warnings.warn(
         f"The validation data gives {bad} after epoch {epoch + 1} while the training loss is "
         f"finite: the validation data (validation_data / validation_split) most likely holds "
         f"NaN or inf values (arrays are checked before training; batches from datasets, "
         f"loaders and generators are not). Its other metrics may look normal, but its loss, "
         f"and any callback monitoring it, mean nothing: clean the validation data.",
-        stacklevel=6)
+        stacklevel=6,
+    )

@@ -4,10 +4,12 @@ training state that checkpoints save and a resumed fit starts from.
 Owns what happens once per fit and what ``save_checkpoint`` / ``load_checkpoint`` hold; one
 epoch is training.py's, the file format checkpoint.py's, each backend's state its state.py's.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import arrays, checks, distribute, signals, statecheck, training
 from .backend import backend_part
@@ -16,52 +18,116 @@ from .checkpoint import load_state, save_state
 from .display import EpochDisplay
 from .errors import FitkitError, FitkitValueError
 from .history import History, renamed_lr
-from .resume import (FitState, as_arrays, prefixed, restore_sources, source_arrays,
-                     unprefixed)
+from .resume import FitState, as_arrays, prefixed, restore_sources, source_arrays, unprefixed
 from .sources import checked_batch_size
 
 
-def fit(model: Any, x: Any, y: Any, *, batch_size: int | None, epochs: int, verbose: int,
-        callbacks: Any, validation_split: float, validation_data: Any, shuffle: bool,
-        class_weight: Any, sample_weight: Any, initial_epoch: int, steps_per_epoch: int | None,
-        validation_steps: int | None, validation_freq: Any, log_step_freq: int | None,
-        terminate_on_nan: bool) -> History:
+def fit(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    batch_size: int | None,
+    epochs: int,
+    verbose: int,
+    callbacks: Any,
+    validation_split: float,
+    validation_data: Any,
+    shuffle: bool,
+    class_weight: Any,
+    sample_weight: Any,
+    initial_epoch: int,
+    steps_per_epoch: int | None,
+    validation_steps: int | None,
+    validation_freq: Any,
+    log_step_freq: int | None,
+    terminate_on_nan: bool,
+) -> History:
     """``Model.fit`` (which documents the arguments): checks them, makes the sources, checks
     a first batch of each, then runs the epochs."""
     batch_size = checked_batch_size(x, batch_size, "fit")
-    arrays.check_fit_args(epochs=epochs, batch_size=batch_size,
-                          validation_split=validation_split, initial_epoch=initial_epoch,
-                          steps_per_epoch=steps_per_epoch, log_step_freq=log_step_freq,
-                          verbose=verbose, validation_steps=validation_steps,
-                          validation_freq=validation_freq)
+    arrays.check_fit_args(
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_split=validation_split,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        log_step_freq=log_step_freq,
+        verbose=verbose,
+        validation_steps=validation_steps,
+        validation_freq=validation_freq,
+    )
     class_weight = arrays.check_class_weight(class_weight)
-    train, val = training.fit_sources(model, x, y, sample_weight, class_weight, batch_size,
-                                      shuffle, validation_split, validation_data)
+    train, val = training.fit_sources(
+        model,
+        x,
+        y,
+        sample_weight,
+        class_weight,
+        batch_size,
+        shuffle,
+        validation_split,
+        validation_data,
+    )
     if steps_per_epoch is None and train.one_shot and epochs - initial_epoch > 1:
         raise FitkitValueError(
             "x is a one-shot iterator (a generator), which cannot restart for a second "
             "epoch. Pass steps_per_epoch=N, or a re-iterable (a list, a Dataset/DataLoader, "
-            "a tf.data.Dataset).")
+            "a tf.data.Dataset)."
+        )
     start_rng = backend_part(model._adapter, "state").rng_state()  # before any pass opens
     checks.check_first(model, train, "train")
     if val is not None:
         checks.check_first(model, val, "test", "validation_data", runs_next=False)
-    cbs = CallbackList(callbacks, model, {
-        "epochs": epochs, "batch_size": batch_size, "initial_epoch": initial_epoch,
-        "steps": steps_per_epoch or train.steps, "verbose": verbose})
+    cbs = CallbackList(
+        callbacks,
+        model,
+        {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "initial_epoch": initial_epoch,
+            "steps": steps_per_epoch or train.steps,
+            "verbose": verbose,
+        },
+    )
     display = EpochDisplay(verbose if distribute.is_main_process() else 0, epochs)
     with signals.StopOnSigterm(model):  # SIGTERM stops fit at a step boundary, as Ctrl-C
         return run_fit(
-            model, train, val, cbs=cbs, display=display, epochs=epochs,
-            initial_epoch=initial_epoch, start_rng=start_rng, validation_freq=validation_freq,
-            epoch_args={"train": train, "val": val, "cbs": cbs, "display": display,
-                        "limit": steps_per_epoch, "log_every": log_step_freq,
-                        "val_limit": validation_steps, "terminate_on_nan": terminate_on_nan})
+            model,
+            train,
+            val,
+            cbs=cbs,
+            display=display,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            start_rng=start_rng,
+            validation_freq=validation_freq,
+            epoch_args={
+                "train": train,
+                "val": val,
+                "cbs": cbs,
+                "display": display,
+                "limit": steps_per_epoch,
+                "log_every": log_step_freq,
+                "val_limit": validation_steps,
+                "terminate_on_nan": terminate_on_nan,
+            },
+        )
 
 
-def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: EpochDisplay,
-            epochs: int, initial_epoch: int, start_rng: dict, validation_freq: Any,
-            epoch_args: dict) -> History:
+def run_fit(
+    model: Any,
+    train: Any,
+    val: Any,
+    *,
+    cbs: CallbackList,
+    display: EpochDisplay,
+    epochs: int,
+    initial_epoch: int,
+    start_rng: dict,
+    validation_freq: Any,
+    epoch_args: dict,
+) -> History:
     """Train from ``initial_epoch`` (or where a restored backup says) to ``epochs``.
 
     Ctrl-C or an error stops it with the history so far in ``model.history``, the model
@@ -88,17 +154,23 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
         model.history = History()
     model.stop_training = False
     steps = epoch_args["limit"] or train.steps
-    adapter.scheduler.begin(epochs, steps and -(-steps // adapter.controls.gradient_accumulation_steps))
+    adapter.scheduler.begin(
+        epochs, steps and -(-steps // adapter.controls.gradient_accumulation_steps)
+    )
     if state.keys_checked:  # a custom step's keys are known once it has run (epoch end)
-        cbs.check_monitors(training.expected_keys(adapter.outputs.log_names(),
-                                                  val is not None, adapter.learning_rates()))
+        cbs.check_monitors(
+            training.expected_keys(
+                adapter.outputs.log_names(), val is not None, adapter.learning_rates()
+            )
+        )
     was_training, logs = adapter.training_mode(), {}
     try:
         training.call_hook(cbs.on_train_begin, "fit: train begin", None)
         for epoch in range(state.epoch, epochs):
             signals.at_boundary()  # (steps' boundaries are the step loop's)
-            logs = training.fit_epoch(model, epoch, state, **epoch_args,
-                                      validate_now=due(validation_freq, epoch))
+            logs = training.fit_epoch(
+                model, epoch, state, **epoch_args, validate_now=due(validation_freq, epoch)
+            )
             if model.stop_training:
                 break
         else:
@@ -122,12 +194,18 @@ def run_fit(model: Any, train: Any, val: Any, *, cbs: CallbackList, display: Epo
 def stopped_at(model: Any, state: FitState, err: BaseException) -> None:
     """Record (and for Ctrl-C, print) where an interrupted fit stopped."""
     step = state.loop.steps_done if state.loop is not None else state.step
-    where = f"epoch {state.epoch + 1}, step {step}" if state.loop is not None else \
-        f"after epoch {state.epoch}"
+    where = (
+        f"epoch {state.epoch + 1}, step {step}"
+        if state.loop is not None
+        else f"after epoch {state.epoch}"
+    )
     kept = f"model.history keeps {len(model.history)} finished epoch(s)"
     if isinstance(err, KeyboardInterrupt):
-        how = "terminated (SIGTERM)" if isinstance(err, signals.Terminated) else \
-            "interrupted (Ctrl-C)"
+        how = (
+            "terminated (SIGTERM)"
+            if isinstance(err, signals.Terminated)
+            else "interrupted (Ctrl-C)"
+        )
         state.interrupted = f"{how} at {where}"
         print(f"\nfit {state.interrupted}; {kept}.", file=sys.stderr, flush=True)
     else:
@@ -151,16 +229,24 @@ def save_checkpoint(model: Any, path: str) -> None:
     arrays, meta = model._adapter.get_state()
     state, cbs = model._fit_state, model._fit_callbacks
     history = model.history or History()
-    meta["history"] = {"epoch": history.epoch, "history": history.history,
-                       "stop_reason": history.stop_reason}
+    meta["history"] = {
+        "epoch": history.epoch,
+        "history": history.history,
+        "stop_reason": history.stop_reason,
+    }
     meta["fit"] = None  # outside a fit (always present: a removed field is refused at load)
     if state is not None and not state.completed and state.interrupted is None:
         epoch = state.epoch
         step = state.loop.steps_done if state.loop is not None else state.step
-        meta["fit"] = {"epoch": epoch, "step": step, "epochs": state.epochs,
-                       "global_step": state.global_step, "pass_step": state.pass_step,
-                       "callbacks": cbs.state_dicts() if cbs is not None else [],
-                       "data": _data_shape(cbs)}
+        meta["fit"] = {
+            "epoch": epoch,
+            "step": step,
+            "epochs": state.epochs,
+            "global_step": state.global_step,
+            "pass_step": state.pass_step,
+            "callbacks": cbs.state_dicts() if cbs is not None else [],
+            "data": _data_shape(cbs),
+        }
         if step or state.pass_step:  # mid-pass: the RNGs as it began, to draw its order again
             arrays.update(prefixed("epoch_rng", as_arrays(state.epoch_rng)))
         arrays.update(source_arrays(state, mid_epoch=bool(step)))
@@ -175,10 +261,15 @@ def load_checkpoint(model: Any, path: str) -> dict:
     arrays, meta = load_state(path)
     backend = meta.get("backend")
     if backend != model._adapter.name:
-        raise FitkitValueError(f"{path!r} holds a {backend} training state; this model is a "
-                               f"{model._adapter.name} model. Resume with the same backend.")
-    cbs = model._fit_callbacks if model._fit_state is not None and \
-        not model._fit_state.completed else None
+        raise FitkitValueError(
+            f"{path!r} holds a {backend} training state; this model is a "
+            f"{model._adapter.name} model. Resume with the same backend."
+        )
+    cbs = (
+        model._fit_callbacks
+        if model._fit_state is not None and not model._fit_state.completed
+        else None
+    )
     checked(path, lambda: check_checkpoint(model, arrays, meta, cbs))  # before any change
     fit = meta["fit"]
     if fit is not None and cbs is not None:
@@ -191,17 +282,29 @@ def load_checkpoint(model: Any, path: str) -> dict:
     history.stop_reason = meta["history"]["stop_reason"]
     model.history = history
     if fit is None:  # saved outside a fit: the next one starts after its last epoch
-        fit = {"epochs": None, "epoch": len(history), "step": 0, "global_step": 0,
-               "callbacks": None}
-    state = FitState(epochs=fit["epochs"], epoch=fit["epoch"], step=fit["step"],
-                     global_step=fit["global_step"], resume_step=fit["step"],
-                     pass_step=fit.get("pass_step", 0),
-                     epoch_rng=unprefixed("epoch_rng", arrays)
-                     if fit["step"] or fit.get("pass_step") else {})
+        fit = {
+            "epochs": None,
+            "epoch": len(history),
+            "step": 0,
+            "global_step": 0,
+            "callbacks": None,
+        }
+    state = FitState(
+        epochs=fit["epochs"],
+        epoch=fit["epoch"],
+        step=fit["step"],
+        global_step=fit["global_step"],
+        resume_step=fit["step"],
+        pass_step=fit.get("pass_step", 0),
+        epoch_rng=unprefixed("epoch_rng", arrays) if fit["step"] or fit.get("pass_step") else {},
+    )
     if model._fit_state is not None and not model._fit_state.completed:
         running = model._fit_state  # a backup restored at train begin: this fit continues
-        running.epoch, running.step, running.global_step = state.epoch, state.step, \
-            state.global_step
+        running.epoch, running.step, running.global_step = (
+            state.epoch,
+            state.step,
+            state.global_step,
+        )
         running.resume_step, running.epoch_rng = state.resume_step, state.epoch_rng
         running.pass_step = state.pass_step
         restore_sources(running, arrays)
@@ -242,4 +345,5 @@ def check_same_data(path: str, fit: dict, cbs: CallbackList) -> None:
             f"{path!r} was saved mid-epoch by a fit with batch_size={saved.get('batch_size')} "
             f"and {saved.get('steps')} steps per epoch; this fit has batch_size="
             f"{now['batch_size']} and {now['steps']}. Resume with the same data and "
-            f"batch_size (or delete the backup to start again).")
+            f"batch_size (or delete the backup to start again)."
+        )

@@ -6,19 +6,24 @@ memory-mapped file that its step loops update at each step (memory stores, no sy
 the launcher reads them and times how long each rank's progress stood still. When and where a
 step loop beats is steps.py's; starting and stopping processes is launch.py's.
 """
+
 from __future__ import annotations
 
 import mmap
 import os
 import struct
 import time
-from typing import Callable
+from collections.abc import Callable
 
 ENV = "FITKIT_HEARTBEAT_DIR"
 KINDS = {"train": 1, "test": 2, "predict": 3}  # 0: outside a step loop
-WAITING, BEGIN, RUNNING, END = 1, 2, 3, 4   # phases of a step: its batch, hooks, the step
-_PHASES = {WAITING: "waiting for its batch", BEGIN: "in its batch-begin hooks",
-           RUNNING: "running it", END: "in its batch-end hooks or log point"}
+WAITING, BEGIN, RUNNING, END = 1, 2, 3, 4  # phases of a step: its batch, hooks, the step
+_PHASES = {
+    WAITING: "waiting for its batch",
+    BEGIN: "in its batch-begin hooks",
+    RUNNING: "running it",
+    END: "in its batch-end hooks or log point",
+}
 _NAMES = {v: k for k, v in KINDS.items()}
 # slots: seq (bumped by every write), kind, phase, step, kinds with a finished step (bits), pid
 _FORMAT = "=6q"  # native order, as the memoryview writes them
@@ -156,14 +161,20 @@ class Watcher:
         """None, or a message naming the rank(s) that stopped making progress."""
         now = time.monotonic() if now is None else now
         self.poll(now)
-        stuck = [r for r, (s, since) in self.seen.items()
-                 if s[1] and s[4] & (1 << s[1]) and now - since > self.timeout]
+        stuck = [
+            r
+            for r, (s, since) in self.seen.items()
+            if s[1] and s[4] & (1 << s[1]) and now - since > self.timeout
+        ]
         if not stuck:
             return None
         least = min(s[0] for s, _ in self.seen.values())  # lockstep ranks: the one behind
         behind = sorted(r for r, (s, _) in self.seen.items() if s[0] == least)
         others = sorted(r for r in self.seen if r not in behind)
-        parts = [f"rank {r} made no progress for {now - self.seen[r][1]:.0f} s (last at "
-                 f"{describe(self.seen[r][0])})" for r in behind]
+        parts = [
+            f"rank {r} made no progress for {now - self.seen[r][1]:.0f} s (last at "
+            f"{describe(self.seen[r][0])})"
+            for r in behind
+        ]
         parts += [f"rank {r} waits at {describe(self.seen[r][0])}" for r in others]
         return "; ".join(parts)

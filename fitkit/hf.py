@@ -6,12 +6,13 @@ of them the network is also given, an output object's members, the model's own `
 what ``predict`` keeps of an output. Matching compile's losses and metrics to the members is
 outputs.py's; iterating the batches sources.py's.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Mapping
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .errors import FitkitTypeError, FitkitValueError
 
@@ -24,12 +25,15 @@ def check_label_names(label_names: Sequence[str] | str | None) -> tuple[str, ...
         return DEFAULT_LABEL_NAMES
     if isinstance(label_names, str):
         label_names = [label_names]
-    if not isinstance(label_names, (list, tuple)) or \
-            not all(isinstance(n, str) for n in label_names) or \
-            len(set(label_names)) != len(label_names):
+    if (
+        not isinstance(label_names, (list, tuple))
+        or not all(isinstance(n, str) for n in label_names)
+        or len(set(label_names)) != len(label_names)
+    ):
         raise FitkitTypeError(
             f"label_names must be a list of distinct key names (e.g. ['labels'], or "
-            f"['start_positions', 'end_positions']); got {label_names!r}.")
+            f"['start_positions', 'end_positions']); got {label_names!r}."
+        )
     return tuple(label_names)
 
 
@@ -56,7 +60,8 @@ class LabelKeys:
             raise FitkitValueError(
                 f"A batch holds the label keys {present} but not {missing} (label_names="
                 f"{list(self.names)}); give every batch all of them, or set "
-                f"fitkit.Model(net, label_names=[...]) to the keys the batches hold.")
+                f"fitkit.Model(net, label_names=[...]) to the keys the batches hold."
+            )
         y = x[present[0]] if len(present) == 1 else tuple(x[n] for n in self.names)
         if self._drop:
             x = {k: v for k, v in x.items() if k not in self._drop}
@@ -92,17 +97,21 @@ def accepts(net: Any, key: str) -> bool:
 def is_output_object(value: Any) -> bool:
     """A model-output object: transformers' ``ModelOutput`` (an OrderedDict), or any
     dataclass instance a network returns."""
-    return any(c.__name__ == "ModelOutput" and c.__module__.startswith("transformers")
-               for c in type(value).__mro__) or \
-        (dataclasses.is_dataclass(value) and not isinstance(value, type))
+    return any(
+        c.__name__ == "ModelOutput" and c.__module__.startswith("transformers")
+        for c in type(value).__mro__
+    ) or (dataclasses.is_dataclass(value) and not isinstance(value, type))
 
 
 def members(value: Any) -> list[tuple[Any, Any]]:
     """(name, value) of a mapping or an output object, None members left out."""
     if isinstance(value, Mapping):
         return [(k, v) for k, v in value.items() if v is not None]
-    return [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)
-            if getattr(value, f.name) is not None]
+    return [
+        (f.name, getattr(value, f.name))
+        for f in dataclasses.fields(value)
+        if getattr(value, f.name) is not None
+    ]
 
 
 def member(value: Any, key: Any) -> Any:
@@ -131,8 +140,9 @@ def own_loss(y_pred: Any) -> Any:
     return getattr(y_pred, "loss", None) if is_output_object(y_pred) else None
 
 
-def first_loss(loss: Callable, y: Any, y_pred: Any, tensor: Any, sample_weight: Any,
-               key: Any) -> tuple[Any, bool]:
+def first_loss(
+    loss: Callable, y: Any, y_pred: Any, tensor: Any, sample_weight: Any, key: Any
+) -> tuple[Any, bool]:
     """(value, whole): a callable loss's first call on a model-output object decides what it
     takes from then on: the whole object (a loss written on ``outputs.logits``), else its
     ``key`` tensor. A loss written for tensors fails on the object (it has no tensor ops),
@@ -147,7 +157,8 @@ def first_loss(loss: Callable, y: Any, y_pred: Any, tensor: Any, sample_weight: 
                 f"The loss fails on the network's {type(y_pred).__name__} output "
                 f"({type(on_object).__name__}: {on_object}) and on its {key!r} tensor "
                 f"({type(on_tensor).__name__}: {on_tensor}). Write it as loss(outputs, y) "
-                f"reading outputs.{key}, or as loss(y_pred, y) on the tensor.") from on_tensor
+                f"reading outputs.{key}, or as loss(y_pred, y) on the tensor."
+            ) from on_tensor
 
 
 def check_own_loss(y_pred: Any, labels: LabelKeys, x: Any) -> None:
@@ -161,7 +172,8 @@ def check_own_loss(y_pred: Any, labels: LabelKeys, x: Any) -> None:
         raise FitkitValueError(
             f"compile(loss=None) trains on the network's own loss, but the `loss` of its "
             f"{what} output has shape {tuple(loss.shape)}; it must be one number (reduce it "
-            f"in the network), or pass compile(loss=...).")
+            f"in the network), or pass compile(loss=...)."
+        )
     hint, names = "", list(labels.names)
     if names and not labels.fed:
         hint = f" Its forward takes none of the label keys (label_names={names})."
@@ -171,7 +183,8 @@ def check_own_loss(y_pred: Any, labels: LabelKeys, x: Any) -> None:
         f"compile needs a loss, e.g. loss='mse' or loss='cross_entropy': with loss=None "
         f"fitkit trains on the `loss` the network's output carries (a Hugging Face model "
         f"computes one when given its labels), but this network returns a {what} with no "
-        f"`loss`.{hint} Pass compile(loss=...), or override train_step to train without one.")
+        f"`loss`.{hint} Pass compile(loss=...), or override train_step to train without one."
+    )
 
 
 def predicted(y_pred: Any, ignore: Sequence[str] = ()) -> Any:
@@ -186,14 +199,18 @@ def predicted(y_pred: Any, ignore: Sequence[str] = ()) -> Any:
     if not is_object and not isinstance(y_pred, Mapping):
         return y_pred
     items = members(y_pred)
-    kept = [(k, v) for k, v in items if k != "loss" and not _scalar(v) and
-            (not is_object or (k not in ignore and _tensors(v)))]
+    kept = [
+        (k, v)
+        for k, v in items
+        if k != "loss" and not _scalar(v) and (not is_object or (k not in ignore and _tensors(v)))
+    ]
     if not is_object and len(kept) == len(items) and len(items) == len(y_pred):
         return y_pred  # a plain dict of outputs: as it is
     if not kept:
         raise FitkitValueError(
             f"The network's {type(y_pred).__name__} output holds no predictions, only "
-            f"{[k for k, _ in items]}; override predict_step to say what to return.")
+            f"{[k for k, _ in items]}; override predict_step to say what to return."
+        )
     return kept[0][1] if is_object and len(kept) == 1 else dict(kept)
 
 
@@ -206,9 +223,9 @@ def _tensors(value: Any) -> bool:
 
 def predicting(step: Callable[[Any], Any], net: Any) -> Callable[[Any], Any]:
     """``step`` returning what ``predicted`` keeps, per batch (a cache is let go at once)."""
-    ignore = tuple(getattr(getattr(net, "config", None), "keys_to_ignore_at_inference",
-                           None) or ())
+    ignore = tuple(getattr(getattr(net, "config", None), "keys_to_ignore_at_inference", None) or ())
 
     def predict(batch: Any) -> Any:
         return predicted(step(batch), ignore)
+
     return predict

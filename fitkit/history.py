@@ -2,9 +2,11 @@
 
 Knows nothing of backends or display; the facade appends one row per epoch.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 # The history's learning-rate column(s): named here only, so a rename is one line.
 LR_KEY = "learning_rate"  # Keras 3's key in the history, CSV and TensorBoard
@@ -27,8 +29,9 @@ def lr_columns(group_names: Sequence[Any], optimizer: int | None = None) -> list
     prefix = LR_KEY if optimizer is None else f"{LR_KEY}-opt{optimizer}"
     if len(group_names) == 1:
         return [prefix]
-    named = all(isinstance(n, str) and n for n in group_names) and \
-        len(set(group_names)) == len(group_names)
+    named = all(isinstance(n, str) and n for n in group_names) and len(set(group_names)) == len(
+        group_names
+    )
     labels = group_names if named else [f"group{i}" for i in range(len(group_names))]
     return [f"{prefix}-{label}" for label in labels]
 
@@ -83,8 +86,9 @@ class History:
         """A matplotlib figure: one panel per metric, train and validation curves together."""
         import matplotlib.pyplot as plt  # imported here only: plotting is optional
 
-        names = metrics or [k for k in self.history
-                            if not k.startswith("val_") and not is_lr_column(k)]
+        names = metrics or [
+            k for k in self.history if not k.startswith("val_") and not is_lr_column(k)
+        ]
         fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
         epochs = [e + 1 for e in self.epoch]
         for ax, name in zip(axes[0], names):

@@ -4,6 +4,7 @@ when one fails, when one stops making progress (--timeout), or on Ctrl-C. Argume
 cli.py's; what a process does with its environment (strategies, ranks) is fitkit.distribute's;
 the progress beats' format is heartbeat.py's.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,7 +20,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from . import heartbeat
 from .errors import FitkitValueError
@@ -32,8 +34,17 @@ _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # (Windows has no SIGKILL)
 _TORCH_ROOT_CAUSE = re.compile(r"Root Cause")
 _TORCH_EXITCODE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 _TORCH_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
-_DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-              "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TF_CONFIG")
+_DIST_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "TF_CONFIG",
+)
 
 
 @dataclasses.dataclass
@@ -80,42 +91,58 @@ def check(config: LaunchConfig) -> LaunchConfig:
         raise FitkitValueError(f"no such script: {config.script!r} (use -m for a module).")
     if config.workers is not None:
         if config.backend != "tensorflow":
-            raise FitkitValueError("--workers lists TensorFlow workers; torch uses --nnodes, "
-                                   "--node-rank, --master-addr and --master-port.")
+            raise FitkitValueError(
+                "--workers lists TensorFlow workers; torch uses --nnodes, "
+                "--node-rank, --master-addr and --master-port."
+            )
         if len(config.workers) % config.nproc:
-            raise FitkitValueError(f"--workers lists {len(config.workers)} workers, not a "
-                                   f"multiple of -n {config.nproc} (workers per node).")
-        config.nnodes = len(config.workers) // config.nproc if config.nnodes == 1 \
-            else config.nnodes
+            raise FitkitValueError(
+                f"--workers lists {len(config.workers)} workers, not a "
+                f"multiple of -n {config.nproc} (workers per node)."
+            )
+        config.nnodes = len(config.workers) // config.nproc if config.nnodes == 1 else config.nnodes
         if config.nnodes * config.nproc != len(config.workers):
-            raise FitkitValueError(f"--workers lists {len(config.workers)} workers but --nnodes "
-                                   f"{config.nnodes} x -n {config.nproc} = "
-                                   f"{config.nnodes * config.nproc}.")
+            raise FitkitValueError(
+                f"--workers lists {len(config.workers)} workers but --nnodes "
+                f"{config.nnodes} x -n {config.nproc} = "
+                f"{config.nnodes * config.nproc}."
+            )
         for worker in config.workers:
             if not re.fullmatch(r"[^\s:,]+:\d+", worker):
                 raise FitkitValueError(f"--workers: {worker!r} is not host:port.")
     if config.master_port is not None and not 0 < config.master_port < 65536:
-        raise FitkitValueError(f"--master-port must be a port number 1-65535; got "
-                               f"{config.master_port}.")
+        raise FitkitValueError(
+            f"--master-port must be a port number 1-65535; got {config.master_port}."
+        )
     if not config.timeout >= 0:
-        raise FitkitValueError(f"--timeout (or {TIMEOUT_ENV}) must be seconds >= 0 (0: no "
-                               f"watch); got {config.timeout}.")
+        raise FitkitValueError(
+            f"--timeout (or {TIMEOUT_ENV}) must be seconds >= 0 (0: no "
+            f"watch); got {config.timeout}."
+        )
     if config.nnodes < 1 or not 0 <= config.node_rank < config.nnodes:
-        raise FitkitValueError(f"--node-rank must be in 0..{config.nnodes - 1} for --nnodes "
-                               f"{config.nnodes}; got {config.node_rank}.")
+        raise FitkitValueError(
+            f"--node-rank must be in 0..{config.nnodes - 1} for --nnodes "
+            f"{config.nnodes}; got {config.node_rank}."
+        )
     if config.backend == "tensorflow":
         if config.master_addr is not None or config.master_port is not None:
-            raise FitkitValueError("TensorFlow has no master process: list every worker with "
-                                   "--workers host1:port,host2:port,... instead of "
-                                   "--master-addr/--master-port.")
+            raise FitkitValueError(
+                "TensorFlow has no master process: list every worker with "
+                "--workers host1:port,host2:port,... instead of "
+                "--master-addr/--master-port."
+            )
         if config.nnodes > 1 and config.workers is None:
-            raise FitkitValueError("TensorFlow on several nodes needs --workers "
-                                   "host1:port,host2:port,... (every worker of every node, in "
-                                   "node order), the same list on each node.")
+            raise FitkitValueError(
+                "TensorFlow on several nodes needs --workers "
+                "host1:port,host2:port,... (every worker of every node, in "
+                "node order), the same list on each node."
+            )
     elif config.nnodes > 1 and config.master_addr is None:
-        raise FitkitValueError("torch on several nodes needs --master-addr (the address of "
-                               "node 0, reachable from every node) and the same --master-port "
-                               "on every node.")
+        raise FitkitValueError(
+            "torch on several nodes needs --master-addr (the address of "
+            "node 0, reachable from every node) and the same --master-port "
+            "on every node."
+        )
     return config
 
 
@@ -126,16 +153,29 @@ def check_ports(config: LaunchConfig) -> None:
         port = config.master_port or (29500 if config.nnodes > 1 else None)
         if port is not None and config.node_rank == 0:  # node 0 listens on it
             default = "" if config.master_port else " (the default on several nodes)"
-            _check_port(port, f"--master-port {port}{default}", "pick another --master-port" + (
-                "" if config.nnodes > 1 else
-                ", or leave it out and fitkit launch lets torchrun pick a free one"))
+            _check_port(
+                port,
+                f"--master-port {port}{default}",
+                "pick another --master-port"
+                + (
+                    ""
+                    if config.nnodes > 1
+                    else ", or leave it out and fitkit launch lets torchrun pick a free one"
+                ),
+            )
         return
     first = config.node_rank * config.nproc
-    for worker in (config.workers or [])[first:first + config.nproc]:
-        _check_port(int(worker.rsplit(":", 1)[1]), f"--workers entry {worker!r} (a worker of "
-                    f"this node listens on it)", "list free ports in --workers" + (
-                        "" if config.nnodes > 1 else ", or leave --workers out and fitkit "
-                        "launch picks free ports"))
+    for worker in (config.workers or [])[first : first + config.nproc]:
+        _check_port(
+            int(worker.rsplit(":", 1)[1]),
+            f"--workers entry {worker!r} (a worker of this node listens on it)",
+            "list free ports in --workers"
+            + (
+                ""
+                if config.nnodes > 1
+                else ", or leave --workers out and fitkit launch picks free ports"
+            ),
+        )
 
 
 def _check_port(port: int, what: str, fix: str) -> None:
@@ -148,7 +188,8 @@ def _check_port(port: int, what: str, fix: str) -> None:
             raise FitkitValueError(
                 f"{what}: port {port} is already in use on this machine ({err.strerror or err})"
                 f": another run or another program listens on it. Stop that process, or "
-                f"{fix}.") from err
+                f"{fix}."
+            ) from err
 
 
 def _child_env(backend: str, beat_dir: str) -> dict[str, str]:
@@ -169,9 +210,17 @@ def torch_specs(config: LaunchConfig, log_dir: str, beat_dir: str) -> list[_Spec
     take it in between)."""
     env = _child_env("torch", beat_dir)
     env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = "[rank ${rank}] "
-    argv = [sys.executable, "-m", "torch.distributed.run",
-            "--nproc-per-node", str(config.nproc), "--nnodes", str(config.nnodes),
-            "--node-rank", str(config.node_rank)]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(config.nproc),
+        "--nnodes",
+        str(config.nnodes),
+        "--node-rank",
+        str(config.node_rank),
+    ]
     port = config.master_port
     if port is None and config.nnodes == 1 and config.master_addr is None:
         argv.append("--standalone")
@@ -196,8 +245,9 @@ def tf_specs(config: LaunchConfig, beat_dir: str) -> list[_Spec]:
     for local in range(config.nproc):
         index = config.node_rank * config.nproc + local
         env = _child_env("tensorflow", beat_dir)
-        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers},
-                                       "task": {"type": "worker", "index": index}})
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
         specs.append(_Spec(f"[rank {index}] ", [sys.executable, *_target(config)], env))
     return specs
 
@@ -265,8 +315,12 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
             proc.terminate()
 
 
-def stop(procs: list[subprocess.Popen], first: int = signal.SIGTERM,
-         grace: float = GRACE_S, ranks: heartbeat.Watcher | None = None) -> None:
+def stop(
+    procs: list[subprocess.Popen],
+    first: int = signal.SIGTERM,
+    grace: float = GRACE_S,
+    ranks: heartbeat.Watcher | None = None,
+) -> None:
     """Send ``first`` to every running process, wait ``grace`` seconds, then SIGKILL (also
     the ranks that beat: torchrun starts its workers in sessions of their own)."""
     if ranks is not None:
@@ -295,7 +349,7 @@ def _sigterm_raises() -> Iterator[None]:
         yield
         return
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise _Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -318,18 +372,28 @@ def run(config: LaunchConfig) -> int:
     log_dir = tempfile.mkdtemp(prefix="fitkit-launch-")
     beat_dir = os.path.join(log_dir, "beats")
     os.mkdir(beat_dir)
-    specs = torch_specs(config, log_dir, beat_dir) if config.backend == "torch" else \
-        tf_specs(config, beat_dir)
+    specs = (
+        torch_specs(config, log_dir, beat_dir)
+        if config.backend == "torch"
+        else tf_specs(config, beat_dir)
+    )
     relay, procs = _Relay(), []
     ranks = heartbeat.Watcher(beat_dir, config.timeout)
     try:
         with _sigterm_raises():
             try:
                 for spec in specs:
-                    procs.append(subprocess.Popen(
-                        spec.argv, env=spec.env, stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                        preexec_fn=_die_with_parent if sys.platform == "linux" else None))
+                    procs.append(
+                        subprocess.Popen(
+                            spec.argv,
+                            env=spec.env,
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            start_new_session=True,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                        )
+                    )
                 for spec, proc in zip(specs, procs):
                     relay.start(proc.stdout, spec.label, sys.stdout)
                     relay.start(proc.stderr, spec.label, sys.stderr)
@@ -348,8 +412,13 @@ def run(config: LaunchConfig) -> int:
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def _wait(config: LaunchConfig, specs: list[_Spec], procs: list[subprocess.Popen],
-          relay: _Relay, ranks: heartbeat.Watcher) -> int:
+def _wait(
+    config: LaunchConfig,
+    specs: list[_Spec],
+    procs: list[subprocess.Popen],
+    relay: _Relay,
+    ranks: heartbeat.Watcher,
+) -> int:
     watched = 0.0
     while True:
         codes = [p.poll() for p in procs]
@@ -363,9 +432,11 @@ def _wait(config: LaunchConfig, specs: list[_Spec], procs: list[subprocess.Popen
             watched = now
             hung = ranks.check(now) if config.timeout else ranks.poll(now)
             if hung:
-                relay.say(f"{hung}. No progress for more than --timeout {config.timeout:g} s: "
-                          f"stopping every process. (If a step, a validation pass or an "
-                          f"epoch's end can take longer, raise --timeout or {TIMEOUT_ENV}.)")
+                relay.say(
+                    f"{hung}. No progress for more than --timeout {config.timeout:g} s: "
+                    f"stopping every process. (If a step, a validation pass or an "
+                    f"epoch's end can take longer, raise --timeout or {TIMEOUT_ENV}.)"
+                )
                 stop(procs, signal.SIGTERM, config.grace, ranks)
                 return HUNG_EXIT
         time.sleep(0.05)
@@ -380,12 +451,16 @@ def _wait(config: LaunchConfig, specs: list[_Spec], procs: list[subprocess.Popen
             relay.say(f"torchrun stopped every worker: {which} failed with exit code {code}")
         elif relay.port_in_use:
             port = config.master_port or 29500
-            relay.say(f"torchrun could not listen on --master-port {port}: the port is in use "
-                      f"(another run or program took it). Stop that process or pick another "
-                      f"--master-port.")
+            relay.say(
+                f"torchrun could not listen on --master-port {port}: the port is in use "
+                f"(another run or program took it). Stop that process or pick another "
+                f"--master-port."
+            )
         else:
             relay.say(f"torchrun exited with code {code}")
     else:
-        relay.say(f"{specs[failed].label.strip()} exited with code {code}; stopped the other "
-                  f"{others} process(es)")
+        relay.say(
+            f"{specs[failed].label.strip()} exited with code {code}; stopped the other "
+            f"{others} process(es)"
+        )
     return _exit_status(code)

@@ -4,13 +4,15 @@ the file in memory.
 Owns recognising a map, reading a batch's rows from its file, and releasing the pages a
 read left mapped. Which rows a batch takes is the adapters' data sources' job.
 """
+
 from __future__ import annotations
 
 import mmap
 import os
 import queue
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 
 def _module(obj: Any) -> str:
@@ -87,9 +89,12 @@ class MapReader:
         breaks = np.flatnonzero(np.diff(index) != 1) + 1  # runs of consecutive rows
         firsts = np.r_[0, breaks]
         # Plain ints: iterating numpy scalars would cost more than the reads themselves.
-        for first, last, at in zip(firsts.tolist(), np.r_[breaks, len(index)].tolist(),
-                                   (index[firsts] * row + offset).tolist()):
-            os.preadv(fd, [view[first * row:last * row]], at)
+        for first, last, at in zip(
+            firsts.tolist(),
+            np.r_[breaks, len(index)].tolist(),
+            (index[firsts] * row + offset).tolist(),
+        ):
+            os.preadv(fd, [view[first * row : last * row]], at)
         return out
 
     def close(self) -> None:

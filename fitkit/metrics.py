@@ -3,6 +3,7 @@
 Owns the small, backend-free spec objects a user puts in ``compile(metrics=...)`` next to
 strings; each adapter builds its own mirrored class from them. No framework is imported here.
 """
+
 from __future__ import annotations
 
 from numbers import Integral, Real
@@ -10,7 +11,7 @@ from numbers import Integral, Real
 from .errors import FitkitTypeError, FitkitValueError
 from .specs import AUC_BINS, MetricSpec
 
-__all__ = ["Accuracy", "TopKAccuracy", "Precision", "Recall", "F1Score", "AUC", "R2Score"]
+__all__ = ["AUC", "Accuracy", "F1Score", "Precision", "R2Score", "Recall", "TopKAccuracy"]
 
 
 def _threshold(value: float | None, metric: str) -> float | None:
@@ -76,8 +77,7 @@ class _Ratio(MetricSpec):
     kind = ""
 
     def __init__(self, threshold: float | None = None, name: str | None = None) -> None:
-        super().__init__(name, kind=self.kind,
-                         threshold=_threshold(threshold, type(self).__name__))
+        super().__init__(name, kind=self.kind, threshold=_threshold(threshold, type(self).__name__))
 
     def default_name(self, **kwargs) -> str:
         """The name in the logs when ``name`` is not given."""

@@ -5,9 +5,11 @@ Knows nothing of torch or tensorflow: every backend difference is an Adapter met
 fitting.py, an epoch and the passes in training.py, output structure in outputs.py; device
 values are read only through ``Adapter.read_logs`` at log points.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from . import fitting, hf, identifiers, specs, training
 from .backend import adapter_module, backend_for, backend_part
@@ -17,8 +19,8 @@ from .custom_steps import CustomSteps
 from .display import summary_table
 from .errors import NotCompiledError
 from .history import History
-from .outputs import with_weighted
 from .optimizer_sets import check_compile, one_optimizer
+from .outputs import with_weighted
 
 
 class Model(CustomSteps):
@@ -33,8 +35,9 @@ class Model(CustomSteps):
     inputs. See docs/huggingface.md.
     """
 
-    def __init__(self, net: Any, *, device: Any = None,
-                 label_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, net: Any, *, device: Any = None, label_names: Sequence[str] | None = None
+    ) -> None:
         self.backend: str = backend_for(net)
         self._adapter = adapter_module(self.backend).Adapter(net, device=device)
         self._adapter.label_names = hf.check_label_names(label_names)
@@ -43,9 +46,9 @@ class Model(CustomSteps):
         self._functions: dict[str, Callable] = {}
         self.stop_training = False
         self.history: History | None = None
-        self._fit_state: Any = None      # resume.FitState of the running (or last) fit
+        self._fit_state: Any = None  # resume.FitState of the running (or last) fit
         self._fit_callbacks: Any = None  # its CallbackList, for checkpoints
-        self._resume: Any = None         # a state load_checkpoint restored, for the next fit
+        self._resume: Any = None  # a state load_checkpoint restored, for the next fit
         self._last_on_batch: str | None = None  # "train" / "test": the last batch-style call
         self._shared = type(self).shared_step is not CustomSteps.shared_step  # read every step
 
@@ -112,17 +115,28 @@ class Model(CustomSteps):
         return self._adapter.outputs.log_names()
 
     # ------------------------------------------------------------------ compile
-    def compile(self, optimizer: Any = None, loss: Any = None,
-                metrics: Sequence[Any] | Mapping[str, Any] | None = None, *,
-                weighted_metrics: Sequence[Any] | Mapping[str, Any] | None = None,
-                loss_weights: Sequence[float] | Mapping[str, float] | None = None,
-                output: str | int | None = None, lr: float | None = None,
-                lr_schedule: Any = None, lr_schedule_every: str = "epoch",
-                lr_schedule_monitor: str = "val_loss", clipnorm: float | None = None,
-                clipvalue: float | None = None, global_clipnorm: float | None = None,
-                gradient_accumulation_steps: int = 1, precision: str = "32",
-                jit_compile: bool = False, steps_per_execution: int | str = "auto",
-                run_eagerly: bool = False) -> "Model":
+    def compile(
+        self,
+        optimizer: Any = None,
+        loss: Any = None,
+        metrics: Sequence[Any] | Mapping[str, Any] | None = None,
+        *,
+        weighted_metrics: Sequence[Any] | Mapping[str, Any] | None = None,
+        loss_weights: Sequence[float] | Mapping[str, float] | None = None,
+        output: str | int | None = None,
+        lr: float | None = None,
+        lr_schedule: Any = None,
+        lr_schedule_every: str = "epoch",
+        lr_schedule_monitor: str = "val_loss",
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
+        gradient_accumulation_steps: int = 1,
+        precision: str = "32",
+        jit_compile: bool = False,
+        steps_per_execution: int | str = "auto",
+        run_eagerly: bool = False,
+    ) -> Model:
         """Choose optimizer (default "adam"), loss and metrics; strings mean the same on both
         backends (a subclass may choose optimizer and schedule in ``configure_optimizers``).
 
@@ -150,31 +164,64 @@ class Model(CustomSteps):
         metrics = with_weighted(metrics, weighted_metrics)
         if type(self).configure_optimizers is not CustomSteps.configure_optimizers:
             optimizer, lr_schedule, lr_schedule_every, lr_schedule_monitor = configured(
-                self.configure_optimizers(), optimizer, lr_schedule, lr_schedule_every,
-                lr_schedule_monitor)
+                self.configure_optimizers(),
+                optimizer,
+                lr_schedule,
+                lr_schedule_every,
+                lr_schedule_monitor,
+            )
         controls = training_controls(
-            clipnorm=clipnorm, clipvalue=clipvalue, global_clipnorm=global_clipnorm,
-            gradient_accumulation_steps=gradient_accumulation_steps, precision=precision,
-            jit_compile=jit_compile, lr_schedule=lr_schedule, lr=lr,
-            lr_schedule_every=lr_schedule_every, lr_schedule_monitor=lr_schedule_monitor,
-            steps_per_execution=steps_per_execution)
+            clipnorm=clipnorm,
+            clipvalue=clipvalue,
+            global_clipnorm=global_clipnorm,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            precision=precision,
+            jit_compile=jit_compile,
+            lr_schedule=lr_schedule,
+            lr=lr,
+            lr_schedule_every=lr_schedule_every,
+            lr_schedule_monitor=lr_schedule_monitor,
+            steps_per_execution=steps_per_execution,
+        )
         check_compile(optimizer, controls, lr, type(self).train_step is not CustomSteps.train_step)
-        self._adapter.compile("adam" if optimizer is None else optimizer, loss, metrics or [],
-                              lr, controls.precision, loss_weights=loss_weights,
-                              output=output, run_eagerly=bool(run_eagerly), controls=controls)
+        self._adapter.compile(
+            "adam" if optimizer is None else optimizer,
+            loss,
+            metrics or [],
+            lr,
+            controls.precision,
+            loss_weights=loss_weights,
+            output=output,
+            run_eagerly=bool(run_eagerly),
+            controls=controls,
+        )
         self._steps_per_execution = steps_per_execution
         self._functions.clear()
         self._compiled = True
         return self
 
     # ------------------------------------------------------------------ fit
-    def fit(self, x: Any = None, y: Any = None, *, batch_size: int | None = None, epochs: int = 1,
-            verbose: int = 1, callbacks: Iterable[Callback] | None = None,
-            validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
-            class_weight: Mapping[int, float] | None = None, sample_weight: Any = None,
-            initial_epoch: int = 0, steps_per_epoch: int | None = None,
-            validation_steps: int | None = None, validation_freq: int | Sequence[int] = 1,
-            log_step_freq: int | None = None, terminate_on_nan: bool = True) -> History:
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: int = 1,
+        callbacks: Iterable[Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        shuffle: bool = True,
+        class_weight: Mapping[int, float] | None = None,
+        sample_weight: Any = None,
+        initial_epoch: int = 0,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
+        validation_freq: int | Sequence[int] = 1,
+        log_step_freq: int | None = None,
+        terminate_on_nan: bool = True,
+    ) -> History:
         """Train for ``epochs``; returns a History (also kept as ``model.history``).
 
         ``batch_size`` (default 32) batches in-memory data and a torch map-style Dataset; a
@@ -188,13 +235,25 @@ class Model(CustomSteps):
         """
         self._require_compiled("fit")
         return fitting.fit(
-            self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
-            callbacks=callbacks, validation_split=validation_split,
-            validation_data=validation_data, shuffle=shuffle, class_weight=class_weight,
-            sample_weight=sample_weight, initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-            validation_freq=validation_freq, log_step_freq=log_step_freq,
-            terminate_on_nan=terminate_on_nan)
+            self,
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_split=validation_split,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            class_weight=class_weight,
+            sample_weight=sample_weight,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_freq=validation_freq,
+            log_step_freq=log_step_freq,
+            terminate_on_nan=terminate_on_nan,
+        )
 
     def _function(self, mode: str) -> Callable:
         """The compiled step for ``mode``, built once per compile (tf.function on TensorFlow)."""
@@ -210,10 +269,18 @@ class Model(CustomSteps):
             )
 
     # ------------------------------------------------------------------ evaluate / predict
-    def validate(self, x: Any = None, y: Any = None, *, batch_size: int | None = None,
-                 sample_weight: Any = None, steps: int | None = None, verbose: int = 0,
-                 callbacks: Iterable[Callback] | None = None,
-                 return_dict: bool = True) -> dict[str, float] | list[float]:
+    def validate(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *,
+        batch_size: int | None = None,
+        sample_weight: Any = None,
+        steps: int | None = None,
+        verbose: int = 0,
+        callbacks: Iterable[Callback] | None = None,
+        return_dict: bool = True,
+    ) -> dict[str, float] | list[float]:
         """Loss and metrics over ``(x, y)``, exact over samples. ``evaluate`` is the same.
 
         ``return_dict=False`` gives a list in ``metrics_names`` order, as Keras does.
@@ -223,27 +290,48 @@ class Model(CustomSteps):
         {'loss': 0.31, 'accuracy': 0.9}
         """
         self._require_compiled("validate")
-        logs = training.validate_data(self, x, y, batch_size=batch_size, steps=steps,
-                                      sample_weight=sample_weight, verbose=verbose,
-                                      callbacks=callbacks)
+        logs = training.validate_data(
+            self,
+            x,
+            y,
+            batch_size=batch_size,
+            steps=steps,
+            sample_weight=sample_weight,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
         return logs if return_dict else list(logs.values())
 
     evaluate = validate
 
-    def predict(self, x: Any, *, batch_size: int | None = None, verbose: int = 0,
-                callbacks: Iterable[Callback] | None = None) -> Any:
+    def predict(
+        self,
+        x: Any,
+        *,
+        batch_size: int | None = None,
+        verbose: int = 0,
+        callbacks: Iterable[Callback] | None = None,
+    ) -> Any:
         """Outputs for ``x`` as numpy (a tuple / dict of arrays for multi-output networks).
         ``batch_size`` (default 32) as in ``fit``: refused with a loader, dataset or generator.
 
         >>> probs = model.predict(x_test, batch_size=256)
         """
-        return training.predict_data(self, x, batch_size=batch_size, verbose=verbose,
-                                     callbacks=callbacks)
+        return training.predict_data(
+            self, x, batch_size=batch_size, verbose=verbose, callbacks=callbacks
+        )
 
     # ------------------------------------------------------------------ batch style
-    def train_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
-                       class_weight: Mapping[int, float] | None = None,
-                       reset_metrics: bool = True, return_dict: bool = False) -> Any:
+    def train_on_batch(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        sample_weight: Any = None,
+        class_weight: Mapping[int, float] | None = None,
+        reset_metrics: bool = True,
+        return_dict: bool = False,
+    ) -> Any:
         """One step on one batch; returns what Keras returns: the loss alone when there are no
         metrics, else a list in ``metrics_names`` order, or a dict with ``return_dict=True``
         (that batch's values, running ones if ``reset_metrics=False``).
@@ -251,12 +339,18 @@ class Model(CustomSteps):
         >>> dict(zip(model.metrics_names, model.train_on_batch(x[:32], y[:32])))
         {'loss': 0.69, 'accuracy': 0.5}
         """
-        logs = training.on_batch(self, "train", x, y, sample_weight, class_weight,
-                                 reset_metrics)
+        logs = training.on_batch(self, "train", x, y, sample_weight, class_weight, reset_metrics)
         return logs if return_dict else self._in_names_order(logs)
 
-    def test_on_batch(self, x: Any, y: Any = None, *, sample_weight: Any = None,
-                      reset_metrics: bool = True, return_dict: bool = False) -> Any:
+    def test_on_batch(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        sample_weight: Any = None,
+        reset_metrics: bool = True,
+        return_dict: bool = False,
+    ) -> Any:
         """Evaluate one batch; returns as ``train_on_batch`` does (running values if
         ``reset_metrics=False``).
 
@@ -343,8 +437,13 @@ class Model(CustomSteps):
         self._require_compiled("load_checkpoint")
         return fitting.load_checkpoint(self, path)
 
-    def summary(self, input_shape: Any = None, *, input_data: Any = None,
-                print_fn: Callable[[str], Any] | None = print):
+    def summary(
+        self,
+        input_shape: Any = None,
+        *,
+        input_data: Any = None,
+        print_fn: Callable[[str], Any] | None = print,
+    ):
         """Print layer (type), output shape and params; return them as a DataFrame.
 
         With no arguments it uses a built Keras model's inputs, or a batch fitkit has seen.
@@ -360,4 +459,3 @@ class Model(CustomSteps):
 
     def __repr__(self) -> str:
         return f"fitkit.Model({type(self.net).__name__}, backend={self.backend!r})"
-

@@ -5,10 +5,12 @@ where fitkit's own step would update with one; ``SchedulerSet``, their scheduler
 The facade hands the set to the adapter's compile; each backend's optimizers.py checks the
 native optimizers and reads their rates, its state.py saves and restores every one's state.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .errors import FitkitAttributeError, FitkitValueError
 from .scheduling import Scheduler
@@ -55,19 +57,25 @@ def from_configured(result: Any, every: str, monitor: str) -> OptimizerSet | Non
     if len(result) > 1 and all(isinstance(r, dict) for r in result):
         for r in result:
             if "optimizer" not in r:
-                raise FitkitValueError(f"configure_optimizers() returned a list of dicts; each "
-                                       f"needs an 'optimizer' (one has keys {list(r)}).")
+                raise FitkitValueError(
+                    f"configure_optimizers() returned a list of dicts; each "
+                    f"needs an 'optimizer' (one has keys {list(r)})."
+                )
         opts = [r["optimizer"] for r in result]
         _check_optimizers(opts)
-        return OptimizerSet(tuple(opts), tuple(
-            scheduled(r.get("lr_scheduler"), every, monitor) for r in result))
+        return OptimizerSet(
+            tuple(opts), tuple(scheduled(r.get("lr_scheduler"), every, monitor) for r in result)
+        )
     if len(result) > 1 and all(is_optimizer(r) for r in result):
         return OptimizerSet(tuple(result), (None,) * len(result))
     if len(result) == 2 and isinstance(result[0], (tuple, list)) and len(result[0]) > 1:
         opts, scheds = result
         _check_optimizers(opts)
-        scheds = list(scheds) if isinstance(scheds, (tuple, list)) else \
-            ([] if scheds is None else [scheds])
+        scheds = (
+            list(scheds)
+            if isinstance(scheds, (tuple, list))
+            else ([] if scheds is None else [scheds])
+        )
         return OptimizerSet(tuple(opts), tuple(_pair(list(opts), scheds, every, monitor)))
     return None
 
@@ -75,8 +83,10 @@ def from_configured(result: Any, every: str, monitor: str) -> OptimizerSet | Non
 def _check_optimizers(opts: Sequence[Any]) -> None:
     for i, opt in enumerate(opts):
         if not is_optimizer(opt):
-            raise FitkitValueError(f"configure_optimizers() returned several optimizers; item "
-                                   f"{i} is a {type(opt).__name__}, not an optimizer.")
+            raise FitkitValueError(
+                f"configure_optimizers() returned several optimizers; item "
+                f"{i} is a {type(opt).__name__}, not an optimizer."
+            )
 
 
 def scheduled(entry: Any, every: str, monitor: str) -> Scheduled | None:
@@ -87,10 +97,15 @@ def scheduled(entry: Any, every: str, monitor: str) -> Scheduled | None:
     if isinstance(entry, dict):
         interval = entry.get("interval", "epoch")
         if interval not in ("epoch", "step", "batch"):
-            raise FitkitValueError(f"configure_optimizers(): lr_scheduler's interval must be "
-                                   f"'epoch' or 'step'; got {interval!r}.")
-        return Scheduled(entry.get("scheduler"), "epoch" if interval == "epoch" else "batch",
-                         entry.get("monitor", monitor))
+            raise FitkitValueError(
+                f"configure_optimizers(): lr_scheduler's interval must be "
+                f"'epoch' or 'step'; got {interval!r}."
+            )
+        return Scheduled(
+            entry.get("scheduler"),
+            "epoch" if interval == "epoch" else "batch",
+            entry.get("monitor", monitor),
+        )
     return Scheduled(entry, every, monitor)
 
 
@@ -106,17 +121,21 @@ def _pair(opts: list, scheds: list, every: str, monitor: str) -> list[Scheduled 
             if index is None:
                 raise FitkitValueError(
                     f"configure_optimizers(): the scheduler {type(entry.spec).__name__} was "
-                    f"built on an optimizer it did not return; build it on one of them.")
+                    f"built on an optimizer it did not return; build it on one of them."
+                )
             if out[index] is not None:
-                raise FitkitValueError(f"configure_optimizers() returned two schedulers for "
-                                       f"optimizer {index}; fitkit steps one per optimizer.")
+                raise FitkitValueError(
+                    f"configure_optimizers() returned two schedulers for "
+                    f"optimizer {index}; fitkit steps one per optimizer."
+                )
             out[index] = entry
         return out
     if entries and len(entries) != len(opts):
         raise FitkitValueError(
             f"configure_optimizers() returned {len(opts)} optimizers and {len(entries)} "
             f"schedulers that do not name their optimizer; give one per optimizer, in order "
-            f"(None for one without).")
+            f"(None for one without)."
+        )
     return entries or out
 
 
@@ -131,17 +150,26 @@ def check_compile(optimizer: Any, controls: Any, lr: Any, manual_step: bool) -> 
         raise FitkitValueError(
             f"configure_optimizers() returned {n} optimizers; fitkit's own step (and "
             f"shared_step) updates with one. Override train_step and step each one there: "
-            f"opt_a, opt_b = self.optimizers() (or return one optimizer).")
-    used = [name for name, on in (
-        ("clipnorm", controls.clipnorm is not None), ("clipvalue", controls.clipvalue is not None),
-        ("global_clipnorm", controls.global_clipnorm is not None),
-        ("gradient_accumulation_steps", controls.gradient_accumulation_steps > 1),
-        ("precision='fp16'", controls.precision == "fp16"), ("lr", lr is not None)) if on]
+            f"opt_a, opt_b = self.optimizers() (or return one optimizer)."
+        )
+    used = [
+        name
+        for name, on in (
+            ("clipnorm", controls.clipnorm is not None),
+            ("clipvalue", controls.clipvalue is not None),
+            ("global_clipnorm", controls.global_clipnorm is not None),
+            ("gradient_accumulation_steps", controls.gradient_accumulation_steps > 1),
+            ("precision='fp16'", controls.precision == "fp16"),
+            ("lr", lr is not None),
+        )
+        if on
+    ]
     if used:
         raise FitkitValueError(
             f"compile({', '.join(used)}) with {n} optimizers from configure_optimizers(): these "
             f"act in fitkit's own update, and your train_step updates each optimizer itself. "
-            f"Clip or scale in train_step, and set each optimizer's rate where you build it.")
+            f"Clip or scale in train_step, and set each optimizer's rate where you build it."
+        )
 
 
 def one_optimizer(adapter: Any, what: str) -> Any:
@@ -151,26 +179,33 @@ def one_optimizer(adapter: Any, what: str) -> Any:
     if count > 1:
         raise FitkitAttributeError(
             f"{what}: this model has {count} optimizers (from configure_optimizers()); use "
-            f"self.optimizers() for the list, and each optimizer's own rate.")
+            f"self.optimizers() for the list, and each optimizer's own rate."
+        )
     return adapter.optimizer
 
 
-def scheduler_set(optimizers: OptimizerSet, built: Sequence[Any],
-                  build: Callable[..., Scheduler]) -> "SchedulerSet":
+def scheduler_set(
+    optimizers: OptimizerSet, built: Sequence[Any], build: Callable[..., Scheduler]
+) -> SchedulerSet:
     """Each optimizer's scheduler, built by the backend's ``build(spec, optimizer, every=,
     monitor=)`` on the native optimizer it steps."""
-    return SchedulerSet([
-        Scheduler() if s is None else build(s.spec, opt, every=s.every, monitor=s.monitor)
-        for s, opt in zip(optimizers.schedules, built)])
+    return SchedulerSet(
+        [
+            Scheduler() if s is None else build(s.spec, opt, every=s.every, monitor=s.monitor)
+            for s, opt in zip(optimizers.schedules, built)
+        ]
+    )
 
 
 def after_each(step: Callable, after: Callable[[], None]) -> Callable:
     """``step``, then ``after()`` (the per-batch schedulers of several optimizers on torch,
     whose own steps do the updates)."""
+
     def run(batch: Any) -> Any:
         logs = step(batch)
         after()
         return logs
+
     return run
 
 
@@ -208,6 +243,7 @@ class SchedulerSet(Scheduler):
         if state.get("kind") != "several" or len(state.get("parts", ())) != len(self.parts):
             raise FitkitValueError(
                 f"The saved lr_schedule state is not that of {len(self.parts)} optimizers' "
-                f"schedulers; compile with the configure_optimizers() it was saved with.")
+                f"schedulers; compile with the configure_optimizers() it was saved with."
+            )
         for part, saved in zip(self.parts, state["parts"]):
             part.load_state_dict(saved)

@@ -5,10 +5,12 @@ network returns (a tensor, a tuple or a dict), the log names, and picking each o
 prediction and target. Building native losses and metrics is the adapter's job; tensors
 pass through here untouched (only dict keys and tuple positions are read).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from . import hf, specs, targets
 from .errors import FitkitTypeError, FitkitValueError
@@ -19,19 +21,19 @@ from .identifiers import KerasIdentifier
 class Head:
     """One network output that has a loss and/or metrics."""
 
-    name: str                 # as the user names it: a dict key, or "output_<i>" by position
-    key: Any                  # where its prediction lives: None (the whole output), key or index
-    position: int             # its index among the outputs (for tuple targets)
-    loss: Callable | None     # (y_true, y_pred, sample_weight) -> scalar, backend tensors
-    spec: Any                 # specs.LossSpec (None without a loss)
-    portable: bool            # a string loss: aligns (N,) and (N, 1) as Keras does
+    name: str  # as the user names it: a dict key, or "output_<i>" by position
+    key: Any  # where its prediction lives: None (the whole output), key or index
+    position: int  # its index among the outputs (for tuple targets)
+    loss: Callable | None  # (y_true, y_pred, sample_weight) -> scalar, backend tensors
+    spec: Any  # specs.LossSpec (None without a loss)
+    portable: bool  # a string loss: aligns (N,) and (N, 1) as Keras does
     weight: float | None
     metrics: list = field(default_factory=list)
-    prefix: str = ""          # log prefix: "" for a single output, else "<name>_"
-    built: bool = False       # metric states built (mode and width known)
+    prefix: str = ""  # log prefix: "" for a single output, else "<name>_"
+    built: bool = False  # metric states built (mode and width known)
     tail: tuple | None = None  # output shape past the batch dim, once the network has run
-    mode: Any = None           # targets.TargetMode its metric states were built for
-    attr: bool = False         # key names an attribute (a dataclass output), not an item
+    mode: Any = None  # targets.TargetMode its metric states were built for
+    attr: bool = False  # key names an attribute (a dataclass output), not an item
     whole: bool | None = False  # the loss takes the whole output object (None: its first
     # call decides: a callable written on ``outputs.logits`` or on the logits tensor)
 
@@ -57,27 +59,47 @@ class CompiledOutputs:
     ``update_metrics``) run inside compiled steps: they only index dicts and tuples.
     """
 
-    def __init__(self, loss: Any, loss_weights: Any, metrics: Any, output: Any, *,
-                 build_loss: Callable, build_metrics: Callable, is_tensor: Callable,
-                 default_names: Callable[[int], list[str]]) -> None:
+    def __init__(
+        self,
+        loss: Any,
+        loss_weights: Any,
+        metrics: Any,
+        output: Any,
+        *,
+        build_loss: Callable,
+        build_metrics: Callable,
+        is_tensor: Callable,
+        default_names: Callable[[int], list[str]],
+    ) -> None:
         if output is not None and isinstance(loss, (Mapping, list, tuple)):
             raise FitkitValueError(
                 f"compile(output={output!r}) trains on one output, so loss must be a single "
-                f"loss, not a {type(loss).__name__}.")
-        if loss_weights is not None and not isinstance(loss_weights, (Mapping, list, tuple,
-                                                                      int, float)):
-            raise FitkitTypeError("loss_weights must be a dict {output: weight}, a list in "
-                                  f"output order, or a number; got {type(loss_weights).__name__}.")
-        self.loss_arg, self.weights_arg, self.metric_specs, self.output = loss, loss_weights, \
-            metrics, output
-        self.build_loss, self.build_metrics, self.default_names = \
-            build_loss, build_metrics, default_names
+                f"loss, not a {type(loss).__name__}."
+            )
+        if loss_weights is not None and not isinstance(
+            loss_weights, (Mapping, list, tuple, int, float)
+        ):
+            raise FitkitTypeError(
+                "loss_weights must be a dict {output: weight}, a list in "
+                f"output order, or a number; got {type(loss_weights).__name__}."
+            )
+        self.loss_arg, self.weights_arg, self.metric_specs, self.output = (
+            loss,
+            loss_weights,
+            metrics,
+            output,
+        )
+        self.build_loss, self.build_metrics, self.default_names = (
+            build_loss,
+            build_metrics,
+            default_names,
+        )
         self.is_tensor = is_tensor
         # a misspelt name (or a Keras setting with no twin) fails at compile, not at a batch
         _check_names(loss, metrics, build_loss, build_metrics)
         self.heads: list[Head] | None = None  # known once the network's outputs are seen
-        self.parts: dict = {}                 # each output's loss from the last loss() call
-        self.metrics: list = []               # every metric object, in log order
+        self.parts: dict = {}  # each output's loss from the last loss() call
+        self.metrics: list = []  # every metric object, in log order
         # The per-step hot path, set by ensure(): heads with a loss / with metrics, and the
         # plain case (one whole-tensor output, unweighted) that needs no picking at all.
         self._loss_heads: list[Head] = []
@@ -100,8 +122,9 @@ class CompiledOutputs:
             self._metric_heads = [h for h in heads if h.metrics]
             self.metrics = [m for h in heads for m in h.metrics]
             only = heads[0]
-            self._plain = only if len(heads) == 1 and only.key is None and \
-                only.weight is None else None
+            self._plain = (
+                only if len(heads) == 1 and only.key is None and only.weight is None else None
+            )
             self.heads = heads
         return self.heads
 
@@ -120,17 +143,20 @@ class CompiledOutputs:
                 raise FitkitValueError(
                     "No loss was compiled: pass loss=... to compile, return an output with a "
                     "`loss` (as Hugging Face models do, given labels), or override "
-                    "train_step/test_step to train without one.")
+                    "train_step/test_step to train without one."
+                )
             return own  # the network's own loss (compile(loss=None))
         total, self.parts = None, {}
         for head in heads:
             y_t = target(head, y, self.n_targets)
             if head.whole is None:
-                value, head.whole = hf.first_loss(head.loss, y_t, y_pred, prediction(
-                    head, y_pred), sample_weight, head.key)
+                value, head.whole = hf.first_loss(
+                    head.loss, y_t, y_pred, prediction(head, y_pred), sample_weight, head.key
+                )
             else:
-                value = head.loss(y_t, y_pred if head.whole else prediction(head, y_pred),
-                                  sample_weight)
+                value = head.loss(
+                    y_t, y_pred if head.whole else prediction(head, y_pred), sample_weight
+                )
             if len(heads) > 1:
                 self.parts[f"{head.prefix}loss"] = value
             weighted = value if head.weight is None else value * head.weight
@@ -141,9 +167,14 @@ class CompiledOutputs:
         parts, self.parts = self.parts, {}
         return parts
 
-    def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any,
-                       update: Callable[[Head, Any, Any, Any], None],
-                       build: Callable[[Head, Any, int], None]) -> None:
+    def update_metrics(
+        self,
+        y: Any,
+        y_pred: Any,
+        sample_weight: Any,
+        update: Callable[[Head, Any, Any, Any], None],
+        build: Callable[[Head, Any, int], None],
+    ) -> None:
         """Call ``update(head, y_true, y_pred, sample_weight)`` for each output with metrics;
         ``build(head, mode, width)`` first where a custom step's first batch finds no states."""
         if self.heads is None:
@@ -155,12 +186,17 @@ class CompiledOutputs:
         if plain is not None:
             pairs = [(plain, y, y_pred)]
         else:
-            pairs = [(h, target(h, y, self.n_targets), prediction(h, y_pred))
-                     for h in self._metric_heads]
+            pairs = [
+                (h, target(h, y, self.n_targets), prediction(h, y_pred)) for h in self._metric_heads
+            ]
         for head, y_t, y_p in pairs:
             if not head.built:  # decided from static shapes alone: no checks, no host sync
-                build(head, *targets.mode_from_shapes(head.spec, tuple(y_p.shape),
-                                                      tuple(y_t.shape), head.portable))
+                build(
+                    head,
+                    *targets.mode_from_shapes(
+                        head.spec, tuple(y_p.shape), tuple(y_t.shape), head.portable
+                    ),
+                )
             update(head, y_t, y_p, sample_weight)
 
     # ------------------------------------------------------------------ resolution
@@ -193,7 +229,8 @@ class CompiledOutputs:
                 raise FitkitValueError(
                     f"Output {name!r} of the network is a {type(value).__name__}, not a tensor; "
                     f"give it no loss (loss={{...}} without {name!r}) or pick the output to "
-                    f"train with compile(output=...).")
+                    f"train with compile(output=...)."
+                )
             heads.append(self._head(name, key, i, loss, weight, metrics[i], f"{name}_"))
             heads[-1].attr = by_name and not isinstance(pred, Mapping)  # a dataclass's field
         if all(h.loss is None for h in heads) and self.loss_arg is not None:
@@ -206,8 +243,12 @@ class CompiledOutputs:
         head = self._single(key)
         head.attr = not isinstance(pred, Mapping)
         loss = _one_loss(self.loss_arg)
-        if head.loss is not None and callable(loss) and \
-                not isinstance(loss, (str, KerasIdentifier)) and head.spec.task is None:
+        if (
+            head.loss is not None
+            and callable(loss)
+            and not isinstance(loss, (str, KerasIdentifier))
+            and head.spec.task is None
+        ):
             head.whole = None
         return head
 
@@ -216,14 +257,19 @@ class CompiledOutputs:
         try:
             value = hf.member(pred, key)
         except (KeyError, IndexError, TypeError, AttributeError):
-            have = [k for k, _ in _items(pred)] if isinstance(pred, Mapping) or \
-                hf.is_output_object(pred) else \
-                (f"positions 0..{len(pred) - 1}" if is_structure(pred) else "one tensor")
-            raise FitkitValueError(f"compile(output={key!r}): the network's outputs have no "
-                                   f"{key!r}; it returns {have}.") from None
+            have = (
+                [k for k, _ in _items(pred)]
+                if isinstance(pred, Mapping) or hf.is_output_object(pred)
+                else (f"positions 0..{len(pred) - 1}" if is_structure(pred) else "one tensor")
+            )
+            raise FitkitValueError(
+                f"compile(output={key!r}): the network's outputs have no "
+                f"{key!r}; it returns {have}."
+            ) from None
         if not is_tensor(value):
-            raise FitkitValueError(f"compile(output={key!r}) names a {type(value).__name__}, "
-                                   f"not a tensor.")
+            raise FitkitValueError(
+                f"compile(output={key!r}) names a {type(value).__name__}, not a tensor."
+            )
         return key
 
     def _single(self, key: Any) -> Head:
@@ -240,7 +286,8 @@ class CompiledOutputs:
             raise FitkitValueError(
                 f"metrics is a dict by output name {list(metrics)}, but the network has one "
                 f"output; pass a list of metrics, or a dict {{name: metric}} with one metric "
-                f"(a name, an object or a function) per key.")
+                f"(a name, an object or a function) per key."
+            )
         return self._head("" if key is None else str(key), key, 0, loss, weight, metrics, "")
 
     def _head(self, name, key, position, loss, weight, metrics, prefix) -> Head:
@@ -248,21 +295,34 @@ class CompiledOutputs:
         built = self.build_metrics(_as_list(metrics)) if metrics else []
         for metric in built:
             metric.name = f"{prefix}{metric.name}"
-        return Head(name, key, position, fn, spec, isinstance(loss, str),
-                    None if weight is None else float(weight), built, prefix)
+        return Head(
+            name,
+            key,
+            position,
+            fn,
+            spec,
+            isinstance(loss, str),
+            None if weight is None else float(weight),
+            built,
+            prefix,
+        )
 
     def _per_output(self, value: Any, names: list[str], what: str) -> list:
         if isinstance(value, Mapping):
             unknown = [k for k in value if k not in names]
             if unknown:
-                raise FitkitValueError(f"{what} names {unknown}, which are not outputs of the "
-                                       f"network; its outputs are {names}.")
+                raise FitkitValueError(
+                    f"{what} names {unknown}, which are not outputs of the "
+                    f"network; its outputs are {names}."
+                )
             return [value.get(n) for n in names]
         if isinstance(value, (list, tuple)):
             if len(value) != len(names):
-                raise FitkitValueError(f"{what} has {len(value)} entries but the network has "
-                                       f"{len(names)} outputs {names}; give one per output "
-                                       f"(None for none) or a dict by output name.")
+                raise FitkitValueError(
+                    f"{what} has {len(value)} entries but the network has "
+                    f"{len(names)} outputs {names}; give one per output "
+                    f"(None for none) or a dict by output name."
+                )
             return list(value)
         return [value] * len(names)
 
@@ -270,12 +330,15 @@ class CompiledOutputs:
         metrics = self.metric_specs
         if not metrics:
             return [[] for _ in names]
-        if isinstance(metrics, Mapping) and (set(metrics) <= set(names) or
-                                             not _named_functions(metrics)):
-            return self._per_output({k: _as_list(v) for k, v in metrics.items()}, names,
-                                    "metrics")
-        if isinstance(metrics, (list, tuple)) and metrics and all(
-                isinstance(m, (list, tuple)) for m in metrics):
+        if isinstance(metrics, Mapping) and (
+            set(metrics) <= set(names) or not _named_functions(metrics)
+        ):
+            return self._per_output({k: _as_list(v) for k, v in metrics.items()}, names, "metrics")
+        if (
+            isinstance(metrics, (list, tuple))
+            and metrics
+            and all(isinstance(m, (list, tuple)) for m in metrics)
+        ):
             return self._per_output(list(metrics), names, "metrics")
         return [metrics] * len(names)  # one list (or {name: fn}) for every output
 
@@ -288,27 +351,36 @@ def _one_loss(loss: Any) -> Any:
         if len(loss) != 1:
             raise FitkitValueError(
                 f"The network has one output but loss is a dict with keys {list(loss)}; "
-                f"pass one loss.")
+                f"pass one loss."
+            )
         loss = next(iter(loss.values()))
     return loss
 
 
 def _named_functions(metrics: Mapping) -> bool:
     """True for ``{name: fn}`` custom metrics (rather than metrics by output name)."""
-    return all(callable(v) and not hasattr(v, "update") and not hasattr(v, "update_state")
-               for v in metrics.values())  # metric objects are callable too: not functions
+    return all(
+        callable(v) and not hasattr(v, "update") and not hasattr(v, "update_state")
+        for v in metrics.values()
+    )  # metric objects are callable too: not functions
 
 
 def _one_metric_each(metrics: Mapping) -> bool:
     """For a one-output network: ``{name: metric}`` (each key names one metric) rather than
     lists of metrics by output name."""
-    return all(v is not None and not isinstance(v, (list, tuple, Mapping))
-               for v in metrics.values())
+    return all(
+        v is not None and not isinstance(v, (list, tuple, Mapping)) for v in metrics.values()
+    )
 
 
 def _check_names(loss: Any, metrics: Any, build_loss: Callable, build_metrics: Callable) -> None:
-    losses = loss.values() if isinstance(loss, Mapping) else \
-        loss if isinstance(loss, (list, tuple)) else [loss]
+    losses = (
+        loss.values()
+        if isinstance(loss, Mapping)
+        else loss
+        if isinstance(loss, (list, tuple))
+        else [loss]
+    )
     for item in losses:
         if isinstance(item, str):
             specs.loss_spec(item)
@@ -336,10 +408,13 @@ def with_weighted(metrics: Any, weighted: Any) -> Any:
         if not (by_output[1] and (by_output[0] or not metrics)):
             raise FitkitValueError(
                 "compile(metrics=..., weighted_metrics=...) must have the same structure: "
-                "lists (or {name: metric} dicts) for one output, or two dicts by output name.")
+                "lists (or {name: metric} dicts) for one output, or two dicts by output name."
+            )
         metrics = metrics or {}
-        return {k: [*_entries(metrics.get(k), False), *_entries(weighted.get(k), True)]
-                for k in [*metrics, *[k for k in weighted if k not in metrics]]}
+        return {
+            k: [*_entries(metrics.get(k), False), *_entries(weighted.get(k), True)]
+            for k in [*metrics, *[k for k in weighted if k not in metrics]]
+        }
     return [*_entries(metrics, False), *_entries(weighted, True)]
 
 
@@ -380,20 +455,22 @@ def target(head: Head, y: Any, n_heads: int) -> Any:
         if n_heads > 1:
             raise FitkitValueError(
                 f"The network has several outputs with a loss; y must be a dict by output name "
-                f"or a tuple in output order, not one {type(y).__name__}.")
+                f"or a tuple in output order, not one {type(y).__name__}."
+            )
         return y
     if isinstance(y, Mapping):
         if head.name in y:
             return y[head.name]
         if n_heads == 1 and len(y) == 1:
             return next(iter(y.values()))
-        raise FitkitValueError(f"y has no target for output {head.name!r}; its keys are "
-                               f"{list(y)}.")
+        raise FitkitValueError(f"y has no target for output {head.name!r}; its keys are {list(y)}.")
     if n_heads == 1 and len(y) == 1:
         return y[0]
     if head.position >= len(y):
-        raise FitkitValueError(f"y has {len(y)} targets but output {head.name!r} is number "
-                               f"{head.position + 1}; give one target per output.")
+        raise FitkitValueError(
+            f"y has {len(y)} targets but output {head.name!r} is number "
+            f"{head.position + 1}; give one target per output."
+        )
     return y[head.position]
 
 
@@ -401,6 +478,8 @@ def shared_loss(logs: Any) -> Any:
     """The "loss" a class style's ``shared_step`` returned, or a clear error."""
     if not isinstance(logs, dict) or "loss" not in logs:
         got = list(logs) if isinstance(logs, dict) else type(logs).__name__
-        raise FitkitValueError(f"shared_step must return a dict with a 'loss' entry (the "
-                               f"value to minimise) and any other logs; got {got}.")
+        raise FitkitValueError(
+            f"shared_step must return a dict with a 'loss' entry (the "
+            f"value to minimise) and any other logs; got {got}."
+        )
     return logs["loss"]

@@ -4,6 +4,7 @@ Owns the position of a fit (``FitState``), the host RNGs (python, numpy), and th
 whole training state into numpy arrays and JSON that checkpoint.save_state writes. Each
 backend's state.py captures its own network, optimizer, metric states and RNGs.
 """
+
 from __future__ import annotations
 
 import random
@@ -20,19 +21,19 @@ class FitState:
     """Where a fit is: what a backup records and a resumed fit starts from."""
 
     epochs: int = 0
-    epoch: int = 0              # the epoch running (0-based)
-    step: int = 0               # steps done in it
-    global_step: int = 0        # steps done since the fit began (over all epochs)
+    epoch: int = 0  # the epoch running (0-based)
+    step: int = 0  # steps done in it
+    global_step: int = 0  # steps done since the fit began (over all epochs)
     epoch_rng: dict = field(default_factory=dict)  # RNGs as this epoch's pass began
-    pass_step: int = 0          # steps_per_epoch: steps of the open pass before this epoch
-    stream: Any = None          # steps_per_epoch: streams.Stream, the pass across epochs
+    pass_step: int = 0  # steps_per_epoch: steps of the open pass before this epoch
+    stream: Any = None  # steps_per_epoch: streams.Stream, the pass across epochs
     warned_validation: bool = False  # finite.check_validation warns once a fit
-    resume_step: int | None = None   # a resumed fit: steps of ``epoch`` already done
-    interrupted: str | None = None   # where a Ctrl-C or an error stopped the fit
+    resume_step: int | None = None  # a resumed fit: steps of ``epoch`` already done
+    interrupted: str | None = None  # where a Ctrl-C or an error stopped the fit
     completed: bool = False
-    keys_checked: bool = True        # monitored keys checked against the logs
-    loop: Any = None                 # the running epoch's steps.StepLoop
-    saved: Any = None                # (arrays, meta) loaded by hand, applied again at fit
+    keys_checked: bool = True  # monitored keys checked against the logs
+    loop: Any = None  # the running epoch's steps.StepLoop
+    saved: Any = None  # (arrays, meta) loaded by hand, applied again at fit
     sources: dict = field(default_factory=dict)  # "train" / "val": the fit's batch sources
 
 
@@ -40,12 +41,14 @@ def host_rng_state() -> dict[str, np.ndarray]:
     """python's and numpy's global RNGs as arrays."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    return {"rng/python": np.asarray(internal, dtype=np.uint64),
-            "rng/python_meta": np.asarray([version, -1 if gauss is None else 0], np.int64),
-            "rng/python_gauss": np.asarray([0.0 if gauss is None else gauss], np.float64),
-            "rng/numpy": np.asarray(keys, dtype=np.uint32),
-            "rng/numpy_meta": np.asarray([pos, has_gauss], np.int64),
-            "rng/numpy_gauss": np.asarray([cached], np.float64)}
+    return {
+        "rng/python": np.asarray(internal, dtype=np.uint64),
+        "rng/python_meta": np.asarray([version, -1 if gauss is None else 0], np.int64),
+        "rng/python_gauss": np.asarray([0.0 if gauss is None else gauss], np.float64),
+        "rng/numpy": np.asarray(keys, dtype=np.uint32),
+        "rng/numpy_meta": np.asarray([pos, has_gauss], np.int64),
+        "rng/numpy_gauss": np.asarray([cached], np.float64),
+    }
 
 
 def set_host_rng_state(arrays: dict[str, np.ndarray]) -> None:
@@ -53,16 +56,19 @@ def set_host_rng_state(arrays: dict[str, np.ndarray]) -> None:
     gauss = None if no_gauss == -1 else float(arrays["rng/python_gauss"][0])
     random.setstate((version, tuple(int(v) for v in arrays["rng/python"]), gauss))
     pos, has_gauss = (int(v) for v in arrays["rng/numpy_meta"])
-    np.random.set_state(("MT19937", arrays["rng/numpy"], pos, has_gauss,
-                         float(arrays["rng/numpy_gauss"][0])))
+    np.random.set_state(
+        ("MT19937", arrays["rng/numpy"], pos, has_gauss, float(arrays["rng/numpy_gauss"][0]))
+    )
 
 
 def same_rngs(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two RNG snapshots (arrays, CPU tensors, tuples) hold the same states."""
     return a.keys() == b.keys() and all(
-        a[k] == b[k] if isinstance(a[k], tuple) else np.array_equal(np.asarray(a[k]),
-                                                                    np.asarray(b[k]))
-        for k in a)
+        a[k] == b[k]
+        if isinstance(a[k], tuple)
+        else np.array_equal(np.asarray(a[k]), np.asarray(b[k]))
+        for k in a
+    )
 
 
 def source_arrays(state: FitState, mid_epoch: bool) -> dict[str, np.ndarray]:
@@ -109,11 +115,13 @@ def check_same(what: str, saved: list, own: list, path_hint: str = "") -> None:
         raise FitkitValueError(
             f"The checkpoint's {what} do not match this model's{path_hint}: it lacks {missing} "
             f"and has {extra} (name, shape). Build and compile the same network as the run "
-            f"that saved it; nothing was restored.")
+            f"that saved it; nothing was restored."
+        )
 
 
-def save_shared(adapter: Any, arrays: dict[str, np.ndarray], meta: dict,
-                rngs: dict[str, np.ndarray]) -> None:
+def save_shared(
+    adapter: Any, arrays: dict[str, np.ndarray], meta: dict, rngs: dict[str, np.ndarray]
+) -> None:
     """The parts of a training state both backends save alike: the schedule's state, a
     pending accumulation window, the RNGs."""
     meta["scheduler"] = adapter.scheduler.state_dict()
@@ -122,8 +130,7 @@ def save_shared(adapter: Any, arrays: dict[str, np.ndarray], meta: dict,
     arrays.update(rngs)
 
 
-def load_shared(adapter: Any, arrays: dict[str, np.ndarray], meta: dict,
-                set_rngs: Any) -> None:
+def load_shared(adapter: Any, arrays: dict[str, np.ndarray], meta: dict, set_rngs: Any) -> None:
     """Restore what ``save_shared`` saved (``set_rngs``: the backend's RNG setter)."""
     if meta.get("scheduler") is not None:
         adapter.scheduler.load_state_dict(meta["scheduler"])

@@ -6,6 +6,7 @@ What goes into a file is the callers' (checkpoint.py's training state, the adapt
 modules); this module only makes sure reading never hangs or balloons and writing never
 leaves a half-written file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,13 +14,20 @@ import os
 import stat
 import uuid
 import zipfile
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from .errors import FitkitValueError
 
 
-def atomic_write(path: str, write: Callable[[str], Any], *, suffix: str = ".tmp",
-                 example: str = "weights.pt", what: str = "weights") -> None:
+def atomic_write(
+    path: str,
+    write: Callable[[str], Any],
+    *,
+    suffix: str = ".tmp",
+    example: str = "weights.pt",
+    what: str = "weights",
+) -> None:
     """``write(tmp)`` to a temp file next to ``path``, then rename it over ``path``.
 
     A crash leaves the old file (or none), never a half-written one; missing folders are made.
@@ -31,20 +39,26 @@ def atomic_write(path: str, write: Callable[[str], Any], *, suffix: str = ".tmp"
     file (``.<name>.<8 hex><suffix>``) behind: it is never read, and safe to delete.
     """
     if os.path.isdir(path):
-        raise FitkitValueError(f"Cannot save {what} to {path!r}: it is a folder. Give a file "
-                               f"path, e.g. {os.path.join(path, example)!r}.")
+        raise FitkitValueError(
+            f"Cannot save {what} to {path!r}: it is a folder. Give a file "
+            f"path, e.g. {os.path.join(path, example)!r}."
+        )
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise FitkitValueError(f"Cannot save {what} to {path!r}: {folder!r} is a file, not a "
-                               f"folder. Choose another path.")
+        raise FitkitValueError(
+            f"Cannot save {what} to {path!r}: {folder!r} is a file, not a "
+            f"folder. Choose another path."
+        )
     base = os.path.basename(path)
     tmp = os.path.join(folder, f".{base}.{uuid.uuid4().hex[:8]}{suffix}")
     try:
         os.makedirs(folder, exist_ok=True)
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as err:
-        raise FitkitValueError(f"Cannot save {what} to {path!r}: {err.strerror or err} "
-                               f"({folder!r}). Choose a writable folder.") from err
+        raise FitkitValueError(
+            f"Cannot save {what} to {path!r}: {err.strerror or err} "
+            f"({folder!r}). Choose a writable folder."
+        ) from err
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -55,10 +69,15 @@ def atomic_write(path: str, write: Callable[[str], Any], *, suffix: str = ".tmp"
         os.replace(tmp, path)
         _sync_folder(folder)
     except OSError as err:
-        hint = (" Free some space (or raise the file size limit) and save again." if
-                err.errno in (28, 27, 122) else "")  # ENOSPC, EFBIG, EDQUOT
-        raise FitkitValueError(f"Could not write {what} to {path!r}: {err.strerror or err}. "
-                               f"Any previous file there is unchanged.{hint}") from err
+        hint = (
+            " Free some space (or raise the file size limit) and save again."
+            if err.errno in (28, 27, 122)
+            else ""
+        )  # ENOSPC, EFBIG, EDQUOT
+        raise FitkitValueError(
+            f"Could not write {what} to {path!r}: {err.strerror or err}. "
+            f"Any previous file there is unchanged.{hint}"
+        ) from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -86,7 +105,7 @@ def bytes_to(tmp: str, data: bytes) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -136,8 +155,9 @@ def sniff(path: str) -> str | None:
     return None
 
 
-def readable_kind(path: str, what: str = "weights", saver: str = "model.save_weights"
-                  ) -> str | None:
+def readable_kind(
+    path: str, what: str = "weights", saver: str = "model.save_weights"
+) -> str | None:
     """The sniffed format of an existing, readable regular ``what`` file; else a
     FitkitValueError naming the cause (missing, a folder, not a regular file, unreadable).
 
@@ -146,26 +166,36 @@ def readable_kind(path: str, what: str = "weights", saver: str = "model.save_wei
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise FitkitValueError(f"No {what} file at {path!r}; check the path "
-                               f"(save one with {saver}).") from None
+        raise FitkitValueError(
+            f"No {what} file at {path!r}; check the path (save one with {saver})."
+        ) from None
     except OSError as err:
-        raise FitkitValueError(f"Cannot read the {what} file {path!r}: "
-                               f"{err.strerror or err}.") from err
+        raise FitkitValueError(
+            f"Cannot read the {what} file {path!r}: {err.strerror or err}."
+        ) from err
     if stat.S_ISDIR(mode):
         raise FitkitValueError(f"{path!r} is a folder, not a {what} file; give the file's path.")
     if not stat.S_ISREG(mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if
-                stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "not a regular file")
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )
         link = f" (it links to {os.path.realpath(path)!r})" if os.path.islink(path) else ""
         raise FitkitValueError(
             f"{path!r} is {kind}{link}, not a regular {what} file; it was not opened (reading "
-            f"it could wait forever). Give the path of a file saved by {saver}.")
+            f"it could wait forever). Give the path of a file saved by {saver}."
+        )
     try:
         return sniff(path)
     except OSError as err:
-        raise FitkitValueError(f"Cannot read the {what} file {path!r}: "
-                               f"{err.strerror or err}.") from err
+        raise FitkitValueError(
+            f"Cannot read the {what} file {path!r}: {err.strerror or err}."
+        ) from err
 
 
 def unbounded_member(path: str, archive: zipfile.ZipFile) -> str | None:
@@ -177,8 +207,9 @@ def unbounded_member(path: str, archive: zipfile.ZipFile) -> str | None:
     for info in archive.infolist():
         if info.compress_type != zipfile.ZIP_STORED:
             return f"its member {info.filename!r} is compressed"
-        if info.compress_size != info.file_size or \
-                info.header_offset + info.compress_size > size:
-            return (f"its member {info.filename!r} declares {info.file_size} bytes, more than "
-                    f"the file holds")
+        if info.compress_size != info.file_size or info.header_offset + info.compress_size > size:
+            return (
+                f"its member {info.filename!r} declares {info.file_size} bytes, more than "
+                f"the file holds"
+            )
     return None

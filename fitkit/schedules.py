@@ -2,6 +2,7 @@
 numbers on both backends. The hooks the fit loop calls are scheduling.py's; native schedulers
 and setting an optimizer's rate belong to fitkit/{torch,tf}/schedules.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,15 +12,28 @@ from typing import Any
 
 from .errors import FitkitValueError
 
-__all__ = ["Schedule", "Constant", "CosineDecay", "WarmupCosine", "ExponentialDecay", "StepDecay",
-           "OneCycle"]
+__all__ = [
+    "Constant",
+    "CosineDecay",
+    "ExponentialDecay",
+    "OneCycle",
+    "Schedule",
+    "StepDecay",
+    "WarmupCosine",
+]
 
 # The operations a formula may use. A formula is ``rate(t, base_lr, horizon, ops)``: with
 # HOST_OPS it is plain Python (floats); with fitkit.tf.schedules.GRAPH_OPS (keras.ops) it
 # runs inside a TensorFlow graph, where t and horizon are tensors.
 HOST_OPS = SimpleNamespace(
-    pi=math.pi, cos=math.cos, floor=math.floor, power=math.pow, minimum=min, maximum=max,
-    where=lambda cond, a, b: a if cond else b)
+    pi=math.pi,
+    cos=math.cos,
+    floor=math.floor,
+    power=math.pow,
+    minimum=min,
+    maximum=max,
+    where=lambda cond, a, b: a if cond else b,
+)
 
 
 class Schedule:
@@ -50,16 +64,29 @@ class Schedule:
         return float(self.rate(float(t), float(base_lr), float(horizon or 1), HOST_OPS))
 
 
-def _check(name: str, value: Any, *, low: float = 0.0, strict: bool = True,
-           high: float | None = None, optional: bool = False) -> None:
+def _check(
+    name: str,
+    value: Any,
+    *,
+    low: float = 0.0,
+    strict: bool = True,
+    high: float | None = None,
+    optional: bool = False,
+) -> None:
     if value is None and optional:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        (value > low if strict else value >= low) and (high is None or value <= high)
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value > low if strict else value >= low)
+        and (high is None or value <= high)
+    )
     if not ok:
         bound = f"{'>' if strict else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-        raise FitkitValueError(f"{name} must be a number {bound}"
-                               f"{' or None (the whole fit)' if optional else ''}; got {value!r}.")
+        raise FitkitValueError(
+            f"{name} must be a number {bound}"
+            f"{' or None (the whole fit)' if optional else ''}; got {value!r}."
+        )
 
 
 @dataclass(frozen=True)
@@ -112,8 +139,15 @@ class CosineDecay(Schedule):
         return self.decay_steps is None
 
     def rate(self, t, base_lr, horizon, ops):
-        return _cosine(t, base_lr, horizon, ops, warm=float(self.warmup_steps),
-                       decay_steps=self.decay_steps, alpha=self.alpha)
+        return _cosine(
+            t,
+            base_lr,
+            horizon,
+            ops,
+            warm=float(self.warmup_steps),
+            decay_steps=self.decay_steps,
+            alpha=self.alpha,
+        )
 
 
 @dataclass(frozen=True)
@@ -146,10 +180,14 @@ class WarmupCosine(Schedule):
         return self.decay_steps is None or self.warmup_steps is None
 
     def rate(self, t, base_lr, horizon, ops):
-        warm = float(self.warmup_steps) if self.warmup_steps is not None else \
-            ops.maximum(ops.floor(self.warmup_pct * horizon + 0.5), 1.0)
-        return _cosine(t, base_lr, horizon, ops, warm=warm, decay_steps=self.decay_steps,
-                       alpha=self.alpha)
+        warm = (
+            float(self.warmup_steps)
+            if self.warmup_steps is not None
+            else ops.maximum(ops.floor(self.warmup_pct * horizon + 0.5), 1.0)
+        )
+        return _cosine(
+            t, base_lr, horizon, ops, warm=warm, decay_steps=self.decay_steps, alpha=self.alpha
+        )
 
 
 @dataclass(frozen=True)
@@ -207,8 +245,11 @@ class StepDecay(Schedule):
         return self.step_size is None
 
     def rate(self, t, base_lr, horizon, ops):
-        size = float(self.step_size) if self.step_size is not None else \
-            ops.maximum(ops.floor(horizon / 3.0), 1.0)
+        size = (
+            float(self.step_size)
+            if self.step_size is not None
+            else ops.maximum(ops.floor(horizon / 3.0), 1.0)
+        )
         return base_lr * ops.power(float(self.gamma), ops.floor(t / size))
 
 
@@ -234,8 +275,9 @@ class OneCycle(Schedule):
         _check("OneCycle div_factor", self.div_factor)
         _check("OneCycle final_div_factor", self.final_div_factor)
         if self.anneal_strategy not in ("cos", "linear"):
-            raise FitkitValueError(f"OneCycle anneal_strategy must be 'cos' or 'linear'; got "
-                                   f"{self.anneal_strategy!r}.")
+            raise FitkitValueError(
+                f"OneCycle anneal_strategy must be 'cos' or 'linear'; got {self.anneal_strategy!r}."
+            )
 
     @property
     def needs_horizon(self) -> bool:
@@ -258,5 +300,6 @@ class OneCycle(Schedule):
 
 
 SCHEDULES: dict[str, type[Schedule]] = {
-    cls.name: cls for cls in (CosineDecay, ExponentialDecay, StepDecay, OneCycle,
-                              WarmupCosine, Constant)}
+    cls.name: cls
+    for cls in (CosineDecay, ExponentialDecay, StepDecay, OneCycle, WarmupCosine, Constant)
+}

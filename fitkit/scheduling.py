@@ -3,6 +3,7 @@ and what both backends' schedulers share: reading compile's lr_schedule, JSON-ab
 
 The formulas are schedules.py's; each backend's schedules.py sets its optimizer's rate.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,15 +24,19 @@ def portable(spec: Any) -> Schedule | None:
     if isinstance(spec, str):
         key = spec.strip().lower().replace("-", "_").replace("onecycle", "one_cycle")
         if key not in SCHEDULES:
-            raise FitkitValueError(f"Unknown lr_schedule {spec!r}; the portable names are "
-                                   f"{', '.join(repr(n) for n in SCHEDULES)}.")
+            raise FitkitValueError(
+                f"Unknown lr_schedule {spec!r}; the portable names are "
+                f"{', '.join(repr(n) for n in SCHEDULES)}."
+            )
         return SCHEDULES[key]()
     return None
 
 
-PORTABLE_KINDS = (f"a portable name ({', '.join(repr(n) for n in SCHEDULES)}), a "
-                  f"fitkit.schedules object (CosineDecay, ExponentialDecay, StepDecay, OneCycle, "
-                  f"WarmupCosine, Constant)")
+PORTABLE_KINDS = (
+    f"a portable name ({', '.join(repr(n) for n in SCHEDULES)}), a "
+    f"fitkit.schedules object (CosineDecay, ExponentialDecay, StepDecay, OneCycle, "
+    f"WarmupCosine, Constant)"
+)
 
 
 def foreign(spec: Any) -> str | None:
@@ -41,14 +46,17 @@ def foreign(spec: Any) -> str | None:
         module = getattr(cls, "__module__", "") or ""
         if module.startswith("torch.optim.lr_scheduler"):
             return "torch"
-        if module.startswith(("keras", "tf_keras", "tensorflow")) and \
-                cls.__name__ == "LearningRateSchedule":
+        if (
+            module.startswith(("keras", "tf_keras", "tensorflow"))
+            and cls.__name__ == "LearningRateSchedule"
+        ):
             return "keras"
     return None
 
 
 def json_state(state: Any, owner: str) -> Any:
     """``state`` with tuples as lists, checked to be JSON-able; a clear error if it is not."""
+
     def plain(value: Any, where: str) -> Any:
         if isinstance(value, dict):
             return {str(k): plain(v, f"{where}[{k!r}]") for k, v in value.items()}
@@ -61,7 +69,9 @@ def json_state(state: Any, owner: str) -> Any:
         raise FitkitTypeError(
             f"The state of {owner} cannot be saved: {where} is a {type(value).__name__}, not "
             f"a number, string or list. Use a built-in scheduler, or one whose state_dict() "
-            f"holds plain values.")
+            f"holds plain values."
+        )
+
     out = plain(state, "state")
     json.dumps(out)
     return out
@@ -93,8 +103,10 @@ class Scheduler:
 
     def load_state_dict(self, state: dict) -> None:
         if state:
-            raise FitkitValueError(f"This model has no lr_schedule, but the saved state has one "
-                                   f"({state.get('kind')!r}); compile with the same lr_schedule.")
+            raise FitkitValueError(
+                f"This model has no lr_schedule, but the saved state has one "
+                f"({state.get('kind')!r}); compile with the same lr_schedule."
+            )
 
 
 class PortableScheduler(Scheduler):
@@ -110,9 +122,9 @@ class PortableScheduler(Scheduler):
         self.schedule, self.every, self.monitor = schedule, every, None
         self.base_lrs = [float(b) for b in base_lrs]
         self.horizon: int | None = None
-        self.t = 0                       # the step whose rate is set now
+        self.t = 0  # the step whose rate is set now
         self._steps: int | None = None
-        self._anchored = True            # False from begin() to the fit's first epoch_begin
+        self._anchored = True  # False from begin() to the fit's first epoch_begin
         self._loaded: int | None = None  # a position loaded before begin(), for it to reuse
 
     def begin(self, epochs: int, steps_per_epoch: int | None) -> None:
@@ -125,7 +137,8 @@ class PortableScheduler(Scheduler):
                 f"lr_schedule={self.schedule!r} with lr_schedule_every='batch' runs to the end "
                 f"of the fit, whose length in batches is not known here: pass steps_per_epoch "
                 f"to fit, or give the schedule its own length (e.g. CosineDecay(decay_steps="
-                f"1000)), or use lr_schedule_every='epoch'.")
+                f"1000)), or use lr_schedule_every='epoch'."
+            )
         else:
             horizon = None
         self.horizon, self._steps = horizon, steps_per_epoch
@@ -158,19 +171,25 @@ class PortableScheduler(Scheduler):
         group keeps its ratio to group 0 at compile (so ``OneCycle(max_lr=...)``, an absolute
         rate, is group 0's peak and the others scale with it)."""
         first, base = self.rate(t, self.base_lrs[0]), self.base_lrs[0]
-        return [first] + [first * (b / base) if base else self.rate(t, b)
-                          for b in self.base_lrs[1:]]
+        return [first] + [
+            first * (b / base) if base else self.rate(t, b) for b in self.base_lrs[1:]
+        ]
 
     def state_dict(self) -> dict:
-        return {"kind": "portable", "schedule": repr(self.schedule), "every": self.every,
-                "t": int(self._position())}
+        return {
+            "kind": "portable",
+            "schedule": repr(self.schedule),
+            "every": self.every,
+            "t": int(self._position()),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("kind") != "portable" or state.get("every") != self.every:
             raise FitkitValueError(
                 f"The saved lr_schedule state ({state.get('kind')!r}, every="
                 f"{state.get('every')!r}) does not match this model's ({self.schedule!r}, "
-                f"every={self.every!r}); compile with the lr_schedule the state was saved with.")
+                f"every={self.every!r}); compile with the lr_schedule the state was saved with."
+            )
         if self.every == "batch":
             self._loaded, self._anchored = int(state["t"]), True
             self._seek(self._loaded)

@@ -5,21 +5,22 @@ epoch skeleton the function-style loops share; formatting is display.py's, steps
 (or fitkit.torch.loops / fitkit.tf.loops). Backend-free: a framework is touched only through
 the tensors it is handed, never imported here unless such a tensor arrives.
 """
+
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from numbers import Integral, Number
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 from .display import dated_rule, epoch_line, step_line
 from .errors import FitkitTypeError, FitkitValueError
 from .history import History
 
-__all__ = ["Mean", "EpochLogs", "History", "print_rule", "print_step", "print_epoch"]
+__all__ = ["EpochLogs", "History", "Mean", "print_epoch", "print_rule", "print_step"]
 
 
 def _framework(value: Any) -> str:
-    """"torch", "tensorflow" or "" (a host value), read from the value's type, no import."""
+    """ "torch", "tensorflow" or "" (a host value), read from the value's type, no import."""
     root = type(value).__module__.split(".")[0]
     return root if root in ("torch", "tensorflow") else ""
 
@@ -44,8 +45,10 @@ def _batch_value(value: Any) -> Any:
         return float(value)
     if hasattr(value, "mean") and hasattr(value, "shape"):  # a numpy array or scalar
         return float(value.mean())
-    raise FitkitTypeError(f"A logged value must be a number or a torch / TensorFlow tensor; "
-                          f"got {type(value).__name__}.")
+    raise FitkitTypeError(
+        f"A logged value must be a number or a torch / TensorFlow tensor; "
+        f"got {type(value).__name__}."
+    )
 
 
 def _add(total: Any, value: Any, n: int) -> Any:
@@ -70,8 +73,11 @@ def read_floats(values: list) -> list[float]:
             import torch
 
             same = len({(v.device, v.dtype) for v in group}) == 1
-            read = (torch.stack(group).tolist() if same  # host sync
-                    else [v.item() for v in group])  # host sync: mixed devices
+            read = (
+                torch.stack(group).tolist()
+                if same  # host sync
+                else [v.item() for v in group]
+            )  # host sync: mixed devices
         else:
             import tensorflow as tf
 
@@ -199,6 +205,7 @@ def print_epoch(epoch: int, logs: Mapping[str, float]) -> None:
 
 # ------------------------------------------------------- the function-style loops' skeleton
 
+
 def model_attribute(model: Any, name: str, example: str) -> Any:
     """``model.<name>`` as the tutorial's function style sets it, or an error naming the fix."""
     value = getattr(model, name, None)
@@ -206,7 +213,8 @@ def model_attribute(model: Any, name: str, example: str) -> Any:
         raise FitkitValueError(
             f"model.{name} is not set. The function style reads the optimizer, the loss and "
             f"the metric from attributes of the network; set it before training, e.g. "
-            f"model.{name} = {example}")
+            f"model.{name} = {example}"
+        )
     return value
 
 
@@ -214,9 +222,11 @@ def metric_name_of(model: Any) -> str:
     """``model.metric_name``, "metric" when it is not set; refuses names that clash in logs."""
     name = getattr(model, "metric_name", None) or "metric"
     if not isinstance(name, str) or name == "loss" or name.startswith("val_"):
-        raise FitkitValueError(f"model.metric_name names the metric's column (e.g. 'accuracy'); "
-                               f"it must be a string other than 'loss' and not start with "
-                               f"'val_'; got {name!r}.")
+        raise FitkitValueError(
+            f"model.metric_name names the metric's column (e.g. 'accuracy'); "
+            f"it must be a string other than 'loss' and not start with "
+            f"'val_'; got {name!r}."
+        )
     return name
 
 
@@ -234,31 +244,38 @@ def check_loop_args(epochs: Any, dl_train: Any, dl_valid: Any, log_step_freq: An
     """train_model's arguments, checked before anything runs."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise FitkitValueError(f"epochs must be an int >= 1; got {epochs!r}.")
-    if log_step_freq is not None and (isinstance(log_step_freq, bool)
-                                      or not isinstance(log_step_freq, int) or log_step_freq < 1):
-        raise FitkitValueError(f"log_step_freq must be an int >= 1 (steps between step logs), "
-                               f"or None for no step logs; got {log_step_freq!r}.")
+    if log_step_freq is not None and (
+        isinstance(log_step_freq, bool) or not isinstance(log_step_freq, int) or log_step_freq < 1
+    ):
+        raise FitkitValueError(
+            f"log_step_freq must be an int >= 1 (steps between step logs), "
+            f"or None for no step logs; got {log_step_freq!r}."
+        )
     for name, data in (("dl_train", dl_train), ("dl_valid", dl_valid)):
         if data is None and name == "dl_valid":
             continue
         if not isinstance(data, Iterable):
             raise FitkitTypeError(
                 f"{name} must be an iterable of (features, labels) batches (a DataLoader, a "
-                f"tf.data.Dataset, a list of pairs); got {type(data).__name__}.")
+                f"tf.data.Dataset, a list of pairs); got {type(data).__name__}."
+            )
         if isinstance(data, Iterator) and (epochs > 1 or name == "dl_valid"):
             raise FitkitValueError(
                 f"{name} is a one-shot iterator (a generator), which is empty after one pass. "
                 f"Pass something that can be iterated once per epoch: a list of batches, a "
-                f"DataLoader or a tf.data.Dataset.")
+                f"DataLoader or a tf.data.Dataset."
+            )
 
 
 def _pair(batch: Any, name: str) -> tuple[Any, Any]:
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
     what = f"{len(batch)} items" if isinstance(batch, (tuple, list)) else type(batch).__name__
-    raise FitkitValueError(f"{name} yielded {what}; the function style takes (features, labels) "
-                           f"pairs, as a DataLoader over TensorDataset(x, y) or "
-                           f"tf.data.Dataset.from_tensor_slices((x, y)) yields them.")
+    raise FitkitValueError(
+        f"{name} yielded {what}; the function style takes (features, labels) "
+        f"pairs, as a DataLoader over TensorDataset(x, y) or "
+        f"tf.data.Dataset.from_tensor_slices((x, y)) yields them."
+    )
 
 
 def _run(phase: Phase, data: Iterable, name: str, epoch: int, log_step_freq: int | None) -> dict:
@@ -273,8 +290,15 @@ def _run(phase: Phase, data: Iterable, name: str, epoch: int, log_step_freq: int
     return phase.result()  # host sync: the epoch's values
 
 
-def epoch_loop(train: Phase, valid: Phase | None, *, epochs: int, dl_train: Iterable,
-               dl_valid: Iterable | None, log_step_freq: int | None) -> History:
+def epoch_loop(
+    train: Phase,
+    valid: Phase | None,
+    *,
+    epochs: int,
+    dl_train: Iterable,
+    dl_valid: Iterable | None,
+    log_step_freq: int | None,
+) -> History:
     """What ``train_model`` runs on both backends: the tutorial's printout around the epochs;
     device values are read only at step logs and epoch ends (each Phase's ``result``)."""
     history = History()

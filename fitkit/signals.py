@@ -5,6 +5,7 @@ process then ends by SIGTERM as it would have without fitkit.
 Owns the handler (installed in the main thread, only while fit runs) and the boundary check;
 what a stop records is fitting.py's, what a backup holds callbacks/backup.py's.
 """
+
 from __future__ import annotations
 
 import _thread
@@ -46,9 +47,11 @@ def sigterm_timeout() -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:  # NaN too
-        raise FitkitValueError(f"{TIMEOUT_ENV}={raw!r}: give a number of seconds >= 0 (how "
-                               f"long fit may take to reach a step boundary after SIGTERM; "
-                               f"0 stops at once), or unset it for {TIMEOUT_S:g}.")
+        raise FitkitValueError(
+            f"{TIMEOUT_ENV}={raw!r}: give a number of seconds >= 0 (how "
+            f"long fit may take to reach a step boundary after SIGTERM; "
+            f"0 stops at once), or unset it for {TIMEOUT_S:g}."
+        )
     return value
 
 
@@ -107,14 +110,21 @@ class StopOnSigterm:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.pending or self.timeout == 0:  # a second SIGTERM, or no time to wait: now
-            why = (f"no step boundary within {self.timeout:g} s of SIGTERM ({TIMEOUT_ENV})"
-                   if self.expired else "a second SIGTERM" if self.pending
-                   else f"{TIMEOUT_ENV}=0")
+            why = (
+                f"no step boundary within {self.timeout:g} s of SIGTERM ({TIMEOUT_ENV})"
+                if self.expired
+                else "a second SIGTERM"
+                if self.pending
+                else f"{TIMEOUT_ENV}=0"
+            )
             self.pending = True
             self._cancel_timer()
             self._restore()  # a further SIGTERM ends the process at once
-            print(f"\nfit: {why}: stopping now, not at a step boundary (no backup at the "
-                  f"signal).", file=sys.stderr, flush=True)
+            print(
+                f"\nfit: {why}: stopping now, not at a step boundary (no backup at the signal).",
+                file=sys.stderr,
+                flush=True,
+            )
             raise Terminated(at_boundary=False)
         self.pending = True
         if self.timeout != float("inf"):  # inf: wait for the boundary however long it takes
@@ -174,8 +184,14 @@ def _sigaction(new: Any = None) -> Any:
         buffer = ctypes.create_string_buffer(512)  # larger than any struct sigaction
         if new is not None:
             buffer.raw = new
-        if libc.sigaction(signal.SIGTERM, buffer if new is not None else None,
-                          None if new is not None else buffer) != 0:
+        if (
+            libc.sigaction(
+                signal.SIGTERM,
+                buffer if new is not None else None,
+                None if new is not None else buffer,
+            )
+            != 0
+        ):
             return None
         return buffer.raw
     except (OSError, AttributeError, TypeError, ValueError):  # no libc sigaction (Windows)
@@ -199,4 +215,3 @@ def at_boundary() -> None:
     watch = _ACTIVE[-1] if _ACTIVE else None
     if watch is not None and watch.pending and watch.thread == threading.get_ident():
         watch.stop_here()
-

@@ -5,11 +5,12 @@ generator continues across epochs; peeking does not lose a batch) and which of t
 their own batches (fit's batch_size is refused with those). Adapters supply the raw
 iterable and the leaf conversion (tensors, dtypes, devices).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
-from collections.abc import Iterable, Iterator
-from typing import Any, Callable
+from typing import Any
 
 from .arrays import is_number_list, is_structure_of_arrays, map_structure
 from .errors import FitkitValueError
@@ -41,9 +42,11 @@ def unpack(batch: Any) -> tuple[Any, Any, Any]:
 
 
 def class_weight_needs_one_output(y: Any) -> str:
-    return (f"class_weight works with one output's targets; y is a {type(y).__name__} "
-            f"(several outputs). Pass sample_weight=... built from the classes you want "
-            f"weighted instead.")
+    return (
+        f"class_weight works with one output's targets; y is a {type(y).__name__} "
+        f"(several outputs). Pass sample_weight=... built from the classes you want "
+        f"weighted instead."
+    )
 
 
 def check_iterable(data: Any) -> None:
@@ -58,8 +61,10 @@ def map_style_dataset(data: Any) -> bool:
     """A torch map-style Dataset (fitkit batches it with ``batch_size``), told by its classes
     so torch is not imported; a DataLoader or an IterableDataset is not one."""
     classes = {(c.__module__, c.__name__) for c in type(data).__mro__}
-    return ("torch.utils.data.dataset", "Dataset") in classes and \
-        ("torch.utils.data.dataset", "IterableDataset") not in classes
+    return ("torch.utils.data.dataset", "Dataset") in classes and (
+        "torch.utils.data.dataset",
+        "IterableDataset",
+    ) not in classes
 
 
 def own_batch_size(data: Any) -> int | None:
@@ -104,8 +109,7 @@ def checked_batch_size(x: Any, batch_size: int | None, call: str) -> int:
     batched with it."""
     if batch_size is None:
         return DEFAULT_BATCH_SIZE
-    if x is None or is_structure_of_arrays(x) or is_number_list(x) or \
-            map_style_dataset(x):
+    if x is None or is_structure_of_arrays(x) or is_number_list(x) or map_style_dataset(x):
         return batch_size
     own = own_batch_size(x)
     own = f"batches of {own}" if own is not None else "batches of the size it was made with"
@@ -113,7 +117,10 @@ def checked_batch_size(x: Any, batch_size: int | None, call: str) -> int:
         f"{call}(batch_size={batch_size!r}) is for in-memory data, but x is a "
         f"{type(x).__name__}, which makes its own batches ({own}); batch_size would be "
         f"ignored. Drop batch_size, or set the size where the batches are made "
-        f"(DataLoader(..., batch_size=n), dataset.batch(n)).")
+        f"(DataLoader(..., batch_size=n), dataset.batch(n))."
+    )
+
+
 class DrawsFromFramework:
     """The random state of a source whose passes draw from the framework's RNGs alone
     (in-memory data): nothing of its own, so nothing for a backup to save."""
@@ -138,9 +145,16 @@ class IterableSource:
     """
 
     predicts_in_chunks = False  # predict runs one batch per call
-    def __init__(self, data: Any, convert: Callable[[Any], Any], *,
-                 restart: Callable[[], Iterable] | None = None,
-                 weigh: Callable[[Any], Any] | None = None, own_rng: Any = None) -> None:
+
+    def __init__(
+        self,
+        data: Any,
+        convert: Callable[[Any], Any],
+        *,
+        restart: Callable[[], Iterable] | None = None,
+        weigh: Callable[[Any], Any] | None = None,
+        own_rng: Any = None,
+    ) -> None:
         self.data, self.convert, self.weigh = data, convert, weigh
         self.own_rng = own_rng
         self.one_shot = isinstance(data, Iterator)  # a generator: it continues across epochs
@@ -149,7 +163,7 @@ class IterableSource:
         self._pending: list = []
         self._opened: Iterator | None = None  # a pass begun by peek(), resumed by the next
         self._opened_state: dict = {}  # what the peeked pass drew from
-        self._pass_state: dict = {}    # what the running pass drew from
+        self._pass_state: dict = {}  # what the running pass drew from
         self.input_map: Callable[[Any], Any] | None = None
         self.label_keys: Any = None  # hf.LabelKeys: dict batches' targets (split_labels)
 
@@ -193,8 +207,9 @@ class IterableSource:
     def __iter__(self) -> Iterator[tuple]:
         return map(self._batch, self._raw())
 
-    def batches(self, group: int = 1, limit: int | None = None,
-                skip: int | None = None) -> Iterator[tuple[Any, int]]:
+    def batches(
+        self, group: int = 1, limit: int | None = None, skip: int | None = None
+    ) -> Iterator[tuple[Any, int]]:
         """``(batch, 1)`` pairs for the step loop; loaders run one step per call.
 
         ``skip`` (a resumed epoch): a fresh pass whose first ``skip`` batches are dropped

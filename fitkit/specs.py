@@ -4,6 +4,7 @@ Owns the vocabulary (optimizer, loss and metric names, how a loss name says whet
 predictions are logits or probabilities, the base of fitkit.metrics objects and how metrics
 read targets). Adapters map these names to native objects.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,17 @@ from typing import Any
 from .errors import FitkitTypeError, FitkitValueError
 
 # Optimizers that torch.optim and keras.optimizers both ship, with Keras's defaults on both.
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "adamax", "adadelta",
-              "adafactor")
+OPTIMIZERS = (
+    "sgd",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "adagrad",
+    "nadam",
+    "adamax",
+    "adadelta",
+    "adafactor",
+)
 
 
 @dataclass(frozen=True)
@@ -36,26 +46,47 @@ LOSSES = {
     "bce": LossSpec("bce", "binary", False),
     "binary_crossentropy": LossSpec("bce", "binary", False),
     "categorical_crossentropy": LossSpec("categorical_crossentropy", "categorical", False),
-    "sparse_categorical_crossentropy": LossSpec(
-        "sparse_categorical_crossentropy", "sparse", False
-    ),
+    "sparse_categorical_crossentropy": LossSpec("sparse_categorical_crossentropy", "sparse", False),
     "kl_divergence": LossSpec("kl_divergence", "categorical", False),
     "poisson": LossSpec("poisson", "regression", False),
     "log_cosh": LossSpec("log_cosh", "regression", False),
     "hinge": LossSpec("hinge", "binary", True),  # scores, labels in {-1, 1} or {0, 1}
     "categorical_hinge": LossSpec("categorical_hinge", "categorical", True),
 }
-LOSS_ALIASES = {"mean_squared_error": "mse", "mean_absolute_error": "mae", "huber_loss": "huber",
-                "kld": "kl_divergence", "kullback_leibler_divergence": "kl_divergence",
-                "logcosh": "log_cosh"}
+LOSS_ALIASES = {
+    "mean_squared_error": "mse",
+    "mean_absolute_error": "mae",
+    "huber_loss": "huber",
+    "kld": "kl_divergence",
+    "kullback_leibler_divergence": "kl_divergence",
+    "logcosh": "log_cosh",
+}
 
 METRICS = (
-    "accuracy", "binary_accuracy", "sparse_categorical_accuracy", "categorical_accuracy",
-    "mae", "mse", "rmse", "auc", "precision", "recall", "f1_score", "r2_score",
-    "top_k_accuracy", "sparse_top_k_categorical_accuracy", "top_k_categorical_accuracy",
+    "accuracy",
+    "binary_accuracy",
+    "sparse_categorical_accuracy",
+    "categorical_accuracy",
+    "mae",
+    "mse",
+    "rmse",
+    "auc",
+    "precision",
+    "recall",
+    "f1_score",
+    "r2_score",
+    "top_k_accuracy",
+    "sparse_top_k_categorical_accuracy",
+    "top_k_categorical_accuracy",
 )
-METRIC_ALIASES = {"acc": "accuracy", "mean_absolute_error": "mae", "mean_squared_error": "mse",
-                  "root_mean_squared_error": "rmse", "f1": "f1_score", "r2": "r2_score"}
+METRIC_ALIASES = {
+    "acc": "accuracy",
+    "mean_absolute_error": "mae",
+    "mean_squared_error": "mse",
+    "root_mean_squared_error": "rmse",
+    "f1": "f1_score",
+    "r2": "r2_score",
+}
 
 
 AUC_BINS = 1000  # score histogram bins of the "auc" metric
@@ -64,14 +95,20 @@ AUC_BINS = 1000  # score histogram bins of the "auc" metric
 METRIC_CLASSES = {
     "accuracy": ("Accuracy", {"name": "accuracy"}),
     "binary_accuracy": ("Accuracy", {"name": "binary_accuracy", "task": "binary"}),
-    "sparse_categorical_accuracy": ("Accuracy", {"name": "sparse_categorical_accuracy",
-                                                 "task": "sparse"}),
+    "sparse_categorical_accuracy": (
+        "Accuracy",
+        {"name": "sparse_categorical_accuracy", "task": "sparse"},
+    ),
     "categorical_accuracy": ("Accuracy", {"name": "categorical_accuracy", "task": "categorical"}),
     "top_k_accuracy": ("TopKAccuracy", {"name": "top_k_accuracy", "k": 5}),  # labels as given
-    "sparse_top_k_categorical_accuracy": ("TopKAccuracy", {
-        "name": "sparse_top_k_categorical_accuracy", "k": 5, "task": "sparse"}),
-    "top_k_categorical_accuracy": ("TopKAccuracy", {
-        "name": "top_k_categorical_accuracy", "k": 5, "task": "categorical"}),
+    "sparse_top_k_categorical_accuracy": (
+        "TopKAccuracy",
+        {"name": "sparse_top_k_categorical_accuracy", "k": 5, "task": "sparse"},
+    ),
+    "top_k_categorical_accuracy": (
+        "TopKAccuracy",
+        {"name": "top_k_categorical_accuracy", "k": 5, "task": "categorical"},
+    ),
     "mae": ("ErrorMean", {"name": "mae", "kind": "mae"}),
     "mse": ("ErrorMean", {"name": "mse", "kind": "mse"}),
     "rmse": ("ErrorMean", {"name": "rmse", "kind": "rmse"}),
@@ -110,8 +147,7 @@ class MetricSpec:
         return f"{type(self).__name__}({', '.join([*args, f'name={self.name!r}'])})"
 
     def __eq__(self, other: object) -> bool:
-        return (type(other) is type(self) and other.name == self.name
-                and other.kwargs == self.kwargs)
+        return type(other) is type(self) and other.name == self.name and other.kwargs == self.kwargs
 
     def __hash__(self) -> int:
         return hash((type(self), self.name, tuple(sorted(self.kwargs.items()))))
@@ -120,8 +156,9 @@ class MetricSpec:
 _LABEL_FORMS = {"sparse": "integer class labels", "categorical": "one-hot rows"}
 
 
-def metric_task(metric: str, task: str | None, target_task: str,
-                threshold: float | None = None) -> str:
+def metric_task(
+    metric: str, task: str | None, target_task: str, threshold: float | None = None
+) -> str:
     """How a classification metric reads predictions: its own task, else the targets'.
 
     Refuses a metric made for the other label form (one-hot vs integer labels) and a
@@ -233,6 +270,7 @@ def _build_metric(item: Any, module: Any) -> Any:
 
 def _build_unweighted(item: Any, module: Any) -> Any:
     from .identifiers import KerasIdentifier  # it builds on this module's names
+
     if isinstance(item, KerasIdentifier):  # a Keras class name or serialized dict
         return _build_unweighted(module.from_keras(item), module)
     if isinstance(item, str):
@@ -244,9 +282,11 @@ def _build_unweighted(item: Any, module: Any) -> Any:
         return module.NativeMetric(item)
     if callable(item):
         return module.BatchMean(getattr(item, "__name__", "metric"), item)
-    raise FitkitTypeError(f"Unsupported metric {item!r}: use a name ({', '.join(METRICS)}), a "
-                          f"fitkit.metrics object (fitkit.metrics.TopKAccuracy(k=3)…), "
-                          f"{module.NATIVE_HINT}.")
+    raise FitkitTypeError(
+        f"Unsupported metric {item!r}: use a name ({', '.join(METRICS)}), a "
+        f"fitkit.metrics object (fitkit.metrics.TopKAccuracy(k=3)…), "
+        f"{module.NATIVE_HINT}."
+    )
 
 
 def _check_unique(names: list) -> None:

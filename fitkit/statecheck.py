@@ -6,27 +6,30 @@ Owns the backend-free parts (history, the fit's position, callbacks' and schedul
 the host RNGs, arrays no field claims) and the helpers each backend's ``state.check_state``
 uses for its own parts (network, optimizer, running logs, metric states, its RNGs).
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from numbers import Integral, Real
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .errors import FitkitValueError
 
 MISSING = object()
-_FIX = ("the file was edited or damaged, or not written by this fitkit. Nothing was restored; "
-        "load an unedited checkpoint, or save a new one with model.save_checkpoint")
+_FIX = (
+    "the file was edited or damaged, or not written by this fitkit. Nothing was restored; "
+    "load an unedited checkpoint, or save a new one with model.save_checkpoint"
+)
 
 
 # ---------------------------------------------------------------------- fields
 def bad(where: str, got: Any, wanted: str) -> FitkitValueError:
     """The error for header field ``meta<where>``: what it is, what it should be."""
     shown = "missing" if got is MISSING else f"{_short(got)}"
-    return FitkitValueError(f"its header field meta{where} is {shown}, expected {wanted}: "
-                            f"{_FIX}.")
+    return FitkitValueError(f"its header field meta{where} is {shown}, expected {wanted}: {_FIX}.")
 
 
 def _short(value: Any) -> str:
@@ -55,8 +58,13 @@ def is_names(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(n, str) for n in v) and len(set(v)) == len(v)
 
 
-def field(container: Any, key: Any, where: str, check: Callable[[Any], bool] | None = None,
-          wanted: str = "present") -> Any:
+def field(
+    container: Any,
+    key: Any,
+    where: str,
+    check: Callable[[Any], bool] | None = None,
+    wanted: str = "present",
+) -> Any:
     """``container[key]`` once it exists and passes ``check``; else ``bad``."""
     if isinstance(container, dict):
         value = container.get(key, MISSING)
@@ -69,8 +77,9 @@ def field(container: Any, key: Any, where: str, check: Callable[[Any], bool] | N
     return value
 
 
-def like(saved: Any, current: Any, where: str, same_lengths: bool = True,
-         exact_ints: bool = False) -> None:
+def like(
+    saved: Any, current: Any, where: str, same_lengths: bool = True, exact_ints: bool = False
+) -> None:
     """``saved`` has ``current``'s structure: the same keys, list lengths (unless
     ``same_lengths`` is False) and kinds of values (numbers, bools, strings; None stands for
     a number, a bool or None), so the code that loads it reads what it expects. With
@@ -104,18 +113,30 @@ def like(saved: Any, current: Any, where: str, same_lengths: bool = True,
             like(saved[str(k)], c, f"{where}[{str(k)!r}]", same_lengths, exact_ints)
 
 
-def array(arrays: dict, key: str, claimed: set, shape: tuple | None = None,
-          dtype: Any = None, kinds: str = "biuf") -> np.ndarray:
+def array(
+    arrays: dict,
+    key: str,
+    claimed: set,
+    shape: tuple | None = None,
+    dtype: Any = None,
+    kinds: str = "biuf",
+) -> np.ndarray:
     """The saved array ``key`` with this shape and dtype (when given), claimed."""
     value = arrays.get(key)
     if value is None:
         raise FitkitValueError(f"its array {key!r}, which its header lists, is missing: {_FIX}.")
-    if (shape is not None and tuple(value.shape) != tuple(shape)) or value.dtype.kind not in kinds \
-            or (dtype is not None and value.dtype != np.dtype(dtype)):
-        wanted = (np.dtype(dtype).name if dtype is not None else "numbers") + \
-            (f" {list(shape)}" if shape is not None else "")
-        raise FitkitValueError(f"its array {key!r} is {value.dtype.name} {list(value.shape)}; "
-                               f"this model needs {wanted}: {_FIX}.")
+    if (
+        (shape is not None and tuple(value.shape) != tuple(shape))
+        or value.dtype.kind not in kinds
+        or (dtype is not None and value.dtype != np.dtype(dtype))
+    ):
+        wanted = (np.dtype(dtype).name if dtype is not None else "numbers") + (
+            f" {list(shape)}" if shape is not None else ""
+        )
+        raise FitkitValueError(
+            f"its array {key!r} is {value.dtype.name} {list(value.shape)}; "
+            f"this model needs {wanted}: {_FIX}."
+        )
     claimed.add(key)
     return value
 
@@ -125,8 +146,7 @@ def unclaimed(arrays: dict, claimed: set, skip: tuple[str, ...] = ()) -> None:
     arrays behind, and a restore would then skip state it needs)."""
     left = sorted(k for k in arrays if k not in claimed and not k.startswith(skip))
     if left:
-        raise FitkitValueError(f"its arrays {left[:5]} belong to no field of its header: "
-                               f"{_FIX}.")
+        raise FitkitValueError(f"its arrays {left[:5]} belong to no field of its header: {_FIX}.")
 
 
 # ---------------------------------------------------------------------- shared parts
@@ -134,9 +154,11 @@ def check_metric_names(saved: list, names: list[str]) -> list[str]:
     """The saved metric states belong to this model's metrics (once built, at a fit's first
     batch; before that ``names`` is empty and anything goes); returns ``names``."""
     if names and [e["name"] for e in saved] != names:
-        raise FitkitValueError(f"it holds the states of metrics {[e['name'] for e in saved]}; "
-                               f"this model's are {names}. Compile with the same metrics to "
-                               f"resume. Nothing was restored.")
+        raise FitkitValueError(
+            f"it holds the states of metrics {[e['name'] for e in saved]}; "
+            f"this model's are {names}. Compile with the same metrics to "
+            f"resume. Nothing was restored."
+        )
     return names
 
 
@@ -151,7 +173,8 @@ def check_scheduler(adapter: Any, meta: dict) -> None:
             raise FitkitValueError(
                 f"its lr_schedule state ({theirs!r}, every={saved.get('every')!r}) does not "
                 f"match this model's ({ours!r}, every={current.get('every')!r}); compile with "
-                f"the lr_schedule the state was saved with. Nothing was restored")
+                f"the lr_schedule the state was saved with. Nothing was restored"
+            )
     like(saved, current, "['scheduler']")
 
 
@@ -164,28 +187,49 @@ def check_host_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:
         gauss = None if no_gauss == -1 else float(got["python_gauss"][0])
         random.Random().setstate((version, tuple(int(v) for v in got["python"]), gauss))
         pos, has_gauss = (int(v) for v in got["numpy_meta"])
-        np.random.RandomState().set_state(("MT19937", got["numpy"], pos, has_gauss,
-                                           float(got["numpy_gauss"][0])))
+        np.random.RandomState().set_state(
+            ("MT19937", got["numpy"], pos, has_gauss, float(got["numpy_gauss"][0]))
+        )
     except (ValueError, TypeError, IndexError, OverflowError) as err:
-        raise FitkitValueError(f"its random generator states ({prefix}rng/...) are not valid "
-                               f"({err}): {_FIX}.") from None
+        raise FitkitValueError(
+            f"its random generator states ({prefix}rng/...) are not valid ({err}): {_FIX}."
+        ) from None
 
 
 def check_history(meta: dict) -> None:
     history = field(meta, "history", "", lambda v: isinstance(v, dict), "a dict")
-    epochs = field(history, "epoch", "['history']",
-                   lambda v: isinstance(v, list) and all(is_int(e) for e in v), "a list of ints")
+    epochs = field(
+        history,
+        "epoch",
+        "['history']",
+        lambda v: isinstance(v, list) and all(is_int(e) for e in v),
+        "a list of ints",
+    )
     field(history, "history", "['history']", lambda v: isinstance(v, dict), "a dict")
     for key, values in history["history"].items():
-        field(history["history"], key, "['history']['history']",
-              lambda v: isinstance(v, list) and len(v) == len(epochs) and
-              all(x is None or is_number(x) for x in v), f"a list of {len(epochs)} numbers")
-    field(history, "stop_reason", "['history']", lambda v: v is None or isinstance(v, str),
-          "a string or null")
+        field(
+            history["history"],
+            key,
+            "['history']['history']",
+            lambda v: (
+                isinstance(v, list)
+                and len(v) == len(epochs)
+                and all(x is None or is_number(x) for x in v)
+            ),
+            f"a list of {len(epochs)} numbers",
+        )
+    field(
+        history,
+        "stop_reason",
+        "['history']",
+        lambda v: v is None or isinstance(v, str),
+        "a string or null",
+    )
 
 
-def check_fit(meta: dict, arrays: dict, rngs: Callable[[dict, set, str], None],
-              callbacks: Any = None) -> None:
+def check_fit(
+    meta: dict, arrays: dict, rngs: Callable[[dict, set, str], None], callbacks: Any = None
+) -> None:
     """The fit's position (None outside a fit), the saved callbacks' states (against
     ``callbacks``, a running fit's CallbackList, when given) and a mid-epoch file's RNGs as
     that epoch began (``rngs``: the backend's check of a set of RNG arrays)."""
@@ -194,12 +238,22 @@ def check_fit(meta: dict, arrays: dict, rngs: Callable[[dict, set, str], None],
     if fit is not None:
         for key in ("epoch", "step", "global_step"):
             field(fit, key, "['fit']", is_count, "a whole number >= 0")
-        field(fit, "epochs", "['fit']", lambda v: is_count(v) and v >= fit["epoch"],
-              f"a whole number >= its epoch ({fit['epoch']})")
+        field(
+            fit,
+            "epochs",
+            "['fit']",
+            lambda v: is_count(v) and v >= fit["epoch"],
+            f"a whole number >= its epoch ({fit['epoch']})",
+        )
         data = field(fit, "data", "['fit']", lambda v: isinstance(v, dict), "a dict")
         for key in ("batch_size", "steps"):
-            field(data, key, "['fit']['data']", lambda v: v is None or is_count(v),
-                  "a whole number or null")
+            field(
+                data,
+                key,
+                "['fit']['data']",
+                lambda v: v is None or is_count(v),
+                "a whole number or null",
+            )
         # steps_per_epoch: the open pass's steps before this epoch (0 for a fresh pass)
         field(fit, "pass_step", "['fit']", is_count, "a whole number >= 0")
         check_callbacks(fit, callbacks)
@@ -222,8 +276,14 @@ def check_callbacks(fit: dict, callbacks: Any = None) -> None:
     if callbacks is None:
         return
     from .callbacks.base import match_states  # the pairs the callback list will restore
+
     pairs, _ = match_states(callbacks.callbacks, saved, "the checkpoint")
     index = {id(state): i for i, state in enumerate(s["state"] for s in saved)}
     for cb, state in pairs:
-        like(state, cb.state_dict(), f"['fit']['callbacks'][{index[id(state)]}]['state']",
-             same_lengths=False, exact_ints=True)
+        like(
+            state,
+            cb.state_dict(),
+            f"['fit']['callbacks'][{index[id(state)]}]['state']",
+            same_lengths=False,
+            exact_ints=True,
+        )

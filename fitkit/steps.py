@@ -5,9 +5,11 @@ Owns the small iterator the facade's loops run through, so that each loop reads 
 and only at log points or when a batch hook actually looks at its logs. Between steps it
 beats for ``fitkit launch`` (heartbeat.py) and lets a SIGTERM stop training (signals.py).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from . import heartbeat, signals
 from .callbacks import CallbackList
@@ -44,11 +46,19 @@ class StepLoop:
     ``n_steps`` may be a callable, read after the call, when the data's length is unknown.
     """
 
-    def __init__(self, batches: Iterable[tuple[Any, int]], *, kind: str,
-                 callbacks: CallbackList, read_logs: Callable[[], dict],
-                 display: EpochDisplay | None = None, log_every: int | None = None,
-                 stop_if: Callable[[dict], bool] | None = None, steps_done: int = 0,
-                 stop_requested: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        batches: Iterable[tuple[Any, int]],
+        *,
+        kind: str,
+        callbacks: CallbackList,
+        read_logs: Callable[[], dict],
+        display: EpochDisplay | None = None,
+        log_every: int | None = None,
+        stop_if: Callable[[dict], bool] | None = None,
+        steps_done: int = 0,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> None:
         self.batches = batches
         self.callbacks = callbacks
         self.read_logs = read_logs
@@ -94,13 +104,17 @@ class StepLoop:
                 if display is not None:
                     display.advance(n_steps)
                 if end:
-                    self.callbacks.call_batch(self.end_hook, self.steps_done - 1,
-                                              LazyLogs(self.read_logs))
+                    self.callbacks.call_batch(
+                        self.end_hook, self.steps_done - 1, LazyLogs(self.read_logs)
+                    )
                     if self.stop_requested is not None and self.stop_requested():
                         self.stopped = True  # as Keras: the epoch ends after this step
                         return
-                if log_every and display is not None and \
-                        self.steps_done // log_every > before // log_every:
+                if (
+                    log_every
+                    and display is not None
+                    and self.steps_done // log_every > before // log_every
+                ):
                     logs = self.read_logs()  # host sync: log point
                     display.step_log(self.steps_done, logs)
                     if self.stop_if is not None and self.stop_if(logs):

@@ -6,11 +6,13 @@ Owns that pass, its position (which backups save) and the end of an epoch that r
 each source's passes are its own (``batches``), one epoch's loop training.py's, the position's
 file fitting.py's. Without steps_per_epoch every epoch is one whole pass (training.open_pass).
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from itertools import chain
-from typing import Any, Iterator
+from typing import Any
 
 from .backend import backend_part
 
@@ -75,8 +77,9 @@ class Stream:
                 return
 
 
-def epoch_batches(adapter: Any, state: Any, train: Any, group: int, limit: int
-                  ) -> Iterator[tuple[Any, Any]]:
+def epoch_batches(
+    adapter: Any, state: Any, train: Any, group: int, limit: int
+) -> Iterator[tuple[Any, Any]]:
     """The running epoch's batches from the fit's stream over ``train``: the pass the
     first-batch checks opened, the open one, a new one, or a restored backup's at its step."""
     stream = state.stream
@@ -94,8 +97,9 @@ def epoch_batches(adapter: Any, state: Any, train: Any, group: int, limit: int
     return stream.epoch(limit, state.resume_step or 0)
 
 
-def end_epoch(model: Any, state: Any, epoch: int, steps_done: int, limit: int | None,
-              stopped: bool) -> None:
+def end_epoch(
+    model: Any, state: Any, epoch: int, steps_done: int, limit: int | None, stopped: bool
+) -> None:
     """After an epoch's steps (``steps_done`` of them, a resumed epoch's earlier ones too):
     the stream's position for the next epoch and for backups. An epoch that ran short
     warns; when the data cannot go on (a generator ran out), training stops."""
@@ -109,9 +113,12 @@ def end_epoch(model: Any, state: Any, epoch: int, steps_done: int, limit: int | 
     if steps_done >= limit or stopped:
         return
     if stream.source.one_shot:
-        warnings.warn(f"The training data ran out after {steps_done} of "
-                      f"steps_per_epoch={limit} steps in epoch {epoch + 1}; training stops. "
-                      f"Provide at least steps_per_epoch * epochs batches.", stacklevel=6)
+        warnings.warn(
+            f"The training data ran out after {steps_done} of "
+            f"steps_per_epoch={limit} steps in epoch {epoch + 1}; training stops. "
+            f"Provide at least steps_per_epoch * epochs batches.",
+            stacklevel=6,
+        )
         model.stop_training = True
     elif not stream.warned:
         stream.warned = True
@@ -120,4 +127,5 @@ def end_epoch(model: Any, state: Any, epoch: int, steps_done: int, limit: int | 
             f"steps in epoch {epoch + 1}: that epoch ends there and the next one starts a new "
             f"pass over the data, as Keras does. For epochs of equal length pass a "
             f"steps_per_epoch that divides the data's batches, or repeat() the data.",
-            stacklevel=6)
+            stacklevel=6,
+        )

@@ -3,12 +3,12 @@
 Owns the shape, rank and label-range rules decided once before training, from static shapes
 and one read of the labels. The vocabulary of names lives in specs.py; tensors in the adapters.
 """
+
 from __future__ import annotations
 
 import warnings
-
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .errors import FitkitValueError
 from .specs import LossSpec
@@ -27,8 +27,9 @@ class TargetMode:
     from_logits: bool
 
 
-def infer_target_mode(task: str | None, from_logits: bool, pred_shape: tuple,
-                      target_shape: tuple) -> TargetMode:
+def infer_target_mode(
+    task: str | None, from_logits: bool, pred_shape: tuple, target_shape: tuple
+) -> TargetMode:
     """Decide how ``accuracy`` and friends read predictions, from static shapes only.
 
     ``task`` comes from the loss ("binary", "sparse", "categorical", "regression" or None
@@ -46,8 +47,7 @@ def infer_target_mode(task: str | None, from_logits: bool, pred_shape: tuple,
 
 _SAME_SHAPE_TASKS = ("regression", "binary", "categorical")
 # Binary cross-entropies, whose targets must lie in [0, 1] (portable and native names).
-_ZERO_ONE_LOSSES = ("bce", "bce_with_logits", "BCELoss", "BCEWithLogitsLoss",
-                    "binary_crossentropy")
+_ZERO_ONE_LOSSES = ("bce", "bce_with_logits", "BCELoss", "BCEWithLogitsLoss", "binary_crossentropy")
 
 
 def resolve_task(task: str | None, pred_shape: tuple, target_shape: tuple) -> str | None:
@@ -69,8 +69,9 @@ def aligned_shape(task: str | None, pred_shape: tuple, target_shape: tuple) -> t
     return t
 
 
-def check_loss_shapes(task: str | None, pred_shape: tuple, target_shape: tuple,
-                      loss_label: str) -> None:
+def check_loss_shapes(
+    task: str | None, pred_shape: tuple, target_shape: tuple, loss_label: str
+) -> None:
     """Refuse prediction/target shapes a loss would silently broadcast or misread.
 
     ``task`` is the loss's task when fitkit knows it (portable names and common native
@@ -118,9 +119,14 @@ def check_label_range(low: float, high: float, width: int, loss_label: str) -> N
         )
 
 
-def check_targets(loss: LossSpec, pred_shape: tuple, target_shape: tuple,
-                  label_range: Callable[[], tuple[float, float]], *,
-                  aligns: bool = False) -> TargetMode:
+def check_targets(
+    loss: LossSpec,
+    pred_shape: tuple,
+    target_shape: tuple,
+    label_range: Callable[[], tuple[float, float]],
+    *,
+    aligns: bool = False,
+) -> TargetMode:
     """All target checks for one batch; returns how metrics should read predictions.
 
     ``label_range`` reads (min, max, a non-whole value or NaN) of the labels (a host sync),
@@ -139,7 +145,8 @@ def check_targets(loss: LossSpec, pred_shape: tuple, target_shape: tuple,
             raise FitkitValueError(
                 f"Loss {loss.name!r} takes whole-number class labels, but y holds {fraction:g}. "
                 f"Round or re-encode the labels; for soft targets use one-hot probabilities "
-                f"with 'categorical_crossentropy' (or a regression loss).")
+                f"with 'categorical_crossentropy' (or a regression loss)."
+            )
         check_label_range(low, high, pred_shape[-1], loss.name)
     if task == "binary" and loss.name in _ZERO_ONE_LOSSES:
         low, high, _ = label_range()
@@ -148,7 +155,8 @@ def check_targets(loss: LossSpec, pred_shape: tuple, target_shape: tuple,
             raise FitkitValueError(
                 f"Loss {loss.name!r} takes targets in [0, 1] (0/1 labels or probabilities); y "
                 f"holds {bad:g}. Map the labels to 0/1 (e.g. (y > 0).astype('float32')), or use "
-                f"'hinge' for -1/1 labels.")
+                f"'hinge' for -1/1 labels."
+            )
     return infer_target_mode(task, loss.from_logits, pred_shape, target_shape)
 
 
@@ -159,21 +167,30 @@ def width_of(pred_shape: tuple) -> int:
     return pred_shape[-1] if len(pred_shape) > 1 else 1
 
 
-def mode_from_shapes(loss: LossSpec | None, pred_shape: tuple, target_shape: tuple,
-                     aligns: bool) -> tuple[TargetMode, int]:
+def mode_from_shapes(
+    loss: LossSpec | None, pred_shape: tuple, target_shape: tuple, aligns: bool
+) -> tuple[TargetMode, int]:
     """How metrics read one output, from shapes alone (custom steps: no checks, no sync)."""
     task = resolve_task(loss.task if loss else None, tuple(pred_shape), tuple(target_shape))
     if aligns:
         target_shape = aligned_shape(task, tuple(pred_shape), tuple(target_shape))
-    return (infer_target_mode(task, loss.from_logits if loss else False, tuple(pred_shape),
-                              tuple(target_shape)), width_of(tuple(pred_shape)))
+    return (
+        infer_target_mode(
+            task, loss.from_logits if loss else False, tuple(pred_shape), tuple(target_shape)
+        ),
+        width_of(tuple(pred_shape)),
+    )
 
 
-def check_output(loss: LossSpec | None, aligns: bool, pred_shape: tuple, target_shape: tuple,
-                 label_range: Callable[[], tuple[float, float]],
-                 value_range: Callable[[], tuple[float, float]],
-                 probability_stats: Callable[[], list] | None = None
-                 ) -> tuple[TargetMode, int]:
+def check_output(
+    loss: LossSpec | None,
+    aligns: bool,
+    pred_shape: tuple,
+    target_shape: tuple,
+    label_range: Callable[[], tuple[float, float]],
+    value_range: Callable[[], tuple[float, float]],
+    probability_stats: Callable[[], list] | None = None,
+) -> tuple[TargetMode, int]:
     """Every check of one output's first batch; returns how its metrics read predictions.
 
     ``value_range`` reads the predictions' (min, max), for losses that take probabilities;
@@ -187,21 +204,29 @@ def check_output(loss: LossSpec | None, aligns: bool, pred_shape: tuple, target_
         low, high = value_range()
         if low < 0.0 or high > 1.0:
             fix = {"binary": "'bce_with_logits'", "sparse": "'cross_entropy'"}.get(
-                loss.task, "keras.losses.CategoricalCrossentropy(from_logits=True) or "
-                           "torch.nn.CrossEntropyLoss()")
+                loss.task,
+                "keras.losses.CategoricalCrossentropy(from_logits=True) or "
+                "torch.nn.CrossEntropyLoss()",
+            )
             raise FitkitValueError(
                 f"Loss {loss.name!r} takes probabilities in [0, 1], but the network's outputs "
                 f"range over [{low:.3g}, {high:.3g}]: they look like logits. Use {fix}, which "
-                f"takes logits, or end the network with a sigmoid/softmax.")
-    if probability_stats is not None and loss.from_logits and loss.task in ("sparse", "class",
-                                                                    "categorical") \
-            and len(pred_shape) > 1 and (pred_shape[-1] or 0) > 1:
+                f"takes logits, or end the network with a sigmoid/softmax."
+            )
+    if (
+        probability_stats is not None
+        and loss.from_logits
+        and loss.task in ("sparse", "class", "categorical")
+        and len(pred_shape) > 1
+        and (pred_shape[-1] or 0) > 1
+    ):
         _warn_if_probabilities(loss, *probability_stats())
     return mode, width_of(tuple(pred_shape))
 
 
-def _warn_if_probabilities(loss: LossSpec, low: float, high: float, least: float,
-                           most: float) -> None:
+def _warn_if_probabilities(
+    loss: LossSpec, low: float, high: float, least: float, most: float
+) -> None:
     """Rows in [0, 1] that sum to 1 given to a loss that takes logits: a softmax was applied
     twice (the loss applies its own), which trains, but slowly and to other numbers."""
     if low >= 0.0 and high <= 1.0 and abs(least - 1.0) < 1e-3 and abs(most - 1.0) < 1e-3:
@@ -209,4 +234,6 @@ def _warn_if_probabilities(loss: LossSpec, low: float, high: float, least: float
             f"Loss {loss.name!r} takes logits, but the network's outputs are in [0, 1] and "
             f"each row sums to 1: they look like softmax probabilities, and the loss applies "
             f"a softmax of its own. Drop the network's last softmax, or use a loss that takes "
-            f"probabilities ('sparse_categorical_crossentropy').", stacklevel=6)
+            f"probabilities ('sparse_categorical_crossentropy').",
+            stacklevel=6,
+        )

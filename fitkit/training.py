@@ -5,6 +5,7 @@ resumed epoch's pass, errors that name the epoch and step); the whole fit around
 is fitting.py's, the first-batch checks checks.py's. Per-step work belongs to the adapter's
 compiled steps and the bookkeeping to steps.StepLoop; argument checks to the facade.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,9 +29,18 @@ AUTO_STEPS_PER_EXECUTION = 32  # steps per compiled call when nothing needs each
 
 
 # ---------------------------------------------------------------------- data sources
-def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int | None, shuffle: bool,
-                need_y: bool, sample_weight: Any = None, class_weight: dict | None = None,
-                what: str = "x"):
+def make_source(
+    adapter: Any,
+    x: Any,
+    y: Any,
+    *,
+    batch_size: int | None,
+    shuffle: bool,
+    need_y: bool,
+    sample_weight: Any = None,
+    class_weight: dict | None = None,
+    what: str = "x",
+):
     """The adapter's batch source for one data argument (arrays, or batches of a loader).
 
     ``batch_size=None``: the arrays are one batch (the batch-style calls).
@@ -46,28 +56,46 @@ def make_source(adapter: Any, x: Any, y: Any, *, batch_size: int | None, shuffle
         x, y, n = arrays.prepare_xy(x, y, need_y=need_y)
         weights = arrays.prepare_sample_weight(sample_weight, n)
         check_tensors_finite(adapter, x, y)
-        return adapter.array_source(x, y, batch_size=batch_size or n, shuffle=shuffle,
-                                    sample_weight=weights, class_weight=class_weight)
+        return adapter.array_source(
+            x,
+            y,
+            batch_size=batch_size or n,
+            shuffle=shuffle,
+            sample_weight=weights,
+            class_weight=class_weight,
+        )
     if x is None:
-        raise FitkitValueError(f"{what} is None: pass inputs (arrays, tensors, a dataset, a "
-                               f"loader…).")
+        raise FitkitValueError(
+            f"{what} is None: pass inputs (arrays, tensors, a dataset, a loader…)."
+        )
     if y is not None:
         raise FitkitValueError(
             f"y must be None when {what} is a {type(x).__name__} that yields (x, y) batches; "
-            f"the targets come from the batches.")
+            f"the targets come from the batches."
+        )
     if sample_weight is not None:
         raise FitkitValueError(
             f"sample_weight works with in-memory arrays; {what} is a {type(x).__name__}: let it "
-            f"yield (x, y, sample_weight) batches instead.")
-    source = adapter.batch_source(x, batch_size=batch_size or 1, shuffle=shuffle,
-                                  class_weight=class_weight)
+            f"yield (x, y, sample_weight) batches instead."
+        )
+    source = adapter.batch_source(
+        x, batch_size=batch_size or 1, shuffle=shuffle, class_weight=class_weight
+    )
     source.split_labels(labels)
     return source
 
 
-def fit_sources(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any,
-                batch_size: int, shuffle: bool, validation_split: float,
-                validation_data: Any) -> tuple:
+def fit_sources(
+    model: Any,
+    x: Any,
+    y: Any,
+    sample_weight: Any,
+    class_weight: Any,
+    batch_size: int,
+    shuffle: bool,
+    validation_split: float,
+    validation_data: Any,
+) -> tuple:
     """(train, validation or None) sources for fit's data arguments."""
     need_y = not model._custom("train")
     val = None
@@ -77,14 +105,31 @@ def fit_sources(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: An
         if y is None:
             x, y = hf.label_keys(model._adapter).split(x)
         (x, y, sample_weight), (vx, vy, vw) = split_for_validation(
-            x, y, sample_weight, validation_split, need_y)
-        val = make_source(model._adapter, vx, vy, batch_size=batch_size, shuffle=False,
-                          need_y=need_y, sample_weight=vw)
+            x, y, sample_weight, validation_split, need_y
+        )
+        val = make_source(
+            model._adapter,
+            vx,
+            vy,
+            batch_size=batch_size,
+            shuffle=False,
+            need_y=need_y,
+            sample_weight=vw,
+        )
     elif validation_data is not None:
-        val = validation_source(model._adapter, validation_data, batch_size,
-                                need_y=not model._custom("test"))
-    train = make_source(model._adapter, x, y, batch_size=batch_size, shuffle=shuffle,
-                        need_y=need_y, sample_weight=sample_weight, class_weight=class_weight)
+        val = validation_source(
+            model._adapter, validation_data, batch_size, need_y=not model._custom("test")
+        )
+    train = make_source(
+        model._adapter,
+        x,
+        y,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        need_y=need_y,
+        sample_weight=sample_weight,
+        class_weight=class_weight,
+    )
     return train, val
 
 
@@ -97,7 +142,8 @@ def check_global_batch(batch_size: int | None) -> None:
             f"batch_size={batch_size} is the global batch (Keras's convention) and must "
             f"divide across the {strategy.replicas} replicas of the {strategy.name!r} "
             f"strategy; use a multiple of {strategy.replicas}, e.g. "
-            f"{batch_size // strategy.replicas * strategy.replicas or strategy.replicas}.")
+            f"{batch_size // strategy.replicas * strategy.replicas or strategy.replicas}."
+        )
 
 
 def check_tensors_finite(adapter: Any, x: Any, y: Any) -> None:
@@ -112,50 +158,75 @@ def check_tensors_finite(adapter: Any, x: Any, y: Any) -> None:
             if bad is not None:
                 raise FitkitValueError(
                     f"{label} holds {bad[1]} at row {bad[0]} (its first non-finite value). "
-                    f"Replace or drop non-finite values before training.")
+                    f"Replace or drop non-finite values before training."
+                )
 
 
 def validation_source(adapter: Any, validation_data: Any, batch_size: int, need_y: bool):
     """``validation_data`` as (x, y), (x, y, w), [x, y] or a dataset / loader of batches."""
     what = "validation_data"
-    if isinstance(validation_data, (tuple, list)) and len(validation_data) in (1, 2, 3) and \
-            arrays.is_structure_of_arrays(validation_data[0]):
+    if (
+        isinstance(validation_data, (tuple, list))
+        and len(validation_data) in (1, 2, 3)
+        and arrays.is_structure_of_arrays(validation_data[0])
+    ):
         if len(validation_data) == 1:
-            raise FitkitValueError("validation_data is a 1-tuple; pass (x_val, y_val) or "
-                                   "(x_val, y_val, sample_weight_val).")
+            raise FitkitValueError(
+                "validation_data is a 1-tuple; pass (x_val, y_val) or "
+                "(x_val, y_val, sample_weight_val)."
+            )
         vx, vy, vw = (*validation_data, None)[:3]
         try:
-            return make_source(adapter, vx, vy, batch_size=batch_size, shuffle=False,
-                               need_y=need_y, sample_weight=vw, what=what)
+            return make_source(
+                adapter,
+                vx,
+                vy,
+                batch_size=batch_size,
+                shuffle=False,
+                need_y=need_y,
+                sample_weight=vw,
+                what=what,
+            )
         except FitkitValueError as err:
             raise FitkitValueError(f"validation_data: {err}") from err
-    return make_source(adapter, validation_data, None, batch_size=batch_size, shuffle=False,
-                       need_y=need_y, what=what)
+    return make_source(
+        adapter,
+        validation_data,
+        None,
+        batch_size=batch_size,
+        shuffle=False,
+        need_y=need_y,
+        what=what,
+    )
 
 
-def split_for_validation(x: Any, y: Any, sample_weight: Any, validation_split: float,
-                         need_y: bool):
+def split_for_validation(x: Any, y: Any, sample_weight: Any, validation_split: float, need_y: bool):
     """Keras's validation_split: the last rows (before shuffling) become validation data."""
     if not arrays.is_structure_of_arrays(x):
         raise FitkitValueError(
             "validation_split works only with in-memory arrays or tensors; x is "
-            f"a {type(x).__name__}. Pass validation_data=<a dataset or loader> instead.")
+            f"a {type(x).__name__}. Pass validation_data=<a dataset or loader> instead."
+        )
     x, y, n = arrays.prepare_xy(x, y, need_y=need_y)
     n_train = int(n * (1.0 - validation_split))
     if n_train == 0 or n_train == n:
         raise FitkitValueError(
             f"validation_split={validation_split} of {n} samples leaves "
-            f"{n_train} for training and {n - n_train} for validation; both need one.")
-    parts = [arrays.split_tail(v, n_train) if v is not None else (None, None)
-             for v in (x, y, arrays.prepare_sample_weight(sample_weight, n))]
+            f"{n_train} for training and {n - n_train} for validation; both need one."
+        )
+    parts = [
+        arrays.split_tail(v, n_train) if v is not None else (None, None)
+        for v in (x, y, arrays.prepare_sample_weight(sample_weight, n))
+    ]
     return tuple(p[0] for p in parts), tuple(p[1] for p in parts)
 
 
 # ---------------------------------------------------------------------- loops
 def batch_shapes(item: Any) -> str:
     """Shapes of a batch (or chunk) for error messages, without reading any value."""
-    return ", ".join(str(tuple(leaf.shape)) for leaf in arrays.leaves(item)
-                     if hasattr(leaf, "shape"))
+    return ", ".join(
+        str(tuple(leaf.shape)) for leaf in arrays.leaves(item) if hasattr(leaf, "shape")
+    )
 
 
 def run_steps(loop: StepLoop, fn: Any, where: str) -> None:
@@ -179,24 +250,38 @@ def call_hook(hook: Any, where: str, *args: Any) -> None:
     except (FitkitError, KeyboardInterrupt):
         raise
     except Exception as err:
-        raise StepFailedError(f"{where}: a callback failed: {type(err).__name__}: {err}"
-                              ) from err
+        raise StepFailedError(f"{where}: a callback failed: {type(err).__name__}: {err}") from err
 
 
-def one_batch(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any,
-              mode: str) -> tuple:
+def one_batch(
+    model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any, mode: str
+) -> tuple:
     """The checked batch of a batch-style call (``train_on_batch`` and friends)."""
-    source = make_source(model._adapter, x, y, batch_size=None, shuffle=False,
-                         need_y=mode != "predict" and not model._custom(mode),
-                         sample_weight=sample_weight,
-                         class_weight=arrays.check_class_weight(class_weight))
+    source = make_source(
+        model._adapter,
+        x,
+        y,
+        batch_size=None,
+        shuffle=False,
+        need_y=mode != "predict" and not model._custom(mode),
+        sample_weight=sample_weight,
+        class_weight=arrays.check_class_weight(class_weight),
+    )
     # The first call checks against a forward pass; later ones reuse the output shapes.
-    return checks.check_first(model, source, mode, "",
-                              run_network=model._adapter.example_inputs is None)
+    return checks.check_first(
+        model, source, mode, "", run_network=model._adapter.example_inputs is None
+    )
 
 
-def on_batch(model: Any, mode: str, x: Any, y: Any, sample_weight: Any, class_weight: Any,
-             reset_metrics: bool) -> dict[str, float]:
+def on_batch(
+    model: Any,
+    mode: str,
+    x: Any,
+    y: Any,
+    sample_weight: Any,
+    class_weight: Any,
+    reset_metrics: bool,
+) -> dict[str, float]:
     """``train_on_batch`` / ``test_on_batch``: one step, its logs (running ones if not reset)."""
     model._require_compiled(f"{mode}_on_batch")
     batch = one_batch(model, x, y, sample_weight, class_weight, mode)
@@ -206,7 +291,8 @@ def on_batch(model: Any, mode: str, x: Any, y: Any, sample_weight: Any, class_we
     model._last_on_batch = mode
     model._adapter.set_training(mode == "train")
     run = lambda b: model._adapter.run_batch(  # noqa: E731
-        model._function(mode), b, mode, reset_metrics)
+        model._function(mode), b, mode, reset_metrics
+    )
     return run_one(run, batch, f"{mode}_on_batch")
 
 
@@ -231,15 +317,19 @@ def _raise_failed(where: str, step: int | None, item: Any, err: Exception) -> No
     describe = getattr(item, "describe", None)
     shapes, n_steps = describe() if describe else (batch_shapes(item), 1)
     if step is not None:
-        where += f", step {step}" if n_steps == 1 else \
-            f", steps {step}-{step + n_steps - 1} (run in one call)"
+        where += (
+            f", step {step}"
+            if n_steps == 1
+            else f", steps {step}-{step + n_steps - 1} (run in one call)"
+        )
     text = _lead_with_cause(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip())  # Keras colours
     if len(text) > 600:  # the whole message stays in the chained cause
         text = text[:600] + " …"
     if checks.is_cuda_assert(text):
         text += f" ({checks.CUDA_ASSERT})"
-    raise StepFailedError(f"{where} failed on a batch of shapes [{shapes}]: "
-                          f"{type(err).__name__}: {text}") from err
+    raise StepFailedError(
+        f"{where} failed on a batch of shapes [{shapes}]: {type(err).__name__}: {text}"
+    ) from err
 
 
 def _lead_with_cause(text: str) -> str:
@@ -249,10 +339,13 @@ def _lead_with_cause(text: str) -> str:
     frames = [i for i, line in enumerate(lines) if line.lstrip().startswith('File "')]
     if not text.startswith("in user code:") or not frames:
         return text
-    cause = " ".join(line.strip() for line in lines[frames[-1] + 2:] if line.strip())
+    cause = " ".join(line.strip() for line in lines[frames[-1] + 2 :] if line.strip())
     cause = re.sub(r"^\w+(Error|Exception): ", "", cause)  # the outer message names the type
-    return f"{cause} (raised in the traced step; the frames are in the chained cause)" \
-        if cause else text
+    return (
+        f"{cause} (raised in the traced step; the frames are in the chained cause)"
+        if cause
+        else text
+    )
 
 
 def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | None) -> int:
@@ -264,10 +357,21 @@ def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | No
     return math.gcd(AUTO_STEPS_PER_EXECUTION, *every)
 
 
-def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: CallbackList,
-              display: EpochDisplay, limit: int | None, log_every: int | None,
-              val_limit: int | None, validate_now: bool, terminate_on_nan: bool
-              ) -> dict[str, float]:
+def fit_epoch(
+    model: Any,
+    epoch: int,
+    state: FitState,
+    *,
+    train,
+    val,
+    cbs: CallbackList,
+    display: EpochDisplay,
+    limit: int | None,
+    log_every: int | None,
+    val_limit: int | None,
+    validate_now: bool,
+    terminate_on_nan: bool,
+) -> dict[str, float]:
     """One epoch: hooks, train steps, validation, display, the history row; returns the logs.
 
     With ``terminate_on_nan``, a non-finite loss or weight at a log point (a step log or
@@ -290,10 +394,17 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
     group = steps_per_call(model, cbs, "train", log_every)
     guard = finite.Guard(adapter) if terminate_on_nan else None
     read = guard.read if guard else lambda: adapter.read_logs("train")
-    loop = StepLoop(open_pass(adapter, state, train, group, limit), kind="train",
-                    callbacks=cbs, display=display, log_every=log_every,
-                    read_logs=read, steps_done=resumed or 0, stop_if=guard,
-                    stop_requested=lambda: model.stop_training)
+    loop = StepLoop(
+        open_pass(adapter, state, train, group, limit),
+        kind="train",
+        callbacks=cbs,
+        display=display,
+        log_every=log_every,
+        read_logs=read,
+        steps_done=resumed or 0,
+        stop_if=guard,
+        stop_requested=lambda: model.stop_training,
+    )
     state.loop, state.resume_step = loop, None
     run_steps(loop, model._function("train"), f"fit: epoch {epoch + 1}")
     adapter.finish_epoch()  # a last, partial window of accumulated gradients
@@ -303,17 +414,20 @@ def fit_epoch(model: Any, epoch: int, state: FitState, *, train, val, cbs: Callb
         finite.stop(model, guard, epoch, loop.steps_done)
         validate_now = False
     if val is not None and validate_now:
-        val_logs = evaluate(model, val, cbs, val_limit, f"fit: validation after epoch "
-                                                        f"{epoch + 1}")
+        val_logs = evaluate(model, val, cbs, val_limit, f"fit: validation after epoch {epoch + 1}")
         finite.check_validation(state, epoch, logs, val_logs)
         logs.update({f"val_{k}": v for k, v in val_logs.items()})
     logs.update(adapter.learning_rates())  # one column per param group (history.lr_columns)
     display.end_epoch(epoch, logs, time.perf_counter() - start)
     streams.end_epoch(model, state, epoch, loop.steps_done, limit, loop.stopped)
     if not state.keys_checked:  # a custom step: its keys are known now
-        cbs.check_monitors(expected_keys([k for k in logs if not k.startswith("val_")
-                                          and not is_lr_column(k)], val is not None,
-                                         adapter.learning_rates()))
+        cbs.check_monitors(
+            expected_keys(
+                [k for k in logs if not k.startswith("val_") and not is_lr_column(k)],
+                val is not None,
+                adapter.learning_rates(),
+            )
+        )
         state.keys_checked = True
     model.history.append(epoch, logs)
     adapter.scheduler.epoch_end(epoch, logs)
@@ -364,13 +478,29 @@ def kept_mode(adapter: Any):
         adapter.set_training(was_training)
 
 
-def validate_data(model: Any, x: Any, y: Any, *, batch_size: int | None, sample_weight: Any,
-                  steps: int | None, verbose: int, callbacks: Any) -> dict[str, float]:
+def validate_data(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    batch_size: int | None,
+    sample_weight: Any,
+    steps: int | None,
+    verbose: int,
+    callbacks: Any,
+) -> dict[str, float]:
     """``Model.validate``: a first-batch check, then one pass over ``(x, y)``."""
     arrays.check_verbose(verbose, "validate")
     batch_size = checked_batch_size(x, batch_size, "validate")
-    source = make_source(model._adapter, x, y, batch_size=batch_size, shuffle=False,
-                         need_y=not model._custom("test"), sample_weight=sample_weight)
+    source = make_source(
+        model._adapter,
+        x,
+        y,
+        batch_size=batch_size,
+        shuffle=False,
+        need_y=not model._custom("test"),
+        sample_weight=sample_weight,
+    )
     checks.check_first(model, source, "test")
     with kept_mode(model._adapter):
         logs = evaluate(model, source, CallbackList(callbacks, model, {}), steps)
@@ -379,14 +509,16 @@ def validate_data(model: Any, x: Any, y: Any, *, batch_size: int | None, sample_
     return logs
 
 
-def predict_data(model: Any, x: Any, *, batch_size: int | None, verbose: int,
-                 callbacks: Any) -> Any:
+def predict_data(
+    model: Any, x: Any, *, batch_size: int | None, verbose: int, callbacks: Any
+) -> Any:
     """``Model.predict``: a first-batch check, then every batch's outputs as numpy."""
     arrays.check_verbose(verbose, "predict")
     start = time.perf_counter()
     batch_size = checked_batch_size(x, batch_size, "predict")
-    source = make_source(model._adapter, x, None, batch_size=batch_size, shuffle=False,
-                         need_y=False)
+    source = make_source(
+        model._adapter, x, None, batch_size=batch_size, shuffle=False, need_y=False
+    )
     checks.check_first(model, source, "predict")
     with kept_mode(model._adapter):
         out = predict(model, source, CallbackList(callbacks, model, {}))
@@ -396,15 +528,20 @@ def predict_data(model: Any, x: Any, *, batch_size: int | None, verbose: int,
     return out
 
 
-def evaluate(model: Any, source: Any, cbs: CallbackList, limit: int | None = None,
-             where: str = "validate") -> dict[str, float]:
+def evaluate(
+    model: Any, source: Any, cbs: CallbackList, limit: int | None = None, where: str = "validate"
+) -> dict[str, float]:
     """Loss and metrics over one pass of ``source`` (at most ``limit`` steps)."""
     adapter = model._adapter
     adapter.set_training(False)
     adapter.reset_logs("test")
     cbs.on_test_begin(None)
-    loop = StepLoop(source.batches(steps_per_call(model, cbs, "test", None), limit),
-                    kind="test", callbacks=cbs, read_logs=lambda: adapter.read_logs("test"))
+    loop = StepLoop(
+        source.batches(steps_per_call(model, cbs, "test", None), limit),
+        kind="test",
+        callbacks=cbs,
+        read_logs=lambda: adapter.read_logs("test"),
+    )
     run_steps(loop, model._function("test"), where)
     logs = adapter.read_logs("test")  # host sync: end of evaluation
     cbs.on_test_end(logs)

@@ -3,6 +3,7 @@
 Tests that take ``kit`` run once per backend; ``kit.mlp(...)`` builds the same network
 on either framework, so facade tests read the same for torch and TensorFlow.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,10 +75,13 @@ class TFKit:
 
     def mlp(self, n_in: int, n_out: int, hidden: int = 16, out_activation: str | None = None):
         layers = self.keras.layers
-        return self.keras.Sequential([
-            self.keras.Input((n_in,)), layers.Dense(hidden, activation="relu"),
-            layers.Dense(n_out, activation=out_activation),
-        ])
+        return self.keras.Sequential(
+            [
+                self.keras.Input((n_in,)),
+                layers.Dense(hidden, activation="relu"),
+                layers.Dense(n_out, activation=out_activation),
+            ]
+        )
 
     def two_input_net(self, n_a: int, n_b: int, n_out: int = 1):
         keras = self.keras
@@ -167,8 +171,7 @@ def classes():
     return make_classes()
 
 
-SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__",
-                "__index__")
+SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
 
 
 @pytest.fixture
@@ -183,5 +186,6 @@ def torch_sync_counter(monkeypatch):
         def counting(self, *args, _original=original, _name=name, **kwargs):
             calls.append(_name)
             return _original(self, *args, **kwargs)
+
         monkeypatch.setattr(torch.Tensor, name, counting)
     return calls

@@ -1,4 +1,5 @@
 """Backend resolution: FITKIT_BACKEND, aliases, inference from the network, lazy imports."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,13 +10,21 @@ import sys
 import pytest
 
 import fitkit
+
 backend_mod = importlib.import_module("fitkit.backend")  # the module, not fitkit.backend()
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("torch", "torch"), ("pytorch", "torch"), ("PyTorch", "torch"),
-    ("tensorflow", "tensorflow"), ("tf", "tensorflow"), (" TF ", "tensorflow"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("torch", "torch"),
+        ("pytorch", "torch"),
+        ("PyTorch", "torch"),
+        ("tensorflow", "tensorflow"),
+        ("tf", "tensorflow"),
+        (" TF ", "tensorflow"),
+    ],
+)
 def test_env_var_and_aliases_resolve(monkeypatch, value, expected):
     monkeypatch.setenv("FITKIT_BACKEND", value)
     assert fitkit.backend() == expected
@@ -41,17 +50,24 @@ def test_unknown_backend_names_value_and_choices(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("imports, expected, devices", [
-    ("import tensorflow", "tensorflow", "fitkit.devices.virtual_devices(2)"),
-    ("import keras", "tensorflow", "fitkit.devices.virtual_devices(2)"),
-    ("import torch", "torch", "fitkit.devices.list_devices()")])
+@pytest.mark.parametrize(
+    "imports, expected, devices",
+    [
+        ("import tensorflow", "tensorflow", "fitkit.devices.virtual_devices(2)"),
+        ("import keras", "tensorflow", "fitkit.devices.virtual_devices(2)"),
+        ("import torch", "torch", "fitkit.devices.list_devices()"),
+    ],
+)
 def test_unset_env_follows_the_framework_the_script_imported(imports, expected, devices):
     # a script that imports only TensorFlow gets TensorFlow's devices, torch never loaded
-    code = (f"{imports}\nimport sys, fitkit\nprint(fitkit.backend(), len({devices}))\n"
-            "print(' '.join(m for m in ('torch', 'tensorflow') if m in sys.modules))")
+    code = (
+        f"{imports}\nimport sys, fitkit\nprint(fitkit.backend(), len({devices}))\n"
+        "print(' '.join(m for m in ('torch', 'tensorflow') if m in sys.modules))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "FITKIT_BACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     chosen, count = out.stdout.splitlines()[-2].split()
     assert chosen == expected and int(count) >= (2 if expected == "tensorflow" else 1)
@@ -75,9 +91,17 @@ def _modules_after(code: str, env_backend: str | None = None) -> set[str]:
         env["FITKIT_BACKEND"] = env_backend
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     out = subprocess.run(
-        [sys.executable, "-c", code + "\nimport sys\nprint(' '.join(m for m in "
-         "('torch', 'tensorflow', 'keras') if m in sys.modules))"],
-        capture_output=True, text=True, env=env, check=True)
+        [
+            sys.executable,
+            "-c",
+            code + "\nimport sys\nprint(' '.join(m for m in "
+            "('torch', 'tensorflow', 'keras') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return set(out.stdout.split())
 
 
@@ -86,19 +110,23 @@ def test_import_fitkit_imports_no_framework():
 
 
 def test_torch_fit_never_imports_tensorflow():
-    code = ("import numpy as np, torch, fitkit\n"
-            "m = fitkit.Model(torch.nn.Linear(3, 1)); m.compile('adam', 'mse', ['mae'])\n"
-            "m.fit(np.ones((8, 3), 'float32'), np.ones((8, 1), 'float32'), verbose=0)\n"
-            "m.predict(np.ones((2, 3), 'float32')); m.summary((3,), print_fn=None)")
+    code = (
+        "import numpy as np, torch, fitkit\n"
+        "m = fitkit.Model(torch.nn.Linear(3, 1)); m.compile('adam', 'mse', ['mae'])\n"
+        "m.fit(np.ones((8, 3), 'float32'), np.ones((8, 1), 'float32'), verbose=0)\n"
+        "m.predict(np.ones((2, 3), 'float32')); m.summary((3,), print_fn=None)"
+    )
     assert _modules_after(code) == {"torch"}
 
 
 def test_tensorflow_fit_never_imports_torch():
-    code = ("import numpy as np, keras, fitkit\n"
-            "net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\n"
-            "m = fitkit.Model(net); m.compile('adam', 'mse', ['mae'])\n"
-            "m.fit(np.ones((8, 3), 'float32'), np.ones((8, 1), 'float32'), verbose=0)\n"
-            "m.predict(np.ones((2, 3), 'float32')); m.summary((3,), print_fn=None)")
+    code = (
+        "import numpy as np, keras, fitkit\n"
+        "net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\n"
+        "m = fitkit.Model(net); m.compile('adam', 'mse', ['mae'])\n"
+        "m.fit(np.ones((8, 3), 'float32'), np.ones((8, 1), 'float32'), verbose=0)\n"
+        "m.predict(np.ones((2, 3), 'float32')); m.summary((3,), print_fn=None)"
+    )
     assert "torch" not in _modules_after(code, "tensorflow")
 
 

@@ -1,4 +1,5 @@
 """No silent wrong numbers on both backends: bad values, shapes and types; failures mid-run."""
+
 from __future__ import annotations
 
 import warnings
@@ -6,11 +7,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-
-import fitkit
 from conftest import assert_unchanged as _unchanged
 from conftest import compiled as _model
 from conftest import make_classes, make_regression
+
+import fitkit
 
 
 # ---------------------------------------------------------------------- non-finite numbers
@@ -29,9 +30,13 @@ def test_nan_or_inf_in_memory_is_named_by_row_before_training(kit, where):
         data_x.loc[5, "c"] = np.nan
     model, net = _model(kit)
     before = kit.weights(net)
-    expected = {"x": r"x holds nan at row 41", "x_tensor": r"x holds nan at row 41",
-                "y": r"y holds inf at row 17", "y_tensor": r"y holds inf at row 17",
-                "frame": r"x\['c'\] holds nan at row 5"}[where]
+    expected = {
+        "x": r"x holds nan at row 41",
+        "x_tensor": r"x holds nan at row 41",
+        "y": r"y holds inf at row 17",
+        "y_tensor": r"y holds inf at row 17",
+        "frame": r"x\['c'\] holds nan at row 5",
+    }[where]
     with pytest.raises(fitkit.FitkitValueError, match=expected):
         model.fit(data_x, data_y, verbose=0)
     _unchanged(kit, net, before)
@@ -55,7 +60,7 @@ def test_divergence_stops_at_the_epoch_end_and_keeps_the_history(kit):
 
 def test_nan_in_streamed_batches_stops_at_a_step_log_point(kit, capsys):
     x, y = make_regression(n=96)
-    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 96, 8)]
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 96, 8)]
     bad = batches[3][1].copy()
     bad[0, 0] = np.nan  # in a target: TensorFlow's relu would turn a NaN input into 0
     batches[3] = (batches[3][0], bad)
@@ -93,7 +98,7 @@ def test_python_lists_are_arrays_or_batches_and_ragged_lists_are_refused(kit):
     model, _ = _model(kit)
     as_arrays = model.validate(x, y)
     assert model.validate(x.tolist(), y[:, 0].tolist()) == pytest.approx(as_arrays, rel=1e-5)
-    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)]
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]
     assert model.validate(batches) == pytest.approx(as_arrays, rel=1e-5)
     ragged = x.tolist()
     ragged[3] = ragged[3][:2]
@@ -103,9 +108,14 @@ def test_python_lists_are_arrays_or_batches_and_ragged_lists_are_refused(kit):
 
 def test_dataframe_columns_convert_one_by_one(kit):
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.standard_normal(40), "flag": rng.random(40) > 0.5,
-                          "count": pd.array(rng.integers(0, 5, 40), dtype="Int64"),
-                          "d": rng.standard_normal(40).astype("float32")})
+    frame = pd.DataFrame(
+        {
+            "a": rng.standard_normal(40),
+            "flag": rng.random(40) > 0.5,
+            "count": pd.array(rng.integers(0, 5, 40), dtype="Int64"),
+            "d": rng.standard_normal(40).astype("float32"),
+        }
+    )
     y = rng.standard_normal((40, 1)).astype("float32")
     model, _ = _model(kit)
     expected = model.validate(frame.astype("float32").to_numpy(), y)
@@ -128,8 +138,9 @@ def test_int8_category_codes_feed_an_embedding(kit):
         net = nn.Sequential(nn.Embedding(6, 4), nn.Linear(4, 2))
     else:
         keras = kit.keras
-        net = keras.Sequential([keras.Input(()), keras.layers.Embedding(6, 4),
-                                keras.layers.Dense(2)])
+        net = keras.Sequential(
+            [keras.Input(()), keras.layers.Embedding(6, 4), keras.layers.Dense(2)]
+        )
     model = fitkit.Model(net)
     model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=0.05)
     history = model.fit(codes, y, epochs=10, verbose=0)
@@ -156,8 +167,14 @@ def test_an_id_past_the_embedding_says_so(kit):
         net = nn.Sequential(nn.Embedding(10, 3), nn.Flatten(), nn.Linear(6, 1))
     else:
         keras = kit.keras
-        net = keras.Sequential([keras.Input((2,), dtype="int32"), keras.layers.Embedding(10, 3),
-                                keras.layers.Flatten(), keras.layers.Dense(1)])
+        net = keras.Sequential(
+            [
+                keras.Input((2,), dtype="int32"),
+                keras.layers.Embedding(10, 3),
+                keras.layers.Flatten(),
+                keras.layers.Dense(1),
+            ]
+        )
     # on a GPU the torch case is a kernel assert that ends CUDA: tests/torch/test_cuda.py
     model = fitkit.Model(net, **({"device": "cpu"} if kit.name == "torch" else {}))
     model.compile("sgd", "mse")
@@ -181,11 +198,14 @@ def test_unbatched_data_says_it_has_no_batch_dimension(kit):
         model.train_on_batch(x[0], y[0, 0])
 
 
-@pytest.mark.parametrize("bad, pattern", [
-    (lambda x, y: (x,), "validation_data is a 1-tuple"),
-    (lambda x, y: (x[:0], y[:0]), "validation_data: x is empty"),
-    (lambda x, y: (x[:, :3], y), "validation_data: The network failed.*input width"),
-])
+@pytest.mark.parametrize(
+    "bad, pattern",
+    [
+        (lambda x, y: (x,), "validation_data is a 1-tuple"),
+        (lambda x, y: (x[:0], y[:0]), "validation_data: x is empty"),
+        (lambda x, y: (x[:, :3], y), "validation_data: The network failed.*input width"),
+    ],
+)
 def test_validation_data_mistakes_name_validation_data(kit, bad, pattern):
     x, y = make_regression(n=32)
     model, net = _model(kit)
@@ -202,8 +222,8 @@ def test_a_batch_of_another_width_mid_run_names_epoch_step_and_shapes(kit):
     def batches():
         for epoch in range(2):
             for i in range(4):
-                xb = x[i * 16:(i + 1) * 16]
-                yield (xb[:, :3] if (epoch, i) == (1, 2) else xb), y[i * 16:(i + 1) * 16]
+                xb = x[i * 16 : (i + 1) * 16]
+                yield (xb[:, :3] if (epoch, i) == (1, 2) else xb), y[i * 16 : (i + 1) * 16]
 
     model, _ = _model(kit)
     with pytest.raises(fitkit.FitkitError, match=r"epoch 2, step 3.*\(16, 3\)") as info:
@@ -232,9 +252,9 @@ def test_a_failing_callback_names_the_epoch_and_keeps_the_history(kit):
 def test_metric_states_follow_a_new_kind_of_target(kit):
     x, labels = make_classes(n=60, classes=3)
     if kit.name == "torch":
-        loss = lambda p, y: (p ** 2).mean()  # noqa: E731  (ignores the target's form)
+        loss = lambda p, y: (p**2).mean()  # noqa: E731  (ignores the target's form)
     else:
-        loss = lambda y, p: kit.tf.reduce_mean(p ** 2)  # noqa: E731
+        loss = lambda y, p: kit.tf.reduce_mean(p**2)  # noqa: E731
     model = fitkit.Model(kit.mlp(4, 3))
     model.compile("sgd", loss, metrics=["accuracy"])
     sparse = model.validate(x, labels)
@@ -251,7 +271,8 @@ def test_class_weight_gives_unnamed_classes_weight_one(kit):
     model, _ = _model(kit, n_out=3, loss="cross_entropy", lr=1e-12)  # weights stay put
     by_table = model.train_on_batch(x, labels, class_weight=table, return_dict=True)
     assert model.test_on_batch(x, labels, sample_weight=explicit) == pytest.approx(
-        by_table["loss"], rel=1e-4)
+        by_table["loss"], rel=1e-4
+    )
     with pytest.raises(fitkit.FitkitValueError, match="class_weight works with one output"):
         model.fit(x, (labels, labels), class_weight=table, verbose=0)
 
@@ -261,8 +282,9 @@ def test_metrics_dict_with_a_misspelt_output_name_is_named(kit):
 
     x, labels, value = _two_targets()
     model = fitkit.Model(_two_head_net(kit))
-    model.compile("sgd", {"cls": "cross_entropy", "reg": "mse"},
-                  metrics={"cls": ["accuracy"], "rg": ["mae"]})
+    model.compile(
+        "sgd", {"cls": "cross_entropy", "reg": "mse"}, metrics={"cls": ["accuracy"], "rg": ["mae"]}
+    )
     with pytest.raises(fitkit.FitkitValueError, match=r"\['rg'\].*\['cls', 'reg'\]"):
         model.fit(x, {"cls": labels, "reg": value}, verbose=0)
 
@@ -275,14 +297,18 @@ def test_a_metric_that_cannot_read_an_output_fails_before_training(kit):
     model = fitkit.Model(net)
     model.compile("sgd", {"cls": "cross_entropy", "reg": "mse"}, metrics=["mae"])
     before = kit.weights(net)
-    with pytest.raises(fitkit.FitkitValueError, match=r"metric 'cls_mae' of output 'cls'.*"
-                                                      r"shape.*fit its predictions"):
+    with pytest.raises(
+        fitkit.FitkitValueError,
+        match=r"metric 'cls_mae' of output 'cls'.*"
+        r"shape.*fit its predictions",
+    ):
         model.fit(x, {"cls": labels, "reg": value}, verbose=0)
     _unchanged(kit, net, before)
 
 
 def test_a_metric_that_raises_on_the_first_batch_is_named_with_its_own_error(kit):
     """Not reported as a shape mismatch: the failing metric is named, its error chained."""
+
     def lookup(a, b):
         raise KeyError("the label table is not loaded")
 
@@ -291,9 +317,12 @@ def test_a_metric_that_raises_on_the_first_batch_is_named_with_its_own_error(kit
     model = fitkit.Model(net)
     model.compile("sgd", "cross_entropy", metrics={"acc": "accuracy", "lookup": lookup})
     before = kit.weights(net)
-    with pytest.raises(fitkit.FitkitValueError, match=r"^The metric 'lookup' failed on a first "
-                                                      r"batch .*KeyError: .*label table is not "
-                                                      r"loaded.*Fix the metric") as info:
+    with pytest.raises(
+        fitkit.FitkitValueError,
+        match=r"^The metric 'lookup' failed on a first "
+        r"batch .*KeyError: .*label table is not "
+        r"loaded.*Fix the metric",
+    ) as info:
         model.fit(x, y, verbose=0)
     assert isinstance(info.value.__cause__, KeyError)
     assert "'acc'" not in str(info.value) and "fit its predictions" not in str(info.value)

@@ -1,12 +1,13 @@
 """The tutorial's train_on_batch style, on both backends: reset_metrics, train_on_batch,
 test_on_batch(reset_metrics=False), lowering the learning rate mid-training."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_classes
 
 import fitkit
-from conftest import make_classes
 
 
 def test_the_tutorials_train_on_batch_loop_runs_and_reports_exact_running_logs(kit):
@@ -18,11 +19,13 @@ def test_the_tutorials_train_on_batch_loop_runs_and_reports_exact_running_logs(k
         if epoch == 3:  # the tutorial halves the rate late in training
             model.learning_rate = model.learning_rate / 2.0
         for start in range(0, 128, 32):
-            train_result = model.train_on_batch(x[start:start + 32], y[start:start + 32],
-                                                 return_dict=True)
+            train_result = model.train_on_batch(
+                x[start : start + 32], y[start : start + 32], return_dict=True
+            )
         for start in range(128, 192, 32):
-            valid_result = model.test_on_batch(x[start:start + 32], y[start:start + 32],
-                                               reset_metrics=False, return_dict=True)
+            valid_result = model.test_on_batch(
+                x[start : start + 32], y[start : start + 32], reset_metrics=False, return_dict=True
+            )
     assert model.learning_rate == pytest.approx(0.005)
     assert list(train_result) == model.metrics_names == ["loss", "accuracy"]
     assert list(valid_result) == model.metrics_names
@@ -59,7 +62,8 @@ def test_on_batch_calls_return_what_keras_returns(kit):
     assert dict(zip(model.metrics_names, listed)) == pytest.approx(logs)
     trained = model.train_on_batch(x[32:], y[32:])
     assert isinstance(trained, list) and trained[0] == pytest.approx(
-        model.test_on_batch(x[32:], y[32:], return_dict=True)["loss"], rel=0.2)
+        model.test_on_batch(x[32:], y[32:], return_dict=True)["loss"], rel=0.2
+    )
     bare = fitkit.Model(kit.mlp(4, 3))
     bare.compile("sgd", "cross_entropy", lr=0.01)
     loss = bare.train_on_batch(x, y)  # no metrics: the loss alone, a number
@@ -68,10 +72,14 @@ def test_on_batch_calls_return_what_keras_returns(kit):
 
 def test_on_batch_structure_equals_keras_on_the_same_model(tf_kit):
     import keras
+
     x, y = make_classes(n=32, d=4)
     net = tf_kit.mlp(4, 3)
-    net.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True), metrics=["accuracy"])
+    net.compile(
+        keras.optimizers.SGD(0.01),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     theirs = net.test_on_batch(x, y)
     model = fitkit.Model(net)
     model.compile("sgd", "cross_entropy", metrics=["accuracy"], lr=0.01)

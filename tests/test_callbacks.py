@@ -1,4 +1,5 @@
 """Callbacks: Keras hook names and order, stop_training, batch hooks with lazily read logs."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,12 +13,23 @@ class Recorder(Callback):
         super().__init__()
         self.calls = []
 
-    def on_train_begin(self, logs=None): self.calls.append("train_begin")
-    def on_train_end(self, logs=None): self.calls.append("train_end")
-    def on_epoch_begin(self, epoch, logs=None): self.calls.append(f"epoch_begin {epoch}")
-    def on_epoch_end(self, epoch, logs=None): self.calls.append(f"epoch_end {epoch}")
-    def on_test_begin(self, logs=None): self.calls.append("test_begin")
-    def on_test_end(self, logs=None): self.calls.append("test_end")
+    def on_train_begin(self, logs=None):
+        self.calls.append("train_begin")
+
+    def on_train_end(self, logs=None):
+        self.calls.append("train_end")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(f"epoch_begin {epoch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(f"epoch_end {epoch}")
+
+    def on_test_begin(self, logs=None):
+        self.calls.append("test_begin")
+
+    def on_test_end(self, logs=None):
+        self.calls.append("test_end")
 
 
 def test_hooks_run_in_keras_order(kit, regression):
@@ -25,10 +37,18 @@ def test_hooks_run_in_keras_order(kit, regression):
     model.compile("sgd", "mse")
     rec = Recorder()
     model.fit(*regression, epochs=2, validation_split=0.25, callbacks=[rec], verbose=0)
-    assert rec.calls == ["train_begin",
-                         "epoch_begin 0", "test_begin", "test_end", "epoch_end 0",
-                         "epoch_begin 1", "test_begin", "test_end", "epoch_end 1",
-                         "train_end"]
+    assert rec.calls == [
+        "train_begin",
+        "epoch_begin 0",
+        "test_begin",
+        "test_end",
+        "epoch_end 0",
+        "epoch_begin 1",
+        "test_begin",
+        "test_end",
+        "epoch_end 1",
+        "train_end",
+    ]
     assert rec.model is model and rec.params["epochs"] == 2
 
 
@@ -40,8 +60,9 @@ def test_stop_training_ends_fit_after_the_epoch(kit, regression):
 
     model = fitkit.Model(kit.mlp(4, 1))
     model.compile("sgd", "mse")
-    history = model.fit(*regression, epochs=5, validation_split=0.25, callbacks=[StopAtOne()],
-                        verbose=0)
+    history = model.fit(
+        *regression, epochs=5, validation_split=0.25, callbacks=[StopAtOne()], verbose=0
+    )
     assert len(history) == 1
 
 
@@ -84,6 +105,7 @@ class _MeanSquared:
                 self.optimizer.step()
                 self.update_metrics(y, pred.detach())
                 return {"loss": loss, "double_loss": 2 * loss}
+
         return Custom
 
     @staticmethod
@@ -100,6 +122,7 @@ class _MeanSquared:
                 self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
                 self.update_metrics(y, pred)
                 return {"loss": loss, "double_loss": 2 * loss}
+
         return Custom
 
 
@@ -142,7 +165,8 @@ def test_stop_training_set_in_a_batch_hook_ends_the_epoch_after_that_step(kit, r
     model = fitkit.Model(kit.mlp(4, 1))
     model.compile("sgd", "mse")
     cb = StopAtStep3()
-    history = model.fit(*regression, batch_size=16, epochs=3, validation_split=0.25,
-                        callbacks=[cb], verbose=0)
+    history = model.fit(
+        *regression, batch_size=16, epochs=3, validation_split=0.25, callbacks=[cb], verbose=0
+    )
     assert cb.batches == [0, 1, 2] and len(history) == 1
     assert "val_loss" in history.history  # validation still runs, as in Keras

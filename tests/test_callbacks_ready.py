@@ -3,6 +3,7 @@
 A LambdaCallback that turns the learning rate negative from epoch 4 (gradient ascent) gives a
 validation loss that falls for three epochs and then rises: the best epoch is known (3).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,20 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_classes, make_regression
 
 import fitkit
-from conftest import make_classes, make_regression
-from fitkit.callbacks import (CallbackList, CSVLogger, EarlyStopping, LambdaCallback,
-                              LearningRateScheduler, ModelCheckpoint, ReduceLROnPlateau,
-                              TensorBoard, TerminateOnNaN)
+from fitkit.callbacks import (
+    CallbackList,
+    CSVLogger,
+    EarlyStopping,
+    LambdaCallback,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+    TensorBoard,
+    TerminateOnNaN,
+)
 from fitkit.callbacks.base import _overrides
 from fitkit.errors import FitkitError, FitkitTypeError, FitkitValueError
 
@@ -37,8 +46,9 @@ def _split(data):
 
 def _ascent_after(model, epoch, lr=0.05):
     """From ``epoch`` on (0-based) the rate is negative: the losses climb again."""
-    return LambdaCallback(on_epoch_begin=lambda e, logs: setattr(
-        model, "learning_rate", lr if e < epoch else -lr))
+    return LambdaCallback(
+        on_epoch_begin=lambda e, logs: setattr(model, "learning_rate", lr if e < epoch else -lr)
+    )
 
 
 def _ext(kit):
@@ -50,23 +60,30 @@ def test_early_stopping_stops_after_patience_and_restores_best_weights(kit, regr
     (x, y), val = _split(regression)
     model = _model(kit)
     stop = EarlyStopping("val_loss", patience=2, restore_best_weights=True)
-    history = model.fit(x, y, epochs=20, validation_data=val, verbose=0,
-                        callbacks=[_ascent_after(model, 3), stop])
+    history = model.fit(
+        x, y, epochs=20, validation_data=val, verbose=0, callbacks=[_ascent_after(model, 3), stop]
+    )
     val_loss = history.history["val_loss"]
     assert int(np.argmin(val_loss)) == 2 and len(history) == 5  # best epoch 3, then 2 worse
     assert stop.stopped_epoch == 4 and stop.best_epoch == 2
-    assert history.stop_reason == (f"EarlyStopping: val_loss did not improve for 2 epochs "
-                                   f"(best {val_loss[2]:.4g} at epoch 3)")
+    assert history.stop_reason == (
+        f"EarlyStopping: val_loss did not improve for 2 epochs (best {val_loss[2]:.4g} at epoch 3)"
+    )
     assert model.validate(*val)["loss"] == pytest.approx(val_loss[2], rel=1e-5)
 
 
 def test_early_stopping_without_restore_keeps_the_last_weights(kit, regression):
     (x, y), val = _split(regression)
     model = _model(kit)
-    history = model.fit(x, y, epochs=20, validation_data=val, verbose=0,
-                        callbacks=[_ascent_after(model, 3), EarlyStopping(patience=2)])
-    assert model.validate(*val)["loss"] == pytest.approx(history.history["val_loss"][-1],
-                                                         rel=1e-5)
+    history = model.fit(
+        x,
+        y,
+        epochs=20,
+        validation_data=val,
+        verbose=0,
+        callbacks=[_ascent_after(model, 3), EarlyStopping(patience=2)],
+    )
+    assert model.validate(*val)["loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
 
 
 def test_early_stopping_baseline_counts_epochs_that_do_not_beat_it(kit, regression):
@@ -75,8 +92,9 @@ def test_early_stopping_baseline_counts_epochs_that_do_not_beat_it(kit, regressi
     (x, y), val = _split(regression)
     model = _model(kit)
     stop = EarlyStopping(patience=2, baseline=1e-9)
-    history = model.fit(x, y, epochs=20, validation_data=val, verbose=0,
-                        callbacks=[_ascent_after(model, 3), stop])
+    history = model.fit(
+        x, y, epochs=20, validation_data=val, verbose=0, callbacks=[_ascent_after(model, 3), stop]
+    )
     assert len(history) == 4
     assert history.stop_reason.startswith("EarlyStopping: val_loss did not beat the baseline")
 
@@ -86,8 +104,14 @@ def test_early_stopping_start_from_epoch_skips_the_warm_up(kit, regression):
     for start, trained in [(0, 2), (3, 5)]:
         model = _model(kit)
         model.learning_rate = 0.0  # the loss never changes
-        history = model.fit(x, y, epochs=20, shuffle=False, verbose=0, callbacks=[
-            EarlyStopping("loss", start_from_epoch=start)])
+        history = model.fit(
+            x,
+            y,
+            epochs=20,
+            shuffle=False,
+            verbose=0,
+            callbacks=[EarlyStopping("loss", start_from_epoch=start)],
+        )
         assert len(history) == trained
 
 
@@ -140,14 +164,20 @@ def _run(cb, values, key="val_loss", stop_at=None):
 
 
 def test_early_stopping_follows_keras_cases():
-    trained, facade = _run(EarlyStopping(patience=2, restore_best_weights=True),
-                           [0.2, 0.15, 0.1, 0.11, 0.12])
+    trained, facade = _run(
+        EarlyStopping(patience=2, restore_best_weights=True), [0.2, 0.15, 0.1, 0.11, 0.12]
+    )
     assert (trained, facade.weights) == (5, 2)
-    trained, facade = _run(EarlyStopping(patience=5, baseline=0.5, restore_best_weights=True),
-                           [0.9, 0.8, 0.7, 0.71, 0.72, 0.73])
+    trained, facade = _run(
+        EarlyStopping(patience=5, baseline=0.5, restore_best_weights=True),
+        [0.9, 0.8, 0.7, 0.71, 0.72, 0.73],
+    )
     assert (trained, facade.weights) == (5, 2)
-    trained, facade = _run(EarlyStopping(patience=5, baseline=0.5, restore_best_weights=True),
-                           [0.9, 0.8, 0.7, 0.71, 0.72, 0.73], stop_at=3)
+    trained, facade = _run(
+        EarlyStopping(patience=5, baseline=0.5, restore_best_weights=True),
+        [0.9, 0.8, 0.7, 0.71, 0.72, 0.73],
+        stop_at=3,
+    )
     assert (trained, facade.weights) == (4, 2)
     trained, _ = _run(EarlyStopping(patience=1, min_delta=0.05), [1.0, 0.97, 0.96, 0.5])
     assert trained == 2  # 0.97 is not 0.05 better than 1.0
@@ -171,11 +201,23 @@ def test_monitored_key_missing_at_some_epochs_is_skipped_with_one_warning(kit, r
     (x, y), val = _split(regression)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = _model(kit).fit(x, y, epochs=5, validation_data=val, validation_freq=2,
-                                  verbose=0, callbacks=[EarlyStopping(patience=1)])
+        history = _model(kit).fit(
+            x,
+            y,
+            epochs=5,
+            validation_data=val,
+            validation_freq=2,
+            verbose=0,
+            callbacks=[EarlyStopping(patience=1)],
+        )
     assert len(history) == 5
-    assert sum("EarlyStopping: 'val_loss' is not in this epoch's logs" in str(w.message)
-               for w in caught) == 1
+    assert (
+        sum(
+            "EarlyStopping: 'val_loss' is not in this epoch's logs" in str(w.message)
+            for w in caught
+        )
+        == 1
+    )
 
 
 def test_a_key_no_epoch_will_log_fails_at_train_begin(kit, regression):
@@ -225,11 +267,21 @@ def test_reduce_lr_on_plateau_arguments_and_state():
 # ---------------------------------------------------------------------- LearningRateScheduler
 def test_learning_rate_scheduler_two_and_one_argument_forms(kit, regression):
     x, y = regression
-    history = _model(kit).fit(x, y, epochs=3, verbose=0, callbacks=[
-        LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch else lr)])
+    history = _model(kit).fit(
+        x,
+        y,
+        epochs=3,
+        verbose=0,
+        callbacks=[LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch else lr)],
+    )
     assert history.history["learning_rate"] == pytest.approx([0.05, 0.025, 0.0125])
-    history = _model(kit).fit(x, y, epochs=3, verbose=0, callbacks=[
-        LearningRateScheduler(lambda epoch: 0.1 / (epoch + 1))])
+    history = _model(kit).fit(
+        x,
+        y,
+        epochs=3,
+        verbose=0,
+        callbacks=[LearningRateScheduler(lambda epoch: 0.1 / (epoch + 1))],
+    )
     assert history.history["learning_rate"] == pytest.approx([0.1, 0.05, 0.1 / 3])
 
 
@@ -239,21 +291,31 @@ def test_learning_rate_scheduler_checks_the_schedule(kit, regression):
     with pytest.raises(FitkitTypeError, match=r"schedule\(epoch, lr\)"):
         LearningRateScheduler(lambda: 0.1)
     with pytest.raises(FitkitTypeError, match="must return a number"):
-        _model(kit).fit(*regression, epochs=2, verbose=0,
-                        callbacks=[LearningRateScheduler(lambda e, lr: "fast")])
+        _model(kit).fit(
+            *regression,
+            epochs=2,
+            verbose=0,
+            callbacks=[LearningRateScheduler(lambda e, lr: "fast")],
+        )
     with pytest.raises(FitkitValueError, match="finite number >= 0"):
-        _model(kit).fit(*regression, epochs=2, verbose=0,
-                        callbacks=[LearningRateScheduler(lambda e, lr: math.nan)])
+        _model(kit).fit(
+            *regression,
+            epochs=2,
+            verbose=0,
+            callbacks=[LearningRateScheduler(lambda e, lr: math.nan)],
+        )
 
 
 # ---------------------------------------------------------------------- ModelCheckpoint
 def test_model_checkpoint_names_files_from_epoch_and_logs(kit, regression, tmp_path):
     (x, y), val = _split(regression)
     pattern = str(tmp_path / "ckpt" / ("w-{epoch:02d}-{val_loss:.3f}" + _ext(kit)))
-    history = _model(kit).fit(x, y, epochs=3, validation_data=val, verbose=0,
-                              callbacks=[ModelCheckpoint(pattern)])
-    expected = sorted(f"w-{e + 1:02d}-{v:.3f}{_ext(kit)}"
-                      for e, v in enumerate(history.history["val_loss"]))
+    history = _model(kit).fit(
+        x, y, epochs=3, validation_data=val, verbose=0, callbacks=[ModelCheckpoint(pattern)]
+    )
+    expected = sorted(
+        f"w-{e + 1:02d}-{v:.3f}{_ext(kit)}" for e, v in enumerate(history.history["val_loss"])
+    )
     assert sorted(os.listdir(tmp_path / "ckpt")) == expected
 
 
@@ -261,12 +323,17 @@ def test_model_checkpoint_save_best_only_keeps_improvements(kit, regression, tmp
     (x, y), val = _split(regression)
     model = _model(kit)
     pattern = str(tmp_path / ("best-{epoch:02d}" + _ext(kit)))
-    history = model.fit(x, y, epochs=6, validation_data=val, verbose=0, callbacks=[
-        _ascent_after(model, 3), ModelCheckpoint(pattern, save_best_only=True)])
+    history = model.fit(
+        x,
+        y,
+        epochs=6,
+        validation_data=val,
+        verbose=0,
+        callbacks=[_ascent_after(model, 3), ModelCheckpoint(pattern, save_best_only=True)],
+    )
     assert sorted(os.listdir(tmp_path)) == [f"best-0{e}{_ext(kit)}" for e in (1, 2, 3)]
     model.load_weights(str(tmp_path / f"best-03{_ext(kit)}"))
-    assert model.validate(*val)["loss"] == pytest.approx(history.history["val_loss"][2],
-                                                         rel=1e-5)
+    assert model.validate(*val)["loss"] == pytest.approx(history.history["val_loss"][2], rel=1e-5)
 
 
 def test_model_checkpoint_every_n_steps_counts_across_epochs(kit, regression, tmp_path):
@@ -277,19 +344,34 @@ def test_model_checkpoint_every_n_steps_counts_across_epochs(kit, regression, tm
     _model(kit).fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[cb])
     # 12 steps: saved at steps 3, 6, 9, 12, or at the end of the call that ran them
     assert sorted(n.split(".")[0] for n in os.listdir(tmp_path)) == [
-        "s-1-3", "s-2-2", "s-3-1", "s-3-4"]
+        "s-1-3",
+        "s-2-2",
+        "s-3-1",
+        "s-3-4",
+    ]
     assert cb.state_dict()["steps_since_save"] == 0
     # Several steps per call (3, then the epoch's last 1): hooks see each call's last step.
     chunked = str(tmp_path / "chunked" / ("s-{epoch}-{batch}" + _ext(kit)))
-    _model(kit, steps_per_execution=3).fit(x, y, batch_size=32, epochs=3, verbose=0,
-                                           callbacks=[ModelCheckpoint(chunked, save_freq=3)])
+    _model(kit, steps_per_execution=3).fit(
+        x, y, batch_size=32, epochs=3, verbose=0, callbacks=[ModelCheckpoint(chunked, save_freq=3)]
+    )
     names = os.listdir(tmp_path / "chunked")
     assert len(names) == 4 and f"s-3-4{_ext(kit)}" in names
     every_two = str(tmp_path / "two" / ("s-{epoch}-{batch}-{loss:.2f}" + _ext(kit)))
-    _model(kit).fit(x, y, batch_size=32, epochs=2, verbose=0,
-                    callbacks=[ModelCheckpoint(every_two, save_freq=2)])
-    assert sorted(n.rsplit("-", 1)[0] for n in os.listdir(tmp_path / "two")) == \
-        ["s-1-2", "s-1-4", "s-2-2", "s-2-4"]
+    _model(kit).fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=2,
+        verbose=0,
+        callbacks=[ModelCheckpoint(every_two, save_freq=2)],
+    )
+    assert sorted(n.rsplit("-", 1)[0] for n in os.listdir(tmp_path / "two")) == [
+        "s-1-2",
+        "s-1-4",
+        "s-2-2",
+        "s-2-4",
+    ]
 
 
 def test_model_checkpoint_epoch_saves_add_no_batch_hook():
@@ -301,8 +383,9 @@ def test_model_checkpoint_epoch_saves_add_no_batch_hook():
 def test_model_checkpoint_whole_state_when_not_weights_only(kit, regression, tmp_path):
     path = str(tmp_path / "state-{epoch}.fitkit")
     model = _model(kit)
-    model.fit(*regression, epochs=2, verbose=0,
-              callbacks=[ModelCheckpoint(path, save_weights_only=False)])
+    model.fit(
+        *regression, epochs=2, verbose=0, callbacks=[ModelCheckpoint(path, save_weights_only=False)]
+    )
     assert sorted(os.listdir(tmp_path)) == ["state-1.fitkit", "state-2.fitkit"]
     model.load_checkpoint(str(tmp_path / "state-1.fitkit"))
     assert len(model.history) == 1  # saved at the end of epoch 1
@@ -311,12 +394,18 @@ def test_model_checkpoint_whole_state_when_not_weights_only(kit, regression, tmp
 def test_model_checkpoint_errors_are_clear_and_early(kit, regression, tmp_path):
     model = _model(kit)
     with pytest.raises(FitkitValueError, match="'val_acc'"):
-        model.fit(*regression, epochs=1, verbose=0, validation_split=0.25,
-                  callbacks=[ModelCheckpoint(str(tmp_path / "w-{val_acc:.2f}.pt"))])
+        model.fit(
+            *regression,
+            epochs=1,
+            verbose=0,
+            validation_split=0.25,
+            callbacks=[ModelCheckpoint(str(tmp_path / "w-{val_acc:.2f}.pt"))],
+        )
     (tmp_path / "folder").mkdir()
     with pytest.raises(FitkitValueError, match="is a folder"):
-        model.fit(*regression, epochs=1, verbose=0,
-                  callbacks=[ModelCheckpoint(str(tmp_path / "folder"))])
+        model.fit(
+            *regression, epochs=1, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / "folder"))]
+        )
     assert os.listdir(tmp_path / "folder") == []
     with pytest.raises(FitkitValueError, match="validation logs"):
         ModelCheckpoint("w-{val_loss}.pt", save_freq=10)
@@ -333,8 +422,15 @@ def test_model_checkpoint_skips_epochs_without_validation(kit, regression, tmp_p
     pattern = str(tmp_path / ("w-{epoch}-{val_loss:.2f}" + _ext(kit)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _model(kit).fit(x, y, epochs=4, validation_data=val, validation_freq=2, verbose=0,
-                        callbacks=[ModelCheckpoint(pattern)])
+        _model(kit).fit(
+            x,
+            y,
+            epochs=4,
+            validation_data=val,
+            validation_freq=2,
+            verbose=0,
+            callbacks=[ModelCheckpoint(pattern)],
+        )
     assert sorted(n.split("-")[1] for n in os.listdir(tmp_path)) == ["2", "4"]
     assert sum("ModelCheckpoint" in str(w.message) for w in caught) == 1
 
@@ -349,8 +445,14 @@ def test_csv_logger_rows_equal_the_history(kit, regression, tmp_path):
     path = tmp_path / "logs" / "train.csv"
     model = fitkit.Model(kit.mlp(4, 1))
     model.compile("sgd", "mse", metrics=["mae"], lr=0.05)
-    history = model.fit(x, y, epochs=3, validation_data=val, verbose=0,
-                        callbacks=[CSVLogger(str(path), separator=";")])
+    history = model.fit(
+        x,
+        y,
+        epochs=3,
+        validation_data=val,
+        verbose=0,
+        callbacks=[CSVLogger(str(path), separator=";")],
+    )
     frame = _csv(path, ";")
     assert list(frame.columns) == ["epoch", *sorted(history.history)]
     assert frame["epoch"].tolist() == [0, 1, 2]
@@ -361,8 +463,15 @@ def test_csv_logger_rows_equal_the_history(kit, regression, tmp_path):
 def test_csv_logger_columns_that_appear_later(kit, regression, tmp_path):
     (x, y), val = _split(regression)
     path = tmp_path / "log.csv"
-    history = _model(kit).fit(x, y, epochs=4, validation_data=val, validation_freq=2,
-                              verbose=0, callbacks=[CSVLogger(str(path))])
+    history = _model(kit).fit(
+        x,
+        y,
+        epochs=4,
+        validation_data=val,
+        validation_freq=2,
+        verbose=0,
+        callbacks=[CSVLogger(str(path))],
+    )
     frame = _csv(path)
     assert list(frame.columns) == ["epoch", "learning_rate", "loss", "val_loss"]  # sorted, as Keras
     assert open(path).read().splitlines()[1].endswith(",NA")
@@ -382,8 +491,12 @@ def test_csv_logger_append_adds_rows_without_a_second_header(kit, regression, tm
 def test_csv_logger_on_a_resumed_run_drops_the_rows_it_redoes(kit, regression, tmp_path):
     log, state = str(tmp_path / "log.csv"), str(tmp_path / "state-{epoch}.fitkit")
     model = _model(kit)
-    model.fit(*regression, epochs=4, verbose=0, callbacks=[
-        CSVLogger(log), ModelCheckpoint(state, save_weights_only=False)])
+    model.fit(
+        *regression,
+        epochs=4,
+        verbose=0,
+        callbacks=[CSVLogger(log), ModelCheckpoint(state, save_weights_only=False)],
+    )
     model.load_checkpoint(str(tmp_path / "state-2.fitkit"))  # two epochs done
     history = model.fit(*regression, epochs=4, verbose=0, callbacks=[CSVLogger(log)])
     frame = _csv(log)
@@ -405,13 +518,16 @@ def test_a_backup_restore_continues_every_callback(kit, regression, tmp_path):
                 raise KeyboardInterrupt
             model.learning_rate = 0.05 if epoch < 3 else -0.05  # the best epoch is 3
 
-        cbs = [EarlyStopping(patience=10), CSVLogger(str(tmp_path / "log.csv")),
-               ModelCheckpoint(str(tmp_path / "c" / ("s-{epoch}-{batch}" + _ext(kit))),
-                               save_freq=5),
-               LambdaCallback(on_epoch_begin=crash_then_ascend),
-               BackupAndRestore(str(tmp_path / "backup"), verbose=0)]
-        return model.fit(*regression, epochs=6, validation_split=0.25, verbose=0,
-                         callbacks=cbs), cbs
+        cbs = [
+            EarlyStopping(patience=10),
+            CSVLogger(str(tmp_path / "log.csv")),
+            ModelCheckpoint(str(tmp_path / "c" / ("s-{epoch}-{batch}" + _ext(kit))), save_freq=5),
+            LambdaCallback(on_epoch_begin=crash_then_ascend),
+            BackupAndRestore(str(tmp_path / "backup"), verbose=0),
+        ]
+        return model.fit(
+            *regression, epochs=6, validation_split=0.25, verbose=0, callbacks=cbs
+        ), cbs
 
     with pytest.raises(KeyboardInterrupt):
         run(crash_at=3)
@@ -422,7 +538,14 @@ def test_a_backup_restore_continues_every_callback(kit, regression, tmp_path):
     assert _csv(tmp_path / "log.csv")["epoch"].tolist() == [0, 1, 2, 3, 4, 5]
     # 6 steps an epoch, a save every 5 steps counted across epochs and across the restore
     assert sorted(n.split(".")[0] for n in os.listdir(tmp_path / "c")) == [
-        "s-1-5", "s-2-4", "s-3-3", "s-4-2", "s-5-1", "s-5-6", "s-6-5"]
+        "s-1-5",
+        "s-2-4",
+        "s-3-3",
+        "s-4-2",
+        "s-5-1",
+        "s-5-6",
+        "s-6-5",
+    ]
 
 
 # ---------------------------------------------------------------------- TensorBoard
@@ -435,8 +558,9 @@ def _scalars(folder):
     acc.Reload()
     found = {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
     for tag in acc.Tags()["tensors"]:
-        found[tag] = {e.step: float(tensor_util.make_ndarray(e.tensor_proto))
-                      for e in acc.Tensors(tag)}
+        found[tag] = {
+            e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)
+        }
     return found
 
 
@@ -452,9 +576,13 @@ def test_tensorboard_writes_keras_layout_per_epoch(kit, regression, tmp_path):
     train, valid = _scalars(tmp_path / "tb" / "train"), _scalars(tmp_path / "tb" / "validation")
     assert set(train) == {"epoch_loss", "epoch_mae", "epoch_learning_rate"}
     assert set(valid) == {"epoch_loss", "epoch_mae"}
-    for tag, key, run in [("epoch_loss", "loss", train), ("epoch_mae", "mae", train),
-                          ("epoch_learning_rate", "learning_rate", train),
-                          ("epoch_loss", "val_loss", valid), ("epoch_mae", "val_mae", valid)]:
+    for tag, key, run in [
+        ("epoch_loss", "loss", train),
+        ("epoch_mae", "mae", train),
+        ("epoch_learning_rate", "learning_rate", train),
+        ("epoch_loss", "val_loss", valid),
+        ("epoch_mae", "val_mae", valid),
+    ]:
         assert sorted(run[tag]) == [0, 1, 2]
         assert [run[tag][e] for e in range(3)] == pytest.approx(h[key], rel=1e-6)
 
@@ -474,7 +602,9 @@ def test_tensorboard_every_n_steps(kit, regression, tmp_path):
 
 def test_tensorboard_missing_package_names_the_extra(kit, regression, tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m.startswith("tensorboard.")] + [
-            "fitkit.torch.events", "fitkit.tf.events"]:
+        "fitkit.torch.events",
+        "fitkit.tf.events",
+    ]:
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     model = _model(kit)
@@ -492,21 +622,31 @@ def test_torch_fit_with_tensorboard_never_imports_tensorflow(tmp_path):
         "x = np.ones((8, 2), 'float32'); y = np.ones((8, 1), 'float32')\n"
         f"cb = fitkit.callbacks.TensorBoard({str(tmp_path)!r}, update_freq=1)\n"
         "model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])\n"
-        "print('tensorflow' in sys.modules, sorted(os.listdir(" + repr(str(tmp_path)) + ")))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip().splitlines()[-1]
+        "print('tensorflow' in sys.modules, sorted(os.listdir(" + repr(str(tmp_path)) + ")))\n"
+    )
+    out = (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert out == "False ['train']"
 
 
 # ---------------------------------------------------------------------- TerminateOnNaN
 def test_terminate_on_nan_stops_at_a_non_finite_loss(kit, regression):
     model = _model(kit)
-    blow_up = LambdaCallback(on_epoch_begin=lambda e, logs: setattr(
-        model, "learning_rate", 0.05 if e == 0 else 1e30))
+    blow_up = LambdaCallback(
+        on_epoch_begin=lambda e, logs: setattr(model, "learning_rate", 0.05 if e == 0 else 1e30)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        history = model.fit(*regression, epochs=5, verbose=0, terminate_on_nan=False,
-                            callbacks=[blow_up, TerminateOnNaN()])
+        history = model.fit(
+            *regression,
+            epochs=5,
+            verbose=0,
+            terminate_on_nan=False,
+            callbacks=[blow_up, TerminateOnNaN()],
+        )
     assert len(history) == 2
     assert history.stop_reason.startswith("TerminateOnNaN: the loss became")
     assert "at epoch 2, step" in history.stop_reason
@@ -515,12 +655,15 @@ def test_terminate_on_nan_stops_at_a_non_finite_loss(kit, regression):
 # ---------------------------------------------------------------------- LambdaCallback
 def test_lambda_callback_runs_the_given_hooks(kit, regression):
     seen = []
-    cb = LambdaCallback(on_train_begin=lambda logs: seen.append("begin"),
-                        on_epoch_end=lambda epoch, logs: seen.append((epoch, "loss" in logs)),
-                        on_train_batch_end=lambda batch, logs: seen.append(batch),
-                        on_train_end=lambda logs: seen.append("end"))
-    _model(kit).fit(regression[0][:64], regression[1][:64], batch_size=32, epochs=2,
-                    verbose=0, callbacks=[cb])
+    cb = LambdaCallback(
+        on_train_begin=lambda logs: seen.append("begin"),
+        on_epoch_end=lambda epoch, logs: seen.append((epoch, "loss" in logs)),
+        on_train_batch_end=lambda batch, logs: seen.append(batch),
+        on_train_end=lambda logs: seen.append("end"),
+    )
+    _model(kit).fit(
+        regression[0][:64], regression[1][:64], batch_size=32, epochs=2, verbose=0, callbacks=[cb]
+    )
     assert seen == ["begin", 0, 1, (0, True), 0, 1, (1, True), "end"]
 
 
@@ -529,8 +672,9 @@ def test_lambda_callback_batch_hooks_cost_nothing_unless_given():
     assert type(epoch_only).__name__ == "LambdaCallback"
     assert isinstance(epoch_only, LambdaCallback)
     assert not CallbackList([epoch_only], None, {}).wants("on_train_batch_end")
-    batch = LambdaCallback(on_batch_end=lambda batch, logs: None,
-                           on_test_batch_end=lambda batch, logs: None)
+    batch = LambdaCallback(
+        on_batch_end=lambda batch, logs: None, on_test_batch_end=lambda batch, logs: None
+    )
     hooks = CallbackList([batch, epoch_only], None, {})
     assert hooks.wants("on_train_batch_end") and hooks.wants("on_test_batch_end")
     assert not hooks.wants("on_train_batch_begin")
@@ -542,10 +686,15 @@ def test_lambda_callback_batch_hooks_cost_nothing_unless_given():
 
 # ---------------------------------------------------------------------- all of them
 def _epoch_only(tmp_path, ext):
-    return [EarlyStopping("loss", patience=5), ReduceLROnPlateau("loss", patience=5),
-            LearningRateScheduler(lambda epoch, lr: lr), CSVLogger(str(tmp_path / "log.csv")),
-            ModelCheckpoint(str(tmp_path / ("w-{epoch}" + ext))),
-            TensorBoard(str(tmp_path / "tb")), LambdaCallback(on_epoch_end=lambda e, l: None)]
+    return [
+        EarlyStopping("loss", patience=5),
+        ReduceLROnPlateau("loss", patience=5),
+        LearningRateScheduler(lambda epoch, lr: lr),
+        CSVLogger(str(tmp_path / "log.csv")),
+        ModelCheckpoint(str(tmp_path / ("w-{epoch}" + ext))),
+        TensorBoard(str(tmp_path / "tb")),
+        LambdaCallback(on_epoch_end=lambda e, l: None),
+    ]
 
 
 def test_epoch_only_callbacks_override_no_batch_hook(tmp_path):
@@ -565,8 +714,9 @@ def test_callback_state_is_json(kit, regression, tmp_path):
 
 
 @pytest.mark.parametrize("log_step_freq", [None, 4])
-def test_epoch_only_callbacks_add_no_host_sync(torch_kit, tmp_path, torch_sync_counter,
-                                               log_step_freq):
+def test_epoch_only_callbacks_add_no_host_sync(
+    torch_kit, tmp_path, torch_sync_counter, log_step_freq
+):
     """The sync count of tests/torch/test_torch_adapter.py, with every epoch-only callback."""
     pytest.importorskip("tensorboard")
     calls = torch_sync_counter
@@ -576,8 +726,15 @@ def test_epoch_only_callbacks_add_no_host_sync(torch_kit, tmp_path, torch_sync_c
     model.fit(x[:64], y[:64], verbose=0, epochs=1)  # warm-up outside the count
     calls.clear()
     epochs, steps = 3, 16
-    model.fit(x, y, batch_size=32, epochs=epochs, verbose=2, log_step_freq=log_step_freq,
-              callbacks=_epoch_only(tmp_path, ".pt"))
+    model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=epochs,
+        verbose=2,
+        log_step_freq=log_step_freq,
+        callbacks=_epoch_only(tmp_path, ".pt"),
+    )
     log_points = epochs * (1 + (steps // log_step_freq if log_step_freq else 0))
     # label range of the whole y, once before training; the first batch's predictions, once
     # (a logits loss: do they look like softmax probabilities?)

@@ -1,6 +1,7 @@
 """Training-state files (fitkit.checkpoint.save_state / load_state / describe_state): exact
 round trips, atomic saves (a killed process keeps the previous file), and refusals that name
 the file and the fix for every file that is not a whole fitkit checkpoint; never unpickling."""
+
 from __future__ import annotations
 
 import json
@@ -15,37 +16,63 @@ import zipfile
 
 import numpy as np
 import pytest
+from numpy.lib import format as npformat
 
 from fitkit import FitkitTypeError, FitkitValueError
-from fitkit.checkpoint import (HEADER, describe_state, is_state_file, load_state, save_state,
-                               sniff)
-from numpy.lib import format as npformat
+from fitkit.checkpoint import HEADER, describe_state, is_state_file, load_state, save_state, sniff
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    out = {f"dtypes/{t}": (rng.standard_normal(7) * 50).astype(t) for t in
-           ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
-            "uint8", "uint16", "uint32", "uint64", "complex64")}
-    out.update({
-        "net/linear.weight": rng.standard_normal((3, 4)).astype("float32"),
-        "optimizer/state/0/exp_avg": np.full((3, 4), np.nan, "float32"),
-        "rng/numpy": np.array(2 ** 64 - 1, "uint64"),  # 0-d
-        "flags": np.array([True, False, True]),
-        "empty": np.zeros((0,), "float32"), "empty/2d": np.zeros((3, 0), "int64"),
-        "specials": np.array([np.inf, -np.inf, -0.0, 5e-324], "float64"),
-        "fortran": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
-        "strided": np.arange(20, dtype="int32")[::3],
-        "../escape": np.ones(1), "/abs": np.ones(1), "a%2Fb": np.zeros(1), "%": np.ones(2),
-        "fitkit.json": np.arange(3), "名前/ü": np.arange(2, dtype="int8"),
-    })
+    out = {
+        f"dtypes/{t}": (rng.standard_normal(7) * 50).astype(t)
+        for t in (
+            "float16",
+            "float32",
+            "float64",
+            "int8",
+            "int16",
+            "int32",
+            "int64",
+            "uint8",
+            "uint16",
+            "uint32",
+            "uint64",
+            "complex64",
+        )
+    }
+    out.update(
+        {
+            "net/linear.weight": rng.standard_normal((3, 4)).astype("float32"),
+            "optimizer/state/0/exp_avg": np.full((3, 4), np.nan, "float32"),
+            "rng/numpy": np.array(2**64 - 1, "uint64"),  # 0-d
+            "flags": np.array([True, False, True]),
+            "empty": np.zeros((0,), "float32"),
+            "empty/2d": np.zeros((3, 0), "int64"),
+            "specials": np.array([np.inf, -np.inf, -0.0, 5e-324], "float64"),
+            "fortran": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+            "strided": np.arange(20, dtype="int32")[::3],
+            "../escape": np.ones(1),
+            "/abs": np.ones(1),
+            "a%2Fb": np.zeros(1),
+            "%": np.ones(2),
+            "fitkit.json": np.arange(3),
+            "名前/ü": np.arange(2, dtype="int8"),
+        }
+    )
     return out
 
 
-META = {"epoch": 3, "step": 1200, "note": "训练 ✓ — ünïcode", "best": float("inf"),
-        "lr": [0.1, 0.01], "nested": {"a": None, "b": True, "c": {"d": [1, 2.5, "x"]}}}
+META = {
+    "epoch": 3,
+    "step": 1200,
+    "note": "训练 ✓ — ünïcode",
+    "best": float("inf"),
+    "lr": [0.1, 0.01],
+    "nested": {"a": None, "b": True, "c": {"d": [1, 2.5, "x"]}},
+}
 
 
 def _saved(tmp_path, name="state.fitkit", arrays=None, meta=None) -> str:
@@ -86,24 +113,37 @@ def test_round_trip_is_bit_identical(tmp_path):
 
 
 def test_layout_is_a_plain_npz_with_a_json_header(tmp_path):
-    path = _saved(tmp_path, arrays={"net/w": np.ones(2, "float32"), "rng/numpy": np.arange(3)},
-                  meta={"epoch": 1})
+    path = _saved(
+        tmp_path,
+        arrays={"net/w": np.ones(2, "float32"), "rng/numpy": np.arange(3)},
+        meta={"epoch": 1},
+    )
     assert sniff(path) == "zip" and is_state_file(path)
     with zipfile.ZipFile(path) as archive:
         assert archive.namelist() == [HEADER, "net%2Fw.npy", "rng%2Fnumpy.npy"]
         assert all(i.compress_type == zipfile.ZIP_STORED for i in archive.infolist())
         header = json.loads(archive.read(HEADER))
-    assert header == {"format": "fitkit-checkpoint", "version": 2, "meta": {"epoch": 1},
-                      "arrays": {"net/w": {"dtype": "float32", "shape": [2]},
-                                 "rng/numpy": {"dtype": "int64", "shape": [3]}}}
+    assert header == {
+        "format": "fitkit-checkpoint",
+        "version": 2,
+        "meta": {"epoch": 1},
+        "arrays": {
+            "net/w": {"dtype": "float32", "shape": [2]},
+            "rng/numpy": {"dtype": "int64", "shape": [3]},
+        },
+    }
     with np.load(path, allow_pickle=False) as npz:  # numpy reads it too
         np.testing.assert_array_equal(npz["net%2Fw"], np.ones(2, "float32"))
 
 
 def test_empty_state_scalars_and_byte_order(tmp_path):
     assert load_state(_saved(tmp_path, "a", arrays={}, meta={})) == ({}, {})
-    path = _saved(tmp_path, "b", arrays={"s": np.float32(1.5), "be": np.arange(3, dtype=">i4")},
-                  meta={"n": np.int64(7), "f": np.float32(0.5), "t": (1, 2)})
+    path = _saved(
+        tmp_path,
+        "b",
+        arrays={"s": np.float32(1.5), "be": np.arange(3, dtype=">i4")},
+        meta={"n": np.int64(7), "f": np.float32(0.5), "t": (1, 2)},
+    )
     arrays, meta = load_state(path)
     assert arrays["s"].shape == () and arrays["s"].dtype == np.float32 and arrays["s"] == 1.5
     assert arrays["be"].dtype == np.dtype("int32") and arrays["be"].tolist() == [0, 1, 2]
@@ -133,15 +173,21 @@ def test_a_new_save_replaces_the_old_one(tmp_path):
 
 
 # ---------------------------------------------------------------------- refused at save
-@pytest.mark.parametrize("arrays, match", [
-    ({"o": np.array([object()], dtype=object)}, r"arrays\['o'\] has dtype object.*never objects"),
-    ({"s": np.array(["a"])}, "dtype <U1"),
-    ({"r": np.zeros(2, dtype=[("a", "f4")])}, "dtype"),
-    ({"l": [1.0, 2.0]}, r"arrays\['l'\] is a list, not a numpy array"),
-    ({"": np.ones(1)}, "non-empty strings"),
-    ({3: np.ones(1)}, "non-empty strings"),
-    ([np.ones(1)], "must be a dict"),
-])
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        (
+            {"o": np.array([object()], dtype=object)},
+            r"arrays\['o'\] has dtype object.*never objects",
+        ),
+        ({"s": np.array(["a"])}, "dtype <U1"),
+        ({"r": np.zeros(2, dtype=[("a", "f4")])}, "dtype"),
+        ({"l": [1.0, 2.0]}, r"arrays\['l'\] is a list, not a numpy array"),
+        ({"": np.ones(1)}, "non-empty strings"),
+        ({3: np.ones(1)}, "non-empty strings"),
+        ([np.ones(1)], "must be a dict"),
+    ],
+)
 def test_save_refuses_what_it_cannot_store_and_writes_nothing(tmp_path, arrays, match):
     path = str(tmp_path / "s.fitkit")
     with pytest.raises(FitkitTypeError, match=match) as info:
@@ -160,13 +206,16 @@ def test_save_names_the_bfloat16_conversion(tmp_path):
     assert arrays["w"].view(ml_dtypes.bfloat16).tolist() == [1.0, 1.0]
 
 
-@pytest.mark.parametrize("meta, match", [
-    ({0: "int key"}, r"meta has the key 0; meta keys must be strings"),
-    ({"a": {"b": [1, {2.5: 1}]}}, r"meta\['a'\]\['b'\]\[1\] has the key 2.5"),
-    ({"a": {1, 2}}, r"meta\['a'\] is a set"),
-    ({"w": np.ones(2)}, r"meta\['w'\] is a ndarray.*Put arrays in arrays"),
-    ([1], "meta must be a dict"),
-])
+@pytest.mark.parametrize(
+    "meta, match",
+    [
+        ({0: "int key"}, r"meta has the key 0; meta keys must be strings"),
+        ({"a": {"b": [1, {2.5: 1}]}}, r"meta\['a'\]\['b'\]\[1\] has the key 2.5"),
+        ({"a": {1, 2}}, r"meta\['a'\] is a set"),
+        ({"w": np.ones(2)}, r"meta\['w'\] is a ndarray.*Put arrays in arrays"),
+        ([1], "meta must be a dict"),
+    ],
+)
 def test_save_refuses_meta_json_would_change_or_cannot_hold(tmp_path, meta, match):
     with pytest.raises(FitkitTypeError, match=match):
         save_state(str(tmp_path / "s"), {}, meta)
@@ -230,8 +279,21 @@ def test_truncated_files_are_refused_at_every_length(tmp_path):
     path = _saved(tmp_path)
     data = open(path, "rb").read()
     cut = str(tmp_path / "cut.fitkit")
-    for length in (1, 3, 4, 10, 30, 100, len(data) // 3, len(data) // 2, len(data) - 1000,
-                   len(data) - 100, len(data) - 22, len(data) - 21, len(data) - 1):
+    for length in (
+        1,
+        3,
+        4,
+        10,
+        30,
+        100,
+        len(data) // 3,
+        len(data) // 2,
+        len(data) - 1000,
+        len(data) - 100,
+        len(data) - 22,
+        len(data) - 21,
+        len(data) - 1,
+    ):
         open(cut, "wb").write(data[:length])
         message = _refused(cut, "load_checkpoint|save_checkpoint")
         assert re.search("truncated or corrupt|not a fitkit checkpoint", message), message
@@ -239,8 +301,10 @@ def test_truncated_files_are_refused_at_every_length(tmp_path):
 
 def test_no_single_byte_corruption_loads_wrong_data(tmp_path):
     """Every flipped byte is refused with a FitkitValueError, or changes nothing that loads."""
-    arrays, meta = {"w": np.arange(6, dtype="float32").reshape(2, 3), "rng/n": np.array(7)}, \
-        {"epoch": 2}
+    arrays, meta = (
+        {"w": np.arange(6, dtype="float32").reshape(2, 3), "rng/n": np.array(7)},
+        {"epoch": 2},
+    )
     path = _saved(tmp_path, arrays=arrays, meta=meta)
     data = open(path, "rb").read()
     bad = str(tmp_path / "bad.fitkit")
@@ -264,8 +328,12 @@ def test_no_single_byte_corruption_loads_wrong_data(tmp_path):
 def test_a_zip_that_is_not_a_checkpoint_is_refused(tmp_path):
     plain = str(tmp_path / "plain.npz")
     np.savez(plain, w=np.ones(2))
-    _refused(plain, "not a fitkit checkpoint", "without fitkit's 'fitkit.json' header",
-             "model.save_checkpoint")
+    _refused(
+        plain,
+        "not a fitkit checkpoint",
+        "without fitkit's 'fitkit.json' header",
+        "model.save_checkpoint",
+    )
     keras = str(tmp_path / "model.keras")
     with zipfile.ZipFile(keras, "w") as archive:
         archive.writestr("config.json", "{}")
@@ -293,11 +361,15 @@ def test_other_formats_and_versions_are_refused(tmp_path):
     _refused(other, "version 3", "newer fitkit", "Upgrade fitkit")
     _rewrite_header(path, other, version="1")
     _refused(other, "version '1'", "damaged or was not written by fitkit")
-    _rewrite_header(path, other, arrays={"net/linear.weight": {"dtype": "float32",
-                                                               "shape": [3, 4]}})
+    _rewrite_header(
+        path, other, arrays={"net/linear.weight": {"dtype": "float32", "shape": [3, 4]}}
+    )
     _refused(other, "truncated or corrupt", "do not match its header")
-    _rewrite_header(path, other, arrays={**describe_state(path)["arrays"],
-                                         "rng/numpy": {"dtype": "int64", "shape": []}})
+    _rewrite_header(
+        path,
+        other,
+        arrays={**describe_state(path)["arrays"], "rng/numpy": {"dtype": "int64", "shape": []}},
+    )
     with pytest.raises(FitkitValueError, match="header says int64"):
         load_state(other)
 
@@ -346,21 +418,25 @@ def _crafted(tmp_path, declared: str) -> tuple[str, str]:
     """A valid checkpoint whose array member is an object array (a pickle of _Payload)."""
     marker = str(tmp_path / f"pwned-{declared}")
     path = str(tmp_path / f"crafted-{declared}.fitkit")
-    header = {"format": "fitkit-checkpoint", "version": 1, "meta": {},
-              "arrays": {"net/w": {"dtype": declared, "shape": [1]}}}
+    header = {
+        "format": "fitkit-checkpoint",
+        "version": 1,
+        "meta": {},
+        "arrays": {"net/w": {"dtype": declared, "shape": [1]}},
+    }
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(HEADER, json.dumps(header))
         with archive.open("net%2Fw.npy", "w") as f:
-            npformat.write_array(f, np.array([_Payload(marker)], dtype=object),
-                                 allow_pickle=True)
+            npformat.write_array(f, np.array([_Payload(marker)], dtype=object), allow_pickle=True)
     return path, marker
 
 
 @pytest.mark.parametrize("declared", ["float32", "object"])
 def test_a_crafted_pickle_inside_is_refused_and_runs_nothing(tmp_path, declared):
     path, marker = _crafted(tmp_path, declared)
-    _refused(path, "holds Python objects", "never unpickles", "arbitrary code",
-             "Nothing was loaded")
+    _refused(
+        path, "holds Python objects", "never unpickles", "arbitrary code", "Nothing was loaded"
+    )
     assert not os.path.exists(marker)
     with np.load(path, allow_pickle=True) as npz:  # the payload is live: numpy would run it
         npz["net%2Fw"]
@@ -406,8 +482,9 @@ def test_a_process_killed_while_saving_leaves_a_whole_checkpoint(tmp_path):
         pytest.skip("no SIGKILL on this platform")
     path = str(tmp_path / "backup.fitkit")
     for wait_for, delay in (("mid", 0.0), ("mid", 0.002), ("saved", 0.0), ("saved", 0.02)):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, path, ROOT],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, path, ROOT], stdout=subprocess.PIPE, text=True
+        )
         try:
             lines = iter(proc.stdout.readline, "")
             assert any(line.startswith("saved") for line in lines), "the writer saved nothing"

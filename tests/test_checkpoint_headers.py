@@ -1,6 +1,7 @@
 """Edited checkpoint headers and another optimizer's checkpoints: load_checkpoint checks every
 field of the header against the model and refuses, naming the file, before any weight,
 optimizer state, metric state or history changes."""
+
 from __future__ import annotations
 
 import copy
@@ -8,9 +9,9 @@ import re
 
 import numpy as np
 import pytest
+from conftest import make_classes
 
 import fitkit
-from conftest import make_classes
 from fitkit.callbacks import BackupAndRestore, Callback, EarlyStopping
 from fitkit.checkpoint import load_state, save_state
 
@@ -23,15 +24,20 @@ def _net(kit):
         return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 3))
     import keras
 
-    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                             keras.layers.Dropout(0.2), keras.layers.Dense(3)])
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 def _model(kit, optimizer="adam", seed=0):
     fitkit.set_seed(seed)
     model = fitkit.Model(_net(kit))
-    model.compile(optimizer, "cross_entropy", metrics=["accuracy"], lr=0.01,
-                  lr_schedule="cosine")
+    model.compile(optimizer, "cross_entropy", metrics=["accuracy"], lr=0.01, lr_schedule="cosine")
     return model
 
 
@@ -52,8 +58,15 @@ def _mid_epoch_checkpoint(kit, path, optimizer="adam"):
     x, y = make_classes(n=96, d=4)
     model = _model(kit, optimizer)
     with pytest.raises(KeyboardInterrupt):
-        model.fit(x, y, batch_size=16, epochs=3, verbose=0, validation_data=(x[:32], y[:32]),
-                  callbacks=[EarlyStopping("loss", patience=5), SaveAt(path)])
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=3,
+            verbose=0,
+            validation_data=(x[:32], y[:32]),
+            callbacks=[EarlyStopping("loss", patience=5), SaveAt(path)],
+        )
     return x, y
 
 
@@ -79,8 +92,13 @@ def _assert_same(before, after):
 
 
 def _walk(node, path=()):
-    items = node.items() if isinstance(node, dict) else \
-        enumerate(node) if isinstance(node, list) else ()
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
     for key, value in items:
         yield path + (key,), value
         yield from _walk(value, path + (key,))
@@ -105,8 +123,9 @@ def _edits(meta):
         if isinstance(value, list) and value:
             yield path, "one more", value + [copy.deepcopy(value[-1])]
             yield path, "one fewer", value[:-1]
-        if path[0] in ("net", "optimizer") and isinstance(path[-1], int) and \
-                type(value) is int:  # a number of a shape, a parameter's index
+        if (
+            path[0] in ("net", "optimizer") and isinstance(path[-1], int) and type(value) is int
+        ):  # a number of a shape, a parameter's index
             yield path, "changed", value + 1
 
 
@@ -127,9 +146,11 @@ def _free(path, what):
     history's columns are the user's), which keys a TensorFlow step returned (only ever
     added to), and the saved callbacks' states (checked against the callbacks of the fit
     that uses them: see the next test)."""
-    return (path[:2] == ("history", "history") and len(path) == 3 and what == "removed") or \
-        (path[0] == "logs" and path[2:] == ("returned",) and what == "one fewer") or \
-        path[:2] == ("fit", "callbacks")
+    return (
+        (path[:2] == ("history", "history") and len(path) == 3 and what == "removed")
+        or (path[0] == "logs" and path[2:] == ("returned",) and what == "one fewer")
+        or path[:2] == ("fit", "callbacks")
+    )
 
 
 @pytest.mark.slow
@@ -149,16 +170,25 @@ def test_every_edited_header_field_is_refused_before_anything_changes(kit, tmp_p
         with pytest.raises(fitkit.FitkitError) as info:
             model.load_checkpoint(path)
         message = str(info.value)
-        assert repr(path) in message and re.search("edited|match|optimizer", message), \
-            (where, what, message)
+        assert repr(path) in message and re.search("edited|match|optimizer", message), (
+            where,
+            what,
+            message,
+        )
         _assert_same(before, _snapshot(model))
         refused += 1
     assert refused > 200, refused  # every field was tried
     # the model is whole: the unedited file loads, and the fit goes on from it
     assert model.load_checkpoint(good) == {"epoch": 2, "step": 3, "epochs": 3}
-    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0,
-                         validation_data=(x[:32], y[:32]),
-                         callbacks=[EarlyStopping("loss", patience=5), SaveAt(path, step=99)])
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=3,
+        verbose=0,
+        validation_data=(x[:32], y[:32]),
+        callbacks=[EarlyStopping("loss", patience=5), SaveAt(path, step=99)],
+    )
     assert len(history) == 3 and np.isfinite(history.history["loss"]).all()
 
 
@@ -174,16 +204,29 @@ class StopAt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("field,value", [("wait", REMOVED), ("wait", "two"), ("wait", None),
-                                         ("best_epoch", 1.5), ("best", [1]), ("extra", 1)])
-def test_an_edited_callback_state_in_a_backup_is_refused_at_train_begin(kit, tmp_path, field,
-                                                                        value):
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("wait", REMOVED),
+        ("wait", "two"),
+        ("wait", None),
+        ("best_epoch", 1.5),
+        ("best", [1]),
+        ("extra", 1),
+    ],
+)
+def test_an_edited_callback_state_in_a_backup_is_refused_at_train_begin(
+    kit, tmp_path, field, value
+):
     backup = str(tmp_path / "backup")
     x, y = make_classes(n=64, d=4)
 
     def callbacks(stop):
-        return [EarlyStopping("loss", patience=5), BackupAndRestore(backup, save_freq=2,
-                                                                    verbose=0), StopAt(stop)]
+        return [
+            EarlyStopping("loss", patience=5),
+            BackupAndRestore(backup, save_freq=2, verbose=0),
+            StopAt(stop),
+        ]
 
     with pytest.raises(KeyboardInterrupt):
         _model(kit).fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=callbacks(True))

@@ -1,11 +1,12 @@
 """Free-form class style on both backends: custom steps without targets, without a loss."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_unchanged
 
 import fitkit
-from conftest import assert_unchanged
 
 
 def _autoencoder(kit):
@@ -13,8 +14,9 @@ def _autoencoder(kit):
         nn = kit.torch.nn
         return nn.Sequential(nn.Linear(6, 3), nn.Tanh(), nn.Linear(3, 6))
     keras = kit.keras
-    return keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="tanh"),
-                             keras.layers.Dense(6)])
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(3, activation="tanh"), keras.layers.Dense(6)]
+    )
 
 
 class Reconstruct(fitkit.Model):
@@ -58,7 +60,8 @@ def test_custom_steps_train_on_inputs_only_without_a_compiled_loss(kit):
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     assert "val_reconstruction" in history.history
     assert model.validate(x)["reconstruction"] == pytest.approx(
-        float(((model.predict(x) - x) ** 2).mean()), rel=1e-4)
+        float(((model.predict(x) - x) ** 2).mean()), rel=1e-4
+    )
 
 
 def test_a_default_step_still_needs_a_loss(kit):
@@ -79,8 +82,10 @@ def test_a_default_step_still_needs_a_loss(kit):
 def test_custom_step_data_is_not_forced_through_the_network_first(kit):
     """The step feeds the network one entry of a dict: no pre-flight forward on the dict."""
     rng = np.random.default_rng(0)
-    data = {"features": rng.standard_normal((64, 4)).astype("float32"),
-            "ignored": rng.standard_normal((64, 9)).astype("float32")}
+    data = {
+        "features": rng.standard_normal((64, 4)).astype("float32"),
+        "ignored": rng.standard_normal((64, 9)).astype("float32"),
+    }
     y = data["features"].sum(1, keepdims=True).astype("float32")
 
     class PicksFeatures(fitkit.Model):
@@ -102,9 +107,13 @@ def test_configure_optimizers_chooses_optimizer_and_scheduler(kit, regression):
         class Chosen(fitkit.Model):
             def configure_optimizers(self):
                 opt = torch.optim.SGD(self.net.parameters(), lr=0.1)
-                return {"optimizer": opt, "lr_scheduler": {
-                    "scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
-                    "interval": "epoch"}}
+                return {
+                    "optimizer": opt,
+                    "lr_scheduler": {
+                        "scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+                        "interval": "epoch",
+                    },
+                }
     else:
         import keras
 
@@ -116,7 +125,9 @@ def test_configure_optimizers_chooses_optimizer_and_scheduler(kit, regression):
     model.compile(loss="mse")
     history = model.fit(*regression, epochs=3, verbose=0)
     if kit.name == "torch":
-        assert history.history["learning_rate"] == pytest.approx([0.1, 0.05, 0.025])  # used per epoch
+        assert history.history["learning_rate"] == pytest.approx(
+            [0.1, 0.05, 0.025]
+        )  # used per epoch
     else:  # the portable "step" schedule: a third of the fit per step of x0.1
         assert history.history["learning_rate"] == pytest.approx([0.1, 0.01, 0.001], rel=1e-5)
 
@@ -150,8 +161,11 @@ def _shared_model(kit):
             def shared_step(self, batch):
                 x, y = self.unpack_batch(batch)[:2]
                 y_pred = self(x)
-                return {"loss": tf.reduce_mean(tf.square(y_pred - y)),
-                        "mae": tf.reduce_mean(tf.abs(y_pred - y))}
+                return {
+                    "loss": tf.reduce_mean(tf.square(y_pred - y)),
+                    "mae": tf.reduce_mean(tf.abs(y_pred - y)),
+                }
+
     return Light
 
 

@@ -5,6 +5,7 @@ Lightning is installed, with the same numbers both ways.
 Owns fitkit.compat.lightmodel and the summary() function; torchkeras's Model and KerasModel
 are test_compat_torchkeras.py's.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,8 +51,9 @@ class Model(torchkeras.LightModel):
         x, y = batch
         prediction = self(x)
         loss = nn.BCELoss()(prediction, y)
-        preds = torch.where(prediction > 0.5, torch.ones_like(prediction),
-                            torch.zeros_like(prediction))
+        preds = torch.where(
+            prediction > 0.5, torch.ones_like(prediction), torch.zeros_like(prediction)
+        )
         acc = (preds == y).float().mean()
         return {"loss": loss, "acc": acc}
 
@@ -69,8 +71,9 @@ def test_summary_prints_fitkit_table_and_returns_it(capsys):
     assert torchkeras.summary(Net(), (2,)) == text  # torchkeras 2.x: input_shape second
     assert torchkeras.summary(Net(), torch.zeros(3, 2)) == text  # 3.x: input_data second
     embed = nn.Sequential(nn.Embedding(50, 4), nn.Flatten(), nn.Linear(20, 1))
-    assert "Total params: 221" in torchkeras.summary(embed, input_shape=(5,),
-                                                     input_dtype=torch.LongTensor)
+    assert "Total params: 221" in torchkeras.summary(
+        embed, input_shape=(5,), input_dtype=torch.LongTensor
+    )
     assert "net.fc3 (Linear)" in torchkeras.summary(Model(Net()), input_shape=(2,))
 
 
@@ -114,8 +117,9 @@ def test_light_model_trains_with_fit_as_the_class_style_does():
     np.testing.assert_allclose(dfhistory["val_loss"], expected.history["val_loss"])
     assert dfhistory["loss"].iloc[-1] < dfhistory["loss"].iloc[0]
     logs = model.evaluate(dl_valid)  # the last epoch's validation, again
-    assert logs == pytest.approx({"loss": expected.history["val_loss"][-1],
-                                  "acc": expected.history["val_acc"][-1]}, rel=1e-6)
+    assert logs == pytest.approx(
+        {"loss": expected.history["val_loss"][-1], "acc": expected.history["val_acc"][-1]}, rel=1e-6
+    )
     assert model.predict(dl_valid).shape == (90, 1)
     model.fit(dl_train, epochs=1, verbose=0)  # the history grows, as across Trainer fits
     dfhistory = pd.DataFrame(model.history)  # one row per epoch: NaN where no validation ran
@@ -167,8 +171,13 @@ def test_the_tutorial_with_lightning_trainer_matches_fitkit_fit(tmp_path):
     assert isinstance(model, pl.LightningModule)
     torchkeras.summary(model, input_shape=(2,))
     ckpt_cb = pl.callbacks.ModelCheckpoint(monitor="val_loss")
-    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", callbacks=[ckpt_cb],
-                         default_root_dir=str(tmp_path), enable_progress_bar=False)
+    trainer = pl.Trainer(
+        max_epochs=4,
+        accelerator="cpu",
+        callbacks=[ckpt_cb],
+        default_root_dir=str(tmp_path),
+        enable_progress_bar=False,
+    )
     trainer.fit(model, dl_train, dl_valid)
     dfhistory = pd.DataFrame(model.history)
     results = trainer.test(model, dl_valid, verbose=False)
@@ -178,15 +187,20 @@ def test_the_tutorial_with_lightning_trainer_matches_fitkit_fit(tmp_path):
     twin = Model(Net())
     history = twin.fit(dl_train, validation_data=dl_valid, epochs=4, verbose=0)
     for a, b in zip(model.parameters(), twin.parameters()):  # the same updates
-        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-6,
-                                   atol=1e-7)
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-6, atol=1e-7)
     assert dfhistory["epoch"].tolist() == [0, 1, 2, 3]
     for key in ("loss", "acc", "val_loss", "val_acc"):  # means over samples, both ways
         np.testing.assert_allclose(dfhistory[key], history.history[key], rtol=1e-5)
     assert list(results[0]) == ["test_loss", "test_acc"]
     assert results[0]["test_loss"] == pytest.approx(twin.evaluate(dl_valid)["loss"], rel=1e-5)
     sparse = Model(Net())  # validation every second epoch: NaN where it did not run
-    pl.Trainer(max_epochs=2, check_val_every_n_epoch=2, accelerator="cpu", logger=False,
-               enable_checkpointing=False, enable_progress_bar=False,
-               enable_model_summary=False).fit(sparse, dl_train, dl_valid)
+    pl.Trainer(
+        max_epochs=2,
+        check_val_every_n_epoch=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(sparse, dl_train, dl_valid)
     assert pd.DataFrame(sparse.history)["val_loss"].isna().tolist() == [True, False]

@@ -5,6 +5,7 @@ Owns the compat layer's contract: same numbers as fitkit.Model.fit, torchkeras's
 layout and DataFrame columns, errors that name the argument. The training loop itself is
 tested by the facade's tests.
 """
+
 from __future__ import annotations
 
 import ast
@@ -47,10 +48,20 @@ class CnnModel(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.layers = nn.ModuleList([
-            nn.Conv2d(1, 8, kernel_size=3), nn.MaxPool2d(2, 2), nn.Conv2d(8, 16, kernel_size=5),
-            nn.MaxPool2d(2, 2), nn.Dropout2d(p=0.1), nn.AdaptiveMaxPool2d((1, 1)), nn.Flatten(),
-            nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2)])
+        self.layers = nn.ModuleList(
+            [
+                nn.Conv2d(1, 8, kernel_size=3),
+                nn.MaxPool2d(2, 2),
+                nn.Conv2d(8, 16, kernel_size=5),
+                nn.MaxPool2d(2, 2),
+                nn.Dropout2d(p=0.1),
+                nn.AdaptiveMaxPool2d((1, 1)),
+                nn.Flatten(),
+                nn.Linear(16, 8),
+                nn.ReLU(),
+                nn.Linear(8, 2),
+            ]
+        )
 
     def forward(self, x):
         for layer in self.layers:
@@ -104,16 +115,21 @@ def test_wrap_form_trains_as_fitkit_model_does(capsys):
     dl_train, dl_val = loaders()
     torch.manual_seed(0)
     model = torchkeras.Model(CnnModel())
-    model.compile(loss_func=nn.CrossEntropyLoss(),
-                  optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
-                  metrics_dict={"accuracy": accuracy})
+    model.compile(
+        loss_func=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+        metrics_dict={"accuracy": accuracy},
+    )
     dfhistory = model.fit(3, dl_train=dl_train, dl_val=dl_val, log_step_freq=3)
 
     torch.manual_seed(0)
     net = CnnModel()
     same = fitkit.Model(net, device="cpu")  # torchkeras 2.x stays on the CPU without device=
-    same.compile(optimizer=torch.optim.Adam(net.parameters(), lr=0.01),
-                 loss=nn.CrossEntropyLoss(), metrics={"accuracy": accuracy})
+    same.compile(
+        optimizer=torch.optim.Adam(net.parameters(), lr=0.01),
+        loss=nn.CrossEntropyLoss(),
+        metrics={"accuracy": accuracy},
+    )
     history = same.fit(dl_train, epochs=3, validation_data=dl_val, verbose=0)
 
     assert list(dfhistory.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
@@ -247,8 +263,10 @@ def test_cuda_device_without_cuda_trains_on_the_cpu():
 
 
 def test_importing_the_package_imports_no_framework():
-    code = ("import fitkit, fitkit.compat, sys\n"
-            "print(' '.join(m for m in ('torch', 'tensorflow') if m in sys.modules))")
+    code = (
+        "import fitkit, fitkit.compat, sys\n"
+        "print(' '.join(m for m in ('torch', 'tensorflow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []
 
@@ -308,14 +326,31 @@ def test_keras_model_stops_early_and_restores_the_best(tmp_path, capsys):
     dl_train, dl_val = loaders()
     torch.manual_seed(0)
     net = CnnModel()
-    model = torchkeras.KerasModel(net, loss_fn=nn.CrossEntropyLoss(),
-                                  optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
-                                  metrics_dict={"acc": StateAccuracy()})
+    model = torchkeras.KerasModel(
+        net,
+        loss_fn=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
+        metrics_dict={"acc": StateAccuracy()},
+    )
     seen, ckpt = Weights(), tmp_path / "checkpoint"
-    dfhistory = model.fit(dl_train, val_data=dl_val, epochs=20, ckpt_path=str(ckpt),
-                          patience=2, monitor="val_acc", mode="max", callbacks=[seen])
-    assert list(dfhistory.columns) == ["epoch", "train_loss", "train_acc", "lr", "val_loss",
-                                       "val_acc"]
+    dfhistory = model.fit(
+        dl_train,
+        val_data=dl_val,
+        epochs=20,
+        ckpt_path=str(ckpt),
+        patience=2,
+        monitor="val_acc",
+        mode="max",
+        callbacks=[seen],
+    )
+    assert list(dfhistory.columns) == [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "lr",
+        "val_loss",
+        "val_acc",
+    ]
     best = int(np.argmax(dfhistory["val_acc"].to_numpy()))  # first best, as torchkeras
     assert len(dfhistory) == best + 3 < 20  # stopped after 2 epochs without a better one
     for now, kept in zip(model.net.state_dict().values(), seen.seen[best]):
@@ -327,8 +362,9 @@ def test_keras_model_stops_early_and_restores_the_best(tmp_path, capsys):
     assert "Epoch 1 / 20" in out and "<<<<<< reach best val_acc : " in out
     assert "val_acc without improvement in 2 epoch" in out
     assert any(RULE.match(line) for line in out.splitlines())
-    clone = torchkeras.KerasModel(CnnModel(), loss_fn=nn.CrossEntropyLoss(),
-                                  metrics_dict={"acc": StateAccuracy()})
+    clone = torchkeras.KerasModel(
+        CnnModel(), loss_fn=nn.CrossEntropyLoss(), metrics_dict={"acc": StateAccuracy()}
+    )
     clone.load_ckpt(str(ckpt))
     assert clone.evaluate(dl_val, quiet=True) == model.evaluate(dl_val, quiet=True)
 
@@ -338,12 +374,22 @@ def test_keras_model_scheduler_steps_per_batch_and_called_metrics(tmp_path):
     net = CnnModel()
     optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
     model = torchkeras.KerasModel(
-        net, loss_fn=nn.CrossEntropyLoss(), metrics_dict={"acc": CalledAccuracy()},
+        net,
+        loss_fn=nn.CrossEntropyLoss(),
+        metrics_dict={"acc": CalledAccuracy()},
         optimizer=optimizer,
-        lr_scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9))
-    dfhistory = model.fit(dl_train, val_data=dl_val, epochs=2, patience=5, plot=False,
-                          ckpt_path=str(tmp_path / "ckpt.pt"), monitor="train_loss")
-    np.testing.assert_allclose(dfhistory["lr"], [0.01 * 0.9 ** 7, 0.01 * 0.9 ** 14])
+        lr_scheduler=torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9),
+    )
+    dfhistory = model.fit(
+        dl_train,
+        val_data=dl_val,
+        epochs=2,
+        patience=5,
+        plot=False,
+        ckpt_path=str(tmp_path / "ckpt.pt"),
+        monitor="train_loss",
+    )
+    np.testing.assert_allclose(dfhistory["lr"], [0.01 * 0.9**7, 0.01 * 0.9**14])
     assert 0.0 <= dfhistory["train_acc"].min() and dfhistory["val_acc"].max() <= 1.0
     assert list(model.evaluate(dl_val, quiet=True)) == ["val_loss", "val_acc"]
 
@@ -371,8 +417,11 @@ def test_keras_model_plot_needs_matplotlib_before_training(tmp_path, monkeypatch
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a),
+    )
     dl_train, dl_val = loaders()
     model = torchkeras.KerasModel(CnnModel(), nn.CrossEntropyLoss())
     with pytest.raises(fitkit.FitkitValueError, match=r'plot=True.*pip install "fitkit\[plot\]"'):
@@ -384,14 +433,26 @@ def _fit_with_plot(tmp_path, epochs=3):
     dl_train, dl_val = loaders()
     torch.manual_seed(0)
     net = CnnModel()
-    model = torchkeras.KerasModel(net, nn.CrossEntropyLoss(), metrics_dict={"acc": StateAccuracy()},
-                                  optimizer=torch.optim.SGD(net.parameters(), lr=0.5))
-    return model.fit(dl_train, dl_val, epochs=epochs, ckpt_path=str(tmp_path / "run" / "ckpt"),
-                     monitor="val_acc", mode="max", plot=True)
+    model = torchkeras.KerasModel(
+        net,
+        nn.CrossEntropyLoss(),
+        metrics_dict={"acc": StateAccuracy()},
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.5),
+    )
+    return model.fit(
+        dl_train,
+        dl_val,
+        epochs=epochs,
+        ckpt_path=str(tmp_path / "run" / "ckpt"),
+        monitor="val_acc",
+        mode="max",
+        plot=True,
+    )
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("matplotlib") is None,
-                    reason="needs matplotlib")
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("matplotlib") is None, reason="needs matplotlib"
+)
 def test_keras_model_plot_saves_the_curves_outside_a_notebook(tmp_path, capsys):
     import matplotlib.image
     import matplotlib.pyplot as plt
@@ -407,10 +468,10 @@ def test_keras_model_plot_saves_the_curves_outside_a_notebook(tmp_path, capsys):
     assert len(dfhistory) == 3
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("matplotlib") is None,
-                    reason="needs matplotlib")
-def test_keras_model_plot_updates_one_figure_per_epoch_in_a_notebook(tmp_path, capsys,
-                                                                    monkeypatch):
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("matplotlib") is None, reason="needs matplotlib"
+)
+def test_keras_model_plot_updates_one_figure_per_epoch_in_a_notebook(tmp_path, capsys, monkeypatch):
     import types
 
     shown = []
@@ -426,8 +487,9 @@ def test_keras_model_plot_updates_one_figure_per_epoch_in_a_notebook(tmp_path, c
     image = types.SimpleNamespace  # IPython.display.Image(data=png) keeps .data
     shell = type("ZMQInteractiveShell", (), {})()
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
-    monkeypatch.setitem(sys.modules, "IPython.display",
-                        types.SimpleNamespace(display=display, Image=image))
+    monkeypatch.setitem(
+        sys.modules, "IPython.display", types.SimpleNamespace(display=display, Image=image)
+    )
     _fit_with_plot(tmp_path, epochs=3)
     assert [s[0] for s in shown] == ["display", "update", "update"]
     assert shown[0][2] is True  # one output, updated in place

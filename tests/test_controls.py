@@ -1,12 +1,13 @@
 """Training controls on both backends: gradient clipping, gradient accumulation, fp16 mixed
 precision, jit compilation, and the batch scheduler's place after each real update."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_regression
 
 import fitkit
-from conftest import make_regression
 
 
 def linear(kit, n_in: int = 3, n_out: int = 1):
@@ -44,8 +45,9 @@ def _data(n: int = 8, seed: int = 1):
     return x, y
 
 
-@pytest.mark.parametrize("kind, value", [("clipnorm", 0.5), ("global_clipnorm", 0.5),
-                                         ("clipvalue", 0.05)])
+@pytest.mark.parametrize(
+    "kind, value", [("clipnorm", 0.5), ("global_clipnorm", 0.5), ("clipvalue", 0.05)]
+)
 def test_clipping_changes_weights_by_exactly_the_clipped_gradient(kit, kind, value):
     x, y = _data()
     net = linear(kit)
@@ -57,7 +59,7 @@ def test_clipping_changes_weights_by_exactly_the_clipped_gradient(kit, kind, val
         assert np.linalg.norm(gw) > value and np.linalg.norm(gb) > value
         gw, gb = (g * value / max(np.linalg.norm(g), value) for g in (gw, gb))
     elif kind == "global_clipnorm":  # all together
-        total = np.sqrt(np.sum(gw ** 2) + np.sum(gb ** 2))
+        total = np.sqrt(np.sum(gw**2) + np.sum(gb**2))
         assert total > value
         gw, gb = gw * value / total, gb * value / total
     else:
@@ -83,8 +85,9 @@ def test_clipnorm_then_clipvalue_both_apply(kit):
     np.testing.assert_allclose(b0 - b1, gb, rtol=1e-4, atol=1e-6)
 
 
-def _trained(kit, steps: int, batch_size: int, x, y, *, epochs: int = 2, by_batch=False,
-             **fit_kwargs):
+def _trained(
+    kit, steps: int, batch_size: int, x, y, *, epochs: int = 2, by_batch=False, **fit_kwargs
+):
     fitkit.set_seed(5)
     net = linear(kit)
     model = fitkit.Model(net)
@@ -92,11 +95,12 @@ def _trained(kit, steps: int, batch_size: int, x, y, *, epochs: int = 2, by_batc
     if by_batch:  # the fit loop's order, by hand: batches, then the epoch's end
         for _ in range(epochs):
             for i in range(0, len(x), batch_size):
-                model.train_on_batch(x[i:i + batch_size], y[i:i + batch_size])
+                model.train_on_batch(x[i : i + batch_size], y[i : i + batch_size])
             model._adapter.finish_epoch()
     else:
-        model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0,
-                  **fit_kwargs)
+        model.fit(
+            x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0, **fit_kwargs
+        )
     return model, kit.weights(net)
 
 
@@ -119,7 +123,8 @@ def test_fit_with_accumulation_equals_a_larger_batch(kit):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert update_count(accumulated) == update_count(large) == 9
     assert accumulated.history.history["loss"] == pytest.approx(
-        large.history.history["loss"], rel=1e-5)  # the same weights at each step: same losses
+        large.history.history["loss"], rel=1e-5
+    )  # the same weights at each step: same losses
 
 
 def test_accumulation_with_clipping_clips_the_window_mean(kit):
@@ -129,7 +134,7 @@ def test_accumulation_with_clipping_clips_the_window_mean(kit):
     model.compile("sgd", "mse", lr=1.0, gradient_accumulation_steps=2, global_clipnorm=0.5)
     w0, b0 = kernel_and_bias(kit, net)
     gw, gb = mse_gradients(x, y, w0, b0)  # the whole window's mean gradient
-    total = np.sqrt(np.sum(gw ** 2) + np.sum(gb ** 2))
+    total = np.sqrt(np.sum(gw**2) + np.sum(gb**2))
     model.train_on_batch(x[:5], y[:5])
     np.testing.assert_array_equal(kernel_and_bias(kit, net)[0], w0)  # nothing applied yet
     model.train_on_batch(x[5:], y[5:])
@@ -155,8 +160,9 @@ def test_accumulation_state_saves_and_loads_a_pending_window(kit):
 def test_fp16_on_torch_cpu_trains_with_finite_losses(torch_kit):
     x, y = make_regression(256)
     model = fitkit.Model(torch_kit.mlp(4, 1), device="cpu")
-    model.compile("adam", "mse", lr=1e-2, precision="fp16", clipnorm=1.0,
-                  gradient_accumulation_steps=2)
+    model.compile(
+        "adam", "mse", lr=1e-2, precision="fp16", clipnorm=1.0, gradient_accumulation_steps=2
+    )
     history = model.fit(x, y, batch_size=32, epochs=4, verbose=0)
     losses = history.history["loss"]
     assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]
@@ -168,8 +174,9 @@ def test_fp16_on_torch_cpu_trains_with_finite_losses(torch_kit):
 
 def test_fp16_on_tensorflow_needs_the_mixed_float16_policy(tf_kit):
     model = fitkit.Model(tf_kit.mlp(4, 1))
-    with pytest.raises(fitkit.errors.FitkitValueError,
-                       match=r"set_global_policy\('mixed_float16'\)"):
+    with pytest.raises(
+        fitkit.errors.FitkitValueError, match=r"set_global_policy\('mixed_float16'\)"
+    ):
         model.compile("adam", "mse", precision="fp16")
 
 
@@ -182,15 +189,16 @@ def test_fp16_on_tensorflow_trains_with_a_loss_scale_and_unscaled_losses(tf_kit)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model = fitkit.Model(net)
-    model.compile("adam", "mse", lr=1e-2, precision="fp16", clipnorm=1.0,
-                  gradient_accumulation_steps=2)
+    model.compile(
+        "adam", "mse", lr=1e-2, precision="fp16", clipnorm=1.0, gradient_accumulation_steps=2
+    )
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     history = model.fit(x, y, batch_size=32, epochs=4, verbose=0)
     losses = history.history["loss"]
     assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]
     assert losses[0] < 100  # the logged loss is not multiplied by the loss scale
     skipped = 16 - int(model.optimizer.iterations)  # 8 windows a epoch; an overflow skips one
-    assert 0 <= skipped <= 2 and float(model.optimizer.dynamic_scale) == 32768 / 2 ** skipped
+    assert 0 <= skipped <= 2 and float(model.optimizer.dynamic_scale) == 32768 / 2**skipped
 
 
 def _fit_weights(kit, x, y, **compile_kwargs):
@@ -217,10 +225,16 @@ def test_batch_scheduler_steps_after_each_real_update(torch_kit):
     torch = torch_kit.torch
     x, y = _data(16)
     model = fitkit.Model(torch.nn.Linear(3, 1))
-    model.compile("sgd", "mse", lr=1.0, gradient_accumulation_steps=2, lr_schedule_every="batch",
-                  lr_schedule=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5))
+    model.compile(
+        "sgd",
+        "mse",
+        lr=1.0,
+        gradient_accumulation_steps=2,
+        lr_schedule_every="batch",
+        lr_schedule=lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5),
+    )
     for i in range(0, 16, 4):  # four batches, two updates
-        model.train_on_batch(x[i:i + 4], y[i:i + 4])
+        model.train_on_batch(x[i : i + 4], y[i : i + 4])
     assert model.learning_rate == pytest.approx(0.25)
 
 
@@ -228,8 +242,9 @@ def test_a_loss_scale_optimizer_passed_in_full_precision_still_takes_true_steps(
     x, y = _data()
     net = linear(tf_kit)
     model = fitkit.Model(net)
-    model.compile(tf_kit.keras.optimizers.LossScaleOptimizer(tf_kit.keras.optimizers.SGD(1.0)),
-                  "mse")
+    model.compile(
+        tf_kit.keras.optimizers.LossScaleOptimizer(tf_kit.keras.optimizers.SGD(1.0)), "mse"
+    )
     w0, b0 = kernel_and_bias(tf_kit, net)
     gw, gb = mse_gradients(x, y, w0, b0)
     model.train_on_batch(x, y)

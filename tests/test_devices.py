@@ -1,6 +1,7 @@
 """fitkit.devices on both backends (CPU machine): the shape of list_devices, where fitkit
 trains, settings that need a GPU fail clearly, TF's logical CPUs feed a MirroredStrategy, and a
 TF setting made after TF initialised names the call to move (each in a fresh process)."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,13 @@ def _no_gpu(backend: str) -> None:
 def run_python(code: str, backend: str = "tensorflow") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "RANK", "WORLD_SIZE")}
     env.update(FITKIT_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, env=env, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
 
 
 # ---------------------------------------------------------------- both backends, in process
@@ -35,8 +41,10 @@ def test_list_devices_returns_described_dicts(backend):
     found = devices.list_devices(backend=backend)
     assert found and all(set(d) == KEYS for d in found)
     assert all(d["kind"] in ("physical", "logical") for d in found)
-    assert all(d["memory_mb"] is None or (isinstance(d["memory_mb"], int) and d["memory_mb"] > 0)
-               for d in found)
+    assert all(
+        d["memory_mb"] is None or (isinstance(d["memory_mb"], int) and d["memory_mb"] > 0)
+        for d in found
+    )
     assert any(d["type"] == "CPU" and d["kind"] == "physical" for d in found)
     physical = devices.list_devices(initialize=False, backend=backend)
     assert physical and all(d["kind"] == "physical" for d in physical)
@@ -48,8 +56,12 @@ def test_list_devices_returns_described_dicts(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_device_names_where_fitkit_trains(backend):
     gpu = devices.cuda_info(backend=backend)["available"]
-    expected = {("torch", False): "cpu", ("torch", True): "cuda:0",
-                ("tensorflow", False): "/device:CPU:0", ("tensorflow", True): "/device:GPU:0"}
+    expected = {
+        ("torch", False): "cpu",
+        ("torch", True): "cuda:0",
+        ("tensorflow", False): "/device:CPU:0",
+        ("tensorflow", True): "/device:GPU:0",
+    }
     assert devices.device(backend=backend) == expected[backend, gpu]
 
 
@@ -146,8 +158,9 @@ def test_torch_memory_growth_keeps_other_allocator_settings(monkeypatch):
     applied = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch._C, "_accelerator_setAllocatorSettings", applied.append,
-                        raising=False)
+    monkeypatch.setattr(
+        torch._C, "_accelerator_setAllocatorSettings", applied.append, raising=False
+    )
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128,expandable_segments:False")
     monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
     assert devices.memory_growth(True, backend="torch") is True
@@ -167,8 +180,13 @@ def test_tf_settings_needing_a_gpu_say_so():
         devices.set_visible_devices([0], backend="tf")
 
 
-@pytest.mark.parametrize("call", [lambda: devices.set_memory_limit(2048, backend="tf"),
-                                  lambda: devices.virtual_devices(2, 1024, backend="tf")])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: devices.set_memory_limit(2048, backend="tf"),
+        lambda: devices.virtual_devices(2, 1024, backend="tf"),
+    ],
+)
 def test_tf_memory_limit_after_memory_growth_is_refused_not_dropped(call, monkeypatch):
     """TensorFlow would ignore growth on a GPU with logical devices without a word. No GPU
     here: TensorFlow is told it has one, whose growth memory_growth(True) switched on."""
@@ -176,14 +194,18 @@ def test_tf_memory_limit_after_memory_growth_is_refused_not_dropped(call, monkey
 
     gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
     configured = []
-    monkeypatch.setattr(tf.config, "list_physical_devices",
-                        lambda kind=None: [gpu] if kind == "GPU" else [])
+    monkeypatch.setattr(
+        tf.config, "list_physical_devices", lambda kind=None: [gpu] if kind == "GPU" else []
+    )
     monkeypatch.setattr(tf.config.experimental, "get_memory_growth", lambda device: True)
-    monkeypatch.setattr(tf.config, "set_logical_device_configuration",
-                        lambda *args: configured.append(args))
-    with pytest.raises(fitkit.FitkitValueError,
-                       match=r"memory_growth\(True\) is on for /physical_device:GPU:0.*"
-                             r"memory_growth\(False\)"):
+    monkeypatch.setattr(
+        tf.config, "set_logical_device_configuration", lambda *args: configured.append(args)
+    )
+    with pytest.raises(
+        fitkit.FitkitValueError,
+        match=r"memory_growth\(True\) is on for /physical_device:GPU:0.*"
+        r"memory_growth\(False\)",
+    ):
         call()
     assert configured == []  # refused before anything was set
 
@@ -202,8 +224,10 @@ def test_tf_virtual_devices_give_logical_cpus_a_mirrored_strategy_uses():
     """)
     if "GPU" in done.stdout:
         pytest.skip("a GPU is present: logical GPUs, checked by hand")
-    assert ("NAMES ['/device:CPU:0', '/device:CPU:1'] LOGICAL ['/device:CPU:0', "
-            "'/device:CPU:1'] REPLICAS 2") in done.stdout, done.stdout + done.stderr
+    assert (
+        "NAMES ['/device:CPU:0', '/device:CPU:1'] LOGICAL ['/device:CPU:0', "
+        "'/device:CPU:1'] REPLICAS 2"
+    ) in done.stdout, done.stdout + done.stderr
     assert "AGAIN ['/device:CPU:0', '/device:CPU:1']" in done.stdout
 
 
@@ -217,8 +241,10 @@ def test_tf_setting_after_tf_started_names_the_call_to_move():
         except fitkit.FitkitError as err:
             print("ERROR", type(err).__name__, err)
     """)
-    assert "ERROR FitkitError fitkit.devices.virtual_devices(2, memory_limit=None) came too " \
-        "late" in done.stdout, done.stdout + done.stderr
+    assert (
+        "ERROR FitkitError fitkit.devices.virtual_devices(2, memory_limit=None) came too "
+        "late" in done.stdout
+    ), done.stdout + done.stderr
     assert "Move it to the top of your script" in done.stdout
     assert "cannot be modified after being initialized" in done.stdout  # TF's own words
 

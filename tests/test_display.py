@@ -1,5 +1,6 @@
 """Display: plain lines where stdout is no terminal, a live bar where it is; step logs name
 the epoch; summary's input_shape vocabulary."""
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,9 @@ def test_jupyter_kernel_counts_as_interactive(monkeypatch):
     monkeypatch.setitem(sys.modules, "IPython", fake)
     assert interactive(io.StringIO())
     terminal_ipython = type("TerminalInteractiveShell", (), {})()
-    monkeypatch.setitem(sys.modules, "IPython",
-                        types.SimpleNamespace(get_ipython=lambda: terminal_ipython))
+    monkeypatch.setitem(
+        sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: terminal_ipython)
+    )
     assert not interactive(io.StringIO())
 
 
@@ -85,11 +87,19 @@ def test_fit_in_a_pipe_prints_plain_lines_with_epochs(kit, regression, capsys):
     assert out.count("| epoch |") == 2
 
 
-@pytest.mark.parametrize("given, expected", [
-    (8, (8,)), ((8,), (8,)), ([8], (8,)), ((1, 28, 28), (1, 28, 28)), ((), ()),
-    ([(3,), 2], [(3,), (2,)]), (((3,), (2, 4)), [(3,), (2, 4)]),
-    ({"a": 3, "b": (2, 4)}, {"a": (3,), "b": (2, 4)}),
-])
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        (8, (8,)),
+        ((8,), (8,)),
+        ([8], (8,)),
+        ((1, 28, 28), (1, 28, 28)),
+        ((), ()),
+        ([(3,), 2], [(3,), (2,)]),
+        (((3,), (2, 4)), [(3,), (2, 4)]),
+        ({"a": 3, "b": (2, 4)}, {"a": (3,), "b": (2, 4)}),
+    ],
+)
 def test_summary_shapes(given, expected):
     assert summary_shapes(given) == expected
 

@@ -1,5 +1,6 @@
 """The backend-free side of distribution: process facts from the environment, the auto choice,
 the global batch's check, and files written by the main process only."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,11 @@ def clean_env(monkeypatch):
 
 
 def test_one_process_is_rank_0_of_1(clean_env):
-    assert (distribute.rank(), distribute.world_size(), distribute.is_main_process()) == \
-        (0, 1, True)
+    assert (distribute.rank(), distribute.world_size(), distribute.is_main_process()) == (
+        0,
+        1,
+        True,
+    )
     assert distribute.environment_name() == ""
     distribute.barrier()  # a no-op
 
@@ -33,14 +37,23 @@ def test_torchrun_variables_mean_ddp(clean_env):
     clean_env.setenv("RANK", "1")
     clean_env.setenv("WORLD_SIZE", "2")
     assert distribute.environment_name() == "ddp"
-    assert (distribute.rank(), distribute.world_size(), distribute.is_main_process()) == \
-        (1, 2, False)
+    assert (distribute.rank(), distribute.world_size(), distribute.is_main_process()) == (
+        1,
+        2,
+        False,
+    )
 
 
 def test_tf_config_means_multi_worker(clean_env):
-    clean_env.setenv("TF_CONFIG", json.dumps({
-        "cluster": {"worker": ["localhost:1111", "localhost:2222", "localhost:3333"]},
-        "task": {"type": "worker", "index": 2}}))
+    clean_env.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {
+                "cluster": {"worker": ["localhost:1111", "localhost:2222", "localhost:3333"]},
+                "task": {"type": "worker", "index": 2},
+            }
+        ),
+    )
     assert distribute.environment_name() == "multi_worker"
     assert (distribute.rank(), distribute.world_size()) == (2, 3)
 
@@ -58,8 +71,11 @@ def test_batch_size_must_divide_across_replicas(kit, clean_env):
     import numpy as np
 
     x, y = np.zeros((16, 4), "float32"), np.zeros((16, 1), "float32")
-    with pytest.raises(fitkit.FitkitValueError, match=r"batch_size=10 is the global batch.*4 "
-                                                      r"replicas.*e\.g\. 8"):
+    with pytest.raises(
+        fitkit.FitkitValueError,
+        match=r"batch_size=10 is the global batch.*4 "
+        r"replicas.*e\.g\. 8",
+    ):
         model.fit(x, y, batch_size=10, verbose=0)
 
 

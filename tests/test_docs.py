@@ -17,6 +17,7 @@ code is dedented before it runs.
 Each snippet runs in a fresh namespace, in a temporary working directory, with its printed
 output captured; ``pytest -rP tests/test_docs.py`` shows what each one printed.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -28,15 +29,27 @@ import pytest
 import fitkit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-FILES = ("README.md", "docs/usage.md", "docs/checkpoints.md", "docs/callbacks.md",
-         "docs/styles.md", "docs/migration-torchkeras.md", "docs/devices.md",
-         "docs/distributed.md", "docs/getting-started.md", "docs/migration-keras.md",
-         "docs/migration-lightning.md", "docs/huggingface.md")
+FILES = (
+    "README.md",
+    "docs/usage.md",
+    "docs/checkpoints.md",
+    "docs/callbacks.md",
+    "docs/styles.md",
+    "docs/migration-torchkeras.md",
+    "docs/devices.md",
+    "docs/distributed.md",
+    "docs/getting-started.md",
+    "docs/migration-keras.md",
+    "docs/migration-lightning.md",
+    "docs/huggingface.md",
+)
 BACKENDS = ("torch", "tensorflow")
 # The marker, the fence and the closing fence share one indent (none, or a content tab's).
-_BLOCK = re.compile(r"^(?P<indent> *)<!--\s*test:\s*(?P<kind>\w+)\s*-->[ \t]*\n(?:[ \t]*\n)?"
-                    r"(?P=indent)```python[ \t]*\n(?P<code>.*?)\n(?P=indent)```",
-                    re.DOTALL | re.MULTILINE)
+_BLOCK = re.compile(
+    r"^(?P<indent> *)<!--\s*test:\s*(?P<kind>\w+)\s*-->[ \t]*\n(?:[ \t]*\n)?"
+    r"(?P=indent)```python[ \t]*\n(?P<code>.*?)\n(?P=indent)```",
+    re.DOTALL | re.MULTILINE,
+)
 _MARKER = re.compile(r"^ *<!--\s*test:", re.MULTILINE)
 
 
@@ -56,7 +69,7 @@ def snippets(path: str) -> list[tuple[str, int, str, str]]:
             continue
         if kind not in (*BACKENDS, "both"):
             raise ValueError(f"{path}:{line}: unknown marker 'test: {kind}'")
-        for backend in (BACKENDS if kind == "both" else (kind,)):
+        for backend in BACKENDS if kind == "both" else (kind,):
             found.append((backend, line, "\n\n".join(setup), code))
     return found
 
@@ -78,8 +91,10 @@ def test_only_python_blocks_are_marked():
 
 
 @pytest.mark.parametrize(
-    "path, backend, line, setup, code", CASES,
-    ids=[f"{path}:{line}-{backend}" for path, backend, line, _, _ in CASES])
+    "path, backend, line, setup, code",
+    CASES,
+    ids=[f"{path}:{line}-{backend}" for path, backend, line, _, _ in CASES],
+)
 def test_snippet_runs(path, backend, line, setup, code, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FITKIT_BACKEND", backend)
     monkeypatch.chdir(tmp_path)  # files a snippet saves land here
@@ -99,9 +114,14 @@ def test_the_site_builds_with_no_broken_link(tmp_path):
     import sys
 
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d",
-                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "site" / "api" / "index.html").exists()
 
@@ -113,17 +133,21 @@ def test_every_python_block_runs_or_says_why():
     for page in pages:
         lines = page.read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines):
-            indent = line[:len(line) - len(line.lstrip(" "))]  # the marker's indent too
+            indent = line[: len(line) - len(line.lstrip(" "))]  # the marker's indent too
             before = lines[i - 1] if i else ""
             if indent and not before.strip() and i > 1:  # inside a tab: a blank line between
                 before = lines[i - 2]
             if line.strip() == "```python" and not re.match(
-                    re.escape(indent) + r"<!--\s*(test:\s*\w+|not run:\s*\S.*?)\s*-->", before):
+                re.escape(indent) + r"<!--\s*(test:\s*\w+|not run:\s*\S.*?)\s*-->", before
+            ):
                 unmarked.append(f"{page.relative_to(ROOT)}:{i + 1}")
     assert not unmarked, f"python blocks neither run nor marked '<!-- not run: why -->': {unmarked}"
 
 
 def test_every_page_with_runnable_blocks_is_run():
-    marked = [p for p in sorted((ROOT / "docs").glob("*.md"))
-              if "<!-- test:" in p.read_text(encoding="utf-8")]
+    marked = [
+        p
+        for p in sorted((ROOT / "docs").glob("*.md"))
+        if "<!-- test:" in p.read_text(encoding="utf-8")
+    ]
     assert {str(p.relative_to(ROOT)) for p in marked} <= set(FILES)

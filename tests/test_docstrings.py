@@ -4,6 +4,7 @@ mkdocstrings) shows an example for each class and function and for every Model m
 Public means: listed in ``__all__`` of fitkit or of a public submodule, and, on such a class,
 every attribute whose name does not start with "_". A method that overrides a documented
 base method inherits its docstring (``inspect.getdoc``)."""
+
 from __future__ import annotations
 
 import inspect
@@ -65,17 +66,25 @@ def test_each_public_class_and_function_has_a_docstring_with_an_example(name, ob
 
 
 def test_every_method_of_a_public_class_is_documented():
-    undocumented = [f"{name}.{member}" for name, obj in PUBLIC if isinstance(obj, type)
-                    for member, value in _members(obj) if not inspect.getdoc(value)]
+    undocumented = [
+        f"{name}.{member}"
+        for name, obj in PUBLIC
+        if isinstance(obj, type)
+        for member, value in _members(obj)
+        if not inspect.getdoc(value)
+    ]
     assert not undocumented, f"methods without a docstring: {undocumented}"
 
 
 def test_every_model_member_has_an_example():
-    members = [m for cls in fitkit.Model.__mro__ if cls.__module__.startswith("fitkit")
-               for m in _members(cls)]  # with the class-style steps it inherits
+    members = [
+        m
+        for cls in fitkit.Model.__mro__
+        if cls.__module__.startswith("fitkit")
+        for m in _members(cls)
+    ]  # with the class-style steps it inherits
     assert {"fit", "train_step", "shared_step", "net"} <= {name for name, _ in members}
-    without = [member for member, value in members
-               if ">>>" not in (inspect.getdoc(value) or "")]
+    without = [member for member, value in members if ">>>" not in (inspect.getdoc(value) or "")]
     assert not without, f"fitkit.Model members without an example: {without}"
 
 

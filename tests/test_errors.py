@@ -1,14 +1,15 @@
 """Every user error is a FitkitError that names the problem and the fix, raised before any step."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-
-import fitkit
 from conftest import assert_unchanged as _unchanged
 from conftest import compiled as _compiled
 from conftest import make_classes
+
+import fitkit
 
 
 def test_fit_before_compile(kit, regression):
@@ -19,16 +20,20 @@ def test_fit_before_compile(kit, regression):
         model.validate(*regression)
 
 
-@pytest.mark.parametrize("arg, value, listed", [
-    ("optimizer", "adamx", "'rmsprop'"),
-    ("loss", "mean_squared_log", "'cross_entropy'"),
-    ("metrics", ["f2_scor"], "'top_k_accuracy'"),
-])
+@pytest.mark.parametrize(
+    "arg, value, listed",
+    [
+        ("optimizer", "adamx", "'rmsprop'"),
+        ("loss", "mean_squared_log", "'cross_entropy'"),
+        ("metrics", ["f2_scor"], "'top_k_accuracy'"),
+    ],
+)
 def test_unknown_strings_list_the_valid_names(kit, arg, value, listed):
     model = fitkit.Model(kit.mlp(4, 1))
     kwargs = {"optimizer": "adam", "loss": "mse", "metrics": None, arg: value}
-    with pytest.raises(fitkit.FitkitValueError, match=repr(value if isinstance(value, str)
-                                                           else value[0])) as info:
+    with pytest.raises(
+        fitkit.FitkitValueError, match=repr(value if isinstance(value, str) else value[0])
+    ) as info:
         model.compile(**kwargs)
     assert listed in str(info.value)
 
@@ -112,14 +117,17 @@ def test_input_width_that_does_not_fit_the_network(kit, regression):
     _unchanged(kit, net, before)
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    ({"epochs": -1}, "epochs"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"validation_split": 1.0}, r"validation_split.*\[0, 1\)"),
-    ({"validation_split": -0.1}, "validation_split"),
-    ({"verbose": 3}, "verbose"),
-    ({"steps_per_epoch": 0}, "steps_per_epoch"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"validation_split": 1.0}, r"validation_split.*\[0, 1\)"),
+        ({"validation_split": -0.1}, "validation_split"),
+        ({"verbose": 3}, "verbose"),
+        ({"steps_per_epoch": 0}, "steps_per_epoch"),
+    ],
+)
 def test_bad_fit_arguments(kit, regression, kwargs, pattern):
     model, _ = _compiled(kit)
     with pytest.raises(fitkit.FitkitValueError, match=pattern):
@@ -129,7 +137,7 @@ def test_bad_fit_arguments(kit, regression, kwargs, pattern):
 def test_validation_split_with_a_loader_or_dataset(kit, regression):
     model, _ = _compiled(kit)
     x, y = regression
-    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
     with pytest.raises(fitkit.FitkitValueError, match="validation_data"):
         model.fit(batches, validation_split=0.2, verbose=0)
 
@@ -138,7 +146,7 @@ def test_one_shot_generator_for_several_epochs_needs_steps(kit, regression):
     model, _ = _compiled(kit)
     x, y = regression
     with pytest.raises(fitkit.FitkitValueError, match="steps_per_epoch"):
-        model.fit(((x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)), epochs=2, verbose=0)
+        model.fit(((x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)), epochs=2, verbose=0)
 
 
 def test_load_weights_missing_file(kit, tmp_path):

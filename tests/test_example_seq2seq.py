@@ -3,6 +3,7 @@
 Quick mode trains 3 epochs on 2000 dates; its greedy exact-match on 1000 held-out dates came
 out at 0.93 (torch) and 0.89 (TensorFlow), so the threshold below leaves a wide margin.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,13 +17,24 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_quick(backend: str, out: pathlib.Path) -> str:
-    env = {**os.environ, "FITKIT_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": str(EXAMPLES.parent), "MPLBACKEND": "Agg"}
+    env = {
+        **os.environ,
+        "FITKIT_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(EXAMPLES.parent),
+        "MPLBACKEND": "Agg",
+    }
     # One OpenMP thread unless told otherwise: on a shared, loaded machine torch's spinning
     # OpenMP threads lose several times over.
     env.setdefault("OMP_NUM_THREADS", "1")
-    done = subprocess.run([sys.executable, "seq2seq_dates.py", "--quick", "--out", str(out)],
-                          cwd=EXAMPLES, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "seq2seq_dates.py", "--quick", "--out", str(out)],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

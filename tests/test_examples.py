@@ -1,4 +1,5 @@
 """The examples run as a newcomer runs them, on both backends, and print what they promise."""
+
 from __future__ import annotations
 
 import os
@@ -12,10 +13,20 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_example(name: str, backend: str, *args: str) -> str:
-    env = {**os.environ, "FITKIT_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": str(EXAMPLES.parent)}
-    done = subprocess.run([sys.executable, name, *args], cwd=EXAMPLES, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "FITKIT_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(EXAMPLES.parent),
+    }
+    done = subprocess.run(
+        [sys.executable, name, *args],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -3,6 +3,7 @@
 Each example prints one ``RESULT key=value ...`` line and a ``saved <path>`` line for its PNG;
 devices.py also runs under ``fitkit launch -n 2`` (torch DDP over 2 CPU processes).
 """
+
 from __future__ import annotations
 
 import os
@@ -18,13 +19,24 @@ BACKENDS = ["torch", "tensorflow"]
 
 def run_quick(args: list[str], backend: str, out: pathlib.Path) -> str:
     """``python <args> --quick --out <out>`` in examples/, on ``backend``; its stdout."""
-    env = {**os.environ, "FITKIT_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": str(EXAMPLES.parent), "MPLBACKEND": "Agg"}
+    env = {
+        **os.environ,
+        "FITKIT_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(EXAMPLES.parent),
+        "MPLBACKEND": "Agg",
+    }
     # One OpenMP thread unless told otherwise: on a loaded machine torch's spinning OpenMP
     # threads lose many times over (see tests/test_examples_tutorial.py).
     env.setdefault("OMP_NUM_THREADS", "1")
-    done = subprocess.run([sys.executable, *args, "--quick", "--out", str(out)], cwd=EXAMPLES,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, *args, "--quick", "--out", str(out)],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
 

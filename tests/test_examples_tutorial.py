@@ -3,6 +3,7 @@
 Each example prints one ``RESULT key=value ...`` line and a ``saved <path>`` line per PNG; the
 thresholds below are for ``--quick`` (small data, few epochs) and leave a wide margin.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,14 +18,25 @@ BACKENDS = ["torch", "tensorflow"]
 
 
 def run_quick(name: str, backend: str, out: pathlib.Path) -> str:
-    env = {**os.environ, "FITKIT_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": str(EXAMPLES.parent), "MPLBACKEND": "Agg"}
+    env = {
+        **os.environ,
+        "FITKIT_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": str(EXAMPLES.parent),
+        "MPLBACKEND": "Agg",
+    }
     # One OpenMP thread unless told otherwise: tests may share the cores with other
     # processes, and torch's spinning OpenMP threads then lose several times over
     # (cnn_digits --quick on torch: 12 s with one thread, 62 s with two on a loaded 2-core box).
     env.setdefault("OMP_NUM_THREADS", "1")
-    done = subprocess.run([sys.executable, name, "--quick", "--out", str(out)], cwd=EXAMPLES,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, name, "--quick", "--out", str(out)],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -33,8 +45,7 @@ def result(out: str) -> dict[str, float]:
     """The values of the RESULT line: ``RESULT accuracy=0.95 top2=0.99`` -> a dict."""
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1, out[-2000:]
-    return {key: float(value) for key, value in
-            (pair.split("=") for pair in lines[0].split()[1:])}
+    return {key: float(value) for key, value in (pair.split("=") for pair in lines[0].split()[1:])}
 
 
 def assert_saved(out: str, tmp_path: pathlib.Path, names: list[str]) -> None:

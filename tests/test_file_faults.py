@@ -3,6 +3,7 @@ with memory bounded, a FIFO behind a path is refused at once instead of hanging,
 while saving ends in a clear error naming the path (the previous file whole, no temp file, the
 process alive), and a checkpoint given to load_weights (or weights to load_checkpoint) names
 the call to use."""
+
 from __future__ import annotations
 
 import io
@@ -19,20 +20,29 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-
-import fitkit
 from conftest import make_regression
 from numpy.lib import format as npformat
+
+import fitkit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(script: str, *args: str, timeout: int = 240) -> dict:
     """Run ``script`` in a fresh interpreter; the JSON it prints last."""
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.path.join(ROOT, "tests"),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT + os.pathsep + os.path.join(ROOT, "tests"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, (done.returncode, done.stdout[-2000:], done.stderr[-4000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -42,8 +52,9 @@ def _deflated_zeros(path: str, backend: str, size: int = 2 << 30) -> None:
     """A '.fitkit' file whose one array is ``size`` bytes of zeros, deflated (~2 MB on disk),
     its zip headers and CRC all valid: what a crafted checkpoint looks like."""
     npy = io.BytesIO()
-    npformat.write_array_header_1_0(npy, {"descr": "<f4", "fortran_order": False,
-                                          "shape": (size // 4,)})
+    npformat.write_array_header_1_0(
+        npy, {"descr": "<f4", "fortran_order": False, "shape": (size // 4,)}
+    )
     head, chunk = npy.getvalue(), 1 << 24
     first, block = (zlib.compressobj(9, zlib.DEFLATED, -15) for _ in range(2))
     # after a full flush a deflate stream starts afresh: one block of zeros, repeated
@@ -53,8 +64,12 @@ def _deflated_zeros(path: str, backend: str, size: int = 2 << 30) -> None:
     crc, zeros = zlib.crc32(head), bytes(chunk)
     for _ in range(size // chunk):
         crc = zlib.crc32(zeros, crc)
-    header = {"format": "fitkit-checkpoint", "version": 1, "meta": {"backend": backend},
-              "arrays": {"net/w": {"dtype": "float32", "shape": [size // 4]}}}
+    header = {
+        "format": "fitkit-checkpoint",
+        "version": 1,
+        "meta": {"backend": backend},
+        "arrays": {"net/w": {"dtype": "float32", "shape": [size // 4]}},
+    }
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("fitkit.json", json.dumps(header))
         archive.writestr("net%2Fw.npy", stream)  # stored; made a deflated member below
@@ -63,9 +78,9 @@ def _deflated_zeros(path: str, backend: str, size: int = 2 << 30) -> None:
     central = struct.unpack("<I", data[-6:-2])[0]
     entry = data.index(b"PK\x01\x02", data.index(b"net%2Fw.npy", central) - 46)
     for at, method, sizes in ((member, 8, 22), (entry, 10, 24)):
-        data[at + method:at + method + 2] = struct.pack("<H", zipfile.ZIP_DEFLATED)
-        data[at + method + 6:at + method + 10] = struct.pack("<I", crc)
-        data[at + sizes:at + sizes + 4] = struct.pack("<I", len(head) + size)
+        data[at + method : at + method + 2] = struct.pack("<H", zipfile.ZIP_DEFLATED)
+        data[at + method + 6 : at + method + 10] = struct.pack("<I", crc)
+        data[at + sizes : at + sizes + 4] = struct.pack("<I", len(head) + size)
     open(path, "wb").write(bytes(data))
 
 
@@ -127,8 +142,9 @@ def test_a_compressed_member_of_a_torch_weights_file_is_refused(torch_kit, tmp_p
             out.writestr(info.filename, src.read(info), zipfile.ZIP_DEFLATED)
     net = torch_kit.mlp(4, 1)
     before = torch_kit.weights(net)
-    with pytest.raises(fitkit.FitkitValueError, match=re.escape(repr(deflated)) +
-                       ".*is compressed.*save_weights"):
+    with pytest.raises(
+        fitkit.FitkitValueError, match=re.escape(repr(deflated)) + ".*is compressed.*save_weights"
+    ):
         fitkit.Model(net).load_weights(deflated)
     for a, b in zip(before, torch_kit.weights(net)):
         np.testing.assert_array_equal(a, b)
@@ -138,6 +154,7 @@ def test_a_compressed_member_of_a_torch_weights_file_is_refused(torch_kit, tmp_p
 @contextmanager
 def _deadline(seconds: float):
     """Fail (instead of hanging) if the block takes longer: a blocked open() is interrupted."""
+
     def expire(signum, frame):
         raise TimeoutError(f"still blocked after {seconds} s")
 
@@ -230,8 +247,11 @@ def test_a_full_disk_while_saving_is_a_clear_error_and_keeps_the_previous_file(k
     assert len(out["errors"]) == len(targets)
     for error, target in zip(out["errors"], targets):
         assert error is not None and error[0] == "FitkitValueError", (target, error)
-        assert re.search(re.escape(target) + r"'.*File too large.*previous file there is "
-                         r"unchanged", error[1]), (target, error[1])
+        assert re.search(
+            re.escape(target) + r"'.*File too large.*previous file there is "
+            r"unchanged",
+            error[1],
+        ), (target, error[1])
     assert [e[2] for e in out["errors"][-3:]] == [1, 1, 1]  # the finished epoch is kept
     assert all(out["unchanged"]), out
     assert out["files"] == sorted(names + ["backup", "state.fitkit"]), out  # no temp file
@@ -251,8 +271,11 @@ def test_keras_weights_made_in_memory_are_keras_own_file(tf_kit, tmp_path):
     def contents(path):
         found = {}
         with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: found.__setitem__(
-                name, obj[()].tobytes() if isinstance(obj, h5py.Dataset) else dict(obj.attrs)))
+            f.visititems(
+                lambda name, obj: found.__setitem__(
+                    name, obj[()].tobytes() if isinstance(obj, h5py.Dataset) else dict(obj.attrs)
+                )
+            )
         return found
 
     assert contents(ours) == contents(keras_own) and len(contents(ours)) > 4

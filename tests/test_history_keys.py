@@ -1,5 +1,6 @@
 """The learning rate is logged under Keras 3's key, ``learning_rate``, in the history and the
 CSV; files written when it was ``lr`` load under the new name."""
+
 from __future__ import annotations
 
 import csv
@@ -7,17 +8,16 @@ import json
 import zipfile
 
 import pytest
+from conftest import compiled, make_regression
 
 import fitkit
-from conftest import compiled, make_regression
 
 
 def test_the_rate_is_logged_as_learning_rate_in_history_and_csv(kit, tmp_path):
     x, y = make_regression(n=64)
     model, _ = compiled(kit, lr=0.05)
     log = tmp_path / "log.csv"
-    history = model.fit(x, y, epochs=2, verbose=0,
-                        callbacks=[fitkit.callbacks.CSVLogger(str(log))])
+    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[fitkit.callbacks.CSVLogger(str(log))])
     assert history.history["learning_rate"] == pytest.approx([0.05, 0.05])
     assert "lr" not in history.history
     assert float(list(csv.DictReader(open(log)))[0]["learning_rate"]) == pytest.approx(0.05)

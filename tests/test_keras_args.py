@@ -1,4 +1,5 @@
 """Keras's everyday arguments on both backends: validation_freq/steps, return_dict, verbose."""
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,9 @@ def test_validation_steps_limits_the_validation_pass(kit, regression):
     x, y = regression
     model = fitkit.Model(kit.mlp(4, 1))
     model.compile("sgd", "mse")
-    history = model.fit(x[:8], y[:8], epochs=1, batch_size=32, verbose=0,
-                        validation_data=(x, y), validation_steps=2)
+    history = model.fit(
+        x[:8], y[:8], epochs=1, batch_size=32, verbose=0, validation_data=(x, y), validation_steps=2
+    )
     expected = model.validate(x[:64], y[:64], batch_size=32)
     assert history.history["val_loss"][0] == pytest.approx(expected["loss"], rel=1e-6)
     assert model.validate(x, y, steps=2, batch_size=32) == pytest.approx(expected)
@@ -37,8 +39,9 @@ def test_return_dict_false_lists_values_in_metrics_names_order(kit, classes):
     model.compile("sgd", "cross_entropy", metrics=["accuracy"])
     logs = model.validate(x, y)
     assert model.metrics_names == ["loss", "accuracy"]
-    assert model.evaluate(x, y, return_dict=False) == pytest.approx([logs["loss"],
-                                                                     logs["accuracy"]])
+    assert model.evaluate(x, y, return_dict=False) == pytest.approx(
+        [logs["loss"], logs["accuracy"]]
+    )
 
 
 def test_verbose_validate_and_predict_print_one_line(kit, regression, capsys):

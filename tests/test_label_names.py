@@ -1,13 +1,14 @@
 """Dict batches that carry their targets under label keys (Hugging Face's ``labels``,
 ``fitkit.Model(label_names=...)``), on both backends: in-memory dicts, lists of dict batches
 and tf.data pipelines of dicts are split alike, and train as (x, y) does."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_regression
 
 import fitkit
-from conftest import make_regression
 
 
 def _data():
@@ -33,15 +34,16 @@ def test_a_labels_key_is_the_target_as_y_is(kit):
         np.testing.assert_array_equal(a, b)
     split, _, _ = _fit(kit, x, y=y, batch_size=16, validation_split=0.25)
     assert _fit(kit, {**x, "labels": y}, batch_size=16, validation_split=0.25)[0] == split
-    batches = [{"a": x["a"][i:i + 16], "b": x["b"][i:i + 16], "target": y[i:i + 16]}
-               for i in range(0, 64, 16)]
+    batches = [
+        {"a": x["a"][i : i + 16], "b": x["b"][i : i + 16], "target": y[i : i + 16]}
+        for i in range(0, 64, 16)
+    ]
     got, got_weights, model = _fit(kit, batches, label_names=["target"])
     assert got == expected
     for a, b in zip(weights, got_weights):
         np.testing.assert_array_equal(a, b)
     assert model.predict(batches).shape == (64, 1)
-    assert model.validate(batches)["loss"] == pytest.approx(model.validate(x, y)["loss"],
-                                                            rel=1e-6)
+    assert model.validate(batches)["loss"] == pytest.approx(model.validate(x, y)["loss"], rel=1e-6)
 
 
 def test_tf_data_pipelines_of_dicts_split_in_the_graph(tf_kit):

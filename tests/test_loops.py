@@ -1,6 +1,7 @@
 """Function style (fitkit.torch.loops / fitkit.tf.loops): the tutorial's train_step, valid_step
 and train_model on native networks give Model.fit's numbers, the tutorial's printout, floats
 from lone steps, and read the device only at log points."""
+
 from __future__ import annotations
 
 import copy
@@ -63,8 +64,9 @@ class TorchSide:
         net.loss_func = torch.nn.BCELoss()
         net.metric_func = {
             "tensor": lambda y_pred, y_true: ((y_pred > 0.5).float() == y_true).float().mean(),
-            "numpy": lambda y_pred, y_true: numpy_accuracy(y_true.data.numpy(),
-                                                           y_pred.data.numpy()),
+            "numpy": lambda y_pred, y_true: numpy_accuracy(
+                y_true.data.numpy(), y_pred.data.numpy()
+            ),
         }[metric]
         net.metric_name = "accuracy"
         return net
@@ -76,8 +78,7 @@ class TorchSide:
 
     def fit_model(self, net):
         model = fitkit.Model(net)
-        model.compile(self.torch.optim.SGD(net.parameters(), lr=0.5), "bce",
-                      metrics=["accuracy"])
+        model.compile(self.torch.optim.SGD(net.parameters(), lr=0.5), "bce", metrics=["accuracy"])
         return model
 
     def weights(self, net):
@@ -98,8 +99,13 @@ class TFSide:
 
     def net(self):
         keras = self.keras
-        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                                 keras.layers.Dense(1, activation="sigmoid")])
+        return keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.Dense(1, activation="sigmoid"),
+            ]
+        )
 
     def clone(self, net):
         twin = self.net()
@@ -123,8 +129,11 @@ class TFSide:
 
     def fit_model(self, net):
         model = fitkit.Model(net)
-        model.compile(self.keras.optimizers.SGD(learning_rate=0.5),
-                      self.keras.losses.BinaryCrossentropy(), metrics=["accuracy"])
+        model.compile(
+            self.keras.optimizers.SGD(learning_rate=0.5),
+            self.keras.losses.BinaryCrossentropy(),
+            metrics=["accuracy"],
+        )
         return model
 
     def weights(self, net):
@@ -144,8 +153,9 @@ def _train(side, metric="tensor", epochs=3, log_step_freq=None, net=None):
     x, y = binary_data(N_TRAIN, 0)
     xv, yv = binary_data(N_VALID, 1)
     net = side.equip(net if net is not None else side.net(), metric)
-    df = side.loops.train_model(net, epochs, side.loader(x, y), side.loader(xv, yv),
-                                log_step_freq=log_step_freq)
+    df = side.loops.train_model(
+        net, epochs, side.loader(x, y), side.loader(xv, yv), log_step_freq=log_step_freq
+    )
     return net, df
 
 
@@ -155,12 +165,14 @@ def test_function_style_history_equals_fit(side):
     net = side.net()
     twin = side.clone(net)
     net, df = _train(side, net=net)
-    history = side.fit_model(twin).fit(x, y, batch_size=BATCH, epochs=3, shuffle=False,
-                                       validation_data=(xv, yv), verbose=0)
+    history = side.fit_model(twin).fit(
+        x, y, batch_size=BATCH, epochs=3, shuffle=False, validation_data=(xv, yv), verbose=0
+    )
     columns = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
     assert list(df.columns) == columns
-    np.testing.assert_allclose(df[columns].to_numpy(), history.df[columns].to_numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        df[columns].to_numpy(), history.df[columns].to_numpy(), rtol=1e-5, atol=1e-6
+    )
     for a, b in zip(side.weights(net), side.weights(twin)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -170,7 +182,7 @@ def test_epoch_values_are_exact_over_samples(side):
     x, y = binary_data(N_TRAIN, 0)
     net = side.equip(side.net(), lr=0.0)  # nothing trains: the batches' values stay fixed
     df = side.loops.train_model(net, 1, side.loader(x, y), log_step_freq=None)
-    rows = [(x[i:i + BATCH], y[i:i + BATCH]) for i in range(0, N_TRAIN, BATCH)]
+    rows = [(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, N_TRAIN, BATCH)]
     per_batch = [side.loops.valid_step(net, xb, yb) for xb, yb in rows]
     sizes = np.array([len(xb) for xb, _ in rows])
     exact = (np.array(per_batch) * sizes[:, None]).sum(0) / sizes.sum()
@@ -227,8 +239,10 @@ def test_tf_steps_are_traced_once_per_network(tf_kit):
 
 _RULE = re.compile(r"^={80}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 _STEP = re.compile(r"^\[step = \d+\] loss: \d\.\d{3}, accuracy: \d\.\d{3}$")
-_EPOCH = re.compile(r"^EPOCH = \d+, loss = \d\.\d{3}, accuracy = \d\.\d{3}, "
-                    r"val_loss = \d\.\d{3}, val_accuracy = \d\.\d{3}$")
+_EPOCH = re.compile(
+    r"^EPOCH = \d+, loss = \d\.\d{3}, accuracy = \d\.\d{3}, "
+    r"val_loss = \d\.\d{3}, val_accuracy = \d\.\d{3}$"
+)
 
 
 def _layout(side, capsys) -> list[str]:
@@ -237,9 +251,11 @@ def _layout(side, capsys) -> list[str]:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "Start Training..." and lines[-1] == "Finished Training..."
     assert sum(bool(_RULE.match(line)) for line in lines) == 3  # start, after each epoch
-    assert [int(line[8:line.index("]")]) for line in lines if _STEP.match(line)] == [3, 6] * 2
-    assert [line.split(",")[0] for line in lines if _EPOCH.match(line)] == \
-        ["EPOCH = 1", "EPOCH = 2"]
+    assert [int(line[8 : line.index("]")]) for line in lines if _STEP.match(line)] == [3, 6] * 2
+    assert [line.split(",")[0] for line in lines if _EPOCH.match(line)] == [
+        "EPOCH = 1",
+        "EPOCH = 2",
+    ]
     return [re.sub(r"\d", "9", line) for line in lines]
 
 
@@ -253,16 +269,18 @@ def test_printed_layout_is_the_tutorials_and_the_same_on_both_backends(monkeypat
     assert shapes["torch"][:3] == ["Start Training...", "", "=" * 80 + "9999-99-99 99:99:99"]
 
 
-
 @pytest.mark.parametrize("log_step_freq", [None, 2])
-def test_torch_loop_reads_the_device_only_at_log_points(torch_kit, torch_sync_counter,
-                                                        log_step_freq):
+def test_torch_loop_reads_the_device_only_at_log_points(
+    torch_kit, torch_sync_counter, log_step_freq
+):
     import torch
 
     side = TorchSide()
     x, y = binary_data(N_TRAIN, 0)
-    batches = [(torch.as_tensor(x[i:i + BATCH]), torch.as_tensor(y[i:i + BATCH]))
-               for i in range(0, N_TRAIN, BATCH)]  # 7 steps; no loader machinery counted
+    batches = [
+        (torch.as_tensor(x[i : i + BATCH]), torch.as_tensor(y[i : i + BATCH]))
+        for i in range(0, N_TRAIN, BATCH)
+    ]  # 7 steps; no loader machinery counted
     net = side.equip(side.net())
     calls = torch_sync_counter
     calls.clear()  # building the batches above read nothing, but start from zero
@@ -298,7 +316,7 @@ def test_torch_loss_module_on_a_sequential_is_kept_out_of_its_layers(torch_kit):
 
 def test_plain_iterables_of_numpy_pairs_and_the_default_metric_name(side, capsys):
     x, y = binary_data(48, 0)
-    batches = [(x[i:i + BATCH], y[i:i + BATCH]) for i in range(0, 48, BATCH)]
+    batches = [(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, 48, BATCH)]
     net = side.equip(side.net())
     del net.metric_name
     df = side.loops.train_model(net, 2, batches, batches, log_step_freq=None)
@@ -311,8 +329,11 @@ def test_a_missing_part_is_named_with_its_fix(side, attribute):
     net = side.equip(side.net())
     delattr(net, attribute)
     x, y = binary_data(8, 0)
-    with pytest.raises(FitkitValueError, match=rf"model\.{attribute} is not set.*model\."
-                                                 rf"{attribute} = "):
+    with pytest.raises(
+        FitkitValueError,
+        match=rf"model\.{attribute} is not set.*model\."
+        rf"{attribute} = ",
+    ):
         side.loops.train_step(net, x, y)
     with pytest.raises(FitkitValueError, match=rf"model\.{attribute}"):
         side.loops.train_model(net, 1, [(x, y)])

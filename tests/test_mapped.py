@@ -1,4 +1,5 @@
 """fitkit/mapped.py: the read-ahead thread keeps order, raises its errors, and stops early."""
+
 from __future__ import annotations
 
 import time

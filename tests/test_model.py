@@ -1,12 +1,13 @@
 """The facade on both backends: fit / validate / predict, history, display, batch style."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_regression
 
 import fitkit
-from conftest import make_regression
 
 
 def test_fit_reduces_loss_and_returns_history(kit, regression):
@@ -15,7 +16,14 @@ def test_fit_reduces_loss_and_returns_history(kit, regression):
     model.compile("adam", "mse", metrics=["mae"], lr=1e-2)
     history = model.fit(x, y, batch_size=32, epochs=4, validation_split=0.25, verbose=0)
     assert history is model.history
-    assert list(history.df.columns) == ["epoch", "loss", "mae", "val_loss", "val_mae", "learning_rate"]
+    assert list(history.df.columns) == [
+        "epoch",
+        "loss",
+        "mae",
+        "val_loss",
+        "val_mae",
+        "learning_rate",
+    ]
     assert history.df["epoch"].tolist() == [1, 2, 3, 4]
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     assert history.history["learning_rate"] == pytest.approx([1e-2] * 4)
@@ -36,9 +44,9 @@ def test_validate_is_exact_over_samples_with_partial_batch(kit, regression):
     logs = model.validate(x[:100], y[:100], batch_size=7)  # 14 full batches + one of 2
     pred = model.predict(x[:100], batch_size=13)
     err = pred - y[:100]
-    assert logs["loss"] == pytest.approx(float(np.mean(err ** 2)), rel=1e-5)
+    assert logs["loss"] == pytest.approx(float(np.mean(err**2)), rel=1e-5)
     assert logs["mae"] == pytest.approx(float(np.mean(np.abs(err))), rel=1e-5)
-    assert logs["rmse"] == pytest.approx(float(np.sqrt(np.mean(err ** 2))), rel=1e-5)
+    assert logs["rmse"] == pytest.approx(float(np.sqrt(np.mean(err**2))), rel=1e-5)
     assert model.evaluate(x[:100], y[:100], batch_size=7) == pytest.approx(logs)
 
 
@@ -58,13 +66,20 @@ def _weights_after_one_epoch(kit, make_input, x, y, batch_size=16):
     data_x, data_y = make_input(x, y, batch_size)
     # a loader, tf.data or generator batches itself: batch_size is refused with it (Keras's rule)
     own = data_y is None and not fitkit.sources.map_style_dataset(data_x)
-    model.fit(data_x, data_y, batch_size=None if own else batch_size, epochs=1, shuffle=False,
-              verbose=0, steps_per_epoch=None)
+    model.fit(
+        data_x,
+        data_y,
+        batch_size=None if own else batch_size,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        steps_per_epoch=None,
+    )
     return kit.weights(net)
 
 
 def _batches(x, y, bs):
-    return [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)]
+    return [(x[i : i + bs], y[i : i + bs]) for i in range(0, len(x), bs)]
 
 
 def _torch_dataset(x, y, bs):
@@ -87,14 +102,20 @@ def _tf_dataset(x, y, bs):
 
 
 INPUT_KINDS = {
-    "pandas": lambda x, y, bs: (pd.DataFrame(x, columns=list("abcd")), pd.Series(y[:, 0])
-                                .to_frame()),
+    "pandas": lambda x, y, bs: (
+        pd.DataFrame(x, columns=list("abcd")),
+        pd.Series(y[:, 0]).to_frame(),
+    ),
     "list_of_batches": lambda x, y, bs: (_batches(x, y, bs), None),
     "generator": lambda x, y, bs: ((b for b in _batches(x, y, bs)), None),
-    "torch_tensors": lambda x, y, bs: (__import__("torch").as_tensor(x),
-                                       __import__("torch").as_tensor(y)),
-    "tf_tensors": lambda x, y, bs: (__import__("tensorflow").constant(x),
-                                    __import__("tensorflow").constant(y)),
+    "torch_tensors": lambda x, y, bs: (
+        __import__("torch").as_tensor(x),
+        __import__("torch").as_tensor(y),
+    ),
+    "tf_tensors": lambda x, y, bs: (
+        __import__("tensorflow").constant(x),
+        __import__("tensorflow").constant(y),
+    ),
     "torch_dataset": _torch_dataset,
     "torch_dataloader": _torch_loader,
     "tf_data": _tf_dataset,
@@ -122,13 +143,21 @@ def test_generator_with_steps_per_epoch_continues_across_epochs(kit):
 
 def test_dict_inputs_train_a_two_input_network(kit):
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((128, 3)).astype("float32"), rng.standard_normal((128, 2)).astype(
-        "float32")
+    a, b = (
+        rng.standard_normal((128, 3)).astype("float32"),
+        rng.standard_normal((128, 2)).astype("float32"),
+    )
     y = (a.sum(1, keepdims=True) - b.sum(1, keepdims=True)).astype("float32")
     model = fitkit.Model(kit.two_input_net(3, 2))
     model.compile("adam", "mse", lr=1e-2)
-    history = model.fit({"a": a, "b": b}, y, epochs=8, batch_size=16, verbose=0,
-                        validation_data=({"a": a, "b": b}, y))
+    history = model.fit(
+        {"a": a, "b": b},
+        y,
+        epochs=8,
+        batch_size=16,
+        verbose=0,
+        validation_data=({"a": a, "b": b}, y),
+    )
     assert history.history["val_loss"][-1] < history.history["val_loss"][0]
     assert model.predict({"a": a, "b": b}).shape == (128, 1)
     info = model.summary(input_shape={"a": (3,), "b": (2,)}, print_fn=None)

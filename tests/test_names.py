@@ -3,6 +3,7 @@
 Optimizer names take the same first steps on both backends from the same weights, and
 train a tiny model; fitkit.metrics objects build with their arguments and default names.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -10,14 +11,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_regression
+from test_metrics import CASES, evaluate, sigmoid
 
 import fitkit
 import fitkit.metrics as fm
 from fitkit import specs
 from fitkit.errors import FitkitTypeError, FitkitValueError
-
-from conftest import make_regression
-from test_metrics import CASES, evaluate, sigmoid
 
 BACKENDS = ("torch", "tensorflow")
 
@@ -47,8 +47,9 @@ def _keras_two_steps(name, kernel, bias, x, y):
 
     from fitkit.tf.optimizers import build_optimizer
 
-    net = keras.Sequential([keras.Input((kernel.shape[0],)),
-                            keras.layers.Dense(kernel.shape[1], dtype="float64")])
+    net = keras.Sequential(
+        [keras.Input((kernel.shape[0],)), keras.layers.Dense(kernel.shape[1], dtype="float64")]
+    )
     net.layers[0].set_weights([kernel, bias])
     opt = build_optimizer(name, None, net)
     for _ in range(2):
@@ -93,31 +94,57 @@ def test_unknown_optimizer_name_lists_the_valid_ones():
 
 # ---------------------------------------------------------------- metric names and objects
 def test_fitkit_metrics_imports_no_framework():
-    code = ("import sys, fitkit, fitkit.metrics; "
-            "assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules), 'framework imported'")
+    code = (
+        "import sys, fitkit, fitkit.metrics; "
+        "assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules), 'framework imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_metric_objects_have_good_default_names_and_reprs():
-    assert [m.name for m in (fm.Accuracy(), fm.Accuracy(threshold=0.3), fm.TopKAccuracy(k=3),
-                             fm.TopKAccuracy(), fm.Precision(), fm.Recall(), fm.F1Score(),
-                             fm.AUC(bins=200), fm.R2Score(), fm.R2Score(name="r2"))] == [
-        "accuracy", "accuracy", "top_3_accuracy", "top_5_accuracy", "precision", "recall",
-        "f1_score", "auc", "r2_score", "r2"]
+    assert [
+        m.name
+        for m in (
+            fm.Accuracy(),
+            fm.Accuracy(threshold=0.3),
+            fm.TopKAccuracy(k=3),
+            fm.TopKAccuracy(),
+            fm.Precision(),
+            fm.Recall(),
+            fm.F1Score(),
+            fm.AUC(bins=200),
+            fm.R2Score(),
+            fm.R2Score(name="r2"),
+        )
+    ] == [
+        "accuracy",
+        "accuracy",
+        "top_3_accuracy",
+        "top_5_accuracy",
+        "precision",
+        "recall",
+        "f1_score",
+        "auc",
+        "r2_score",
+        "r2",
+    ]
     assert repr(fm.TopKAccuracy(k=3)) == "TopKAccuracy(k=3, name='top_3_accuracy')"
     assert repr(fm.Precision(0.3, name="p30")) == "Precision(threshold=0.3, name='p30')"
     assert fm.TopKAccuracy(k=3) == fm.TopKAccuracy(k=3) != fm.TopKAccuracy(k=2)
 
 
-@pytest.mark.parametrize("make, error", [
-    (lambda: fm.Accuracy(threshold=1.5), FitkitValueError),
-    (lambda: fm.Precision(threshold=0), FitkitValueError),
-    (lambda: fm.Recall(threshold="0.5"), FitkitTypeError),
-    (lambda: fm.TopKAccuracy(k=0), FitkitValueError),
-    (lambda: fm.TopKAccuracy(k=2.5), FitkitValueError),
-    (lambda: fm.AUC(bins=1), FitkitValueError),
-    (lambda: fm.F1Score(name=""), FitkitTypeError),
-])
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda: fm.Accuracy(threshold=1.5), FitkitValueError),
+        (lambda: fm.Precision(threshold=0), FitkitValueError),
+        (lambda: fm.Recall(threshold="0.5"), FitkitTypeError),
+        (lambda: fm.TopKAccuracy(k=0), FitkitValueError),
+        (lambda: fm.TopKAccuracy(k=2.5), FitkitValueError),
+        (lambda: fm.AUC(bins=1), FitkitValueError),
+        (lambda: fm.F1Score(name=""), FitkitTypeError),
+    ],
+)
 def test_metric_objects_refuse_bad_arguments(make, error):
     with pytest.raises(error):
         make()
@@ -127,22 +154,45 @@ def test_metric_objects_refuse_bad_arguments(make, error):
 def test_metric_objects_compute_with_their_arguments(backend, monkeypatch):
     z8, ys = CASES["sparse_logits"][0], CASES["sparse_logits"][1]
     top3 = np.argsort(-z8, axis=1)[:, :3]
-    logs = evaluate(backend, monkeypatch, z8, ys, "cross_entropy",
-                    [fm.TopKAccuracy(k=3), fm.TopKAccuracy(k=1, name="top1"), "top_k_accuracy"])
+    logs = evaluate(
+        backend,
+        monkeypatch,
+        z8,
+        ys,
+        "cross_entropy",
+        [fm.TopKAccuracy(k=3), fm.TopKAccuracy(k=1, name="top1"), "top_k_accuracy"],
+    )
     assert logs["top_3_accuracy"] == pytest.approx(np.mean((top3 == ys[:, None]).any(1)))
     assert logs["top1"] == pytest.approx(np.mean(z8.argmax(1) == ys))
     assert logs["top_k_accuracy"] == pytest.approx(
-        np.mean((np.argsort(-z8, axis=1)[:, :5] == ys[:, None]).any(1)))
+        np.mean((np.argsort(-z8, axis=1)[:, :5] == ys[:, None]).any(1))
+    )
 
     z, yb = CASES["binary_logits"][0], CASES["binary_logits"][1]
     pred, true = sigmoid(z) > 0.3, yb > 0.5  # a probability threshold, also for logits
     tp = np.sum(pred & true)
-    expected = {"accuracy": np.mean(pred == true), "default_acc": np.mean((z > 0) == true),
-                "precision": tp / pred.sum(), "recall": tp / true.sum(),
-                "f1_score": 2 * tp / (pred.sum() + true.sum())}
-    logs = evaluate(backend, monkeypatch, z, yb, "bce_with_logits", [
-        fm.Accuracy(threshold=0.3), fm.Accuracy(name="default_acc"), fm.Precision(0.3),
-        fm.Recall(0.3), fm.F1Score(0.3), fm.AUC(bins=50)])
+    expected = {
+        "accuracy": np.mean(pred == true),
+        "default_acc": np.mean((z > 0) == true),
+        "precision": tp / pred.sum(),
+        "recall": tp / true.sum(),
+        "f1_score": 2 * tp / (pred.sum() + true.sum()),
+    }
+    logs = evaluate(
+        backend,
+        monkeypatch,
+        z,
+        yb,
+        "bce_with_logits",
+        [
+            fm.Accuracy(threshold=0.3),
+            fm.Accuracy(name="default_acc"),
+            fm.Precision(0.3),
+            fm.Recall(0.3),
+            fm.F1Score(0.3),
+            fm.AUC(bins=50),
+        ],
+    )
     for name, value in expected.items():
         assert logs[name] == pytest.approx(value, abs=1e-6), name
     assert expected["accuracy"] != pytest.approx(expected["default_acc"])  # threshold matters
@@ -176,8 +226,14 @@ def test_metrics_refuse_targets_of_the_other_label_form(backend, monkeypatch):
 def test_new_string_names_and_aliases(backend, monkeypatch):
     p8, onehot = CASES["one_hot_probabilities"][0], CASES["one_hot_probabilities"][1]
     ys = onehot.argmax(1)
-    logs = evaluate(backend, monkeypatch, p8, onehot, "categorical_crossentropy",
-                    ["top_k_categorical_accuracy", "top_k_accuracy", "f1"])
+    logs = evaluate(
+        backend,
+        monkeypatch,
+        p8,
+        onehot,
+        "categorical_crossentropy",
+        ["top_k_categorical_accuracy", "top_k_accuracy", "f1"],
+    )
     hit5 = np.mean((np.argsort(-p8, axis=1)[:, :5] == ys[:, None]).any(1))
     assert logs["top_k_categorical_accuracy"] == pytest.approx(hit5)
     assert logs["top_k_accuracy"] == pytest.approx(hit5)  # follows one-hot targets too

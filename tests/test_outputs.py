@@ -1,11 +1,12 @@
 """Network outputs on both backends: 1-D outputs, tuple / dict outputs, multi-output compile."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_classes, make_regression
 
 import fitkit
-from conftest import make_classes, make_regression
 
 
 def _two_head_net(kit, names=("cls", "reg"), as_dict=True):
@@ -41,14 +42,30 @@ def _two_targets():
 def test_dict_outputs_train_with_losses_weights_and_metrics_by_name(kit):
     x, labels, value = _two_targets()
     model = fitkit.Model(_two_head_net(kit))
-    model.compile("adam", loss={"cls": "cross_entropy", "reg": "mse"},
-                  loss_weights={"cls": 1.0, "reg": 0.5},
-                  metrics={"cls": ["accuracy"], "reg": ["mae"]}, lr=1e-2)
-    history = model.fit(x, {"cls": labels, "reg": value}, epochs=6, batch_size=32,
-                        validation_split=0.25, verbose=0)
+    model.compile(
+        "adam",
+        loss={"cls": "cross_entropy", "reg": "mse"},
+        loss_weights={"cls": 1.0, "reg": 0.5},
+        metrics={"cls": ["accuracy"], "reg": ["mae"]},
+        lr=1e-2,
+    )
+    history = model.fit(
+        x, {"cls": labels, "reg": value}, epochs=6, batch_size=32, validation_split=0.25, verbose=0
+    )
     assert list(history.df.columns) == [
-        "epoch", "loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae",
-        "val_loss", "val_cls_loss", "val_reg_loss", "val_cls_accuracy", "val_reg_mae", "learning_rate"]
+        "epoch",
+        "loss",
+        "cls_loss",
+        "reg_loss",
+        "cls_accuracy",
+        "reg_mae",
+        "val_loss",
+        "val_cls_loss",
+        "val_reg_loss",
+        "val_cls_accuracy",
+        "val_reg_mae",
+        "learning_rate",
+    ]
     assert model.metrics_names == ["loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae"]
     logs = model.validate(x, {"cls": labels, "reg": value})
     assert logs["loss"] == pytest.approx(logs["cls_loss"] + 0.5 * logs["reg_loss"], rel=1e-5)
@@ -57,26 +74,38 @@ def test_dict_outputs_train_with_losses_weights_and_metrics_by_name(kit):
     assert set(out) == {"cls", "reg"} and out["cls"].shape == (5, 3) and out["reg"].shape == (5, 1)
     err = out["reg"] - value[:5]
     assert model.validate(x[:5], {"cls": labels[:5], "reg": value[:5]}, batch_size=5)[
-        "reg_mae"] == pytest.approx(float(np.abs(err).mean()), rel=1e-5)
+        "reg_mae"
+    ] == pytest.approx(float(np.abs(err).mean()), rel=1e-5)
 
 
 def test_tuple_outputs_take_lists_by_position(kit):
     x, labels, value = _two_targets()
     model = fitkit.Model(_two_head_net(kit, names=("out_a", "out_b"), as_dict=False))
-    model.compile("adam", loss=["cross_entropy", "mse"], loss_weights=[2.0, 1.0],
-                  metrics=[["accuracy"], ["mae"]], lr=1e-2)
+    model.compile(
+        "adam",
+        loss=["cross_entropy", "mse"],
+        loss_weights=[2.0, 1.0],
+        metrics=[["accuracy"], ["mae"]],
+        lr=1e-2,
+    )
     model.fit(x, (labels, value), epochs=2, verbose=0)
     logs = model.validate(x, [labels, value])
     names = model.metrics_names
-    first, second = names[1][:-len("_loss")], names[2][:-len("_loss")]
-    assert names == ["loss", f"{first}_loss", f"{second}_loss", f"{first}_accuracy",
-                     f"{second}_mae"]
+    first, second = names[1][: -len("_loss")], names[2][: -len("_loss")]
+    assert names == [
+        "loss",
+        f"{first}_loss",
+        f"{second}_loss",
+        f"{first}_accuracy",
+        f"{second}_mae",
+    ]
     if kit.name == "torch":
         assert (first, second) == ("output_1", "output_2")
     else:  # a Keras functional model names its outputs by layer, as Keras's fit does
         assert (first, second) == ("out_a", "out_b")
-    assert logs["loss"] == pytest.approx(2 * logs[f"{first}_loss"] + logs[f"{second}_loss"],
-                                         rel=1e-5)
+    assert logs["loss"] == pytest.approx(
+        2 * logs[f"{first}_loss"] + logs[f"{second}_loss"], rel=1e-5
+    )
 
 
 def test_one_loss_for_several_outputs_applies_to_each(kit):
@@ -224,14 +253,23 @@ def test_a_one_output_network_takes_metrics_named_by_a_dict(kit):
     model = fitkit.Model(kit.mlp(4, 3))
     model.compile("sgd", "cross_entropy", metrics=["accuracy"])
     expected = model.validate(x, y)["accuracy"]
-    model.compile("sgd", "cross_entropy", metrics={
-        "acc": fitkit.metrics.Accuracy(), "top2": fitkit.metrics.TopKAccuracy(k=2),
-        "by_name": "accuracy"})
+    model.compile(
+        "sgd",
+        "cross_entropy",
+        metrics={
+            "acc": fitkit.metrics.Accuracy(),
+            "top2": fitkit.metrics.TopKAccuracy(k=2),
+            "by_name": "accuracy",
+        },
+    )
     logs = model.validate(x, y)
     assert list(logs) == ["loss", "acc", "top2", "by_name"]
     assert logs["acc"] == logs["by_name"] == pytest.approx(expected)
     assert expected <= logs["top2"] <= 1.0
     model.compile("sgd", "cross_entropy", metrics={"head": ["accuracy"]})
-    with pytest.raises(fitkit.FitkitValueError, match=r"dict by output name \['head'\].*"
-                                                      r"\{name: metric\}"):
+    with pytest.raises(
+        fitkit.FitkitValueError,
+        match=r"dict by output name \['head'\].*"
+        r"\{name: metric\}",
+    ):
         model.validate(x, y)

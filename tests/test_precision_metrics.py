@@ -1,5 +1,6 @@
 """Metrics under mixed precision: the bf16 predictions are read in float32, so a metric
 equals a float32 computation by hand over the same predictions (it once added up in bf16)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,12 @@ def bf16_model(kit):
         finally:
             keras.mixed_precision.set_global_policy("float32")
     model = fitkit.Model(net)
-    model.compile("sgd", "mse", precision="bf16",
-                  metrics={"mae": "mae", "mse": "mse", "max_gap": max_gap(kit)})
+    model.compile(
+        "sgd",
+        "mse",
+        precision="bf16",
+        metrics={"mae": "mae", "mse": "mse", "max_gap": max_gap(kit)},
+    )
     return model
 
 
@@ -46,9 +51,9 @@ def test_a_bf16_runs_metrics_equal_a_float32_computation_over_its_predictions(ki
     pred = model.predict(x, batch_size=32)
     assert pred.dtype == np.float32
     assert len(np.unique(pred)) < len(pred)  # bf16 values: few distinct ones, so half-precision
-    err = pred - y                            # sums would be visibly off (0.8685 vs 0.8683)
+    err = pred - y  # sums would be visibly off (0.8685 vs 0.8683)
     assert logs["mae"] == pytest.approx(float(np.abs(err).mean(dtype=np.float32)), rel=1e-6)
     assert logs["mse"] == pytest.approx(float((err * err).mean(dtype=np.float32)), rel=1e-6)
-    per_batch = [np.abs(err[i:i + 32]).max() for i in range(0, 300, 32)]
+    per_batch = [np.abs(err[i : i + 32]).max() for i in range(0, 300, 32)]
     rows = [min(32, 300 - i) for i in range(0, 300, 32)]
     assert logs["max_gap"] == pytest.approx(float(np.average(per_batch, weights=rows)), rel=1e-6)

@@ -1,4 +1,5 @@
 """Exact resume, checkpoints of the whole training state, interrupts and errors mid-fit."""
+
 from __future__ import annotations
 
 import json
@@ -8,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_classes
 
 import fitkit
 from fitkit.callbacks import BackupAndRestore, Callback
-from conftest import make_classes
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "train_with_backup.py")
 
@@ -23,8 +24,14 @@ def dropout_net(kit):
         return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
     import keras
 
-    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dropout(0.3), keras.layers.Dense(3)])
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 def fresh_model(kit):
@@ -58,19 +65,26 @@ def shuffled_data(kit, x, y, data):
         torch = kit.torch
 
         def loader(n):
-            return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
-                torch.from_numpy(x[:n]), torch.from_numpy(y[:n])), batch_size=16, shuffle=True)
+            return torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(torch.from_numpy(x[:n]), torch.from_numpy(y[:n])),
+                batch_size=16,
+                shuffle=True,
+            )
     else:
+
         def loader(n):
             return kit.tf.data.Dataset.from_tensor_slices((x[:n], y[:n])).shuffle(n).batch(16)
+
     return {"x": loader(len(x)), "validation_data": loader(48)}
 
 
 # ---------------------------------------------------------------------- by hand
-@pytest.mark.parametrize("data, stop_at", [("arrays", (1, 4)), ("loaders", (0, 4)),
-                                           ("loaders", (1, 4))])
-def test_a_checkpoint_saved_mid_epoch_resumes_to_the_uninterrupted_run(kit, tmp_path, data,
-                                                                        stop_at):
+@pytest.mark.parametrize(
+    "data, stop_at", [("arrays", (1, 4)), ("loaders", (0, 4)), ("loaders", (1, 4))]
+)
+def test_a_checkpoint_saved_mid_epoch_resumes_to_the_uninterrupted_run(
+    kit, tmp_path, data, stop_at
+):
     """Two epochs follow the resumed one; loaders draw from RNGs as their passes open."""
     x, y = make_classes(n=160, d=4)
     full = fresh_model(kit)
@@ -86,8 +100,7 @@ def test_a_checkpoint_saved_mid_epoch_resumes_to_the_uninterrupted_run(kit, tmp_
 
     first = fresh_model(kit)
     with pytest.raises(KeyboardInterrupt):
-        first.fit(**shuffled_data(kit, x, y, data), epochs=4, verbose=0,
-                  callbacks=[SaveThenStop()])
+        first.fit(**shuffled_data(kit, x, y, data), epochs=4, verbose=0, callbacks=[SaveThenStop()])
 
     second = fresh_model(kit)
     where = second.load_checkpoint(path)
@@ -127,12 +140,12 @@ def test_get_and_set_weights_round_trip(kit):
 # ---------------------------------------------------------------------- interrupts
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), ZeroDivisionError("in a callback")])
 def test_an_interrupted_fit_keeps_history_runs_train_end_and_leaves_the_model_usable(
-        kit, capsys, error):
+    kit, capsys, error
+):
     x, y = make_classes(n=96, d=4)
     model = fresh_model(kit)
     stop = StopAt(1, 2, error)
-    expected = KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else \
-        fitkit.StepFailedError
+    expected = KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else fitkit.StepFailedError
     with pytest.raises(expected):
         model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[stop])
     assert stop.ended
@@ -152,17 +165,30 @@ def test_backup_is_deleted_after_a_complete_fit_and_kept_after_an_interrupt(kit,
     folder = tmp_path / "backup"
     model = fresh_model(kit)
     with pytest.raises(KeyboardInterrupt):
-        model.fit(x, y, batch_size=16, epochs=3, verbose=0,
-                  callbacks=[StopAt(1, 1, KeyboardInterrupt()), BackupAndRestore(folder)])
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=3,
+            verbose=0,
+            callbacks=[StopAt(1, 1, KeyboardInterrupt()), BackupAndRestore(folder)],
+        )
     assert (folder / "backup.fitkit").exists()
     model = fresh_model(kit)
-    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0,
-                        callbacks=[StopAt(9, 9, None), BackupAndRestore(folder, verbose=0)])
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=3,
+        verbose=0,
+        callbacks=[StopAt(9, 9, None), BackupAndRestore(folder, verbose=0)],
+    )
     assert history.epoch == [0, 1, 2]  # the restored first epoch, then two more
     assert not folder.exists()
     kept = tmp_path / "kept"
-    fresh_model(kit).fit(x, y, epochs=1, verbose=0,
-                         callbacks=[BackupAndRestore(kept, delete_checkpoint=False)])
+    fresh_model(kit).fit(
+        x, y, epochs=1, verbose=0, callbacks=[BackupAndRestore(kept, delete_checkpoint=False)]
+    )
     assert (kept / "backup.fitkit").exists()
 
 
@@ -170,32 +196,52 @@ def _stopped_with_backup(kit, folder, callbacks):
     """A fit stopped mid-way through its second epoch, its backup (every 3 steps) kept."""
     x, y = make_classes(n=96, d=4)
     with pytest.raises(KeyboardInterrupt):
-        fresh_model(kit).fit(x, y, batch_size=16, epochs=4, validation_data=(x, y), verbose=0,
-                             callbacks=[StopAt(1, 4, KeyboardInterrupt()), *callbacks,
-                                        BackupAndRestore(folder, save_freq=3, verbose=0)])
+        fresh_model(kit).fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=4,
+            validation_data=(x, y),
+            verbose=0,
+            callbacks=[
+                StopAt(1, 4, KeyboardInterrupt()),
+                *callbacks,
+                BackupAndRestore(folder, save_freq=3, verbose=0),
+            ],
+        )
     return x, y
 
 
 def test_a_resume_with_other_callbacks_restores_the_matching_ones_and_warns_about_the_rest(
-        kit, tmp_path):
+    kit, tmp_path
+):
     """Matched by state_key (class, monitor, mode), not by position; callbacks that hold no
     state (StopAt, BackupAndRestore) are ignored; the rest is warned about, not refused."""
     from fitkit.callbacks import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
 
     def watchers():  # mode="max" on losses: the best epoch is the first, and stays so
-        return [EarlyStopping("loss", mode="max", patience=9),
-                EarlyStopping("val_loss", mode="max", patience=9)]
+        return [
+            EarlyStopping("loss", mode="max", patience=9),
+            EarlyStopping("val_loss", mode="max", patience=9),
+        ]
 
     x, y = _stopped_with_backup(kit, tmp_path / "b", [*watchers(), ReduceLROnPlateau("loss")])
     full = watchers()
-    fresh_model(kit).fit(x, y, batch_size=16, epochs=4, validation_data=(x, y), verbose=0,
-                         callbacks=full)
+    fresh_model(kit).fit(
+        x, y, batch_size=16, epochs=4, validation_data=(x, y), verbose=0, callbacks=full
+    )
     resumed = watchers()[::-1]  # another order
-    saver = ModelCheckpoint(str(tmp_path / "ck.fitkit"), monitor="loss",
-                            save_weights_only=False)
+    saver = ModelCheckpoint(str(tmp_path / "ck.fitkit"), monitor="loss", save_weights_only=False)
     with pytest.warns(UserWarning) as caught:
-        fresh_model(kit).fit(x, y, batch_size=16, epochs=4, validation_data=(x, y), verbose=0,
-                             callbacks=[*resumed, saver, BackupAndRestore(tmp_path / "b")])
+        fresh_model(kit).fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=4,
+            validation_data=(x, y),
+            verbose=0,
+            callbacks=[*resumed, saver, BackupAndRestore(tmp_path / "b")],
+        )
     ours = [str(w.message) for w in caught if "backup.fitkit" in str(w.message)]
     assert len(ours) == 2, ours
     assert "ReduceLROnPlateau{'monitor': 'loss', 'mode': 'min'}" in ours[0]
@@ -208,19 +254,30 @@ def test_a_resume_with_other_callbacks_restores_the_matching_ones_and_warns_abou
 
 
 def test_a_resume_that_cannot_tell_callbacks_of_one_key_apart_is_refused_before_anything(
-        kit, tmp_path):
+    kit, tmp_path
+):
     from fitkit.callbacks import EarlyStopping
 
-    x, y = _stopped_with_backup(kit, tmp_path / "b", [EarlyStopping("loss", patience=2),
-                                                      EarlyStopping("loss", patience=5)])
+    x, y = _stopped_with_backup(
+        kit, tmp_path / "b", [EarlyStopping("loss", patience=2), EarlyStopping("loss", patience=5)]
+    )
     model = fresh_model(kit)
     before = model.get_weights()
     only = EarlyStopping("loss", patience=2)
-    with pytest.raises(fitkit.FitkitValueError, match=r"2 state\(s\) filed under "
-                                                      r"EarlyStopping\{'monitor': 'loss'.*"
-                                                      r"own state_key"):
-        model.fit(x, y, batch_size=16, epochs=4, verbose=0,
-                  callbacks=[only, BackupAndRestore(tmp_path / "b")])
+    with pytest.raises(
+        fitkit.FitkitValueError,
+        match=r"2 state\(s\) filed under "
+        r"EarlyStopping\{'monitor': 'loss'.*"
+        r"own state_key",
+    ):
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=4,
+            verbose=0,
+            callbacks=[only, BackupAndRestore(tmp_path / "b")],
+        )
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert only.wait == 0 and only.best is None
@@ -257,8 +314,11 @@ def test_a_monitored_key_that_will_never_exist_fails_before_training(kit):
 
     model = fresh_model(kit)
     before = model.get_weights()
-    with pytest.raises(fitkit.FitkitValueError, match=r"'val_loss'.*validation_data.*loss, "
-                                                      r"accuracy, learning_rate"):
+    with pytest.raises(
+        fitkit.FitkitValueError,
+        match=r"'val_loss'.*validation_data.*loss, "
+        r"accuracy, learning_rate",
+    ):
         model.fit(*make_classes(n=32, d=4), epochs=1, verbose=0, callbacks=[Watches()])
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -269,15 +329,24 @@ def test_a_keras_callback_with_a_torch_network_gets_the_fitkit_equivalent_named(
 
     model = fresh_model(torch_kit)
     with pytest.raises(fitkit.FitkitTypeError, match="fitkit.callbacks.EarlyStopping"):
-        model.fit(*make_classes(n=32, d=4), epochs=1, verbose=0,
-                  callbacks=[keras.callbacks.EarlyStopping()])
+        model.fit(
+            *make_classes(n=32, d=4),
+            epochs=1,
+            verbose=0,
+            callbacks=[keras.callbacks.EarlyStopping()],
+        )
 
 
 # ---------------------------------------------------------------------- a real SIGKILL
 def _run(*args, expect_kill=False):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, SCRIPT, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if expect_kill:
         assert done.returncode == -9, done.stderr[-2000:]
     else:
@@ -294,19 +363,24 @@ def _result(path):
 # the resumed one, where an RNG drawn at another moment would show (the first version of
 # these tests stopped one epoch after the resume, on arrays, and missed it).
 @pytest.mark.slow
-@pytest.mark.parametrize("backend, kill_at, extra", [
-    ("torch", (2, 7), []),
-    ("torch", (1, 5), ["--epoch-saves"]),
-    ("torch", (1, 5), ["--loader", "--val-loader"]),
-    ("torch", (1, 5), ["--loader", "--val-loader", "--workers=2"]),
-    ("torch", (2, 7), ["--loader", "--val-loader", "--generator", "--workers=2"]),
-    ("torch", (1, 5), ["--loader", "--val-loader", "--generator", "--epoch-saves"]),
-    ("tensorflow", (2, 7), []),
-    ("tensorflow", (1, 5), ["--epoch-saves"]),
-    ("tensorflow", (2, 7), ["--loader", "--val-loader"]),
-    ("tensorflow", (2, 7), ["--loader", "--val-loader", "--epoch-saves"])])
+@pytest.mark.parametrize(
+    "backend, kill_at, extra",
+    [
+        ("torch", (2, 7), []),
+        ("torch", (1, 5), ["--epoch-saves"]),
+        ("torch", (1, 5), ["--loader", "--val-loader"]),
+        ("torch", (1, 5), ["--loader", "--val-loader", "--workers=2"]),
+        ("torch", (2, 7), ["--loader", "--val-loader", "--generator", "--workers=2"]),
+        ("torch", (1, 5), ["--loader", "--val-loader", "--generator", "--epoch-saves"]),
+        ("tensorflow", (2, 7), []),
+        ("tensorflow", (1, 5), ["--epoch-saves"]),
+        ("tensorflow", (2, 7), ["--loader", "--val-loader"]),
+        ("tensorflow", (2, 7), ["--loader", "--val-loader", "--epoch-saves"]),
+    ],
+)
 def test_a_run_killed_mid_epoch_finishes_bit_identical_to_an_uninterrupted_one(
-        tmp_path, backend, kill_at, extra):
+    tmp_path, backend, kill_at, extra
+):
     """Backups every 3 steps (resumed mid-epoch) or every epoch (resumed at a boundary), on
     shuffled arrays, DataLoaders (workers, generators of their own) and tf.data pipelines."""
     _run(backend, tmp_path / "unused", tmp_path / "full.npz", *extra)
@@ -325,19 +399,30 @@ def test_a_run_killed_mid_epoch_finishes_bit_identical_to_an_uninterrupted_one(
 def test_a_mid_epoch_backup_refuses_other_batches(kit, tmp_path):
     x, y = make_classes(n=64, d=4)
     with pytest.raises(KeyboardInterrupt):
-        fresh_model(kit).fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[
-            StopAt(0, 3, KeyboardInterrupt()), BackupAndRestore(tmp_path, save_freq=2)])
+        fresh_model(kit).fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=2,
+            verbose=0,
+            callbacks=[StopAt(0, 3, KeyboardInterrupt()), BackupAndRestore(tmp_path, save_freq=2)],
+        )
     with pytest.raises(fitkit.FitkitValueError, match="batch_size=16.*batch_size=32"):
-        fresh_model(kit).fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[
-            StopAt(9, 9, None), BackupAndRestore(tmp_path, save_freq=2)])
+        fresh_model(kit).fit(
+            x,
+            y,
+            batch_size=32,
+            epochs=2,
+            verbose=0,
+            callbacks=[StopAt(9, 9, None), BackupAndRestore(tmp_path, save_freq=2)],
+        )
 
 
 def test_a_lightning_callback_gets_the_fitkit_equivalent_named(kit):
     # Lightning is not installed here: a class from its module path stands in for it
-    LearningRateMonitor = type("LearningRateMonitor", (), {"__module__":
-                                                           "lightning.pytorch.callbacks"})
+    LearningRateMonitor = type(
+        "LearningRateMonitor", (), {"__module__": "lightning.pytorch.callbacks"}
+    )
     model = fresh_model(kit)
-    with pytest.raises(fitkit.FitkitTypeError,
-                       match=r"Lightning callback.*'learning_rate' column"):
-        model.fit(*make_classes(n=32, d=4), epochs=1, verbose=0,
-                  callbacks=[LearningRateMonitor()])
+    with pytest.raises(fitkit.FitkitTypeError, match=r"Lightning callback.*'learning_rate' column"):
+        model.fit(*make_classes(n=32, d=4), epochs=1, verbose=0, callbacks=[LearningRateMonitor()])

@@ -1,15 +1,16 @@
 """The first-batch checks draw nothing from the user's random generators: a fit seeded alike
 equals a hand-written loop (torch) or Keras's fit (TensorFlow), dropout and loaders included."""
+
 from __future__ import annotations
 
 import random
 
 import numpy as np
 import pytest
+from conftest import make_classes
 
 import fitkit
 from fitkit import checks, training
-from conftest import make_classes
 
 
 def noisy_net(kit):
@@ -24,8 +25,13 @@ def noisy_net(kit):
                 return torch.nn.functional.dropout(h, 0.2) + 0.01 * torch.randn_like(h) + drift
 
         torch.manual_seed(1)
-        return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(),
-                                   torch.nn.Dropout(0.3), Noise(), torch.nn.Linear(16, 3))
+        return torch.nn.Sequential(
+            torch.nn.Linear(4, 16),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.3),
+            Noise(),
+            torch.nn.Linear(16, 3),
+        )
     import keras
 
     class Noise(keras.layers.Layer):
@@ -38,8 +44,15 @@ def noisy_net(kit):
             return h + 0.01 * keras.random.normal(keras.ops.shape(h), seed=self.seeds) + drift
 
     keras.utils.set_random_seed(1)
-    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dropout(0.3), Noise(), keras.layers.Dense(3)])
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.3),
+            Noise(),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 def rng_states(kit, net):
@@ -52,8 +65,7 @@ def rng_states(kit, net):
             states["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     else:
         states["tf"] = kit.tf.random.get_global_generator().state.numpy().tolist()
-        states["seeds"] = [v.numpy().tolist() for v in net.variables
-                           if "seed_generator" in v.path]
+        states["seeds"] = [v.numpy().tolist() for v in net.variables if "seed_generator" in v.path]
     return states
 
 
@@ -64,8 +76,7 @@ def test_the_first_batch_checks_leave_every_rng_as_they_found_them(kit):
     model.compile("sgd", "cross_entropy", metrics=["accuracy"])
     if kit.name == "tensorflow":
         kit.tf.random.get_global_generator()  # made now: the checks must not move it
-    source = training.make_source(model._adapter, x, y, batch_size=16, shuffle=True,
-                                  need_y=True)
+    source = training.make_source(model._adapter, x, y, batch_size=16, shuffle=True, need_y=True)
     before = rng_states(kit, net)
     checks.check_first(model, source, "train")
     assert rng_states(kit, net) == before
@@ -104,13 +115,16 @@ def test_a_torch_fit_equals_a_hand_written_loop_seeded_alike(torch_kit):
     data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
 
     def loaders():
-        return (torch.utils.data.DataLoader(data, batch_size=16, shuffle=True),
-                torch.utils.data.DataLoader(data, batch_size=32, shuffle=True))
+        return (
+            torch.utils.data.DataLoader(data, batch_size=16, shuffle=True),
+            torch.utils.data.DataLoader(data, batch_size=32, shuffle=True),
+        )
 
     net = noisy_net(torch_kit)
     model = fitkit.Model(net)
-    model.compile(torch.optim.SGD(net.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(),
-                  metrics=["accuracy"])
+    model.compile(
+        torch.optim.SGD(net.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(), metrics=["accuracy"]
+    )
     device = model._adapter.device  # a GPU when there is one: the loop runs there too
 
     def generators():
@@ -151,8 +165,11 @@ def test_a_tensorflow_fit_equals_keras_fit_seeded_alike(tf_kit):
 
     def compiled_net():
         net = noisy_net(tf_kit)
-        return net, keras.optimizers.SGD(0.1), \
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return (
+            net,
+            keras.optimizers.SGD(0.1),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
 
     net, optimizer, loss = compiled_net()
     model = fitkit.Model(net)
@@ -172,12 +189,16 @@ def test_a_dataloader_pass_is_drawn_when_it_runs_not_when_checked(torch_kit, whe
     its pass is opened again then, drawing from torch's RNG where a loop would."""
     torch = torch_kit.torch
     x, y = make_classes(n=32, d=4)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
-        torch.from_numpy(x), torch.from_numpy(y)), batch_size=16, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+        batch_size=16,
+        shuffle=True,
+    )
     model = fitkit.Model(torch_kit.mlp(4, 3))
     model.compile("sgd", "cross_entropy")
-    source = training.make_source(model._adapter, loader, None, batch_size=16, shuffle=False,
-                                  need_y=True)
+    source = training.make_source(
+        model._adapter, loader, None, batch_size=16, shuffle=False, need_y=True
+    )
     before = torch.get_rng_state()
     checks.check_first(model, source, "test", runs_next=where == "train")
     moved = not torch.equal(before, torch.get_rng_state())

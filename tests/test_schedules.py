@@ -1,5 +1,6 @@
 """Learning-rate schedules: the portable formulas against Keras's and torch's own schedules,
 the same numbers on both backends, native schedulers, state for exact resume, and fit."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,12 @@ import math
 
 import numpy as np
 import pytest
+from conftest import make_regression
 
 import fitkit
-from conftest import make_regression
 from fitkit import schedules as S
-from fitkit.scheduling import portable
 from fitkit.errors import FitkitTypeError, FitkitValueError
+from fitkit.scheduling import portable
 
 torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
@@ -62,6 +63,7 @@ class KerasRig:
                 loss = tf.reduce_sum(self.net(x))
             variables = self.net.trainable_variables
             self.opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
         self.update = update
 
     def lr(self) -> float:
@@ -82,11 +84,16 @@ class KerasRig:
 
 def both(spec, every, epochs, steps, lr=0.1):
     opt = torch_opt(lr)
-    t = torch_run(torch_schedules.build_scheduler(spec, opt, every=every, monitor="val_loss"),
-                  opt, epochs, steps)
+    t = torch_run(
+        torch_schedules.build_scheduler(spec, opt, every=every, monitor="val_loss"),
+        opt,
+        epochs,
+        steps,
+    )
     rig = KerasRig(lr)
-    k = rig.run(tf_schedules.build_scheduler(spec, rig.opt, every=every, monitor="val_loss"),
-                epochs, steps)
+    k = rig.run(
+        tf_schedules.build_scheduler(spec, rig.opt, every=every, monitor="val_loss"), epochs, steps
+    )
     return t, k
 
 
@@ -113,40 +120,67 @@ def test_every_portable_schedule_gives_the_same_numbers_on_both_backends(name, e
     np.testing.assert_allclose(t, per_epoch(want, 4) if every == "epoch" else want, rtol=1e-12)
 
 
-@pytest.mark.parametrize("schedule, native", [
-    (S.CosineDecay(alpha=0.1), lambda o: L.CosineAnnealingLR(o, T_max=12, eta_min=0.01)),
-    (S.ExponentialDecay(0.8), lambda o: L.ExponentialLR(o, gamma=0.8)),
-    (S.StepDecay(5, gamma=0.5), lambda o: L.StepLR(o, step_size=5, gamma=0.5)),
-    (S.OneCycle(), lambda o: L.OneCycleLR(o, max_lr=0.1, total_steps=12, cycle_momentum=False)),
-    (S.OneCycle(max_lr=0.5, pct_start=0.25, anneal_strategy="linear"),
-     lambda o: L.OneCycleLR(o, max_lr=0.5, total_steps=12, pct_start=0.25,
-                            anneal_strategy="linear", cycle_momentum=False)),
-])
+@pytest.mark.parametrize(
+    "schedule, native",
+    [
+        (S.CosineDecay(alpha=0.1), lambda o: L.CosineAnnealingLR(o, T_max=12, eta_min=0.01)),
+        (S.ExponentialDecay(0.8), lambda o: L.ExponentialLR(o, gamma=0.8)),
+        (S.StepDecay(5, gamma=0.5), lambda o: L.StepLR(o, step_size=5, gamma=0.5)),
+        (S.OneCycle(), lambda o: L.OneCycleLR(o, max_lr=0.1, total_steps=12, cycle_momentum=False)),
+        (
+            S.OneCycle(max_lr=0.5, pct_start=0.25, anneal_strategy="linear"),
+            lambda o: L.OneCycleLR(
+                o,
+                max_lr=0.5,
+                total_steps=12,
+                pct_start=0.25,
+                anneal_strategy="linear",
+                cycle_momentum=False,
+            ),
+        ),
+    ],
+)
 def test_portable_schedules_match_torch_schedulers(schedule, native):
     mine = both(schedule, "batch", epochs=3, steps=4)[0]
     opt = torch_opt()
-    theirs = torch_run(torch_schedules.build_scheduler(native(opt), opt, every="batch",
-                                                       monitor="val_loss"), opt, 3, 4)
+    theirs = torch_run(
+        torch_schedules.build_scheduler(native(opt), opt, every="batch", monitor="val_loss"),
+        opt,
+        3,
+        4,
+    )
     np.testing.assert_allclose(mine, theirs, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("schedule, native", [
-    (S.CosineDecay(alpha=0.1), lambda: keras.optimizers.schedules.CosineDecay(0.1, 12, 0.1)),
-    (S.CosineDecay(decay_steps=6, warmup_steps=3),
-     lambda: keras.optimizers.schedules.CosineDecay(0.0, 6, warmup_target=0.1,
-                                                    warmup_steps=3)),
-    (S.WarmupCosine(4, alpha=0.2),
-     lambda: keras.optimizers.schedules.CosineDecay(0.0, 8, 0.2, warmup_target=0.1,
-                                                    warmup_steps=4)),
-    (S.ExponentialDecay(0.5, decay_steps=3),
-     lambda: keras.optimizers.schedules.ExponentialDecay(0.1, 3, 0.5)),
-    (S.StepDecay(4, gamma=0.3),
-     lambda: keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.3, staircase=True)),
-])
+@pytest.mark.parametrize(
+    "schedule, native",
+    [
+        (S.CosineDecay(alpha=0.1), lambda: keras.optimizers.schedules.CosineDecay(0.1, 12, 0.1)),
+        (
+            S.CosineDecay(decay_steps=6, warmup_steps=3),
+            lambda: keras.optimizers.schedules.CosineDecay(
+                0.0, 6, warmup_target=0.1, warmup_steps=3
+            ),
+        ),
+        (
+            S.WarmupCosine(4, alpha=0.2),
+            lambda: keras.optimizers.schedules.CosineDecay(
+                0.0, 8, 0.2, warmup_target=0.1, warmup_steps=4
+            ),
+        ),
+        (
+            S.ExponentialDecay(0.5, decay_steps=3),
+            lambda: keras.optimizers.schedules.ExponentialDecay(0.1, 3, 0.5),
+        ),
+        (
+            S.StepDecay(4, gamma=0.3),
+            lambda: keras.optimizers.schedules.ExponentialDecay(0.1, 4, 0.3, staircase=True),
+        ),
+    ],
+)
 def test_portable_schedules_match_keras_schedules(schedule, native):
     mine = both(schedule, "batch", epochs=3, steps=4)[1]
-    np.testing.assert_allclose(mine, [float(native()(t)) for t in range(12)],
-                               rtol=2e-6, atol=1e-9)
+    np.testing.assert_allclose(mine, [float(native()(t)) for t in range(12)], rtol=2e-6, atol=1e-9)
 
 
 def test_schedules_check_their_arguments():
@@ -177,8 +211,10 @@ def test_batch_schedule_starts_at_initial_epoch_and_follows_a_second_fit_without
 
 
 def test_batch_schedule_needs_the_fit_length_unless_it_has_its_own():
-    for build, opt in [(torch_schedules.build_scheduler, torch_opt()),
-                       (tf_schedules.build_scheduler, KerasRig().opt)]:
+    for build, opt in [
+        (torch_schedules.build_scheduler, torch_opt()),
+        (tf_schedules.build_scheduler, KerasRig().opt),
+    ]:
         with pytest.raises(FitkitValueError, match="steps_per_epoch"):
             build("cosine", opt, every="batch", monitor="val_loss").begin(3, None)
         build(S.ExponentialDecay(0.9), opt, every="batch", monitor="val_loss").begin(3, None)
@@ -198,8 +234,7 @@ def test_batch_schedule_holds_the_base_rate_before_any_fit():
 
 def test_torch_param_groups_keep_their_own_base_rates():
     net = torch.nn.Linear(2, 1)
-    opt = torch.optim.SGD([{"params": [net.weight], "lr": 0.1},
-                           {"params": [net.bias], "lr": 0.01}])
+    opt = torch.optim.SGD([{"params": [net.weight], "lr": 0.1}, {"params": [net.bias], "lr": 0.01}])
     sched = torch_schedules.build_scheduler("cosine", opt, every="epoch", monitor="val_loss")
     sched.begin(4, None)
     sched.epoch_begin(2)
@@ -209,13 +244,20 @@ def test_torch_param_groups_keep_their_own_base_rates():
 # ---------------------------------------------------------------- native schedulers
 def test_torch_native_scheduler_steps_per_epoch_or_per_batch():
     opt = torch_opt()
-    lrs = torch_run(torch_schedules.build_scheduler(L.StepLR(opt, 2, 0.5), opt, every="epoch",
-                                                    monitor="val_loss"), opt, 4, 2)
+    lrs = torch_run(
+        torch_schedules.build_scheduler(
+            L.StepLR(opt, 2, 0.5), opt, every="epoch", monitor="val_loss"
+        ),
+        opt,
+        4,
+        2,
+    )
     assert lrs == pytest.approx(per_epoch([0.1, 0.1, 0.05, 0.05], 2))
     opt = torch_opt()
     factory = lambda o: L.ExponentialLR(o, gamma=0.5)  # noqa: E731
-    lrs = torch_run(torch_schedules.build_scheduler(factory, opt, every="batch",
-                                                    monitor="val_loss"), opt, 2, 2)
+    lrs = torch_run(
+        torch_schedules.build_scheduler(factory, opt, every="batch", monitor="val_loss"), opt, 2, 2
+    )
     assert lrs == pytest.approx([0.1, 0.05, 0.025, 0.0125])
 
 
@@ -228,21 +270,24 @@ def test_reduce_on_plateau_reads_the_monitor_and_names_missing_keys():
     assert torch_run(sched, opt, 4, 1, logs=logs) == pytest.approx([0.1, 0.1, 0.1, 0.05])
     assert opt.param_groups[0]["lr"] == pytest.approx(0.025)
     sched.epoch_end(4, {"loss": 1.0})  # seen before: an epoch without validation is skipped
-    fresh = torch_schedules.build_scheduler(L.ReduceLROnPlateau, opt, every="epoch",
-                                            monitor="val_loss")  # the class: a factory
+    fresh = torch_schedules.build_scheduler(
+        L.ReduceLROnPlateau, opt, every="epoch", monitor="val_loss"
+    )  # the class: a factory
     assert isinstance(fresh.scheduler, L.ReduceLROnPlateau) and fresh.scheduler.optimizer is opt
     with pytest.raises(FitkitValueError, match="lr_schedule_monitor='val_loss'.*keys: loss, lr"):
         fresh.epoch_end(0, {"loss": 1.0, "lr": 0.1})
     with pytest.raises(FitkitValueError, match="lr_schedule_every='epoch'"):
-        torch_schedules.build_scheduler(L.ReduceLROnPlateau(opt), opt, every="batch",
-                                        monitor="val_loss")
+        torch_schedules.build_scheduler(
+            L.ReduceLROnPlateau(opt), opt, every="batch", monitor="val_loss"
+        )
 
 
 def test_keras_schedule_per_batch_is_keras_own_and_per_epoch_takes_the_epoch():
     native = keras.optimizers.schedules.ExponentialDecay(0.1, 2, 0.5)
     rig = KerasRig()
-    lrs = rig.run(tf_schedules.build_scheduler(native, rig.opt, every="batch",
-                                               monitor="val_loss"), 2, 3)
+    lrs = rig.run(
+        tf_schedules.build_scheduler(native, rig.opt, every="batch", monitor="val_loss"), 2, 3
+    )
     own = KerasRig(optimizer=keras.optimizers.SGD(native))  # Keras's own use of it
     keras_lrs = []
     for _ in range(6):
@@ -251,9 +296,10 @@ def test_keras_schedule_per_batch_is_keras_own_and_per_epoch_takes_the_epoch():
     assert lrs == pytest.approx(keras_lrs, rel=1e-7)
     assert lrs == pytest.approx([0.1 * 0.5 ** (t / 2) for t in range(6)], rel=1e-6)
     rig = KerasRig()
-    lrs = rig.run(tf_schedules.build_scheduler(native, rig.opt, every="epoch",
-                                               monitor="val_loss"), 3, 2)
-    assert lrs == pytest.approx(per_epoch([0.1, 0.1 * 0.5 ** 0.5, 0.05], 2), rel=1e-6)
+    lrs = rig.run(
+        tf_schedules.build_scheduler(native, rig.opt, every="epoch", monitor="val_loss"), 3, 2
+    )
+    assert lrs == pytest.approx(per_epoch([0.1, 0.1 * 0.5**0.5, 0.05], 2), rel=1e-6)
 
 
 def test_a_later_compile_without_a_schedule_gives_the_optimizer_its_variable_back():
@@ -270,22 +316,29 @@ def test_a_later_compile_without_a_schedule_gives_the_optimizer_its_variable_bac
 def test_wrong_kinds_are_named_with_what_to_pass_instead():
     opt, rig = torch_opt(), KerasRig()
     with pytest.raises(FitkitTypeError, match="Keras ExponentialDecay.*torch scheduler factory"):
-        torch_schedules.build_scheduler(keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.9),
-                                        opt, every="epoch", monitor="val_loss")
+        torch_schedules.build_scheduler(
+            keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.9),
+            opt,
+            every="epoch",
+            monitor="val_loss",
+        )
     with pytest.raises(FitkitTypeError, match="torch StepLR.*LearningRateSchedule"):
-        tf_schedules.build_scheduler(L.StepLR(opt, 2), rig.opt, every="epoch",
-                                     monitor="val_loss")
-    for build, o in [(torch_schedules.build_scheduler, opt),
-                     (tf_schedules.build_scheduler, rig.opt)]:
+        tf_schedules.build_scheduler(L.StepLR(opt, 2), rig.opt, every="epoch", monitor="val_loss")
+    for build, o in [
+        (torch_schedules.build_scheduler, opt),
+        (tf_schedules.build_scheduler, rig.opt),
+    ]:
         with pytest.raises(FitkitTypeError, match="portable name.*got int"):
             build(42, o, every="epoch", monitor="val_loss")
     with pytest.raises(FitkitValueError, match="another optimizer.*factory"):
-        torch_schedules.build_scheduler(L.StepLR(torch_opt(), 2), opt, every="epoch",
-                                        monitor="val_loss")
+        torch_schedules.build_scheduler(
+            L.StepLR(torch_opt(), 2), opt, every="epoch", monitor="val_loss"
+        )
     with pytest.raises(FitkitTypeError, match="factory returned float"):
         torch_schedules.build_scheduler(lambda o: 0.1, opt, every="epoch", monitor="val_loss")
-    scheduled = KerasRig(optimizer=keras.optimizers.SGD(
-        keras.optimizers.schedules.CosineDecay(0.1, 10)))
+    scheduled = KerasRig(
+        optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, 10))
+    )
     with pytest.raises(FitkitValueError, match="already a schedule"):
         tf_schedules.build_scheduler("cosine", scheduled.opt, every="epoch", monitor="val_loss")
 
@@ -296,13 +349,18 @@ def test_portable_batch_state_resumes_mid_epoch_exactly(backend):
     def make():
         if backend == "torch":
             opt = torch_opt()
-            sched = torch_schedules.build_scheduler("one_cycle", opt, every="batch",
-                                                    monitor="val_loss")
-            return sched, lambda: opt.param_groups[0]["lr"], lambda: (opt.step(),
-                                                                      sched.after_update())
+            sched = torch_schedules.build_scheduler(
+                "one_cycle", opt, every="batch", monitor="val_loss"
+            )
+            return (
+                sched,
+                lambda: opt.param_groups[0]["lr"],
+                lambda: (opt.step(), sched.after_update()),
+            )
         rig = KerasRig()
-        sched = tf_schedules.build_scheduler("one_cycle", rig.opt, every="batch",
-                                             monitor="val_loss")
+        sched = tf_schedules.build_scheduler(
+            "one_cycle", rig.opt, every="batch", monitor="val_loss"
+        )
         return sched, rig.lr, lambda: rig.update(rig.x)
 
     whole = [S.OneCycle()(t, 0.1, 12) for t in range(12)]
@@ -325,24 +383,28 @@ def test_portable_batch_state_resumes_mid_epoch_exactly(backend):
 
 def test_torch_native_state_is_json_and_resumes():
     opt = torch_opt()
-    sched = torch_schedules.build_scheduler(lambda o: L.OneCycleLR(o, 0.1, total_steps=12),
-                                            opt, every="batch", monitor="val_loss")
+    sched = torch_schedules.build_scheduler(
+        lambda o: L.OneCycleLR(o, 0.1, total_steps=12), opt, every="batch", monitor="val_loss"
+    )
     whole = torch_run(sched, opt, 3, 4)
     opt = torch_opt()
-    sched = torch_schedules.build_scheduler(lambda o: L.OneCycleLR(o, 0.1, total_steps=12),
-                                            opt, every="batch", monitor="val_loss")
+    sched = torch_schedules.build_scheduler(
+        lambda o: L.OneCycleLR(o, 0.1, total_steps=12), opt, every="batch", monitor="val_loss"
+    )
     torch_run(sched, opt, 1, 5)
     state, opt_state = json.loads(json.dumps(sched.state_dict())), opt.state_dict()
     opt = torch_opt()
-    sched = torch_schedules.build_scheduler(lambda o: L.OneCycleLR(o, 0.1, total_steps=12),
-                                            opt, every="batch", monitor="val_loss")
+    sched = torch_schedules.build_scheduler(
+        lambda o: L.OneCycleLR(o, 0.1, total_steps=12), opt, every="batch", monitor="val_loss"
+    )
     opt.load_state_dict(opt_state)
     sched.load_state_dict(state)
     np.testing.assert_allclose(torch_run(sched, opt, 1, 7, begin=False), whole[5:])
     with pytest.raises(FitkitValueError, match="does not match"):
         sched.load_state_dict({"kind": "torch", "class": "StepLR", "state": {}})
-    plateau = torch_schedules.build_scheduler(L.ReduceLROnPlateau(opt), opt, every="epoch",
-                                              monitor="val_loss")
+    plateau = torch_schedules.build_scheduler(
+        L.ReduceLROnPlateau(opt), opt, every="epoch", monitor="val_loss"
+    )
     json.loads(json.dumps(plateau.state_dict()))  # best = inf round-trips
 
 
@@ -374,8 +436,10 @@ def test_fit_with_a_portable_schedule_logs_its_rates(kit, every):
     want = [S.CosineDecay()(t, 0.1, horizon) for t in steps]
     np.testing.assert_allclose(history.history["learning_rate"], want, rtol=2e-6, atol=1e-9)
     history = model.fit(x, y, batch_size=64, epochs=2, verbose=0)  # restarts over this fit
-    want = [S.CosineDecay()(t, 0.1, 2 if every == "epoch" else 4)
-            for t in ([0, 1] if every == "epoch" else [2, 4])]
+    want = [
+        S.CosineDecay()(t, 0.1, 2 if every == "epoch" else 4)
+        for t in ([0, 1] if every == "epoch" else [2, 4])
+    ]
     np.testing.assert_allclose(history.history["learning_rate"], want, rtol=2e-6, atol=1e-9)
 
 
@@ -385,11 +449,16 @@ def test_fit_with_native_schedules(kit):
     model = fitkit.Model(net)
     if kit.name == "torch":
         opt = kit.native_optimizer(net, lr=0.1)
-        model.compile(opt, "mse", lr_schedule=L.ReduceLROnPlateau(opt, factor=0.5, patience=0,
-                                                                  threshold=10.0))
+        model.compile(
+            opt, "mse", lr_schedule=L.ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=10.0)
+        )
     else:
-        model.compile("sgd", "mse", lr_schedule_every="batch",
-                      lr_schedule=keras.optimizers.schedules.ExponentialDecay(0.1, 3, 0.5))
+        model.compile(
+            "sgd",
+            "mse",
+            lr_schedule_every="batch",
+            lr_schedule=keras.optimizers.schedules.ExponentialDecay(0.1, 3, 0.5),
+        )
     history = model.fit(x, y, batch_size=32, epochs=3, validation_split=0.25, verbose=0)
     # TF: Keras's per-batch rate after 3 updates an epoch; torch: each epoch's rate, the
     # plateau (threshold=10: never better) halving it at every epoch end
@@ -425,8 +494,11 @@ def test_a_checkpoint_mid_epoch_resumes_the_schedule_exactly(kit, tmp_path, ever
         m.compile("sgd", "mse", lr=0.1, lr_schedule="one_cycle", lr_schedule_every=every)
         return m
 
-    whole = model().fit(x, y, batch_size=32, epochs=4, verbose=0,
-                        callbacks=[_SaveAt(path, 1, 1)]).history["learning_rate"]
+    whole = (
+        model()
+        .fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[_SaveAt(path, 1, 1)])
+        .history["learning_rate"]
+    )
     resumed = model()
     resumed.load_checkpoint(path)
     lrs = resumed.fit(x, y, batch_size=32, epochs=4, verbose=0).history["learning_rate"]
@@ -436,8 +508,14 @@ def test_a_checkpoint_mid_epoch_resumes_the_schedule_exactly(kit, tmp_path, ever
 def test_batch_schedule_horizon_counts_updates_under_gradient_accumulation(kit):
     x, y = make_regression(n=128)
     model = fitkit.Model(kit.mlp(4, 1))
-    model.compile("sgd", "mse", lr=0.1, lr_schedule="cosine", lr_schedule_every="batch",
-                  gradient_accumulation_steps=2)
+    model.compile(
+        "sgd",
+        "mse",
+        lr=0.1,
+        lr_schedule="cosine",
+        lr_schedule_every="batch",
+        gradient_accumulation_steps=2,
+    )
     history = model.fit(x, y, batch_size=32, epochs=2, verbose=0)  # 2 updates an epoch
     want = [S.CosineDecay()(t, 0.1, 4) for t in (2, 4)]
     np.testing.assert_allclose(history.history["learning_rate"], want, rtol=2e-6, atol=1e-9)

@@ -1,5 +1,6 @@
 """Script style (fitkit.script): a plain hand-written loop with exact epoch means, the tutorial's
 printout and a History gives Model.fit's numbers on both backends; the pieces on their own."""
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,12 @@ def torch_script_loop(net, train, valid) -> fitkit.History:
 
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
     loss_func = torch.nn.BCELoss()
-    loaders = [torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
-        *map(torch.as_tensor, data)), batch_size=BATCH) for data in (train, valid)]
+    loaders = [
+        torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(*map(torch.as_tensor, data)), batch_size=BATCH
+        )
+        for data in (train, valid)
+    ]
     train_logs, valid_logs = EpochLogs(), EpochLogs(prefix="val_")
     history = fitkit.History()
     print_rule()
@@ -51,8 +56,11 @@ def torch_script_loop(net, train, valid) -> fitkit.History:
         with torch.no_grad():
             for features, labels in loaders[1]:
                 predictions = net(features)
-                valid_logs.update(len(labels), loss=loss_func(predictions, labels),
-                                  accuracy=((predictions > 0.5).float() == labels).float().mean())
+                valid_logs.update(
+                    len(labels),
+                    loss=loss_func(predictions, labels),
+                    accuracy=((predictions > 0.5).float() == labels).float().mean(),
+                )
         logs = {**train_logs.result(), **valid_logs.result()}
         print_epoch(epoch, logs)
         print_rule()
@@ -129,12 +137,14 @@ def test_a_script_loop_gives_fits_epoch_numbers(kit, capsys):
         import keras
 
         model.compile(keras.optimizers.SGD(learning_rate=0.5), "bce", metrics=["accuracy"])
-    reference = model.fit(*train, batch_size=BATCH, epochs=EPOCHS, shuffle=False,
-                          validation_data=valid, verbose=0)
+    reference = model.fit(
+        *train, batch_size=BATCH, epochs=EPOCHS, shuffle=False, validation_data=valid, verbose=0
+    )
     columns = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
     assert list(history.df.columns) == columns
-    np.testing.assert_allclose(history.df.to_numpy(), reference.df[columns].to_numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        history.df.to_numpy(), reference.df[columns].to_numpy(), rtol=1e-5, atol=1e-6
+    )
     lines = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("EPOCH = ") for line in lines) == EPOCHS
     assert sum(line.startswith("[step = 6] loss: ") for line in lines) == EPOCHS
@@ -169,14 +179,21 @@ def test_epoch_logs_read_the_device_once(torch_kit, monkeypatch):
 
     logs = EpochLogs(prefix="val_")
     for n in (16, 4):
-        logs.update(n, loss=torch.tensor(0.5, requires_grad=True) * 2, accuracy=torch.tensor(
-            [1.0, 0.0]), count=torch.tensor(3), lr=0.1)
+        logs.update(
+            n,
+            loss=torch.tensor(0.5, requires_grad=True) * 2,
+            accuracy=torch.tensor([1.0, 0.0]),
+            count=torch.tensor(3),
+            lr=0.1,
+        )
     calls = []
     original = torch.Tensor.tolist
-    monkeypatch.setattr(torch.Tensor, "tolist",
-                        lambda self: calls.append("tolist") or original(self))
-    assert logs.result() == pytest.approx({"val_loss": 1.0, "val_accuracy": 0.5,
-                                           "val_count": 3.0, "val_lr": 0.1})
+    monkeypatch.setattr(
+        torch.Tensor, "tolist", lambda self: calls.append("tolist") or original(self)
+    )
+    assert logs.result() == pytest.approx(
+        {"val_loss": 1.0, "val_accuracy": 0.5, "val_count": 3.0, "val_lr": 0.1}
+    )
     assert calls == ["tolist"]
 
 
@@ -191,10 +208,14 @@ def test_bad_values_are_fitkit_errors():
 
 def test_the_tutorials_lines():
     logs = {"loss": 0.51349, "accuracy": 0.7642, "val_loss": 0.00012, "val_accuracy": 1.0}
-    assert step_line(100, {"loss": 0.51349, "accuracy": 0.7642}) == \
-        "[step = 100] loss: 0.513, accuracy: 0.764"
-    assert epoch_line(0, logs) == \
-        "EPOCH = 1, loss = 0.513, accuracy = 0.764, val_loss = 0.00012, val_accuracy = 1.000"
+    assert (
+        step_line(100, {"loss": 0.51349, "accuracy": 0.7642})
+        == "[step = 100] loss: 0.513, accuracy: 0.764"
+    )
+    assert (
+        epoch_line(0, logs)
+        == "EPOCH = 1, loss = 0.513, accuracy = 0.764, val_loss = 0.00012, val_accuracy = 1.000"
+    )
     assert re.fullmatch(r"={80}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", dated_rule())
 
 

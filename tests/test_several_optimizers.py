@@ -4,6 +4,7 @@ from self.optimizers(), their states and schedulers resume exactly, the history 
 Owns the OptimizerSet contract on both backends; the one-optimizer class style is
 test_class_style.py's, resume in general test_resume.py's.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,7 @@ def torch_gan():
     class GAN(fitkit.Model):
         def configure_optimizers(self):
             opt_g = torch.optim.Adam(self.net["generator"].parameters(), lr=1e-2)
-            opt_d = torch.optim.SGD(self.net["discriminator"].parameters(), lr=0.05,
-                                    momentum=0.9)
+            opt_d = torch.optim.SGD(self.net["discriminator"].parameters(), lr=0.05, momentum=0.9)
             return [opt_g, opt_d], [torch.optim.lr_scheduler.StepLR(opt_d, 1, gamma=0.5)]
 
         def train_step(self, batch):
@@ -49,10 +49,14 @@ def torch_gan():
             return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
     fitkit.set_seed(0)
-    net = torch.nn.ModuleDict({
-        "generator": torch.nn.Linear(2, 2),
-        "discriminator": torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(),
-                                             torch.nn.Linear(8, 1))})
+    net = torch.nn.ModuleDict(
+        {
+            "generator": torch.nn.Linear(2, 2),
+            "discriminator": torch.nn.Sequential(
+                torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
+            ),
+        }
+    )
     return GAN(net)
 
 
@@ -66,9 +70,9 @@ def tf_gan():
         def __init__(self):
             super().__init__()
             self.generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
-            self.discriminator = keras.Sequential([
-                keras.Input((2,)), keras.layers.Dense(8, activation="relu"),
-                keras.layers.Dense(1)])
+            self.discriminator = keras.Sequential(
+                [keras.Input((2,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]
+            )
             self.noise = keras.random.SeedGenerator(7)
 
         def call(self, x):
@@ -78,8 +82,10 @@ def tf_gan():
 
     class GAN(fitkit.Model):
         def configure_optimizers(self):
-            return ([keras.optimizers.Adam(1e-2), keras.optimizers.SGD(0.05, momentum=0.9)],
-                    [None, fitkit.schedules.StepDecay(step_size=1, gamma=0.5)])
+            return (
+                [keras.optimizers.Adam(1e-2), keras.optimizers.SGD(0.05, momentum=0.9)],
+                [None, fitkit.schedules.StepDecay(step_size=1, gamma=0.5)],
+            )
 
         def train_step(self, batch):
             real = self.unpack_batch(batch)[0]
@@ -89,8 +95,9 @@ def tf_gan():
             ones, zeros = tf.ones_like(real[:, :1]), tf.zeros_like(real[:, :1])
             with tf.GradientTape() as tape:
                 fake = gen(noise, training=True)
-                d_loss = bce(ones, disc(real, training=True)) + \
-                    bce(zeros, disc(fake, training=True))
+                d_loss = bce(ones, disc(real, training=True)) + bce(
+                    zeros, disc(fake, training=True)
+                )
             grads = tape.gradient(d_loss, disc.trainable_variables)
             opt_d.apply_gradients(zip(grads, disc.trainable_variables))
             with tf.GradientTape() as tape:
@@ -128,7 +135,9 @@ def test_a_manual_step_gets_every_optimizer_and_the_history_logs_each_rate(kit):
     history = model.fit(real_samples(), epochs=3, batch_size=16, verbose=0)
     assert list(history.history) == ["d_loss", "g_loss", "learning_rate-opt0", "learning_rate-opt1"]
     np.testing.assert_allclose(history.history["learning_rate-opt0"], [1e-2] * 3, rtol=1e-6)
-    np.testing.assert_allclose(history.history["learning_rate-opt1"], [0.05, 0.025, 0.0125], rtol=1e-6)
+    np.testing.assert_allclose(
+        history.history["learning_rate-opt1"], [0.05, 0.025, 0.0125], rtol=1e-6
+    )
     assert all(np.isfinite(history.history["d_loss"]))
 
 
@@ -139,11 +148,23 @@ def test_several_optimizers_resume_from_a_backup_bit_for_bit(kit, tmp_path):
 
     folder = tmp_path / "backup"
     with pytest.raises(KeyboardInterrupt):
-        gan(kit).fit(x, epochs=3, batch_size=16, verbose=0, shuffle=True,
-                     callbacks=[StopAt(1, 4), BackupAndRestore(folder, save_freq=2)])
+        gan(kit).fit(
+            x,
+            epochs=3,
+            batch_size=16,
+            verbose=0,
+            shuffle=True,
+            callbacks=[StopAt(1, 4), BackupAndRestore(folder, save_freq=2)],
+        )
     resumed = gan(kit)  # a fresh process's model: new optimizers, nothing built yet
-    history = resumed.fit(x, epochs=3, batch_size=16, verbose=0, shuffle=True,
-                          callbacks=[StopAt(9, 9), BackupAndRestore(folder, verbose=0)])
+    history = resumed.fit(
+        x,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        shuffle=True,
+        callbacks=[StopAt(9, 9), BackupAndRestore(folder, verbose=0)],
+    )
     assert history.history == expected.history
     for a, b in zip(full.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -218,22 +239,39 @@ def test_fitkit_steps_refuse_several_optimizers_before_building_anything(kit):
 
 def test_configure_optimizers_forms_for_several(torch_kit):
     import torch
+
     from fitkit.optimizer_sets import OptimizerSet, from_configured
 
     net = torch_kit.mlp(4, 1)
     params = list(net.parameters())
     a, b = torch.optim.SGD(params[:2], lr=0.1), torch.optim.SGD(params[2:], lr=0.1)
     step_b = torch.optim.lr_scheduler.StepLR(b, 1)
-    for form, scheduled in (([a, b], False), ((a, b), False), (([a, b], []), False),
-                            ([{"optimizer": a}, {"optimizer": b, "lr_scheduler": step_b}], True),
-                            (([a, b], [step_b]), True), (([a, b], [None, step_b]), True)):
+    for form, scheduled in (
+        ([a, b], False),
+        ((a, b), False),
+        (([a, b], []), False),
+        ([{"optimizer": a}, {"optimizer": b, "lr_scheduler": step_b}], True),
+        (([a, b], [step_b]), True),
+        (([a, b], [None, step_b]), True),
+    ):
         found = from_configured(form, "epoch", "val_loss")
         assert isinstance(found, OptimizerSet) and found.optimizers == (a, b)
         assert found.schedules[0] is None
         assert (found.schedules[1] is not None and found.schedules[1].spec is step_b) == scheduled
-    steps = from_configured([{"optimizer": a, "lr_scheduler": {
-        "scheduler": torch.optim.lr_scheduler.StepLR(a, 1), "interval": "step"}},
-        {"optimizer": b}], "epoch", "val_loss")
+    steps = from_configured(
+        [
+            {
+                "optimizer": a,
+                "lr_scheduler": {
+                    "scheduler": torch.optim.lr_scheduler.StepLR(a, 1),
+                    "interval": "step",
+                },
+            },
+            {"optimizer": b},
+        ],
+        "epoch",
+        "val_loss",
+    )
     assert steps.schedules[0].every == "batch" and steps.schedules[1] is None
     for one in (a, (a, step_b), ([a], [step_b]), {"optimizer": a}):
         assert from_configured(one, "epoch", "val_loss") is None  # one optimizer's forms
@@ -252,9 +290,16 @@ def test_a_per_step_scheduler_of_one_of_several_steps_after_each_train_step(torc
             first, second = self.net[0], self.net[2]
             opt_a = torch.optim.SGD(first.parameters(), lr=0.1)
             opt_b = torch.optim.SGD(second.parameters(), lr=0.1)
-            return [{"optimizer": opt_a}, {"optimizer": opt_b, "lr_scheduler": {
-                "scheduler": torch.optim.lr_scheduler.StepLR(opt_b, 1, gamma=0.9),
-                "interval": "step"}}]
+            return [
+                {"optimizer": opt_a},
+                {
+                    "optimizer": opt_b,
+                    "lr_scheduler": {
+                        "scheduler": torch.optim.lr_scheduler.StepLR(opt_b, 1, gamma=0.9),
+                        "interval": "step",
+                    },
+                },
+            ]
 
         def train_step(self, batch):
             x, y, _ = self.unpack_batch(batch)
@@ -270,5 +315,5 @@ def test_a_per_step_scheduler_of_one_of_several_steps_after_each_train_step(torc
     model = TwoHeads(torch_kit.mlp(4, 1))
     model.compile()
     history = model.fit(x, x[:, :1], epochs=2, batch_size=16, verbose=0)
-    np.testing.assert_allclose(history.history["learning_rate-opt1"], [0.1 * 0.9 ** 4, 0.1 * 0.9 ** 8])
+    np.testing.assert_allclose(history.history["learning_rate-opt1"], [0.1 * 0.9**4, 0.1 * 0.9**8])
     np.testing.assert_allclose(history.history["learning_rate-opt0"], [0.1, 0.1])

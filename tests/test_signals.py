@@ -1,6 +1,7 @@
 """SIGTERM during fit: it stops at the next step boundary as Ctrl-C does, BackupAndRestore
 writes a backup there, on_train_end runs, the process ends by SIGTERM, and the rerun finishes
 bit-identical to an uninterrupted run. The handler exists only in the main thread during fit."""
+
 from __future__ import annotations
 
 import json
@@ -12,33 +13,37 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import make_classes
 
 import fitkit
 import fitkit.signals
 from fitkit.callbacks import BackupAndRestore, Callback
-from conftest import make_classes
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "train_sigterm.py")
 
 
 def _run(backend, backup, out, *extra, env=None):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run([sys.executable, SCRIPT, backend, str(backup), str(out), *extra],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, SCRIPT, backend, str(backup), str(out), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def _result(path):
     saved = np.load(path)
-    return ([saved[k] for k in saved.files if k != "history"],
-            json.loads(bytes(saved["history"])))
+    return ([saved[k] for k in saved.files if k != "history"], json.loads(bytes(saved["history"])))
 
 
 # ---------------------------------------------------------------------- in a real process
 @pytest.mark.slow
-@pytest.mark.parametrize("backend, at", [("torch", (1, 4)), ("tensorflow", (1, 4)),
-                                         ("torch", (2, 10))])  # (2, 10): the last step
-def test_sigterm_backs_up_at_the_step_and_the_rerun_finishes_bit_identical(
-        tmp_path, backend, at):
+@pytest.mark.parametrize(
+    "backend, at", [("torch", (1, 4)), ("tensorflow", (1, 4)), ("torch", (2, 10))]
+)  # (2, 10): the last step
+def test_sigterm_backs_up_at_the_step_and_the_rerun_finishes_bit_identical(tmp_path, backend, at):
     """Backups are scheduled at epoch ends only: the rerun resuming at the signal's step
     shows the backup made at the signal."""
     done = _run(backend, tmp_path / "unused", tmp_path / "full.npz")
@@ -48,8 +53,10 @@ def test_sigterm_backs_up_at_the_step_and_the_rerun_finishes_bit_identical(
     where = f"epoch {at[0] + 1}, step {at[1]}"
     assert stopped.returncode == -signal.SIGTERM, stopped.stderr[-2000:]
     assert (tmp_path / "stopped.npz.ended").read_text() == f"terminated (SIGTERM) at {where}"
-    assert f"fit terminated (SIGTERM) at {where}; model.history keeps {at[0]} finished" \
+    assert (
+        f"fit terminated (SIGTERM) at {where}; model.history keeps {at[0]} finished"
         in stopped.stderr
+    )
     assert f"BackupAndRestore: SIGTERM: backed up at {where}" in stopped.stdout
     assert not out.exists()  # the script did not go on after fit
     resumed = _run(backend, backup, tmp_path / "resumed.npz")
@@ -77,8 +84,16 @@ def test_a_second_sigterm_stops_at_once_without_a_backup_at_the_signal(tmp_path)
 @pytest.mark.slow
 def test_no_step_boundary_within_the_timeout_stops_fit_then(tmp_path):
     """The SIGTERM comes in a validation step that then sleeps 120 s; 1 s allowed."""
-    stopped = _run("tensorflow", tmp_path / "b", tmp_path / "o.npz", "--at", "0", "0",
-                   "--stall-in-validation", env={fitkit.signals.TIMEOUT_ENV: "1"})
+    stopped = _run(
+        "tensorflow",
+        tmp_path / "b",
+        tmp_path / "o.npz",
+        "--at",
+        "0",
+        "0",
+        "--stall-in-validation",
+        env={fitkit.signals.TIMEOUT_ENV: "1"},
+    )
     assert stopped.returncode == -signal.SIGTERM, stopped.stderr[-2000:]
     assert "no step boundary within 1 s of SIGTERM (FITKIT_SIGTERM_TIMEOUT)" in stopped.stderr
     assert (tmp_path / "o.npz.ended").read_text() == "terminated (SIGTERM) at epoch 1, step 10"
@@ -121,8 +136,14 @@ def test_a_handler_of_your_own_gets_the_signal_and_fit_raises_terminated(kit, tm
     try:
         send = SendAt(step=2)
         with pytest.raises(fitkit.signals.Terminated) as err:
-            _model(kit).fit(x, y, batch_size=16, epochs=3, verbose=0,
-                            callbacks=[send, BackupAndRestore(tmp_path, verbose=0)])
+            _model(kit).fit(
+                x,
+                y,
+                batch_size=16,
+                epochs=3,
+                verbose=0,
+                callbacks=[send, BackupAndRestore(tmp_path, verbose=0)],
+            )
         assert isinstance(err.value, KeyboardInterrupt) and err.value.at_boundary
         assert calls == [signal.SIGTERM]  # once: fit stopped, then handed it on
         assert send.seen is not handler  # fitkit's, during fit
@@ -141,8 +162,11 @@ def test_the_handler_exists_only_during_fit_and_only_in_the_main_thread(kit):
     assert callable(send.seen) and send.seen is not before
     assert signal.getsignal(signal.SIGTERM) is before
     in_thread = SendAt()
-    thread = threading.Thread(target=lambda: _model(kit).fit(
-        x, y, batch_size=16, epochs=1, verbose=0, callbacks=[in_thread]))
+    thread = threading.Thread(
+        target=lambda: _model(kit).fit(
+            x, y, batch_size=16, epochs=1, verbose=0, callbacks=[in_thread]
+        )
+    )
     thread.start()
     thread.join()
     assert in_thread.seen is before  # a fit outside the main thread installs nothing
@@ -152,8 +176,9 @@ def test_an_ignored_sigterm_stays_ignored(kit):
     x, y = make_classes(n=64, d=4)
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        history = _model(kit).fit(x, y, batch_size=16, epochs=2, verbose=0,
-                                  callbacks=[SendAt(step=2)])
+        history = _model(kit).fit(
+            x, y, batch_size=16, epochs=2, verbose=0, callbacks=[SendAt(step=2)]
+        )
         assert len(history) == 2 and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -1,16 +1,17 @@
 """steps_per_epoch keeps one pass over the data across epochs, as Keras's fit does: a
 repeat()ed dataset, a loader or a list of batches goes on where the last epoch stopped, and
 a new pass opens only where the last one ended (fitkit/streams.py)."""
+
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
 import pytest
+from conftest import make_classes, make_regression
 
 import fitkit
 from fitkit.callbacks import BackupAndRestore, Callback
-from conftest import make_classes, make_regression
 
 
 def _net(kit, seed=1):
@@ -19,7 +20,7 @@ def _net(kit, seed=1):
 
 
 def _batches(x, y, size):
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
 
 
 def _fit(kit, data, **fit_kwargs):
@@ -62,8 +63,9 @@ def test_a_new_pass_opens_where_the_last_one_ended(kit):
 
 def test_a_generator_that_runs_out_still_stops_training(kit):
     x, y = make_regression(n=96)
-    with pytest.warns(UserWarning, match="ran out after 2 of steps_per_epoch=4 steps in "
-                                         "epoch 2; training stops"):
+    with pytest.warns(
+        UserWarning, match="ran out after 2 of steps_per_epoch=4 steps in epoch 2; training stops"
+    ):
         _, history = _fit(kit, iter(_batches(x, y, 16)), epochs=5, steps_per_epoch=4)
     assert len(history) == 2
 
@@ -71,8 +73,9 @@ def test_a_generator_that_runs_out_still_stops_training(kit):
 def test_a_torch_dataloader_with_steps_per_epoch_continues_across_epochs(torch_kit):
     torch = torch_kit.torch
     x, y = make_regression(n=160)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
-        torch.as_tensor(x), torch.as_tensor(y)), batch_size=16)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.as_tensor(x), torch.as_tensor(y)), batch_size=16
+    )
     once, _ = _fit(torch_kit, loader, epochs=1)
     stream, _ = _fit(torch_kit, loader, epochs=2, steps_per_epoch=5)
     for a, b in zip(once.get_weights(), stream.get_weights()):
@@ -85,8 +88,11 @@ def _keras_pair(tf_kit):
     nets = []
     for _ in range(2):
         keras.utils.set_random_seed(1)
-        nets.append(keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, "relu"),
-                                      keras.layers.Dense(1)]))
+        nets.append(
+            keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1)]
+            )
+        )
     nets[0].compile(keras.optimizers.SGD(0.01), "mse")
     model = fitkit.Model(nets[1])
     model.compile(keras.optimizers.SGD(0.01), "mse")
@@ -102,8 +108,11 @@ def test_steps_per_epoch_trains_as_keras_fit_on_the_same_pipeline(tf_kit, data):
     x = np.random.default_rng(0).standard_normal((400, 4)).astype("float32")
     y = x.sum(1, keepdims=True)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-    args = {"repeat": ((ds.repeat(),), {}), "finite": ((ds,), {}),
-            "arrays": ((x, y), {"batch_size": 32, "shuffle": False})}[data]
+    args = {
+        "repeat": ((ds.repeat(),), {}),
+        "finite": ((ds,), {}),
+        "arrays": ((x, y), {"batch_size": 32, "shuffle": False}),
+    }[data]
     keras_net, model = _keras_pair(tf_kit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras's "ran out of data" and ours
@@ -119,8 +128,8 @@ def test_a_repeated_dataset_runs_whole_chunks_with_no_host_count(tf_kit):
     tf = tf_kit.tf
     x, y = make_regression(n=64)
     source = fitkit.Model(tf_kit.mlp(4, 1))._adapter.batch_source(
-        tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat(), batch_size=16,
-        shuffle=False)
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat(), batch_size=16, shuffle=False
+    )
     assert source.endless
     chunk, steps = next(iter(source.batches(8, 3)))
     assert chunk.known and steps() == 3  # not read from the call's count (never made)

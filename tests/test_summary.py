@@ -1,5 +1,6 @@
 """Model.summary on both backends: what it runs with no argument, integer inputs, and
 parameter counts that add up (Keras's count_params(); torch's root-level parameters)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,10 +16,12 @@ def rows_total(frame) -> int:
 
 # ------------------------------------------------------------------ both backends
 
+
 def test_int_input_shape_means_one_dimension(kit):
     model = fitkit.Model(kit.mlp(8, 1))
     assert model.summary(input_shape=8, print_fn=None).equals(
-        model.summary(input_shape=(8,), print_fn=None))
+        model.summary(input_shape=(8,), print_fn=None)
+    )
     assert model.summary(8, print_fn=None)["output_shape"].iloc[-1] == "[-1, 1]"
 
 
@@ -46,6 +49,7 @@ def test_printed_totals_match_the_rows(kit, capsys):
 
 # ------------------------------------------------------------------ torch
 
+
 def test_torch_with_nothing_known_says_what_to_pass(torch_kit):
     model = fitkit.Model(torch_kit.mlp(4, 1))
     with pytest.raises(FitkitValueError, match=r"input_shape=.*input_data=.*fit/predict"):
@@ -58,11 +62,11 @@ def test_torch_root_level_parameters_have_rows(torch_kit):
     class Tokens(nn.Module):
         def __init__(self):
             super().__init__()
-            self.cls = nn.Parameter(torch.zeros(1, 1, 6))       # on the root
+            self.cls = nn.Parameter(torch.zeros(1, 1, 6))  # on the root
             self.body = nn.Sequential(nn.Linear(6, 6), nn.ReLU())
             self.body.pos = nn.Parameter(torch.zeros(1, 4, 6))  # on a non-leaf module
             self.head = nn.Linear(6, 2)
-            self.spare = nn.Linear(3, 3)                        # never called
+            self.spare = nn.Linear(3, 3)  # never called
 
         def forward(self, x):
             h = torch.cat([self.cls.expand(len(x), -1, -1), x], 1) + self.body.pos
@@ -133,6 +137,7 @@ def test_torch_a_real_error_is_still_reported(torch_kit):
 
 # ------------------------------------------------------------------ tensorflow
 
+
 def test_tf_no_argument_uses_declared_inputs(tf_kit):
     model = fitkit.Model(tf_kit.mlp(4, 1))
     frame = model.summary(print_fn=None)
@@ -172,8 +177,7 @@ def test_tf_declared_integer_inputs_get_integer_zeros(tf_kit):
     for shapes in ({"tokens": 6, "numeric": 3}, {"numeric": (3,), "tokens": (6,)}, None):
         frame = fitkit.Model(net).summary(shapes, print_fn=None)
         assert rows_total(frame) == net.count_params() == 80 + 16 + 9
-        assert frame.set_index("layer").loc["embedding (Embedding)", "output_shape"] == \
-            "[-1, 6, 4]"
+        assert frame.set_index("layer").loc["embedding (Embedding)", "output_shape"] == "[-1, 6, 4]"
     assert rows_total(fitkit.Model(listed).summary([(6,), 3], print_fn=None)) == 105
     example = summary.zeros({"numeric": (3,), "tokens": (6,)}, summary.declared_inputs(net))
     assert example["tokens"].dtype == tf.int32 and example["numeric"].dtype == tf.float32
@@ -186,11 +190,17 @@ def test_tf_declared_integer_inputs_get_integer_zeros(tf_kit):
 
 def test_tf_counts_equal_keras_with_dropout_and_batchnorm(tf_kit, capsys):
     keras = tf_kit.keras
-    net = keras.Sequential([
-        keras.Input((5,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
-        keras.layers.Dropout(0.5), keras.layers.Dense(4), keras.layers.Dropout(0.2),
-        keras.layers.Dense(1),
-    ])
+    net = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(4),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(1),
+        ]
+    )
     frame = fitkit.Model(net).summary()
     out = capsys.readouterr().out
     trainable = sum(int(np.prod(w.shape)) for w in net.trainable_weights)

@@ -1,5 +1,6 @@
 """Weight files on both backends: all-or-nothing loads, damaged and foreign files, atomic
 saves, strict=False reports, tied weights and wrapper prefixes (torch)."""
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,11 @@ def test_a_later_misfit_leaves_every_weight_unchanged(kit, tmp_path):
 def test_a_full_load_returns_empty_lists_and_copies_every_weight(kit, tmp_path):
     saved, path = _saved(kit, tmp_path)
     net = kit.mlp(4, 1)
-    assert fitkit.Model(net).load_weights(path) == {"missing": [], "unexpected": [],
-                                                     "mismatched": []}
+    assert fitkit.Model(net).load_weights(path) == {
+        "missing": [],
+        "unexpected": [],
+        "mismatched": [],
+    }
     _unchanged(kit, net, kit.weights(saved))
 
 
@@ -111,9 +115,11 @@ def _foreign_files(kit, tmp_path) -> list[tuple[str, str]]:
     save_file(state, str(tmp_path / "w.safetensors"))
     torch.save(state, str(tmp_path / "w.pt"))
     torch.save(state, str(tmp_path / "disguised.weights.h5"))
-    return [(str(tmp_path / "w.safetensors"), "safetensors"),
-            (str(tmp_path / "w.pt"), "torch.save"),
-            (str(tmp_path / "disguised.weights.h5"), "torch.save")]
+    return [
+        (str(tmp_path / "w.safetensors"), "safetensors"),
+        (str(tmp_path / "w.pt"), "torch.save"),
+        (str(tmp_path / "disguised.weights.h5"), "torch.save"),
+    ]
 
 
 def test_files_of_the_other_framework_are_refused(kit, tmp_path):
@@ -164,8 +170,10 @@ def test_save_creates_missing_folders(kit, tmp_path):
 
 def test_save_under_a_file_names_the_path(kit, tmp_path):
     (tmp_path / "plain").write_text("not a folder")
-    for path in (str(tmp_path / "plain" / "w.weights.h5"),
-                 str(tmp_path / "plain" / "deeper" / "w.weights.h5")):
+    for path in (
+        str(tmp_path / "plain" / "w.weights.h5"),
+        str(tmp_path / "plain" / "deeper" / "w.weights.h5"),
+    ):
         with pytest.raises(fitkit.FitkitValueError, match=re.escape(path)):
             fitkit.Model(kit.mlp(4, 1)).save_weights(path)
 
@@ -235,8 +243,9 @@ def test_torch_tied_weights_round_trip_and_stay_tied(torch_kit, tmp_path, suffix
     net = _tied_torch()
     assert fitkit.Model(net).load_weights(path)["missing"] == []
     assert net.a.weight is net.b.weight
-    np.testing.assert_array_equal(net.a.weight.detach().cpu().numpy(),
-                                  saved.a.weight.detach().cpu().numpy())
+    np.testing.assert_array_equal(
+        net.a.weight.detach().cpu().numpy(), saved.a.weight.detach().cpu().numpy()
+    )
 
 
 def test_torch_tie_saved_once_by_safetensors_save_model_loads(torch_kit, tmp_path):
@@ -247,8 +256,9 @@ def test_torch_tie_saved_once_by_safetensors_save_model_loads(torch_kit, tmp_pat
     net = _tied_torch()
     fitkit.Model(net).load_weights(path)
     assert net.a.weight is net.b.weight
-    np.testing.assert_array_equal(net.b.weight.detach().cpu().numpy(),
-                                  saved.a.weight.detach().cpu().numpy())
+    np.testing.assert_array_equal(
+        net.b.weight.detach().cpu().numpy(), saved.a.weight.detach().cpu().numpy()
+    )
 
 
 def test_keras_shared_layer_round_trips(tf_kit, tmp_path):
@@ -265,15 +275,15 @@ def test_keras_shared_layer_round_trips(tf_kit, tmp_path):
     _unchanged(tf_kit, net, tf_kit.weights(saved))
 
 
-@pytest.mark.parametrize("wrap_saved, wrap_loaded", [("dp", None), (None, "dp"),
-                                                      ("compile", None), (None, "compile"),
-                                                      ("dp", "compile")])
+@pytest.mark.parametrize(
+    "wrap_saved, wrap_loaded",
+    [("dp", None), (None, "dp"), ("compile", None), (None, "compile"), ("dp", "compile")],
+)
 def test_torch_wrapper_prefixes_are_set_aside(torch_kit, tmp_path, wrap_saved, wrap_loaded):
     import torch
 
     def wrap(net, how):
-        return {"dp": torch.nn.DataParallel, "compile": torch.compile,
-                None: lambda n: n}[how](net)
+        return {"dp": torch.nn.DataParallel, "compile": torch.compile, None: lambda n: n}[how](net)
 
     saved, net = torch_kit.mlp(4, 1), torch_kit.mlp(4, 1)
     path = str(tmp_path / "w.safetensors")

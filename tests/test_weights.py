@@ -1,11 +1,12 @@
 """Sample and class weights on both backends: Keras's reduction, parity between backends."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_classes, make_regression
 
 import fitkit
-from conftest import make_classes, make_regression
 
 
 def _weights(n, seed=0):
@@ -19,10 +20,10 @@ def test_weighted_loss_is_keras_sum_over_batch_size(kit):
     model.compile("sgd", "mse", weighted_metrics=["mae"])
     logs = model.validate(x, y, sample_weight=w, batch_size=100)
     err = (model.predict(x) - y)[:, 0]
-    assert logs["loss"] == pytest.approx(float((w * err ** 2).sum() / 100), rel=1e-5)
+    assert logs["loss"] == pytest.approx(float((w * err**2).sum() / 100), rel=1e-5)
     assert logs["mae"] == pytest.approx(float((w * np.abs(err)).sum() / w.sum()), rel=1e-5)
     plain = model.validate(x, y, batch_size=100)
-    assert plain["loss"] == pytest.approx(float((err ** 2).mean()), rel=1e-5)
+    assert plain["loss"] == pytest.approx(float((err**2).mean()), rel=1e-5)
 
 
 def test_weighted_accuracy_is_exact_over_the_epoch(kit):
@@ -39,14 +40,15 @@ def test_class_weight_equals_the_sample_weights_built_from_it(kit):
     x, labels = make_classes(n=120, classes=3)
     table = {0: 1.0, 1: 4.0, 2: 0.5}
     runs = []
-    for kwargs in ({"class_weight": table},
-                   {"sample_weight": np.array([table[c] for c in labels], "float32")}):
+    for kwargs in (
+        {"class_weight": table},
+        {"sample_weight": np.array([table[c] for c in labels], "float32")},
+    ):
         fitkit.set_seed(5)
         net = kit.mlp(4, 3)
         model = fitkit.Model(net)
         model.compile(kit.native_optimizer(net, lr=0.1), "cross_entropy", metrics=["accuracy"])
-        history = model.fit(x, labels, batch_size=32, epochs=2, shuffle=False, verbose=0,
-                            **kwargs)
+        history = model.fit(x, labels, batch_size=32, epochs=2, shuffle=False, verbose=0, **kwargs)
         runs.append((history.history["loss"], kit.weights(net)))
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-6)
     for a, b in zip(runs[0][1], runs[1][1]):
@@ -59,7 +61,7 @@ def test_weighted_validation_data_and_weighted_batches_from_an_iterable(kit):
     model = fitkit.Model(kit.mlp(4, 1))
     model.compile("sgd", "mse")
     expected = model.validate(x, y, sample_weight=w, batch_size=16)
-    batches = [(x[i:i + 16], y[i:i + 16], w[i:i + 16]) for i in range(0, 64, 16)]
+    batches = [(x[i : i + 16], y[i : i + 16], w[i : i + 16]) for i in range(0, 64, 16)]
     assert model.validate(batches) == pytest.approx(expected, rel=1e-6)
     history = model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y, w), batch_size=16)
     after = model.validate(x, y, sample_weight=w, batch_size=16)
@@ -75,7 +77,7 @@ def test_train_on_batch_takes_sample_weight(kit):
     model.compile("sgd", "mse")
     logs = model.test_on_batch(x, y, sample_weight=w, return_dict=True)
     err = (model.predict(x) - y)[:, 0]
-    assert logs["loss"] == pytest.approx(float((w * err ** 2).sum() / 32), rel=1e-5)
+    assert logs["loss"] == pytest.approx(float((w * err**2).sum() / 32), rel=1e-5)
     before = model.train_on_batch(x, y, sample_weight=w, return_dict=True)["loss"]
     assert before == pytest.approx(logs["loss"], rel=1e-5)
 
@@ -112,14 +114,19 @@ def test_torch_and_tensorflow_agree_on_weighted_multi_output_training(monkeypatc
     fitkit.set_seed(0)
     inp = keras.Input((4,))
     h = keras.layers.Dense(8, activation="relu", name="body")(inp)
-    knet = keras.Model(inp, {"cls": keras.layers.Dense(3, name="cls")(h),
-                             "reg": keras.layers.Dense(1, name="reg")(h)})
+    knet = keras.Model(
+        inp,
+        {"cls": keras.layers.Dense(3, name="cls")(h), "reg": keras.layers.Dense(1, name="reg")(h)},
+    )
 
     class TorchTwin(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.body, self.cls, self.reg = (torch.nn.Linear(4, 8), torch.nn.Linear(8, 3),
-                                             torch.nn.Linear(8, 1))
+            self.body, self.cls, self.reg = (
+                torch.nn.Linear(4, 8),
+                torch.nn.Linear(8, 3),
+                torch.nn.Linear(8, 1),
+            )
 
         def forward(self, x):
             h = torch.relu(self.body(x))
@@ -132,15 +139,27 @@ def test_torch_and_tensorflow_agree_on_weighted_multi_output_training(monkeypatc
             getattr(tnet, name).weight.copy_(torch.as_tensor(kernel.T))
             getattr(tnet, name).bias.copy_(torch.as_tensor(bias))
     results = []
-    for backend, net, opt in (("torch", tnet, torch.optim.SGD(tnet.parameters(), lr=0.1)),
-                              ("tensorflow", knet, keras.optimizers.SGD(0.1))):
+    for backend, net, opt in (
+        ("torch", tnet, torch.optim.SGD(tnet.parameters(), lr=0.1)),
+        ("tensorflow", knet, keras.optimizers.SGD(0.1)),
+    ):
         monkeypatch.setenv("FITKIT_BACKEND", backend)
         model = fitkit.Model(net)
-        model.compile(opt, {"cls": "cross_entropy", "reg": "mse"},
-                      loss_weights={"cls": 1.0, "reg": 0.5},
-                      metrics={"cls": ["accuracy"], "reg": ["mae"]})
-        history = model.fit(x, {"cls": labels, "reg": value}, sample_weight=w, batch_size=32,
-                            epochs=2, shuffle=False, verbose=0,
-                            validation_data=(x, {"cls": labels, "reg": value}, w))
+        model.compile(
+            opt,
+            {"cls": "cross_entropy", "reg": "mse"},
+            loss_weights={"cls": 1.0, "reg": 0.5},
+            metrics={"cls": ["accuracy"], "reg": ["mae"]},
+        )
+        history = model.fit(
+            x,
+            {"cls": labels, "reg": value},
+            sample_weight=w,
+            batch_size=32,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            validation_data=(x, {"cls": labels, "reg": value}, w),
+        )
         results.append(history.df.drop(columns=["epoch"]).to_numpy())
     np.testing.assert_allclose(results[0], results[1], rtol=2e-5, atol=1e-6)

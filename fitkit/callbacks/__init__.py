@@ -3,6 +3,7 @@
 Callbacks see logs dicts and the facade only, never a framework; what a backend must do
 (writing events, saving state) they ask of the model.
 """
+
 from .backup import BackupAndRestore
 from .base import Callback, CallbackList
 from .events import LambdaCallback, TensorBoard, TerminateOnNaN
@@ -10,6 +11,16 @@ from .files import CSVLogger, ModelCheckpoint
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .schedule import LearningRateScheduler
 
-__all__ = ["Callback", "CallbackList", "EarlyStopping", "ReduceLROnPlateau",
-           "LearningRateScheduler", "ModelCheckpoint", "CSVLogger", "TensorBoard",
-           "TerminateOnNaN", "LambdaCallback", "BackupAndRestore"]
+__all__ = [
+    "BackupAndRestore",
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "LambdaCallback",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "ReduceLROnPlateau",
+    "TensorBoard",
+    "TerminateOnNaN",
+]

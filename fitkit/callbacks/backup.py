@@ -4,10 +4,11 @@ backup was made (mid-epoch included), and ends as the uninterrupted run would ha
 Owns when a backup is written, restored and deleted; what a backup holds (the whole training
 state, one atomic file) is fitting.py's and the backends' state.py's.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from .. import distribute
 from ..errors import FitkitValueError
@@ -31,13 +32,20 @@ class BackupAndRestore(Callback):
 
     runs_last = True  # it saves the other callbacks' state after their epoch-end updates
 
-    def __init__(self, backup_dir: str, save_freq: str | int = "epoch",
-                 delete_checkpoint: bool = True, verbose: int = 1) -> None:
+    def __init__(
+        self,
+        backup_dir: str,
+        save_freq: str | int = "epoch",
+        delete_checkpoint: bool = True,
+        verbose: int = 1,
+    ) -> None:
         super().__init__()
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or
-                                     not isinstance(save_freq, int) or save_freq < 1):
-            raise FitkitValueError(f"save_freq must be 'epoch' or a whole number of steps "
-                                   f">= 1; got {save_freq!r}.")
+        if save_freq != "epoch" and (
+            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1
+        ):
+            raise FitkitValueError(
+                f"save_freq must be 'epoch' or a whole number of steps >= 1; got {save_freq!r}."
+            )
         if not isinstance(backup_dir, (str, os.PathLike)) or not str(backup_dir):
             raise FitkitValueError(f"backup_dir must be a folder path; got {backup_dir!r}.")
         self.backup_dir = str(backup_dir)
@@ -61,8 +69,11 @@ class BackupAndRestore(Callback):
             self.restored = self.model.load_checkpoint(self.path)
             if self.verbose:
                 where = self.restored
-                print(f"BackupAndRestore: resuming from {self.path} at epoch {where['epoch']}"
-                      f", step {where['step']}.", flush=True)
+                print(
+                    f"BackupAndRestore: resuming from {self.path} at epoch {where['epoch']}"
+                    f", step {where['step']}.",
+                    flush=True,
+                )
 
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         if (batch + 1) % self.save_freq == 0:
@@ -78,16 +89,26 @@ class BackupAndRestore(Callback):
         if self.verbose and distribute.is_main_process():
             state = self.model._fit_state
             step = state.loop.steps_done if state.loop is not None else state.step
-            where = f"epoch {state.epoch + 1}, step {step}" if step or not state.epoch else \
-                f"the end of epoch {state.epoch}"
-            print(f"BackupAndRestore: {why}: backed up at {where} to {self.path}; run the same "
-                  f"command again to resume there.", flush=True)
+            where = (
+                f"epoch {state.epoch + 1}, step {step}"
+                if step or not state.epoch
+                else f"the end of epoch {state.epoch}"
+            )
+            print(
+                f"BackupAndRestore: {why}: backed up at {where} to {self.path}; run the same "
+                f"command again to resume there.",
+                flush=True,
+            )
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
         state = self.model._fit_state
-        if state is not None and state.completed and self.delete_checkpoint and \
-                distribute.is_main_process() and os.path.exists(self.path):
+        if (
+            state is not None
+            and state.completed
+            and self.delete_checkpoint
+            and distribute.is_main_process()
+            and os.path.exists(self.path)
+        ):
             os.remove(self.path)
             if not os.listdir(self.backup_dir):
                 os.rmdir(self.backup_dir)
-

@@ -4,17 +4,24 @@ Owns hook names (Keras's), the rule that batch hooks cost nothing when no callba
 them, the check of monitored keys at train begin, and each callback's resumable state.
 The ready-made callbacks live beside this file, one family per file.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..errors import FitkitTypeError, FitkitValueError
 
-_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end",
-                "on_test_batch_begin", "on_test_batch_end",
-                "on_predict_batch_begin", "on_predict_batch_end")
+_BATCH_HOOKS = (
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
 
 
 class Callback:
@@ -130,37 +137,55 @@ def _overrides(cb: Callback, hook: str) -> bool:
 
 # Callbacks of other libraries and their fitkit equivalents (same arguments where Keras's).
 _EQUIVALENTS = {
-    "EarlyStopping": "EarlyStopping", "ModelCheckpoint": "ModelCheckpoint",
-    "BackupAndRestore": "BackupAndRestore", "LearningRateScheduler": "LearningRateScheduler",
-    "ReduceLROnPlateau": "ReduceLROnPlateau", "CSVLogger": "CSVLogger",
-    "TensorBoard": "TensorBoard", "TerminateOnNaN": "TerminateOnNaN",
-    "LambdaCallback": "LambdaCallback", "LearningRateMonitor": "the history's 'learning_rate' column",
-    "ProgbarLogger": "fit(verbose=...)", "TQDMProgressBar": "fit(verbose=...)",
-    "RichProgressBar": "fit(verbose=...)", "GradientAccumulationScheduler":
-        "compile(gradient_accumulation_steps=N)", "StochasticWeightAveraging": None,
+    "EarlyStopping": "EarlyStopping",
+    "ModelCheckpoint": "ModelCheckpoint",
+    "BackupAndRestore": "BackupAndRestore",
+    "LearningRateScheduler": "LearningRateScheduler",
+    "ReduceLROnPlateau": "ReduceLROnPlateau",
+    "CSVLogger": "CSVLogger",
+    "TensorBoard": "TensorBoard",
+    "TerminateOnNaN": "TerminateOnNaN",
+    "LambdaCallback": "LambdaCallback",
+    "LearningRateMonitor": "the history's 'learning_rate' column",
+    "ProgbarLogger": "fit(verbose=...)",
+    "TQDMProgressBar": "fit(verbose=...)",
+    "RichProgressBar": "fit(verbose=...)",
+    "GradientAccumulationScheduler": "compile(gradient_accumulation_steps=N)",
+    "StochasticWeightAveraging": None,
 }
 
 
 def _foreign(cb: Any) -> str | None:
     """A clear message for a Keras or Lightning callback passed to fitkit."""
     module = type(cb).__module__.split(".")[0]
-    library = {"keras": "Keras", "tf_keras": "Keras", "tensorflow": "Keras",
-               "lightning": "Lightning", "pytorch_lightning": "Lightning"}.get(module)
+    library = {
+        "keras": "Keras",
+        "tf_keras": "Keras",
+        "tensorflow": "Keras",
+        "lightning": "Lightning",
+        "pytorch_lightning": "Lightning",
+    }.get(module)
     if library is None:
         return None
     name = type(cb).__name__
     same = _EQUIVALENTS.get(name)
     if same is None:
-        hint = "fitkit has no ready-made equivalent; subclass fitkit.callbacks.Callback " \
-               "(same hook names as Keras)."
+        hint = (
+            "fitkit has no ready-made equivalent; subclass fitkit.callbacks.Callback "
+            "(same hook names as Keras)."
+        )
     elif same[0].isupper():
         hint = f"use fitkit.callbacks.{same} instead (same arguments as Keras's)."
     else:
         hint = f"use {same} instead."
-    where = " with a torch network (Keras callbacks run with a Keras network)" \
-        if library == "Keras" else ""
-    return (f"callbacks holds a {library} callback ({name}), which fitkit cannot drive{where}: "
-            f"{hint}")
+    where = (
+        " with a torch network (Keras callbacks run with a Keras network)"
+        if library == "Keras"
+        else ""
+    )
+    return (
+        f"callbacks holds a {library} callback ({name}), which fitkit cannot drive{where}: {hint}"
+    )
 
 
 def match_states(callbacks: list, states: list[dict], path: str) -> tuple[list, list[str]]:
@@ -171,13 +196,15 @@ def match_states(callbacks: list, states: list[dict], path: str) -> tuple[list, 
     for key in dict.fromkeys(s.get("key", s["class"]) for s in states):
         saved = [s["state"] for s in states if s.get("key", s["class"]) == key]
         legacy = all("key" not in s for s in states)  # an older backup: by class alone
-        own = [cb for cb in callbacks if cb.state_key == key or
-               legacy and type(cb).__name__ == key]
+        own = [
+            cb for cb in callbacks if cb.state_key == key or (legacy and type(cb).__name__ == key)
+        ]
         if len(own) != len(saved) and max(len(own), len(saved)) > 1 and own:
             raise FitkitValueError(
                 f"{path!r} holds {len(saved)} state(s) filed under {key}, and this fit has "
                 f"{len(own)} callback(s) under that key: which is which cannot be told. Give "
-                f"each its own state_key (override the property), or resume with as many.")
+                f"each its own state_key (override the property), or resume with as many."
+            )
         pairs += list(zip(own, saved))
         dropped += [key] * (len(saved) - len(own))
     return pairs, dropped
@@ -198,20 +225,26 @@ class CallbackList:
     def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict) -> None:
         self.params = params
         from .keras_bridge import wrap  # Keras callbacks of a Keras network run bridged
+
         callbacks = [wrap(cb, model) for cb in callbacks or []]
         # A stable sort: those that must see the others' updates (backups) go last.
         self.callbacks = sorted(callbacks, key=lambda cb: getattr(cb, "runs_last", False))
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 foreign = _foreign(cb)
-                raise FitkitTypeError(foreign or (
-                    f"callbacks must be fitkit.callbacks.Callback instances; got "
-                    f"{type(cb).__name__}. Subclass fitkit.callbacks.Callback."))
+                raise FitkitTypeError(
+                    foreign
+                    or (
+                        f"callbacks must be fitkit.callbacks.Callback instances; got "
+                        f"{type(cb).__name__}. Subclass fitkit.callbacks.Callback."
+                    )
+                )
             cb.set_model(model)
             cb.set_params(params)
         # Batch hooks are resolved once: a hook nobody overrides becomes None and is skipped.
-        self.batch_hooks = {h: [getattr(cb, h) for cb in self.callbacks if _overrides(cb, h)]
-                            for h in _BATCH_HOOKS}
+        self.batch_hooks = {
+            h: [getattr(cb, h) for cb in self.callbacks if _overrides(cb, h)] for h in _BATCH_HOOKS
+        }
 
     def wants(self, hook: str) -> bool:
         """Whether some callback overrides batch hook ``hook`` (else calling it is skipped)."""
@@ -234,35 +267,52 @@ class CallbackList:
         for cb in self.callbacks:
             for key in cb.monitored_keys():
                 if key not in keys:
-                    hint = " (validation keys need validation_data or validation_split)" \
-                        if key.startswith("val_") else ""
+                    hint = (
+                        " (validation keys need validation_data or validation_split)"
+                        if key.startswith("val_")
+                        else ""
+                    )
                     raise FitkitValueError(
                         f"{type(cb).__name__} monitors {key!r}, which this fit will never "
-                        f"log{hint}. The epoch logs will hold: {', '.join(keys)}.")
+                        f"log{hint}. The epoch logs will hold: {', '.join(keys)}."
+                    )
 
     def state_dicts(self) -> list[dict]:
         """The resumable state of each callback that holds one, in order, filed under its
         ``state_key`` (and class name)."""
-        return [{"class": type(cb).__name__, "key": cb.state_key, "state": state}
-                for cb in self.callbacks for state in [cb.state_dict()] if state]
+        return [
+            {"class": type(cb).__name__, "key": cb.state_key, "state": state}
+            for cb in self.callbacks
+            for state in [cb.state_dict()]
+            if state
+        ]
 
     def load_state_dicts(self, states: list[dict], path: str = "the backup") -> None:
         """Give each callback the saved state filed under its ``state_key`` (several under
         one key: in order). Saved states that no callback matches and stateful callbacks
         with no saved state are warned about: those callbacks start afresh."""
         pairs, dropped = match_states(self.callbacks, states, path)
-        fresh = [cb.state_key for cb in self.callbacks
-                 if all(cb is not c for c, _ in pairs) and cb.state_dict()]
+        fresh = [
+            cb.state_key
+            for cb in self.callbacks
+            if all(cb is not c for c, _ in pairs) and cb.state_dict()
+        ]
         for cb, state in pairs:
             cb.load_state_dict(state)
         if dropped:
-            warnings.warn(f"{path!r} holds the state of {dropped}, which no callback of this "
-                          f"fit matches (by state_key: the class and, for one that monitors, "
-                          f"its monitor): that state is not restored.", stacklevel=2)
+            warnings.warn(
+                f"{path!r} holds the state of {dropped}, which no callback of this "
+                f"fit matches (by state_key: the class and, for one that monitors, "
+                f"its monitor): that state is not restored.",
+                stacklevel=2,
+            )
         if fresh:
-            warnings.warn(f"{path!r} holds no state for {fresh} of this fit: "
-                          f"{'it starts' if len(fresh) == 1 else 'they start'} afresh, as at "
-                          f"a first epoch.", stacklevel=2)
+            warnings.warn(
+                f"{path!r} holds no state for {fresh} of this fit: "
+                f"{'it starts' if len(fresh) == 1 else 'they start'} afresh, as at "
+                f"a first epoch.",
+                stacklevel=2,
+            )
 
     def call_batch(self, hook: str, step: int, logs: Mapping | None) -> None:
         """Call batch hook ``hook`` on the callbacks that override it."""
@@ -276,4 +326,5 @@ class CallbackList:
         def dispatch(*args: Any) -> None:
             for cb in self.callbacks:
                 getattr(cb, hook)(*args)
+
         return dispatch

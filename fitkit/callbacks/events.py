@@ -4,13 +4,15 @@ Owns which values go to TensorBoard under which names (Keras's layout), the per-
 stop, and hooks made of plain functions; writing event files is each backend's
 ``events`` module (fitkit/torch/events.py, fitkit/tf/events.py).
 """
+
 from __future__ import annotations
 
 import importlib
 import math
 import os
+from collections.abc import Callable, Mapping
 from numbers import Integral
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .. import distribute
 from ..errors import FitkitError, FitkitTypeError, FitkitValueError
@@ -33,22 +35,30 @@ class TensorBoard(Callback):
     package: ``pip install "fitkit[tensorboard]"``.
     """
 
-    def __init__(self, log_dir: str = "logs", update_freq: str | int = "epoch",
-                 write_lr: bool = True) -> None:
+    def __init__(
+        self, log_dir: str = "logs", update_freq: str | int = "epoch", write_lr: bool = True
+    ) -> None:
         super().__init__()
         if not isinstance(log_dir, (str, os.PathLike)):
-            raise FitkitTypeError(f"TensorBoard(log_dir=...) takes a folder path such as "
-                                  f"'logs/run1'; got {type(log_dir).__name__}.")
+            raise FitkitTypeError(
+                f"TensorBoard(log_dir=...) takes a folder path such as "
+                f"'logs/run1'; got {type(log_dir).__name__}."
+            )
         if update_freq == "batch":
             update_freq = 1
-        if update_freq != "epoch" and (isinstance(update_freq, bool) or
-                                       not isinstance(update_freq, Integral) or update_freq < 1):
-            raise FitkitValueError(f"TensorBoard(update_freq=...) takes 'epoch', 'batch' or a "
-                                   f"number of steps >= 1; got {update_freq!r}.")
+        if update_freq != "epoch" and (
+            isinstance(update_freq, bool)
+            or not isinstance(update_freq, Integral)
+            or update_freq < 1
+        ):
+            raise FitkitValueError(
+                f"TensorBoard(update_freq=...) takes 'epoch', 'batch' or a "
+                f"number of steps >= 1; got {update_freq!r}."
+            )
         self.log_dir = os.fspath(log_dir)
         self.update_freq = update_freq
         self.write_lr = bool(write_lr)
-        self.global_step = 0   # training steps seen by the batch hook, across epochs
+        self.global_step = 0  # training steps seen by the batch hook, across epochs
         self._last_batch = -1
         self._writers: dict[str, Any] = {}
         if update_freq != "epoch":
@@ -68,14 +78,17 @@ class TensorBoard(Callback):
                     raise
                 raise FitkitError(
                     f"The TensorBoard callback needs the tensorboard package ({err}). Install "
-                    f"it with: pip install \"fitkit[tensorboard]\"") from err
+                    f'it with: pip install "fitkit[tensorboard]"'
+                ) from err
             self._writers[run] = writer
         return writer
 
     def on_train_begin(self, logs: Mapping | None = None) -> None:
         if os.path.isfile(self.log_dir):
-            raise FitkitValueError(f"TensorBoard: log_dir {self.log_dir!r} is a file; give a "
-                                   f"folder for the event files.")
+            raise FitkitValueError(
+                f"TensorBoard: log_dir {self.log_dir!r} is a file; give a "
+                f"folder for the event files."
+            )
         self._writer("train")  # fails now, not after the first epoch, without tensorboard
 
     def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None:
@@ -102,7 +115,7 @@ class TensorBoard(Callback):
         for key, value in logs.items():
             if is_lr_column(key):  # lr, or one param group's lr-<group>
                 if self.write_lr:
-                    train.scalar(f"epoch_learning_rate{key[len(LR_KEY):]}", value, epoch)
+                    train.scalar(f"epoch_learning_rate{key[len(LR_KEY) :]}", value, epoch)
             elif key.startswith("val_"):
                 self._writer("validation").scalar(f"epoch_{key[4:]}", value, epoch)
             else:
@@ -148,10 +161,14 @@ class TerminateOnNaN(Callback):
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            reason = (f"TerminateOnNaN: the loss became {float(loss)} at epoch "
-                      f"{self._epoch + 1}, step {batch + 1}")
-            print(f"Epoch {self._epoch + 1}, step {batch + 1}: invalid loss, terminating "
-                  f"training.", flush=True)
+            reason = (
+                f"TerminateOnNaN: the loss became {float(loss)} at epoch "
+                f"{self._epoch + 1}, step {batch + 1}"
+            )
+            print(
+                f"Epoch {self._epoch + 1}, step {batch + 1}: invalid loss, terminating training.",
+                flush=True,
+            )
             self.model.stop_training = True
             self.model.history.stop_reason = reason
 
@@ -162,9 +179,10 @@ _ALIASES = {"on_batch_begin": "on_train_batch_begin", "on_batch_end": "on_train_
 
 
 def _caller(hook: str) -> Callable:
-    def call(self: "LambdaCallback", *args: Any) -> Any:
+    def call(self: LambdaCallback, *args: Any) -> Any:
         fn = self.functions.get(hook)
         return None if fn is None else fn(*args)
+
     call.__name__, call.__qualname__ = hook, f"LambdaCallback.{hook}"
     call.__doc__ = getattr(Callback, hook).__doc__  # when it is called, what logs hold
     return call
@@ -184,30 +202,43 @@ class LambdaCallback(Callback):
     works as a keyword. Hooks not given are not run, so batch hooks cost nothing unless given.
     """
 
-    def __init__(self, on_epoch_begin: Callable | None = None,
-                 on_epoch_end: Callable | None = None, on_train_begin: Callable | None = None,
-                 on_train_end: Callable | None = None,
-                 on_train_batch_begin: Callable | None = None,
-                 on_train_batch_end: Callable | None = None, **kwargs: Callable) -> None:
+    def __init__(
+        self,
+        on_epoch_begin: Callable | None = None,
+        on_epoch_end: Callable | None = None,
+        on_train_begin: Callable | None = None,
+        on_train_end: Callable | None = None,
+        on_train_batch_begin: Callable | None = None,
+        on_train_batch_end: Callable | None = None,
+        **kwargs: Callable,
+    ) -> None:
         super().__init__()
-        given = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end,
-                 "on_train_begin": on_train_begin, "on_train_end": on_train_end,
-                 "on_train_batch_begin": on_train_batch_begin,
-                 "on_train_batch_end": on_train_batch_end}
+        given = {
+            "on_epoch_begin": on_epoch_begin,
+            "on_epoch_end": on_epoch_end,
+            "on_train_begin": on_train_begin,
+            "on_train_end": on_train_end,
+            "on_train_batch_begin": on_train_batch_begin,
+            "on_train_batch_end": on_train_batch_end,
+        }
         for name, fn in kwargs.items():
             hook = _ALIASES.get(name, name)
             if hook not in _HOOK_NAMES:
-                raise FitkitTypeError(f"LambdaCallback got an unknown hook {name!r}; hooks are: "
-                                      f"{', '.join(_HOOK_NAMES)}.")
+                raise FitkitTypeError(
+                    f"LambdaCallback got an unknown hook {name!r}; hooks are: "
+                    f"{', '.join(_HOOK_NAMES)}."
+                )
             if given.get(hook) is not None and fn is not None:
-                raise FitkitTypeError(f"LambdaCallback got {hook!r} twice (as {name!r}); pass "
-                                      f"one function per hook.")
+                raise FitkitTypeError(
+                    f"LambdaCallback got {hook!r} twice (as {name!r}); pass one function per hook."
+                )
             given[hook] = fn if fn is not None else given.get(hook)
         self.functions = {h: fn for h, fn in given.items() if fn is not None}
         for hook, fn in self.functions.items():
             if not callable(fn):
-                raise FitkitTypeError(f"LambdaCallback({hook}=...) takes a function; got "
-                                      f"{type(fn).__name__}.")
+                raise FitkitTypeError(
+                    f"LambdaCallback({hook}=...) takes a function; got {type(fn).__name__}."
+                )
 
     def uses(self, hook: str) -> bool:
         return hook in self.functions  # hooks not given are not run (batch ones cost nothing)

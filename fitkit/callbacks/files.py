@@ -4,14 +4,16 @@ Owns file names (Keras's patterns), when to write, and what a resumed run does t
 previous run wrote; the bytes of weights and training state are the facade's
 (``save_weights`` / ``save_checkpoint``), the watching rules monitor.py's.
 """
+
 from __future__ import annotations
 
 import csv
 import os
 import string
 import warnings
+from collections.abc import Mapping
 from numbers import Integral, Real
-from typing import Any, Mapping
+from typing import Any
 
 from .. import distribute
 from ..errors import FitkitTypeError, FitkitValueError
@@ -27,18 +29,22 @@ def _fields(owner: str, pattern: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(pattern))
     except ValueError as err:
-        raise FitkitValueError(f"{owner}: {pattern!r} is not a valid format pattern ({err}); "
-                               f"write fields as {{epoch:02d}} or {{val_loss:.3f}}, and a "
-                               f"literal brace as {{{{ or }}}}.") from err
+        raise FitkitValueError(
+            f"{owner}: {pattern!r} is not a valid format pattern ({err}); "
+            f"write fields as {{epoch:02d}} or {{val_loss:.3f}}, and a "
+            f"literal brace as {{{{ or }}}}."
+        ) from err
     names: list[str] = []
     for _, field, _, _ in parsed:
         if field is None:
             continue
         root = field.split(".")[0].split("[")[0]
         if not root or root.isdigit():
-            raise FitkitValueError(f"{owner}: {pattern!r} has a positional field {{{field}}}; "
-                                   f"name a log key instead, e.g. {{epoch:02d}} or "
-                                   f"{{val_loss:.3f}}.")
+            raise FitkitValueError(
+                f"{owner}: {pattern!r} has a positional field {{{field}}}; "
+                f"name a log key instead, e.g. {{epoch:02d}} or "
+                f"{{val_loss:.3f}}."
+            )
         if root not in names:
             names.append(root)
     return names
@@ -53,8 +59,9 @@ class _Fields(Mapping):
 
     def __init__(self, model: Any, epoch: int, batch: int | None, logs: Mapping | None) -> None:
         self.model, self.logs = model, logs or {}
-        self.fixed = {"epoch": epoch + 1} if batch is None else \
-            {"epoch": epoch + 1, "batch": batch + 1}
+        self.fixed = (
+            {"epoch": epoch + 1} if batch is None else {"epoch": epoch + 1, "batch": batch + 1}
+        )
 
     def __getitem__(self, key: str) -> Any:
         if key in self.fixed:
@@ -94,16 +101,25 @@ class ModelCheckpoint(Callback):
     logs then are the epoch's running training logs).
     """
 
-    def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
-                 save_best_only: bool = False, save_weights_only: bool = True,
-                 mode: str = "auto", save_freq: str | int = "epoch",
-                 initial_value_threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        filepath: str,
+        monitor: str = "val_loss",
+        verbose: int = 0,
+        save_best_only: bool = False,
+        save_weights_only: bool = True,
+        mode: str = "auto",
+        save_freq: str | int = "epoch",
+        initial_value_threshold: float | None = None,
+    ) -> None:
         super().__init__()
         name = "ModelCheckpoint"
         if not isinstance(filepath, (str, os.PathLike)):
-            raise FitkitTypeError(f"ModelCheckpoint(filepath=...) takes a path (str or "
-                                  f"PathLike) such as 'ckpt/w-{{epoch:02d}}.pt'; got "
-                                  f"{type(filepath).__name__}.")
+            raise FitkitTypeError(
+                f"ModelCheckpoint(filepath=...) takes a path (str or "
+                f"PathLike) such as 'ckpt/w-{{epoch:02d}}.pt'; got "
+                f"{type(filepath).__name__}."
+            )
         self.filepath = os.fspath(filepath)
         self.monitor = check_monitor(name, monitor)
         self.verbose = verbose
@@ -111,13 +127,17 @@ class ModelCheckpoint(Callback):
         self.save_weights_only = bool(save_weights_only)
         self.is_better = Improvement(name, self.monitor, mode, 0)
         self.mode = self.is_better.mode
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or
-                                     not isinstance(save_freq, Integral) or save_freq < 1):
-            raise FitkitValueError(f"ModelCheckpoint(save_freq=...) takes 'epoch' or a number of "
-                                   f"training steps >= 1; got {save_freq!r}.")
+        if save_freq != "epoch" and (
+            isinstance(save_freq, bool) or not isinstance(save_freq, Integral) or save_freq < 1
+        ):
+            raise FitkitValueError(
+                f"ModelCheckpoint(save_freq=...) takes 'epoch' or a number of "
+                f"training steps >= 1; got {save_freq!r}."
+            )
         self.save_freq = save_freq
-        self.best = check_number(name, "initial_value_threshold", initial_value_threshold,
-                                 allow_none=True)
+        self.best = check_number(
+            name, "initial_value_threshold", initial_value_threshold, allow_none=True
+        )
         self.fields = _fields(name, self.filepath)
         self._check_step_fields()
         self.steps_since_save = 0
@@ -133,7 +153,8 @@ class ModelCheckpoint(Callback):
             if "batch" in self.fields:
                 raise FitkitValueError(
                     f"ModelCheckpoint: filepath {self.filepath!r} uses {{batch}}, which exists "
-                    f"only for step saves (save_freq=N); remove it or pass save_freq=N.")
+                    f"only for step saves (save_freq=N); remove it or pass save_freq=N."
+                )
             return
         val = [f for f in self.fields if f.startswith("val_")]
         if self.save_best_only and self.monitor.startswith("val_"):
@@ -142,7 +163,8 @@ class ModelCheckpoint(Callback):
             raise FitkitValueError(
                 f"ModelCheckpoint(save_freq={self.save_freq}) saves in the middle of an epoch, "
                 f"where there are no validation logs yet; {', '.join(val)} cannot be known "
-                f"then. Use training keys (e.g. 'loss') or save_freq='epoch'.")
+                f"then. Use training keys (e.g. 'loss') or save_freq='epoch'."
+            )
 
     def monitored_keys(self) -> list[str]:
         keys = [f for f in self.fields if f not in _PATH_ONLY]
@@ -154,13 +176,16 @@ class ModelCheckpoint(Callback):
         try:
             example = self.filepath.format_map(_Zeros(epoch=1, batch=1))
         except (ValueError, TypeError, IndexError, AttributeError) as err:
-            raise FitkitValueError(f"ModelCheckpoint: filepath {self.filepath!r} cannot be "
-                                   f"formatted with numbers ({err}); use numeric formats such as "
-                                   f"{{epoch:02d}} or {{val_loss:.3f}}.") from err
+            raise FitkitValueError(
+                f"ModelCheckpoint: filepath {self.filepath!r} cannot be "
+                f"formatted with numbers ({err}); use numeric formats such as "
+                f"{{epoch:02d}} or {{val_loss:.3f}}."
+            ) from err
         if os.path.isdir(example) or self.filepath.endswith(("/", os.sep)):
             raise FitkitValueError(
                 f"ModelCheckpoint: filepath {self.filepath!r} is a folder; give a file name "
-                f"inside it, e.g. {os.path.join(self.filepath, 'weights-{epoch:02d}.pt')!r}.")
+                f"inside it, e.g. {os.path.join(self.filepath, 'weights-{epoch:02d}.pt')!r}."
+            )
         self._warned = set()
 
     def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None:
@@ -197,29 +222,38 @@ class ModelCheckpoint(Callback):
         except KeyError as err:
             key = err.args[0]
             if str(key).startswith("val_"):  # an epoch without validation (validation_freq)
-                self._warn_once(key, f"no {key!r} in this epoch's logs; the epochs without it "
-                                     f"are not saved.")
+                self._warn_once(
+                    key, f"no {key!r} in this epoch's logs; the epochs without it are not saved."
+                )
                 return
             raise FitkitValueError(
                 f"ModelCheckpoint: filepath {self.filepath!r} uses {{{key}}}, which is not in "
-                f"the logs; they hold: epoch, {', '.join(fields.logs)}.") from None
+                f"the logs; they hold: epoch, {', '.join(fields.logs)}."
+            ) from None
         where = f"Epoch {epoch + 1}" + (f", step {batch + 1}" if batch is not None else "")
         if self.save_best_only:
             current = (logs or {}).get(self.monitor)
             if current is None:
-                self._warn_once(self.monitor, f"no {self.monitor!r} in this epoch's logs; "
-                                              f"save_best_only skips the epochs without it.")
+                self._warn_once(
+                    self.monitor,
+                    f"no {self.monitor!r} in this epoch's logs; "
+                    f"save_best_only skips the epochs without it.",
+                )
                 return
             current = float(current)
             if not self.is_better(current, self.best):
                 if self.verbose:
-                    print(f"{where}: {self.monitor} did not improve from {self.best:.5g}",
-                          flush=True)
+                    print(
+                        f"{where}: {self.monitor} did not improve from {self.best:.5g}", flush=True
+                    )
                 return
             if self.verbose:
                 before = "nothing" if self.best is None else f"{self.best:.5g}"
-                print(f"{where}: {self.monitor} improved from {before} to {current:.5g}, "
-                      f"saving to {path}", flush=True)
+                print(
+                    f"{where}: {self.monitor} improved from {before} to {current:.5g}, "
+                    f"saving to {path}",
+                    flush=True,
+                )
             self.best = current
         elif self.verbose:
             print(f"{where}: saving to {path}", flush=True)
@@ -238,8 +272,12 @@ class ModelCheckpoint(Callback):
         return self._key(filepath=self.filepath, monitor=self.monitor, mode=self.mode)
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "steps_since_save": self.steps_since_save,
-                "last_batch": self._last_batch, "epoch": self._epoch}
+        return {
+            "best": self.best,
+            "steps_since_save": self.steps_since_save,
+            "last_batch": self._last_batch,
+            "epoch": self._epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.best = state["best"]
@@ -264,11 +302,15 @@ class CSVLogger(Callback):
     def __init__(self, filename: str, separator: str = ",", append: bool = False) -> None:
         super().__init__()
         if not isinstance(filename, (str, os.PathLike)):
-            raise FitkitTypeError(f"CSVLogger(filename=...) takes a path such as 'log.csv'; "
-                                  f"got {type(filename).__name__}.")
+            raise FitkitTypeError(
+                f"CSVLogger(filename=...) takes a path such as 'log.csv'; "
+                f"got {type(filename).__name__}."
+            )
         if not isinstance(separator, str) or len(separator) != 1:
-            raise FitkitValueError(f"CSVLogger(separator=...) takes one character such as ',' "
-                                   f"or ';'; got {separator!r}.")
+            raise FitkitValueError(
+                f"CSVLogger(separator=...) takes one character such as ',' "
+                f"or ';'; got {separator!r}."
+            )
         self.filename = os.fspath(filename)
         self.sep = separator
         self.append = bool(append)
@@ -276,8 +318,10 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, logs: Mapping | None = None) -> None:
         if os.path.isdir(self.filename):
-            raise FitkitValueError(f"CSVLogger: {self.filename!r} is a folder; give a file "
-                                   f"path, e.g. {os.path.join(self.filename, 'log.csv')!r}.")
+            raise FitkitValueError(
+                f"CSVLogger: {self.filename!r} is a folder; give a file "
+                f"path, e.g. {os.path.join(self.filename, 'log.csv')!r}."
+            )
         self.keys = None
         self._opened = False
 
@@ -328,8 +372,10 @@ class CSVLogger(Callback):
             old = self._read()
             keys = sorted(set(self.keys) | set(logs))
             where = {k: i + 1 for i, k in enumerate(self.keys)}
-            body = [[r[0], *(r[where[k]] if k in where and where[k] < len(r) else "NA"
-                             for k in keys)] for r in old[1:]]
+            body = [
+                [r[0], *(r[where[k]] if k in where and where[k] < len(r) else "NA" for k in keys)]
+                for r in old[1:]
+            ]
             self.keys = keys
             self._rewrite(["epoch", *keys], body)
         row = [epoch, *(_cell(logs[k]) if k in logs else "NA" for k in self.keys)]

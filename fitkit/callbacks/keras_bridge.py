@@ -6,15 +6,26 @@ Keras network with fitkit's optimizer as ``model.optimizer``, ``model.stop_train
 back to fitkit. Which hooks run and when is base.CallbackList's; fitkit's own callbacks and
 their state are the rest of this package's.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .base import _BATCH_HOOKS, Callback
 
-_HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_test_begin",
-          "on_test_end", "on_predict_begin", "on_predict_end", *_BATCH_HOOKS)
+_HOOKS = (
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_predict_begin",
+    "on_predict_end",
+    *_BATCH_HOOKS,
+)
 
 
 def is_keras_callback(cb: Any) -> bool:
@@ -32,8 +43,10 @@ def wrap(cb: Any, model: Any) -> Any:
 
     if isinstance(cb, keras.callbacks.BackupAndRestore):
         from .backup import BackupAndRestore
-        return BackupAndRestore(cb.backup_dir, save_freq=cb.save_freq,
-                                delete_checkpoint=cb.delete_checkpoint)
+
+        return BackupAndRestore(
+            cb.backup_dir, save_freq=cb.save_freq, delete_checkpoint=cb.delete_checkpoint
+        )
     return KerasCallback(cb)
 
 
@@ -55,10 +68,16 @@ class KerasCallback(Callback):
 
         base = keras.callbacks.Callback
         # only the batch hooks the Keras callback overrides cost a call per step
-        self._used = {h for h in _HOOKS
-                      if getattr(type(callback), h, None) is not getattr(base, h, None)
-                      or (h.startswith("on_train_batch") and getattr(type(callback), h.replace(
-                          "train_", ""), None) is not getattr(base, h.replace("train_", "")))}
+        self._used = {
+            h
+            for h in _HOOKS
+            if getattr(type(callback), h, None) is not getattr(base, h, None)
+            or (
+                h.startswith("on_train_batch")
+                and getattr(type(callback), h.replace("train_", ""), None)
+                is not getattr(base, h.replace("train_", ""))
+            )
+        }
 
     def uses(self, hook: str) -> bool:
         return hook in self._used
@@ -72,9 +91,13 @@ class KerasCallback(Callback):
 
     def set_params(self, params: dict) -> None:
         super().set_params(params)
-        self.callback.set_params({"verbose": params.get("verbose", 1),
-                                  "epochs": params.get("epochs"),
-                                  "steps": params.get("steps")})
+        self.callback.set_params(
+            {
+                "verbose": params.get("verbose", 1),
+                "epochs": params.get("epochs"),
+                "steps": params.get("steps"),
+            }
+        )
 
     def _call(self, hook: str, *args: Any) -> None:
         *head, logs = args

@@ -2,12 +2,14 @@
 rules they share (which direction is better, what is an improvement, argument checks) and
 the small helpers of the other ready-made families; files, schedules and events live beside.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from numbers import Integral, Real
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +17,22 @@ from ..errors import FitkitTypeError, FitkitValueError
 from .base import Callback
 
 # Name parts of quantities that grow as a model gets better; anything else is minimised.
-_HIGHER_IS_BETTER = {"acc", "accuracy", "auc", "precision", "recall", "f1", "fbeta", "r2",
-                     "iou", "dice", "specificity", "sensitivity", "map", "ndcg"}
+_HIGHER_IS_BETTER = {
+    "acc",
+    "accuracy",
+    "auc",
+    "precision",
+    "recall",
+    "f1",
+    "fbeta",
+    "r2",
+    "iou",
+    "dice",
+    "specificity",
+    "sensitivity",
+    "map",
+    "ndcg",
+}
 
 
 # ---------------------------------------------------------------------- shared helpers
@@ -39,8 +55,10 @@ def check_number(owner: str, arg: str, value: Any, *, allow_none: bool = False) 
 
 def check_monitor(owner: str, monitor: Any) -> str:
     if not isinstance(monitor, str) or not monitor:
-        raise FitkitTypeError(f"{owner}(monitor=...) takes a log key such as 'val_loss' or "
-                              f"'accuracy'; got {monitor!r}.")
+        raise FitkitTypeError(
+            f"{owner}(monitor=...) takes a log key such as 'val_loss' or "
+            f"'accuracy'; got {monitor!r}."
+        )
     return monitor
 
 
@@ -53,8 +71,7 @@ def direction(owner: str, monitor: str, mode: Any) -> str:
     if mode in ("min", "max"):
         return mode
     if mode != "auto":
-        raise FitkitValueError(f"{owner}(mode=...) must be 'auto', 'min' or 'max'; got "
-                               f"{mode!r}.")
+        raise FitkitValueError(f"{owner}(mode=...) must be 'auto', 'min' or 'max'; got {mode!r}.")
     name = monitor[4:] if monitor.startswith("val_") else monitor
     parts = set(name.lower().split("_"))
     if "loss" in parts or not parts & _HIGHER_IS_BETTER:
@@ -90,9 +107,12 @@ def monitored_value(cb: Any, logs: Mapping | None, what: str) -> float | None:
     if value is None:
         if not getattr(cb, "_warned_missing", False):
             cb._warned_missing = True
-            warnings.warn(f"{type(cb).__name__}: {cb.monitor!r} is not in this epoch's logs "
-                          f"({', '.join(logs or {}) or 'none'}); {what} skips the epochs "
-                          f"without it.", stacklevel=4)
+            warnings.warn(
+                f"{type(cb).__name__}: {cb.monitor!r} is not in this epoch's logs "
+                f"({', '.join(logs or {}) or 'none'}); {what} skips the epochs "
+                f"without it.",
+                stacklevel=4,
+            )
         return None
     return float(value)
 
@@ -118,9 +138,17 @@ class EarlyStopping(Callback):
     kept in ``model.history.stop_reason``.
     """
 
-    def __init__(self, monitor: str = "val_loss", min_delta: float = 0, patience: int = 0,
-                 verbose: int = 0, mode: str = "auto", baseline: float | None = None,
-                 restore_best_weights: bool = False, start_from_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0,
+        patience: int = 0,
+        verbose: int = 0,
+        mode: str = "auto",
+        baseline: float | None = None,
+        restore_best_weights: bool = False,
+        start_from_epoch: int = 0,
+    ) -> None:
         super().__init__()
         name = "EarlyStopping"
         self.monitor = check_monitor(name, monitor)
@@ -152,8 +180,11 @@ class EarlyStopping(Callback):
         current = monitored_value(self, logs, "early stopping")
         if current is None:
             return
-        if self.restore_best_weights and self.best_weights is None and \
-                not self._resumed_without_weights:
+        if (
+            self.restore_best_weights
+            and self.best_weights is None
+            and not self._resumed_without_weights
+        ):
             self.best_weights, self.best_epoch = self.model.get_weights(), epoch
         self.wait += 1
         if self.is_better(current, self.best):
@@ -174,8 +205,10 @@ class EarlyStopping(Callback):
             return f"{self.monitor} had no value for {self.wait} epochs"
         best = f"best {self.best:.4g} at epoch {self.best_epoch + 1}"
         if self.baseline is not None and not self.is_better(self.best, self.baseline):
-            return (f"{self.monitor} did not beat the baseline {self.baseline:.4g} in "
-                    f"{self.wait} epochs ({best})")
+            return (
+                f"{self.monitor} did not beat the baseline {self.baseline:.4g} in "
+                f"{self.wait} epochs ({best})"
+            )
         return f"{self.monitor} did not improve for {self.wait} epochs ({best})"
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
@@ -184,12 +217,18 @@ class EarlyStopping(Callback):
             self.model.set_weights(self.best_weights)
             restored = True
         elif self.restore_best_weights and self._resumed_without_weights:
-            warnings.warn("EarlyStopping(restore_best_weights=True): the best epoch came "
-                          "before the resume and its weights were not in the backup; the "
-                          "model keeps its final weights.", stacklevel=3)
+            warnings.warn(
+                "EarlyStopping(restore_best_weights=True): the best epoch came "
+                "before the resume and its weights were not in the backup; the "
+                "model keeps its final weights.",
+                stacklevel=3,
+            )
         if self.verbose:
-            line = f"Epoch {self.stopped_epoch + 1}: early stopping: {self._why()}" \
-                if self.stopped_epoch else ""
+            line = (
+                f"Epoch {self.stopped_epoch + 1}: early stopping: {self._why()}"
+                if self.stopped_epoch
+                else ""
+            )
             if restored:
                 what = f"restored the weights of epoch {self.best_epoch + 1}"
                 line = f"{line}; {what}." if line else f"EarlyStopping: {what}."
@@ -201,8 +240,12 @@ class EarlyStopping(Callback):
         return self._key(monitor=self.monitor, mode=self.mode)
 
     def state_dict(self) -> dict:
-        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
-                "stopped_epoch": self.stopped_epoch}
+        return {
+            "wait": self.wait,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.wait, self.best = int(state["wait"]), state["best"]
@@ -227,16 +270,26 @@ class ReduceLROnPlateau(Callback):
     bounds group 0's rate) and the history has one ``lr-…`` column per group.
     """
 
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
-                 verbose: int = 0, mode: str = "auto", min_delta: float = 1e-4,
-                 cooldown: int = 0, min_lr: float = 0.0) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        verbose: int = 0,
+        mode: str = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ) -> None:
         super().__init__()
         name = "ReduceLROnPlateau"
         self.monitor = check_monitor(name, monitor)
         self.factor = check_number(name, "factor", factor)
         if not 0.0 < self.factor < 1.0:
-            raise FitkitValueError(f"ReduceLROnPlateau(factor=...) multiplies the learning rate "
-                                   f"and must be between 0 and 1 (e.g. 0.1); got {factor!r}.")
+            raise FitkitValueError(
+                f"ReduceLROnPlateau(factor=...) multiplies the learning rate "
+                f"and must be between 0 and 1 (e.g. 0.1); got {factor!r}."
+            )
         self.is_better = Improvement(name, self.monitor, mode, min_delta)
         self.mode, self.min_delta = self.is_better.mode, self.is_better.min_delta
         self.patience = check_count(name, "patience", patience)
@@ -282,8 +335,10 @@ class ReduceLROnPlateau(Callback):
             new = max(old * self.factor, self.min_lr)
             self.model.learning_rate = new
             if self.verbose:
-                print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new:.4g}.",
-                      flush=True)
+                print(
+                    f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new:.4g}.",
+                    flush=True,
+                )
             self.cooldown_counter, self.wait = self.cooldown, 0
 
     @property

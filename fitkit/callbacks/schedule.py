@@ -3,12 +3,14 @@
 Owns calling the schedule and checking what it returns; the rate itself is the facade's
 ``model.learning_rate`` (compile's ``lr_schedule`` covers native schedulers and per-step ones).
 """
+
 from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Mapping
 from numbers import Real
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import FitkitTypeError, FitkitValueError
 from .base import Callback
@@ -28,7 +30,8 @@ def _arity(schedule: Callable) -> int:
             continue
     raise FitkitTypeError(
         f"LearningRateScheduler(schedule=...) is called as schedule(epoch, lr) or "
-        f"schedule(epoch); {getattr(schedule, '__name__', schedule)!r} takes {signature}.")
+        f"schedule(epoch); {getattr(schedule, '__name__', schedule)!r} takes {signature}."
+    )
 
 
 class LearningRateScheduler(Callback):
@@ -45,8 +48,10 @@ class LearningRateScheduler(Callback):
     def __init__(self, schedule: Callable[..., float], verbose: int = 0) -> None:
         super().__init__()
         if not callable(schedule):
-            raise FitkitTypeError(f"LearningRateScheduler(schedule=...) takes a function "
-                                  f"(epoch, lr) -> new lr; got {type(schedule).__name__}.")
+            raise FitkitTypeError(
+                f"LearningRateScheduler(schedule=...) takes a function "
+                f"(epoch, lr) -> new lr; got {type(schedule).__name__}."
+            )
         self.schedule = schedule
         self.verbose = verbose
         self._args = _arity(schedule)
@@ -59,19 +64,28 @@ class LearningRateScheduler(Callback):
         lr = _checked(lr, epoch)
         self.model.learning_rate = lr
         if self.verbose:
-            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:.4g}.",
-                  flush=True)
+            print(
+                f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:.4g}.",
+                flush=True,
+            )
 
 
 def _checked(lr: Any, epoch: int) -> float:
-    if not isinstance(lr, Real) and hasattr(lr, "__float__") and \
-            tuple(getattr(lr, "shape", (1,))) == ():
+    if (
+        not isinstance(lr, Real)
+        and hasattr(lr, "__float__")
+        and tuple(getattr(lr, "shape", (1,))) == ()
+    ):
         lr = float(lr)  # a 0-d array or framework tensor
     if isinstance(lr, bool) or not isinstance(lr, Real):
-        raise FitkitTypeError(f"LearningRateScheduler: schedule({epoch}, lr) returned "
-                              f"{type(lr).__name__} {lr!r}; it must return a number "
-                              f"(the new learning rate).")
+        raise FitkitTypeError(
+            f"LearningRateScheduler: schedule({epoch}, lr) returned "
+            f"{type(lr).__name__} {lr!r}; it must return a number "
+            f"(the new learning rate)."
+        )
     if not math.isfinite(lr) or lr < 0:
-        raise FitkitValueError(f"LearningRateScheduler: schedule({epoch}, lr) returned {lr!r}; "
-                               f"a learning rate is a finite number >= 0.")
+        raise FitkitValueError(
+            f"LearningRateScheduler: schedule({epoch}, lr) returned {lr!r}; "
+            f"a learning rate is a finite number >= 0."
+        )
     return float(lr)

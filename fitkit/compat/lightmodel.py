@@ -7,11 +7,13 @@ training is fitkit.Model's (class style), or Lightning's own.
 
 >>> from fitkit.compat.torchkeras import LightModel   # was: from torchkeras import LightModel
 """
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -29,7 +31,8 @@ def lightning_module() -> type:
             continue
         try:
             module = importlib.import_module(
-                "pytorch_lightning" if name == "pytorch_lightning" else "lightning.pytorch")
+                "pytorch_lightning" if name == "pytorch_lightning" else "lightning.pytorch"
+            )
         except ImportError:  # installed but broken (e.g. for another torch): plain module
             continue
         return module.LightningModule
@@ -55,10 +58,11 @@ def _rows(batch: Any) -> int | None:
 
 _NEEDS = {
     "shared_step": "{} needs shared_step(self, batch) returning a dict with 'loss' (and any "
-                   "metrics), as torchkeras's LightModel did.",
+    "metrics), as torchkeras's LightModel did.",
     "configure_optimizers": "{} needs configure_optimizers(self) returning an optimizer, e.g. "
-                            "torch.optim.Adam(self.parameters(), lr=1e-2), or {{'optimizer': "
-                            "..., 'lr_scheduler': ...}}."}
+    "torch.optim.Adam(self.parameters(), lr=1e-2), or {{'optimizer': "
+    "..., 'lr_scheduler': ...}}.",
+}
 
 
 class LightModel(lightning_module()):  # type: ignore[misc]
@@ -90,8 +94,10 @@ class LightModel(lightning_module()):  # type: ignore[misc]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.net is None:
-            raise FitkitTypeError("LightModel has no network: wrap one, Model(net=Net()), or "
-                                  "define forward(self, x) in your subclass.")
+            raise FitkitTypeError(
+                "LightModel has no network: wrap one, Model(net=Net()), or "
+                "define forward(self, x) in your subclass."
+            )
         return self.net(*args, **kwargs)
 
     def shared_step(self, batch: Any) -> dict:
@@ -125,8 +131,7 @@ class LightModel(lightning_module()):  # type: ignore[misc]
         """
         history = self.fitkit.fit(x, y, **kwargs)
         for epoch, row in zip(history.epoch, history.df.drop(columns="epoch").to_dict("records")):
-            self._record({"epoch": epoch, **{k: v for k, v in row.items()
-                                             if not is_lr_column(k)}})
+            self._record({"epoch": epoch, **{k: v for k, v in row.items() if not is_lr_column(k)}})
         return history
 
     def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> dict[str, float]:
@@ -149,8 +154,9 @@ class LightModel(lightning_module()):  # type: ignore[misc]
     # ------------------------------------------------------------------ Lightning's hooks
     def training_step(self, batch: Any, batch_idx: int) -> dict:
         logs = self.shared_step(batch)
-        self.log_dict(dict(logs), on_step=False, on_epoch=True, prog_bar=True,
-                      batch_size=_rows(batch))
+        self.log_dict(
+            dict(logs), on_step=False, on_epoch=True, prog_bar=True, batch_size=_rows(batch)
+        )
         return logs
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict:

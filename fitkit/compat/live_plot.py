@@ -4,12 +4,14 @@ validation curves, the best epoch starred, redrawn after every epoch; in a noteb
 
 Owns the drawing and where it goes; when it is drawn is KerasModel's (torchkeras_v4.py).
 """
+
 from __future__ import annotations
 
 import importlib.util
 import io
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..callbacks import Callback
 from ..display import in_notebook
@@ -19,9 +21,11 @@ from ..errors import FitkitValueError
 def require_matplotlib(what: str) -> None:
     """Refuse ``what`` before any work when matplotlib (the ``plot`` extra) is missing."""
     if importlib.util.find_spec("matplotlib") is None:
-        raise FitkitValueError(f'{what} draws the curves with matplotlib, which is not '
-                               f'installed: pip install "fitkit[plot]" (or matplotlib), or '
-                               f'pass plot=False.')
+        raise FitkitValueError(
+            f"{what} draws the curves with matplotlib, which is not "
+            f'installed: pip install "fitkit[plot]" (or matplotlib), or '
+            f"pass plot=False."
+        )
 
 
 class LiveCurves(Callback):
@@ -35,8 +39,9 @@ class LiveCurves(Callback):
         super().__init__()
         # ``watched``, not ``monitor``: the callback list checks monitors under fitkit's names
         self.watched, self.mode, self.path = monitor, mode, os.fspath(path)
-        self.metric = monitor.split("_", 1)[1] if monitor.startswith(("train_", "val_")) \
-            else monitor
+        self.metric = (
+            monitor.split("_", 1)[1] if monitor.startswith(("train_", "val_")) else monitor
+        )
         self.names = names  # fitkit's epoch logs -> torchkeras 4's names
         self.rows: list[dict[str, float]] = []
         self.notebook = False
@@ -69,8 +74,11 @@ class LiveCurves(Callback):
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         epochs = [row["epoch"] for row in self.rows]
-        for key, style in ((f"train_{self.metric}", "bo--"), (f"val_{self.metric}", "co-"),
-                           (self.metric, "co-")):
+        for key, style in (
+            (f"train_{self.metric}", "bo--"),
+            (f"val_{self.metric}", "co-"),
+            (self.metric, "co-"),
+        ):
             values = [row.get(key, float("nan")) for row in self.rows]
             if any(key in row for row in self.rows):
                 ax.plot(epochs, values, style, label=key, clip_on=False)

@@ -4,10 +4,12 @@ returned; the training is fitkit.Model's (one loop), torchkeras 4's KerasModel t
 
 >>> from fitkit.compat import torchkeras          # was: import torchkeras
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -26,9 +28,11 @@ def __getattr__(name: str) -> Any:
     Lightning when it is installed."""
     if name == "KerasModel":
         from .torchkeras_v4 import KerasModel
+
         return KerasModel
     if name == "LightModel":
         from .lightmodel import LightModel
+
         return LightModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -55,21 +59,27 @@ def whole(owner: str, arg: str, value: Any) -> int:
 def check_net(owner: str, net: Any) -> None:
     if not isinstance(net, torch.nn.Module):
         what = f"the class {net.__name__}" if isinstance(net, type) else type(net).__name__
-        raise FitkitTypeError(f"{owner}(net=...) takes a torch.nn.Module instance, e.g. "
-                              f"{owner}(CnnModel()); got {what}.")
+        raise FitkitTypeError(
+            f"{owner}(net=...) takes a torch.nn.Module instance, e.g. "
+            f"{owner}(CnnModel()); got {what}."
+        )
 
 
 def check_optimizer(owner: str, optimizer: Any) -> None:
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise FitkitTypeError(f"{owner}(optimizer=...) takes a torch.optim optimizer, e.g. "
-                              f"torch.optim.Adam(model.parameters(), lr=1e-3), or None; got "
-                              f"{type(optimizer).__name__}.")
+        raise FitkitTypeError(
+            f"{owner}(optimizer=...) takes a torch.optim optimizer, e.g. "
+            f"torch.optim.Adam(model.parameters(), lr=1e-3), or None; got "
+            f"{type(optimizer).__name__}."
+        )
 
 
 def check_loss(owner: str, arg: str, loss: Any) -> None:
     if not callable(loss):
-        raise FitkitTypeError(f"{owner}({arg}=...) takes a loss called as {arg}(y_pred, y_true), "
-                              f"e.g. nn.CrossEntropyLoss(); got {loss!r}.")
+        raise FitkitTypeError(
+            f"{owner}({arg}=...) takes a loss called as {arg}(y_pred, y_true), "
+            f"e.g. nn.CrossEntropyLoss(); got {loss!r}."
+        )
 
 
 def rounded(logs: Mapping[str, float]) -> dict[str, float]:
@@ -98,8 +108,10 @@ class TorchkerasPrinter(Callback):
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
         from prettytable import PrettyTable
 
-        row = {"epoch": epoch + 1, **rounded({k: v for k, v in (logs or {}).items()
-                                              if not is_lr_column(k)})}
+        row = {
+            "epoch": epoch + 1,
+            **rounded({k: v for k, v in (logs or {}).items() if not is_lr_column(k)}),
+        }
         table = PrettyTable(list(row))
         table.add_row(list(row.values()))
         print("\n", table)
@@ -114,11 +126,16 @@ def _device(device: Any) -> torch.device | None:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise FitkitValueError(f"compile(device=...) takes a torch device such as 'cuda:0' or "
-                               f"'cpu'; got {device!r} ({err}).") from err
+        raise FitkitValueError(
+            f"compile(device=...) takes a torch device such as 'cuda:0' or "
+            f"'cpu'; got {device!r} ({err})."
+        ) from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn(f"compile(device={device!r}): CUDA is not available; training on the "
-                      f"CPU, as torchkeras did.", stacklevel=3)
+        warnings.warn(
+            f"compile(device={device!r}): CUDA is not available; training on the "
+            f"CPU, as torchkeras did.",
+            stacklevel=3,
+        )
         return None
     return dev
 
@@ -149,8 +166,10 @@ class Model(torch.nn.Module):
         return self.net(*args, **kwargs)
 
     def _no_net(self) -> str:
-        return ("torchkeras.Model has no network: wrap one, torchkeras.Model(net=CnnModel()), "
-                "or subclass torchkeras.Model and define forward(self, x).")
+        return (
+            "torchkeras.Model has no network: wrap one, torchkeras.Model(net=CnnModel()), "
+            "or subclass torchkeras.Model and define forward(self, x)."
+        )
 
     def _facade(self, device: torch.device | None = None) -> FitkitModel:
         """The fitkit.Model training this module, on ``device`` (else where it is now)."""
@@ -161,13 +180,19 @@ class Model(torch.nn.Module):
 
     def _compiled(self, what: str) -> FitkitModel:
         if getattr(self, "loss_func", None) is None:
-            raise NotCompiledError(f"{what} needs a compiled model: call "
-                                   f"model.compile(loss_func=...) first.")
+            raise NotCompiledError(
+                f"{what} needs a compiled model: call model.compile(loss_func=...) first."
+            )
         return self._facade()
 
     # ------------------------------------------------------------------ compile, fit
-    def compile(self, loss_func: Callable, optimizer: torch.optim.Optimizer | None = None,
-                metrics_dict: Mapping[str, Callable] | None = None, device: Any = None) -> None:
+    def compile(
+        self,
+        loss_func: Callable,
+        optimizer: torch.optim.Optimizer | None = None,
+        metrics_dict: Mapping[str, Callable] | None = None,
+        device: Any = None,
+    ) -> None:
         """Loss ``loss_func(y_pred, y_true)``, optimizer (default Adam, lr 1e-3, as
         torchkeras), metrics ``{name: fn(y_pred, y_true)}`` returning a tensor or a float.
 
@@ -176,11 +201,14 @@ class Model(torch.nn.Module):
         check_loss("compile", "loss_func", loss_func)
         check_optimizer("compile", optimizer)
         if metrics_dict is not None and not (
-                isinstance(metrics_dict, Mapping) and
-                all(isinstance(k, str) and callable(v) for k, v in metrics_dict.items())):
-            raise FitkitTypeError(f"compile(metrics_dict=...) takes a dict {{name: fn(y_pred, "
-                                  f"y_true)}}, e.g. {{'accuracy': accuracy}}; got "
-                                  f"{metrics_dict!r}.")
+            isinstance(metrics_dict, Mapping)
+            and all(isinstance(k, str) and callable(v) for k, v in metrics_dict.items())
+        ):
+            raise FitkitTypeError(
+                f"compile(metrics_dict=...) takes a dict {{name: fn(y_pred, "
+                f"y_true)}}, e.g. {{'accuracy': accuracy}}; got "
+                f"{metrics_dict!r}."
+            )
         if self.net is None and type(self).forward is Model.forward:
             raise FitkitTypeError(self._no_net())
         dev = _device(device)
@@ -189,11 +217,11 @@ class Model(torch.nn.Module):
         self.__dict__["metrics_dict"] = dict(metrics_dict or {})
         self.__dict__["optimizer"] = optimizer or torch.optim.Adam(self.parameters(), lr=1e-3)
         self.device, self.history = dev, {}
-        self._facade(dev).compile(optimizer=self.optimizer, loss=loss_func,
-                                  metrics=self.metrics_dict or None)
+        self._facade(dev).compile(
+            optimizer=self.optimizer, loss=loss_func, metrics=self.metrics_dict or None
+        )
 
-    def fit(self, epochs: int, dl_train: Any, dl_val: Any = None,
-            log_step_freq: int = 1):
+    def fit(self, epochs: int, dl_train: Any, dl_val: Any = None, log_step_freq: int = 1):
         """Train ``epochs`` epochs on a DataLoader of ``(features, labels)``; returns the
         history since compile as a DataFrame: epoch, loss, <metrics>, val_loss, val_<metrics>.
 
@@ -203,12 +231,19 @@ class Model(torch.nn.Module):
         whole("fit", "epochs", epochs)
         whole("fit", "log_step_freq", log_step_freq)
         if dl_train is None:
-            raise FitkitValueError("fit(dl_train=...) is None: pass a DataLoader of "
-                                   "(features, labels) batches.")
+            raise FitkitValueError(
+                "fit(dl_train=...) is None: pass a DataLoader of (features, labels) batches."
+            )
         print("Start Training ...")
         print(rule(), flush=True)
-        history = facade.fit(dl_train, epochs=epochs, validation_data=dl_val, verbose=0,
-                             shuffle=False, callbacks=[TorchkerasPrinter(log_step_freq)])
+        history = facade.fit(
+            dl_train,
+            epochs=epochs,
+            validation_data=dl_val,
+            verbose=0,
+            shuffle=False,
+            callbacks=[TorchkerasPrinter(log_step_freq)],
+        )
         print("Finished Training...", flush=True)
         for key, values in history.history.items():
             if not is_lr_column(key):
@@ -241,17 +276,16 @@ class Model(torch.nn.Module):
 
     def train_step(self, features: Any, labels: Any) -> dict[str, float]:
         """One optimisation step on one batch; that batch's loss and metrics."""
-        return self._compiled("train_step").train_on_batch(
-            features, labels, return_dict=True)
+        return self._compiled("train_step").train_on_batch(features, labels, return_dict=True)
 
     def evaluate_step(self, features: Any, labels: Any) -> dict[str, float]:
         """Loss and metrics of one batch, ``val_`` prefixed."""
-        logs = self._compiled("evaluate_step").test_on_batch(
-            features, labels, return_dict=True)
+        logs = self._compiled("evaluate_step").test_on_batch(features, labels, return_dict=True)
         return {f"val_{k}": v for k, v in logs.items()}
 
-    def summary(self, input_shape: Any, input_dtype: Any = torch.FloatTensor,
-                batch_size: int = -1) -> None:
+    def summary(
+        self, input_shape: Any, input_dtype: Any = torch.FloatTensor, batch_size: int = -1
+    ) -> None:
         """Print layers, output shapes and parameter counts (fitkit's summary table) for an
         input of ``input_shape`` (without the batch dimension).
 
@@ -261,8 +295,13 @@ class Model(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------- summary()
-def summary(model: torch.nn.Module, input_shape: Any = None, input_dtype: Any = torch.FloatTensor,
-            batch_size: int = -1, input_data: Any = None) -> str:
+def summary(
+    model: torch.nn.Module,
+    input_shape: Any = None,
+    input_dtype: Any = torch.FloatTensor,
+    batch_size: int = -1,
+    input_data: Any = None,
+) -> str:
     """``torchkeras.summary``: print fitkit's summary table (layer, output shape, params) of
     ``model`` for an input of ``input_shape`` (no batch dimension), or for ``input_data``;
     returns the printed text, as torchkeras 3+ does (2.x returned None). A tensor in second
@@ -274,26 +313,33 @@ def summary(model: torch.nn.Module, input_shape: Any = None, input_dtype: Any = 
     if isinstance(input_shape, torch.Tensor):
         input_shape, input_data = None, input_shape
     if input_shape is None and input_data is None:
-        raise FitkitValueError("summary needs input_shape=(...) (without the batch dimension) "
-                               "or input_data=<a batch>, e.g. summary(model, input_shape=(2,)).")
-    text = _summary_text(FitkitModel(model, device=where(model)), input_shape, input_dtype,
-                         input_data)
+        raise FitkitValueError(
+            "summary needs input_shape=(...) (without the batch dimension) "
+            "or input_data=<a batch>, e.g. summary(model, input_shape=(2,))."
+        )
+    text = _summary_text(
+        FitkitModel(model, device=where(model)), input_shape, input_dtype, input_data
+    )
     print(text, flush=True)
     return text
 
 
-def _summary_text(facade: FitkitModel, input_shape: Any, input_dtype: Any,
-                  input_data: Any) -> str:
+def _summary_text(facade: FitkitModel, input_shape: Any, input_dtype: Any, input_data: Any) -> str:
     """fitkit's summary table for an input of ``input_shape`` in ``input_dtype`` (integer
     dtypes, token ids: a batch of zeros), or for ``input_data``."""
     dtype = getattr(input_dtype, "dtype", input_dtype)
     if not isinstance(dtype, torch.dtype):
-        raise FitkitTypeError(f"summary(input_dtype=...) takes a tensor type or dtype such "
-                              f"as torch.FloatTensor or torch.long; got {input_dtype!r}.")
+        raise FitkitTypeError(
+            f"summary(input_dtype=...) takes a tensor type or dtype such "
+            f"as torch.FloatTensor or torch.long; got {input_dtype!r}."
+        )
     if input_data is None and not dtype.is_floating_point:
         shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
         input_data = torch.zeros((2, *shape), dtype=dtype)
     printed: list[str] = []
-    facade.summary(input_shape=None if input_data is not None else input_shape,
-                   input_data=input_data, print_fn=printed.append)
+    facade.summary(
+        input_shape=None if input_data is not None else input_shape,
+        input_data=input_data,
+        print_fn=printed.append,
+    )
     return printed[0]

@@ -4,10 +4,12 @@ Owns the translation of its arguments (patience / monitor / ckpt_path become fit
 EarlyStopping and ModelCheckpoint, lr_scheduler a per-step lr_schedule) and of its history's
 column names; the training is fitkit.Model's, torchkeras 2.x's Model is torchkeras.py's.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -41,7 +43,7 @@ class NamedMetric:
     def reset(self) -> None:
         self.metric.reset()
 
-    def to(self, device: Any) -> "NamedMetric":
+    def to(self, device: Any) -> NamedMetric:
         if hasattr(self.metric, "to"):
             self.metric.to(device)
         return self
@@ -51,13 +53,18 @@ def _check_metrics(metrics_dict: Any) -> dict:
     if metrics_dict is None:
         return {}
     if isinstance(metrics_dict, Mapping) and all(
-            isinstance(k, str) and hasattr(v, "compute") and hasattr(v, "reset") and
-            (hasattr(v, "update") or callable(v)) for k, v in metrics_dict.items()):
+        isinstance(k, str)
+        and hasattr(v, "compute")
+        and hasattr(v, "reset")
+        and (hasattr(v, "update") or callable(v))
+        for k, v in metrics_dict.items()
+    ):
         return dict(metrics_dict)
     raise FitkitTypeError(
         f"KerasModel(metrics_dict=...) takes {{name: metric}} with metric objects that have "
         f"update (or are called), compute and reset, such as torchmetrics.Accuracy(...); got "
-        f"{metrics_dict!r}.")
+        f"{metrics_dict!r}."
+    )
 
 
 class _Printer(Callback):
@@ -65,8 +72,7 @@ class _Printer(Callback):
     stage): the dated rule and ``Epoch i / n``, the epoch's logs, and when ``monitor``
     reaches a new best or training stops early."""
 
-    def __init__(self, monitor: str, mode: str, patience: int,
-                 stopper: EarlyStopping) -> None:
+    def __init__(self, monitor: str, mode: str, patience: int, stopper: EarlyStopping) -> None:
         super().__init__()
         # ``watched``, not ``monitor``: the callback list checks monitors under fitkit's names
         self.watched, self.mode, self.patience = monitor, mode, patience
@@ -79,34 +85,42 @@ class _Printer(Callback):
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
         named = torchkeras_logs(logs or {})
         for stage in ("train", "val"):
-            part = {k: v for k, v in named.items() if k.startswith(stage) or
-                    (stage == "train" and is_lr_column(k))}
+            part = {
+                k: v
+                for k, v in named.items()
+                if k.startswith(stage) or (stage == "train" and is_lr_column(k))
+            }
             if part:
                 print(f"[{stage}] " + ", ".join(f"{k}={v:.4g}" for k, v in part.items()))
         value = named.get(self.watched)
-        if value is not None and (self.best is None or (
-                value < self.best if self.mode == "min" else value > self.best)):
+        if value is not None and (
+            self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        ):
             self.best = value
             print(f"<<<<<< reach best {self.watched} : {value} >>>>>>", flush=True)
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
         if self.stopper.stopped_epoch:
-            print(f"<<<<<< {self.watched} without improvement in {self.patience} epoch, "
-                  f"early stopping >>>>>>\n", flush=True)
+            print(
+                f"<<<<<< {self.watched} without improvement in {self.patience} epoch, "
+                f"early stopping >>>>>>\n",
+                flush=True,
+            )
 
 
 def torchkeras_logs(logs: Mapping[str, float]) -> dict[str, float]:
     """fitkit's epoch logs under torchkeras 4's names and order: train_loss, train_<m>, lr,
     val_loss, val_<m>."""
-    train = {f"train_{k}": v for k, v in logs.items()
-             if not k.startswith("val_") and not is_lr_column(k)}
-    lr = {"lr" + k[len(LR_KEY):]: v for k, v in logs.items() if is_lr_column(k)}
+    train = {
+        f"train_{k}": v for k, v in logs.items() if not k.startswith("val_") and not is_lr_column(k)
+    }
+    lr = {"lr" + k[len(LR_KEY) :]: v for k, v in logs.items() if is_lr_column(k)}
     return {**train, **lr, **{k: v for k, v in logs.items() if k.startswith("val_")}}
 
 
 def fitkit_key(monitor: str) -> str:
     """torchkeras 4's name of a logged quantity as fitkit logs it ('train_acc' -> 'acc')."""
-    return monitor[len("train_"):] if monitor.startswith("train_") else monitor
+    return monitor[len("train_") :] if monitor.startswith("train_") else monitor
 
 
 class KerasModel(torch.nn.Module):
@@ -119,22 +133,33 @@ class KerasModel(torch.nn.Module):
     ...                       monitor="val_acc", mode="max")
     """
 
-    def __init__(self, net: torch.nn.Module, loss_fn: Any, metrics_dict: Mapping | None = None,
-                 optimizer: torch.optim.Optimizer | None = None, lr_scheduler: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        loss_fn: Any,
+        metrics_dict: Mapping | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr_scheduler: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         check_net("KerasModel", net)
         check_loss("KerasModel", "loss_fn", loss_fn)
         check_optimizer("KerasModel", optimizer)
         if kwargs:
-            raise FitkitTypeError(f"KerasModel got {sorted(kwargs)}: torchkeras passed extra "
-                                  f"arguments to custom StepRunners, which fitkit does not "
-                                  f"have; override fitkit.Model.train_step instead.")
+            raise FitkitTypeError(
+                f"KerasModel got {sorted(kwargs)}: torchkeras passed extra "
+                f"arguments to custom StepRunners, which fitkit does not "
+                f"have; override fitkit.Model.train_step instead."
+            )
         self.net = net
         # Kept out of the module's children: state_dict and print(model) stay the network's.
-        self.__dict__.update(loss_fn=loss_fn, metrics_dict=_check_metrics(metrics_dict),
-                             optimizer=optimizer or torch.optim.Adam(net.parameters(), lr=3e-4),
-                             lr_scheduler=lr_scheduler)
+        self.__dict__.update(
+            loss_fn=loss_fn,
+            metrics_dict=_check_metrics(metrics_dict),
+            optimizer=optimizer or torch.optim.Adam(net.parameters(), lr=3e-4),
+            lr_scheduler=lr_scheduler,
+        )
         self.history: dict[str, list[float]] = {}
         self._fitkit: FitkitModel | None = None
         self._cpu: bool | None = None
@@ -150,27 +175,47 @@ class KerasModel(torch.nn.Module):
             self._cpu, self._compiled = cpu, False
         return self._fitkit
 
-    def _compile(self, cpu: bool, mixed_precision: str = "no",
-                 gradient_accumulation_steps: int = 1) -> FitkitModel:
+    def _compile(
+        self, cpu: bool, mixed_precision: str = "no", gradient_accumulation_steps: int = 1
+    ) -> FitkitModel:
         if mixed_precision not in _PRECISION:
-            raise FitkitValueError(f"fit(mixed_precision=...) takes one of {list(_PRECISION)}; "
-                                   f"got {mixed_precision!r}.")
+            raise FitkitValueError(
+                f"fit(mixed_precision=...) takes one of {list(_PRECISION)}; "
+                f"got {mixed_precision!r}."
+            )
         facade = self._facade(cpu)
         metrics = [NamedMetric(k, v) for k, v in self.metrics_dict.items()]
         # torchkeras 4 (accelerate) clips the global gradient norm at 1.0 and steps the
         # scheduler after every optimizer step: the same here.
-        facade.compile(optimizer=self.optimizer, loss=self.loss_fn, metrics=metrics or None,
-                       lr_schedule=self.lr_scheduler, lr_schedule_every="batch",
-                       global_clipnorm=1.0, precision=_PRECISION[mixed_precision],
-                       gradient_accumulation_steps=gradient_accumulation_steps)
+        facade.compile(
+            optimizer=self.optimizer,
+            loss=self.loss_fn,
+            metrics=metrics or None,
+            lr_schedule=self.lr_scheduler,
+            lr_schedule_every="batch",
+            global_clipnorm=1.0,
+            precision=_PRECISION[mixed_precision],
+            gradient_accumulation_steps=gradient_accumulation_steps,
+        )
         self._compiled = True
         return facade
 
-    def fit(self, train_data: Any, val_data: Any = None, epochs: int = 10,
-            ckpt_path: str = "checkpoint", patience: int = 5, monitor: str = "val_loss",
-            mode: str = "min", callbacks: Iterable[Callback] | None = None, plot: bool = False,
-            wandb: Any = False, mixed_precision: str = "no", cpu: bool = False,
-            gradient_accumulation_steps: int = 1):
+    def fit(
+        self,
+        train_data: Any,
+        val_data: Any = None,
+        epochs: int = 10,
+        ckpt_path: str = "checkpoint",
+        patience: int = 5,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        callbacks: Iterable[Callback] | None = None,
+        plot: bool = False,
+        wandb: Any = False,
+        mixed_precision: str = "no",
+        cpu: bool = False,
+        gradient_accumulation_steps: int = 1,
+    ):
         """Train until ``epochs`` or ``patience`` epochs without a better ``monitor``; the
         best epoch's weights are saved to ``ckpt_path`` and restored at the end. Returns the
         history: epoch, train_loss, train_<m>, lr, val_loss, val_<m>. ``plot=True`` draws the
@@ -183,8 +228,10 @@ class KerasModel(torch.nn.Module):
         if mode not in ("min", "max"):
             raise FitkitValueError(f"fit(mode=...) takes 'min' or 'max'; got {mode!r}.")
         if wandb:
-            raise FitkitValueError("fit(wandb=...) is not supported; log with fitkit's "
-                                   "callbacks (CSVLogger, TensorBoard) instead.")
+            raise FitkitValueError(
+                "fit(wandb=...) is not supported; log with fitkit's "
+                "callbacks (CSVLogger, TensorBoard) instead."
+            )
         if plot:
             require_matplotlib("fit(plot=True)")
         if not isinstance(ckpt_path, (str, os.PathLike)):
@@ -194,22 +241,32 @@ class KerasModel(torch.nn.Module):
         if val_data is not None:
             names += ["val_loss", *(f"val_{k}" for k in self.metrics_dict)]
         if monitor not in names:
-            raise FitkitValueError(f"fit(monitor={monitor!r}) is not a logged quantity; this fit "
-                                   f"logs: {', '.join(names)}.")
+            raise FitkitValueError(
+                f"fit(monitor={monitor!r}) is not a logged quantity; this fit "
+                f"logs: {', '.join(names)}."
+            )
         key = fitkit_key(monitor)
         stopper = EarlyStopping(key, patience=patience, mode=mode, restore_best_weights=True)
-        watch = [stopper, ModelCheckpoint(os.fspath(ckpt_path), monitor=key, mode=mode,
-                                          save_best_only=True)]
+        watch = [
+            stopper,
+            ModelCheckpoint(os.fspath(ckpt_path), monitor=key, mode=mode, save_best_only=True),
+        ]
         if plot:  # torchkeras 4's VisMetric: the curves instead of the printed lines
             folder = os.path.dirname(os.fspath(ckpt_path))
-            watch.append(LiveCurves(monitor, mode, os.path.join(folder, "history.png"),
-                                    torchkeras_logs))
+            watch.append(
+                LiveCurves(monitor, mode, os.path.join(folder, "history.png"), torchkeras_logs)
+            )
         else:
             watch.append(_Printer(monitor, mode, patience, stopper))
-        history = facade.fit(train_data, validation_data=val_data, epochs=epochs, verbose=0,
-                             shuffle=False, callbacks=[*watch, *(callbacks or [])])
-        self.history = {"epoch": [e + 1 for e in history.epoch],
-                        **torchkeras_logs(history.history)}
+        history = facade.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=epochs,
+            verbose=0,
+            shuffle=False,
+            callbacks=[*watch, *(callbacks or [])],
+        )
+        self.history = {"epoch": [e + 1 for e in history.epoch], **torchkeras_logs(history.history)}
         import pandas as pd
 
         return pd.DataFrame(self.history)

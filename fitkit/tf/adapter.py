@@ -4,10 +4,12 @@ Owns everything TensorFlow-specific behind the Adapter protocol (fitkit/adapter.
 sources live in data.py, tracing and graph loops in functions.py, metric formulas in
 metrics.py, losses in losses.py, what a strategy changes (Replicas) in distribute.py.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -21,15 +23,36 @@ from ..optimizer_sets import OptimizerSet, scheduler_set
 from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
-from . import (data, devices, distribute, finite, losses, metrics, optimizers, schedules, state,
-               summary, weights)
-from .functions import (CompiledStep, DistributedStep, chunk_loop, graph_label_stats,
-                        iterator_loop, jit_step, kind_of, own_stats, predict_chunk)
+from . import (
+    data,
+    devices,
+    distribute,
+    finite,
+    losses,
+    metrics,
+    optimizers,
+    schedules,
+    state,
+    summary,
+    weights,
+)
+from .functions import (
+    CompiledStep,
+    DistributedStep,
+    chunk_loop,
+    graph_label_stats,
+    iterator_loop,
+    jit_step,
+    kind_of,
+    own_stats,
+    predict_chunk,
+)
 
 if keras.backend.backend() != "tensorflow":
     raise BackendError(
         f"Keras is running on the {keras.backend.backend()!r} backend (KERAS_BACKEND); "
-        f"fitkit's TensorFlow adapter needs KERAS_BACKEND=tensorflow (or unset).")
+        f"fitkit's TensorFlow adapter needs KERAS_BACKEND=tensorflow (or unset)."
+    )
 
 
 def set_seed(seed: int) -> None:
@@ -49,8 +72,9 @@ class Adapter:
 
     name = "tensorflow"
 
-    def __new__(cls, net: Any, **kwargs: Any) -> "Adapter":
+    def __new__(cls, net: Any, **kwargs: Any) -> Adapter:
         from . import keras_steps  # a keras.Model's own steps run there (a subclass)
+
         own = cls is Adapter and keras_steps.own_steps(net)
         return super().__new__(keras_steps.OwnStepsAdapter if own else cls)
 
@@ -73,42 +97,86 @@ class Adapter:
         self._scope: Callable = contextlib.nullcontext  # that strategy's scope
 
     # ------------------------------------------------------------------ compile
-    def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
-                precision: str = "32", *, loss_weights: Any = None, output: Any = None,
-                run_eagerly: bool = False, controls: Any = None) -> None:
+    def compile(
+        self,
+        optimizer: Any,
+        loss: Any,
+        metric_specs: Any,
+        lr: float | None,
+        precision: str = "32",
+        *,
+        loss_weights: Any = None,
+        output: Any = None,
+        run_eagerly: bool = False,
+        controls: Any = None,
+    ) -> None:
         self.controls = controls = controls or TrainingControls(precision=precision)
         step_controls.check_precision(self.net, precision)
         self.replicas = distribute.for_compile(self.net, controls)  # decided once, here
         self._scope = self.replicas.scope if self.replicas else contextlib.nullcontext
         with self._scope():  # the optimizer, trackers and states belong to the strategy
-            self._build(optimizer, loss, metric_specs, lr, precision, loss_weights, output,
-                        run_eagerly, controls)
+            self._build(
+                optimizer,
+                loss,
+                metric_specs,
+                lr,
+                precision,
+                loss_weights,
+                output,
+                run_eagerly,
+                controls,
+            )
 
-    def _build(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
-               precision: str, loss_weights: Any, output: Any, run_eagerly: bool,
-               controls: Any) -> None:
+    def _build(
+        self,
+        optimizer: Any,
+        loss: Any,
+        metric_specs: Any,
+        lr: float | None,
+        precision: str,
+        loss_weights: Any,
+        output: Any,
+        run_eagerly: bool,
+        controls: Any,
+    ) -> None:
         several = isinstance(optimizer, OptimizerSet)  # a GAN's, from configure_optimizers
-        self.optimizers = optimizers.build_several(optimizer, self.replicas) if several else \
-            [step_controls.wrap_optimizer(optimizers.build_optimizer(optimizer, lr, self.net),
-                                          precision, self.net)]
+        self.optimizers = (
+            optimizers.build_several(optimizer, self.replicas)
+            if several
+            else [
+                step_controls.wrap_optimizer(
+                    optimizers.build_optimizer(optimizer, lr, self.net), precision, self.net
+                )
+            ]
+        )
         self.optimizer = self.optimizers[0]
         if self.replicas is not None:
             self.replicas.check_optimizer(self.optimizer)
-        self._update = (step_controls.Update(self, controls)
-                        if step_controls.needs_update(controls, self.optimizer) else None)
+        self._update = (
+            step_controls.Update(self, controls)
+            if step_controls.needs_update(controls, self.optimizer)
+            else None
+        )
         self.loss_fn = loss
         names = list(getattr(self.net, "output_names", None) or [])
         self.outputs = CompiledOutputs(
-            loss, loss_weights, metric_specs, output, build_loss=self._build_loss,
+            loss,
+            loss_weights,
+            metric_specs,
+            output,
+            build_loss=self._build_loss,
             build_metrics=lambda specs_: specs.build_metrics(specs_, metrics),
             is_tensor=tf.is_tensor,
-            default_names=lambda n: names if len(names) == n else
-            [f"output_{i + 1}" for i in range(n)])
+            default_names=lambda n: (
+                names if len(names) == n else [f"output_{i + 1}" for i in range(n)]
+            ),
+        )
         self.run_eagerly = run_eagerly
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
         self._log_fns = {}
-        self.build_scheduler(controls.lr_schedule, controls.lr_schedule_every,
-                             controls.lr_schedule_monitor)
+        self.build_scheduler(
+            controls.lr_schedule, controls.lr_schedule_every, controls.lr_schedule_monitor
+        )
         if several:  # each optimizer's own scheduler
             self.scheduler = scheduler_set(optimizer, self.optimizers, schedules.build_scheduler)
 
@@ -121,8 +189,9 @@ class Adapter:
     def build_scheduler(self, spec: Any, every: str, monitor: str) -> None:
         """compile's lr_schedule (a do-nothing one when None: a recompile also drops an
         earlier schedule from the optimizer)."""
-        self.scheduler = schedules.build_scheduler(spec, self.optimizer, every=every,
-                                                   monitor=monitor)
+        self.scheduler = schedules.build_scheduler(
+            spec, self.optimizer, every=every, monitor=monitor
+        )
 
     def finish_epoch(self) -> None:
         """Apply a pending partial window of gradient accumulation (the fit loop calls it
@@ -173,17 +242,27 @@ class Adapter:
         return {LR_KEY: self.get_learning_rate()}
 
     # ------------------------------------------------------------------ data
-    def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
-                     sample_weight: Any = None, class_weight: dict | None = None):
-        source = data.TensorSource(x, y, batch_size=batch_size, shuffle=shuffle,
-                                   sample_weight=sample_weight)
+    def array_source(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        sample_weight: Any = None,
+        class_weight: dict | None = None,
+    ):
+        source = data.TensorSource(
+            x, y, batch_size=batch_size, shuffle=shuffle, sample_weight=sample_weight
+        )
         if class_weight:
             weights = data.class_weight_fn(class_weight)(source.targets())
             source.w = weights if source.w is None else source.w * weights
         return source if self.replicas is None else self.replicas.source(source)
 
-    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool,
-                     class_weight: dict | None = None):
+    def batch_source(
+        self, source: Any, *, batch_size: int, shuffle: bool, class_weight: dict | None = None
+    ):
         weigh = data.class_weight_fn(class_weight) if class_weight else None
         source = data.batch_source(source, batch_size=batch_size, shuffle=shuffle, weigh=weigh)
         return source if self.replicas is None else self.replicas.source(source)
@@ -219,14 +298,27 @@ class Adapter:
     def probability_stats(self, value: tf.Tensor) -> list:
         value = tf.cast(value, tf.float32)
         sums = tf.reduce_sum(value, -1)
-        return tf.stack([tf.reduce_min(value), tf.reduce_max(value), tf.reduce_min(sums),
-                         tf.reduce_max(sums)]).numpy().tolist()  # host sync: a check, once
+        return (
+            tf.stack(
+                [
+                    tf.reduce_min(value),
+                    tf.reduce_max(value),
+                    tf.reduce_min(sums),
+                    tf.reduce_max(sums),
+                ]
+            )
+            .numpy()
+            .tolist()
+        )  # host sync: a check, once
 
     def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
         """Metric variables and optimizer slots, created before anything is traced."""
         with self._scope():
-            if isinstance(self.optimizer, keras.optimizers.Optimizer) and \
-                    not self.optimizer.built and len(self.optimizers) == 1:
+            if (
+                isinstance(self.optimizer, keras.optimizers.Optimizer)
+                and not self.optimizer.built
+                and len(self.optimizers) == 1
+            ):
                 self.optimizer.build(self.net.trainable_variables)  # before tracing
             if self._update is not None:  # accumulators, before tracing too
                 self._update.build(self.net.trainable_variables)
@@ -234,7 +326,7 @@ class Adapter:
                 metric.build(mode, width)
             if self.replicas is not None:  # the logs' sums too: none made in a replica
                 for tracker in self._trackers.values():
-                    tracker.expect(self.outputs.log_names()[:-len(self.metrics) or None])
+                    tracker.expect(self.outputs.log_names()[: -len(self.metrics) or None])
         head.built = True
 
     # ------------------------------------------------------------------ steps
@@ -244,17 +336,20 @@ class Adapter:
         return loss + tf.add_n(extra) if extra else loss  # regularisation, as Keras adds it
 
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        self.outputs.update_metrics(y, y_pred, sample_weight, self.update_head,
-                                    self.build_metric_states)
+        self.outputs.update_metrics(
+            y, y_pred, sample_weight, self.update_head, self.build_metric_states
+        )
 
     def update_head(self, head: Any, y: Any, y_pred: Any, sample_weight: Any) -> None:
         """Update one output's metric states (Keras's argument order); bf16 / fp16
         predictions (a mixed policy's) are read in float32, as Keras's own metrics do."""
         if getattr(y_pred, "dtype", None) in (tf.float16, tf.bfloat16):
             y_pred = tf.cast(y_pred, tf.float32)
+
         def update() -> None:  # weights reach weighted_metrics only, as in Keras
             for metric in head.metrics:
                 metric.update(y, y_pred, sample_weight if metric.weighted else None)
+
         if self.replicas is not None and self.replicas.outside():  # a check, on each replica
             self.replicas.run(update)
             return
@@ -268,10 +363,12 @@ class Adapter:
         logs = {"loss": loss, **self.outputs.take_parts()}  # before any replica switch
         variables = self.net.trainable_variables
         if self._update is None:  # the default: no control on
-            share = None if self.replicas is None else \
-                self.replicas.share(data.rows(x), loss.dtype)  # this replica's part of the batch
+            share = (
+                None if self.replicas is None else self.replicas.share(data.rows(x), loss.dtype)
+            )  # this replica's part of the batch
             self.optimizer.apply_gradients(
-                zip(tape.gradient(loss, variables, output_gradients=share), variables))
+                zip(tape.gradient(loss, variables, output_gradients=share), variables)
+            )
         else:  # accumulation, clipping, fp16 loss scaling (controls.py)
             self._update(tape, loss, variables, data.rows(x))
         if self.metrics:
@@ -292,7 +389,8 @@ class Adapter:
         if self._update is None:
             share = None if self.replicas is None else self.replicas.share(rows, loss.dtype)
             self.optimizer.apply_gradients(
-                zip(tape.gradient(loss, variables, output_gradients=share), variables))
+                zip(tape.gradient(loss, variables, output_gradients=share), variables)
+            )
         else:
             self._update(tape, loss, variables, rows)
         return logs
@@ -330,8 +428,9 @@ class Adapter:
             return DistributedStep(self.replicas, step, eager=self.run_eagerly, predicts=True)
         if mode == "predict":
             step = jit_step(step) if jit else step
-            return CompiledStep(step, predict_chunk(step), None, eager=self.run_eagerly,
-                                predicts=True)
+            return CompiledStep(
+                step, predict_chunk(step), None, eager=self.run_eagerly, predicts=True
+            )
         tracker, outputs = self._trackers[mode], self.outputs
 
         def run(batch: tuple) -> None:
@@ -341,8 +440,11 @@ class Adapter:
             tracker.update(logs, data.rows(batch[0]))
 
         if self.replicas is not None:
-            after = self._update.after_step if mode == "train" and self._update is not None \
-                and self._update.stateful else None
+            after = (
+                self._update.after_step
+                if mode == "train" and self._update is not None and self._update.stateful
+                else None
+            )
             return DistributedStep(self.replicas, run, after=after, eager=self.run_eagerly)
         run = jit_step(run) if jit else run
         return CompiledStep(run, chunk_loop(run), iterator_loop(run), eager=self.run_eagerly)
@@ -365,11 +467,13 @@ class Adapter:
             function(batch)
             return self.read_logs(mode)  # host sync: the caller asked for values
         if merged is None:
+
             def merged_call(batch: Any) -> tf.Tensor:
                 if reset:
                     reset_logs.python_function()
                 function.run(batch)
                 return read.python_function()
+
             merged = self._log_fns[key] = tf.function(own_stats(merged_call))
         return dict(zip(names, merged(batch).numpy().tolist()))  # host sync: asked for
 
@@ -402,8 +506,11 @@ class Adapter:
         eager ops, one per variable, would cost more than a step on the batch-style path."""
         tracker = self._trackers.get(mode)
         metrics = [m for m in self.metrics if m.mode is not None]
-        names = ([k for k in tracker.sums if k in tracker.returned] if tracker else []) + \
-            [m.name for m in metrics] + [WEIGHTS_FINITE] * weights
+        names = (
+            ([k for k in tracker.sums if k in tracker.returned] if tracker else [])
+            + [m.name for m in metrics]
+            + [WEIGHTS_FINITE] * weights
+        )
         key = (mode, tuple(names), len(tracker.sums) if tracker else 0, tuple(map(id, metrics)))
         if key not in self._log_fns:
             net = self.net  # a plain local: autograph may not resolve `self` in a closure
@@ -416,8 +523,12 @@ class Adapter:
             def reset() -> None:
                 for part in ([tracker] if tracker else []) + metrics:
                     part.reset()
-            self._log_fns[key] = (names, tf.function(own_stats(read)),
-                                  tf.function(own_stats(reset)))
+
+            self._log_fns[key] = (
+                names,
+                tf.function(own_stats(read)),
+                tf.function(own_stats(reset)),
+            )
         return self._log_fns[key]
 
     def outputs_to_numpy(self, outputs: list) -> Any:
@@ -425,8 +536,9 @@ class Adapter:
         if isinstance(first, dict):
             return {k: self.outputs_to_numpy([o[k] for o in outputs]) for k in first}
         if isinstance(first, (tuple, list)):
-            return type(first)(self.outputs_to_numpy([o[i] for o in outputs])
-                               for i in range(len(first)))
+            return type(first)(
+                self.outputs_to_numpy([o[i] for o in outputs]) for i in range(len(first))
+            )
         merged = tf.concat(outputs, 0)
         if merged.dtype == tf.bfloat16:  # numpy has no bfloat16
             merged = tf.cast(merged, tf.float32)

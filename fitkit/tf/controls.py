@@ -3,6 +3,7 @@ inside the compiled step), clipping, fp16 loss scaling (Keras's LossScaleOptimiz
 precision checks. The checks of the arguments are fitkit/controls.py's, XLA is
 functions.py's, the schedules fitkit/tf/schedules.py's, checkpoint files fitkit/tf/state.py's.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,7 +28,8 @@ def check_precision(net: Any, precision: str) -> None:
         raise FitkitValueError(
             f"precision={precision!r} needs a Keras network built under the {wanted!r} "
             f"policy (this one is {policy!r}). Call "
-            f"keras.mixed_precision.set_global_policy({wanted!r}) before building it.")
+            f"keras.mixed_precision.set_global_policy({wanted!r}) before building it."
+        )
 
 
 def wrap_optimizer(optimizer: Any, precision: str, net: Any = None) -> Any:
@@ -35,16 +37,16 @@ def wrap_optimizer(optimizer: Any, precision: str, net: Any = None) -> Any:
     with no precision= asked): the optimizer inside a LossScaleOptimizer (dynamic loss
     scale), once."""
     policy = getattr(getattr(net, "dtype_policy", None), "name", None)
-    if precision != "fp16" and policy != "mixed_float16" or \
-            isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    if (precision != "fp16" and policy != "mixed_float16") or isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
         return optimizer
     return keras.optimizers.LossScaleOptimizer(optimizer)
 
 
 def needs_update(controls: TrainingControls, optimizer: Any) -> bool:
     """True when a step needs more than apply_gradients of its gradients (the default)."""
-    return controls.clips or controls.gradient_accumulation_steps > 1 or \
-        _loss_scaled(optimizer)
+    return controls.clips or controls.gradient_accumulation_steps > 1 or _loss_scaled(optimizer)
 
 
 def _loss_scaled(optimizer: Any) -> bool:
@@ -85,9 +87,9 @@ class Update:
         self.clips = controls.clips
         self.scaled = _loss_scaled(adapter.optimizer)
         self.replicas = adapter.replicas  # a strategy's, or None
-        self.sums: list | None = None   # accumulated gradients, once built
-        self.count: Any = None          # batches in the pending window
-        self.rows: Any = None           # their rows
+        self.sums: list | None = None  # accumulated gradients, once built
+        self.count: Any = None  # batches in the pending window
+        self.rows: Any = None  # their rows
         self.none: list[bool] | None = None  # gradients that are None (static, from a trace)
         self._finish: Any = None
 
@@ -102,15 +104,22 @@ class Update:
         if self.steps == 1 or self.sums is not None:
             return
         with tf.init_scope():
-            self.sums = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
-                                     name="gradient_sum", **synced()) for v in variables]
-            self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="window_steps",
-                                     **synced("first"))
-            self.rows = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="window_rows",
-                                    **synced())
+            self.sums = [
+                tf.Variable(
+                    tf.zeros(v.shape, v.dtype), trainable=False, name="gradient_sum", **synced()
+                )
+                for v in variables
+            ]
+            self.count = tf.Variable(
+                0, dtype=tf.int64, trainable=False, name="window_steps", **synced("first")
+            )
+            self.rows = tf.Variable(
+                0.0, dtype=tf.float64, trainable=False, name="window_rows", **synced()
+            )
 
-    def __call__(self, tape: tf.GradientTape, loss: tf.Tensor, variables: list,
-                 rows: tf.Tensor) -> None:
+    def __call__(
+        self, tape: tf.GradientTape, loss: tf.Tensor, variables: list, rows: tf.Tensor
+    ) -> None:
         optimizer = self.adapter.optimizer
         scale = None
         if self.replicas is not None and self.steps == 1:  # this replica's share of the batch
@@ -132,24 +141,27 @@ class Update:
         self.count.assign_add(1)
         self.rows.assign_add(tf.cast(rows, tf.float64))
         if self.replicas is None:  # under a strategy: after_step, outside the replicas
-            tf.cond(self.count >= self.steps, lambda: self._apply_window(variables),
-                    lambda: None)
+            tf.cond(self.count >= self.steps, lambda: self._apply_window(variables), lambda: None)
 
     def after_step(self) -> None:
         """Under a strategy, in cross-replica context after each step: a full window's
         update, run on every replica."""
         variables = self.adapter.net.trainable_variables
-        tf.cond(self.count >= self.steps,
-                lambda: self.replicas.native.run(lambda: self._apply_window(variables)),
-                lambda: None)
+        tf.cond(
+            self.count >= self.steps,
+            lambda: self.replicas.native.run(lambda: self._apply_window(variables)),
+            lambda: None,
+        )
 
     def _apply_window(self, variables: list) -> None:
         none = self.none or [False] * len(self.sums)
         rows = self.rows.read_value()
         if self.replicas is not None:  # the window's rows on every replica
             rows = self.replicas.all_reduce([rows])[0]
-        grads = [None if skip else total / tf.cast(rows, total.dtype)
-                 for total, skip in zip(self.sums, none)]
+        grads = [
+            None if skip else total / tf.cast(rows, total.dtype)
+            for total, skip in zip(self.sums, none)
+        ]
         self.apply(grads, variables)
         for total in self.sums:
             total.assign(tf.zeros_like(total))
@@ -167,10 +179,11 @@ class Update:
                 apply = lambda: self._apply_window(variables)  # noqa: E731
                 if self.replicas is not None:
                     apply = lambda: self.replicas.native.run(  # noqa: E731
-                        lambda: self._apply_window(variables))
+                        lambda: self._apply_window(variables)
+                    )
                 tf.cond(self.count > 0, apply, lambda: None)
-            self._finish = finish_window if self.adapter.run_eagerly else \
-                tf.function(finish_window)
+
+            self._finish = finish_window if self.adapter.run_eagerly else tf.function(finish_window)
         if self.replicas is None:
             self._finish()
             return
@@ -182,19 +195,24 @@ class Update:
         if self.clips and self.replicas is not None:  # clip the sum over replicas, then
             # give each replica 1/n of it (the optimizer sums the replicas' gradients)
             n = self.replicas.count
-            grads = [None if g is None else g / n for g in
-                     self.clip(self.replicas.all_reduce([_dense(g) for g in grads]))]
+            grads = [
+                None if g is None else g / n
+                for g in self.clip(self.replicas.all_reduce([_dense(g) for g in grads]))
+            ]
             optimizer.apply_gradients(zip(grads, variables))
             return
         if self.clips and self.scaled:  # clip unscaled gradients; the optimizer unscales
             scale = optimizer.dynamic_scale
             finite = optimizer.check_finite(grads)
             grads = [_dense(g) for g in grads]
-            clipped = self.clip([None if g is None else g / tf.cast(scale, g.dtype)
-                                 for g in grads])
-            grads = [None if g is None else  # non-finite: kept, so the update is skipped
-                     tf.where(finite, _dense(c) * tf.cast(scale, g.dtype), g)
-                     for g, c in zip(grads, clipped)]
+            clipped = self.clip([None if g is None else g / tf.cast(scale, g.dtype) for g in grads])
+            grads = [
+                None
+                if g is None
+                # non-finite: kept, so the update is skipped
+                else tf.where(finite, _dense(c) * tf.cast(scale, g.dtype), g)
+                for g, c in zip(grads, clipped)
+            ]
         elif self.clips:
             grads = self.clip(grads)
         optimizer.apply_gradients(zip(grads, variables))
@@ -205,8 +223,10 @@ class Update:
         if self.global_clipnorm is not None:
             grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm)
         if self.clipvalue is not None:
-            grads = [None if g is None else tf.clip_by_value(g, -self.clipvalue, self.clipvalue)
-                     for g in grads]
+            grads = [
+                None if g is None else tf.clip_by_value(g, -self.clipvalue, self.clipvalue)
+                for g in grads
+            ]
         return list(grads)
 
     # ------------------------------------------------------------------ checkpoints

@@ -3,22 +3,32 @@
 Owns tensor conversion and per-epoch shuffling. Host-side checks of user arrays (lengths,
 pandas) are done before, by fitkit/arrays.py.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from itertools import islice
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import context
 
 from ..arrays import leaves, map_optional
-from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
-from ..sources import (DrawsFromFramework, IterableSource, check_iterable, chunk_size,
-                       class_weight_needs_one_output, make_batch, map_style_dataset,
-                       one_step_each, remaining)
+from ..mapped import MapReader, is_memory_map, read_ahead
+from ..sources import (
+    DrawsFromFramework,
+    IterableSource,
+    check_iterable,
+    chunk_size,
+    class_weight_needs_one_output,
+    make_batch,
+    map_style_dataset,
+    one_step_each,
+    remaining,
+)
 
 
 def to_tensor(value: Any) -> tf.Tensor:
@@ -28,14 +38,18 @@ def to_tensor(value: Any) -> tf.Tensor:
     if type(value).__module__.startswith("torch"):
         value = value.detach().cpu().numpy()  # host sync: a torch batch crossing frameworks
     array = np.asarray(value)
-    if array.dtype.kind in "US" or (array.dtype.kind == "O" and array.size and all(
-            isinstance(v, (str, bytes)) for v in array.flat)):
+    if array.dtype.kind in "US" or (
+        array.dtype.kind == "O"
+        and array.size
+        and all(isinstance(v, (str, bytes)) for v in array.flat)
+    ):
         return tf.constant(array.astype(str) if array.dtype.kind == "O" else array)  # tf.string
     if array.dtype.kind not in "biuf":
         raise FitkitValueError(
             f"Data of dtype {array.dtype} is not numeric; encode it first (strings are "
             f"passed as tf.string for a model that holds its own TextVectorization or "
-            f"StringLookup; rows of varying length as a tf.RaggedTensor).")
+            f"StringLookup; rows of varying length as a tf.RaggedTensor)."
+        )
     if array.dtype.kind == "f" or array.dtype == np.bool_:
         array = array.astype(np.float32, copy=False)
     elif array.dtype.kind in "iu" and (array.dtype.itemsize < 4 or array.dtype.kind == "u"):
@@ -89,6 +103,7 @@ def class_weight_fn(table: dict) -> Any:
             labels = tf.round(labels)
         labels = tf.cast(labels, tf.int32)
         return tf.gather(lookup, tf.where((labels >= 0) & (labels < size), labels, size))
+
     return weigh
 
 
@@ -105,8 +120,11 @@ def shuffle_generator(create: bool = True) -> tf.random.Generator | None:
         return None
     if not _SHUFFLE:
         seed = getattr(context.context(), "_seed", None)  # private: no getter that draws none
-        _SHUFFLE.append(tf.random.Generator.from_non_deterministic_state() if seed is None
-                        else tf.random.Generator.from_seed(seed))
+        _SHUFFLE.append(
+            tf.random.Generator.from_non_deterministic_state()
+            if seed is None
+            else tf.random.Generator.from_seed(seed)
+        )
     return _SHUFFLE[0]
 
 
@@ -129,8 +147,9 @@ class TensorSource(DrawsFromFramework):
     one_shot = False
     predicts_in_chunks = True  # several batches' predictions per compiled call
 
-    def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
-                 sample_weight: Any = None) -> None:
+    def __init__(
+        self, x: Any, y: Any, *, batch_size: int, shuffle: bool, sample_weight: Any = None
+    ) -> None:
         keep = _keep_on_host()
         self.lazy = any(keep(leaf) for leaf in leaves(x))
         self.mapped = any(is_memory_map(leaf) for leaf in leaves(x))
@@ -155,7 +174,7 @@ class TensorSource(DrawsFromFramework):
         index = None if order is None else order[start:stop]
         if index is not None and self.mapped:  # each batch's rows in file order, for all parts
             bs = self.batch_size
-            index = np.concatenate([np.sort(index[i:i + bs]) for i in range(0, len(index), bs)])
+            index = np.concatenate([np.sort(index[i : i + bs]) for i in range(0, len(index), bs)])
 
         def take(t):
             if is_memory_map(t):  # only these rows are read from the file
@@ -163,6 +182,7 @@ class TensorSource(DrawsFromFramework):
             if isinstance(t, np.ndarray):  # host rows: only these are converted
                 return to_tensor(t[start:stop] if index is None else t[index])
             return t[start:stop] if index is None else tf.gather(t, index)
+
         x = map_optional(take, self.x)
         if self.lazy and self.input_map is not None:
             x = self.input_map(x)
@@ -180,8 +200,9 @@ class TensorSource(DrawsFromFramework):
         batches = self._slices(self._order())
         return read_ahead(batches) if self.mapped and self.shuffle else batches
 
-    def batches(self, group: int = 1, limit: int | None = None,
-                skip: int | None = None) -> Iterator[tuple]:
+    def batches(
+        self, group: int = 1, limit: int | None = None, skip: int | None = None
+    ) -> Iterator[tuple]:
         """``(item, steps)`` pairs; with ``group > 1`` an item is a Chunk of ``group`` steps.
         ``skip``: a resumed epoch, from batch ``skip`` on (``limit`` counts the skipped)."""
         skip = skip or 0
@@ -189,8 +210,7 @@ class TensorSource(DrawsFromFramework):
             batches = self._slices(self._order(), skip)
             batches = read_ahead(batches) if self.mapped and self.shuffle else batches
             return one_step_each(batches, remaining(limit, skip))
-        return self._chunks(group, self.steps if limit is None else min(limit, self.steps),
-                            skip)
+        return self._chunks(group, self.steps if limit is None else min(limit, self.steps), skip)
 
     def _chunks(self, group: int, steps: int, skip: int = 0) -> Iterator[tuple]:
         order, bs = self._order(), self.batch_size
@@ -203,6 +223,7 @@ class TensorSource(DrawsFromFramework):
                 stop = min(start + chunk_size(group) * bs, rows)
                 yield Chunk(*self._rows(start, stop, order), size), math.ceil((stop - start) / bs)
                 start = stop
+
         return read_ahead(chunks()) if self.mapped and self.shuffle else chunks()
 
     def peek(self) -> tuple:
@@ -253,26 +274,33 @@ class DatasetSource(IterableSource):
     """
 
     predicts_in_chunks = True  # predict, too, runs several batches per call
+
     def __init__(self, data: Any, *, weigh: Any = None) -> None:
         super().__init__(data, to_tensor, weigh=weigh)
         self._mapped: Any = None
         # repeat()ed: every chunk runs all its steps, so none is counted on the host
         self.endless = int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
-        self.passes = 0                # iterators made over the pipeline so far
-        self._opened_index = 0         # the number of the pass peek() opened
+        self.passes = 0  # iterators made over the pipeline so far
+        self._opened_index = 0  # the number of the pass peek() opened
         self._want: int | None = None  # the number the next pass must have (a resume)
 
     def _pipeline(self) -> Any:
         if self._mapped is None:  # built once the first-batch checks set any input_map
-            self._mapped = self.data if self._ready() else \
-                self.data.map(lambda *e: self._batch(e[0] if len(e) == 1 else e))
+            self._mapped = (
+                self.data
+                if self._ready()
+                else self.data.map(lambda *e: self._batch(e[0] if len(e) == 1 else e))
+            )
         return self._mapped
 
     def _ready(self) -> bool:
         """Elements that already are (x, y[, w]) batches fitkit would not convert: no map."""
         spec = self.data.element_spec
-        if self.weigh is not None or self.input_map is not None or \
-                not (isinstance(spec, tuple) and len(spec) in (2, 3)):
+        if (
+            self.weigh is not None
+            or self.input_map is not None
+            or not (isinstance(spec, tuple) and len(spec) in (2, 3))
+        ):
             return False
         return all(leaf.dtype not in (tf.float64, tf.bool) for leaf in tf.nest.flatten(spec))
 
@@ -301,8 +329,13 @@ class DatasetSource(IterableSource):
 
     def rng_state(self) -> dict:
         """The number of the next pass (the shuffle's seeds are drawn by number)."""
-        index = self._want if self._want is not None else \
-            self._opened_index if self._opened is not None else self.passes
+        index = (
+            self._want
+            if self._want is not None
+            else self._opened_index
+            if self._opened is not None
+            else self.passes
+        )
         return {"pass": np.array([index], np.int64)}
 
     def set_rng_state(self, states: dict) -> None:
@@ -317,27 +350,30 @@ class DatasetSource(IterableSource):
         want, self._want = self._want, None
         opened, pending = self._opened, self._pending
         self._opened, self._pending = None, []
-        if opened is not None and (want == self._opened_index or want is None and skip is None):
+        if opened is not None and (want == self._opened_index or (want is None and skip is None)):
             self._pass_state = {"pass": np.array([self._opened_index], np.int64)}
             for _ in range(len(pending), skip or 0):  # its steps done, skipped one by one
                 next(opened, None)
-            return opened, pending[skip or 0:]
+            return opened, pending[skip or 0 :]
         if want is not None and want < self.passes:
             raise FitkitValueError(
                 f"Cannot resume on this tf.data pipeline: its shuffle must draw the order of "
                 f"pass {want + 1}, and {self.passes} passes were made over it already in "
                 f"this process. Resume in a new process that builds the pipeline the same way "
-                f"and iterates it only through fit.")
+                f"and iterates it only through fit."
+            )
         while want is not None and self.passes < want:
             self._iterate(self._pipeline())  # made and dropped: the shuffle moves on one pass
         return self._iterate(self._pipeline().skip(skip) if skip else self._pipeline()), []
 
-    def batches(self, group: int = 1, limit: int | None = None,
-                skip: int | None = None) -> Iterator[tuple]:
+    def batches(
+        self, group: int = 1, limit: int | None = None, skip: int | None = None
+    ) -> Iterator[tuple]:
         """The peeked first batch (one step), then IteratorChunks of up to ``group`` steps.
         ``skip``: a resumed epoch: its pass (see ``set_rng_state``) from batch ``skip`` on."""
-        total = self.steps if limit is None else \
-            limit if self.steps is None else min(limit, self.steps)
+        total = (
+            self.steps if limit is None else limit if self.steps is None else min(limit, self.steps)
+        )
         if skip is not None:
             total = remaining(total, skip)
         iterator, pending = self._pass(skip)
@@ -346,8 +382,9 @@ class DatasetSource(IterableSource):
             yield batch, 1
             done += 1
         if group == 1:  # one batch per call (predict, batch hooks): iterate in Python
-            yield from ((batch, 1) for batch in islice(iterator, None if total is None
-                                                       else total - done))
+            yield from (
+                (batch, 1) for batch in islice(iterator, None if total is None else total - done)
+            )
             return
         while total is None or done < total:
             n = chunk_size(group) if total is None else min(chunk_size(group), total - done)
@@ -369,8 +406,7 @@ def _is_torch_dataset(data: Any) -> bool:
     return map_style_dataset(data)
 
 
-def batch_source(data: Any, *, batch_size: int, shuffle: bool,
-                 weigh: Any = None) -> IterableSource:
+def batch_source(data: Any, *, batch_size: int, shuffle: bool, weigh: Any = None) -> IterableSource:
     """Batches from a tf.data.Dataset, a torch DataLoader / Dataset, or an iterable of (x, y)."""
     if _is_torch_dataset(data):
         import torch  # already imported: the user passed a torch object

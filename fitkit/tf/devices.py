@@ -3,12 +3,14 @@
 Owns the tf.config calls behind fitkit/devices.py (which documents the public functions);
 strategies belong to distribute.py. Most settings must come before TF initialises its devices.
 """
+
 from __future__ import annotations
 
 import contextlib
 import gc
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import tensorflow as tf
 
@@ -29,24 +31,35 @@ def resolve_device(device: Any) -> str | None:
     "GPU:0", "cuda"); another or unknown device is refused, naming the devices there are."""
     if device is None:
         return None
-    there = ", ".join(f"{d.device_type}:{i}" for kind in ("CPU", "GPU")
-                      for i, d in enumerate(tf.config.get_visible_devices(kind)))
+    there = ", ".join(
+        f"{d.device_type}:{i}"
+        for kind in ("CPU", "GPU")
+        for i, d in enumerate(tf.config.get_visible_devices(kind))
+    )
     match = _NAME.match(device.strip()) if isinstance(device, str) else None
     if match is None:
-        raise FitkitValueError(f"Model(device={device!r}) is not a device name such as 'cpu', "
-                               f"'gpu' or 'GPU:0'; the devices here are {there}.")
+        raise FitkitValueError(
+            f"Model(device={device!r}) is not a device name such as 'cpu', "
+            f"'gpu' or 'GPU:0'; the devices here are {there}."
+        )
     kind, index = ("CPU" if match.group(1).lower() == "cpu" else "GPU"), int(match.group(2) or 0)
     if index >= len(tf.config.get_visible_devices(kind)):
-        raise FitkitValueError(f"Model(device={device!r}): there is no {kind}:{index} here; "
-                               f"the devices here are {there}.")
+        raise FitkitValueError(
+            f"Model(device={device!r}): there is no {kind}:{index} here; "
+            f"the devices here are {there}."
+        )
     if f"/device:{kind}:{index}" != default_device():
-        hint = ("hide the GPUs first: fitkit.devices.set_visible_devices([])" if kind == "CPU"
-                else f"make it the only visible GPU first: fitkit.devices."
-                     f"set_visible_devices([{index}])")
+        hint = (
+            "hide the GPUs first: fitkit.devices.set_visible_devices([])"
+            if kind == "CPU"
+            else f"make it the only visible GPU first: fitkit.devices."
+            f"set_visible_devices([{index}])"
+        )
         raise FitkitValueError(
             f"Model(device={device!r}): on TensorFlow a model trains where Keras places it, "
-            f"here {default_device()[len('/device:'):]} (the devices here are {there}). To "
-            f"train on {kind}:{index}, {hint} at the top of the script; or leave device out.")
+            f"here {default_device()[len('/device:') :]} (the devices here are {there}). To "
+            f"train on {kind}:{index}, {hint} at the top of the script; or leave device out."
+        )
     return f"/device:{kind}:{index}"
 
 
@@ -67,9 +80,11 @@ def _configuring(call: str) -> Iterator[None]:
             f"fitkit.distribute.strategy(...). Every device setting must come before that."
         ) from err
     except ValueError as err:
-        raise FitkitValueError(f"fitkit.devices.{call}: TensorFlow refused it: {err}. Memory "
-                               f"growth and logical devices (virtual_devices, set_memory_limit) "
-                               f"exclude each other on one GPU.") from err
+        raise FitkitValueError(
+            f"fitkit.devices.{call}: TensorFlow refused it: {err}. Memory "
+            f"growth and logical devices (virtual_devices, set_memory_limit) "
+            f"exclude each other on one GPU."
+        ) from err
 
 
 def _logical_gpu_limits() -> list[int | None]:
@@ -83,10 +98,16 @@ def _logical_gpu_limits() -> list[int | None]:
 def list_devices(initialize: bool = True) -> list[dict]:
     devices = []
     for dev in tf.config.list_physical_devices():
-        details = tf.config.experimental.get_device_details(dev) if dev.device_type == "GPU" \
-            else {}
-        devices.append({"name": dev.name, "type": dev.device_type, "kind": "physical",
-                        "memory_mb": None, "description": details.get("device_name", "")})
+        details = tf.config.experimental.get_device_details(dev) if dev.device_type == "GPU" else {}
+        devices.append(
+            {
+                "name": dev.name,
+                "type": dev.device_type,
+                "kind": "physical",
+                "memory_mb": None,
+                "description": details.get("device_name", ""),
+            }
+        )
     if initialize:  # listing logical devices initialises TensorFlow's runtime
         limits = _logical_gpu_limits()
         for dev in tf.config.list_logical_devices():
@@ -94,8 +115,15 @@ def list_devices(initialize: bool = True) -> list[dict]:
             if dev.device_type == "GPU":
                 index = int(dev.name.rsplit(":", 1)[1])
                 memory = limits[index] if index < len(limits) else None
-            devices.append({"name": dev.name, "type": dev.device_type, "kind": "logical",
-                            "memory_mb": memory, "description": ""})
+            devices.append(
+                {
+                    "name": dev.name,
+                    "type": dev.device_type,
+                    "kind": "logical",
+                    "memory_mb": memory,
+                    "description": "",
+                }
+            )
     return devices
 
 
@@ -105,10 +133,13 @@ def _gpu(call: str, index: int) -> tf.config.PhysicalDevice:
         raise FitkitError(
             f"fitkit.devices.{call} needs a GPU, but TensorFlow sees none here (TensorFlow "
             f"{tf.__version__}, built with CUDA: {tf.test.is_built_with_cuda()}). Guard the call "
-            f"with `if fitkit.devices.cuda_info()['available']:`.")
+            f"with `if fitkit.devices.cuda_info()['available']:`."
+        )
     if not 0 <= index < len(gpus):
-        raise FitkitValueError(f"fitkit.devices.{call}: GPU {index} does not exist; TensorFlow "
-                               f"sees {len(gpus)} GPU(s), numbered 0..{len(gpus) - 1}.")
+        raise FitkitValueError(
+            f"fitkit.devices.{call}: GPU {index} does not exist; TensorFlow "
+            f"sees {len(gpus)} GPU(s), numbered 0..{len(gpus) - 1}."
+        )
     return gpus[index]
 
 
@@ -133,7 +164,8 @@ def _refuse_with_growth(call: str, gpu: tf.config.PhysicalDevice) -> None:
             f"fitkit.devices.{call}: memory_growth(True) is on for {gpu.name}, and TensorFlow "
             f"ignores growth on a GPU with logical devices (a memory limit makes one). Choose "
             f"one: the limit already caps what TensorFlow takes; or call "
-            f"fitkit.devices.memory_growth(False) first.")
+            f"fitkit.devices.memory_growth(False) first."
+        )
 
 
 def set_memory_limit(mb: int, device: int = 0) -> None:
@@ -142,7 +174,8 @@ def set_memory_limit(mb: int, device: int = 0) -> None:
     _refuse_with_growth(call, gpu)
     with _configuring(call):
         tf.config.set_logical_device_configuration(
-            gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=mb)])
+            gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=mb)]
+        )
 
 
 def virtual_devices(count: int, memory_limit: int | None = None) -> list[str]:
@@ -151,13 +184,16 @@ def virtual_devices(count: int, memory_limit: int | None = None) -> list[str]:
     if gpus and memory_limit is None:
         raise FitkitValueError(
             f"fitkit.devices.{call}: logical GPUs need a memory limit each (TensorFlow requires "
-            f"it), e.g. virtual_devices({count}, memory_limit=4096) for {count} x 4 GiB on GPU 0.")
+            f"it), e.g. virtual_devices({count}, memory_limit=4096) for {count} x 4 GiB on GPU 0."
+        )
     if gpus:
         _refuse_with_growth(call, gpus[0])
         device, config = gpus[0], tf.config.LogicalDeviceConfiguration(memory_limit=memory_limit)
     else:  # logical CPUs take no memory limit: multi-device code runs on a laptop
-        device, config = tf.config.list_physical_devices("CPU")[0], \
-            tf.config.LogicalDeviceConfiguration()
+        device, config = (
+            tf.config.list_physical_devices("CPU")[0],
+            tf.config.LogicalDeviceConfiguration(),
+        )
     with _configuring(call):
         tf.config.set_logical_device_configuration(device, [config] * count)
     kind = "GPU" if gpus else "CPU"
@@ -188,5 +224,9 @@ def device() -> str:
 def cuda_info() -> dict:
     build = tf.sysconfig.get_build_info()
     count = len(tf.config.list_physical_devices("GPU"))
-    return {"built": bool(tf.test.is_built_with_cuda()), "available": count > 0,
-            "devices": count, "version": build.get("cuda_version")}
+    return {
+        "built": bool(tf.test.is_built_with_cuda()),
+        "available": count > 0,
+        "devices": count,
+        "version": build.get("cuda_version"),
+    }

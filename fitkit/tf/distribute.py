@@ -2,11 +2,13 @@
 strategies, and what a compiled model needs under one (replicas' loss shares, distributed
 datasets of global batches, eager calls on every replica). The steps' loops are functions.py's.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -23,7 +25,7 @@ _MADE: dict = {}  # strategies made so far, by name and devices: entering one ag
 
 # ---------------------------------------------------------------------- strategies
 def default_name() -> str:
-    """"mirrored" when TensorFlow sees several GPUs (logical ones included), else "none"."""
+    """ "mirrored" when TensorFlow sees several GPUs (logical ones included), else "none"."""
     return "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "none"
 
 
@@ -61,17 +63,26 @@ def enter(name: str) -> Strategy:
     if name == "mirrored":
         return Strategy(name, _made(name, tf.distribute.MirroredStrategy))
     if name == "central_storage":
-        return Strategy(name, _made(name, lambda devices: tf.distribute.experimental.
-                                    CentralStorageStrategy(compute_devices=devices)))
+        return Strategy(
+            name,
+            _made(
+                name,
+                lambda devices: tf.distribute.experimental.CentralStorageStrategy(
+                    compute_devices=devices
+                ),
+            ),
+        )
     if name == "multi_worker":
         return _multi_worker()
     if name == "ddp":
         raise FitkitValueError(
             'strategy("ddp") is torch DistributedDataParallel; on TensorFlow use "mirrored" '
             '(several devices in one process) or "multi_worker" (several processes, started '
-            'with `fitkit launch -n N script.py`).')
-    raise FitkitValueError(f"Unknown strategy {name!r} for TensorFlow; use one of "
-                           f"{', '.join(facade.NAMES)}.")
+            "with `fitkit launch -n N script.py`)."
+        )
+    raise FitkitValueError(
+        f"Unknown strategy {name!r} for TensorFlow; use one of {', '.join(facade.NAMES)}."
+    )
 
 
 def _made(name: str, make: Any) -> tf.distribute.Strategy:
@@ -89,17 +100,20 @@ def _multi_worker() -> Strategy:
     if not config:
         raise FitkitError(
             'strategy("multi_worker") needs a cluster: start the script with '
-            '`fitkit launch -n N script.py` (it sets TF_CONFIG for each worker), or set '
+            "`fitkit launch -n N script.py` (it sets TF_CONFIG for each worker), or set "
             'TF_CONFIG yourself ({"cluster": {"worker": ["host:port", ...]}, "task": '
-            '{"type": "worker", "index": i}}).')
+            '{"type": "worker", "index": i}}).'
+        )
     try:
         key = ("multi_worker", config)
-        native = _MADE.get(key) or \
-            _MADE.setdefault(key, tf.distribute.MultiWorkerMirroredStrategy())
+        native = _MADE.get(key) or _MADE.setdefault(
+            key, tf.distribute.MultiWorkerMirroredStrategy()
+        )
     except RuntimeError as err:
         raise FitkitError(
             f'strategy("multi_worker") must be entered before TensorFlow runs anything in '
-            f'this process (no tensor, model or device listing before it): {err}') from err
+            f"this process (no tensor, model or device listing before it): {err}"
+        ) from err
     except tf.errors.OpError as err:
         if "Could not start gRPC server" not in str(err):
             raise
@@ -109,12 +123,14 @@ def _multi_worker() -> Strategy:
             f"TensorFlow could not start this worker's server on {address}: the port is in "
             f"use (another program listens on it, or took it after it was picked). Stop that "
             f"process or list free ports in TF_CONFIG / `fitkit launch --workers`; with "
-            f"fitkit launch on one machine, run it again (it picks new ports).") from err
+            f"fitkit launch on one machine, run it again (it picks new ports)."
+        ) from err
     resolver = native.cluster_resolver
     workers = json.loads(config).get("cluster", {})
     count = len(workers.get("worker", [])) + len(workers.get("chief", []))
-    return Strategy("multi_worker", native, rank=int(resolver.task_id or 0),
-                    world_size=max(count, 1))
+    return Strategy(
+        "multi_worker", native, rank=int(resolver.task_id or 0), world_size=max(count, 1)
+    )
 
 
 # ---------------------------------------------------------------------- compiled models
@@ -127,22 +143,33 @@ def for_compile(net: Any, controls: Any) -> Replicas | None:
         if any(isinstance(v, tf.distribute.DistributedValues) for v in _variables(net)):
             raise FitkitValueError(
                 "The network was built inside fitkit.distribute.strategy(...), but compile "
-                "is called outside it: call model.compile(...) inside the same `with` block.")
+                "is called outside it: call model.compile(...) inside the same `with` block."
+            )
         return None
     strays = [v.name for v in _variables(net) if not native.extended.variable_created_in_scope(v)]
     if strays:
         raise FitkitValueError(
             f"The network's variables ({', '.join(strays[:3])}…) were created outside "
             f"fitkit.distribute.strategy({active.name!r}): build the network inside the `with` "
-            f"block, as well as compile.")
-    refused = [name for name, on in (
-        ("precision='fp16'", controls.precision == "fp16"),
-        ("jit_compile=True", controls.jit_compile),
-        ("gradient_accumulation_steps > 1", controls.gradient_accumulation_steps > 1 and
-         active.name == "central_storage")) if on]
+            f"block, as well as compile."
+        )
+    refused = [
+        name
+        for name, on in (
+            ("precision='fp16'", controls.precision == "fp16"),
+            ("jit_compile=True", controls.jit_compile),
+            (
+                "gradient_accumulation_steps > 1",
+                controls.gradient_accumulation_steps > 1 and active.name == "central_storage",
+            ),
+        )
+        if on
+    ]
     if refused:
-        raise FitkitValueError(f"compile({', '.join(refused)}) is not supported under "
-                               f"fitkit.distribute.strategy({active.name!r}) yet.")
+        raise FitkitValueError(
+            f"compile({', '.join(refused)}) is not supported under "
+            f"fitkit.distribute.strategy({active.name!r}) yet."
+        )
     return Replicas(active)
 
 
@@ -168,17 +195,18 @@ def unscaled(loss: Any) -> Any:
     """A Keras loss without Keras's division by the replicas in sync (Keras's own
     unscale_loss_for_distribution): fitkit logs the batch's mean loss and weighs each
     replica's gradient by its share of the rows (Replicas.share) instead."""
+
     def call(y: Any, y_pred: Any, sample_weight: Any) -> Any:
         value = loss(y, y_pred, sample_weight)
         n = tf.distribute.get_strategy().num_replicas_in_sync
         return value * tf.cast(n, value.dtype) if n > 1 else value
+
     return call
 
 
 def _variables(net: Any) -> list:
     """The network's tf variables (Keras variables unwrapped)."""
-    return [v.value if isinstance(v, keras.Variable) else v
-            for v in getattr(net, "variables", [])]
+    return [v.value if isinstance(v, keras.Variable) else v for v in getattr(net, "variables", [])]
 
 
 class Replicas:
@@ -200,7 +228,8 @@ class Replicas:
             raise FitkitValueError(
                 f"The optimizer {type(inner).__name__} was created outside "
                 f"fitkit.distribute.strategy({self.strategy.name!r}): create it inside the "
-                f"`with` block, or pass its name (optimizer='adam').")
+                f"`with` block, or pass its name (optimizer='adam')."
+            )
 
     def outside(self) -> bool:
         """True outside the replicas' steps (an eager check, cross-replica context)."""
@@ -234,25 +263,32 @@ class Replicas:
         if not self.multi_worker:
             return lambda x: tf.nest.map_structure(
                 lambda v: tf.concat(native.experimental_local_results(v), 0),
-                native.run(lambda x_local: step((x_local, None)), args=(x,)))
+                native.run(lambda x_local: step((x_local, None)), args=(x,)),
+            )
 
         def padded(x_local: Any) -> tuple:
             out = step((x_local, None))
             n = tf.shape(tf.nest.flatten(out)[0])[0]
-            check = tf.debugging.assert_less_equal(n, rows, message=(
-                f"multi_worker predict: a batch is larger than the first one ({rows} rows "
-                f"per replica); give predict batches of one size"))
+            check = tf.debugging.assert_less_equal(
+                n,
+                rows,
+                message=(
+                    f"multi_worker predict: a batch is larger than the first one ({rows} rows "
+                    f"per replica); give predict batches of one size"
+                ),
+            )
             with tf.control_dependencies([check]):
-                out = tf.nest.map_structure(lambda t: tf.pad(
-                    t, [[0, rows - n]] + [[0, 0]] * (t.shape.rank - 1)), out)
+                out = tf.nest.map_structure(
+                    lambda t: tf.pad(t, [[0, rows - n]] + [[0, 0]] * (t.shape.rank - 1)), out
+                )
             return out, tf.reshape(n, [1])
 
         def run(x: Any) -> Any:
             out, counts = native.run(padded, args=(x,))
             counts = native.gather(counts, 0)
             keep = tf.reshape(tf.range(rows)[None, :] < counts[:, None], [-1])
-            return tf.nest.map_structure(
-                lambda v: tf.boolean_mask(native.gather(v, 0), keep), out)
+            return tf.nest.map_structure(lambda v: tf.boolean_mask(native.gather(v, 0), keep), out)
+
         return run
 
     def from_first_replica(self, value: Any) -> tf.Tensor:
@@ -264,6 +300,7 @@ class Replicas:
             context = tf.distribute.get_replica_context()
             own = tf.cast(context.replica_id_in_sync_group == 0, value.dtype)
             return context.all_reduce(_SUM, value * own)
+
         with self.native.scope():
             return self.native.experimental_local_results(self.native.run(first))[0]
 
@@ -273,16 +310,16 @@ class Replicas:
     def distribute(self, dataset: tf.data.Dataset) -> Any:
         """A dataset of global batches, each split over the replicas (across workers too)."""
         options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = \
+        options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
+        )
         with self.native.scope():
             return self.native.experimental_distribute_dataset(dataset.with_options(options))
 
     def one_batch(self, batch: tuple) -> data.IteratorChunk:
         """A batch-style call's batch as one step of a distributed iterator."""
         dataset = tf.data.Dataset.from_tensors(_drop_none(*batch))
-        return Chunk(iter(self.distribute(dataset)), 1, True, dataset.element_spec,
-                     _rows(batch))
+        return Chunk(iter(self.distribute(dataset)), 1, True, dataset.element_spec, _rows(batch))
 
     def rows_per_replica(self, chunk: Any) -> int | None:
         """The most rows a replica gets from the chunk's global batches (multi_worker)."""
@@ -297,8 +334,9 @@ class Chunk(data.IteratorChunk):
 
     ran: int | None = None
 
-    def __init__(self, iterator: Any, steps: int, known: bool, spec: Any = (),
-                 rows: int = 0) -> None:
+    def __init__(
+        self, iterator: Any, steps: int, known: bool, spec: Any = (), rows: int = 0
+    ) -> None:
         super().__init__(iterator, steps, known)
         self.spec = spec  # the global batches' element_spec, for error messages
         self.rows = rows  # the first global batch's rows (the largest, as batches go)
@@ -337,6 +375,7 @@ class Source:
 
     def split_labels(self, keys: Any) -> None:
         self.inner.split_labels(keys)
+
     def rng_state(self) -> dict:
         return self.inner.rng_state()
 
@@ -349,24 +388,32 @@ class Source:
     def __iter__(self) -> Iterator[tuple]:
         return iter(self.inner)
 
-    def batches(self, group: int = 1, limit: int | None = None,
-                skip: int | None = None) -> Iterator[tuple]:
+    def batches(
+        self, group: int = 1, limit: int | None = None, skip: int | None = None
+    ) -> Iterator[tuple]:
         """``(Chunk, steps)`` pairs over one distributed pass; the order is drawn now."""
-        total = self.steps if limit is None else \
-            limit if self.steps is None else min(limit, self.steps)
+        total = (
+            self.steps if limit is None else limit if self.steps is None else min(limit, self.steps)
+        )
         total = None if total is None else max(total - (skip or 0), 0)
         rows = _rows(self.inner.peek()) if self.replicas.multi_worker else 0
         dataset = self._dataset(skip, total)
         iterator = iter(self.replicas.distribute(dataset))
         return self._chunks(iterator, dataset.element_spec, rows, group, total)
 
-    def _chunks(self, iterator: Any, spec: Any, rows: int, group: int,
-                total: int | None) -> Iterator[tuple]:
+    def _chunks(
+        self, iterator: Any, spec: Any, rows: int, group: int, total: int | None
+    ) -> Iterator[tuple]:
         done = 0
         while total is None or done < total:
             n = chunk_size(group) if total is None else min(chunk_size(group), total - done)
-            chunk = Chunk(iterator, n, self.steps is not None or
-                          getattr(self.inner, "endless", False), spec, rows)
+            chunk = Chunk(
+                iterator,
+                n,
+                self.steps is not None or getattr(self.inner, "endless", False),
+                spec,
+                rows,
+            )
             yield chunk, chunk.done
             done += chunk.done()
             if chunk.ran is None and chunk.done() < n:
@@ -382,8 +429,12 @@ class Source:
             dataset = inner._pipeline().map(_drop_none)
             return dataset.skip(skip) if skip else dataset
         spec = tf.nest.map_structure(_free_batch, _drop_none(*inner.peek()))  # first: a
-        batches = (_drop_none(*b) for b, _ in inner.batches(  # generator's pass holds it
-            1, None if total is None else (skip or 0) + total, skip=skip))
+        batches = (
+            _drop_none(*b)
+            for b, _ in inner.batches(  # generator's pass holds it
+                1, None if total is None else (skip or 0) + total, skip=skip
+            )
+        )
         return tf.data.Dataset.from_generator(lambda: batches, output_signature=spec)
 
     def _arrays(self, skip: int) -> tf.data.Dataset:
@@ -398,11 +449,20 @@ class Source:
         order = inner._order()
         if order is not None and self.replicas.multi_worker:  # worker 0's shuffle, on all
             order = self.replicas.from_first_replica(tf.cast(order, tf.int64))
-        index = tf.data.Dataset.range(inner.n) if order is None else \
-            tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int64))
+        index = (
+            tf.data.Dataset.range(inner.n)
+            if order is None
+            else tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int64))
+        )
         tensors = self._tensors
-        take = lambda i: _drop_none(*(map_optional(  # noqa: E731
-            lambda t: tf.gather(t, i), v) for v in tensors))
+        take = lambda i: _drop_none(
+            *(
+                map_optional(  # noqa: E731
+                    lambda t: tf.gather(t, i), v
+                )
+                for v in tensors
+            )
+        )
         index = index.batch(inner.batch_size)
         return (index.skip(skip) if skip else index).map(take)
 

@@ -5,6 +5,7 @@ Owns writing scalars to one run's event file with ``tf.summary`` (as Keras's Ten
 callback does); which scalars, under which names, is the TensorBoard callback's
 (fitkit/callbacks/events.py).
 """
+
 from __future__ import annotations
 
 import tensorboard

@@ -5,10 +5,12 @@ shapes on a new length), the graph loops over Chunks and dataset iterators, and 
 strategy.run twin (DistributedStep). What a step does is the adapter's; batches come from
 data.py (distributed ones from distribute.py).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -21,8 +23,11 @@ def _relaxed(value: Any) -> Any:
     """A TensorSpec with a free batch dimension (None stays None: a Python constant)."""
     if value is None:
         return None
-    return tf.TensorSpec([None, *value.shape[1:]], value.dtype) if value.shape.rank else \
-        tf.TensorSpec([], value.dtype)
+    return (
+        tf.TensorSpec([None, *value.shape[1:]], value.dtype)
+        if value.shape.rank
+        else tf.TensorSpec([], value.dtype)
+    )
 
 
 def own_stats(fn: Callable) -> Callable:
@@ -45,20 +50,24 @@ def jit_step(step: Callable) -> Callable:
 
 def chunk_loop(run: Callable) -> Callable:
     """``run`` over every batch of a Chunk, in a graph loop (Python paid once per chunk)."""
+
     def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> None:
         steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
 
         def body(i):
-            cut = lambda t: t[i * batch_size:(i + 1) * batch_size]  # noqa: E731
+            cut = lambda t: t[i * batch_size : (i + 1) * batch_size]  # noqa: E731
             run(make_batch(*(map_optional(cut, v) for v in (x, y, w))))
             return (i + 1,)
+
         tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
+
     return run_chunk
 
 
 def iterator_loop(run: Callable) -> Callable:
     """``run`` over up to ``steps`` elements of a dataset iterator, stopping exactly where
     the data ends; the compiled call returns the number of steps it ran."""
+
     def run_iterator(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
         def body(i, _):
             element = iterator.get_next_as_optional()
@@ -66,29 +75,43 @@ def iterator_loop(run: Callable) -> Callable:
             def step():
                 run(element.get_value())
                 return i + 1, tf.constant(False)
+
             return tf.cond(element.has_value(), step, lambda: (i, tf.constant(True)))
-        count, _ = tf.while_loop(lambda i, ended: tf.logical_and(i < steps, ~ended), body,
-                                 (tf.constant(0), tf.constant(False)))
+
+        count, _ = tf.while_loop(
+            lambda i, ended: tf.logical_and(i < steps, ~ended),
+            body,
+            (tf.constant(0), tf.constant(False)),
+        )
         return count
+
     return run_iterator
 
 
 def predict_chunk(step: Callable) -> Callable:
     """Predictions for a Chunk of batches in one call: the first batch's outputs give the
     structure and dtypes, a graph loop writes the others, and they come back concatenated."""
+
     def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> Any:
         steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
-        cut = lambda i: map_optional(  # noqa: E731
-            lambda t: t[i * batch_size:(i + 1) * batch_size], x)
+        cut = (
+            lambda i: map_optional(  # noqa: E731
+                lambda t: t[i * batch_size : (i + 1) * batch_size], x
+            )
+        )
         first = step((cut(0), None))
-        arrays = [tf.TensorArray(t.dtype, size=steps, infer_shape=False).write(0, t)
-                  for t in tf.nest.flatten(first)]
+        arrays = [
+            tf.TensorArray(t.dtype, size=steps, infer_shape=False).write(0, t)
+            for t in tf.nest.flatten(first)
+        ]
 
         def body(i, arrays):
             out = tf.nest.flatten(step((cut(i), None)))
             return i + 1, [a.write(i, o) for a, o in zip(arrays, out)]
+
         _, arrays = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(1), arrays))
         return tf.nest.pack_sequence_as(first, [a.concat() for a in arrays])
+
     return run_chunk
 
 
@@ -99,8 +122,16 @@ def predict_iterator(step: Callable, template: Any) -> Callable:
     flat = tf.nest.flatten(template)
 
     def run_iterator(iterator: Any, steps: tf.Tensor) -> Any:
-        arrays = [tf.TensorArray(t.dtype, size=0, dynamic_size=True, infer_shape=False,
-                                 element_shape=[None, *t.shape[1:]]) for t in flat]
+        arrays = [
+            tf.TensorArray(
+                t.dtype,
+                size=0,
+                dynamic_size=True,
+                infer_shape=False,
+                element_shape=[None, *t.shape[1:]],
+            )
+            for t in flat
+        ]
 
         def body(i, ended, arrays):
             element = iterator.get_next_as_optional()
@@ -108,12 +139,16 @@ def predict_iterator(step: Callable, template: Any) -> Callable:
             def step_once():
                 out = tf.nest.flatten(step((unpack(element.get_value())[0], None)))
                 return i + 1, tf.constant(False), [a.write(i, o) for a, o in zip(arrays, out)]
-            return tf.cond(element.has_value(), step_once,
-                           lambda: (i, tf.constant(True), arrays))
+
+            return tf.cond(element.has_value(), step_once, lambda: (i, tf.constant(True), arrays))
+
         count, _, arrays = tf.while_loop(
-            lambda i, ended, _: tf.logical_and(i < steps, ~ended), body,
-            (tf.constant(0), tf.constant(False), arrays))
+            lambda i, ended, _: tf.logical_and(i < steps, ~ended),
+            body,
+            (tf.constant(0), tf.constant(False), arrays),
+        )
         return count, tf.nest.pack_sequence_as(template, [a.concat() for a in arrays])
+
     return run_iterator
 
 
@@ -137,10 +172,21 @@ class CompiledStep:
     as it is (compile(run_eagerly=True)).
     """
 
-    def __init__(self, run: Callable, run_chunk: Callable, run_iterator: Callable | None, *,
-                 eager: bool = False, predicts: bool = False) -> None:
-        self.run, self.run_chunk, self.run_iterator, self.eager = \
-            run, run_chunk, run_iterator, eager
+    def __init__(
+        self,
+        run: Callable,
+        run_chunk: Callable,
+        run_iterator: Callable | None,
+        *,
+        eager: bool = False,
+        predicts: bool = False,
+    ) -> None:
+        self.run, self.run_chunk, self.run_iterator, self.eager = (
+            run,
+            run_chunk,
+            run_iterator,
+            eager,
+        )
         self.predicts = predicts  # predict: an iterator call returns the outputs too
         self.template: Any = None  # a single batch's outputs (predict: shapes and dtypes)
         self.functions: dict[tuple, Callable] = {}
@@ -175,8 +221,12 @@ class CompiledStep:
         if self.eager:
             result = run(chunk.iterator, steps)
         else:
-            key = ("iterator", None if self.template is None else
-                   tuple((t.dtype, t.shape[1:]) for t in tf.nest.flatten(self.template)))
+            key = (
+                "iterator",
+                None
+                if self.template is None
+                else tuple((t.dtype, t.shape[1:]) for t in tf.nest.flatten(self.template)),
+            )
             fn = self.functions.get(key)
             if fn is None:
                 fn = self.functions[key] = tf.function(run, reduce_retracing=True)
@@ -202,8 +252,15 @@ class DistributedStep:
     does).
     """
 
-    def __init__(self, replicas: Any, step: Callable, *, after: Callable | None = None,
-                 eager: bool = False, predicts: bool = False) -> None:
+    def __init__(
+        self,
+        replicas: Any,
+        step: Callable,
+        *,
+        after: Callable | None = None,
+        eager: bool = False,
+        predicts: bool = False,
+    ) -> None:
         self.replicas, self.step, self.eager, self.predicts = replicas, step, eager, predicts
         native = replicas.native
 
@@ -211,6 +268,7 @@ class DistributedStep:
             native.run(step, args=(batch,))
             if after is not None:
                 after()
+
         self.each = each
         self.template: Any = None
         self.functions: dict[Any, Callable] = {}
@@ -222,7 +280,8 @@ class DistributedStep:
         with self.replicas.scope():
             if not self.predicts:
                 item.count = self._compiled("iterator", iterator_loop(self.each))(
-                    item.iterator, steps)
+                    item.iterator, steps
+                )
                 return None
             rows = self.replicas.rows_per_replica(item)
             predict = self.replicas.predictor(self.step, rows)

@@ -8,6 +8,7 @@ fitkit's compiled loops, and the dict a step returns is logged as Keras logs it 
 step's values, flattened; the metrics reset each epoch). Everything else is the TensorFlow
 adapter's (adapter.py); what fitkit cannot do for such a step is refused at compile.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,8 +22,10 @@ from .adapter import Adapter
 from .losses import keras_loss
 from .metrics import _state
 
-_CUSTOMIZED = {"train": ("train_step", "test_step", "compute_loss", "compute_metrics"),
-               "predict": ("predict_step",)}
+_CUSTOMIZED = {
+    "train": ("train_step", "test_step", "compute_loss", "compute_metrics"),
+    "predict": ("predict_step",),
+}
 
 
 def own_steps(net: Any) -> frozenset:
@@ -31,10 +34,14 @@ def own_steps(net: Any) -> frozenset:
     if not isinstance(net, keras.Model):
         return frozenset()
     kind = type(net)
-    overrides = {m for m, names in _CUSTOMIZED.items() if any(
-        getattr(kind, n, None) is not getattr(keras.Model, n, None) for n in names)}
-    return frozenset(({"train", "test"} if "train" in overrides else set()) |
-                     (overrides & {"predict"}))
+    overrides = {
+        m
+        for m, names in _CUSTOMIZED.items()
+        if any(getattr(kind, n, None) is not getattr(keras.Model, n, None) for n in names)
+    }
+    return frozenset(
+        ({"train", "test"} if "train" in overrides else set()) | (overrides & {"predict"})
+    )
 
 
 def keras_batch(batch: tuple) -> Any:
@@ -94,9 +101,18 @@ class OwnStepsAdapter(Adapter):
     def runs_own_step(self, mode: str) -> bool:
         return mode in self.own
 
-    def _build(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
-               precision: str, loss_weights: Any, output: Any, run_eagerly: bool,
-               controls: Any) -> None:
+    def _build(
+        self,
+        optimizer: Any,
+        loss: Any,
+        metric_specs: Any,
+        lr: float | None,
+        precision: str,
+        loss_weights: Any,
+        output: Any,
+        run_eagerly: bool,
+        controls: Any,
+    ) -> None:
         check_controls(self.net, controls if "train" in self.own else None, self.replicas)
         own_compile = type(self.net).compile is not keras.Model.compile
         if "train" in self.own and own_compile:
@@ -106,19 +122,35 @@ class OwnStepsAdapter(Adapter):
                     f"{type(self.net).__name__} has a compile method of its own: call it "
                     f"first (net.compile(...), with its optimizers and losses), then fitkit's "
                     f"model.compile() with no optimizer, loss or metrics "
-                    f"({'those were passed' if given else 'the network is not compiled'}).")
+                    f"({'those were passed' if given else 'the network is not compiled'})."
+                )
             optimizer = self.net.optimizer
-        super()._build(optimizer, loss, [] if "train" in self.own else metric_specs, lr,
-                       precision, loss_weights, output, run_eagerly, controls)
+        super()._build(
+            optimizer,
+            loss,
+            [] if "train" in self.own else metric_specs,
+            lr,
+            precision,
+            loss_weights,
+            output,
+            run_eagerly,
+            controls,
+        )
         if "train" not in self.own:
             return
         if not own_compile:  # fitkit's compile is the network's compile
-            self.net.compile(optimizer=self.optimizer, loss=keras_losses(loss),
-                             metrics=keras_metrics(metric_specs), loss_weights=loss_weights,
-                             run_eagerly=run_eagerly, jit_compile=False)
+            self.net.compile(
+                optimizer=self.optimizer,
+                loss=keras_losses(loss),
+                metrics=keras_metrics(metric_specs),
+                loss_weights=loss_weights,
+                run_eagerly=run_eagerly,
+                jit_compile=False,
+            )
         self.optimizer = self.net.optimizer  # Keras may have wrapped it (mixed_float16)
-        self.build_scheduler(controls.lr_schedule, controls.lr_schedule_every,
-                             controls.lr_schedule_monitor)
+        self.build_scheduler(
+            controls.lr_schedule, controls.lr_schedule_every, controls.lr_schedule_monitor
+        )
         self._trackers = {"train": LastLogs(self.net), "test": LastLogs(self.net)}
 
     # ------------------------------------------------------------------ steps
@@ -159,7 +191,8 @@ class OwnStepsAdapter(Adapter):
                 f"training state of {type(self.net).__name__}, whose own train_step keeps "
                 f"state of its own (metric trackers, maybe optimizers). Save its weights "
                 f"(model.save_weights), or train it with keras's fit and keras's "
-                f"BackupAndRestore.")
+                f"BackupAndRestore."
+            )
 
     # ------------------------------------------------------------------ logs
     def reset_logs(self, mode: str) -> None:
@@ -184,19 +217,26 @@ def check_controls(net: Any, controls: Any, replicas: Any) -> None:
         raise FitkitValueError(
             f"{name} brings its own train/test step; fitkit does not run such a step under "
             f"a tf.distribute strategy. Train it with keras's own fit inside the strategy's "
-            f"scope, or move the step into a fitkit.Model subclass.")
+            f"scope, or move the step into a fitkit.Model subclass."
+        )
     if controls is None:  # only predict_step is its own: fitkit's training takes them
         return
-    asked = [k for k, on in (("clipnorm", controls.clipnorm is not None),
-                             ("clipvalue", controls.clipvalue is not None),
-                             ("global_clipnorm", controls.global_clipnorm is not None),
-                             ("gradient_accumulation_steps",
-                              controls.gradient_accumulation_steps > 1)) if on]
+    asked = [
+        k
+        for k, on in (
+            ("clipnorm", controls.clipnorm is not None),
+            ("clipvalue", controls.clipvalue is not None),
+            ("global_clipnorm", controls.global_clipnorm is not None),
+            ("gradient_accumulation_steps", controls.gradient_accumulation_steps > 1),
+        )
+        if on
+    ]
     if asked:
         raise FitkitValueError(
             f"{name} brings its own train_step, which applies its gradients itself: "
             f"compile's {', '.join(asked)} cannot reach them. Set them on the Keras optimizer "
-            f"instead, e.g. keras.optimizers.Adam(clipnorm=1.0, gradient_accumulation_steps=4).")
+            f"instead, e.g. keras.optimizers.Adam(clipnorm=1.0, gradient_accumulation_steps=4)."
+        )
 
 
 def keras_losses(loss: Any) -> Any:
@@ -219,5 +259,6 @@ def keras_metrics(metric_specs: Any) -> Any:
                 raise FitkitValueError(
                     f"A keras.Model with its own train step updates its metrics with Keras "
                     f"(self.metrics); {type(item).__name__} is a fitkit metric. Pass a "
-                    f"keras.metrics object or a name Keras knows (e.g. 'accuracy', 'mae').")
+                    f"keras.metrics object or a name Keras knows (e.g. 'accuracy', 'mae')."
+                )
     return metric_specs or None

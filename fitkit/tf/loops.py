@@ -4,10 +4,12 @@ Keras model (or tf.Module) that carries ``optimizer``, ``loss_func`` and ``metri
 Owns the tf.function steps and their in-graph epoch sums; the epoch skeleton, exact means and
 printout are fitkit.script's. fitkit/torch/loops.py mirrors this module name for name.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from numbers import Number
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -20,7 +22,7 @@ from .adapter import call_net
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["train_step", "valid_step", "train_model"]
+__all__ = ["train_model", "train_step", "valid_step"]
 
 _EXAMPLES = {
     "optimizer": "keras.optimizers.SGD(learning_rate=0.01)",
@@ -33,28 +35,35 @@ _STEPS = "_fitkit_loop_steps"  # where a network keeps its compiled steps (a pla
 def _parts(model: Any) -> tuple[Any, Any, Any]:
     """(optimizer, loss_func, metric_func) of ``model``, checked."""
     if not isinstance(model, (keras.layers.Layer, tf.Module)):
-        raise FitkitTypeError(f"fitkit.tf.loops takes the keras.Model itself (with "
-                              f"model.optimizer, model.loss_func, model.metric_func set); got "
-                              f"{type(model).__name__}. For a torch.nn.Module use "
-                              f"fitkit.torch.loops.")
-    optimizer, loss_func, metric_func = (script.model_attribute(model, name, example)
-                                         for name, example in _EXAMPLES.items())
+        raise FitkitTypeError(
+            f"fitkit.tf.loops takes the keras.Model itself (with "
+            f"model.optimizer, model.loss_func, model.metric_func set); got "
+            f"{type(model).__name__}. For a torch.nn.Module use "
+            f"fitkit.torch.loops."
+        )
+    optimizer, loss_func, metric_func = (
+        script.model_attribute(model, name, example) for name, example in _EXAMPLES.items()
+    )
     if not hasattr(optimizer, "apply_gradients"):
-        raise FitkitTypeError(f"model.optimizer must be a Keras optimizer object, e.g. "
-                              f"model.optimizer = {_EXAMPLES['optimizer']}; got "
-                              f"{type(optimizer).__name__}.")
+        raise FitkitTypeError(
+            f"model.optimizer must be a Keras optimizer object, e.g. "
+            f"model.optimizer = {_EXAMPLES['optimizer']}; got "
+            f"{type(optimizer).__name__}."
+        )
     for name, value in (("loss_func", loss_func), ("metric_func", metric_func)):
         if not callable(value):
-            raise FitkitTypeError(f"model.{name} must be callable as {name}(y_true, y_pred), "
-                                  f"e.g. model.{name} = {_EXAMPLES[name]}; got "
-                                  f"{type(value).__name__}.")
+            raise FitkitTypeError(
+                f"model.{name} must be callable as {name}(y_true, y_pred), "
+                f"e.g. model.{name} = {_EXAMPLES[name]}; got "
+                f"{type(value).__name__}."
+            )
     return optimizer, loss_func, metric_func
 
 
 def _tensors(value: Any) -> Any:
     return tf.nest.map_structure(
-        lambda v: v if isinstance(v, (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(v),
-        value)
+        lambda v: v if isinstance(v, (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(v), value
+    )
 
 
 def _mean(value: Any) -> tf.Tensor:
@@ -90,8 +99,10 @@ class _Steps:
 
     def __init__(self, model: Any, parts: tuple) -> None:
         self.model, self.parts = model, parts
-        self.sums = {mode: tf.Variable(tf.zeros(3, tf.float64), trainable=False)
-                     for mode in ("train", "valid")}
+        self.sums = {
+            mode: tf.Variable(tf.zeros(3, tf.float64), trainable=False)
+            for mode in ("train", "valid")
+        }
         self.graph_metric: bool | None = None  # decided on the first batch
         self.functions: dict[str, Any] = {}
 
@@ -110,8 +121,10 @@ class _Steps:
             return loss, out, rows
         metric = _call_metric(self.parts[2], labels, out)  # host sync: if metric_func reads
         if not isinstance(metric, (tf.Tensor, Number, np.generic, np.ndarray)):
-            raise FitkitTypeError(f"model.metric_func returned {type(metric).__name__}; it must "
-                                  f"return a number or a tensor (the batch's metric).")
+            raise FitkitTypeError(
+                f"model.metric_func returned {type(metric).__name__}; it must "
+                f"return a number or a tensor (the batch's metric)."
+            )
         return loss, metric, rows
 
     def _metric_traces(self, features: Any, labels: Any) -> bool:
@@ -124,8 +137,9 @@ class _Steps:
         spec = lambda t: tf.TensorSpec.from_tensor(t)  # noqa: E731
         probe = tf.function(lambda y, p: _call_metric(metric_func, y, p), autograph=False)
         try:
-            traced = probe.get_concrete_function(tf.nest.map_structure(spec, labels),
-                                                 tf.nest.map_structure(spec, predictions))
+            traced = probe.get_concrete_function(
+                tf.nest.map_structure(spec, labels), tf.nest.map_structure(spec, predictions)
+            )
         except Exception:  # noqa: BLE001 - any failure to trace means: run it eagerly
             return False
         return isinstance(traced.structured_outputs, tf.Tensor)
@@ -214,9 +228,13 @@ class _Phase:
         return {"loss": loss_sum / count, self.metric_name: metric}
 
 
-def train_model(model: keras.Model, epochs: int, dl_train: Iterable,
-                dl_valid: Iterable | None = None, log_step_freq: int | None = 100
-                ) -> pd.DataFrame:
+def train_model(
+    model: keras.Model,
+    epochs: int,
+    dl_train: Iterable,
+    dl_valid: Iterable | None = None,
+    log_step_freq: int | None = 100,
+) -> pd.DataFrame:
     """Train for ``epochs`` with the tutorial's printout; returns a pandas DataFrame with
     columns epoch, loss, <metric_name>, val_loss, val_<metric_name>.
 
@@ -232,6 +250,11 @@ def train_model(model: keras.Model, epochs: int, dl_train: Iterable,
     metric_name = script.metric_name_of(model)
     script.check_loop_args(epochs, dl_train, dl_valid, log_step_freq)
     history = script.epoch_loop(
-        _Phase(steps, metric_name, "train"), _Phase(steps, metric_name, "valid"),
-        epochs=epochs, dl_train=dl_train, dl_valid=dl_valid, log_step_freq=log_step_freq)
+        _Phase(steps, metric_name, "train"),
+        _Phase(steps, metric_name, "valid"),
+        epochs=epochs,
+        dl_train=dl_train,
+        dl_valid=dl_valid,
+        log_step_freq=log_step_freq,
+    )
     return history.df

@@ -5,9 +5,11 @@ sample weighting of plain callables. Every built loss is called
 ``fn(y_true, y_pred, sample_weight)``, Keras's own order; fitkit/torch/losses.py writes
 the same formulas by hand.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -34,8 +36,10 @@ _FACTORIES: dict[str, Callable[[], Any]] = {
 
 # Native Keras losses whose meaning fitkit knows; Keras aligns ranks itself (strict=False).
 _NATIVE_TASKS = {
-    keras.losses.MeanSquaredError: "regression", keras.losses.MeanAbsoluteError: "regression",
-    keras.losses.Huber: "regression", keras.losses.BinaryCrossentropy: "binary",
+    keras.losses.MeanSquaredError: "regression",
+    keras.losses.MeanAbsoluteError: "regression",
+    keras.losses.Huber: "regression",
+    keras.losses.BinaryCrossentropy: "binary",
     keras.losses.CategoricalCrossentropy: "categorical",
     keras.losses.SparseCategoricalCrossentropy: "sparse",
 }
@@ -55,6 +59,7 @@ def _keras_loss(loss: Any) -> Callable:
 
 def _callable(fn: Callable) -> Callable:
     """A plain ``fn(y, y_pred)``: per-sample values are reduced as Keras reduces them."""
+
     def call(y, p, w):
         value = fn(y, p)
         if value.shape.rank == 0:
@@ -63,9 +68,11 @@ def _callable(fn: Callable) -> Callable:
                     f"sample_weight / class_weight need one loss value per sample, but the loss "
                     f"{getattr(fn, '__name__', type(fn).__name__)} returns a scalar. Use a "
                     f"portable loss name, a keras.losses.Loss, or a callable that returns "
-                    f"per-sample values.")
+                    f"per-sample values."
+                )
             return value
         return reduce(value, w)
+
     return call
 
 

@@ -3,9 +3,11 @@
 Owns the formulas; they mirror fitkit/torch/metrics.py line for line so a string metric
 gives the same number on both backends. Choosing and naming metrics is the adapter's job.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -23,9 +25,12 @@ def synced(aggregation: str = "sum") -> dict:
     or the first one's ("first", for values every replica holds alike). Nothing outside one."""
     if not tf.distribute.has_strategy():
         return {}
-    return {"synchronization": tf.VariableSynchronization.ON_READ,
-            "aggregation": tf.VariableAggregation.SUM if aggregation == "sum" else
-            tf.VariableAggregation.ONLY_FIRST_REPLICA}
+    return {
+        "synchronization": tf.VariableSynchronization.ON_READ,
+        "aggregation": tf.VariableAggregation.SUM
+        if aggregation == "sum"
+        else tf.VariableAggregation.ONLY_FIRST_REPLICA,
+    }
 
 
 def _state(shape=(), aggregation: str = "sum") -> tf.Variable:
@@ -48,8 +53,7 @@ class StateMetric:
     def build(self, mode: TargetMode, width: int) -> None:
         self.mode, self.width = mode, width
         self.distributed = tf.distribute.has_strategy()  # built under a strategy
-        self.variables = [_state(s, a) for s, a in zip(self.state_shapes(),
-                                                        self.aggregations())]
+        self.variables = [_state(s, a) for s, a in zip(self.state_shapes(), self.aggregations())]
 
     def aggregations(self) -> list[str]:
         """How each state adds up over replicas (under a strategy): a sum by default."""
@@ -91,8 +95,11 @@ def _probabilities(y, y_pred, mode: TargetMode, width: int):
         scores = tf.sigmoid(y_pred) if mode.from_logits else y_pred
         return tf.reshape(scores, [-1]), tf.reshape(tf.cast(y, scores.dtype), [-1])
     scores = tf.nn.softmax(y_pred, -1) if mode.from_logits else y_pred
-    target = y if mode.task == "categorical" else tf.one_hot(
-        tf.reshape(tf.cast(y, tf.int64), [-1]), width)
+    target = (
+        y
+        if mode.task == "categorical"
+        else tf.one_hot(tf.reshape(tf.cast(y, tf.int64), [-1]), width)
+    )
     return tf.reshape(scores, [-1]), tf.reshape(tf.cast(target, scores.dtype), [-1])
 
 
@@ -103,8 +110,9 @@ def _count(t) -> tf.Tensor:
 class Accuracy(StateMetric):
     """Exact accuracy: correct predictions / samples (or weights) over the epoch."""
 
-    def __init__(self, name: str = "accuracy", task: str | None = None,
-                 threshold: float | None = None) -> None:
+    def __init__(
+        self, name: str = "accuracy", task: str | None = None, threshold: float | None = None
+    ) -> None:
         super().__init__(name)
         self.task, self.threshold = task, threshold
 
@@ -187,8 +195,9 @@ class AUC(StateMetric):
 
     def update(self, y, y_pred, sample_weight=None) -> None:
         scores, target = _probabilities(y, y_pred, self.mode, self.width)
-        bins = tf.clip_by_value(tf.cast(tf.cast(scores, f64) * self.bins, tf.int64),
-                                0, self.bins - 1)
+        bins = tf.clip_by_value(
+            tf.cast(tf.cast(scores, f64) * self.bins, tf.int64), 0, self.bins - 1
+        )
         target = tf.cast(target, f64)
         negative = 1.0 - target
         if sample_weight is not None:
@@ -373,10 +382,12 @@ class LogTracker:
                 self.sums[key] = _state()
             self.returned.add(key)
             mean = tf.cast(tf.reduce_mean(value), f64)
-            self.sums[key].assign_add(tf.math.multiply_no_nan(mean, n) if self.distributed
-                                      else mean * n)
+            self.sums[key].assign_add(
+                tf.math.multiply_no_nan(mean, n) if self.distributed else mean * n
+            )
         self.count.assign_add(n)
 
     def results(self) -> dict[str, tf.Tensor]:
-        return {k: v / tf.maximum(self.count, 1.0) for k, v in self.sums.items()
-                if k in self.returned}
+        return {
+            k: v / tf.maximum(self.count, 1.0) for k, v in self.sums.items() if k in self.returned
+        }

@@ -3,6 +3,7 @@
 Owns the name -> keras.optimizers mapping and the checks on native optimizers and
 factories; the torch twin is fitkit/torch/optimizers.py.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,14 +35,17 @@ def build_optimizer(optimizer: Any, lr: float | None, net: Any):
     if isinstance(optimizer, str):
         cls, kwargs = _OPTIMIZERS[specs.optimizer_name(optimizer)]
         return with_lr_pointer(
-            cls(**{**kwargs, **({"learning_rate": lr} if lr is not None else {})}))
+            cls(**{**kwargs, **({"learning_rate": lr} if lr is not None else {})})
+        )
     if isinstance(optimizer, keras.optimizers.Optimizer):
         opt = optimizer
     elif callable(optimizer):
         opt = optimizer(net.trainable_variables)
         if not isinstance(opt, keras.optimizers.Optimizer):
-            raise FitkitTypeError(f"The optimizer factory returned {type(opt).__name__}, "
-                                  f"not a keras.optimizers.Optimizer.")
+            raise FitkitTypeError(
+                f"The optimizer factory returned {type(opt).__name__}, "
+                f"not a keras.optimizers.Optimizer."
+            )
     else:
         raise FitkitTypeError(
             f"optimizer must be a name ({', '.join(specs.OPTIMIZERS)}), a keras optimizer, "
@@ -57,12 +61,16 @@ def build_several(given: Any, replicas: Any) -> list:
     is built on the variables its first ``apply_gradients`` names, as Keras builds it.
     Not under a strategy (``replicas``), yet."""
     if replicas is not None:
-        raise FitkitValueError("Several optimizers under a distribution strategy are not "
-                               "supported yet; train with one.")
+        raise FitkitValueError(
+            "Several optimizers under a distribution strategy are not "
+            "supported yet; train with one."
+        )
     for i, opt in enumerate(given.optimizers):
         if not isinstance(opt, keras.optimizers.Optimizer):
-            raise FitkitTypeError(f"configure_optimizers() returned several optimizers; item "
-                                  f"{i} is a {type(opt).__name__}, not a keras optimizer.")
+            raise FitkitTypeError(
+                f"configure_optimizers() returned several optimizers; item "
+                f"{i} is a {type(opt).__name__}, not a keras optimizer."
+            )
     return [with_lr_pointer(opt) for opt in given.optimizers]
 
 
@@ -89,13 +97,23 @@ def with_lr_pointer(opt: Any) -> Any:
     if "lr" in vars(cls) or getattr(cls, "_fitkit_pointer", False):
         return opt
     if cls not in _POINTERS:
+
         def refuse(self: Any, value: Any = None) -> None:
             raise FitkitAttributeError(
                 "Keras 3 optimizers have no 'lr' (TF 2's optimizer.lr); use "
                 "model.learning_rate (read it, or set it: model.learning_rate = 1e-4) or "
-                "model.optimizer.learning_rate.")
-        _POINTERS[cls] = type(cls.__name__, (cls,), {
-            "lr": property(refuse, refuse), "_fitkit_pointer": True,
-            "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+                "model.optimizer.learning_rate."
+            )
+
+        _POINTERS[cls] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "lr": property(refuse, refuse),
+                "_fitkit_pointer": True,
+                "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__,
+            },
+        )
     opt.__class__ = _POINTERS[cls]
     return opt

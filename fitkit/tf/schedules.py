@@ -2,6 +2,7 @@
 a portable one) and puts its rate in the Keras optimizer (per batch: in the graph, from
 ``optimizer.iterations``). Formulas: fitkit/schedules.py; twin: fitkit/torch/schedules.py.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,13 +13,19 @@ import keras
 import tensorflow as tf
 
 from ..errors import FitkitTypeError, FitkitValueError
-from ..scheduling import PORTABLE_KINDS, PortableScheduler, Scheduler, foreign, portable
 from ..schedules import Schedule
+from ..scheduling import PORTABLE_KINDS, PortableScheduler, Scheduler, foreign, portable
 
 # fitkit.schedules.HOST_OPS's twin: the same formulas, traced into the step's graph.
 GRAPH_OPS = SimpleNamespace(
-    pi=math.pi, cos=keras.ops.cos, floor=keras.ops.floor, power=keras.ops.power,
-    minimum=keras.ops.minimum, maximum=keras.ops.maximum, where=keras.ops.where)
+    pi=math.pi,
+    cos=keras.ops.cos,
+    floor=keras.ops.floor,
+    power=keras.ops.power,
+    minimum=keras.ops.minimum,
+    maximum=keras.ops.maximum,
+    where=keras.ops.where,
+)
 
 _KINDS = f"{PORTABLE_KINDS}, or a keras.optimizers.schedules.LearningRateSchedule"
 LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
@@ -41,7 +48,8 @@ def build_scheduler(spec: Any, optimizer: Any, *, every: str, monitor: str) -> S
                 f"lr_schedule is a torch {type(spec).__name__}, and this model is a TensorFlow "
                 f"one. Pass a keras.optimizers.schedules.LearningRateSchedule (e.g. "
                 f"keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=1000)) or a portable "
-                f"schedule ('cosine', fitkit.schedules.CosineDecay(...)).")
+                f"schedule ('cosine', fitkit.schedules.CosineDecay(...))."
+            )
         raise FitkitTypeError(f"lr_schedule must be {_KINDS}; got {type(spec).__name__}.")
     base = _base_lr(optimizer, spec)
     if schedule is not None:
@@ -82,10 +90,10 @@ class _Graph(_Installed):
     def __init__(self, schedule: Schedule, base_lr: float, original: Any, iterations: Any):
         super().__init__(original)
         self.schedule, self.base_lr = schedule, float(base_lr)
-        self.horizon = tf.Variable(0.0, trainable=False, dtype=tf.float32,
-                                   name="fitkit_lr_horizon")
-        self.offset = tf.Variable(tf.cast(iterations, tf.int64), trainable=False,
-                                  name="fitkit_lr_offset")
+        self.horizon = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="fitkit_lr_horizon")
+        self.offset = tf.Variable(
+            tf.cast(iterations, tf.int64), trainable=False, name="fitkit_lr_offset"
+        )
 
     def __call__(self, step: Any) -> Any:
         t = tf.cast(tf.cast(step, tf.int64) - self.offset, tf.float32)
@@ -123,9 +131,11 @@ class KerasNative(Scheduler):
         name = type(self.schedule).__name__
         if state.get("kind") != "keras" or state.get("class") != name:
             saved = state.get("class") or state.get("kind")
-            raise FitkitValueError(f"The saved lr_schedule state ({saved!r}) does not match "
-                                   f"this model's {name}; compile with the lr_schedule the "
-                                   f"state was saved with.")
+            raise FitkitValueError(
+                f"The saved lr_schedule state ({saved!r}) does not match "
+                f"this model's {name}; compile with the lr_schedule the "
+                f"state was saved with."
+            )
 
 
 class TFPortable(PortableScheduler):
@@ -140,8 +150,9 @@ class TFPortable(PortableScheduler):
         self.optimizer = optimizer
         self.graph: _Graph | None = None
         if every == "batch":
-            self.graph = _Graph(schedule, base_lr, _inner(optimizer)._learning_rate,
-                                optimizer.iterations)
+            self.graph = _Graph(
+                schedule, base_lr, _inner(optimizer)._learning_rate, optimizer.iterations
+            )
             _install(optimizer, self.graph)
 
     def _set_horizon(self, horizon: int | None) -> None:
@@ -175,7 +186,8 @@ def _base_lr(optimizer: Any, spec: Any) -> float:
         raise FitkitValueError(
             f"The optimizer's learning_rate is already a schedule ({current}); "
             f"lr_schedule={spec!r} needs a float one. Build the optimizer with a float "
-            f"learning_rate and pass the schedule as lr_schedule, or drop lr_schedule.")
+            f"learning_rate and pass the schedule as lr_schedule, or drop lr_schedule."
+        )
     return float(keras.ops.convert_to_numpy(lr))
 
 

@@ -4,6 +4,7 @@ Owns what exact resume needs from TensorFlow (the twin of fitkit/torch/state.py)
 format is checkpoint.py's, the fit position and host RNGs resume.py's. Under a strategy the
 adapter calls in its scope; values are read without collectives (see ``local_value``).
 """
+
 from __future__ import annotations
 
 import re
@@ -12,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
 # Private modules, read only: TensorFlow's global generator and eager op seeds, Keras's
 # global seed generator have no public getter that does not make them.
 from keras.src.backend.common import global_state
@@ -30,12 +32,17 @@ def local_value(variable: Any) -> Any:
     per replica (metric sums, tf.VariableSynchronization.ON_READ) is added up over this
     process's replicas (all of them, but for multi_worker: this worker's share), mirrored
     variables are read as they are."""
-    inner = getattr(variable, "value", variable) if isinstance(variable, keras.Variable) \
-        else variable
-    if isinstance(inner, tf.distribute.DistributedValues) and \
-            inner.synchronization == tf.VariableSynchronization.ON_READ:
-        parts = [tf.convert_to_tensor(p) for p in
-                 tf.distribute.get_strategy().experimental_local_results(inner)]
+    inner = (
+        getattr(variable, "value", variable) if isinstance(variable, keras.Variable) else variable
+    )
+    if (
+        isinstance(inner, tf.distribute.DistributedValues)
+        and inner.synchronization == tf.VariableSynchronization.ON_READ
+    ):
+        parts = [
+            tf.convert_to_tensor(p)
+            for p in tf.distribute.get_strategy().experimental_local_results(inner)
+        ]
         return tf.add_n(parts) if inner.aggregation == tf.VariableAggregation.SUM else parts[0]
     return variable
 
@@ -75,9 +82,11 @@ def set_weights(adapter: Any, weights: list) -> None:
     shapes = [tuple(v.shape) for v in own]
     given = [tuple(np.shape(w)) for w in weights]
     if shapes != given:
-        raise FitkitValueError(f"set_weights got {len(given)} arrays of shapes {given[:4]}…; "
-                               f"the network has {len(shapes)} of shapes {shapes[:4]}…. Pass "
-                               f"what model.get_weights() returns.")
+        raise FitkitValueError(
+            f"set_weights got {len(given)} arrays of shapes {given[:4]}…; "
+            f"the network has {len(shapes)} of shapes {shapes[:4]}…. Pass "
+            f"what model.get_weights() returns."
+        )
     for v, w in zip(own, weights):
         assign(v, np.asarray(w))
 
@@ -122,13 +131,22 @@ def set_all_rngs(adapter: Any, states: dict[str, Any]) -> None:
 
 def _generator_states(adapter: Any) -> list[tuple[str, Any]]:
     """(name, state variable) of each random generator that exists now."""
-    found = [("rng/shuffle", getattr(shuffle_generator(create=False), "state", None)),
-             ("tf/global", getattr(getattr(stateful_random_ops, "global_generator", None),
-                                   "state", None)),
-             ("keras/global", getattr(global_state.get_global_attribute(
-                 "global_seed_generator"), "state", None))]
-    found += [(f"net/{i}", v) for i, v in enumerate(_net_variables(adapter.net))
-              if "seed_generator_state" in str(getattr(v, "path", None) or v.name)]
+    found = [
+        ("rng/shuffle", getattr(shuffle_generator(create=False), "state", None)),
+        (
+            "tf/global",
+            getattr(getattr(stateful_random_ops, "global_generator", None), "state", None),
+        ),
+        (
+            "keras/global",
+            getattr(global_state.get_global_attribute("global_seed_generator"), "state", None),
+        ),
+    ]
+    found += [
+        (f"net/{i}", v)
+        for i, v in enumerate(_net_variables(adapter.net))
+        if "seed_generator_state" in str(getattr(v, "path", None) or v.name)
+    ]
     return [(name, v) for name, v in found if v is not None]
 
 
@@ -184,7 +202,7 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
         tracker.count.assign(arrays[f"logs/{mode}/__count__"])
         tracker.returned.update(saved["returned"])
     for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"])):
-        for j, v in enumerate(_metric_variables(metric)[:saved["count"]]):
+        for j, v in enumerate(_metric_variables(metric)[: saved["count"]]):
             assign(v, arrays[f"metrics/{i}/{j}"])
     load_shared(adapter, arrays, meta, set_rng_state)
 
@@ -199,8 +217,11 @@ def _build_optimizer(adapter: Any) -> None:
     """Slots exist before they are saved or restored (a fresh run builds them at step 1).
     Several optimizers are built by their own steps, on the variables each one trains."""
     optimizer = adapter.optimizer
-    if isinstance(optimizer, keras.optimizers.Optimizer) and not optimizer.built and \
-            len(adapter.optimizers) == 1:
+    if (
+        isinstance(optimizer, keras.optimizers.Optimizer)
+        and not optimizer.built
+        and len(adapter.optimizers) == 1
+    ):
         optimizer.build(adapter.net.trainable_variables)
 
 
@@ -218,9 +239,11 @@ def _save_others(adapter: Any, arrays: dict[str, np.ndarray]) -> dict:
     for opt in adapter.optimizers:
         held = list(getattr(opt, "_trainable_variables", [])) if opt.built else None
         if held is not None and any(id(v) not in index for v in held):
-            raise FitkitValueError("An optimizer from configure_optimizers() trains variables "
-                                   "outside model.net, which a checkpoint cannot restore; keep "
-                                   "every network the steps train inside model.net.")
+            raise FitkitValueError(
+                "An optimizer from configure_optimizers() trains variables "
+                "outside model.net, which a checkpoint cannot restore; keep "
+                "every network the steps train inside model.net."
+            )
         trains.append(None if held is None else [index[id(v)] for v in held])
     return {"trains": trains, "others": others}
 
@@ -230,9 +253,11 @@ def _build_several(adapter: Any, saved: dict | None) -> None:
     the saved run (a restore comes before any step), so its slots can take their values."""
     count = len((saved or {}).get("trains", [None]))
     if count != len(adapter.optimizers):
-        raise FitkitValueError(f"The checkpoint has {count} optimizer(s), this model "
-                               f"{len(adapter.optimizers)}; compile with the same "
-                               f"configure_optimizers() to resume.")
+        raise FitkitValueError(
+            f"The checkpoint has {count} optimizer(s), this model "
+            f"{len(adapter.optimizers)}; compile with the same "
+            f"configure_optimizers() to resume."
+        )
     if saved is None:
         return
     variables = adapter.net.trainable_variables  # saved as indices: the same network's order
@@ -250,8 +275,10 @@ def _metric_variables(metric: Any) -> list:
 
 # ---------------------------------------------------------------------- checks
 def _pairs(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(e, list) and len(e) == 2 and isinstance(
-        e[0], str) and sc.is_shape(e[1]) for e in v)
+    return isinstance(v, list) and all(
+        isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and sc.is_shape(e[1])
+        for e in v
+    )
 
 
 def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -261,33 +288,59 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
     claimed: set = set()
     net = _net_variables(adapter.net)
     saved = sc.field(meta, "net", "", _pairs, "a list of [path, shape]")
-    check_same("network variables", [(p, tuple(s)) for p, s in saved],
-               [(_generic(v.path), tuple(v.shape)) for v in net])
+    check_same(
+        "network variables",
+        [(p, tuple(s)) for p, s in saved],
+        [(_generic(v.path), tuple(v.shape)) for v in net],
+    )
     several = meta.get("optimizers")  # several optimizers: what each trains, the others' slots
     if several is not None:
         count = len(adapter.net.trainable_variables)
-        sc.field(several, "trains", "['optimizers']", lambda v: isinstance(v, list) and all(
-            t is None or (isinstance(t, list) and all(
-                type(i) is int and 0 <= i < count for i in t)) for t in v),
-            "a list (per optimizer) of the indices of the variables it trains")
-        sc.field(several, "others", "['optimizers']", lambda v: isinstance(v, list) and all(
-            _pairs(o) for o in v), "a list (per optimizer after the first) of [path, shape]")
+        sc.field(
+            several,
+            "trains",
+            "['optimizers']",
+            lambda v: (
+                isinstance(v, list)
+                and all(
+                    t is None
+                    or (isinstance(t, list) and all(type(i) is int and 0 <= i < count for i in t))
+                    for t in v
+                )
+            ),
+            "a list (per optimizer) of the indices of the variables it trains",
+        )
+        sc.field(
+            several,
+            "others",
+            "['optimizers']",
+            lambda v: isinstance(v, list) and all(_pairs(o) for o in v),
+            "a list (per optimizer after the first) of [path, shape]",
+        )
     _build_several(adapter, several)
     _build_optimizer(adapter)
     opt = _optimizer_variables(adapter.optimizer)
     saved = sc.field(meta, "optimizer", "", _pairs, "a list of [path, shape]")
-    check_same("optimizer variables", [(p, tuple(s)) for p, s in saved],
-               [(_generic(v.path), tuple(v.shape)) for v in opt])
+    check_same(
+        "optimizer variables",
+        [(p, tuple(s)) for p, s in saved],
+        [(_generic(v.path), tuple(v.shape)) for v in opt],
+    )
     others = (several or {}).get("others", [])
     if len(others) != len(adapter.optimizers) - 1:
-        raise FitkitValueError(f"it holds the state of {len(others) + 1} optimizer(s) and this "
-                               f"model has {len(adapter.optimizers)}; compile with the same "
-                               f"configure_optimizers() to resume. Nothing was restored.")
+        raise FitkitValueError(
+            f"it holds the state of {len(others) + 1} optimizer(s) and this "
+            f"model has {len(adapter.optimizers)}; compile with the same "
+            f"configure_optimizers() to resume. Nothing was restored."
+        )
     parts = [("net", net), ("optimizer", opt)]
     for k, (saved_k, other) in enumerate(zip(others, adapter.optimizers[1:]), 1):
         variables = _optimizer_variables(other)
-        check_same(f"optimizer {k}'s variables", [(p, tuple(s)) for p, s in saved_k],
-                   [(_generic(v.path), tuple(v.shape)) for v in variables])
+        check_same(
+            f"optimizer {k}'s variables",
+            [(p, tuple(s)) for p, s in saved_k],
+            [(_generic(v.path), tuple(v.shape)) for v in variables],
+        )
         parts.append((f"optimizers/{k}", variables))
     for prefix, variables in parts:
         for i, v in enumerate(variables):
@@ -296,8 +349,13 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
     for mode, entry in logs.items():
         where = f"['logs'][{mode!r}]"
         keys = sc.field(entry, "keys", where, sc.is_names, "a list of names")
-        sc.field(entry, "returned", where, lambda v: sc.is_names(v) and set(v) <= set(keys),
-                 "a list of names from its 'keys'")
+        sc.field(
+            entry,
+            "returned",
+            where,
+            lambda v: sc.is_names(v) and set(v) <= set(keys),
+            "a list of names from its 'keys'",
+        )
         for key in keys + ["__count__"]:
             sc.array(arrays, f"logs/{mode}/{key}", claimed, (), np.float64)
     _check_metrics(adapter, arrays, meta, claimed)
@@ -321,20 +379,39 @@ def check_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:
 
 
 def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None:
-    saved = sc.field(meta, "metrics", "", lambda v: isinstance(v, list) and all(
-        isinstance(e, dict) and isinstance(e.get("name"), str) and sc.is_count(e.get("count"))
-        for e in v), "a list of {name, count}")
+    saved = sc.field(
+        meta,
+        "metrics",
+        "",
+        lambda v: (
+            isinstance(v, list)
+            and all(
+                isinstance(e, dict)
+                and isinstance(e.get("name"), str)
+                and sc.is_count(e.get("count"))
+                for e in v
+            )
+        ),
+        "a list of {name, count}",
+    )
     names = sc.check_metric_names(saved, [m.name for m in adapter.metrics])
     for i, entry in enumerate(saved):
         variables = _metric_variables(adapter.metrics[i]) if names else None
         if variables is not None and entry["count"] != len(variables):
-            raise sc.bad(f"['metrics'][{i}]['count']", entry["count"],
-                         f"{len(variables)} (the variables of metric {entry['name']!r})")
+            raise sc.bad(
+                f"['metrics'][{i}]['count']",
+                entry["count"],
+                f"{len(variables)} (the variables of metric {entry['name']!r})",
+            )
         for j in range(entry["count"]):
             v = variables[j] if variables is not None else None
-            sc.array(arrays, f"metrics/{i}/{j}", claimed,
-                     None if v is None else tuple(v.shape),
-                     None if v is None else _dtype(v.dtype))
+            sc.array(
+                arrays,
+                f"metrics/{i}/{j}",
+                claimed,
+                None if v is None else tuple(v.shape),
+                None if v is None else _dtype(v.dtype),
+            )
 
 
 def _dtype(dtype: Any) -> np.dtype:

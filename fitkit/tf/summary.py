@@ -5,9 +5,11 @@ model's declared dtypes, its declared inputs, or the batch fitkit last saw), and
 add up to Keras's own ``count_params()``. It wraps leaf layers' ``call`` for one forward
 pass, since Keras 3 has no forward hooks; the facade prints the table for both backends.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -82,7 +84,8 @@ def default_example(adapter: Any, declared: Any) -> Any:
     """With no argument: declared inputs of known size, else the last batch seen, else the
     declared inputs with free sizes filled in, else the shapes of the model's first call."""
     fully_known = declared is not None and all(
-        None not in tuple(t.shape)[1:] for t in tf.nest.flatten(declared))
+        None not in tuple(t.shape)[1:] for t in tf.nest.flatten(declared)
+    )
     if declared is not None and (fully_known or adapter.example_inputs is None):
         return map_structure(lambda t: tf.zeros((2, *_known(t.shape)), t.dtype), declared)
     if adapter.example_inputs is not None:
@@ -90,24 +93,30 @@ def default_example(adapter: Any, declared: Any) -> Any:
     built = getattr(adapter.net, "_build_shapes_dict", None)  # Keras: shapes of the first call
     if isinstance(built, dict) and len(built) == 1:
         shape = next(iter(built.values()))
-        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int)
-                                                    for d in shape):
+        if isinstance(shape, (tuple, list)) and all(d is None or isinstance(d, int) for d in shape):
             return tf.zeros((2, *_known(shape)), tf.float32)
-    raise FitkitValueError(SUMMARY_NEEDS_INPUT + " (For a Keras model, building it with "
-                           "keras.Input(...) declares the input too.)")
+    raise FitkitValueError(
+        SUMMARY_NEEDS_INPUT + " (For a Keras model, building it with "
+        "keras.Input(...) declares the input too.)"
+    )
 
 
 def _layer_tree(layer: Any, prefix: str = "") -> tuple[list, list]:
     """(leaf layers, weights held by non-leaf layers themselves), as (name, object) pairs."""
     leaves, own = [], []
-    children = [c for c in layer._flatten_layers(include_self=False, recursive=False)
-                if not isinstance(c, keras.layers.InputLayer)]
+    children = [
+        c
+        for c in layer._flatten_layers(include_self=False, recursive=False)
+        if not isinstance(c, keras.layers.InputLayer)
+    ]
     inner = {id(w) for c in children for w in c.weights}
     own += [(prefix.rstrip("."), w) for w in layer.weights if id(w) not in inner]
     for child in children:
         name = f"{prefix}{child.name}"
-        if any(not isinstance(c, keras.layers.InputLayer)
-               for c in child._flatten_layers(include_self=False, recursive=False)):
+        if any(
+            not isinstance(c, keras.layers.InputLayer)
+            for c in child._flatten_layers(include_self=False, recursive=False)
+        ):
             sub_leaves, sub_own = _layer_tree(child, f"{name}.")
             leaves += sub_leaves
             own += sub_own
@@ -140,6 +149,7 @@ def summarize(net: Any, example: Any, call: Callable[[Any], Any]) -> SummaryInfo
             out = _original(*args, **kwargs)
             seen.setdefault(_name, out)
             return out
+
         object.__setattr__(layer, "call", recording)  # bypass Keras attribute tracking
     try:
         call(example)
@@ -171,13 +181,16 @@ def _rows(net: Any, leaves: list, own: list, seen: dict) -> list:
         counted.update(id(w) for w in new)
         return _count(new)
 
-    rows = [(f"{n} ({type(layers[n]).__name__})", shape_text(out), fresh(layers[n].weights))
-            for n, out in seen.items()]
+    rows = [
+        (f"{n} ({type(layers[n]).__name__})", shape_text(out), fresh(layers[n].weights))
+        for n, out in seen.items()
+    ]
     extra = []  # (position among rows, row)
     for name, layer in leaves:
         if name not in seen and any(id(w) not in counted for w in layer.weights):
-            extra.append((len(seen), (f"{name} ({type(layer).__name__})", "-",
-                                      fresh(layer.weights))))
+            extra.append(
+                (len(seen), (f"{name} ({type(layer).__name__})", "-", fresh(layer.weights)))
+            )
     if not isinstance(net, keras.layers.Layer):
         own = [("", v) for v in _weights(net)[0]]
     for owner, weight in own:
@@ -186,8 +199,7 @@ def _rows(net: Any, leaves: list, own: list, seen: dict) -> list:
         label = f"{owner}.{_short(weight)}" if owner else _short(weight)
         prefix = f"{owner}." if owner else ""
         position = next((i for i, n in enumerate(seen) if n.startswith(prefix)), len(seen))
-        extra.append((position, (f"{label} (Variable)", str(list(weight.shape)),
-                                 fresh([weight]))))
+        extra.append((position, (f"{label} (Variable)", str(list(weight.shape)), fresh([weight]))))
     extra.sort(key=lambda item: item[0])
     for offset, (position, row) in enumerate(extra):
         rows.insert(position + offset, row)

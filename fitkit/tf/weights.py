@@ -3,6 +3,7 @@
 Owns the '.weights.h5' format (Keras 3's HDF5 layout), atomic writes and the comparison of a
 whole file against the network; the facade only passes the path through.
 """
+
 from __future__ import annotations
 
 import io
@@ -23,19 +24,25 @@ _SKIP = ("optimizer/",)  # a natively compiled model's optimizer state is not it
 
 def _keras_net(net: Any, what: str) -> None:
     if not isinstance(net, keras.Model):
-        raise FitkitTypeError(f"{what} needs a keras.Model; this network is a "
-                              f"{type(net).__name__} (use tf.train.Checkpoint).")
+        raise FitkitTypeError(
+            f"{what} needs a keras.Model; this network is a "
+            f"{type(net).__name__} (use tf.train.Checkpoint)."
+        )
     if not net.built:
-        raise FitkitValueError(f"{what} needs a built network (its variables must exist): call "
-                               f"it on a batch or net.build(input_shape) first.")
+        raise FitkitValueError(
+            f"{what} needs a built network (its variables must exist): call "
+            f"it on a batch or net.build(input_shape) first."
+        )
 
 
 # ---------------------------------------------------------------------- save
 def save_weights(net: Any, path: str) -> None:
     """A Keras model's weights as a '.weights.h5' file, atomically."""
     if not path.endswith(".weights.h5"):
-        raise FitkitValueError(f"TensorFlow weights are saved as Keras '.weights.h5' files; "
-                               f"got {path!r}. Use a path ending in '.weights.h5'.")
+        raise FitkitValueError(
+            f"TensorFlow weights are saved as Keras '.weights.h5' files; "
+            f"got {path!r}. Use a path ending in '.weights.h5'."
+        )
     _keras_net(net, "save_weights")
     data = _h5_bytes(net)
     atomic_write(path, lambda tmp: bytes_to(tmp, data), example="model.weights.h5")
@@ -75,20 +82,28 @@ def _check_file(path: str) -> None:
     if kind == "empty":
         cause = "is empty (0 bytes): its save never finished"
     elif kind == "zip" and is_state_file(path):
-        cause = ("is a fitkit checkpoint (a whole training state, model.save_checkpoint), not "
-                 "a weights file: load it with model.load_checkpoint(path)")
+        cause = (
+            "is a fitkit checkpoint (a whole training state, model.save_checkpoint), not "
+            "a weights file: load it with model.load_checkpoint(path)"
+        )
         fix = ""
     elif kind == "safetensors":
-        cause = ("is a safetensors file (torch weights?), not a Keras '.weights.h5' file; load "
-                 "it into a torch network (FITKIT_BACKEND=torch)")
+        cause = (
+            "is a safetensors file (torch weights?), not a Keras '.weights.h5' file; load "
+            "it into a torch network (FITKIT_BACKEND=torch)"
+        )
     elif kind == "zip" and names is None:
         cause = "is a damaged or truncated zip archive, not a Keras '.weights.h5' file"
     elif kind == "zip" and "model.weights.h5" in names:
-        cause = ("is a whole-model '.keras' archive, not a weights file; open it with "
-                 "keras.saving.load_model(path)")
+        cause = (
+            "is a whole-model '.keras' archive, not a weights file; open it with "
+            "keras.saving.load_model(path)"
+        )
     elif kind in ("zip", "pickle"):
-        cause = ("is a torch.save / pickle file, not a Keras '.weights.h5' file; load it into a "
-                 "torch network (FITKIT_BACKEND=torch)")
+        cause = (
+            "is a torch.save / pickle file, not a Keras '.weights.h5' file; load it into a "
+            "torch network (FITKIT_BACKEND=torch)"
+        )
     else:
         cause = "is not an HDF5 file: it is corrupt, truncated at the start, or another format"
     raise FitkitValueError(f"The weights file {path!r} {cause}. {fix}".rstrip())
@@ -109,8 +124,10 @@ def _open(path: str) -> Any:
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise FitkitValueError(f"The weights file {path!r} is truncated or corrupt ({err}). "
-                               f"Save the weights again with model.save_weights.") from err
+        raise FitkitValueError(
+            f"The weights file {path!r} is truncated or corrupt ({err}). "
+            f"Save the weights again with model.save_weights."
+        ) from err
 
 
 def _entries(h5: Any) -> dict[str, tuple]:
@@ -131,15 +148,21 @@ def _entries(h5: Any) -> dict[str, tuple]:
 def _compare(ours: dict, theirs: dict) -> tuple[list, dict]:
     """(file paths to load, report of what is left out), matching on path and shape."""
     pairs = [k for k in ours if k in theirs and ours[k][0] == theirs[k][0]]
-    report = {"missing": [k for k in ours if k not in theirs],
-              "unexpected": [k for k in theirs if k not in ours],
-              "mismatched": [(k, theirs[k][0], ours[k][0]) for k in ours
-                             if k in theirs and ours[k][0] != theirs[k][0]]}
+    report = {
+        "missing": [k for k in ours if k not in theirs],
+        "unexpected": [k for k in theirs if k not in ours],
+        "mismatched": [
+            (k, theirs[k][0], ours[k][0])
+            for k in ours
+            if k in theirs and ours[k][0] != theirs[k][0]
+        ],
+    }
     return pairs, report
 
 
 def _describe(report: dict, ours: dict, theirs: dict) -> str:
     """One line: the first few names of each kind that did not load, with counts."""
+
     def few(items: list) -> str:
         more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
         return f"({len(items)}) {items[:_SHOW]}{more}"
@@ -148,11 +171,15 @@ def _describe(report: dict, ours: dict, theirs: dict) -> str:
         return f"{key} (layer {table[key][1]})" if table[key][1] else key
 
     shapes = [f"{named(k, ours)}: file {f} vs net {n}" for k, f, n in report["mismatched"]]
-    parts = [f"{title} {few(items)}" for title, items in
-             (("missing from the file", [named(k, ours) for k in report["missing"]]),
-              ("unexpected (not in the network)",
-               [named(k, theirs) for k in report["unexpected"]]),
-              ("shape mismatches", shapes)) if items]
+    parts = [
+        f"{title} {few(items)}"
+        for title, items in (
+            ("missing from the file", [named(k, ours) for k in report["missing"]]),
+            ("unexpected (not in the network)", [named(k, theirs) for k in report["unexpected"]]),
+            ("shape mismatches", shapes),
+        )
+        if items
+    ]
     return "; ".join(parts)
 
 
@@ -177,10 +204,12 @@ def load_weights(net: Any, path: str, *, strict: bool = True) -> dict:
                 with open(name, "wb") as f:
                     f.write(own)
         except OSError as err:
-            raise FitkitValueError(f"Cannot load {path!r}: no room for the network's own "
-                                   f"weights in a temporary folder ({err.strerror or err}); "
-                                   f"nothing was loaded. Free some space in "
-                                   f"{tempfile.gettempdir()!r}.") from err
+            raise FitkitValueError(
+                f"Cannot load {path!r}: no room for the network's own "
+                f"weights in a temporary folder ({err.strerror or err}); "
+                f"nothing was loaded. Free some space in "
+                f"{tempfile.gettempdir()!r}."
+            ) from err
         with _open(reference) as ref:
             ours = _entries(ref)
         with _open(path) as src:
@@ -189,7 +218,8 @@ def load_weights(net: Any, path: str, *, strict: bool = True) -> dict:
                 raise FitkitValueError(
                     f"{path!r} is a legacy Keras 2 (tf.keras) h5 file, not a Keras 3 "
                     f"'.weights.h5' file: load it with net.load_weights(path) in Keras, then "
-                    f"re-save it with model.save_weights.")
+                    f"re-save it with model.save_weights."
+                )
             pairs, report = _compare(ours, theirs)
             described = _describe(report, ours, theirs)
             refuse_mismatch(path, report, len(pairs), bool(ours), strict, described)
@@ -207,8 +237,10 @@ def _copy_values(src: Any, merged: str, pairs: list, path: str) -> None:
             for key in pairs:
                 out[key][...] = src[key][...]
     except (OSError, TypeError, ValueError) as err:
-        raise FitkitValueError(f"The weights file {path!r} is corrupt: a variable could not be "
-                               f"read ({err}). Nothing was loaded; save the weights again.") from err
+        raise FitkitValueError(
+            f"The weights file {path!r} is corrupt: a variable could not be "
+            f"read ({err}). Nothing was loaded; save the weights again."
+        ) from err
 
 
 def _load_or_restore(net: Any, merged: str, reference: str, path: str) -> None:
@@ -218,7 +250,10 @@ def _load_or_restore(net: Any, merged: str, reference: str, path: str) -> None:
         try:
             net.load_weights(reference)
         except Exception:
-            raise FitkitValueError(f"Keras failed part-way through loading {path!r} ({err}), "
-                                   f"and the previous weights could not be put back.") from err
-        raise FitkitValueError(f"Keras could not load {path!r} ({err}); the network keeps its "
-                               f"previous weights.") from err
+            raise FitkitValueError(
+                f"Keras failed part-way through loading {path!r} ({err}), "
+                f"and the previous weights could not be put back."
+            ) from err
+        raise FitkitValueError(
+            f"Keras could not load {path!r} ({err}); the network keeps its previous weights."
+        ) from err

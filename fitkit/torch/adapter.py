@@ -4,10 +4,12 @@ Owns everything torch-specific behind the Adapter protocol (fitkit/adapter.py). 
 sources live in data.py, metric formulas in metrics.py, losses in losses.py, what a
 strategy (DDP, DataParallel) changes in distribute.py: decided once, at creation or compile.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -19,8 +21,8 @@ from ..optimizer_sets import OptimizerSet, SchedulerSet, after_each, scheduler_s
 from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
-from . import (data, devices, finite, losses, metrics, optimizers, schedules, state,
-               summary, weights)
+from . import data, devices, finite, losses, metrics, optimizers, schedules, state, summary, weights
+
 
 def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
@@ -95,27 +97,49 @@ class Adapter:
         self._ddp = strategy.attach(self)
 
     # ------------------------------------------------------------------ compile
-    def compile(self, optimizer: Any, loss: Any, metric_specs: Any, lr: float | None,
-                precision: str = "32", *, loss_weights: Any = None, output: Any = None,
-                run_eagerly: bool = False, controls: Any = None) -> None:
+    def compile(
+        self,
+        optimizer: Any,
+        loss: Any,
+        metric_specs: Any,
+        lr: float | None,
+        precision: str = "32",
+        *,
+        loss_weights: Any = None,
+        output: Any = None,
+        run_eagerly: bool = False,
+        controls: Any = None,
+    ) -> None:
         self._attach(strategies.active())
         several = isinstance(optimizer, OptimizerSet)  # a GAN's, from configure_optimizers
-        built = optimizers.build_several(optimizer, self.net, self._strategy) if several else \
-            [optimizers.build_optimizer(optimizer, lr, self.net)]  # checked before changes
+        built = (
+            optimizers.build_several(optimizer, self.net, self._strategy)
+            if several
+            else [optimizers.build_optimizer(optimizer, lr, self.net)]
+        )  # checked before changes
         self.controls = controls = controls or TrainingControls(precision=precision)
         self.optimizers, self.optimizer = built, built[0]
         self._base_lrs = optimizers.rates(self.optimizer)  # groups' ratios
         self._autocast = step_controls.precision_context(self.device, precision)
-        self._update = (step_controls.Update(self, controls, self._ddp)
-                        if step_controls.needs_update(controls) or self._ddp is not None else None)
+        self._update = (
+            step_controls.Update(self, controls, self._ddp)
+            if step_controls.needs_update(controls) or self._ddp is not None
+            else None
+        )
         self.loss_fn = loss
         self.outputs = CompiledOutputs(
-            loss, loss_weights, metric_specs, output, build_loss=losses.build_loss,
+            loss,
+            loss_weights,
+            metric_specs,
+            output,
+            build_loss=losses.build_loss,
             build_metrics=lambda specs_: specs.build_metrics(specs_, metrics),
             is_tensor=lambda v: isinstance(v, torch.Tensor),
-            default_names=lambda n: [f"output_{i + 1}" for i in range(n)])
-        self.build_scheduler(controls.lr_schedule, controls.lr_schedule_every,
-                             controls.lr_schedule_monitor)
+            default_names=lambda n: [f"output_{i + 1}" for i in range(n)],
+        )
+        self.build_scheduler(
+            controls.lr_schedule, controls.lr_schedule_every, controls.lr_schedule_monitor
+        )
         if several:  # each optimizer's own scheduler
             self.scheduler = scheduler_set(optimizer, built, schedules.build_scheduler)
         if self._ddp is not None:
@@ -124,8 +148,9 @@ class Adapter:
     def build_scheduler(self, spec: Any, every: str, monitor: str) -> None:
         """compile's lr_schedule (a do-nothing one when None: a recompile also drops an
         earlier schedule from the optimizer)."""
-        self.scheduler = schedules.build_scheduler(spec, self.optimizer, every=every,
-                                                   monitor=monitor)
+        self.scheduler = schedules.build_scheduler(
+            spec, self.optimizer, every=every, monitor=monitor
+        )
         if self._update is None and self.scheduler.every == "batch":  # stepped after each update
             self._update = step_controls.Update(self, self.controls)
 
@@ -167,8 +192,12 @@ class Adapter:
 
     def set_learning_rate(self, value: float) -> None:
         """Group 0's rate becomes ``value``; every other group is scaled by the same factor."""
-        optimizers.set_rates(self.optimizer, optimizers.scaled_rates(
-            optimizers.rates(self.optimizer), value, self._base_lrs, "model.learning_rate"))
+        optimizers.set_rates(
+            self.optimizer,
+            optimizers.scaled_rates(
+                optimizers.rates(self.optimizer), value, self._base_lrs, "model.learning_rate"
+            ),
+        )
 
     def learning_rates(self) -> dict[str, float]:
         """The history's learning-rate columns: ``lr``, or one per param group (or optimizer)."""
@@ -177,28 +206,52 @@ class Adapter:
         return optimizers.group_rates(self.optimizer)
 
     # ------------------------------------------------------------------ data
-    def array_source(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
-                     sample_weight: Any = None, class_weight: dict | None = None):
+    def array_source(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        sample_weight: Any = None,
+        class_weight: dict | None = None,
+    ):
         kind, extra = data.TensorSource, {}
         if self._ddp is not None:  # each process's share of every global batch
             self._ddp.check_open()
             kind, extra = data.ShardedTensorSource, {"comm": self._ddp}
-        source = kind(x, y, batch_size=batch_size, shuffle=shuffle, device=self.device,
-                      float_dtype=self.float_dtype, sample_weight=sample_weight, **extra)
+        source = kind(
+            x,
+            y,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            device=self.device,
+            float_dtype=self.float_dtype,
+            sample_weight=sample_weight,
+            **extra,
+        )
         if class_weight:
-            weights = data.class_weight_fn(class_weight, source.device if source.resident
-                                            else torch.device("cpu"))(source.y)
+            weights = data.class_weight_fn(
+                class_weight, source.device if source.resident else torch.device("cpu")
+            )(source.y)
             source.w = weights if source.w is None else source.w * weights
         return source
 
-    def batch_source(self, source: Any, *, batch_size: int, shuffle: bool,
-                     class_weight: dict | None = None):
+    def batch_source(
+        self, source: Any, *, batch_size: int, shuffle: bool, class_weight: dict | None = None
+    ):
         weigh = data.class_weight_fn(class_weight, self.device) if class_weight else None
         if self._ddp is not None:
             self._ddp.check_open()
-        return data.batch_source(source, batch_size=batch_size, shuffle=shuffle,
-                                 device=self.device, float_dtype=self.float_dtype, weigh=weigh,
-                                 comm=self._ddp)
+        return data.batch_source(
+            source,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            device=self.device,
+            float_dtype=self.float_dtype,
+            weigh=weigh,
+            comm=self._ddp,
+        )
 
     def integers_to_float(self, x: Any) -> Any:
         return data.integers_to_float(x, self.float_dtype)
@@ -245,8 +298,9 @@ class Adapter:
         return self.outputs.loss(y, y_pred, sample_weight)
 
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        self.outputs.update_metrics(y, y_pred, sample_weight, self.update_head,
-                                    self.build_metric_states)
+        self.outputs.update_metrics(
+            y, y_pred, sample_weight, self.update_head, self.build_metric_states
+        )
 
     def update_head(self, head: Any, y: Any, y_pred: torch.Tensor, sample_weight: Any) -> None:
         """Update one output's metric states (torch's argument order); bf16 / fp16
@@ -309,8 +363,11 @@ class Adapter:
     def make_function(self, step: Callable, mode: str) -> Callable:
         """Wrap a step so its returned logs accumulate on the device (no host sync);
         under jit_compile the step is torch.compile'd."""
-        if mode == "train" and isinstance(self.scheduler, SchedulerSet) and \
-                self.scheduler.per_batch:  # several optimizers' "step" schedulers
+        if (
+            mode == "train"
+            and isinstance(self.scheduler, SchedulerSet)
+            and self.scheduler.per_batch
+        ):  # several optimizers' "step" schedulers
             step = after_each(step, self.scheduler.after_update)
         if self.controls.jit_compile:
             step = step_controls.compile_step(step)
@@ -319,9 +376,11 @@ class Adapter:
         if self._ddp is not None:
             return self._ddp.make_function(step, mode, self._trackers.get(mode), self.outputs)
         if mode == "predict":
+
             def run_predict(batch: tuple) -> Any:
                 with torch.no_grad():
                     return step(batch)
+
             return run_predict
         tracker = self._trackers[mode]
         outputs = self.outputs
@@ -331,12 +390,14 @@ class Adapter:
             if outputs.parts:  # each output's loss, from compute_loss in this step
                 logs = {**logs, **outputs.take_parts()}
             tracker.update(logs, data.rows(batch[0]))
+
         if mode == "train":
             return run
 
         def run_test(batch: tuple) -> None:
             with torch.no_grad():
                 run(batch)
+
         return run_test
 
     def run_batch(self, function: Callable, batch: Any, mode: str, reset: bool) -> dict:
@@ -391,16 +452,19 @@ class Adapter:
     def _to_numpy(self, outputs: list) -> Any:
         first = outputs[0]
         if isinstance(first, torch.Tensor):
-            merged = torch.cat(outputs) if len({o.shape[1:] for o in outputs}) == 1 else \
-                _cat_padded(outputs)
+            merged = (
+                torch.cat(outputs)
+                if len({o.shape[1:] for o in outputs}) == 1
+                else _cat_padded(outputs)
+            )
             if merged.dtype == torch.bfloat16 or (  # numpy has no bfloat16; fp16 is
-                    merged.dtype == torch.float16 and self.controls.precision == "fp16"):
+                merged.dtype == torch.float16 and self.controls.precision == "fp16"
+            ):
                 merged = merged.float()  # autocast's, not the float32 weights' dtype
             return merged.cpu().numpy()  # host sync: predictions leave the device
         if isinstance(first, dict):
             return {k: self._to_numpy([o[k] for o in outputs]) for k in first}
-        return type(first)(self._to_numpy([o[i] for o in outputs])
-                           for i in range(len(first)))
+        return type(first)(self._to_numpy([o[i] for o in outputs]) for i in range(len(first)))
 
     # ------------------------------------------------------------------ weights, summary
     def save_weights(self, path: str) -> None:

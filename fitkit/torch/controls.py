@@ -4,10 +4,12 @@ context and torch.compile; under DDP, each process's loss weighed by its rows. T
 the arguments are fitkit/controls.py's, the schedules fitkit/torch/schedules.py's, checkpoint
 files fitkit/torch/state.py's, the process group fitkit/torch/distribute.py's.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,25 +29,34 @@ def precision_context(device: torch.device, precision: str) -> Any:
 
 def needs_update(controls: TrainingControls) -> bool:
     """True when a step needs more than zero_grad, backward, step (the default path)."""
-    return (controls.clips or controls.gradient_accumulation_steps > 1
-            or controls.precision == "fp16" or controls.jit_compile
-            or (controls.lr_schedule is not None and controls.lr_schedule_every == "batch"))
+    return (
+        controls.clips
+        or controls.gradient_accumulation_steps > 1
+        or controls.precision == "fp16"
+        or controls.jit_compile
+        or (controls.lr_schedule is not None and controls.lr_schedule_every == "batch")
+    )
 
 
 def compile_step(step: Callable) -> Callable:
     """``step`` under torch.compile (jit_compile=True); a clear error where it cannot run."""
     if not torch._dynamo.is_dynamo_supported():
-        raise FitkitError("jit_compile=True needs torch.compile, which this Python / platform "
-                          "does not support; compile with jit_compile=False.")
+        raise FitkitError(
+            "jit_compile=True needs torch.compile, which this Python / platform "
+            "does not support; compile with jit_compile=False."
+        )
     compiled = torch.compile(step)
 
     def run(batch: Any) -> Any:
         try:
             return compiled(batch)
         except torch._dynamo.exc.BackendCompilerFailed as err:
-            raise FitkitError(f"jit_compile=True: torch.compile could not compile the step "
-                              f"({type(err).__name__}: {str(err)[:300]}). Compile with "
-                              f"jit_compile=False.") from err
+            raise FitkitError(
+                f"jit_compile=True: torch.compile could not compile the step "
+                f"({type(err).__name__}: {str(err)[:300]}). Compile with "
+                f"jit_compile=False."
+            ) from err
+
     return run
 
 
@@ -78,14 +89,15 @@ class Update:
         self.clipnorm, self.clipvalue = controls.clipnorm, controls.clipvalue
         self.global_clipnorm = controls.global_clipnorm
         self.clips = controls.clips
-        self.scaler = (torch.amp.GradScaler(adapter.device.type)
-                       if controls.precision == "fp16" else None)
+        self.scaler = (
+            torch.amp.GradScaler(adapter.device.type) if controls.precision == "fp16" else None
+        )
         # jit_compile: the update runs outside the compiled graph (backward still runs
         # AOTAutograd's compiled backward); forward, loss and metrics are compiled.
         self.run = torch.compiler.disable(self.step) if controls.jit_compile else self.step
-        self.count = 0   # batches in the pending window
-        self.rows = 0    # their rows
-        self.first = 0   # the rows of the window's first batch (the loss weights' unit)
+        self.count = 0  # batches in the pending window
+        self.rows = 0  # their rows
+        self.first = 0  # the rows of the window's first batch (the loss weights' unit)
 
     @property
     def stateful(self) -> bool:
@@ -93,8 +105,12 @@ class Update:
         return self.steps > 1 or self.scaler is not None
 
     def params(self) -> list[torch.Tensor]:
-        return [p for g in self.adapter.optimizer.param_groups for p in g["params"]
-                if p.grad is not None]
+        return [
+            p
+            for g in self.adapter.optimizer.param_groups
+            for p in g["params"]
+            if p.grad is not None
+        ]
 
     def syncs_next(self) -> bool:
         """True when the coming batch completes a window (DDP all-reduces its gradients)."""
@@ -158,8 +174,11 @@ class Update:
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, np.ndarray]:
         """The pending window (counters and gradients) and the loss scale, as numpy."""
-        out = {"count": np.array(self.count), "rows": np.array(self.rows),
-               "first": np.array(self.first)}
+        out = {
+            "count": np.array(self.count),
+            "rows": np.array(self.rows),
+            "first": np.array(self.first),
+        }
         if self.count:
             params = [p for g in self.adapter.optimizer.param_groups for p in g["params"]]
             for i, p in enumerate(params):
@@ -177,10 +196,14 @@ class Update:
         params = [p for g in self.adapter.optimizer.param_groups for p in g["params"]]
         for i, p in enumerate(params):
             key = f"grad/{i}"
-            p.grad = (torch.as_tensor(saved[key]).to(device=p.device, dtype=p.dtype)
-                      if key in saved else None)
+            p.grad = (
+                torch.as_tensor(saved[key]).to(device=p.device, dtype=p.dtype)
+                if key in saved
+                else None
+            )
         if self.scaler is not None and "scaler/scale" in saved:
             state = self.scaler.state_dict()
-            state.update(scale=float(saved["scaler/scale"]),
-                         _growth_tracker=int(saved["scaler/growth"]))
+            state.update(
+                scale=float(saved["scaler/scale"]), _growth_tracker=int(saved["scaler/growth"])
+            )
             self.scaler.load_state_dict(state)

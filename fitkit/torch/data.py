@@ -4,20 +4,29 @@ Owns tensor conversion, device placement, per-epoch shuffling and, under DDP, ea
 share of every global batch. Host-side checks of user arrays (lengths, pandas) are done
 before, by fitkit/arrays.py; the process group is fitkit/torch/distribute.py's.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from itertools import count, islice
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..arrays import leaves, map_optional
-from ..mapped import MapReader, is_memory_map, read_ahead
 from ..errors import FitkitValueError
-from ..sources import (DrawsFromFramework, IterableSource, check_iterable,
-                       class_weight_needs_one_output, make_batch, one_step_each, remaining)
+from ..mapped import MapReader, is_memory_map, read_ahead
+from ..sources import (
+    DrawsFromFramework,
+    IterableSource,
+    check_iterable,
+    class_weight_needs_one_output,
+    make_batch,
+    one_step_each,
+    remaining,
+)
 from .state import loader_rngs
 
 
@@ -46,8 +55,9 @@ def to_tensor(value: Any, device: torch.device, float_dtype: torch.dtype) -> tor
     return value
 
 
-_NARROW_INTS = frozenset((torch.int8, torch.int16, torch.uint8, torch.uint16, torch.uint32,
-                          torch.uint64))
+_NARROW_INTS = frozenset(
+    (torch.int8, torch.int16, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
+)
 
 
 def integers_to_float(value: Any, float_dtype: torch.dtype) -> Any:
@@ -67,10 +77,12 @@ def class_weight_fn(table: dict, device: torch.device) -> Any:
     def weigh(y: Any) -> torch.Tensor:
         if not isinstance(y, torch.Tensor):
             raise FitkitValueError(class_weight_needs_one_output(y))
-        labels = y.argmax(-1) if y.dim() > 1 and y.shape[-1] > 1 else \
-            y.reshape(y.shape[0], -1)[:, 0]
+        labels = (
+            y.argmax(-1) if y.dim() > 1 and y.shape[-1] > 1 else y.reshape(y.shape[0], -1)[:, 0]
+        )
         labels = labels.round().long() if labels.is_floating_point() else labels.long()
         return lookup[torch.where((labels >= 0) & (labels < size), labels, size)]
+
     return weigh
 
 
@@ -113,16 +125,31 @@ class TensorSource(DrawsFromFramework):
     one_shot = False
     predicts_in_chunks = False  # eager torch gains nothing from grouping steps
 
-    def __init__(self, x: Any, y: Any, *, batch_size: int, shuffle: bool,
-                 device: torch.device, float_dtype: torch.dtype,
-                 sample_weight: Any = None) -> None:
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        device: torch.device,
+        float_dtype: torch.dtype,
+        sample_weight: Any = None,
+    ) -> None:
         host = torch.device("cpu")
         self.lazy = any(is_memory_map(leaf) for leaf in leaves(x))
-        to_host = lambda v: v if isinstance(v, torch.Tensor) or is_memory_map(v) else \
-            to_tensor(v, host, float_dtype)  # noqa: E731
+        to_host = lambda v: (
+            v
+            if isinstance(v, torch.Tensor) or is_memory_map(v)
+            else to_tensor(v, host, float_dtype)
+        )  # noqa: E731
         parts = [map_optional(to_host, v) for v in (x, y, sample_weight)]
-        self.nbytes = sum(t.nbytes if is_memory_map(t) else t.numel() * t.element_size()
-                          for part in parts if part is not None for t in leaves(part))
+        self.nbytes = sum(
+            t.nbytes if is_memory_map(t) else t.numel() * t.element_size()
+            for part in parts
+            if part is not None
+            for t in leaves(part)
+        )
         self.resident = not self.lazy and fits_on_device(self.nbytes, device)
         place = device if self.resident else host
         convert = lambda v: v if is_memory_map(v) else to_tensor(v, place, float_dtype)  # noqa
@@ -138,20 +165,24 @@ class TensorSource(DrawsFromFramework):
         self.input_map: Any = None  # applied per batch to memory-mapped inputs
         self._maps = MapReader()  # reads memory-mapped rows, releasing their pages
 
-    def _slices(self, x: Any, y: Any, w: Any, order: Any = None,
-                skip: int = 0) -> Iterator[tuple]:
+    def _slices(self, x: Any, y: Any, w: Any, order: Any = None, skip: int = 0) -> Iterator[tuple]:
         bs = self.batch_size
         first = skip * bs  # a resumed epoch starts at its next batch
         if bs >= self.n and self.resident and order is None and not skip:  # one batch
             yield make_batch(x, y, w)
             return
-        if self.resident and order is None and w is None and isinstance(x, torch.Tensor) \
-                and isinstance(y, (torch.Tensor, type(None))):
+        if (
+            self.resident
+            and order is None
+            and w is None
+            and isinstance(x, torch.Tensor)
+            and isinstance(y, (torch.Tensor, type(None)))
+        ):
             for start in range(first, self.n, bs):  # fast path: one tensor each, views only
-                yield x[start:start + bs], None if y is None else y[start:start + bs]
+                yield x[start : start + bs], None if y is None else y[start : start + bs]
             return
         for start in range(first, self.n, bs):
-            index = None if order is None else order[start:start + bs]
+            index = None if order is None else order[start : start + bs]
             if index is not None and self.lazy:
                 index = index.sort().values  # rows in file order: fewer pages touched
             take = lambda t, index=index, start=start: self._take(t, start, index)  # noqa
@@ -163,13 +194,14 @@ class TensorSource(DrawsFromFramework):
     def _take(self, t: Any, start: int, index: Any) -> torch.Tensor:
         """One batch of ``t``: rows ``start:start+bs``, or the rows ``index`` names."""
         if is_memory_map(t):  # only these rows are read from the file
-            part = self._maps.rows(t, start, start + self.batch_size,
-                                   None if index is None else index.numpy())
+            part = self._maps.rows(
+                t, start, start + self.batch_size, None if index is None else index.numpy()
+            )
             return to_tensor(part, self.device, self.float_dtype)
         if index is not None:
             part = t[index if index.device == t.device else index.to(t.device)]
         else:
-            part = t[start:start + self.batch_size]
+            part = t[start : start + self.batch_size]
         if self.resident:
             return part
         if self.pinned and index is not None:
@@ -194,8 +226,9 @@ class TensorSource(DrawsFromFramework):
             take = lambda t: t[perm].pin_memory()  # noqa: E731
         return self._slices(*(map_optional(take, v) for v in parts))
 
-    def batches(self, group: int = 1, limit: int | None = None,
-                skip: int | None = None) -> Iterator[tuple]:
+    def batches(
+        self, group: int = 1, limit: int | None = None, skip: int | None = None
+    ) -> Iterator[tuple]:
         """``(batch, 1)`` pairs: eager torch gains nothing from grouping steps per call.
         ``skip``: a resumed epoch, from batch ``skip`` on (``limit`` counts the skipped)."""
         return one_step_each(self._pass(skip or 0), remaining(limit, skip or 0))
@@ -212,9 +245,16 @@ class TensorSource(DrawsFromFramework):
             self.x = fn(self.x)
 
     def targets(self) -> Any:
-        return None if self.y is None else map_optional(
-            lambda t: to_tensor(t, torch.device("cpu"), self.float_dtype)
-            if is_memory_map(t) else t, self.y)
+        return (
+            None
+            if self.y is None
+            else map_optional(
+                lambda t: (
+                    to_tensor(t, torch.device("cpu"), self.float_dtype) if is_memory_map(t) else t
+                ),
+                self.y,
+            )
+        )
 
 
 def _is_tf_dataset(data: Any) -> bool:
@@ -244,8 +284,16 @@ class PrefetchingSource(IterableSource):
             yield batch
 
 
-def batch_source(data: Any, *, batch_size: int, shuffle: bool, device: torch.device,
-                 float_dtype: torch.dtype, weigh: Any = None, comm: Any = None) -> IterableSource:
+def batch_source(
+    data: Any,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    device: torch.device,
+    float_dtype: torch.dtype,
+    weigh: Any = None,
+    comm: Any = None,
+) -> IterableSource:
     """Batches from a DataLoader, a Dataset, a tf.data.Dataset or any iterable of (x, y).
 
     ``comm`` (DDP, fitkit/torch/distribute.py): each process keeps its share of every batch.
@@ -259,7 +307,8 @@ def batch_source(data: Any, *, batch_size: int, shuffle: bool, device: torch.dev
         if comm is not None:  # a map-style dataset goes on a DistributedSampler
             data, kwargs["restart"], plan = comm.loader(data, batch_size, shuffle)
         if isinstance(data, torch.utils.data.Dataset) and not isinstance(
-                data, torch.utils.data.IterableDataset):
+            data, torch.utils.data.IterableDataset
+        ):
             data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle)
         check_iterable(data)
         kwargs["own_rng"] = loader_rngs(data)  # a loader's own generator, saved by backups
@@ -302,7 +351,8 @@ def check_divisible(batch_size: int, world: int, what: str = "batch_size") -> No
         raise FitkitValueError(
             f"{what}={batch_size} does not divide by the {world} processes: under DDP it is the "
             f"global batch, and a DistributedSampler gives each process the same number of "
-            f"rows. Pass a multiple of {world}.")
+            f"rows. Pass a multiple of {world}."
+        )
 
 
 class ShardedTensorSource(TensorSource):
@@ -316,8 +366,7 @@ class ShardedTensorSource(TensorSource):
         super().__init__(*args, **kwargs)
         self.comm = comm
 
-    def _slices(self, x: Any, y: Any, w: Any, order: Any = None,
-                skip: int = 0) -> Iterator[tuple]:
+    def _slices(self, x: Any, y: Any, w: Any, order: Any = None, skip: int = 0) -> Iterator[tuple]:
         bs, world, rank = self.batch_size, self.comm.world_size, self.comm.rank
         for start in range(skip * bs, self.n, bs):
             total = min(bs, self.n - start)
@@ -363,7 +412,7 @@ class ShardedTensorSource(TensorSource):
 class _Item:
     """A raw item of a sharded pass and its index in the pass."""
 
-    __slots__ = ("item", "index")
+    __slots__ = ("index", "item")
 
     def __init__(self, item: Any, index: int) -> None:
         self.item, self.index = item, index

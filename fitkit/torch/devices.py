@@ -3,6 +3,7 @@
 Owns the torch.cuda calls behind fitkit/devices.py (which documents the public functions);
 process groups and multi-process training belong to distribute.py and ``fitkit launch``.
 """
+
 from __future__ import annotations
 
 import gc
@@ -32,10 +33,14 @@ def resolve_device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as err:
-        gpu = " (torch calls GPUs 'cuda')" if str(device).strip().lower().startswith(
-            ("gpu", "/gpu", "/device:gpu")) else ""
-        raise FitkitValueError(f"Model(device={device!r}) is not a torch device{gpu}; the "
-                               f"devices here are {there}.") from err
+        gpu = (
+            " (torch calls GPUs 'cuda')"
+            if str(device).strip().lower().startswith(("gpu", "/gpu", "/device:gpu"))
+            else ""
+        )
+        raise FitkitValueError(
+            f"Model(device={device!r}) is not a torch device{gpu}; the devices here are {there}."
+        ) from err
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if not count:
@@ -43,22 +48,31 @@ def resolve_device(device: Any) -> torch.device:
                 f"Model(device={device!r}) needs a CUDA GPU, and torch sees none here (torch "
                 f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); the devices "
                 f"here are {there}. Pass device='cpu', or leave device out (a GPU when there "
-                f"is one, else the CPU).")
+                f"is one, else the CPU)."
+            )
         if dev.index is not None and dev.index >= count:
             raise FitkitValueError(
                 f"Model(device={device!r}): there is no GPU {dev.index}; torch sees {count} "
                 f"GPU(s) here (the devices are {there}; CUDA_VISIBLE_DEVICES renumbers them "
-                f"from cuda:0).")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and
-                                  torch.backends.mps.is_available()):
-        raise FitkitValueError(f"Model(device={device!r}): MPS is not available here; the "
-                               f"devices here are {there}.")
+                f"from cuda:0)."
+            )
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise FitkitValueError(
+            f"Model(device={device!r}): MPS is not available here; the devices here are {there}."
+        )
     return dev
 
 
 def _entry(name: str, type_: str, memory_mb: int | None = None, description: str = "") -> dict:
-    return {"name": name, "type": type_, "kind": "physical", "memory_mb": memory_mb,
-            "description": description}
+    return {
+        "name": name,
+        "type": type_,
+        "kind": "physical",
+        "memory_mb": memory_mb,
+        "description": description,
+    }
 
 
 def list_devices(initialize: bool = True) -> list[dict]:
@@ -66,7 +80,7 @@ def list_devices(initialize: bool = True) -> list[dict]:
     for i in range(torch.cuda.device_count()):  # counts without initialising CUDA
         if initialize:
             props = torch.cuda.get_device_properties(i)  # this initialises CUDA
-            devices.append(_entry(f"cuda:{i}", "GPU", props.total_memory // 2 ** 20, props.name))
+            devices.append(_entry(f"cuda:{i}", "GPU", props.total_memory // 2**20, props.name))
         else:
             devices.append(_entry(f"cuda:{i}", "GPU"))
     mps = getattr(torch.backends, "mps", None)
@@ -81,7 +95,8 @@ def _too_late(call: str, what: str) -> FitkitError:
         f"{what} can no longer change. Move the call to the top of your script, before anything "
         f"touches the GPU (a tensor or model on 'cuda', torch.cuda.* queries, "
         f"fitkit.devices.list_devices(), fitkit.Model(...)), or set it in the environment of "
-        f"the process.")
+        f"the process."
+    )
 
 
 def set_visible_devices(indices: list[int]) -> None:
@@ -94,8 +109,9 @@ def set_visible_devices(indices: list[int]) -> None:
 
 
 def _merge_setting(conf: str, key: str, value: str) -> str:
-    items = [part for part in conf.split(",") if part.strip() and
-             part.split(":", 1)[0].strip() != key]
+    items = [
+        part for part in conf.split(",") if part.strip() and part.split(":", 1)[0].strip() != key
+    ]
     return ",".join(items + [f"{key}:{value}"])
 
 
@@ -114,8 +130,10 @@ def memory_growth(enabled: bool = True) -> bool:
     if torch.cuda.is_initialized():
         if wanted in _allocator_settings().replace(" ", ""):
             return True  # set before CUDA started: nothing to change
-        raise _too_late(f"memory_growth({enabled})", "the CUDA allocator's settings "
-                        f"(PYTORCH_CUDA_ALLOC_CONF={wanted})")
+        raise _too_late(
+            f"memory_growth({enabled})",
+            f"the CUDA allocator's settings (PYTORCH_CUDA_ALLOC_CONF={wanted})",
+        )
     # edit the variable(s) the user set (PYTORCH_CUDA_ALLOC_CONF wins when both are), else
     # create PYTORCH_CUDA_ALLOC_CONF; other settings in them are kept
     names = [var for var in _ALLOC_VARS if var in os.environ] or [_ALLOC_VARS[0]]
@@ -135,13 +153,16 @@ def set_memory_limit(mb: int, device: int = 0) -> None:
         raise FitkitError(
             f"fitkit.devices.set_memory_limit({mb}) limits GPU memory, but torch sees no CUDA "
             f"GPU here (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). "
-            f"Guard the call with `if fitkit.devices.cuda_info()['available']:`.")
+            f"Guard the call with `if fitkit.devices.cuda_info()['available']:`."
+        )
     count = torch.cuda.device_count()
     if not 0 <= device < count:
-        raise FitkitValueError(f"set_memory_limit: device {device} does not exist; torch sees "
-                               f"{count} GPU(s): cuda:0..cuda:{count - 1}.")
+        raise FitkitValueError(
+            f"set_memory_limit: device {device} does not exist; torch sees "
+            f"{count} GPU(s): cuda:0..cuda:{count - 1}."
+        )
     total = torch.cuda.get_device_properties(device).total_memory
-    fraction = min(1.0, mb * 2 ** 20 / total)
+    fraction = min(1.0, mb * 2**20 / total)
     torch.cuda.set_per_process_memory_fraction(fraction, device)
 
 
@@ -151,7 +172,8 @@ def virtual_devices(count: int, memory_limit: int | None = None) -> list[str]:
             f"torch cannot split one device into {count} logical devices. Train on several "
             f"processes instead: `fitkit launch -n {count} train.py` (torchrun underneath) with "
             f"fitkit.distribute.strategy('ddp'), which also runs on CPUs; or use the TensorFlow "
-            f"backend for logical devices.")
+            f"backend for logical devices."
+        )
     if memory_limit is not None and torch.cuda.is_available():
         set_memory_limit(memory_limit, 0)
         return ["cuda:0"]
@@ -159,21 +181,27 @@ def virtual_devices(count: int, memory_limit: int | None = None) -> list[str]:
 
 
 def _warn_no_equivalent(call: str, what: str) -> None:
-    warnings.warn(f"fitkit.devices.{call}: torch has no {what}; nothing was changed.",
-                  UserWarning, stacklevel=3)
+    warnings.warn(
+        f"fitkit.devices.{call}: torch has no {what}; nothing was changed.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def soft_device_placement(enabled: bool = True) -> bool:
     if enabled:
-        _warn_no_equivalent("soft_device_placement(True)", "soft placement (an op runs where "
-                            "its tensors are, or fails)")
+        _warn_no_equivalent(
+            "soft_device_placement(True)",
+            "soft placement (an op runs where its tensors are, or fails)",
+        )
     return False
 
 
 def log_device_placement(enabled: bool = True) -> bool:
     if enabled:
-        _warn_no_equivalent("log_device_placement(True)", "device placement log (print "
-                            "tensor.device instead)")
+        _warn_no_equivalent(
+            "log_device_placement(True)", "device placement log (print tensor.device instead)"
+        )
     return False
 
 
@@ -191,5 +219,9 @@ def device() -> str:
 
 def cuda_info() -> dict:
     count = torch.cuda.device_count()
-    return {"built": torch.version.cuda is not None, "available": count > 0, "devices": count,
-            "version": torch.version.cuda}
+    return {
+        "built": torch.version.cuda is not None,
+        "available": count > 0,
+        "devices": count,
+        "version": torch.version.cuda,
+    }

@@ -12,6 +12,7 @@ in one process or N. "mirrored" without two GPUs warns and trains on one device.
 "ddp", a model built inside the ``with`` block may fit / validate / predict after it (Keras's
 pattern): the process group lives until the last such model is released or the process ends.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -19,7 +20,8 @@ import gc
 import os
 import warnings
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -46,19 +48,24 @@ def enter(name: str) -> facade.Strategy:
         gpus = torch.cuda.device_count()
         if gpus > 1:
             return Mirrored(gpus)
-        warnings.warn(f"strategy('mirrored') needs at least two CUDA GPUs; this machine has "
-                      f"{gpus}: training on one device ({default_device()}), as "
-                      f"strategy('none').", stacklevel=3)
+        warnings.warn(
+            f"strategy('mirrored') needs at least two CUDA GPUs; this machine has "
+            f"{gpus}: training on one device ({default_device()}), as "
+            f"strategy('none').",
+            stacklevel=3,
+        )
         return Single()
     if name in ("central_storage", "multi_worker"):
         raise FitkitValueError(
             f"strategy({name!r}) is a TensorFlow strategy (tf.distribute); torch has no such "
             f"strategy. On torch use strategy('ddp') (DistributedDataParallel, one process per "
-            f"device or machine, started with `fitkit launch -n N script.py`).")
+            f"device or machine, started with `fitkit launch -n N script.py`)."
+        )
     if name == "none":
         return Single()
-    raise FitkitValueError(f"Unknown strategy {name!r} for torch; use 'none', 'auto', "
-                           f"'mirrored' or 'ddp'.")
+    raise FitkitValueError(
+        f"Unknown strategy {name!r} for torch; use 'none', 'auto', 'mirrored' or 'ddp'."
+    )
 
 
 class Single(facade.Strategy):
@@ -81,10 +88,12 @@ class Mirrored(facade.Strategy):
 
     def __init__(self, gpus: int) -> None:
         self.replicas, self.device = gpus, torch.device("cuda", 0)
-        warnings.warn(f"strategy('mirrored') on torch is DataParallel over {gpus} GPUs (one "
-                      f"process, slower than DDP). torch recommends DistributedDataParallel: "
-                      f"strategy('ddp'), started with `fitkit launch -n {gpus} script.py`.",
-                      stacklevel=4)
+        warnings.warn(
+            f"strategy('mirrored') on torch is DataParallel over {gpus} GPUs (one "
+            f"process, slower than DDP). torch recommends DistributedDataParallel: "
+            f"strategy('ddp'), started with `fitkit launch -n {gpus} script.py`.",
+            stacklevel=4,
+        )
 
     def attach(self, adapter: Any) -> None:
         self.native = torch.nn.DataParallel(adapter.net, device_ids=list(range(self.replicas)))
@@ -105,17 +114,21 @@ class DDP(facade.Strategy):
                 f"strategy('ddp') runs one process per device, started by a launcher that sets "
                 f"{', '.join(_ENV)}; {', '.join(missing)} {'is' if len(missing) == 1 else 'are'}"
                 f" not set. Start the script with `fitkit launch -n N script.py` or `torchrun "
-                f"--nproc-per-node N script.py` (N: this machine's GPUs, or CPU processes).")
+                f"--nproc-per-node N script.py` (N: this machine's GPUs, or CPU processes)."
+            )
         if not dist.is_available():
-            raise FitkitError("strategy('ddp') needs torch.distributed, which this torch build "
-                              "lacks.")
+            raise FitkitError(
+                "strategy('ddp') needs torch.distributed, which this torch build lacks."
+            )
         self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         self.replicas, local = self.world_size, int(os.environ["LOCAL_RANK"])
         if torch.cuda.is_available():
             if local >= torch.cuda.device_count():
-                raise FitkitError(f"LOCAL_RANK={local}, but this machine has "
-                                  f"{torch.cuda.device_count()} GPU(s): start at most one "
-                                  f"process per GPU.")
+                raise FitkitError(
+                    f"LOCAL_RANK={local}, but this machine has "
+                    f"{torch.cuda.device_count()} GPU(s): start at most one "
+                    f"process per GPU."
+                )
             self.device, kind = torch.device("cuda", local), "nccl"
             torch.cuda.set_device(self.device)
         else:
@@ -169,7 +182,7 @@ class DDP(facade.Strategy):
         self.closed = True
         atexit.unregister(self.destroy)
 
-    def attach(self, adapter: Any) -> "DDPRun":
+    def attach(self, adapter: Any) -> DDPRun:
         run = DDPRun(self, adapter)  # the adapter holds it; here only weakly, so that
         self.runs.append(weakref.ref(run))  # releasing the model can end the group
         self.models += 1
@@ -196,7 +209,7 @@ class DDPRun:
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.ddp = DistributedDataParallel(adapter.net, device_ids=ids)
         self.update: Any = None  # the adapter's controls.Update (accumulation window)
-        self.rows = 0           # this process's rows in the running step
+        self.rows = 0  # this process's rows in the running step
         self.total: int | None = None  # rows over every process in it (None: each the whole)
         self.forwarded = False  # the running step went through DDP's forward
         self.positions: list[range] = []  # the rows each predicted batch holds
@@ -206,7 +219,8 @@ class DDPRun:
         if self.strategy.closed:
             raise FitkitError(
                 "This model's strategy('ddp') process group is destroyed (the process is "
-                "exiting). Call fit / validate / predict before the script ends.")
+                "exiting). Call fit / validate / predict before the script ends."
+            )
 
     # ------------------------------------------------------------------ comm
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -244,12 +258,15 @@ class DDPRun:
         """The adapter's make_function under DDP: each batch's share noted for the update
         and for predict's gather; an empty share logs zeros over zero rows."""
         if mode == "predict":
+
             def run_predict(batch: tuple) -> Any:
                 positions = getattr(batch, "positions", None)
-                self.positions.append(range(data.rows(batch[0])) if positions is None
-                                      else positions)
+                self.positions.append(
+                    range(data.rows(batch[0])) if positions is None else positions
+                )
                 with torch.no_grad():
                     return step(tuple(batch))
+
             return run_predict
 
         def run(batch: tuple) -> None:
@@ -261,12 +278,14 @@ class DDPRun:
             if not rows:  # the mean of no rows is NaN: this share adds nothing
                 logs = {k: torch.zeros((), device=self.device) for k in logs}
             tracker.update(logs, rows)
+
         if mode == "train":
             return run
 
         def run_test(batch: tuple) -> None:
             with torch.no_grad():
                 run(batch)
+
         return run_test
 
     def compiled(self, adapter: Any) -> None:
@@ -279,8 +298,10 @@ class DDPRun:
         if self.forwarded:
             return
         scale = 1.0 if self.total is None else self.rows * self.world_size / self.total
-        self.average([p.grad for g in optimizer.param_groups for p in g["params"]
-                      if p.grad is not None], scale)
+        self.average(
+            [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None],
+            scale,
+        )
 
     def average(self, grads: list[torch.Tensor], scale: float = 1.0) -> None:
         """Gradients averaged over processes in place (one all-reduce), as DDP does."""
@@ -307,8 +328,10 @@ class DDPRun:
             parts += metric.local_state()
         parts = [torch.as_tensor(p, dtype=torch.float64, device=self.device) for p in parts]
         sizes = [p.numel() for p in parts]
-        every = [list(row.split(sizes)) for row in
-                 self.all_gather(torch.cat([p.reshape(-1) for p in parts]))]
+        every = [
+            list(row.split(sizes))
+            for row in self.all_gather(torch.cat([p.reshape(-1) for p in parts]))
+        ]
         every = [[v.reshape(p.shape) for v, p in zip(row, parts)] for row in every]
         keys, n = list(tracker.sums), len(tracker.sums)
         count = sum(row[n] for row in every).clamp_min(1)
@@ -319,7 +342,7 @@ class DDPRun:
                 values[metric.name] = metric.result()
                 continue
             width = len(metric.state_names)
-            merged = metric.merge([row[at:at + width] for row in every])
+            merged = metric.merge([row[at : at + width] for row in every])
             at += width
             own = {k: getattr(metric, k) for k in metric.state_names}
             try:
@@ -334,9 +357,10 @@ class DDPRun:
     def gather(self, outputs: list) -> Any:
         """Every process's predictions, in the pass's order (rows that several processes
         predicted, e.g. a batch-style call's, kept once)."""
-        seen, self.positions = self.positions[-len(outputs):], []
-        local = torch.cat([torch.arange(r.start, r.stop, r.step, dtype=torch.int64)
-                           for r in seen]).to(self.device)
+        seen, self.positions = self.positions[-len(outputs) :], []
+        local = torch.cat(
+            [torch.arange(r.start, r.stop, r.step, dtype=torch.int64) for r in seen]
+        ).to(self.device)
         counts = torch.cat(self.all_gather(local.new_tensor([local.numel()])))
         most = int(counts.max())  # host sync: once, when predictions leave the device
         where = torch.cat(self.all_gather(_pad(local, most, -1)))
@@ -345,8 +369,9 @@ class DDPRun:
         n = int(index.max()) + 1 if index.numel() else 0  # host sync: the same read
         return _merge(outputs, lambda t: self._gather_rows(t, most, keep, index, n))
 
-    def _gather_rows(self, local: torch.Tensor, most: int, keep: torch.Tensor,
-                     index: torch.Tensor, n: int) -> torch.Tensor:
+    def _gather_rows(
+        self, local: torch.Tensor, most: int, keep: torch.Tensor, index: torch.Tensor, n: int
+    ) -> torch.Tensor:
         dtype = local.dtype
         if dtype in (torch.bfloat16, torch.bool):  # not every backend sends these
             local = local.float()
@@ -356,9 +381,19 @@ class DDPRun:
         return out if dtype == torch.bfloat16 else out.to(dtype)
 
 
-_LOADER_OPTIONS = ("num_workers", "collate_fn", "pin_memory", "timeout", "worker_init_fn",
-                   "multiprocessing_context", "generator", "prefetch_factor",
-                   "persistent_workers", "pin_memory_device", "in_order")
+_LOADER_OPTIONS = (
+    "num_workers",
+    "collate_fn",
+    "pin_memory",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "generator",
+    "prefetch_factor",
+    "persistent_workers",
+    "pin_memory_device",
+    "in_order",
+)
 
 
 def distributed_loader(source: Any, batch_size: int, shuffle: bool, comm: Any) -> tuple:
@@ -371,13 +406,22 @@ def distributed_loader(source: Any, batch_size: int, shuffle: bool, comm: Any) -
     sampler's epoch from torch's RNG on rank 0 (broadcast), so epochs reshuffle and a
     resumed fit draws the same order.
     """
-    from torch.utils.data import (DataLoader, Dataset, DistributedSampler, IterableDataset,
-                                  RandomSampler, SequentialSampler)
+    from torch.utils.data import (
+        DataLoader,
+        Dataset,
+        DistributedSampler,
+        IterableDataset,
+        RandomSampler,
+        SequentialSampler,
+    )
+
     if isinstance(source, DataLoader):
         sampler = source.sampler
         plain = type(sampler) is SequentialSampler or (
-            type(sampler) is RandomSampler and not sampler.replacement
-            and getattr(sampler, "_num_samples", None) is None)
+            type(sampler) is RandomSampler
+            and not sampler.replacement
+            and getattr(sampler, "_num_samples", None) is None
+        )
         if source.batch_size is None or isinstance(source.dataset, IterableDataset) or not plain:
             return source, None, None
         dataset, size, drop_last = source.dataset, source.batch_size, source.drop_last
@@ -385,21 +429,25 @@ def distributed_loader(source: Any, batch_size: int, shuffle: bool, comm: Any) -
         options = {k: getattr(source, k) for k in _LOADER_OPTIONS if hasattr(source, k)}
         if not source.num_workers:
             options.pop("prefetch_factor", None)
-    elif isinstance(source, Dataset) and not isinstance(source, IterableDataset) and \
-            hasattr(source, "__len__"):
+    elif (
+        isinstance(source, Dataset)
+        and not isinstance(source, IterableDataset)
+        and hasattr(source, "__len__")
+    ):
         dataset, size, drop_last, options, what = source, batch_size, False, {}, "batch_size"
     else:
         return source, None, None
     data.check_divisible(size, comm.world_size, what)
     n = len(dataset)
-    sampler = DistributedSampler(dataset, num_replicas=comm.world_size, rank=comm.rank,
-                                 shuffle=shuffle, drop_last=False)
-    loader = DataLoader(dataset, batch_size=size // comm.world_size, sampler=sampler,
-                        **options)
+    sampler = DistributedSampler(
+        dataset, num_replicas=comm.world_size, rank=comm.rank, shuffle=shuffle, drop_last=False
+    )
+    loader = DataLoader(dataset, batch_size=size // comm.world_size, sampler=sampler, **options)
 
     def restart() -> Any:
         sampler.set_epoch(comm.draw_seed())
         return loader
+
     steps = n // size if drop_last else -(-n // size)
     return loader, restart if shuffle else None, (n, size, steps, shuffle)
 

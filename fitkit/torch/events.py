@@ -2,6 +2,7 @@
 fitkit/tf/events.py. Owns writing scalars to one run's event file; which scalars, under
 which names, is the TensorBoard callback's (fitkit/callbacks/events.py).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -27,8 +28,10 @@ class EventWriter:
 
     def __init__(self, log_dir: str) -> None:
         os.makedirs(log_dir, exist_ok=True)
-        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-                f"{os.getpid()}.{next(_SERIAL)}")
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.{next(_SERIAL)}"
+        )
         self.path = os.path.join(log_dir, name)
         self._file = open(self.path, "wb")
         self._records = RecordWriter(self._file)

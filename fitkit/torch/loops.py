@@ -4,11 +4,13 @@
 Owns the torch steps; the epoch skeleton, exact means and printout are fitkit.script's.
 fitkit/tf/loops.py mirrors this module name for name.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from numbers import Number
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,7 +22,7 @@ from .adapter import call_net
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["train_step", "valid_step", "train_model"]
+__all__ = ["train_model", "train_step", "valid_step"]
 
 _EXAMPLES = {
     "optimizer": "torch.optim.SGD(model.parameters(), lr=0.01)",
@@ -32,21 +34,28 @@ _EXAMPLES = {
 def _parts(model: Any) -> tuple[Any, Any, Any]:
     """(optimizer, loss_func, metric_func) of ``model``, checked."""
     if not isinstance(model, torch.nn.Module):
-        raise FitkitTypeError(f"fitkit.torch.loops takes the torch.nn.Module itself (with "
-                              f"model.optimizer, model.loss_func, model.metric_func set); got "
-                              f"{type(model).__name__}. For a Keras model use fitkit.tf.loops.")
+        raise FitkitTypeError(
+            f"fitkit.torch.loops takes the torch.nn.Module itself (with "
+            f"model.optimizer, model.loss_func, model.metric_func set); got "
+            f"{type(model).__name__}. For a Keras model use fitkit.tf.loops."
+        )
     _keep_out_of_sequence(model)
-    optimizer, loss_func, metric_func = (script.model_attribute(model, name, example)
-                                         for name, example in _EXAMPLES.items())
+    optimizer, loss_func, metric_func = (
+        script.model_attribute(model, name, example) for name, example in _EXAMPLES.items()
+    )
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise FitkitTypeError(f"model.optimizer must be a torch.optim.Optimizer over the "
-                              f"network's parameters, e.g. model.optimizer = "
-                              f"{_EXAMPLES['optimizer']}; got {type(optimizer).__name__}.")
+        raise FitkitTypeError(
+            f"model.optimizer must be a torch.optim.Optimizer over the "
+            f"network's parameters, e.g. model.optimizer = "
+            f"{_EXAMPLES['optimizer']}; got {type(optimizer).__name__}."
+        )
     for name, value in (("loss_func", loss_func), ("metric_func", metric_func)):
         if not callable(value):
-            raise FitkitTypeError(f"model.{name} must be callable as {name}(y_pred, y_true), "
-                                  f"e.g. model.{name} = {_EXAMPLES[name]}; got "
-                                  f"{type(value).__name__}.")
+            raise FitkitTypeError(
+                f"model.{name} must be callable as {name}(y_pred, y_true), "
+                f"e.g. model.{name} = {_EXAMPLES[name]}; got "
+                f"{type(value).__name__}."
+            )
     return optimizer, loss_func, metric_func
 
 
@@ -65,10 +74,13 @@ def _keep_out_of_sequence(model: torch.nn.Module) -> None:
         if params is not None:
             module.to(params.device)
         object.__setattr__(model, name, module)
-        warnings.warn(f"model.{name} ({type(module).__name__}) had become the last layer of "
-                      f"this nn.Sequential (torch registers a module set as an attribute); "
-                      f"fitkit made it a plain attribute again so the network's forward skips "
-                      f"it.", stacklevel=3)
+        warnings.warn(
+            f"model.{name} ({type(module).__name__}) had become the last layer of "
+            f"this nn.Sequential (torch registers a module set as an attribute); "
+            f"fitkit made it a plain attribute again so the network's forward skips "
+            f"it.",
+            stacklevel=3,
+        )
 
 
 def _to_device(value: Any, device: torch.device | None) -> Any:
@@ -107,8 +119,14 @@ def _device(model: torch.nn.Module) -> torch.device | None:
     return params.device if params is not None else None
 
 
-def _batch(model: Any, parts: tuple, features: Any, labels: Any, training: bool,
-           device: torch.device | None) -> tuple[torch.Tensor, Any, int]:
+def _batch(
+    model: Any,
+    parts: tuple,
+    features: Any,
+    labels: Any,
+    training: bool,
+    device: torch.device | None,
+) -> tuple[torch.Tensor, Any, int]:
     """(loss, metric, rows) of one batch, the loss and a tensor metric left on the device;
     with ``training`` one optimizer update first. The caller sets the mode and no_grad."""
     optimizer, loss_func, metric_func = parts
@@ -123,8 +141,10 @@ def _batch(model: Any, parts: tuple, features: Any, labels: Any, training: bool,
     with torch.no_grad():
         metric = metric_func(_detached(predictions), labels)
     if not isinstance(metric, (torch.Tensor, Number, np.generic, np.ndarray)):
-        raise FitkitTypeError(f"model.metric_func returned {type(metric).__name__}; it must "
-                              f"return a number or a tensor (the batch's metric).")
+        raise FitkitTypeError(
+            f"model.metric_func returned {type(metric).__name__}; it must "
+            f"return a number or a tensor (the batch's metric)."
+        )
     return loss.detach(), metric, _rows(labels)
 
 
@@ -156,10 +176,15 @@ def valid_step(model: torch.nn.Module, features: Any, labels: Any) -> tuple[floa
 class _Phase:
     """Training or validation over one epoch's batches, sums kept on the device."""
 
-    def __init__(self, model: torch.nn.Module, parts: tuple, metric_name: str,
-                 training: bool) -> None:
-        self.model, self.parts, self.metric_name, self.training = (model, parts, metric_name,
-                                                                   training)
+    def __init__(
+        self, model: torch.nn.Module, parts: tuple, metric_name: str, training: bool
+    ) -> None:
+        self.model, self.parts, self.metric_name, self.training = (
+            model,
+            parts,
+            metric_name,
+            training,
+        )
         self.logs = script.EpochLogs()
         self.device: torch.device | None = None
 
@@ -170,16 +195,22 @@ class _Phase:
 
     def step(self, features: Any, labels: Any) -> None:
         with torch.set_grad_enabled(self.training):
-            loss, metric, rows = _batch(self.model, self.parts, features, labels, self.training,
-                                        self.device)
+            loss, metric, rows = _batch(
+                self.model, self.parts, features, labels, self.training, self.device
+            )
         self.logs.update(rows, **{"loss": loss, self.metric_name: metric})
 
     def result(self) -> dict[str, float]:
         return self.logs.result()  # host sync: one read for loss and metric
 
 
-def train_model(model: torch.nn.Module, epochs: int, dl_train: Iterable,
-                dl_valid: Iterable | None = None, log_step_freq: int | None = 100) -> pd.DataFrame:
+def train_model(
+    model: torch.nn.Module,
+    epochs: int,
+    dl_train: Iterable,
+    dl_valid: Iterable | None = None,
+    log_step_freq: int | None = 100,
+) -> pd.DataFrame:
     """Train for ``epochs`` with the tutorial's printout; returns a pandas DataFrame with
     columns epoch, loss, <metric_name>, val_loss, val_<metric_name>.
 
@@ -197,8 +228,13 @@ def train_model(model: torch.nn.Module, epochs: int, dl_train: Iterable,
     was_training = model.training
     try:
         history = script.epoch_loop(
-            _Phase(model, parts, metric_name, True), _Phase(model, parts, metric_name, False),
-            epochs=epochs, dl_train=dl_train, dl_valid=dl_valid, log_step_freq=log_step_freq)
+            _Phase(model, parts, metric_name, True),
+            _Phase(model, parts, metric_name, False),
+            epochs=epochs,
+            dl_train=dl_train,
+            dl_valid=dl_valid,
+            log_step_freq=log_step_freq,
+        )
     finally:
         model.train(was_training)
     return history.df

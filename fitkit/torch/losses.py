@@ -5,10 +5,12 @@ same name gives the same value on both backends) and sample weighting. Every bui
 is called ``fn(y_true, y_pred, sample_weight)``; a native torch loss keeps its own
 ``(y_pred, y)`` order inside. Matching losses to outputs is fitkit/outputs.py's job.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +42,9 @@ def _probs(y_pred):
 def _sparse(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample negative log-likelihood of integer labels, class axis last."""
     y = y.reshape(logp.shape[:-1]).long()
-    return F.nll_loss(logp.reshape(-1, logp.shape[-1]), y.reshape(-1),
-                      reduction="none").reshape(y.shape)
+    return F.nll_loss(logp.reshape(-1, logp.shape[-1]), y.reshape(-1), reduction="none").reshape(
+        y.shape
+    )
 
 
 def _bce(p, y):
@@ -82,7 +85,8 @@ _VALUES: dict[str, Callable] = {
     "poisson": lambda p, y: p - _float(p, y) * torch.log(p + EPSILON),
     "cross_entropy": lambda p, y: _sparse(F.log_softmax(p, -1), y),
     "bce_with_logits": lambda p, y: F.binary_cross_entropy_with_logits(
-        p, _float(p, y), reduction="none"),
+        p, _float(p, y), reduction="none"
+    ),
     "bce": _bce,
     "hinge": _hinge,
     "categorical_hinge": _categorical_hinge,
@@ -93,10 +97,14 @@ _VALUES: dict[str, Callable] = {
 
 # Native losses whose meaning fitkit knows: (task, from_logits) for shape checks and accuracy.
 _NATIVE_TASKS = {
-    torch.nn.MSELoss: ("regression", False), torch.nn.L1Loss: ("regression", False),
-    torch.nn.SmoothL1Loss: ("regression", False), torch.nn.HuberLoss: ("regression", False),
-    torch.nn.BCELoss: ("binary", False), torch.nn.BCEWithLogitsLoss: ("binary", True),
-    torch.nn.CrossEntropyLoss: ("class", True), torch.nn.NLLLoss: ("sparse", False),
+    torch.nn.MSELoss: ("regression", False),
+    torch.nn.L1Loss: ("regression", False),
+    torch.nn.SmoothL1Loss: ("regression", False),
+    torch.nn.HuberLoss: ("regression", False),
+    torch.nn.BCELoss: ("binary", False),
+    torch.nn.BCEWithLogitsLoss: ("binary", True),
+    torch.nn.CrossEntropyLoss: ("class", True),
+    torch.nn.NLLLoss: ("sparse", False),
 }
 
 
@@ -111,7 +119,9 @@ def reduce(values: torch.Tensor, sample_weight: torch.Tensor | None) -> torch.Te
 # Unweighted means that torch computes in one call: the same values as reduce(_VALUES[...]),
 # a few ops fewer per step (the step of a small network is mostly per-op overhead).
 _MEANS: dict[str, Callable] = {
-    "mse": F.mse_loss, "mae": F.l1_loss, "huber": lambda p, y: F.huber_loss(p, y, delta=1.0),
+    "mse": F.mse_loss,
+    "mae": F.l1_loss,
+    "huber": lambda p, y: F.huber_loss(p, y, delta=1.0),
     "bce_with_logits": F.binary_cross_entropy_with_logits,
 }
 
@@ -129,6 +139,7 @@ def _portable(name: str) -> Callable:
             if y_aligned.shape == p.shape:
                 return mean(p, y_aligned)
         return reduce(values(p, y), w)
+
     return fused
 
 
@@ -156,8 +167,10 @@ def _native(loss: Any) -> Callable:
                 f"sample_weight / class_weight need one loss value per sample, but the loss "
                 f"{type(loss).__name__} returns a scalar. Use a portable loss name, a torch loss "
                 f"module (fitkit sets reduction='none'), or a callable that returns per-sample "
-                f"values.")
+                f"values."
+            )
         return reduce(value, w)
+
     return call
 
 

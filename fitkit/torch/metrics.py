@@ -5,9 +5,11 @@ gives the same number on both backends, and which attributes hold each running s
 combines them over processes: fitkit/torch/distribute.py). Choosing and naming metrics is
 the adapter's job.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -44,8 +46,10 @@ class StateMetric:
 
     def local_state(self) -> list[torch.Tensor]:
         """The running state as float64 tensors of fixed shapes, in ``state_names`` order."""
-        return [torch.as_tensor(getattr(self, k), dtype=torch.float64, device=self.device)
-                for k in self.state_names]
+        return [
+            torch.as_tensor(getattr(self, k), dtype=torch.float64, device=self.device)
+            for k in self.state_names
+        ]
 
     def merge(self, states: list[list[torch.Tensor]]) -> dict:
         """The state over every process, from each one's ``local_state()``: sums."""
@@ -96,8 +100,9 @@ class Accuracy(StateMetric):
 
     state_names = ("correct", "count")
 
-    def __init__(self, name: str = "accuracy", task: str | None = None,
-                 threshold: float | None = None) -> None:
+    def __init__(
+        self, name: str = "accuracy", task: str | None = None, threshold: float | None = None
+    ) -> None:
         super().__init__(name)
         self.task, self.threshold = task, threshold
 
@@ -221,8 +226,9 @@ class PrecisionRecall(StateMetric):
 
     def reset(self) -> None:
         size = () if self.mode.task == "binary" else (self.width,)
-        self.tp, self.fp, self.fn = (torch.zeros(size, dtype=torch.float64, device=self.device)
-                                     for _ in range(3))
+        self.tp, self.fp, self.fn = (
+            torch.zeros(size, dtype=torch.float64, device=self.device) for _ in range(3)
+        )
 
     def update(self, y_pred, y, sample_weight=None) -> None:
         pred, true = _labels(y_pred, y, self.mode, self.cut)
@@ -266,20 +272,27 @@ class R2Score(StateMetric):
         self.shift: torch.Tensor | None = None
 
     def local_state(self) -> list[torch.Tensor]:
-        shift = self.shift if self.shift is not None else \
-            torch.zeros(1, self.width, dtype=torch.float64, device=self.device)
-        return [self.sums, torch.as_tensor(self.count, dtype=torch.float64,
-                                           device=self.device), shift]
+        shift = (
+            self.shift
+            if self.shift is not None
+            else torch.zeros(1, self.width, dtype=torch.float64, device=self.device)
+        )
+        return [
+            self.sums,
+            torch.as_tensor(self.count, dtype=torch.float64, device=self.device),
+            shift,
+        ]
 
     def merge(self, states: list[list[torch.Tensor]]) -> dict:
         counts = torch.stack([s[1] for s in states])
         shifts = torch.stack([s[2] for s in states])
         shift = shifts[(counts != 0).int().argmax()]  # the first process with rows (no read)
         sums = torch.zeros_like(states[0][0])
-        for (own, count, own_shift) in states:
+        for own, count, own_shift in states:
             d = (own_shift - shift).reshape(-1)  # sums about ``shift``: y - shift = (y - s) + d
-            sums += torch.stack([own[0] + count * d, own[1] + 2 * d * own[0] + count * d * d,
-                                 own[2]])
+            sums += torch.stack(
+                [own[0] + count * d, own[1] + 2 * d * own[0] + count * d * d, own[2]]
+            )
         return {"sums": sums, "count": counts.sum(), "shift": shift}
 
     def update(self, y_pred, y, sample_weight=None) -> None:

@@ -4,11 +4,11 @@ Owns the name -> torch.optim mapping, the checks on native optimizers and factor
 parameters they hold), and reading / setting the rates of several param groups with their
 ratios kept; the TensorFlow twin is fitkit/tf/optimizers.py. Schedulers are schedules.py's.
 """
+
 from __future__ import annotations
 
-from typing import Any
-
 import warnings
+from typing import Any
 
 import torch
 
@@ -31,16 +31,19 @@ _OPTIMIZERS = {
     "adadelta": (torch.optim.Adadelta, {"lr": 1e-3, "rho": 0.95, "eps": 1e-7}),
     # Keras adds epsilon_1 = 1e-30 to g^2; torch clamps the estimate at eps1^2 (1e-30 too).
     # torch's Adafactor reads step counts and norms on the host each step (its own design).
-    "adafactor": (torch.optim.Adafactor, {"lr": 1e-3, "beta2_decay": -0.8, "eps": (1e-15, 1e-3),
-                                          "d": 1.0}),
+    "adafactor": (
+        torch.optim.Adafactor,
+        {"lr": 1e-3, "beta2_decay": -0.8, "eps": (1e-15, 1e-3), "d": 1.0},
+    ),
 }
 _FUSED_ON = {"cpu", "cuda", "mps", "xpu"}
 # the devices where torch has a fused kernel for an optimizer (Adagrad's is CPU-only)
 _FUSED = {"sgd": _FUSED_ON, "adam": _FUSED_ON, "adamw": _FUSED_ON, "adagrad": {"cpu"}}
 
 
-def build_optimizer(optimizer: Any, lr: float | None,
-                    net: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(
+    optimizer: Any, lr: float | None, net: torch.nn.Module
+) -> torch.optim.Optimizer:
     """compile's ``optimizer`` (a name, a torch optimizer or a factory) for ``net``."""
     params = [p for p in net.parameters() if p.requires_grad]
     settings: dict = {}
@@ -59,8 +62,9 @@ def build_optimizer(optimizer: Any, lr: float | None,
     elif callable(optimizer):
         opt = optimizer(params)
         if not isinstance(opt, torch.optim.Optimizer):
-            raise FitkitTypeError(f"The optimizer factory returned {type(opt).__name__}, "
-                                  f"not a torch.optim.Optimizer.")
+            raise FitkitTypeError(
+                f"The optimizer factory returned {type(opt).__name__}, not a torch.optim.Optimizer."
+            )
     else:
         raise FitkitTypeError(
             f"optimizer must be a name ({', '.join(specs.OPTIMIZERS)}), a torch.optim "
@@ -87,48 +91,65 @@ def check_params(opt: torch.optim.Optimizer, net: torch.nn.Module) -> None:
             f"{len(trainable)} trainable parameters (it was built on other ones: another "
             f"network, or this one before it was copied), so fit would train nothing. Build it "
             f"on this network's parameters, e.g. compile(optimizer=lambda params: "
-            f"torch.optim.{type(opt).__name__}(params, lr=...)), or pass a name ('adam').")
+            f"torch.optim.{type(opt).__name__}(params, lr=...)), or pass a name ('adam')."
+        )
     warnings.warn(
         f"The optimizer ({type(opt).__name__}) holds {len(trainable) - missing} of the "
         f"network's {len(trainable)} trainable parameters; {missing} will not train. Freeze "
         f"them (requires_grad=False) if that is meant, or add them to a param group.",
-        UserWarning, stacklevel=5)
+        UserWarning,
+        stacklevel=5,
+    )
 
 
-def build_several(given: Any, net: torch.nn.Module,
-                  strategy: Any = None) -> list[torch.optim.Optimizer]:
+def build_several(
+    given: Any, net: torch.nn.Module, strategy: Any = None
+) -> list[torch.optim.Optimizer]:
     """Several torch optimizers (an ``optimizer_sets.OptimizerSet``), checked together: each
     a torch.optim.Optimizer, and between them the network's trainable parameters. Not under
     a strategy (DDP, DataParallel), yet."""
     if getattr(strategy, "name", "none") != "none":
-        raise FitkitValueError(f"Several optimizers under the {strategy.name!r} strategy are "
-                               f"not supported yet; train with one.")
+        raise FitkitValueError(
+            f"Several optimizers under the {strategy.name!r} strategy are "
+            f"not supported yet; train with one."
+        )
     given = list(given.optimizers)
     for i, opt in enumerate(given):
         if not isinstance(opt, torch.optim.Optimizer):
-            raise FitkitTypeError(f"configure_optimizers() returned several optimizers; item "
-                                  f"{i} is a {type(opt).__name__}, not a torch.optim optimizer.")
+            raise FitkitTypeError(
+                f"configure_optimizers() returned several optimizers; item "
+                f"{i} is a {type(opt).__name__}, not a torch.optim optimizer."
+            )
     trainable = {id(p) for p in net.parameters() if p.requires_grad}
     held = {id(p) for opt in given for group in opt.param_groups for p in group["params"]}
     if trainable and not trainable & held:
         raise FitkitValueError(
             f"The {len(given)} optimizers from configure_optimizers() hold none of the "
             f"network's {len(trainable)} trainable parameters (they were built on other ones); "
-            f"build them on self.net's parameters, e.g. self.net.generator.parameters().")
+            f"build them on self.net's parameters, e.g. self.net.generator.parameters()."
+        )
     if not trainable <= held:
         warnings.warn(
             f"The {len(given)} optimizers from configure_optimizers() hold "
             f"{len(trainable & held)} of the network's {len(trainable)} trainable parameters; "
             f"{len(trainable - held)} will not train. Freeze them (requires_grad=False) if "
-            f"that is meant.", UserWarning, stacklevel=5)
+            f"that is meant.",
+            UserWarning,
+            stacklevel=5,
+        )
     return given
 
 
 def several_rates(opts: list[torch.optim.Optimizer]) -> dict[str, float]:
     """The history's learning-rate columns of several optimizers: ``learning_rate-opt<i>``
     (one per param group of each: history.lr_columns)."""
-    return {key: rate for i, opt in enumerate(opts) for key, rate in zip(
-        lr_columns([g.get("name") for g in opt.param_groups], optimizer=i), rates(opt))}
+    return {
+        key: rate
+        for i, opt in enumerate(opts)
+        for key, rate in zip(
+            lr_columns([g.get("name") for g in opt.param_groups], optimizer=i), rates(opt)
+        )
+    }
 
 
 def rates(opt: torch.optim.Optimizer) -> list[float]:
@@ -154,7 +175,8 @@ def scaled_rates(current: list[float], value: float, base: list[float], what: st
     raise FitkitValueError(
         f"{what} sets param group 0's learning rate to {value}, and the other groups keep their "
         f"ratio to it; group 0's rate is 0 ({current}), so that ratio is unknown. Set each "
-        f"group's rate yourself: model.optimizer.param_groups[i]['lr'] = ...")
+        f"group's rate yourself: model.optimizer.param_groups[i]['lr'] = ..."
+    )
 
 
 def set_rates(opt: torch.optim.Optimizer, values: list[float]) -> None:

@@ -2,6 +2,7 @@
 factory, or a portable schedule) and steps it in the Scheduler hooks. The formulas live in
 fitkit/schedules.py, the hook calls in the fit loop and train step; twin: fitkit/tf/schedules.py.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,17 +11,19 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from ..errors import FitkitTypeError, FitkitValueError
-from ..scheduling import (PORTABLE_KINDS, PortableScheduler, Scheduler, foreign, json_state,
-                          portable)
+from ..scheduling import PORTABLE_KINDS, PortableScheduler, Scheduler, foreign, json_state, portable
 from .optimizers import set_rates
 
-_KINDS = (f"{PORTABLE_KINDS}, a torch.optim.lr_scheduler object built on the optimizer given "
-          f"to compile, or a factory optimizer -> scheduler "
-          f"(e.g. lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=10))")
+_KINDS = (
+    f"{PORTABLE_KINDS}, a torch.optim.lr_scheduler object built on the optimizer given "
+    f"to compile, or a factory optimizer -> scheduler "
+    f"(e.g. lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=10))"
+)
 
 
-def build_scheduler(spec: Any, optimizer: torch.optim.Optimizer, *, every: str,
-                    monitor: str) -> Scheduler:
+def build_scheduler(
+    spec: Any, optimizer: torch.optim.Optimizer, *, every: str, monitor: str
+) -> Scheduler:
     """compile's ``lr_schedule`` as a Scheduler (one that does nothing when ``spec`` is None).
 
     >>> s = build_scheduler("cosine", opt, every="epoch", monitor="val_loss")
@@ -30,19 +33,23 @@ def build_scheduler(spec: Any, optimizer: torch.optim.Optimizer, *, every: str,
         return Scheduler()
     schedule = portable(spec)
     if schedule is not None:
-        return TorchPortable(schedule, every,
-                             [float(g["lr"]) for g in optimizer.param_groups], optimizer)
+        return TorchPortable(
+            schedule, every, [float(g["lr"]) for g in optimizer.param_groups], optimizer
+        )
     if foreign(spec) == "keras":
         raise FitkitTypeError(
             f"lr_schedule is a Keras {type(spec).__name__}, and this model is a torch one. Pass "
             f"a torch scheduler factory (e.g. lambda opt: torch.optim.lr_scheduler."
             f"CosineAnnealingLR(opt, T_max=10)) or a portable schedule ('cosine', "
-            f"fitkit.schedules.CosineDecay(...)).")
+            f"fitkit.schedules.CosineDecay(...))."
+        )
     if not isinstance(spec, LRScheduler) and callable(spec):
         made = spec(optimizer)
         if not isinstance(made, LRScheduler):
-            raise FitkitTypeError(f"The lr_schedule factory returned {type(made).__name__}, not "
-                                  f"a torch.optim.lr_scheduler scheduler.")
+            raise FitkitTypeError(
+                f"The lr_schedule factory returned {type(made).__name__}, not "
+                f"a torch.optim.lr_scheduler scheduler."
+            )
         spec = made
     if not isinstance(spec, LRScheduler):
         raise FitkitTypeError(f"lr_schedule must be {_KINDS}; got {type(spec).__name__}.")
@@ -51,7 +58,8 @@ def build_scheduler(spec: Any, optimizer: torch.optim.Optimizer, *, every: str,
             f"lr_schedule ({type(spec).__name__}) was built on another optimizer than the one "
             f"the model trains with (compile builds a new one for a name such as 'adam'). Pass "
             f"the optimizer object itself to compile, or a factory: lr_schedule=lambda opt: "
-            f"{type(spec).__name__}(opt, ...).")
+            f"{type(spec).__name__}(opt, ...)."
+        )
     return TorchNative(spec, every, monitor)
 
 
@@ -70,7 +78,8 @@ class TorchNative(Scheduler):
         if self.plateau and every == "batch":
             raise FitkitValueError(
                 "ReduceLROnPlateau steps once per epoch, on lr_schedule_monitor: use "
-                "lr_schedule_every='epoch' with it.")
+                "lr_schedule_every='epoch' with it."
+            )
 
     def begin(self, epochs: int, steps_per_epoch: int | None) -> None:
         self._seen = False
@@ -84,7 +93,8 @@ class TorchNative(Scheduler):
                     f"lr_schedule_monitor={self.monitor!r} is not in the logs of epoch "
                     f"{epoch + 1} (keys: {', '.join(logs) or 'none'}). Pass validation_data "
                     f"(or validation_split) to fit, or compile with lr_schedule_monitor set to "
-                    f"one of those keys.")
+                    f"one of those keys."
+                )
             self._seen = True
             self.scheduler.step(float(logs[self.monitor]))
         elif self.every == "epoch":
@@ -94,16 +104,22 @@ class TorchNative(Scheduler):
         self.scheduler.step()
 
     def state_dict(self) -> dict:
-        return {"kind": "torch", "class": type(self.scheduler).__name__, "every": self.every,
-                "state": json_state(self.scheduler.state_dict(), type(self.scheduler).__name__)}
+        return {
+            "kind": "torch",
+            "class": type(self.scheduler).__name__,
+            "every": self.every,
+            "state": json_state(self.scheduler.state_dict(), type(self.scheduler).__name__),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         name = type(self.scheduler).__name__
         if state.get("kind") != "torch" or state.get("class") != name:
             saved = state.get("class") or state.get("kind")
-            raise FitkitValueError(f"The saved lr_schedule state ({saved!r}) does not match "
-                                   f"this model's {name}; compile with the lr_schedule the "
-                                   f"state was saved with.")
+            raise FitkitValueError(
+                f"The saved lr_schedule state ({saved!r}) does not match "
+                f"this model's {name}; compile with the lr_schedule the "
+                f"state was saved with."
+            )
         self.scheduler.load_state_dict(state["state"])
 
 
@@ -114,8 +130,9 @@ class TorchPortable(PortableScheduler):
     >>> TorchPortable(CosineDecay(), "batch", [0.1], opt)
     """
 
-    def __init__(self, schedule: Any, every: str, base_lrs: list[float],
-                 optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self, schedule: Any, every: str, base_lrs: list[float], optimizer: torch.optim.Optimizer
+    ) -> None:
         super().__init__(schedule, every, base_lrs)
         self.optimizer = optimizer
 

@@ -3,6 +3,7 @@
 Owns what exact resume needs from torch (the twin of fitkit/tf/state.py); the file format
 is checkpoint.py's, the fit position and host RNGs resume.py's.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,14 @@ import torch
 
 from .. import statecheck as sc
 from ..errors import FitkitValueError
-from ..resume import (as_arrays, check_same, host_rng_state, load_shared, save_shared,
-                      set_host_rng_state)
+from ..resume import (
+    as_arrays,
+    check_same,
+    host_rng_state,
+    load_shared,
+    save_shared,
+    set_host_rng_state,
+)
 
 # The attributes that hold a torch metric's running state (set by its reset()).
 _METRIC_STATE = ("correct", "count", "total", "pos", "neg", "tp", "fp", "fn", "sums", "shift")
@@ -45,9 +52,11 @@ def set_weights(adapter: Any, weights: list) -> None:
     shapes = [tuple(t.shape) for t in own.values()]
     given = [tuple(np.shape(w)) for w in weights]
     if shapes != given:
-        raise FitkitValueError(f"set_weights got {len(given)} arrays of shapes {given[:4]}…; "
-                               f"the network has {len(shapes)} of shapes {shapes[:4]}…. Pass "
-                               f"what model.get_weights() returns.")
+        raise FitkitValueError(
+            f"set_weights got {len(given)} arrays of shapes {given[:4]}…; "
+            f"the network has {len(shapes)} of shapes {shapes[:4]}…. Pass "
+            f"what model.get_weights() returns."
+        )
     with torch.no_grad():
         for t, w in zip(own.values(), weights):
             t.copy_(to_tensor(np.asarray(w), t))
@@ -132,8 +141,10 @@ def get_state(adapter: Any) -> tuple[dict[str, np.ndarray], dict]:
     meta["net"] = [[k, list(v.shape)] for k, v in net.items()]
     meta["optimizer"] = _save_optimizer(adapter.optimizer, "optimizer", arrays)
     if len(adapter.optimizers) > 1:  # several (configure_optimizers): every one's state
-        meta["optimizers"] = [_save_optimizer(opt, f"optimizers/{i}", arrays)
-                              for i, opt in enumerate(adapter.optimizers[1:], 1)]
+        meta["optimizers"] = [
+            _save_optimizer(opt, f"optimizers/{i}", arrays)
+            for i, opt in enumerate(adapter.optimizers[1:], 1)
+        ]
     meta["logs"] = {}
     for mode, tracker in adapter._trackers.items():
         arrays.update({f"logs/{mode}/{k}": to_array(v) for k, v in tracker.sums.items()})
@@ -166,8 +177,9 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
         opt.load_state_dict(_optimizer_state(opt, arrays, saved, prefix))
     for mode, tracker in adapter._trackers.items():
         saved = meta["logs"].get(mode, {"count": 0, "keys": []})
-        tracker.sums = {k: _tensor(arrays[f"logs/{mode}/{k}"], adapter.device)
-                        for k in saved["keys"]}
+        tracker.sums = {
+            k: _tensor(arrays[f"logs/{mode}/{k}"], adapter.device) for k in saved["keys"]
+        }
         tracker.count = saved["count"]
     for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"])):
         for name in _METRIC_STATE:
@@ -189,11 +201,17 @@ def _save_optimizer(optimizer: Any, prefix: str, arrays: dict[str, np.ndarray]) 
                 arrays[f"{prefix}/{index}/{key}"] = to_array(value)
             else:
                 values[f"{index}/{key}"] = value
-    return {"class": type(optimizer).__name__, "param_groups": opt["param_groups"],
-            "values": values,
-            "tensors": {f"{i}/{k}": [str(v.dtype), list(v.shape)]
-                        for i, e in opt["state"].items() for k, v in e.items()
-                        if isinstance(v, torch.Tensor)}}
+    return {
+        "class": type(optimizer).__name__,
+        "param_groups": opt["param_groups"],
+        "values": values,
+        "tensors": {
+            f"{i}/{k}": [str(v.dtype), list(v.shape)]
+            for i, e in opt["state"].items()
+            for k, v in e.items()
+            if isinstance(v, torch.Tensor)
+        },
+    }
 
 
 def _optimizer_state(optimizer: Any, arrays: dict, saved: dict, prefix: str) -> dict:
@@ -201,8 +219,9 @@ def _optimizer_state(optimizer: Any, arrays: dict, saved: dict, prefix: str) -> 
     own_groups = optimizer.state_dict()["param_groups"]
     groups = []
     for own, group in zip(own_groups, saved["param_groups"]):
-        groups.append({k: tuple(v) if isinstance(own.get(k), tuple) else v
-                       for k, v in group.items()})
+        groups.append(
+            {k: tuple(v) if isinstance(own.get(k), tuple) else v for k, v in group.items()}
+        )
     state: dict = {}
     for key, value in saved["values"].items():
         index, name = key.split("/", 1)
@@ -210,9 +229,11 @@ def _optimizer_state(optimizer: Any, arrays: dict, saved: dict, prefix: str) -> 
     for key, (dtype, _) in saved["tensors"].items():
         index, name = key.split("/", 1)
         array = arrays[f"{prefix}/{key}"]
-        state.setdefault(int(index), {})[name] = \
-            torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16) \
-            if dtype == "torch.bfloat16" else torch.from_numpy(np.array(array))
+        state.setdefault(int(index), {})[name] = (
+            torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+            if dtype == "torch.bfloat16"
+            else torch.from_numpy(np.array(array))
+        )
     return {"state": state, "param_groups": groups}
 
 
@@ -233,25 +254,48 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
     file's name: the caller adds it) for anything that would not restore exactly."""
     claimed: set = set()
     net = adapter.net.state_dict()
-    saved = sc.field(meta, "net", "", lambda v: isinstance(v, list) and all(
-        isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and sc.is_shape(e[1])
-        for e in v), "a list of [name, shape]")
-    check_same("network weights", [(k, tuple(s)) for k, s in saved],
-               [(k, tuple(v.shape)) for k, v in net.items()])
+    saved = sc.field(
+        meta,
+        "net",
+        "",
+        lambda v: (
+            isinstance(v, list)
+            and all(
+                isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and sc.is_shape(e[1])
+                for e in v
+            )
+        ),
+        "a list of [name, shape]",
+    )
+    check_same(
+        "network weights",
+        [(k, tuple(s)) for k, s in saved],
+        [(k, tuple(v.shape)) for k, v in net.items()],
+    )
     for k, t in net.items():
         sc.array(arrays, f"net/{k}", claimed, tuple(t.shape), _dtype(t.dtype))
-    saved_opts = [sc.field(meta, "optimizer", "", lambda v: isinstance(v, dict), "a dict"),
-                  *sc.field({"optimizers": meta.get("optimizers", [])}, "optimizers", "",
-                            lambda v: isinstance(v, list) and all(isinstance(o, dict)
-                                                                  for o in v),
-                            "a list of dicts")]
+    saved_opts = [
+        sc.field(meta, "optimizer", "", lambda v: isinstance(v, dict), "a dict"),
+        *sc.field(
+            {"optimizers": meta.get("optimizers", [])},
+            "optimizers",
+            "",
+            lambda v: isinstance(v, list) and all(isinstance(o, dict) for o in v),
+            "a list of dicts",
+        ),
+    ]
     if len(saved_opts) != len(adapter.optimizers):
-        raise FitkitValueError(f"it holds the state of {len(saved_opts)} optimizer(s) and this "
-                               f"model has {len(adapter.optimizers)}; compile with the same "
-                               f"configure_optimizers() to resume. Nothing was restored.")
+        raise FitkitValueError(
+            f"it holds the state of {len(saved_opts)} optimizer(s) and this "
+            f"model has {len(adapter.optimizers)}; compile with the same "
+            f"configure_optimizers() to resume. Nothing was restored."
+        )
     for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts)):
-        where, prefix = ("['optimizer']", "optimizer") if i == 0 else \
-            (f"['optimizers'][{i - 1}]", f"optimizers/{i}")
+        where, prefix = (
+            ("['optimizer']", "optimizer")
+            if i == 0
+            else (f"['optimizers'][{i - 1}]", f"optimizers/{i}")
+        )
         _check_optimizer(opt, saved, where, prefix, arrays, claimed)
     logs = sc.field(meta, "logs", "", lambda v: isinstance(v, dict), "a dict")
     for mode, entry in logs.items():
@@ -284,34 +328,49 @@ def check_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:
         for key in cuda:
             sc.array(arrays, key, claimed, dtype=np.uint8)
     except (RuntimeError, ValueError) as err:
-        raise FitkitValueError(f"its torch generator state ({prefix}rng/torch) is not valid "
-                               f"({err}): the file was edited or damaged. Nothing was "
-                               f"restored.") from None
+        raise FitkitValueError(
+            f"its torch generator state ({prefix}rng/torch) is not valid "
+            f"({err}): the file was edited or damaged. Nothing was "
+            f"restored."
+        ) from None
     if cuda and torch.cuda.is_available() and len(cuda) > torch.cuda.device_count():
-        raise FitkitValueError(f"it holds the RNGs of {len(cuda)} GPUs and this machine has "
-                               f"{torch.cuda.device_count()}; resume on as many GPUs.")
+        raise FitkitValueError(
+            f"it holds the RNGs of {len(cuda)} GPUs and this machine has "
+            f"{torch.cuda.device_count()}; resume on as many GPUs."
+        )
 
 
-def _check_optimizer(optimizer: Any, saved: dict, where: str, prefix: str, arrays: dict,
-                     claimed: set) -> None:
+def _check_optimizer(
+    optimizer: Any, saved: dict, where: str, prefix: str, arrays: dict, claimed: set
+) -> None:
     name = type(optimizer).__name__
     own = optimizer.state_dict()
     # None: a format-1 file, which did not name the class; its settings keys still must match
-    kind = sc.field(saved, "class", where, lambda v: v is None or isinstance(v, str),
-                    "a class name")
-    groups = sc.field(saved, "param_groups", where, lambda v: isinstance(v, list) and all(
-        isinstance(g, dict) for g in v), "a list of dicts")
-    if kind not in (name, None) or any(sorted(g) != sorted(o)
-                                       for g, o in zip(groups, own["param_groups"])):
+    kind = sc.field(
+        saved, "class", where, lambda v: v is None or isinstance(v, str), "a class name"
+    )
+    groups = sc.field(
+        saved,
+        "param_groups",
+        where,
+        lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
+        "a list of dicts",
+    )
+    if kind not in (name, None) or any(
+        sorted(g) != sorted(o) for g, o in zip(groups, own["param_groups"])
+    ):
         raise FitkitValueError(
             f"it holds the optimizer state of {kind} (settings "
             f"{sorted(groups[0]) if groups else []}), and this model's optimizer is {name} "
             f"(settings {sorted(own['param_groups'][0])}): that state would not fit. Nothing "
-            f"was restored; compile with the optimizer the checkpoint was saved with.")
+            f"was restored; compile with the optimizer the checkpoint was saved with."
+        )
     if [g.get("params") for g in groups] != [g["params"] for g in own["param_groups"]]:
-        raise FitkitValueError("its optimizer has other parameter groups than this model's; "
-                               "compile with the same optimizer and parameter groups to resume. "
-                               "Nothing was restored.")
+        raise FitkitValueError(
+            "its optimizer has other parameter groups than this model's; "
+            "compile with the same optimizer and parameter groups to resume. "
+            "Nothing was restored."
+        )
     for i, (group, mine) in enumerate(zip(groups, own["param_groups"])):
         for key, value in mine.items():
             if key != "params":
@@ -321,35 +380,74 @@ def _check_optimizer(optimizer: Any, saved: dict, where: str, prefix: str, array
     def entry(key: str) -> bool:
         return key.count("/") >= 1 and key.split("/", 1)[0] in ids
 
-    values = sc.field(saved, "values", where, lambda v: isinstance(v, dict) and all(
-        entry(k) for k in v), "a dict {'<param>/<name>': value}")
-    tensors = sc.field(saved, "tensors", where, lambda v: isinstance(v, dict) and all(
-        entry(k) and isinstance(d, list) and len(d) == 2 and isinstance(d[0], str) and
-        sc.is_shape(d[1]) for k, d in v.items()), "a dict {'<param>/<name>': [dtype, shape]}")
+    values = sc.field(
+        saved,
+        "values",
+        where,
+        lambda v: isinstance(v, dict) and all(entry(k) for k in v),
+        "a dict {'<param>/<name>': value}",
+    )
+    tensors = sc.field(
+        saved,
+        "tensors",
+        where,
+        lambda v: (
+            isinstance(v, dict)
+            and all(
+                entry(k)
+                and isinstance(d, list)
+                and len(d) == 2
+                and isinstance(d[0], str)
+                and sc.is_shape(d[1])
+                for k, d in v.items()
+            )
+        ),
+        "a dict {'<param>/<name>': [dtype, shape]}",
+    )
     for key, value in values.items():
         sc.like(value, None, f"{where}['values'][{key!r}]")
     for key, (dtype, shape) in tensors.items():
         index, part = key.split("/", 1)
         mine = own["state"].get(int(index), {}).get(part)
-        if isinstance(mine, torch.Tensor) and (str(mine.dtype) != dtype or
-                                               list(mine.shape) != shape):
-            raise sc.bad(f"{where}['tensors'][{key!r}]", [dtype, shape],
-                         f"[{str(mine.dtype)!r}, {list(mine.shape)}] as this optimizer's")
-        sc.array(arrays, f"{prefix}/{key}", claimed, tuple(shape),
-                 np.uint16 if dtype == "torch.bfloat16" else None)
+        if isinstance(mine, torch.Tensor) and (
+            str(mine.dtype) != dtype or list(mine.shape) != shape
+        ):
+            raise sc.bad(
+                f"{where}['tensors'][{key!r}]",
+                [dtype, shape],
+                f"[{str(mine.dtype)!r}, {list(mine.shape)}] as this optimizer's",
+            )
+        sc.array(
+            arrays,
+            f"{prefix}/{key}",
+            claimed,
+            tuple(shape),
+            np.uint16 if dtype == "torch.bfloat16" else None,
+        )
 
 
 def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None:
-    saved = sc.field(meta, "metrics", "", lambda v: isinstance(v, list) and all(
-        isinstance(e, dict) and isinstance(e.get("name"), str) and
-        isinstance(e.get("scalars"), dict) for e in v), "a list of {name, scalars}")
+    saved = sc.field(
+        meta,
+        "metrics",
+        "",
+        lambda v: (
+            isinstance(v, list)
+            and all(
+                isinstance(e, dict)
+                and isinstance(e.get("name"), str)
+                and isinstance(e.get("scalars"), dict)
+                for e in v
+            )
+        ),
+        "a list of {name, scalars}",
+    )
     names = sc.check_metric_names(saved, [m.name for m in adapter.metrics])
     for i, entry in enumerate(saved):
         metric = adapter.metrics[i] if names else None
         for key, value in entry["scalars"].items():
             if key not in _METRIC_STATE or not (value is None or sc.is_number(value)):
-                raise sc.bad(f"['metrics'][{i}]['scalars'][{key!r}]", value,
-                             "a number or null")
+                raise sc.bad(f"['metrics'][{i}]['scalars'][{key!r}]", value, "a number or null")
         names = set(entry["scalars"]) | {n for n in _METRIC_STATE if f"metrics/{i}/{n}" in arrays}
         if metric is not None and names != {n for n in _METRIC_STATE if hasattr(metric, n)}:
             raise sc.bad(f"['metrics'][{i}]", entry, f"the state of metric {metric.name!r}")
@@ -357,11 +455,19 @@ def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None
             if f"metrics/{i}/{name}" in arrays:
                 mine = getattr(metric, name, None)
                 shape = tuple(mine.shape) if isinstance(mine, torch.Tensor) else None
-                sc.array(arrays, f"metrics/{i}/{name}", claimed, shape,
-                         _dtype(mine.dtype) if shape is not None else None)
+                sc.array(
+                    arrays,
+                    f"metrics/{i}/{name}",
+                    claimed,
+                    shape,
+                    _dtype(mine.dtype) if shape is not None else None,
+                )
 
 
 def _dtype(dtype: torch.dtype) -> np.dtype:
     """The numpy dtype ``to_array`` saves a tensor of ``dtype`` as."""
-    return np.dtype(np.uint16) if dtype == torch.bfloat16 else \
-        torch.empty((), dtype=dtype).numpy().dtype
+    return (
+        np.dtype(np.uint16)
+        if dtype == torch.bfloat16
+        else torch.empty((), dtype=dtype).numpy().dtype
+    )

@@ -4,11 +4,13 @@ Owns the measurement: which example to run (input_data, zeros of input_shape, or
 fitkit last saw), integer inputs, and rows that add up to the total. The facade prints the
 table (display.summary_table) the same way for both backends.
 """
+
 from __future__ import annotations
 
 import itertools
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -27,8 +29,11 @@ def summary_info(adapter: Any, input_shape: Any, input_data: Any) -> SummaryInfo
     the first two rows of the last batch fitkit saw (fit, validate, predict, *_on_batch)."""
     recorder = Recorder(adapter.net, adapter.infer)
     if input_data is not None:
-        recorder.run_or_explain(map_structure(
-            lambda v: data.to_tensor(v, adapter.device, adapter.float_dtype), input_data))
+        recorder.run_or_explain(
+            map_structure(
+                lambda v: data.to_tensor(v, adapter.device, adapter.float_dtype), input_data
+            )
+        )
     elif input_shape is not None:
         run_zeros(recorder, summary_shapes(input_shape), adapter.device, adapter.float_dtype)
     elif adapter.example_inputs is not None:
@@ -38,14 +43,16 @@ def summary_info(adapter: Any, input_shape: Any, input_data: Any) -> SummaryInfo
     return recorder.info()
 
 
-def zeros(shapes: Any, device: torch.device, float_dtype: torch.dtype,
-          integer: set[int] = frozenset()) -> Any:
+def zeros(
+    shapes: Any, device: torch.device, float_dtype: torch.dtype, integer: set[int] = frozenset()
+) -> Any:
     """A batch of 2 zeros per shape; inputs whose position is in ``integer`` are int64."""
     count = itertools.count()
 
     def make(shape: tuple) -> torch.Tensor:
         dtype = torch.int64 if next(count) in integer else float_dtype
         return torch.zeros((2, *shape), device=device, dtype=dtype)
+
     if isinstance(shapes, dict):
         return {k: make(s) for k, s in shapes.items()}
     if isinstance(shapes, list):
@@ -56,11 +63,13 @@ def zeros(shapes: Any, device: torch.device, float_dtype: torch.dtype,
 def index_error(err: Exception) -> bool:
     """Whether a failed forward looks like floats reaching an integer-only op."""
     return isinstance(err, (IndexError, TypeError)) or bool(
-        re.search(r"\b(long|int\d*|index|indices|dtype|scalar types?)\b", str(err), re.IGNORECASE))
+        re.search(r"\b(long|int\d*|index|indices|dtype|scalar types?)\b", str(err), re.IGNORECASE)
+    )
 
 
-def run_zeros(recorder: Recorder, shapes: Any, device: torch.device,
-              float_dtype: torch.dtype) -> None:
+def run_zeros(
+    recorder: Recorder, shapes: Any, device: torch.device, float_dtype: torch.dtype
+) -> None:
     """Run zeros of ``shapes``, finding the integer inputs when floats fail.
 
     The rule: every input starts as float zeros. While a forward fails with an index or
@@ -105,8 +114,11 @@ class Recorder:
     def __init__(self, net: torch.nn.Module, call: Callable[[Any], Any]) -> None:
         self.net, self.call = net, call
         self.modules = dict(net.named_modules())
-        self.leaves = {n: None for n, m in self.modules.items()  # an ordered set; a
-                       if next(m.children(), None) is None}  # childless root is its own leaf
+        self.leaves = {
+            n: None
+            for n, m in self.modules.items()  # an ordered set; a
+            if next(m.children(), None) is None
+        }  # childless root is its own leaf
         self.seen: dict[str, Any] = {}
         self.index_inputs: set[int] = set()
         self._storages: list[int] = []
@@ -121,8 +133,11 @@ class Recorder:
         self.seen, self.index_inputs = {}, set()
         self._storages = [_storage(t) for t in leaves(example)]
         handles = [self.modules[n].register_forward_hook(self._hook(n)) for n in self.leaves]
-        handles += [m.register_forward_pre_hook(self._index_hook)
-                    for m in self.modules.values() if isinstance(m, INDEX_MODULES)]
+        handles += [
+            m.register_forward_pre_hook(self._index_hook)
+            for m in self.modules.values()
+            if isinstance(m, INDEX_MODULES)
+        ]
         try:
             self.call(example)
         finally:
@@ -132,6 +147,7 @@ class Recorder:
     def _hook(self, name: str) -> Callable:
         def hook(module, inputs, output):
             self.seen.setdefault(name, output)
+
         return hook
 
     def _index_hook(self, module, inputs) -> None:
@@ -153,16 +169,17 @@ class Recorder:
             counted.update(id(p) for p in fresh)
             return sum(p.numel() for p in fresh)
 
-        rows = [(self._label(n), shape_text(out),
-                 own(self.modules[n].parameters(recurse=False))) for n, out in self.seen.items()]
+        rows = [
+            (self._label(n), shape_text(out), own(self.modules[n].parameters(recurse=False)))
+            for n, out in self.seen.items()
+        ]
         extra: list[tuple[int, tuple]] = []  # (position among rows, row)
         for full, param in self.net.named_parameters():
             if id(param) in counted:
                 continue
             owner = full.rpartition(".")[0]
             if owner in self.leaves:  # a leaf that did not run: its row, without a shape
-                row = (self._label(owner), "-",
-                       own(self.modules[owner].parameters(recurse=False)))
+                row = (self._label(owner), "-", own(self.modules[owner].parameters(recurse=False)))
             else:
                 row = (f"{full} (Parameter)", str(list(param.shape)), own([param]))
             extra.append((_position(list(self.seen), owner), row))

@@ -4,6 +4,7 @@ Owns the file formats (.safetensors, else torch.save read back with weights_only
 writes, tied tensors, wrapper prefixes (DDP's ``module.``, torch.compile's ``_orig_mod.``)
 and the comparison of a whole file against the network; the facade only passes the path.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ def save_weights(net: torch.nn.Module, path: str) -> None:
         if others:
             raise FitkitValueError(
                 f"Cannot save {path!r} as .safetensors: it holds tensors only, and the state dict "
-                f"has non-tensor entries {others[:_SHOW]}. Use a '.pt' path instead.")
+                f"has non-tensor entries {others[:_SHOW]}. Use a '.pt' path instead."
+            )
         tensors, aliases = _untie(state)
         metadata = {_TIED: json.dumps(aliases)} if aliases else None
 
@@ -42,8 +44,9 @@ def save_weights(net: torch.nn.Module, path: str) -> None:
                 save_file(tensors, tmp, metadata=metadata)
             except _safetensors().SafetensorError as err:  # its I/O errors, as OSErrors
                 code = re.search(r"os error (\d+)", str(err))
-                raise (OSError(int(code[1]), os.strerror(int(code[1]))) if code
-                       else OSError(str(err))) from err
+                raise (
+                    OSError(int(code[1]), os.strerror(int(code[1]))) if code else OSError(str(err))
+                ) from err
 
         atomic_write(path, write)
     else:
@@ -75,8 +78,9 @@ def _untie(state: dict) -> tuple[dict, dict]:
                 views[view] = name
         for name in views.values():
             t = state[name]
-            tensors[name] = (t.clone(memory_format=torch.contiguous_format) if len(views) > 1
-                             else t.contiguous())
+            tensors[name] = (
+                t.clone(memory_format=torch.contiguous_format) if len(views) > 1 else t.contiguous()
+            )
     return tensors, aliases
 
 
@@ -85,17 +89,21 @@ def _check_file(path: str) -> str | None:
     """The sniffed format of an existing, readable, non-empty file, else a FitkitValueError."""
     kind = readable_kind(path)
     if kind == "empty":
-        raise FitkitValueError(f"The weights file {path!r} is empty (0 bytes): its save never "
-                               f"finished. Save the weights again.")
+        raise FitkitValueError(
+            f"The weights file {path!r} is empty (0 bytes): its save never "
+            f"finished. Save the weights again."
+        )
     if kind == "hdf5":
         raise FitkitValueError(
             f"{path!r} is an HDF5 file (a Keras '.weights.h5'?), not a torch weights file. "
             f"Load it into a Keras network (FITKIT_BACKEND=tensorflow), or save torch weights "
-            f"as '.pt' / '.safetensors' with model.save_weights.")
+            f"as '.pt' / '.safetensors' with model.save_weights."
+        )
     if kind == "zip" and is_state_file(path):
         raise FitkitValueError(
             f"{path!r} is a fitkit checkpoint (a whole training state, model.save_checkpoint), "
-            f"not a weights file: load it with model.load_checkpoint(path).")
+            f"not a weights file: load it with model.load_checkpoint(path)."
+        )
     if kind == "zip":
         _check_zip(path)
     return kind
@@ -113,7 +121,8 @@ def _check_zip(path: str) -> None:
         raise FitkitValueError(
             f"Refused to load {path!r}: {unbounded}. torch.save never compresses its members, "
             f"so the file was altered or crafted; nothing was read. Save the weights again "
-            f"with model.save_weights.")
+            f"with model.save_weights."
+        )
 
 
 def _read(path: str) -> dict:
@@ -131,24 +140,36 @@ def _read(path: str) -> dict:
                 f"nn.Module saved with torch.save(net)), not just tensors. Unpickling them can "
                 f"run arbitrary code, so fitkit reads tensors only, for safety. Re-save just the "
                 f"weights where the file was made: model.save_weights(path), or "
-                f"torch.save(net.state_dict(), path).") from None
-        cause = ("it ends too early" if isinstance(err, EOFError) else text.split(". ")[0]
-                 if isinstance(err, RuntimeError) and "weights_only" not in text
-                 else "its data is not a readable tensor file")
+                f"torch.save(net.state_dict(), path)."
+            ) from None
+        cause = (
+            "it ends too early"
+            if isinstance(err, EOFError)
+            else text.split(". ")[0]
+            if isinstance(err, RuntimeError) and "weights_only" not in text
+            else "its data is not a readable tensor file"
+        )
         raise FitkitValueError(
             f"The weights file {path!r} is truncated or corrupt, or not a torch weights file "
-            f"({cause}). Save the weights again with model.save_weights.") from None
+            f"({cause}). Save the weights again with model.save_weights."
+        ) from None
     if not isinstance(state, dict):
-        raise FitkitValueError(f"{path!r} holds a {type(state).__name__}, not a state dict. "
-                               f"Save weights with model.save_weights or "
-                               f"torch.save(net.state_dict(), path).")
-    others = [k for k, v in state.items() if not isinstance(v, torch.Tensor)
-              and not str(k).endswith("_extra_state")]
+        raise FitkitValueError(
+            f"{path!r} holds a {type(state).__name__}, not a state dict. "
+            f"Save weights with model.save_weights or "
+            f"torch.save(net.state_dict(), path)."
+        )
+    others = [
+        k
+        for k, v in state.items()
+        if not isinstance(v, torch.Tensor) and not str(k).endswith("_extra_state")
+    ]
     if others:
         raise FitkitValueError(
             f"{path!r} is not a state dict: entries {others[:_SHOW]} are not tensors (a training "
             f"checkpoint?). Take its state dict out, e.g. torch.save(ckpt['state_dict'], path), "
-            f"or save with model.save_weights.")
+            f"or save with model.save_weights."
+        )
     return state
 
 
@@ -161,7 +182,8 @@ def _read_safetensors(path: str) -> dict:
     except Exception as err:
         raise FitkitValueError(
             f"The weights file {path!r} is truncated or corrupt, or not a safetensors file "
-            f"({err}). Save the weights again with model.save_weights.") from err
+            f"({err}). Save the weights again with model.save_weights."
+        ) from err
     for alias, kept in aliases.items():
         if kept in state:
             state[alias] = state[kept]
@@ -174,7 +196,7 @@ def _canonical(keys: list[str]) -> dict[str, str]:
     ``module.`` (DataParallel / DDP) shared by every key. Names as they are if that collides."""
     names = {k: ".".join(p for p in k.split(".") if p != "_orig_mod") for k in keys}
     while names and all(v.startswith("module.") for v in names.values()):
-        names = {k: v[len("module."):] for k, v in names.items()}
+        names = {k: v[len("module.") :] for k, v in names.items()}
     out = {v: k for k, v in names.items()}
     return out if len(out) == len(keys) else {k: k for k in keys}
 
@@ -215,28 +237,37 @@ def _compare(own: dict, state: dict) -> tuple[dict, dict]:
         for name in group:
             if found and name not in pairs and name not in bad:
                 pairs[name] = found[0]
-    report = {"missing": [k for k in own if k not in pairs and k not in bad],
-              "unexpected": [k for k in state if k not in used],
-              "mismatched": mismatched}
+    report = {
+        "missing": [k for k in own if k not in pairs and k not in bad],
+        "unexpected": [k for k in state if k not in used],
+        "mismatched": mismatched,
+    }
     return pairs, report
 
 
 def _describe(report: dict) -> str:
     """One line: the first few names of each kind that did not load, with counts."""
+
     def few(items: list) -> str:
         more = f" and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
         return f"({len(items)}) {items[:_SHOW]}{more}"
 
     shapes = [f"{k}: file {f} vs net {n}" for k, f, n in report["mismatched"]]
-    parts = [f"{title} {few(items)}" for title, items in
-             (("missing from the file", report["missing"]),
-              ("unexpected (not in the network)", report["unexpected"]),
-              ("shape mismatches", shapes)) if items]
+    parts = [
+        f"{title} {few(items)}"
+        for title, items in (
+            ("missing from the file", report["missing"]),
+            ("unexpected (not in the network)", report["unexpected"]),
+            ("shape mismatches", shapes),
+        )
+        if items
+    ]
     return "; ".join(parts)
 
 
-def load_weights(net: torch.nn.Module, path: str, *, device: Any = None,
-                 strict: bool = True) -> dict:
+def load_weights(
+    net: torch.nn.Module, path: str, *, device: Any = None, strict: bool = True
+) -> dict:
     """Load a file saved by ``save_weights`` into ``net``; returns what was skipped.
 
     The whole file is read and compared with the network first; nothing changes unless it
@@ -260,6 +291,8 @@ def _safetensors() -> Any:
         import safetensors
         import safetensors.torch
     except ImportError as err:
-        raise FitkitValueError("'.safetensors' files need the safetensors package: "
-                               "pip install safetensors (or use a '.pt' path).") from err
+        raise FitkitValueError(
+            "'.safetensors' files need the safetensors package: "
+            "pip install safetensors (or use a '.pt' path)."
+        ) from err
     return safetensors

@@ -1,5 +1,6 @@
 """`fitkit launch` test helper: print this process's rank as its launcher set it, then fail
 (--fail-rank R --code C), sleep (--sleep S) or, with --pid-dir, leave its pid in a file."""
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@ usage (under a launcher): ddp_train.py OUT_DIR CASE [CASE ...] | ddp_train.py OU
 Each process writes OUT_DIR/<case>.rank<r>.npz: final weights, history, validate logs and
 predictions. tests/torch/test_distribute_torch.py imports ``run`` for the one-process side.
 """
+
 import json
 import os
 import sys
@@ -13,8 +14,17 @@ import torch
 
 import fitkit
 
-CASES = ("arrays", "shuffle", "loader", "accumulation", "empty_share", "custom_step",
-         "regression", "on_batch", "callbacks")
+CASES = (
+    "arrays",
+    "shuffle",
+    "loader",
+    "accumulation",
+    "empty_share",
+    "custom_step",
+    "regression",
+    "on_batch",
+    "callbacks",
+)
 
 
 def data(n: int, task: str = "classes"):
@@ -56,15 +66,22 @@ def build(case: str) -> tuple:
     task = "regression" if case == "regression" else "classes"
     n = {"empty_share": 97, "accumulation": 97}.get(case, 100)
     x, y = data(n, task)
-    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(),
-                              torch.nn.Linear(16, 2 if task == "regression" else 3))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(5, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 2 if task == "regression" else 3),
+    )
     model = (CustomStep if case == "custom_step" else fitkit.Model)(net)
     if task == "regression":
         model.compile("adam", "mse", metrics=["mae", "r2_score"], lr=0.01)
     else:
-        model.compile("adam", "cross_entropy", lr=0.01,
-                      metrics=["accuracy", "f1_score", "auc", mean_logit],
-                      gradient_accumulation_steps=3 if case == "accumulation" else 1)
+        model.compile(
+            "adam",
+            "cross_entropy",
+            lr=0.01,
+            metrics=["accuracy", "f1_score", "auc", mean_logit],
+            gradient_accumulation_steps=3 if case == "accumulation" else 1,
+        )
     return model, net, x, y
 
 
@@ -74,33 +91,46 @@ def train(case: str, model, net, x, y, out_dir: str | None = None) -> dict:
         torch.manual_seed(100 + fitkit.distribute.rank())
     out = {}
     if case == "on_batch":
-        logs = [model.train_on_batch(x[:9], y[:9], return_dict=True) for _ in range(3)]  # 9: shares differ
+        logs = [
+            model.train_on_batch(x[:9], y[:9], return_dict=True) for _ in range(3)
+        ]  # 9: shares differ
         out["history"] = {k: [log[k] for log in logs] for k in logs[0]}
         out["predict"] = model.predict_on_batch(x[:9])
     else:
         fit_x = x
         if case == "loader":
-            fit_x = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
-                torch.from_numpy(x), torch.from_numpy(y)), batch_size=32)
+            fit_x = torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                batch_size=32,
+            )
         callbacks = []
         if case == "callbacks":  # stops at epoch 2 (no val_loss drop of 10), files by rank 0
             import tempfile
 
             files = os.path.join(out_dir or tempfile.mkdtemp(), f"r{fitkit.distribute.rank()}")
-            callbacks = [fitkit.callbacks.EarlyStopping("val_loss", min_delta=10),
-                         fitkit.callbacks.ModelCheckpoint(os.path.join(files, "w{epoch}.pt")),
-                         fitkit.callbacks.CSVLogger(os.path.join(files, "log.csv"))]
-        history = model.fit(fit_x, None if case == "loader" else y, epochs=3,
-                            batch_size=None if case == "loader" else 32,  # a loader's own
-                            shuffle=case == "shuffle", validation_data=(x[:30], y[:30]),
-                            verbose=0, callbacks=callbacks)
+            callbacks = [
+                fitkit.callbacks.EarlyStopping("val_loss", min_delta=10),
+                fitkit.callbacks.ModelCheckpoint(os.path.join(files, "w{epoch}.pt")),
+                fitkit.callbacks.CSVLogger(os.path.join(files, "log.csv")),
+            ]
+        history = model.fit(
+            fit_x,
+            None if case == "loader" else y,
+            epochs=3,
+            batch_size=None if case == "loader" else 32,  # a loader's own
+            shuffle=case == "shuffle",
+            validation_data=(x[:30], y[:30]),
+            verbose=0,
+            callbacks=callbacks,
+        )
         out["history"] = history.history
         out["local_rows"] = model._adapter._trackers["train"].count  # this process's share
         out["predict"] = model.predict(x, batch_size=16)
         out["validate"] = model.validate(x[5:], y[5:], batch_size=8)
         if case == "loader":  # a Dataset, batched by predict (global batch 16)
-            out["predict_dataset"] = model.predict(torch.utils.data.TensorDataset(
-                torch.from_numpy(x)), batch_size=16)
+            out["predict_dataset"] = model.predict(
+                torch.utils.data.TensorDataset(torch.from_numpy(x)), batch_size=16
+            )
     out["weights"] = model.get_weights()
     out["keys"] = list(net.state_dict())
     return out
@@ -124,8 +154,7 @@ if __name__ == "__main__":
     if cases == ["--after-scope"]:  # Keras's pattern: build and compile inside, train after
         with fitkit.distribute.strategy("ddp") as strategy:
             built = build("arrays")
-        save(os.path.join(out_dir, f"after_scope.rank{strategy.rank}.npz"),
-             train("arrays", *built))
+        save(os.path.join(out_dir, f"after_scope.rank{strategy.rank}.npz"), train("arrays", *built))
         sys.exit(0)
     with fitkit.distribute.strategy("ddp") as strategy:
         rank = strategy.rank

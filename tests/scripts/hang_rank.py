@@ -6,6 +6,7 @@ Each rank writes PID_DIR/rank<r>.pid as training begins; rank RANK then, before 
 STEP (1-based) of the first epoch, sleeps for good ("hang") or exits with code 3 ("die"),
 leaving the time it died in PID_DIR/died.
 """
+
 import os
 import sys
 import time
@@ -30,8 +31,9 @@ if fitkit.backend() == "torch":
 else:
     import keras
 
-    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                            keras.layers.Dense(2)])
+    net = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)]
+    )
 model = fitkit.Model(net)
 model.compile("sgd", "cross_entropy", lr=0.1)
 

@@ -9,6 +9,7 @@ dataset (tf.data), generator (a one-shot generator, then a list of batches), shu
 accumulate (gradient accumulation), clip, r2, multi (two outputs), batch (batch-style calls),
 checkpoint (save, train, load, train), custom (a class-style train_step).
 """
+
 import json
 import os
 import sys
@@ -16,8 +17,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["FITKIT_BACKEND"] = "tensorflow"
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -55,11 +56,21 @@ def build():
     if CASE == "multi":
         inputs = keras.Input((5,))
         hidden = keras.layers.Dense(8, activation="relu")(inputs)
-        net = keras.Model(inputs, {"cls": keras.layers.Dense(2, name="cls")(hidden),
-                                   "reg": keras.layers.Dense(2, name="reg")(hidden)})
+        net = keras.Model(
+            inputs,
+            {
+                "cls": keras.layers.Dense(2, name="cls")(hidden),
+                "reg": keras.layers.Dense(2, name="reg")(hidden),
+            },
+        )
     else:
-        net = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"),
-                                keras.layers.Dense(2, kernel_regularizer="l2")])
+        net = keras.Sequential(
+            [
+                keras.Input((5,)),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.Dense(2, kernel_regularizer="l2"),
+            ]
+        )
     model = (Custom if CASE == "custom" else fitkit.Model)(net)
     kwargs = {}
     if CASE == "accumulate":
@@ -69,9 +80,13 @@ def build():
     if CASE == "r2":
         model.compile("adam", "mse", metrics=["mae", "r2"], lr=0.01, **kwargs)
     elif CASE == "multi":
-        model.compile("adam", {"cls": "cross_entropy", "reg": "mse"},
-                      loss_weights={"cls": 1.0, "reg": 0.5},
-                      metrics={"cls": ["accuracy"], "reg": ["mae"]}, lr=0.01)
+        model.compile(
+            "adam",
+            {"cls": "cross_entropy", "reg": "mse"},
+            loss_weights={"cls": 1.0, "reg": 0.5},
+            metrics={"cls": ["accuracy"], "reg": ["mae"]},
+            lr=0.01,
+        )
     else:
         model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=0.01, **kwargs)
     return model
@@ -79,7 +94,7 @@ def build():
 
 def batches(y):
     for i in range(0, 100, 32):
-        yield X[i:i + 32], y[i:i + 32]
+        yield X[i : i + 32], y[i : i + 32]
 
 
 def train(model):
@@ -91,12 +106,17 @@ def train(model):
         hist = model.fit(batches(y), epochs=1, steps_per_epoch=4, verbose=0)
         hist = model.fit(list(batches(y)), epochs=2, verbose=0)
     elif CASE == "batch":
-        logs = [model.train_on_batch(X[i:i + 25], y[i:i + 25], return_dict=True) for i in range(0, 100, 25)]
+        logs = [
+            model.train_on_batch(X[i : i + 25], y[i : i + 25], return_dict=True)
+            for i in range(0, 100, 25)
+        ]
         logs.append(model.test_on_batch(X[:7], y[:7], return_dict=True))
-        return {"weights": [w.tolist() for w in model.get_weights()],
-                "history": {"logs": [v for d in logs for v in d.values()]},
-                "predict": model.predict_on_batch(X[:9]).tolist(),
-                "validate": model.validate(X, y, batch_size=16)}
+        return {
+            "weights": [w.tolist() for w in model.get_weights()],
+            "history": {"logs": [v for d in logs for v in d.values()]},
+            "predict": model.predict_on_batch(X[:9]).tolist(),
+            "validate": model.validate(X, y, batch_size=16),
+        }
     elif CASE == "checkpoint":
         model.fit(X, y, batch_size=32, epochs=1, verbose=0)
         path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fitkit_ckpt_{os.getpid()}")
@@ -105,22 +125,43 @@ def train(model):
         model.load_checkpoint(path)
         hist = model.fit(X, y, batch_size=32, epochs=2, verbose=0)
     elif CASE == "odd":
-        hist = model.fit(X, y, batch_size=33, epochs=3, shuffle=False, verbose=0,
-                         validation_data=(X[:67], y[:67]))
-        return {"weights": [w.tolist() for w in model.get_weights()], "history": hist.history,
-                "predict": model.predict(X, batch_size=33).tolist(),
-                "validate": model.validate(X, y, batch_size=33)}
+        hist = model.fit(
+            X,
+            y,
+            batch_size=33,
+            epochs=3,
+            shuffle=False,
+            verbose=0,
+            validation_data=(X[:67], y[:67]),
+        )
+        return {
+            "weights": [w.tolist() for w in model.get_weights()],
+            "history": hist.history,
+            "predict": model.predict(X, batch_size=33).tolist(),
+            "validate": model.validate(X, y, batch_size=33),
+        }
     else:
-        hist = model.fit(X, y, batch_size=32, epochs=3, shuffle=CASE == "shuffle", verbose=0,
-                         validation_data=(X[:50], y[:50] if CASE != "multi" else
-                                          {k: v[:50] for k, v in y.items()}))
+        hist = model.fit(
+            X,
+            y,
+            batch_size=32,
+            epochs=3,
+            shuffle=CASE == "shuffle",
+            verbose=0,
+            validation_data=(
+                X[:50],
+                y[:50] if CASE != "multi" else {k: v[:50] for k, v in y.items()},
+            ),
+        )
     predictions = model.predict(X, batch_size=32)
     if isinstance(predictions, dict):
         predictions = np.concatenate([predictions[k] for k in sorted(predictions)], 1)
-    return {"weights": [w.tolist() for w in model.get_weights()],
-            "history": hist.history,
-            "predict": predictions.tolist(),
-            "validate": model.validate(X, y, batch_size=16)}
+    return {
+        "weights": [w.tolist() for w in model.get_weights()],
+        "history": hist.history,
+        "predict": predictions.tolist(),
+        "validate": model.validate(X, y, batch_size=16),
+    }
 
 
 results = {}

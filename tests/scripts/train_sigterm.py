@@ -8,6 +8,7 @@ SIGTERMs there; --stall-in-validation: the SIGTERM comes at the first validation
 which then takes its time. on_train_end writes OUT.npz + ".ended"; the final weights and
 history go to OUT.npz. In-memory arrays, shuffled, and dropout: RNGs the resume must restore.
 """
+
 import argparse
 import json
 import os
@@ -38,21 +39,31 @@ y = (x[:, :3].sum(1) > 0).astype("int64")
 if args.backend == "torch":
     import torch
 
-    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3),
-                              torch.nn.Linear(16, 2))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(16, 2)
+    )
 else:
     import keras
 
-    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
-                            keras.layers.Dropout(0.3), keras.layers.Dense(2)])
+    net = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(2),
+        ]
+    )
 
 
 class Term(fitkit.callbacks.Callback):
     """SIGTERM to this process at (epoch, step); records that on_train_end ran."""
 
     def on_train_batch_end(self, batch, logs=None):
-        if args.at and not args.stall_in_validation and \
-                (self.model._fit_state.epoch, batch + 1) == tuple(args.at):
+        if (
+            args.at
+            and not args.stall_in_validation
+            and (self.model._fit_state.epoch, batch + 1) == tuple(args.at)
+        ):
             os.kill(os.getpid(), signal.SIGTERM)
             if args.twice:
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -70,9 +81,21 @@ class Term(fitkit.callbacks.Callback):
 save_freq = args.save_freq if args.save_freq == "epoch" else int(args.save_freq)
 model = fitkit.Model(net)
 model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=0.01)
-history = model.fit(x, y, batch_size=16, epochs=3, validation_data=(x[:32], y[:32]), verbose=0,
-                    callbacks=[Term(), fitkit.callbacks.EarlyStopping("val_loss", patience=10),
-                               fitkit.callbacks.BackupAndRestore(args.backup_dir,
-                                                                 save_freq=save_freq)])
-np.savez(args.out, *model.get_weights(), history=np.frombuffer(
-    json.dumps(history.history).encode(), dtype=np.uint8))
+history = model.fit(
+    x,
+    y,
+    batch_size=16,
+    epochs=3,
+    validation_data=(x[:32], y[:32]),
+    verbose=0,
+    callbacks=[
+        Term(),
+        fitkit.callbacks.EarlyStopping("val_loss", patience=10),
+        fitkit.callbacks.BackupAndRestore(args.backup_dir, save_freq=save_freq),
+    ],
+)
+np.savez(
+    args.out,
+    *model.get_weights(),
+    history=np.frombuffer(json.dumps(history.history).encode(), dtype=np.uint8),
+)

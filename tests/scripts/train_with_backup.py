@@ -10,6 +10,7 @@ shuffled DataLoader / tf.data pipeline too (a DataLoader draws from torch's RNG 
 pass, even unshuffled).
 Five epochs, so two or more follow the resumed one. The final weights and history go to OUT.npz.
 """
+
 import json
 import os
 import signal
@@ -35,20 +36,31 @@ y = (x[:, :3].sum(1) > 0).astype("int64")
 if backend == "torch":
     import torch
 
-    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3),
-                              torch.nn.Linear(16, 2))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(16, 2)
+    )
 
     def loader(n, shuffle):
         generator = torch.Generator().manual_seed(11) if "--generator" in flags else None
         return torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(torch.from_numpy(x[:n]), torch.from_numpy(y[:n])),
-            batch_size=16, shuffle=shuffle, num_workers=workers, generator=generator)
+            batch_size=16,
+            shuffle=shuffle,
+            num_workers=workers,
+            generator=generator,
+        )
 else:
     import keras
     import tensorflow as tf
 
-    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
-                            keras.layers.Dropout(0.3), keras.layers.Dense(2)])
+    net = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(2),
+        ]
+    )
 
     def loader(n, shuffle):
         data = tf.data.Dataset.from_tensor_slices((x[:n], y[:n]))
@@ -65,15 +77,24 @@ class KillAt(fitkit.callbacks.Callback):
 
 model = fitkit.Model(net)
 model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=0.01)
-callbacks = [KillAt(), fitkit.callbacks.EarlyStopping("val_loss", patience=10),
-             fitkit.callbacks.BackupAndRestore(
-                 backup_dir, save_freq="epoch" if "--epoch-saves" in flags else 3, verbose=0)]
+callbacks = [
+    KillAt(),
+    fitkit.callbacks.EarlyStopping("val_loss", patience=10),
+    fitkit.callbacks.BackupAndRestore(
+        backup_dir, save_freq="epoch" if "--epoch-saves" in flags else 3, verbose=0
+    ),
+]
 val = loader(50, shuffle=True) if "--val-loader" in flags else (x[:50], y[:50])
 if "--loader" in flags:
-    history = model.fit(loader(200, shuffle=True), epochs=5, validation_data=val,
-                        callbacks=callbacks, verbose=0)
+    history = model.fit(
+        loader(200, shuffle=True), epochs=5, validation_data=val, callbacks=callbacks, verbose=0
+    )
 else:
-    history = model.fit(x, y, batch_size=16, epochs=5, validation_data=val,
-                        callbacks=callbacks, verbose=0)
-np.savez(out, *model.get_weights(), history=np.frombuffer(
-    json.dumps(history.history).encode(), dtype=np.uint8))
+    history = model.fit(
+        x, y, batch_size=16, epochs=5, validation_data=val, callbacks=callbacks, verbose=0
+    )
+np.savez(
+    out,
+    *model.get_weights(),
+    history=np.frombuffer(json.dumps(history.history).encode(), dtype=np.uint8),
+)

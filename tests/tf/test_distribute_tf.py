@@ -3,6 +3,7 @@ on 2 logical CPUs and MultiWorkerMirroredStrategy with 2 local workers in subpro
 devices and collectives are set up before TensorFlow initialises), each compared with training
 on one device on the same global batches.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,12 @@ SCRIPTS = os.path.join(ROOT, "tests", "scripts")
 
 
 def _env(**extra: str) -> dict:
-    env = dict(os.environ, FITKIT_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        FITKIT_BACKEND="tensorflow",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
@@ -33,8 +38,9 @@ def _env(**extra: str) -> dict:
 # ---------------------------------------------------------------------- in this process
 def _net():
     fitkit.set_seed(1)
-    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"),
-                             keras.layers.Dense(2)])
+    return keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(2)]
+    )
 
 
 def _data():
@@ -82,8 +88,12 @@ def test_mirrored_on_one_device_trains_through_the_replicas_path(tf_kit):
     """One logical CPU here: a 1-replica MirroredStrategy, same numbers as no strategy."""
     x, y = _data()
     with fitkit.distribute.strategy("mirrored") as s:
-        assert (s.name, s.rank, s.world_size, fitkit.distribute.is_main_process()) == \
-            ("mirrored", 0, 1, True)
+        assert (s.name, s.rank, s.world_size, fitkit.distribute.is_main_process()) == (
+            "mirrored",
+            0,
+            1,
+            True,
+        )
         model = fitkit.Model(_net())
         model.compile("adam", "cross_entropy", metrics=["accuracy"])
         history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
@@ -130,9 +140,14 @@ def test_unsupported_controls_under_a_strategy_say_so(tf_kit):
 
 # ---------------------------------------------------------------------- MirroredStrategy
 def _compare(strategy: str, cases: list[str], timeout: float = 90) -> None:
-    out = subprocess.run([sys.executable, os.path.join(SCRIPTS, "tf_mirrored.py"), strategy,
-                          *cases], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                         env=_env())
+    out = subprocess.run(
+        [sys.executable, os.path.join(SCRIPTS, "tf_mirrored.py"), strategy, *cases],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=_env(),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
     for case in cases:
@@ -142,10 +157,15 @@ def _compare(strategy: str, cases: list[str], timeout: float = 90) -> None:
             np.testing.assert_allclose(b, a, atol=1e-5, rtol=0, err_msg=case)
         assert single["history"].keys() == distributed["history"].keys(), case
         for key, values in single["history"].items():
-            np.testing.assert_allclose(distributed["history"][key], values, atol=1e-6, rtol=0,
-                                       err_msg=f"{case}: {key}")
-        np.testing.assert_allclose(distributed["predict"], single["predict"], atol=1e-5,
-                                   err_msg=f"{case}: predict (order kept)")
+            np.testing.assert_allclose(
+                distributed["history"][key], values, atol=1e-6, rtol=0, err_msg=f"{case}: {key}"
+            )
+        np.testing.assert_allclose(
+            distributed["predict"],
+            single["predict"],
+            atol=1e-5,
+            err_msg=f"{case}: predict (order kept)",
+        )
         for key, value in single["validate"].items():
             assert distributed["validate"][key] == pytest.approx(value, abs=1e-6), case
 
@@ -162,8 +182,7 @@ def test_mirrored_controls_outputs_and_checkpoints_equal_one_device():
     """Gradient accumulation (a partial last window), global clipping, R2 (a shared shift),
     two outputs with per-output losses, generators, save/load of a checkpoint, a class-style
     train_step that scales its loss with fitkit.tf.distribute.replica_share."""
-    _compare("mirrored", ["accumulate", "clip", "r2", "multi", "generator", "checkpoint",
-                          "custom"])
+    _compare("mirrored", ["accumulate", "clip", "r2", "multi", "generator", "checkpoint", "custom"])
 
 
 @pytest.mark.slow
@@ -176,18 +195,38 @@ def _launch(mode: str, out: str, timeout: float) -> subprocess.CompletedProcess:
     """tf_multi_worker.py in 2 local workers, started by ``fitkit launch -n 2`` (TF_CONFIG
     on free loopback ports)."""
     return subprocess.run(
-        [sys.executable, "-m", "fitkit.cli", "launch", "-n", "2", "--backend", "tensorflow",
-         os.path.join(SCRIPTS, "tf_multi_worker.py"), mode], cwd=ROOT, timeout=timeout,
-        env=_env(FITKIT_TEST_OUT=out), capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "fitkit.cli",
+            "launch",
+            "-n",
+            "2",
+            "--backend",
+            "tensorflow",
+            os.path.join(SCRIPTS, "tf_multi_worker.py"),
+            mode,
+        ],
+        cwd=ROOT,
+        timeout=timeout,
+        env=_env(FITKIT_TEST_OUT=out),
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.slow
 def test_multi_worker_two_processes_equal_one_process(tmp_path):
     """Each worker seeds differently: the shuffle (and the initial weights) are worker 0's."""
     single = tmp_path / "single.json"
-    out = subprocess.run([sys.executable, os.path.join(SCRIPTS, "tf_multi_worker.py"),
-                          "single"], cwd=ROOT, env=_env(FITKIT_TEST_OUT=str(single)),
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, os.path.join(SCRIPTS, "tf_multi_worker.py"), "single"],
+        cwd=ROOT,
+        env=_env(FITKIT_TEST_OUT=str(single)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     run = _launch("train", str(tmp_path / "workers.json"), timeout=90)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]

@@ -1,6 +1,7 @@
 """A keras.Model that customizes what happens in fit (its own train_step / test_step /
 predict_step, compute_loss) trains under fitkit's fit with its own code, to Keras's numbers
 (fitkit/tf/keras_steps.py)."""
+
 from __future__ import annotations
 
 import warnings
@@ -11,8 +12,9 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-import fitkit  # noqa: E402
 from conftest import make_regression  # noqa: E402
+
+import fitkit  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("tf_kit")
 
@@ -63,8 +65,7 @@ def test_the_keras_guides_train_step_trains_to_keras_numbers():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "overrides train_step" warning any more
         model.compile(keras.optimizers.SGD(0.01), "mse", metrics=["mae"])
-    args = dict(batch_size=32, epochs=3, shuffle=False, verbose=0,
-                validation_data=(x[:64], y[:64]))
+    args = dict(batch_size=32, epochs=3, shuffle=False, verbose=0, validation_data=(x[:64], y[:64]))
     expected = theirs.fit(x, y, **args).history
     history = model.fit(x, y, **args).history
     _weights_equal(theirs, mine)
@@ -111,11 +112,12 @@ class GAN(keras.Model):
 
     def __init__(self):
         super().__init__()
-        self.generator = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8, "relu"),
-                                           keras.layers.Dense(4)])
-        self.discriminator = keras.Sequential([keras.Input((4,)),
-                                               keras.layers.Dense(8, "relu"),
-                                               keras.layers.Dense(1)])
+        self.generator = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(4)]
+        )
+        self.discriminator = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1)]
+        )
         self.seeds = keras.random.SeedGenerator(7)
         self.d_tracker = keras.metrics.Mean(name="d_loss")
         self.g_tracker = keras.metrics.Mean(name="g_loss")
@@ -164,8 +166,7 @@ def test_a_gan_like_step_with_its_own_optimizers_and_trackers_trains_as_keras():
 
 def test_a_network_with_its_own_compile_must_be_compiled_by_it_first():
     model = fitkit.Model(GAN())
-    with pytest.raises(fitkit.FitkitValueError, match="compile method of its own.*not "
-                                                      "compiled"):
+    with pytest.raises(fitkit.FitkitValueError, match="compile method of its own.*not compiled"):
         model.compile()
     net = GAN()
     net.compile(keras.optimizers.Adam(), keras.optimizers.Adam())
@@ -212,10 +213,14 @@ def test_an_overridden_predict_step_gives_its_outputs():
     model.fit(x, np.zeros(len(x), "int64"), epochs=1, verbose=0)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"clipnorm": 1.0}, r"clipnorm cannot reach them.*Adam\(clipnorm"),
-    ({"gradient_accumulation_steps": 2}, "gradient_accumulation_steps cannot reach"),
-    ({"metrics": [fitkit.metrics.R2Score()]}, "R2Score is a fitkit metric")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"clipnorm": 1.0}, r"clipnorm cannot reach them.*Adam\(clipnorm"),
+        ({"gradient_accumulation_steps": 2}, "gradient_accumulation_steps cannot reach"),
+        ({"metrics": [fitkit.metrics.R2Score()]}, "R2Score is a fitkit metric"),
+    ],
+)
 def test_what_cannot_reach_a_networks_own_step_is_refused(kwargs, match):
     model = fitkit.Model(_functional(GuideModel))
     with pytest.raises(fitkit.FitkitValueError, match=match):

@@ -1,12 +1,13 @@
 """TensorFlow adapter: parity with Keras's own fit, steps compiled once, logical devices."""
+
 from __future__ import annotations
 
 import keras
 import numpy as np
 import pytest
+from conftest import make_classes, make_regression
 
 import fitkit
-from conftest import make_classes, make_regression
 
 
 def _twin_nets(kit, n_in, n_out):
@@ -51,8 +52,11 @@ def test_train_step_is_compiled_once_not_per_step(tf_kit):
 def test_keras_native_metric_objects(tf_kit):
     x, y = make_classes(n=200)
     model = fitkit.Model(tf_kit.mlp(4, 3))
-    model.compile("adam", "cross_entropy",
-                  metrics=["accuracy", keras.metrics.SparseCategoricalAccuracy(name="keras_acc")])
+    model.compile(
+        "adam",
+        "cross_entropy",
+        metrics=["accuracy", keras.metrics.SparseCategoricalAccuracy(name="keras_acc")],
+    )
     logs = model.validate(x, y)
     assert logs["keras_acc"] == pytest.approx(logs["accuracy"])
 
@@ -77,8 +81,9 @@ def test_grouped_steps_train_exactly_like_single_steps(tf_kit):
         net = tf_kit.mlp(4, 3)
         model = fitkit.Model(net)
         model.compile("adam", "cross_entropy", metrics=["accuracy"], steps_per_execution=group)
-        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
-                            validation_split=0.2)
+        history = model.fit(
+            x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, validation_split=0.2
+        )
         weights.append((net.get_weights(), history.history))
     for other_weights, other_history in weights[1:]:
         for p, q in zip(weights[0][0], other_weights):

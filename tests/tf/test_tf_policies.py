@@ -1,5 +1,6 @@
 """Keras's global dtype policies: a network built under mixed_float16 gets Keras's loss
 scaling with no precision= asked, as Keras's compile gives it (fitkit/tf/controls.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-import fitkit  # noqa: E402
 from conftest import make_regression  # noqa: E402
+
+import fitkit  # noqa: E402
 
 
 @pytest.fixture
@@ -20,8 +22,13 @@ def mixed_float16(tf_kit):
 
 def _net():
     keras.utils.set_random_seed(1)
-    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
-                             keras.layers.Dense(1, dtype="float32")])
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, dtype="float32"),
+        ]
+    )
 
 
 def test_the_mixed_float16_policy_alone_trains_with_keras_loss_scaling(mixed_float16):

@@ -1,4 +1,5 @@
 """TensorFlow steps across shapes, dtypes and structures; Keras parity for weighted multi-output."""
+
 from __future__ import annotations
 
 import keras
@@ -10,8 +11,13 @@ import fitkit
 
 
 def _text_net():
-    return keras.Sequential([keras.layers.Embedding(50, 8), keras.layers.GlobalAveragePooling1D(),
-                             keras.layers.Dense(2)])
+    return keras.Sequential(
+        [
+            keras.layers.Embedding(50, 8),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(2),
+        ]
+    )
 
 
 def _sequences(n=160, seed=0):
@@ -24,8 +30,9 @@ def _sequences(n=160, seed=0):
 def test_padded_batches_of_every_length_train_with_few_traces(tf_kit):
     seqs, labels = _sequences()
     ds = tf.data.Dataset.from_generator(
-        lambda: zip(seqs, labels), output_signature=(tf.TensorSpec([None], tf.int64),
-                                                     tf.TensorSpec([], tf.int64))).padded_batch(16)
+        lambda: zip(seqs, labels),
+        output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)),
+    ).padded_batch(16)
     assert len({int(x.shape[1]) for x, _ in ds}) >= 3  # the lengths really differ
     model = fitkit.Model(_text_net())
     model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-2)
@@ -101,25 +108,40 @@ def test_weighted_multi_output_fit_and_evaluate_equal_keras(tf_kit):
     def build():
         inp = keras.Input((4,))
         h = keras.layers.Dense(8, activation="relu")(inp)
-        return keras.Model(inp, {"cls": keras.layers.Dense(3, name="cls")(h),
-                                 "reg": keras.layers.Dense(1, name="reg")(h)})
+        return keras.Model(
+            inp,
+            {
+                "cls": keras.layers.Dense(3, name="cls")(h),
+                "reg": keras.layers.Dense(1, name="reg")(h),
+            },
+        )
 
     fitkit.set_seed(2)
     ours, theirs = build(), build()
     theirs.set_weights(ours.get_weights())
     targets = {"cls": labels, "reg": value}
     model = fitkit.Model(ours)
-    model.compile(keras.optimizers.SGD(0.1), {"cls": "cross_entropy", "reg": "mse"},
-                  loss_weights={"cls": 1.0, "reg": 0.5}, weighted_metrics={"reg": ["mae"]})
-    history = model.fit(x, targets, sample_weight=w, batch_size=32, epochs=3, shuffle=False,
-                        verbose=0)
-    theirs.compile(keras.optimizers.SGD(0.1),
-                   loss={"cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                         "reg": keras.losses.MeanSquaredError()},
-                   loss_weights={"cls": 1.0, "reg": 0.5},
-                   weighted_metrics={"reg": [keras.metrics.MeanAbsoluteError(name="mae")]})
-    keras_history = theirs.fit(x, targets, sample_weight=w, batch_size=32, epochs=3,
-                               shuffle=False, verbose=0)
+    model.compile(
+        keras.optimizers.SGD(0.1),
+        {"cls": "cross_entropy", "reg": "mse"},
+        loss_weights={"cls": 1.0, "reg": 0.5},
+        weighted_metrics={"reg": ["mae"]},
+    )
+    history = model.fit(
+        x, targets, sample_weight=w, batch_size=32, epochs=3, shuffle=False, verbose=0
+    )
+    theirs.compile(
+        keras.optimizers.SGD(0.1),
+        loss={
+            "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "reg": keras.losses.MeanSquaredError(),
+        },
+        loss_weights={"cls": 1.0, "reg": 0.5},
+        weighted_metrics={"reg": [keras.metrics.MeanAbsoluteError(name="mae")]},
+    )
+    keras_history = theirs.fit(
+        x, targets, sample_weight=w, batch_size=32, epochs=3, shuffle=False, verbose=0
+    )
     for p, q in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(p, q, atol=1e-5, rtol=0)
     for key in ("loss", "cls_loss", "reg_loss", "reg_mae"):
@@ -145,8 +167,7 @@ def test_tf_data_runs_several_steps_per_call_with_identical_results(tf_kit, know
         fitkit.set_seed(4)
         net = tf_kit.mlp(4, 1)
         model = fitkit.Model(net)
-        model.compile(keras.optimizers.SGD(0.05), "mse", metrics=["mae"],
-                      steps_per_execution=group)
+        model.compile(keras.optimizers.SGD(0.05), "mse", metrics=["mae"], steps_per_execution=group)
         history = model.fit(ds, epochs=2, verbose=0, validation_data=ds)
         results.append((history.df.to_numpy(), tf_kit.weights(net)))
         if group == 3:
@@ -192,6 +213,7 @@ def test_predict_on_tf_data_runs_chunks_and_equals_keras(tf_kit, known_length):
 
 def test_a_native_keras_loss_error_leads_with_its_cause(tf_kit):
     import keras
+
     x, y = np.random.randn(64, 4).astype("float32"), np.random.randint(0, 3, (64,))
     model = fitkit.Model(tf_kit.mlp(4, 3))
     model.compile("adam", keras.losses.CategoricalCrossentropy())  # wants one-hot targets

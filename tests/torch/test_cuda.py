@@ -4,6 +4,7 @@ the GPU load on the CPU, clear errors for kernel asserts and numpy metrics, memo
 DDP over nccl and an epoch with no host sync. Skipped without a GPU (CI has none); run them on a GPU
 machine with ``python -m pytest tests/torch/test_cuda.py``. Setting FITKIT_TEST_GPU=cpu runs
 them on the CPU, to check the tests themselves."""
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fitkit  # noqa: E402
 from conftest import make_classes  # noqa: E402
 
+import fitkit  # noqa: E402
+
 GPU = os.environ.get("FITKIT_TEST_GPU", "cuda")
-pytestmark = pytest.mark.skipif(GPU == "cuda" and not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU")
+pytestmark = pytest.mark.skipif(
+    GPU == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU"
+)
 ROOT = Path(__file__).parents[2]
 
 
@@ -32,18 +35,30 @@ def _run(args: list, timeout: float = 120, drop: tuple = ()) -> subprocess.Compl
     environment variables in ``drop``."""
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(FITKIT_BACKEND="torch", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def _trained(torch_kit, device, x, y, epochs=3, shuffle=True, **compile_kwargs):
     fitkit.set_seed(0)
     net = torch_kit.mlp(x.shape[1], 3, hidden=32)
     model = fitkit.Model(net, device=device)
-    model.compile(torch.optim.SGD(net.parameters(), lr=0.1), "cross_entropy",
-                  metrics=["accuracy"], **compile_kwargs)
-    history = model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=shuffle,
-                        validation_data=(x[:64], y[:64]))
+    model.compile(
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        "cross_entropy",
+        metrics=["accuracy"],
+        **compile_kwargs,
+    )
+    history = model.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=epochs,
+        verbose=0,
+        shuffle=shuffle,
+        validation_data=(x[:64], y[:64]),
+    )
     return model, history.history
 
 
@@ -56,14 +71,14 @@ def test_fit_on_the_gpu_keeps_the_net_there_and_matches_the_cpu(torch_kit):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert cpu_history.keys() == gpu_history.keys()
     for key in cpu_history:
-        np.testing.assert_allclose(cpu_history[key], gpu_history[key], rtol=1e-4, atol=1e-5,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            cpu_history[key], gpu_history[key], rtol=1e-4, atol=1e-5, err_msg=key
+        )
     predicted = gpu_model.predict(x, batch_size=64)
     assert isinstance(predicted, np.ndarray) and predicted.shape == (300, 3)
     np.testing.assert_allclose(predicted, cpu_model.predict(x, batch_size=64), atol=1e-4)
     logs = gpu_model.validate(x, y, batch_size=50)
-    assert logs["accuracy"] == pytest.approx(cpu_model.validate(x, y, batch_size=50)
-                                                 ["accuracy"])
+    assert logs["accuracy"] == pytest.approx(cpu_model.validate(x, y, batch_size=50)["accuracy"])
 
 
 @pytest.mark.skipif(GPU != "cuda", reason="the default device is the GPU only with one")
@@ -93,11 +108,13 @@ def test_a_pinned_multi_worker_dataloader_trains_as_the_arrays_do(torch_kit):
     fitkit.set_seed(0)
     net = torch_kit.mlp(4, 3, hidden=32)
     model = fitkit.Model(net, device=GPU)
-    model.compile(torch.optim.SGD(net.parameters(), lr=0.1), "cross_entropy",
-                  metrics=["accuracy"])
+    model.compile(torch.optim.SGD(net.parameters(), lr=0.1), "cross_entropy", metrics=["accuracy"])
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
-        batch_size=32, num_workers=2, pin_memory=True)
+        batch_size=32,
+        num_workers=2,
+        pin_memory=True,
+    )
     history = model.fit(loader, epochs=3, verbose=0, validation_data=(x[:64], y[:64])).history
     for key in from_arrays:
         np.testing.assert_allclose(history[key], from_arrays[key], rtol=1e-5, err_msg=key)
@@ -112,8 +129,9 @@ def test_files_written_on_the_gpu_load_on_the_cpu(torch_kit, tmp_path):
         net = torch_kit.mlp(4, 3, hidden=32)
         cpu_model = fitkit.Model(net, device="cpu")
         cpu_model.compile(torch.optim.SGD(net.parameters(), lr=0.1), "cross_entropy")
-        getattr(cpu_model, load)(str(tmp_path / ("state.fitkit" if load == "load_checkpoint"
-                                                  else "w.pt")))
+        getattr(cpu_model, load)(
+            str(tmp_path / ("state.fitkit" if load == "load_checkpoint" else "w.pt"))
+        )
         assert next(net.parameters()).device.type == "cpu"
         for a, b in zip(gpu_model.get_weights(), cpu_model.get_weights()):
             np.testing.assert_array_equal(a, b)
@@ -122,7 +140,8 @@ def test_files_written_on_the_gpu_load_on_the_cpu(torch_kit, tmp_path):
 @pytest.mark.skipif(GPU != "cuda", reason="GPU memory settings")
 def test_memory_growth_and_limit_act_on_the_allocator(tmp_path):
     script = tmp_path / "memory.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import json, os, sys
         import torch
         import fitkit
@@ -146,7 +165,8 @@ def test_memory_growth_and_limit_act_on_the_allocator(tmp_path):
         out["devices"] = fitkit.devices.list_devices()
         out["cuda_info"] = fitkit.devices.cuda_info()
         print(json.dumps(out))
-    """))
+    """)
+    )
     done = _run([script], drop=("PYTORCH_CUDA_ALLOC_CONF",))
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -162,9 +182,11 @@ def test_memory_growth_and_limit_act_on_the_allocator(tmp_path):
 @pytest.mark.skipif(GPU != "cuda", reason="nccl needs a GPU")
 def test_ddp_over_nccl_on_one_gpu_trains_as_one_process(torch_kit, tmp_path, monkeypatch):
     script = ROOT / "tests" / "scripts" / "ddp_train.py"
-    done = _run(["-m", "fitkit.cli", "launch", "-n", "1", script, tmp_path, "arrays", "loader"],
-                timeout=300, drop=("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                   "MASTER_PORT"))
+    done = _run(
+        ["-m", "fitkit.cli", "launch", "-n", "1", script, tmp_path, "arrays", "loader"],
+        timeout=300,
+        drop=("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"),
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     sys.path.insert(0, str(script.parent))
     try:
@@ -178,8 +200,9 @@ def test_ddp_over_nccl_on_one_gpu_trains_as_one_process(torch_kit, tmp_path, mon
         for i, expected in enumerate(reference["weights"]):
             np.testing.assert_allclose(saved[f"w{i}"], expected, atol=1e-5, err_msg=case)
         for key, values in reference["history"].items():
-            np.testing.assert_allclose(meta["history"][key], values, rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{case}: {key}")
+            np.testing.assert_allclose(
+                meta["history"][key], values, rtol=1e-5, atol=1e-6, err_msg=f"{case}: {key}"
+            )
 
 
 @pytest.mark.skipif(GPU != "cuda", reason="CUDA sync debugging")
@@ -233,13 +256,14 @@ def test_a_generator_across_epochs_gives_each_batch_once(torch_kit):
     def batches():
         for i in range(100):
             served.append(i)
-            yield x[(i % 4) * 16:(i % 4 + 1) * 16], y[(i % 4) * 16:(i % 4 + 1) * 16]
+            yield x[(i % 4) * 16 : (i % 4 + 1) * 16], y[(i % 4) * 16 : (i % 4 + 1) * 16]
 
     model = fitkit.Model(torch_kit.mlp(4, 3), device=GPU)
     model.compile("sgd", "cross_entropy")
     seen = []
     counter = fitkit.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: seen.append(batch))
+        on_train_batch_end=lambda batch, logs: seen.append(batch)
+    )
     model.fit(batches(), epochs=3, steps_per_epoch=4, verbose=0, callbacks=[counter])
     assert len(seen) == 12 and len(served) == 12
 
@@ -247,7 +271,8 @@ def test_a_generator_across_epochs_gives_each_batch_once(torch_kit):
 @pytest.mark.skipif(GPU != "cuda", reason="a CUDA kernel assert")
 def test_an_embedding_id_past_its_size_on_the_gpu_names_the_cause(tmp_path):
     script = tmp_path / "ids.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import numpy as np, torch, fitkit
         net = torch.nn.Sequential(torch.nn.Embedding(10, 3), torch.nn.Flatten(),
                                   torch.nn.Linear(6, 1))
@@ -258,7 +283,8 @@ def test_an_embedding_id_past_its_size_on_the_gpu_names_the_cause(tmp_path):
                       verbose=0)
         except fitkit.FitkitError as error:
             print("ERROR:", error)
-    """))
+    """)
+    )
     done = _run([script])
     assert "ERROR: The network failed on a first batch" in done.stdout, done.stderr[-2000:]
     assert "an index out of range" in done.stdout and "restart it" in done.stdout

@@ -1,6 +1,7 @@
 """torch strategies: DDP over 2 CPU processes trains exactly as one process does (weights,
 history, predictions), each process's share of each batch, metric states combined over
 processes, a crashing process ends the launch, and errors that name the fix."""
+
 from __future__ import annotations
 
 import gc
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_classes, make_regression
 
 import fitkit
-from conftest import make_classes, make_regression
 from fitkit import specs
 from fitkit.targets import TargetMode
 from fitkit.torch import data
@@ -70,8 +71,9 @@ def test_mirrored_wraps_the_net_in_data_parallel_and_recommends_ddp(torch_kit, m
             assert model.predict(x).shape == (64, 1)
     assert (s.name, s.replicas, s.world_size) == ("mirrored", 2, 1)
     assert isinstance(model._adapter._forward, torch.nn.DataParallel)
-    assert model.net is model._adapter._forward.module and "module." not in \
-        "".join(model.net.state_dict())
+    assert model.net is model._adapter._forward.module and "module." not in "".join(
+        model.net.state_dict()
+    )
 
 
 @pytest.mark.parametrize("name", ["central_storage", "multi_worker"])
@@ -85,8 +87,10 @@ def test_tensorflow_strategies_are_refused_naming_ddp(torch_kit, name):
 def test_ddp_without_a_launcher_names_the_commands(torch_kit, monkeypatch):
     for key in (*tdist._ENV, "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
-    with pytest.raises(fitkit.FitkitError, match="fitkit launch -n N script.py.*torchrun "
-                                                 "--nproc-per-node N script.py"):
+    with pytest.raises(
+        fitkit.FitkitError,
+        match="fitkit launch -n N script.py.*torchrun --nproc-per-node N script.py",
+    ):
         with fitkit.distribute.strategy("ddp"):
             pass
 
@@ -104,14 +108,20 @@ def test_auto_picks_mirrored_only_with_several_gpus(torch_kit, monkeypatch):
 
 # ---------------------------------------------------------------------- DDP in one process
 
+
 @pytest.fixture
 def one_process_ddp(monkeypatch):
     """torchrun's variables for a world of one (gloo on a free loopback port)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+    for key, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }.items():
         monkeypatch.setenv(key, value)
 
 
@@ -172,13 +182,14 @@ def _union(shares, part=0):
 def test_array_shares_make_up_each_global_batch(shuffle):
     x, y = make_classes(n=97, d=4)
     make = lambda comm: data.ShardedTensorSource(  # noqa: E731
-        x, y, batch_size=32, shuffle=shuffle, device=CPU, float_dtype=torch.float32, comm=comm)
+        x, y, batch_size=32, shuffle=shuffle, device=CPU, float_dtype=torch.float32, comm=comm
+    )
     ranks = _passes(make)
     assert [len(b) for b in ranks] == [4, 4]
     torch.manual_seed(0)
     order = torch.randperm(97) if shuffle else torch.arange(97)
     for k, shares in enumerate(zip(*ranks)):
-        rows = order[k * 32:(k + 1) * 32]
+        rows = order[k * 32 : (k + 1) * 32]
         torch.testing.assert_close(_union(shares), torch.from_numpy(x)[rows])
         torch.testing.assert_close(_union(shares, 1), torch.from_numpy(y)[rows])
         assert {s.total for s in shares} == {len(rows)}
@@ -193,7 +204,8 @@ def test_array_shares_make_up_each_global_batch(shuffle):
 def test_a_global_batch_that_does_not_divide_splits_unevenly():
     x, y = make_classes(n=40, d=4)
     make = lambda comm: data.ShardedTensorSource(  # noqa: E731
-        x, y, batch_size=33, shuffle=False, device=CPU, float_dtype=torch.float32, comm=comm)
+        x, y, batch_size=33, shuffle=False, device=CPU, float_dtype=torch.float32, comm=comm
+    )
     ranks = _passes(make)
     assert [[len(s[0]) for s in r] for r in ranks] == [[17, 4], [16, 3]]
     torch.testing.assert_close(_union([r[0] for r in ranks]), torch.from_numpy(x[:33]))
@@ -201,12 +213,21 @@ def test_a_global_batch_that_does_not_divide_splits_unevenly():
 
 def test_a_loader_batch_that_does_not_divide_is_refused():
     x, y = make_classes(n=40, d=4)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
-        torch.from_numpy(x), torch.from_numpy(y)), batch_size=33)
-    with pytest.raises(fitkit.FitkitValueError, match="the DataLoader's batch_size=33 does not "
-                                                      "divide by the 2 processes"):
-        data.batch_source(loader, batch_size=32, shuffle=False, device=CPU,
-                          float_dtype=torch.float32, comm=FakeComm(0))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=33
+    )
+    with pytest.raises(
+        fitkit.FitkitValueError,
+        match="the DataLoader's batch_size=33 does not divide by the 2 processes",
+    ):
+        data.batch_source(
+            loader,
+            batch_size=32,
+            shuffle=False,
+            device=CPU,
+            float_dtype=torch.float32,
+            comm=FakeComm(0),
+        )
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
@@ -215,7 +236,8 @@ def test_loader_shares_drop_the_sampler_padding(drop_last):
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, drop_last=drop_last)
     make = lambda comm: data.batch_source(  # noqa: E731
-        loader, batch_size=1, shuffle=False, device=CPU, float_dtype=torch.float32, comm=comm)
+        loader, batch_size=1, shuffle=False, device=CPU, float_dtype=torch.float32, comm=comm
+    )
     ranks = _passes(make)
     assert [len(b) for b in ranks] == ([3, 3] if drop_last else [4, 4])
     assert make(FakeComm(0)).steps == len(ranks[0])
@@ -233,8 +255,17 @@ def test_a_shuffled_loader_reshuffles_each_pass_alike_on_every_process():
     x, y = make_classes(n=64, d=4)
     dataset = torch.utils.data.TensorDataset(torch.arange(64), torch.from_numpy(y))
     loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)
-    sources = [data.batch_source(loader, batch_size=1, shuffle=False, device=CPU,
-                                 float_dtype=torch.float32, comm=FakeComm(r)) for r in (0, 1)]
+    sources = [
+        data.batch_source(
+            loader,
+            batch_size=1,
+            shuffle=False,
+            device=CPU,
+            float_dtype=torch.float32,
+            comm=FakeComm(r),
+        )
+        for r in (0, 1)
+    ]
     orders = []
     for _ in range(2):  # two passes (epochs)
         ranks = [[batch for batch, _ in source.batches()] for source in sources]
@@ -245,25 +276,32 @@ def test_a_shuffled_loader_reshuffles_each_pass_alike_on_every_process():
 
 def test_other_iterables_keep_each_process_block_of_every_batch():
     x, y = make_classes(n=50, d=4)
-    batches = [(x[i:i + 20], y[i:i + 20]) for i in range(0, 50, 20)]
+    batches = [(x[i : i + 20], y[i : i + 20]) for i in range(0, 50, 20)]
     make = lambda comm: data.batch_source(  # noqa: E731
-        batches, batch_size=1, shuffle=False, device=CPU, float_dtype=torch.float32, comm=comm)
+        batches, batch_size=1, shuffle=False, device=CPU, float_dtype=torch.float32, comm=comm
+    )
     ranks = _passes(make)
     for k, shares in enumerate(zip(*ranks)):
-        torch.testing.assert_close(_union(shares), torch.from_numpy(x[k * 20:(k + 1) * 20]))
+        torch.testing.assert_close(_union(shares), torch.from_numpy(x[k * 20 : (k + 1) * 20]))
     assert [s.positions for s in ranks[1]] == [range(10, 20), range(30, 40), range(45, 50)]
 
 
 # ---------------------------------------------------------------------- metric states merged
-@pytest.mark.parametrize("names,task,width", [
-    (["accuracy", "top_k_accuracy", "f1_score", "precision", "auc"], "sparse", 3),
-    (["mae", "rmse", "r2_score"], "regression", 2),
-])
+@pytest.mark.parametrize(
+    "names,task,width",
+    [
+        (["accuracy", "top_k_accuracy", "f1_score", "precision", "auc"], "sparse", 3),
+        (["mae", "rmse", "r2_score"], "regression", 2),
+    ],
+)
 def test_metric_states_merged_over_processes_equal_one_process(names, task, width):
     rng = np.random.default_rng(0)
     y_pred = torch.from_numpy(rng.standard_normal((90, width)))
-    y = torch.from_numpy(rng.integers(0, 3, 90)) if task == "sparse" else \
-        y_pred + torch.from_numpy(rng.standard_normal((90, width))) + 1000.0
+    y = (
+        torch.from_numpy(rng.integers(0, 3, 90))
+        if task == "sparse"
+        else y_pred + torch.from_numpy(rng.standard_normal((90, width))) + 1000.0
+    )
     y_pred = y_pred.float() if task == "sparse" else y_pred + 1000.0  # r2's shifts differ
     weights = torch.from_numpy(rng.uniform(0.5, 2.0, 90))
 
@@ -274,29 +312,45 @@ def test_metric_states_merged_over_processes_equal_one_process(names, task, widt
             if rows.stop > rows.start:
                 m.update(y_pred[rows], y[rows], weights[rows] if "r2_score" in names else None)
         return metrics
-    whole, parts = built(slice(0, 90)), [built(slice(0, 50)), built(slice(50, 90)),
-                                         built(slice(90, 90))]  # a process that saw no rows
+
+    whole, parts = (
+        built(slice(0, 90)),
+        [built(slice(0, 50)), built(slice(50, 90)), built(slice(90, 90))],
+    )  # a process that saw no rows
     for i, metric in enumerate(whole):
         mine = parts[0][i]
         merged = mine.merge([p[i].local_state() for p in parts])
         for key, value in merged.items():
             setattr(mine, key, value)
-        torch.testing.assert_close(mine.result().double(), metric.result().double(),
-                                   rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(
+            mine.result().double(), metric.result().double(), rtol=1e-9, atol=1e-9
+        )
 
 
 # ---------------------------------------------------------------------- 2 processes (gloo)
 def _launch(*args, timeout=120):
     """The script on 2 CPU processes (gloo) with ``fitkit launch`` (torch's launcher where
     fitkit.launch is missing), on a free port."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "FITKIT_BACKEND": "torch"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "FITKIT_BACKEND": "torch",
+    }
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    launcher = ["fitkit.cli", "launch", "-n", "2"] if importlib.util.find_spec(
-        "fitkit.launch") else ["torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    return subprocess.run([sys.executable, "-m", *launcher, str(SCRIPT), *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    launcher = (
+        ["fitkit.cli", "launch", "-n", "2"]
+        if importlib.util.find_spec("fitkit.launch")
+        else ["torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    )
+    return subprocess.run(
+        [sys.executable, "-m", *launcher, str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -315,8 +369,20 @@ def _saved(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["arrays", "shuffle", "loader", "accumulation", "empty_share",
-                                  "custom_step", "regression", "on_batch", "callbacks"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "arrays",
+        "shuffle",
+        "loader",
+        "accumulation",
+        "empty_share",
+        "custom_step",
+        "regression",
+        "on_batch",
+        "callbacks",
+    ],
+)
 def test_ddp_on_two_processes_trains_as_one_process(ddp_runs, case, monkeypatch):
     monkeypatch.setenv("FITKIT_BACKEND", "torch")
     monkeypatch.setattr(tdevices, "default_device", lambda: CPU)  # as the processes (CPU)
@@ -329,8 +395,9 @@ def test_ddp_on_two_processes_trains_as_one_process(ddp_runs, case, monkeypatch)
         assert meta["keys"] == reference["keys"]
         assert meta["history"].keys() == reference["history"].keys()
         for key, values in reference["history"].items():
-            np.testing.assert_allclose(meta["history"][key], values, rtol=1e-6, atol=1e-6,
-                                       err_msg=key)
+            np.testing.assert_allclose(
+                meta["history"][key], values, rtol=1e-6, atol=1e-6, err_msg=key
+            )
         for key, value in reference.get("validate", {}).items():
             assert meta["validate"][key] == pytest.approx(value, rel=1e-6, abs=1e-6)
         for key, value in predictions.items():  # every process has all, in order
@@ -361,8 +428,7 @@ def test_ddp_fit_after_the_strategy_block_trains_as_one_process(tmp_path, monkey
         weights, meta, predictions = _saved(tmp_path / f"after_scope.rank{rank}.npz")
         for a, b in zip(weights, reference["weights"]):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
-        np.testing.assert_allclose(meta["history"]["loss"], reference["history"]["loss"],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(meta["history"]["loss"], reference["history"]["loss"], rtol=1e-6)
         np.testing.assert_allclose(predictions["predict"], reference["predict"], atol=1e-5)
 
 

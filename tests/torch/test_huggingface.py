@@ -5,6 +5,7 @@ checked against the hand-written loop an HF user would write.
 
 Importing transformers alone takes several seconds: the whole module is marked slow.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,16 +25,32 @@ VOCAB, CLASSES = 100, 3
 
 def bert(**config):
     torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, num_labels=CLASSES, **config))
+    return transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            num_labels=CLASSES,
+            **config,
+        )
+    )
 
 
 def gpt2():
     torch.manual_seed(0)
-    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=32, n_embd=16, n_layer=1, n_head=2, bos_token_id=0,
-        eos_token_id=0))
+    return transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=VOCAB,
+            n_positions=32,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
 
 
 def examples(n=22, seed=0, lm=False):
@@ -55,18 +72,22 @@ def collate(items, lm=False, encoding=False):
     ids = torch.zeros(len(items), length, dtype=torch.long)
     mask = torch.zeros(len(items), length, dtype=torch.long)
     for row, item in enumerate(items):
-        ids[row, :len(item["input_ids"])] = torch.as_tensor(item["input_ids"])
-        mask[row, :len(item["input_ids"])] = 1
+        ids[row, : len(item["input_ids"])] = torch.as_tensor(item["input_ids"])
+        mask[row, : len(item["input_ids"])] = 1
     batch = {"input_ids": ids, "attention_mask": mask}
-    batch["labels"] = ids.masked_fill(mask == 0, -100) if lm else \
-        torch.tensor([i["labels"] for i in items])
+    batch["labels"] = (
+        ids.masked_fill(mask == 0, -100) if lm else torch.tensor([i["labels"] for i in items])
+    )
     return transformers.BatchEncoding(batch) if encoding else batch
 
 
 def loader(lm=False, shuffle=False, encoding=False, n=22, seed=0, batch_size=4):
     return torch.utils.data.DataLoader(
-        examples(n, seed, lm), batch_size=batch_size, shuffle=shuffle,
-        collate_fn=lambda items: collate(items, lm, encoding))
+        examples(n, seed, lm),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=lambda items: collate(items, lm, encoding),
+    )
 
 
 def hand_loop(net, data, epochs, lr=1e-3):
@@ -123,8 +144,9 @@ def test_bert_validate_and_predict_without_a_loss(torch_kit):
     logits = torch.cat([o.logits for o, _ in outs])
     labels = torch.cat([y for _, y in outs])
     logs = model.validate(data)
-    assert logs["loss"] == pytest.approx(row_mean([(o.loss.item(), len(y)) for o, y in outs]),
-                                         rel=1e-12)
+    assert logs["loss"] == pytest.approx(
+        row_mean([(o.loss.item(), len(y)) for o, y in outs]), rel=1e-12
+    )
     assert logs["accuracy"] == pytest.approx((logits.argmax(-1) == labels).double().mean().item())
     predictions = model.predict(data)  # the labels are fed, the scalar loss is left out
     assert isinstance(predictions, np.ndarray) and predictions.shape == (22, CLASSES)
@@ -138,34 +160,44 @@ def test_a_compiled_loss_gets_the_logits_and_the_model_no_labels(torch_kit):
     equals the model's own loss (the same cross-entropy) bit for bit."""
     own = bert()
     fitkit.Model(own).compile(torch.optim.AdamW(own.parameters(), lr=1e-3)).fit(
-        loader(), epochs=2, verbose=0, validation_data=loader(seed=1))
+        loader(), epochs=2, verbose=0, validation_data=loader(seed=1)
+    )
     assert own.config.problem_type == "single_label_classification"  # it computed its loss
 
     net = bert()
     model = fitkit.Model(net)
-    model.compile(torch.optim.AdamW(net.parameters(), lr=1e-3), loss="cross_entropy",
-                  metrics=["accuracy"])
+    model.compile(
+        torch.optim.AdamW(net.parameters(), lr=1e-3), loss="cross_entropy", metrics=["accuracy"]
+    )
     history = model.fit(loader(), epochs=2, verbose=0, validation_data=loader(seed=1))
     assert net.config.problem_type is None  # never given labels
     assert_same_weights(net, own)
-    logits, labels = model.predict(loader(seed=1)), np.concatenate(
-        [b["labels"].numpy() for b in loader(seed=1)])
+    logits, labels = (
+        model.predict(loader(seed=1)),
+        np.concatenate([b["labels"].numpy() for b in loader(seed=1)]),
+    )
     assert history.history["val_accuracy"][-1] == pytest.approx(
-        (logits.argmax(-1) == labels).mean())
+        (logits.argmax(-1) == labels).mean()
+    )
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     assert history.history["val_loss"][-1] == pytest.approx(
-        -log_p[np.arange(len(labels)), labels].mean(), rel=1e-5)
+        -log_p[np.arange(len(labels)), labels].mean(), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("written_on", ["outputs", "tensor"])
 def test_callable_losses_get_the_output_object_or_the_logits_as_written(torch_kit, written_on):
     """A loss written on ``outputs.logits`` gets the ModelOutput (as HF's compute_loss_func),
     one written on a tensor the logits; both train as the portable cross-entropy does."""
-    loss = (lambda outputs, y: F.cross_entropy(outputs.logits, y)) if written_on == "outputs" \
+    loss = (
+        (lambda outputs, y: F.cross_entropy(outputs.logits, y))
+        if written_on == "outputs"
         else (lambda logits, y: F.cross_entropy(logits, y))
+    )
     reference = bert()
-    fitkit.Model(reference).compile(torch.optim.AdamW(reference.parameters(), lr=1e-3),
-                                    "cross_entropy").fit(loader(), epochs=1, verbose=0)
+    fitkit.Model(reference).compile(
+        torch.optim.AdamW(reference.parameters(), lr=1e-3), "cross_entropy"
+    ).fit(loader(), epochs=1, verbose=0)
     net = bert()
     model = fitkit.Model(net)
     model.compile(torch.optim.AdamW(net.parameters(), lr=1e-3), loss)
@@ -200,15 +232,16 @@ def test_causal_lm_trains_on_its_own_loss_with_labels_as_input_ids(torch_kit):
     with torch.no_grad():
         outs = [(net(**b), len(b["input_ids"])) for b in data]
     assert model.validate(data)["loss"] == pytest.approx(
-        row_mean([(o.loss.item(), n) for o, n in outs]), rel=1e-12)
+        row_mean([(o.loss.item(), n) for o, n in outs]), rel=1e-12
+    )
     predictions = model.predict(data)
     longest = max(o.logits.shape[1] for o, _ in outs)
     assert predictions.shape == (22, longest, VOCAB)
     row = 0
     for out, n in outs:
         length = out.logits.shape[1]
-        np.testing.assert_array_equal(predictions[row:row + n, :length], out.logits.numpy())
-        assert (predictions[row:row + n, length:] == -100).all()
+        np.testing.assert_array_equal(predictions[row : row + n, :length], out.logits.numpy())
+        assert (predictions[row : row + n, length:] == -100).all()
         row += n
 
 
@@ -219,8 +252,11 @@ def test_causal_lm_with_a_compiled_loss_ignores_the_cache(torch_kit):
     hand_loop(reference, loader(lm=True), epochs=1)
     net = gpt2()
     model = fitkit.Model(net)
-    shifted = lambda logits, y: F.cross_entropy(  # noqa: E731 - HF's shift, written by hand
-        logits[:, :-1].reshape(-1, VOCAB), y[:, 1:].reshape(-1), ignore_index=-100)
+    shifted = (
+        lambda logits, y: F.cross_entropy(  # noqa: E731 - HF's shift, written by hand
+            logits[:, :-1].reshape(-1, VOCAB), y[:, 1:].reshape(-1), ignore_index=-100
+        )
+    )
     model.compile(torch.optim.AdamW(net.parameters(), lr=1e-3), shifted)
     model.fit(loader(lm=True), epochs=1, verbose=0)
     for p, q in zip(net.parameters(), reference.parameters()):  # the same loss, its own op
@@ -231,17 +267,30 @@ def test_causal_lm_with_a_compiled_loss_ignores_the_cache(torch_kit):
 def test_question_answering_with_several_label_names(torch_kit):
     """label_names=["start_positions", "end_positions"] (HF's label_names): the model's own
     loss, or a compiled loss per output with weights 0.5 / 0.5, which is HF's formula."""
+
     def qa():
         torch.manual_seed(0)
-        return transformers.BertForQuestionAnswering(transformers.BertConfig(
-            vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-            intermediate_size=32))
+        return transformers.BertForQuestionAnswering(
+            transformers.BertConfig(
+                vocab_size=VOCAB,
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+            )
+        )
 
     rng = np.random.default_rng(0)
     ids = torch.as_tensor(rng.integers(1, VOCAB, (24, 8)))
     starts = torch.as_tensor(rng.integers(0, 4, 24))
-    batches = [{"input_ids": ids[i:i + 6], "start_positions": starts[i:i + 6],
-                "end_positions": starts[i:i + 6] + 3} for i in range(0, 24, 6)]
+    batches = [
+        {
+            "input_ids": ids[i : i + 6],
+            "start_positions": starts[i : i + 6],
+            "end_positions": starts[i : i + 6] + 3,
+        }
+        for i in range(0, 24, 6)
+    ]
     names = ["start_positions", "end_positions"]
     own = qa()
     own_model = fitkit.Model(own, label_names=names)
@@ -250,9 +299,11 @@ def test_question_answering_with_several_label_names(torch_kit):
 
     net = qa()
     model = fitkit.Model(net, label_names=names)
-    model.compile(torch.optim.AdamW(net.parameters(), lr=1e-3),
-                  {"start_logits": "cross_entropy", "end_logits": "cross_entropy"},
-                  loss_weights={"start_logits": 0.5, "end_logits": 0.5})
+    model.compile(
+        torch.optim.AdamW(net.parameters(), lr=1e-3),
+        {"start_logits": "cross_entropy", "end_logits": "cross_entropy"},
+        loss_weights={"start_logits": 0.5, "end_logits": 0.5},
+    )
     history = model.fit(batches, epochs=2, verbose=0)
     assert_same_weights(net, own)
     assert history.history["loss"] == pytest.approx(own_history.history["loss"], rel=1e-6)
@@ -296,8 +347,10 @@ class TinyClassifier(torch.nn.Module):
 
 def test_dataclass_outputs_work_as_model_outputs(torch_kit):
     rng = np.random.default_rng(0)
-    data = {"features": rng.standard_normal((64, 4)).astype("float32"),
-            "labels": rng.integers(0, CLASSES, 64)}
+    data = {
+        "features": rng.standard_normal((64, 4)).astype("float32"),
+        "labels": rng.integers(0, CLASSES, 64),
+    }
     trained = []
     for loss in [None, "cross_entropy", lambda out, y: F.cross_entropy(out.logits, y)]:
         torch.manual_seed(0)
@@ -330,7 +383,8 @@ def test_no_loss_and_a_net_that_computes_none_is_refused_at_the_first_batch(torc
         model.fit(data, epochs=1, verbose=0)
     with pytest.raises(fitkit.FitkitValueError, match="batches hold none"):
         fitkit.Model(TinyClassifier()).compile("sgd").fit(
-            [{"features": data["features"]}], epochs=1, verbose=0)
+            [{"features": data["features"]}], epochs=1, verbose=0
+        )
     assert torch.equal(net.layer.weight, before)
     model = fitkit.Model(TinyClassifier(), label_names=[])  # no label keys: labels is an input
     model.compile("sgd")

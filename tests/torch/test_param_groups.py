@@ -1,6 +1,7 @@
 """Several param groups (a backbone and a head at their own rates) keep their ratio under
 every learning-rate tool, log one lr column each, and resume exactly; an optimizer over
 other parameters is refused at compile (torch: Keras optimizers have no param groups)."""
+
 from __future__ import annotations
 
 import copy
@@ -8,9 +9,9 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import make_regression
 
 import fitkit
-from conftest import make_regression
 from fitkit.callbacks import Callback, LearningRateScheduler, ReduceLROnPlateau
 from fitkit.schedules import OneCycle
 
@@ -23,8 +24,10 @@ def grouped(names=(None, None), seed=0):
     """(model, optimizer): an MLP whose first layer trains at 1e-4 and last layer at 1e-2."""
     fitkit.set_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    groups = [{"params": net[0].parameters(), "lr": BACKBONE},
-              {"params": net[2].parameters(), "lr": HEAD}]
+    groups = [
+        {"params": net[0].parameters(), "lr": BACKBONE},
+        {"params": net[2].parameters(), "lr": HEAD},
+    ]
     for group, name in zip(groups, names):
         if name is not None:
             group["name"] = name
@@ -50,9 +53,16 @@ def test_reduce_lr_on_plateau_halves_every_group_and_the_history_logs_each(torch
     assert rates(opt) == pytest.approx([BACKBONE / 4, HEAD / 4], rel=1e-12)
     # each row: the rates that epoch trained with; no collapsed single "learning_rate" column
     assert "learning_rate" not in history.history
-    assert history.history["learning_rate-group0"] == pytest.approx([BACKBONE, BACKBONE, BACKBONE / 2])
+    assert history.history["learning_rate-group0"] == pytest.approx(
+        [BACKBONE, BACKBONE, BACKBONE / 2]
+    )
     assert history.history["learning_rate-group1"] == pytest.approx([HEAD, HEAD, HEAD / 2])
-    assert list(history.df.columns) == ["epoch", "loss", "learning_rate-group0", "learning_rate-group1"]
+    assert list(history.df.columns) == [
+        "epoch",
+        "loss",
+        "learning_rate-group0",
+        "learning_rate-group1",
+    ]
 
 
 def test_a_group_name_names_its_column(torch_kit):
@@ -74,8 +84,9 @@ def test_learning_rate_scheduler_scales_every_group_by_the_same_factor(torch_kit
         seen.append(lr)  # group 0's rate
         return lr * 0.1 if epoch else lr
 
-    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0,
-                        callbacks=[LearningRateScheduler(schedule)])
+    history = model.fit(
+        x, y, batch_size=16, epochs=3, verbose=0, callbacks=[LearningRateScheduler(schedule)]
+    )
     assert seen == pytest.approx([BACKBONE, BACKBONE, BACKBONE / 10])
     assert history.history["learning_rate-group1"] == pytest.approx([HEAD, HEAD / 10, HEAD / 100])
     assert rates(opt) == pytest.approx([BACKBONE / 100, HEAD / 100])
@@ -106,8 +117,9 @@ def test_a_group_0_at_zero_scales_with_the_ratio_at_compile(torch_kit):
 
 def test_a_ratio_that_cannot_be_known_is_refused_before_any_change(torch_kit):
     net = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Linear(2, 1))
-    opt = torch.optim.SGD([{"params": net[0].parameters(), "lr": 0.0},
-                           {"params": net[1].parameters(), "lr": 0.1}])
+    opt = torch.optim.SGD(
+        [{"params": net[0].parameters(), "lr": 0.0}, {"params": net[1].parameters(), "lr": 0.1}]
+    )
     model = fitkit.Model(net)
     model.compile(opt, "mse")
     with pytest.raises(fitkit.FitkitValueError, match=r"group 0's rate is 0.*param_groups\[i\]"):
@@ -121,7 +133,9 @@ def test_a_portable_schedule_keeps_the_ratio_between_groups(torch_kit, schedule)
     model, opt = grouped()
     model.compile(opt, "mse", lr_schedule=schedule, lr_schedule_every="batch")
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
-    first, second = (np.array(history.history[k]) for k in ("learning_rate-group0", "learning_rate-group1"))
+    first, second = (
+        np.array(history.history[k]) for k in ("learning_rate-group0", "learning_rate-group1")
+    )
     assert len(set(first.round(12))) > 1  # the schedule moved
     np.testing.assert_allclose(second, first * (HEAD / BACKBONE), rtol=1e-12)
     if isinstance(schedule, OneCycle):  # an absolute peak is group 0's; the head's is 100x
@@ -133,7 +147,9 @@ def test_a_native_torch_scheduler_keeps_the_ratio_between_groups(torch_kit):
     model, opt = grouped()
     model.compile(opt, "mse", lr_schedule=lambda o: L.StepLR(o, step_size=1, gamma=0.5))
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
-    assert history.history["learning_rate-group0"] == pytest.approx([BACKBONE, BACKBONE / 2, BACKBONE / 4])
+    assert history.history["learning_rate-group0"] == pytest.approx(
+        [BACKBONE, BACKBONE / 2, BACKBONE / 4]
+    )
     assert history.history["learning_rate-group1"] == pytest.approx([HEAD, HEAD / 2, HEAD / 4])
 
 
@@ -154,10 +170,17 @@ def test_groups_resume_exactly_from_a_mid_epoch_checkpoint(torch_kit, tmp_path, 
 
     def run(callbacks, load=False):
         model, opt = grouped(seed=5)
-        schedule = {"plateau": None, "portable": "cosine",
-                    "native": lambda o: L.ExponentialLR(o, gamma=0.7)}[how]
-        model.compile(opt, "mse", lr_schedule=schedule,
-                      lr_schedule_every="batch" if how == "portable" else "epoch")
+        schedule = {
+            "plateau": None,
+            "portable": "cosine",
+            "native": lambda o: L.ExponentialLR(o, gamma=0.7),
+        }[how]
+        model.compile(
+            opt,
+            "mse",
+            lr_schedule=schedule,
+            lr_schedule_every="batch" if how == "portable" else "epoch",
+        )
         cbs = [worse_every_epoch()] if how == "plateau" else []
         if load:
             model.load_checkpoint(path)
@@ -178,8 +201,10 @@ def test_an_optimizer_built_before_a_deepcopy_is_refused_at_compile(torch_kit):
     copied = copy.deepcopy(net)
     before = torch_kit.weights(copied)
     model = fitkit.Model(copied)
-    with pytest.raises(fitkit.FitkitValueError,
-                       match=r"holds none of the network's 4 trainable parameters.*lambda params"):
+    with pytest.raises(
+        fitkit.FitkitValueError,
+        match=r"holds none of the network's 4 trainable parameters.*lambda params",
+    ):
         model.compile(opt, "mse")
     with pytest.raises(fitkit.NotCompiledError):
         model.fit(*make_regression(n=16), epochs=1, verbose=0)
@@ -197,8 +222,11 @@ def test_an_optimizer_of_another_network_is_refused_also_from_a_factory(torch_ki
 def test_an_optimizer_over_some_parameters_warns_with_counts(torch_kit):
     net = torch_kit.mlp(4, 1)
     model = fitkit.Model(net)
-    with pytest.warns(UserWarning, match=r"holds 2 of the network's 4 trainable parameters; 2 "
-                                         r"will not train"):
+    with pytest.warns(
+        UserWarning,
+        match=r"holds 2 of the network's 4 trainable parameters; 2 "
+        r"will not train",
+    ):
         model.compile(torch.optim.SGD(net[2].parameters(), lr=0.1), "mse")
 
 
@@ -214,4 +242,4 @@ def test_frozen_parameters_left_out_of_the_optimizer_are_not_missed(torch_kit):
     model.fit(*make_regression(n=32), batch_size=16, epochs=1, verbose=0)
     after = torch_kit.weights(net)
     np.testing.assert_array_equal(before[0], after[0])  # frozen
-    assert not np.array_equal(before[2], after[2])       # trained
+    assert not np.array_equal(before[2], after[2])  # trained

@@ -1,19 +1,20 @@
 """Torch adapter: parity with a hand-written loop, no per-step host sync, devices, loaders."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_classes, make_regression
 
 import fitkit
-from conftest import make_classes, make_regression
 
 
 def _hand_written(net, optimizer, loss_fn, x, y, batch_size, epochs):
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     for _ in range(epochs):
         for start in range(0, len(xt), batch_size):
-            xb, yb = xt[start:start + batch_size], yt[start:start + batch_size]
+            xb, yb = xt[start : start + batch_size], yt[start : start + batch_size]
             optimizer.zero_grad()
             loss = loss_fn(net(xb), yb)
             loss.backward()
@@ -38,11 +39,13 @@ def test_fit_matches_hand_written_loop(torch_kit, task):
         n_out, loss, native_loss = 3, "cross_entropy", torch.nn.CrossEntropyLoss()
     ours, theirs = _twin_nets(torch_kit, 4, n_out)
     model = fitkit.Model(ours, device="cpu")  # the hand-written loop runs on the CPU
-    model.compile(torch.optim.Adam(ours.parameters(), lr=1e-2), loss, metrics=["mae"]
-                  if task == "regression" else ["accuracy"])
+    model.compile(
+        torch.optim.Adam(ours.parameters(), lr=1e-2),
+        loss,
+        metrics=["mae"] if task == "regression" else ["accuracy"],
+    )
     model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
-    _hand_written(theirs, torch.optim.Adam(theirs.parameters(), lr=1e-2), native_loss,
-                  x, y, 32, 3)
+    _hand_written(theirs, torch.optim.Adam(theirs.parameters(), lr=1e-2), native_loss, x, y, 32, 3)
     for p, q in zip(ours.parameters(), theirs.parameters()):
         np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), atol=1e-6, rtol=0)
 
@@ -57,8 +60,7 @@ def test_string_adam_is_keras_default_with_fused_kernel(torch_kit):
 
 
 @pytest.mark.parametrize("log_step_freq", [None, 4])
-def test_fit_reads_device_values_only_at_log_points(torch_kit, torch_sync_counter,
-                                                    log_step_freq):
+def test_fit_reads_device_values_only_at_log_points(torch_kit, torch_sync_counter, log_step_freq):
     sync_counter = torch_sync_counter
     x, y = make_classes(n=512)
     model = fitkit.Model(torch_kit.mlp(4, 3))

@@ -1,12 +1,13 @@
 """Torch loops as a hand-written loop runs them: loaders opened once per epoch, modes kept."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_classes
 
 import fitkit
-from conftest import make_classes
 
 
 def _loader(x, y, seed_shuffle=True):
@@ -15,8 +16,9 @@ def _loader(x, y, seed_shuffle=True):
 
 
 def _net():
-    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.2), torch.nn.ReLU(),
-                               torch.nn.Linear(16, 3))
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.Dropout(0.2), torch.nn.ReLU(), torch.nn.Linear(16, 3)
+    )
 
 
 def test_shuffled_loader_run_equals_the_hand_written_loop(torch_kit):
