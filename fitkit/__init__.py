@@ -5,7 +5,7 @@ for a backend is imported the first time it is needed.
 """
 
 from . import callbacks, devices, distribute, metrics, schedules, script
-from ._version import __version__
+from ._version import __version__ as __version__
 from .backend import backend, set_seed
 from .errors import (
     BackendError,
@@ -19,7 +19,6 @@ from .errors import (
 from .history import History
 from .model import Model
 from .sources import unpack
-
 
 __all__ = [
     "BackendError",
