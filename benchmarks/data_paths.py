@@ -168,7 +168,7 @@ def _alternate(calls: dict, n: int, warmup: int) -> dict:
 
 
 def _paired(times: dict, name: str, ref: str) -> dict:
-    paired = [a / b for a, b in zip(times[name], times[ref])]
+    paired = [a / b for a, b in zip(times[name], times[ref], strict=True)]
     return {
         "ratio_of_medians": statistics.median(times[name]) / statistics.median(times[ref]),
         "per_call": _summary(paired),
@@ -209,7 +209,7 @@ def child_predict(backend: str, args: dict) -> dict:
     outs = {name: fn() for name, fn in calls.items()}  # the warm-up call; outputs compared
     a, b = outs.values()
     times = _alternate(calls, args["calls"], warmup=0)
-    ref = [k for k in calls if k != "fitkit"][0]
+    ref = next(k for k in calls if k != "fitkit")
     return {
         "seconds": {k: _summary(v) for k, v in times.items()},
         "fitkit_vs_" + ref: _paired(times, "fitkit", ref),
@@ -246,7 +246,9 @@ def child_on_batch(backend: str, args: dict) -> dict:
             loss.backward()
             opt.step()
             acc = (out.argmax(1) == y).float().mean()
-            return dict(zip(("loss", "accuracy"), torch.stack([loss.detach(), acc]).tolist()))
+            return dict(
+                zip(("loss", "accuracy"), torch.stack([loss.detach(), acc]).tolist(), strict=True)
+            )
 
         calls = {"fitkit": lambda: model.train_on_batch(xb, yb), "plain torch": plain_step}
     else:
@@ -265,7 +267,7 @@ def child_on_batch(backend: str, args: dict) -> dict:
             "keras": lambda: knet.train_on_batch(xb, yb, return_dict=True),
         }
     times = _alternate(calls, args["calls"], warmup=args["warmup"])
-    ref = [k for k in calls if k != "fitkit"][0]
+    ref = next(k for k in calls if k != "fitkit")
     us = {k: [t * 1e6 for t in v] for k, v in times.items()}
     paired = _paired(times, "fitkit", ref)
     paired["per_call"].pop("runs")  # hundreds of calls: the JSON keeps summaries only
@@ -341,7 +343,7 @@ def _train_tf(impl, x, y, fitkit, tf):
             out = net(xb, training=True)
             loss = loss_fn(yb, out)
         grads = tape.gradient(loss, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables))
+        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         loss_sum.assign_add(tf.cast(loss, tf.float64) * tf.cast(tf.shape(xb)[0], tf.float64))
         correct.assign_add(tf.reduce_sum(tf.cast(tf.argmax(out, 1) == yb, tf.int64)))
 
@@ -538,7 +540,7 @@ def report(results: dict) -> str:
             if "failed" in r:
                 lines.append(f"  {backend}: failed: {_why(r['failed'])}")
                 continue
-            ref = [k for k in r["seconds"] if k != "fitkit"][0]
+            ref = next(k for k in r["seconds"] if k != "fitkit")
             p = r["fitkit_vs_" + ref]
             lines.append(
                 f"  {backend:<10} fitkit {_fmt(r['seconds']['fitkit'], ' s')}  "
@@ -552,7 +554,7 @@ def report(results: dict) -> str:
             if "failed" in r:
                 lines.append(f"  {backend}: failed: {_why(r['failed'])}")
                 continue
-            ref = [k for k in r["us_per_call"] if k != "fitkit"][0]
+            ref = next(k for k in r["us_per_call"] if k != "fitkit")
             p = r["fitkit_vs_" + ref]
             lines.append(
                 f"  {backend:<10} fitkit {_fmt(r['us_per_call']['fitkit'], '', 0)}  "

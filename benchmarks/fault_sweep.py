@@ -200,12 +200,11 @@ for kind in ("empty", "random", "truncated"):
         r"""
     model = compiled(); ext = ".pt" if B == "torch" else ".weights.h5"
     p = os.path.join(TMP, "w" + ext); model.save_weights(p); data = open(p, "rb").read()
-    KIND = "%s"
+    KIND = "@@"
     body = b"" if KIND == "empty" else os.urandom(4096) if KIND == "random" else data[: len(data) // 2]
     open(p, "wb").write(body)
     refuse(lambda: model.load_weights(p), model=model, names=[p])
-    """
-        % kind,
+    """.replace("@@", kind),
     )
 
 # ---------------------------------------------------------------- disks

@@ -13,6 +13,7 @@ Without a GPU it runs on the CPU (use --small) so the script itself can be check
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -148,7 +149,7 @@ def sync_free_epoch(net, x, y, batch_size, bf16) -> str:
 
 
 def throughput(ends, n):
-    warm = [b - a for a, b in zip(ends, ends[1:])]
+    warm = [b - a for a, b in itertools.pairwise(ends)]
     return n / statistics.median(warm)
 
 

@@ -288,7 +288,7 @@ def torch_naive(name, first_step=False):
     for _ in range(1 if first_step else spec["epochs"]):
         net.train()
         loss_sum = metric_sum = 0.0
-        for step, (xb, yb) in enumerate(train, 1):
+        for xb, yb in train:
             opt.zero_grad()
             out = net(xb)
             loss = loss_fn(out, yb)
@@ -301,12 +301,12 @@ def torch_naive(name, first_step=False):
         net.eval()
         val_metric = 0.0
         with torch.no_grad():
-            for step, (xb, yb) in enumerate(val, 1):
+            for xb, yb in val:
                 out = net(xb)
                 loss_fn(out, yb).item()
                 val_metric += (out.argmax(1) == yb).float().mean().item()
         ends.append(time.perf_counter() - start)
-    return {"import_s": imported, "epoch_ends": ends, "val_accuracy": val_metric / step}
+    return {"import_s": imported, "epoch_ends": ends, "val_accuracy": val_metric / len(val)}
 
 
 def tf_datasets(tf, spec, xt, yt, xv, yv):
@@ -338,7 +338,7 @@ def tf_loop(name, first_step=False):
             out = net(x, training=True)
             loss = loss_fn(y, out)
         grads = tape.gradient(loss, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables))
+        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         train_loss.update_state(loss)
         train_acc.update_state(y, out)
 

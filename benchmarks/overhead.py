@@ -95,7 +95,7 @@ def tf_contenders() -> dict:
             out = net(x, training=True)
             loss = loss_fn(y, out)
         grads = tape.gradient(loss, net.trainable_variables)
-        opt.apply_gradients(zip(grads, net.trainable_variables))
+        opt.apply_gradients(zip(grads, net.trainable_variables, strict=True))
         loss_m.update_state(loss)
         acc_m.update_state(y, out)
 
@@ -156,7 +156,7 @@ def main() -> None:
     for name, t in times.items():
         if name == "hand-written":
             continue
-        paired = [a / b for a, b in zip(t, base)]
+        paired = [a / b for a, b in zip(t, base, strict=True)]
         print(
             f"  {name} / hand-written: min {min(t) / min(base):.3f}, median "
             f"{statistics.median(t) / statistics.median(base):.3f}, per round median "

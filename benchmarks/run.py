@@ -112,7 +112,7 @@ def checks(results: dict) -> list[dict]:
         if not a or not b or not a.get(column) or not b.get(column):
             continue
         ratio = a[column]["median"] / b[column]["median"]
-        paired = [x / y for x, y in zip(a[column]["runs"], b[column]["runs"])]
+        paired = [x / y for x, y in zip(a[column]["runs"], b[column]["runs"], strict=True)]
         found.append(
             {
                 "workload": workload,
@@ -189,11 +189,12 @@ def fitkit_source(src: str | None = None) -> dict:
     """Where fitkit came from: the directory, and its git commit and dirty files if any."""
     src = src or FITKIT_SRC
     out = {"dir": src}
-    git = lambda *a: subprocess.run(
-        ["git", "-C", src, *a],
-        capture_output=True,  # noqa: E731
-        text=True,
-    ).stdout.strip()
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", src, *args], capture_output=True, text=True
+        ).stdout.strip()
+
     if git("rev-parse", "--show-toplevel") == src:
         out["commit"] = git("rev-parse", "--short", "HEAD")
         out["uncommitted"] = git("status", "--short", "fitkit").splitlines()

@@ -6,6 +6,8 @@ identical data from the identical starting point; frameworks are imported by the
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 SEED = 0
@@ -83,7 +85,7 @@ def torch_net(name: str):
         )
         layers = [net[0], net[2], net[7], net[9]]
     with torch.no_grad():
-        for layer, (w, b) in zip(layers, WORKLOADS[name]["weights"]()):
+        for layer, (w, b) in zip(layers, WORKLOADS[name]["weights"](), strict=True):
             layer.weight.copy_(torch.from_numpy(w))
             layer.bias.copy_(torch.from_numpy(b))
     return net
@@ -126,7 +128,7 @@ def keras_net(name: str):
             (f1.T, fb1),
             (f2.T, fb2),
         ]
-    for layer, (w, b) in zip(dense, values):
+    for layer, (w, b) in zip(dense, values, strict=True):
         layer.set_weights([w, b])
     return net
 
@@ -144,7 +146,9 @@ MLP_SIZES = (64, 64, 10)  # 64 features -> 64 (ReLU) -> 10 classes
 def mlp_weights(sizes=MLP_SIZES, seed=SEED + 3):
     """[(W, b)] per Linear layer in torch layout (out, in), torch's default init bounds."""
     rng = np.random.default_rng(seed)
-    return [(_uniform(rng, i, (o, i)), _uniform(rng, i, (o,))) for i, o in zip(sizes, sizes[1:])]
+    return [
+        (_uniform(rng, i, (o, i)), _uniform(rng, i, (o,))) for i, o in itertools.pairwise(sizes)
+    ]
 
 
 def torch_mlp(sizes=MLP_SIZES):
@@ -152,11 +156,11 @@ def torch_mlp(sizes=MLP_SIZES):
     import torch.nn as nn
 
     layers = []
-    for i, o in zip(sizes, sizes[1:]):
+    for i, o in itertools.pairwise(sizes):
         layers += [nn.Linear(i, o), nn.ReLU()]
     net = nn.Sequential(*layers[:-1])
     with torch.no_grad():
-        for layer, (w, b) in zip(net[::2], mlp_weights(sizes)):
+        for layer, (w, b) in zip(net[::2], mlp_weights(sizes), strict=True):
             layer.weight.copy_(torch.from_numpy(w))
             layer.bias.copy_(torch.from_numpy(b))
     return net
@@ -168,7 +172,7 @@ def keras_mlp(sizes=MLP_SIZES):
     dense = [keras.layers.Dense(o, activation="relu") for o in sizes[1:-1]]
     dense.append(keras.layers.Dense(sizes[-1]))
     net = keras.Sequential([keras.Input((sizes[0],)), *dense])
-    for layer, (w, b) in zip(dense, mlp_weights(sizes)):
+    for layer, (w, b) in zip(dense, mlp_weights(sizes), strict=True):
         layer.set_weights([w.T, b])
     return net
 

@@ -41,7 +41,7 @@ def tensorflow_model():
                 loss = self.compute_loss(x, y, y_pred)
             variables = self.net.trainable_variables
             grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), 1.0)
-            self.optimizer.apply_gradients(zip(grads, variables))
+            self.optimizer.apply_gradients(zip(grads, variables, strict=True))
             self.update_metrics(y, y_pred)
             return {"loss": loss}
 

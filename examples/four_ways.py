@@ -116,7 +116,7 @@ def script_style(net, data, epochs):
                 logits = net(features, training=True)
                 loss = loss_func(labels, logits)
             gradients = tape.gradient(loss, net.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, net.trainable_variables))
+            optimizer.apply_gradients(zip(gradients, net.trainable_variables, strict=True))
             return loss, keras.metrics.binary_accuracy(labels, logits, threshold=0.0)
 
         @tf.function

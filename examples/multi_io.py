@@ -41,7 +41,9 @@ def make_table(n, seed=0):
     rng = np.random.default_rng(seed)
     table = pd.DataFrame(rng.standard_normal((n, len(NUMERIC))), columns=NUMERIC)
     table["region"] = rng.choice([f"region_{i:02d}" for i in range(REGIONS)], n)
-    region_effect = dict(zip(sorted(table["region"].unique()), rng.normal(0, 1.0, REGIONS)))
+    # strict=False: a small table may not hold every region; the effects left over go unused
+    effects = rng.normal(0, 1.0, REGIONS)
+    region_effect = dict(zip(sorted(table["region"].unique()), effects, strict=False))
     habit = table["region"].map(region_effect).to_numpy()
     score = (
         1.2 * table["income"]

@@ -273,7 +273,7 @@ def tensorflow_model():
                 loss, logits, target, maskf, exact = masked_step(self.net, y, x, True)
             variables = self.net.trainable_variables
             grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), 1.0)
-            self.optimizer.apply_gradients(zip(grads, variables))
+            self.optimizer.apply_gradients(zip(grads, variables, strict=True))
             # The compiled "accuracy" weighted by the mask: exact over the epoch's characters
             # (a mean of batch means would weight a batch of short targets too much).
             self.update_metrics(target, logits, sample_weight=maskf)
@@ -366,7 +366,7 @@ if __name__ == "__main__":
     train_texts, train_isos = make_pairs(n_train, seed=0)
     val_texts, val_isos = make_pairs(1000, seed=1)
     test_texts, test_isos = make_pairs(1000, seed=2)  # held out: only translate() sees it
-    for text, iso in zip(train_texts[:3], train_isos[:3]):
+    for text, iso in zip(train_texts[:3], train_isos[:3], strict=True):
         print(f"{text!r} -> {iso!r}")
     x_train, y_train = encode_sources(train_texts), encode_targets(train_isos)
     x_val, y_val = encode_sources(val_texts), encode_targets(val_isos)
@@ -398,8 +398,8 @@ if __name__ == "__main__":
     print(f"trained {len(history)} epochs in {seconds:.1f} s; best weights from {best}")
 
     predictions = translate(model, test_texts)
-    exact = np.mean([p == t for p, t in zip(predictions, test_isos)])
-    for text, prediction, iso in zip(test_texts[:6], predictions[:6], test_isos[:6]):
+    exact = np.mean([p == t for p, t in zip(predictions, test_isos, strict=True)])
+    for text, prediction, iso in zip(test_texts[:6], predictions[:6], test_isos[:6], strict=True):
         print(f"{text!r:36} -> {prediction!r:14} {'ok' if prediction == iso else iso}")
 
     curves = out / "seq2seq_dates_history.png"

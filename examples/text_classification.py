@@ -115,14 +115,14 @@ def make_input(backend, sequences, labels, shuffle):
         from torch.utils.data import DataLoader
 
         def pad_batch(samples):
-            ids, topics = zip(*samples)
+            ids, topics = zip(*samples, strict=True)
             return (
                 pad_sequence([torch.from_numpy(s) for s in ids], batch_first=True),
                 torch.tensor(topics),
             )
 
         return DataLoader(
-            list(zip(sequences, labels)),
+            list(zip(sequences, labels, strict=True)),
             batch_size=BATCH_SIZE,
             shuffle=shuffle,
             collate_fn=pad_batch,
@@ -130,7 +130,7 @@ def make_input(backend, sequences, labels, shuffle):
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_generator(
-        lambda: zip(sequences, labels),
+        lambda: zip(sequences, labels, strict=True),
         output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)),
     )
     if shuffle:

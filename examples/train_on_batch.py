@@ -23,6 +23,6 @@ if __name__ == "__main__":
         val_logs = model.test_on_batch(x_val, y_val)
         # Keras's return: a list in metrics_names order (return_dict=True gives a dict)
         print(
-            f"epoch {epoch}: train {dict(zip(model.metrics_names, train_logs))}  "
-            f"val {dict(zip(model.metrics_names, val_logs))}"
+            f"epoch {epoch}: train {dict(zip(model.metrics_names, train_logs, strict=True))}  "
+            f"val {dict(zip(model.metrics_names, val_logs, strict=True))}"
         )

@@ -107,7 +107,11 @@ def pandas_to_numpy(obj: Any, what: str) -> Any:
         raise FitkitValueError(f"{what} is a DataFrame with no columns.")
     kinds = {c.dtype.kind for c in cols}
     if "U" in kinds and kinds != {"U"}:
-        text = [f"{what}[{name!r}]" for name, c in zip(obj.columns, cols) if c.dtype.kind == "U"]
+        text = [
+            f"{what}[{name!r}]"
+            for name, c in zip(obj.columns, cols, strict=True)
+            if c.dtype.kind == "U"
+        ]
         raise FitkitValueError(
             f"{', '.join(text)} {'has' if len(text) == 1 else 'have'} dtype str, not numbers, "
             f"beside number columns: encode the text first (.astype('category').cat.codes, "
@@ -220,7 +224,7 @@ def is_number_list(obj: Any) -> bool:
     )
 
 
-def list_to_numpy(obj: list, what: str) -> Any:
+def list_to_numpy(obj: list | tuple, what: str) -> Any:
     import numpy as np
 
     try:
@@ -345,7 +349,7 @@ def check_class_weight(class_weight: Any) -> dict | None:
     for cls, weight in class_weight.items():
         if not isinstance(cls, numbers.Real) or not float(cls).is_integer() or cls < 0:
             raise FitkitValueError(f"class_weight keys must be class indices 0, 1, …; got {cls!r}.")
-        if not (isinstance(weight, numbers.Real) and weight >= 0):
+        if not (isinstance(weight, numbers.Real) and float(weight) >= 0):
             raise FitkitValueError(f"class_weight[{cls!r}] must be a number >= 0; got {weight!r}.")
     return {int(k): float(v) for k, v in class_weight.items()}
 

@@ -116,7 +116,7 @@ def info(backend: str | None = None) -> None:
     _distributed_section()
 
 
-def _launch_parser(sub) -> None:
+def _launch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "launch",
         help="run a training script in N processes on this machine",

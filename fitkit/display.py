@@ -144,7 +144,7 @@ def epoch_line(epoch: int, logs: Mapping[str, float]) -> str:
     return f"EPOCH = {epoch + 1}, " + ", ".join(f"{k} = {_fmt3(v)}" for k, v in logs.items())
 
 
-def shape_text(value) -> str:
+def shape_text(value: Any) -> str:
     """An output's shape as ``[-1, 64]`` (batch dimension as -1); nested outputs joined."""
     if isinstance(value, (tuple, list)):
         return ", ".join(shape_text(v) for v in value)

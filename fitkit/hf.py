@@ -83,6 +83,8 @@ def label_keys(adapter: Any) -> LabelKeys:
 def accepts(net: Any, key: str) -> bool:
     """True when the network's forward (``call`` for Keras) takes a keyword ``key``."""
     fn = getattr(net, "forward", None) or getattr(net, "call", None)
+    if fn is None:
+        return False
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):

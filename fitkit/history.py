@@ -6,7 +6,10 @@ Knows nothing of backends or display; the facade appends one row per epoch.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The history's learning-rate column(s): named here only, so a rename is one line.
 LR_KEY = "learning_rate"  # Keras 3's key in the history, CSV and TensorBoard
@@ -63,7 +66,7 @@ class History:
 
     def append(self, epoch: int, logs: Mapping[str, float]) -> None:
         """Record one epoch; keys first seen later are back-filled with NaN."""
-        for key, value in logs.items():
+        for key in logs:
             self.history.setdefault(key, [float("nan")] * len(self.epoch))
         for key in self.history:
             self.history[key].append(float(logs.get(key, float("nan"))))
@@ -73,7 +76,7 @@ class History:
         return len(self.epoch)
 
     @property
-    def df(self):
+    def df(self) -> pd.DataFrame:
         """A pandas DataFrame, one row per epoch: epoch (1-based), loss, metrics, val_*, lr
         (one ``lr-…`` column per param group, or per optimizer, when there are several)."""
         import pandas as pd
@@ -91,7 +94,7 @@ class History:
         ]
         fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
         epochs = [e + 1 for e in self.epoch]
-        for ax, name in zip(axes[0], names):
+        for ax, name in zip(axes[0], names, strict=True):
             ax.plot(epochs, self.history[name], "o-", label=name)
             if f"val_{name}" in self.history:
                 ax.plot(epochs, self.history[f"val_{name}"], "s--", label=f"val_{name}")

@@ -9,8 +9,9 @@ refuses a setting that has none rather than drop it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import FitkitValueError
 from .specs import METRIC_CLASSES, MetricSpec
@@ -56,7 +57,12 @@ _METRICS = {
     "TopKCategoricalAccuracy": "top_k_categorical_accuracy",
     "SparseTopKCategoricalAccuracy": "sparse_top_k_categorical_accuracy",
 }
-_CLASSES = {"optimizer": _OPTIMIZERS, "loss": _LOSSES, "metric": _METRICS}
+_CLASSES: dict[str, Mapping[str, object]] = {
+    "optimizer": _OPTIMIZERS,
+    "loss": _LOSSES,
+    "metric": _METRICS,
+}
+_Portable = TypeVar("_Portable")
 
 # Keras settings whose default values mean "off": any other value has to be honoured.
 _OFF = {
@@ -171,8 +177,8 @@ def _refuse(ident: KerasIdentifier, keys: list[str], hint: str) -> FitkitValueEr
     )
 
 
-def _known(ident: KerasIdentifier) -> Any:
-    table = _CLASSES[ident.kind]
+def _known(ident: KerasIdentifier, table: Mapping[str, _Portable]) -> _Portable:
+    """``table`` is the ``_CLASSES`` entry of ``ident.kind``."""
     if ident.class_name not in table:
         raise FitkitValueError(
             f"Unknown Keras {ident.kind} class {ident.class_name!r}. On torch fitkit maps "
@@ -183,9 +189,10 @@ def _known(ident: KerasIdentifier) -> Any:
 
 def torch_optimizer(ident: KerasIdentifier) -> tuple[str, dict]:
     """The portable optimizer name and torch keywords for a Keras optimizer identifier."""
-    name = _known(ident)
+    name = _known(ident, _OPTIMIZERS)
     settings = ident.settings()
-    kwargs, left = {}, []
+    kwargs: dict[str, Any] = {}  # torch keywords, values as the Keras config gives them
+    left: list[str] = []
     lr = settings.pop("learning_rate", None)
     if lr is not None:
         if not isinstance(lr, (int, float)):
@@ -221,7 +228,7 @@ def torch_optimizer(ident: KerasIdentifier) -> tuple[str, dict]:
 
 def portable_loss(ident: KerasIdentifier) -> str:
     """The portable loss name for a Keras loss identifier."""
-    probs, logits = _known(ident)
+    probs, logits = _known(ident, _LOSSES)
     settings = ident.settings()
     from_logits = bool(settings.pop("from_logits", False))
     settings.pop("name", None)
@@ -241,10 +248,10 @@ def portable_loss(ident: KerasIdentifier) -> str:
 def portable_metric(ident: KerasIdentifier) -> MetricSpec:
     """The portable metric for a Keras metric identifier, logged under Keras's name for it
     (its ``name`` setting, else the portable name)."""
-    portable = _known(ident)
+    portable = _known(ident, _METRICS)
     settings = ident.settings()
     name = settings.pop("name", None)
-    extra = {}
+    extra: dict[str, float] = {}
     if "k" in settings and "top_k" in portable:
         extra["k"] = int(settings.pop("k"))
     if "threshold" in settings and portable == "binary_accuracy":

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from types import FrameType
 from typing import IO
 
 from . import heartbeat
@@ -349,7 +350,7 @@ def _sigterm_raises() -> Iterator[None]:
         yield
         return
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         raise _Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -382,8 +383,8 @@ def run(config: LaunchConfig) -> int:
     try:
         with _sigterm_raises():
             try:
-                for spec in specs:
-                    procs.append(
+                for spec in specs:  # one by one: if a start fails, finally stops those started
+                    procs.append(  # noqa: PERF401 - a comprehension would lose the started ones
                         subprocess.Popen(
                             spec.argv,
                             env=spec.env,
@@ -394,7 +395,8 @@ def run(config: LaunchConfig) -> int:
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                         )
                     )
-                for spec, proc in zip(specs, procs):
+                for spec, proc in zip(specs, procs, strict=True):
+                    assert proc.stdout is not None and proc.stderr is not None  # both PIPE
                     relay.start(proc.stdout, spec.label, sys.stdout)
                     relay.start(proc.stderr, spec.label, sys.stderr)
                 return _wait(config, specs, procs, relay, ranks)
@@ -430,7 +432,11 @@ def _wait(
         now = time.monotonic()
         if now - watched >= 0.5:  # the ranks' progress, twice a second
             watched = now
-            hung = ranks.check(now) if config.timeout else ranks.poll(now)
+            hung = None
+            if config.timeout:
+                hung = ranks.check(now)
+            else:  # no limit: still read the slots, so that stop() knows every rank's process
+                ranks.poll(now)
             if hung:
                 relay.say(
                     f"{hung}. No progress for more than --timeout {config.timeout:g} s: "
@@ -441,12 +447,14 @@ def _wait(
                 return HUNG_EXIT
         time.sleep(0.05)
     code = codes[failed]
+    assert code is not None  # ``failed`` indexes a process that has exited
     others = sum(c is None for c in codes)
     stop(procs, signal.SIGTERM, config.grace, ranks)
     relay.join()
     if config.backend == "torch":
-        if relay.child_exitcode not in (None, 0):  # torchrun's report names the worker
-            code, rank = relay.child_exitcode, relay.child_rank
+        child_code = relay.child_exitcode
+        if child_code is not None and child_code != 0:  # torchrun's report names the worker
+            code, rank = child_code, relay.child_rank
             which = "a worker" if rank is None else f"rank {rank}"
             relay.say(f"torchrun stopped every worker: {which} failed with exit code {code}")
         elif relay.port_in_use:

@@ -85,7 +85,7 @@ class MapReader:
 
         out = np.empty((len(index), *array.shape[1:]), array.dtype)
         row = out.itemsize * (out.size // max(len(index), 1))
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data  # a memoryview of out's bytes
         breaks = np.flatnonzero(np.diff(index) != 1) + 1  # runs of consecutive rows
         firsts = np.r_[0, breaks]
         # Plain ints: iterating numpy scalars would cost more than the reads themselves.
@@ -93,6 +93,7 @@ class MapReader:
             firsts.tolist(),
             np.r_[breaks, len(index)].tolist(),
             (index[firsts] * row + offset).tolist(),
+            strict=True,
         ):
             os.preadv(fd, [view[first * row : last * row]], at)
         return out
@@ -128,7 +129,7 @@ def read_ahead(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 if stop.is_set():
                     return
             items.put((done, None))
-        except BaseException as err:  # handed to the consumer, raised there
+        except BaseException as err:  # noqa: BLE001 - anything is handed on, raised in the consumer
             items.put((done, err))
 
     thread = threading.Thread(target=produce, name="fitkit-read-ahead", daemon=True)

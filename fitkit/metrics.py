@@ -7,6 +7,7 @@ strings; each adapter builds its own mirrored class from them. No framework is i
 from __future__ import annotations
 
 from numbers import Integral, Real
+from typing import Any
 
 from .errors import FitkitTypeError, FitkitValueError
 from .specs import AUC_BINS, MetricSpec
@@ -47,7 +48,7 @@ class Accuracy(MetricSpec):
     def __init__(self, threshold: float | None = None, name: str | None = None) -> None:
         super().__init__(name, threshold=_threshold(threshold, "Accuracy"))
 
-    def default_name(self, **kwargs) -> str:
+    def default_name(self, **kwargs: Any) -> str:
         """The name in the logs when ``name`` is not given."""
         return "accuracy"
 
@@ -65,9 +66,9 @@ class TopKAccuracy(MetricSpec):
     def __init__(self, k: int = 5, name: str | None = None) -> None:
         super().__init__(name, k=_positive_int(k, "k", "TopKAccuracy"))
 
-    def default_name(self, k: int) -> str:
+    def default_name(self, **kwargs: Any) -> str:
         """The name in the logs when ``name`` is not given."""
-        return f"top_{k}_accuracy"
+        return f"top_{kwargs['k']}_accuracy"
 
 
 class _Ratio(MetricSpec):
@@ -79,7 +80,7 @@ class _Ratio(MetricSpec):
     def __init__(self, threshold: float | None = None, name: str | None = None) -> None:
         super().__init__(name, kind=self.kind, threshold=_threshold(threshold, type(self).__name__))
 
-    def default_name(self, **kwargs) -> str:
+    def default_name(self, **kwargs: Any) -> str:
         """The name in the logs when ``name`` is not given."""
         return {"f1": "f1_score"}.get(self.kind, self.kind)
 
@@ -127,7 +128,7 @@ class AUC(MetricSpec):
     def __init__(self, bins: int = AUC_BINS, name: str | None = None) -> None:
         super().__init__(name, bins=_positive_int(bins, "bins", "AUC", least=2))
 
-    def default_name(self, **kwargs) -> str:
+    def default_name(self, **kwargs: Any) -> str:
         """The name in the logs when ``name`` is not given."""
         return "auc"
 
@@ -143,6 +144,6 @@ class R2Score(MetricSpec):
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
 
-    def default_name(self) -> str:
+    def default_name(self, **kwargs: Any) -> str:
         """The name in the logs when ``name`` is not given."""
         return "r2_score"

@@ -148,13 +148,15 @@ class CompiledOutputs:
             return own  # the network's own loss (compile(loss=None))
         total, self.parts = None, {}
         for head in heads:
+            loss_fn = head.loss
+            assert loss_fn is not None  # _loss_heads holds the heads with a loss
             y_t = target(head, y, self.n_targets)
             if head.whole is None:
                 value, head.whole = hf.first_loss(
-                    head.loss, y_t, y_pred, prediction(head, y_pred), sample_weight, head.key
+                    loss_fn, y_t, y_pred, prediction(head, y_pred), sample_weight, head.key
                 )
             else:
-                value = head.loss(
+                value = loss_fn(
                     y_t, y_pred if head.whole else prediction(head, y_pred), sample_weight
                 )
             if len(heads) > 1:
@@ -223,7 +225,7 @@ class CompiledOutputs:
         weights = self._per_output(self.weights_arg, names, "loss_weights")
         metrics = self._metrics_per_output(names)
         heads = []
-        for i, ((key, value), name) in enumerate(zip(items, names)):
+        for i, ((key, value), name) in enumerate(zip(items, names, strict=True)):
             loss, weight = losses[i], weights[i]
             if (loss is not None or metrics[i]) and not is_tensor(value):
                 raise FitkitValueError(
@@ -290,7 +292,16 @@ class CompiledOutputs:
             )
         return self._head("" if key is None else str(key), key, 0, loss, weight, metrics, "")
 
-    def _head(self, name, key, position, loss, weight, metrics, prefix) -> Head:
+    def _head(
+        self,
+        name: str,
+        key: Any,
+        position: int,
+        loss: Any,
+        weight: float | None,
+        metrics: Any,
+        prefix: str,
+    ) -> Head:
         fn, spec = self.build_loss(loss) if loss is not None else (None, None)
         built = self.build_metrics(_as_list(metrics)) if metrics else []
         for metric in built:

@@ -15,7 +15,7 @@ import stat
 import uuid
 import zipfile
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from .errors import FitkitValueError
 
@@ -90,7 +90,7 @@ def stream_to(tmp: str, dump: Callable[[BinaryIO], Any]) -> None:
     with open(tmp, "wb") as raw:
         recorder = _Recorder(raw)
         try:
-            dump(recorder)
+            dump(cast(BinaryIO, recorder))  # a file to the serializer: the rest is __getattr__'s
         except Exception:
             if recorder.error is not None:
                 raise recorder.error from None
@@ -114,7 +114,8 @@ class _Recorder:
     """A binary file that remembers the first OSError its writes raised."""
 
     def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.error = raw, None
+        self.raw = raw
+        self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
         try:

@@ -24,7 +24,7 @@ __all__ = [
 
 # The operations a formula may use. A formula is ``rate(t, base_lr, horizon, ops)``: with
 # HOST_OPS it is plain Python (floats); with fitkit.tf.schedules.GRAPH_OPS (keras.ops) it
-# runs inside a TensorFlow graph, where t and horizon are tensors.
+# runs inside a TensorFlow graph, where t and horizon are tensors (hence Any in the types).
 HOST_OPS = SimpleNamespace(
     pi=math.pi,
     cos=math.cos,
@@ -98,11 +98,20 @@ class Constant(Schedule):
 
     name = "constant"
 
-    def rate(self, t, base_lr, horizon, ops):
+    def rate(self, t: Any, base_lr: Any, horizon: Any, ops: Any) -> Any:
         return base_lr
 
 
-def _cosine(t, base_lr, horizon, ops, *, warm, decay_steps, alpha):
+def _cosine(
+    t: Any,
+    base_lr: Any,
+    horizon: Any,
+    ops: Any,
+    *,
+    warm: Any,
+    decay_steps: int | None,
+    alpha: float,
+) -> Any:
     """Linear warmup over ``warm`` steps, then cosine decay over ``decay_steps`` (None: to
     the horizon), as keras.optimizers.schedules.CosineDecay."""
     decay = float(decay_steps) if decay_steps is not None else ops.maximum(horizon - warm, 1.0)
@@ -138,7 +147,7 @@ class CosineDecay(Schedule):
     def needs_horizon(self) -> bool:
         return self.decay_steps is None
 
-    def rate(self, t, base_lr, horizon, ops):
+    def rate(self, t: Any, base_lr: Any, horizon: Any, ops: Any) -> Any:
         return _cosine(
             t,
             base_lr,
@@ -179,7 +188,7 @@ class WarmupCosine(Schedule):
     def needs_horizon(self) -> bool:
         return self.decay_steps is None or self.warmup_steps is None
 
-    def rate(self, t, base_lr, horizon, ops):
+    def rate(self, t: Any, base_lr: Any, horizon: Any, ops: Any) -> Any:
         warm = (
             float(self.warmup_steps)
             if self.warmup_steps is not None
@@ -214,7 +223,7 @@ class ExponentialDecay(Schedule):
     def needs_horizon(self) -> bool:
         return self.decay_rate is None
 
-    def rate(self, t, base_lr, horizon, ops):
+    def rate(self, t: Any, base_lr: Any, horizon: Any, ops: Any) -> Any:
         p = t / float(self.decay_steps)
         if self.staircase:
             p = ops.floor(p)
@@ -244,7 +253,7 @@ class StepDecay(Schedule):
     def needs_horizon(self) -> bool:
         return self.step_size is None
 
-    def rate(self, t, base_lr, horizon, ops):
+    def rate(self, t: Any, base_lr: Any, horizon: Any, ops: Any) -> Any:
         size = (
             float(self.step_size)
             if self.step_size is not None
@@ -283,12 +292,12 @@ class OneCycle(Schedule):
     def needs_horizon(self) -> bool:
         return True
 
-    def _anneal(self, start, end, pct, ops):
+    def _anneal(self, start: Any, end: Any, pct: Any, ops: Any) -> Any:
         if self.anneal_strategy == "linear":
             return start + (end - start) * pct
         return end + (start - end) / 2.0 * (ops.cos(ops.pi * pct) + 1.0)
 
-    def rate(self, t, base_lr, horizon, ops):
+    def rate(self, t: Any, base_lr: Any, horizon: Any, ops: Any) -> Any:
         peak = float(self.max_lr) if self.max_lr is not None else base_lr
         first, low = peak / self.div_factor, peak / self.div_factor / self.final_div_factor
         last = ops.maximum(horizon - 1.0, 0.0)

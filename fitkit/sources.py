@@ -111,8 +111,8 @@ def checked_batch_size(x: Any, batch_size: int | None, call: str) -> int:
         return DEFAULT_BATCH_SIZE
     if x is None or is_structure_of_arrays(x) or is_number_list(x) or map_style_dataset(x):
         return batch_size
-    own = own_batch_size(x)
-    own = f"batches of {own}" if own is not None else "batches of the size it was made with"
+    size = own_batch_size(x)
+    own = f"batches of {size}" if size is not None else "batches of the size it was made with"
     raise FitkitValueError(
         f"{call}(batch_size={batch_size!r}) is for in-memory data, but x is a "
         f"{type(x).__name__}, which makes its own batches ({own}); batch_size would be "

@@ -8,6 +8,7 @@ read targets). Adapters map these names to native objects.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,7 @@ METRIC_ALIASES = {
 AUC_BINS = 1000  # score histogram bins of the "auc" metric
 
 # Portable metric name -> (class in each adapter's mirrored metrics module, its arguments).
-METRIC_CLASSES = {
+METRIC_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
     "accuracy": ("Accuracy", {"name": "accuracy"}),
     "binary_accuracy": ("Accuracy", {"name": "binary_accuracy", "task": "binary"}),
     "sparse_categorical_accuracy": (
@@ -191,7 +192,7 @@ def binary_threshold(from_logits: bool, threshold: float | None) -> float:
     return math.log(threshold / (1.0 - threshold)) if from_logits else float(threshold)
 
 
-def _unknown(kind: str, value: str, valid) -> FitkitValueError:
+def _unknown(kind: str, value: str, valid: Iterable[str]) -> FitkitValueError:
     names = ", ".join(repr(v) for v in valid)
     return FitkitValueError(
         f"Unknown {kind} {value!r}. Valid {kind} names are: {names}; "
@@ -235,7 +236,7 @@ class Entry:
         return f"Entry({self.item!r}, weighted={self.weighted}, name={self.name!r})"
 
 
-def build_metrics(metric_specs, module) -> list:
+def build_metrics(metric_specs: Any, module: Any) -> list:
     """compile's ``metrics`` as metric objects of an adapter's metrics module.
 
     ``module`` is ``fitkit.torch.metrics`` or ``fitkit.tf.metrics``: mirrored class names,

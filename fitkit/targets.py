@@ -7,7 +7,7 @@ and one read of the labels. The vocabulary of names lives in specs.py; tensors i
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import FitkitValueError
@@ -123,15 +123,15 @@ def check_targets(
     loss: LossSpec,
     pred_shape: tuple,
     target_shape: tuple,
-    label_range: Callable[[], tuple[float, float]],
+    label_range: Callable[[], Sequence[float]],
     *,
     aligns: bool = False,
 ) -> TargetMode:
     """All target checks for one batch; returns how metrics should read predictions.
 
     ``label_range`` reads (min, max, a non-whole value or NaN) of the labels (a host sync),
-    only when the loss takes class labels or 0/1 targets. ``aligns``: the loss aligns (N,) and (N, 1) as Keras does
-    (portable names), so only a real mismatch is refused.
+    only when the loss takes class labels or 0/1 targets. ``aligns``: the loss aligns (N,)
+    and (N, 1) as Keras does (portable names), so only a real mismatch is refused.
     """
     pred_shape, target_shape = tuple(pred_shape), tuple(target_shape)
     task = resolve_task(loss.task, pred_shape, target_shape)
@@ -187,12 +187,13 @@ def check_output(
     aligns: bool,
     pred_shape: tuple,
     target_shape: tuple,
-    label_range: Callable[[], tuple[float, float]],
-    value_range: Callable[[], tuple[float, float]],
-    probability_stats: Callable[[], list] | None = None,
+    label_range: Callable[[], Sequence[float]],
+    value_range: Callable[[], Sequence[float]],
+    probability_stats: Callable[[], Sequence[float]] | None = None,
 ) -> tuple[TargetMode, int]:
     """Every check of one output's first batch; returns how its metrics read predictions.
 
+    ``label_range`` reads the labels' (min, max, a non-whole value or NaN), as check_targets;
     ``value_range`` reads the predictions' (min, max), for losses that take probabilities;
     ``probability_stats`` reads it with the (min, max) of each row's sum, for class losses
     that take logits (each a host sync, once).

@@ -130,12 +130,17 @@ class LightModel(lightning_module()):  # type: ignore[misc]
         >>> model.fit(dl_train, validation_data=dl_val, epochs=10)
         """
         history = self.fitkit.fit(x, y, **kwargs)
-        for epoch, row in zip(history.epoch, history.df.drop(columns="epoch").to_dict("records")):
+        for epoch, row in zip(
+            history.epoch, history.df.drop(columns="epoch").to_dict("records"), strict=True
+        ):
             self._record({"epoch": epoch, **{k: v for k, v in row.items() if not is_lr_column(k)}})
         return history
 
-    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> dict[str, float]:
-        """Loss and metrics over ``x`` (shared_step in evaluation), exact over samples."""
+    def evaluate(
+        self, x: Any = None, y: Any = None, **kwargs: Any
+    ) -> dict[str, float] | list[float]:
+        """Loss and metrics over ``x`` (shared_step in evaluation), exact over samples; a list
+        with ``return_dict=False``, as fitkit.Model's."""
         return self.fitkit.validate(x, y, **kwargs)
 
     def predict(self, x: Any, **kwargs: Any) -> Any:

@@ -7,6 +7,7 @@ Owns the drawing and where it goes; when it is drawn is KerasModel's (torchkeras
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import io
 import os
@@ -57,12 +58,13 @@ class LiveCurves(Callback):
         self.rows.append({"epoch": epoch + 1, **self.names(logs or {})})
         png = self.draw()
         if self.notebook:
-            from IPython.display import Image, display
-
+            # by name: IPython is optional (there in a notebook) and mypy may not find it
+            ipython_display = importlib.import_module("IPython.display")
+            image = ipython_display.Image(data=png)
             if self._handle is None:
-                self._handle = display(Image(data=png), display_id=True)
+                self._handle = ipython_display.display(image, display_id=True)
             else:
-                self._handle.update(Image(data=png))
+                self._handle.update(image)
 
     def draw(self) -> bytes:
         """The figure of the epochs so far, saved to ``path``; returns its PNG bytes."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +18,9 @@ from ..display import dated_rule
 from ..errors import FitkitTypeError, FitkitValueError, NotCompiledError
 from ..history import is_lr_column
 from ..model import Model as FitkitModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Model", "summary"]  # and KerasModel (4.x), LightModel, below
 
@@ -151,6 +154,12 @@ class Model(torch.nn.Module):
     >>> dfhistory = model.fit(3, dl_train=dl_train, dl_val=dl_val, log_step_freq=100)
     """
 
+    # Set by compile in the instance's __dict__ (not the module's children): declared here
+    # because torch.nn.Module's __getattr__ would otherwise type them as tensors or modules.
+    loss_func: Callable
+    metrics_dict: dict[str, Callable]
+    optimizer: torch.optim.Optimizer
+
     def __init__(self, net: torch.nn.Module | None = None) -> None:
         super().__init__()
         if net is not None:
@@ -221,7 +230,9 @@ class Model(torch.nn.Module):
             optimizer=self.optimizer, loss=loss_func, metrics=self.metrics_dict or None
         )
 
-    def fit(self, epochs: int, dl_train: Any, dl_val: Any = None, log_step_freq: int = 1):
+    def fit(
+        self, epochs: int, dl_train: Any, dl_val: Any = None, log_step_freq: int = 1
+    ) -> pd.DataFrame:
         """Train ``epochs`` epochs on a DataLoader of ``(features, labels)``; returns the
         history since compile as a DataFrame: epoch, loss, <metrics>, val_loss, val_<metrics>.
 
@@ -250,7 +261,7 @@ class Model(torch.nn.Module):
                 self.history.setdefault(key, []).extend(values)
         return self._frame()
 
-    def _frame(self):
+    def _frame(self) -> pd.DataFrame:
         import pandas as pd
 
         frame = pd.DataFrame(self.history)
@@ -265,6 +276,7 @@ class Model(torch.nn.Module):
         {'val_loss': 0.05, 'val_accuracy': 0.98}
         """
         logs = self._compiled("evaluate").validate(dl_val)
+        assert isinstance(logs, dict)  # validate's return_dict=True
         return {f"val_{k}": v for k, v in logs.items()}
 
     def predict(self, dl: Any) -> torch.Tensor:

@@ -8,8 +8,8 @@ column names; the training is fitkit.Model's, torchkeras 2.x's Model is torchker
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -19,6 +19,9 @@ from ..history import LR_KEY, is_lr_column
 from ..model import Model as FitkitModel
 from .live_plot import LiveCurves, require_matplotlib
 from .torchkeras import check_loss, check_net, check_optimizer, rule, whole
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _PRECISION = {"no": "32", "fp16": "fp16", "bf16": "bf16"}  # accelerate's names -> fitkit's
 
@@ -76,7 +79,8 @@ class _Printer(Callback):
         super().__init__()
         # ``watched``, not ``monitor``: the callback list checks monitors under fitkit's names
         self.watched, self.mode, self.patience = monitor, mode, patience
-        self.stopper, self.best = stopper, None
+        self.stopper = stopper
+        self.best: float | None = None
 
     def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None:
         print(rule())
@@ -108,9 +112,12 @@ class _Printer(Callback):
             )
 
 
-def torchkeras_logs(logs: Mapping[str, float]) -> dict[str, float]:
-    """fitkit's epoch logs under torchkeras 4's names and order: train_loss, train_<m>, lr,
-    val_loss, val_<m>."""
+_Value = TypeVar("_Value")  # an epoch's value, or a history's list of them
+
+
+def torchkeras_logs(logs: Mapping[str, _Value]) -> dict[str, _Value]:
+    """fitkit's epoch logs (or history) under torchkeras 4's names and order: train_loss,
+    train_<m>, lr, val_loss, val_<m>."""
     train = {
         f"train_{k}": v for k, v in logs.items() if not k.startswith("val_") and not is_lr_column(k)
     }
@@ -132,6 +139,13 @@ class KerasModel(torch.nn.Module):
     >>> dfhistory = model.fit(dl_train, val_data=dl_val, epochs=20, patience=3,
     ...                       monitor="val_acc", mode="max")
     """
+
+    # Set in the instance's __dict__ (not the module's children): declared here because
+    # torch.nn.Module's __getattr__ would otherwise type them as tensors or modules.
+    loss_fn: Callable
+    metrics_dict: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
 
     def __init__(
         self,
@@ -215,7 +229,7 @@ class KerasModel(torch.nn.Module):
         mixed_precision: str = "no",
         cpu: bool = False,
         gradient_accumulation_steps: int = 1,
-    ):
+    ) -> pd.DataFrame:
         """Train until ``epochs`` or ``patience`` epochs without a better ``monitor``; the
         best epoch's weights are saved to ``ckpt_path`` and restored at the end. Returns the
         history: epoch, train_loss, train_<m>, lr, val_loss, val_<m>. ``plot=True`` draws the
@@ -276,8 +290,12 @@ class KerasModel(torch.nn.Module):
 
         >>> model.evaluate(dl_val)
         """
-        facade = self._fitkit if self._compiled else self._compile(bool(self._cpu))
-        logs = {f"val_{k}": v for k, v in facade.validate(val_data).items()}
+        facade = self._fitkit
+        if facade is None or not self._compiled:  # compiled implies a facade
+            facade = self._compile(bool(self._cpu))
+        values = facade.validate(val_data)
+        assert isinstance(values, dict)  # validate's return_dict=True
+        logs = {f"val_{k}": v for k, v in values.items()}
         if not quiet:
             print("[val] " + ", ".join(f"{k}={v:.4g}" for k, v in logs.items()), flush=True)
         return logs
