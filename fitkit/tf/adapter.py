@@ -370,7 +370,7 @@ class Adapter:
                 zip(tape.gradient(loss, variables, output_gradients=share), variables)
             )
         else:  # accumulation, clipping, fp16 loss scaling (controls.py)
-            self._update(tape, loss, variables, data.rows(x))
+            self._update.step(tape, loss, variables, data.rows(x))
         if self.metrics:
             self.update_metrics(y, y_pred, w)
         return logs
@@ -392,7 +392,7 @@ class Adapter:
                 zip(tape.gradient(loss, variables, output_gradients=share), variables)
             )
         else:
-            self._update(tape, loss, variables, rows)
+            self._update.step(tape, loss, variables, rows)
         return logs
 
     def shared_test_step(self, batch: tuple, shared_step: Callable) -> dict:

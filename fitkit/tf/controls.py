@@ -117,7 +117,7 @@ class Update:
                 0.0, dtype=tf.float64, trainable=False, name="window_rows", **synced()
             )
 
-    def __call__(
+    def step(
         self, tape: tf.GradientTape, loss: tf.Tensor, variables: list, rows: tf.Tensor
     ) -> None:
         optimizer = self.adapter.optimizer

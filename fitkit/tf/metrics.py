@@ -16,7 +16,7 @@ from .. import specs
 from ..specs import AUC_BINS
 from ..targets import TargetMode
 
-f64 = tf.float64
+_F64 = tf.float64
 
 
 def synced(aggregation: str = "sum") -> dict:
@@ -35,7 +35,7 @@ def synced(aggregation: str = "sum") -> dict:
 
 def _state(shape=(), aggregation: str = "sum") -> tf.Variable:
     with tf.init_scope():  # created eagerly, even when first reached while tracing
-        return tf.Variable(tf.zeros(shape, f64), trainable=False, **synced(aggregation))
+        return tf.Variable(tf.zeros(shape, _F64), trainable=False, **synced(aggregation))
 
 
 class StateMetric:
@@ -72,7 +72,7 @@ class StateMetric:
 
 def _spread(sample_weight, n) -> tf.Tensor:
     """float64 weights of ``n`` flattened values: each sample's weight over its own values."""
-    w = tf.reshape(tf.cast(sample_weight, f64), [-1])
+    w = tf.reshape(tf.cast(sample_weight, _F64), [-1])
     return tf.reshape(tf.broadcast_to(w[:, None], [tf.size(w), n // tf.size(w)]), [-1])
 
 
@@ -84,7 +84,7 @@ def _ratio(total, count) -> tf.Tensor:
 def _labels(y, y_pred, mode: TargetMode, cut: float):
     """Predicted and true labels, flattened, for the accuracy family."""
     if mode.task == "binary":
-        return tf.reshape(y_pred > cut, [-1]), tf.reshape(tf.cast(y, f64) > 0.5, [-1])
+        return tf.reshape(y_pred > cut, [-1]), tf.reshape(tf.cast(y, _F64) > 0.5, [-1])
     true = tf.argmax(y, -1) if mode.task == "categorical" else y
     return tf.reshape(tf.argmax(y_pred, -1), [-1]), tf.reshape(tf.cast(true, tf.int64), [-1])
 
@@ -104,7 +104,7 @@ def _probabilities(y, y_pred, mode: TargetMode, width: int):
 
 
 def _count(t) -> tf.Tensor:
-    return tf.cast(tf.size(t), f64)
+    return tf.cast(tf.size(t), _F64)
 
 
 class Accuracy(StateMetric):
@@ -129,7 +129,7 @@ class Accuracy(StateMetric):
         self.add(tf.equal(pred, true), sample_weight)
 
     def add(self, hit: tf.Tensor, sample_weight) -> None:
-        hit = tf.cast(hit, f64)
+        hit = tf.cast(hit, _F64)
         if sample_weight is None:
             self.variables[0].assign_add(tf.reduce_sum(hit))
             self.variables[1].assign_add(_count(hit))
@@ -169,7 +169,7 @@ class ErrorMean(StateMetric):
 
     def update(self, y, y_pred, sample_weight=None) -> None:
         diff = y_pred - tf.cast(tf.reshape(y, tf.shape(y_pred)), y_pred.dtype)
-        err = tf.cast(tf.abs(diff) if self.kind == "mae" else diff * diff, f64)
+        err = tf.cast(tf.abs(diff) if self.kind == "mae" else diff * diff, _F64)
         if sample_weight is None:
             self.variables[0].assign_add(tf.reduce_sum(err))
             self.variables[1].assign_add(_count(diff))
@@ -196,9 +196,9 @@ class AUC(StateMetric):
     def update(self, y, y_pred, sample_weight=None) -> None:
         scores, target = _probabilities(y, y_pred, self.mode, self.width)
         bins = tf.clip_by_value(
-            tf.cast(tf.cast(scores, f64) * self.bins, tf.int64), 0, self.bins - 1
+            tf.cast(tf.cast(scores, _F64) * self.bins, tf.int64), 0, self.bins - 1
         )
-        target = tf.cast(target, f64)
+        target = tf.cast(target, _F64)
         negative = 1.0 - target
         if sample_weight is not None:
             w = _spread(sample_weight, tf.size(target))
@@ -234,11 +234,11 @@ class PrecisionRecall(StateMetric):
         if self.mode.task != "binary":
             pred = tf.cast(tf.one_hot(pred, self.width), tf.bool)
             true = tf.cast(tf.one_hot(true, self.width), tf.bool)
-        count = lambda t: tf.reduce_sum(tf.cast(t, f64), axis=0)  # noqa: E731
+        count = lambda t: tf.reduce_sum(tf.cast(t, _F64), axis=0)  # noqa: E731
         if sample_weight is not None:
             w = _spread(sample_weight, tf.shape(true)[0])
             w = w if true.shape.rank == 1 else w[:, None]
-            count = lambda t: tf.reduce_sum(tf.cast(t, f64) * w, axis=0)  # noqa: E731
+            count = lambda t: tf.reduce_sum(tf.cast(t, _F64) * w, axis=0)  # noqa: E731
         self.variables[0].assign_add(count(pred & true))
         self.variables[1].assign_add(count(pred & ~true))
         self.variables[2].assign_add(count(~pred & true))
@@ -252,7 +252,7 @@ class PrecisionRecall(StateMetric):
         ratio = _ratio(hits, denom)
         if ratio.shape.rank == 0:
             return ratio
-        seen = tf.cast(denom > 0, f64)  # macro average over the classes that occurred
+        seen = tf.cast(denom > 0, _F64)  # macro average over the classes that occurred
         return tf.reduce_sum(ratio * seen) / tf.maximum(tf.reduce_sum(seen), 1.0)
 
 
@@ -270,22 +270,22 @@ class R2Score(StateMetric):
 
     def update(self, y, y_pred, sample_weight=None) -> None:
         count, sums, shift = self.variables
-        pred = tf.reshape(tf.cast(y_pred, f64), [-1, self.width])
-        true = tf.reshape(tf.cast(y, f64), tf.shape(pred))
+        pred = tf.reshape(tf.cast(y_pred, _F64), [-1, self.width])
+        true = tf.reshape(tf.cast(y, _F64), tf.shape(pred))
         first = tf.concat([true[:1], shift[None]], 0)[0]  # the first row (the shift if empty)
         empty = count == 0
         if self.distributed and not tf.distribute.in_cross_replica_context():
             # the global batch's first row (replica 0's), once no replica has summed yet
             context = tf.distribute.get_replica_context()
             empty = context.all_reduce("sum", count) == 0
-            own = tf.cast(context.replica_id_in_sync_group == 0, f64)
+            own = tf.cast(context.replica_id_in_sync_group == 0, _F64)
             first = context.all_reduce("sum", first * own)
         shift.assign(tf.where(empty, first, shift))  # nothing summed yet: set the shift
         centred = true - shift
         terms = tf.stack([centred, centred * centred, (true - pred) ** 2])
         if sample_weight is None:
             sums.assign_add(tf.reduce_sum(terms, 1))
-            count.assign_add(tf.cast(tf.shape(true)[0], f64))
+            count.assign_add(tf.cast(tf.shape(true)[0], _F64))
         else:
             w = tf.reshape(_spread(sample_weight, tf.shape(true)[0]), [1, -1, 1])
             sums.assign_add(tf.reduce_sum(w * terms, 1))
@@ -296,7 +296,7 @@ class R2Score(StateMetric):
         total, squares, residual = tf.unstack(sums)
         spread = squares - total * _ratio(total, count)
         safe = tf.where(spread > 0, spread, 1.0)
-        score = tf.where(spread > 0, 1.0 - residual / safe, tf.cast(residual == 0, f64))
+        score = tf.where(spread > 0, 1.0 - residual / safe, tf.cast(residual == 0, _F64))
         return tf.where(count != 0, tf.reduce_mean(score), 0.0)
 
 
@@ -308,10 +308,10 @@ class BatchMean(StateMetric):
         self.fn = fn
 
     def update(self, y, y_pred, sample_weight=None) -> None:
-        n = tf.cast(tf.shape(y_pred)[0], f64)
+        n = tf.cast(tf.shape(y_pred)[0], _F64)
         if sample_weight is not None:  # the batch value counts for the batch's total weight
-            n = tf.reduce_sum(tf.cast(sample_weight, f64))
-        value = tf.cast(tf.reduce_mean(self.fn(y, y_pred)), f64)
+            n = tf.reduce_sum(tf.cast(sample_weight, _F64))
+        value = tf.cast(tf.reduce_mean(self.fn(y, y_pred)), _F64)
         self.variables[0].assign_add(tf.math.multiply_no_nan(value, n))  # 0 for an empty batch
         self.variables[1].assign_add(n)
 
@@ -336,7 +336,7 @@ class NativeMetric(StateMetric):
         self.metric.update_state(y, y_pred, sample_weight=sample_weight)
 
     def result(self):
-        return tf.cast(self.metric.result(), f64)
+        return tf.cast(self.metric.result(), _F64)
 
 
 def from_keras(identifier: Any) -> Any:
@@ -381,7 +381,7 @@ class LogTracker:
             if key not in self.sums:
                 self.sums[key] = _state()
             self.returned.add(key)
-            mean = tf.cast(tf.reduce_mean(value), f64)
+            mean = tf.cast(tf.reduce_mean(value), _F64)
             self.sums[key].assign_add(
                 tf.math.multiply_no_nan(mean, n) if self.distributed else mean * n
             )

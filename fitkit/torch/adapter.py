@@ -83,7 +83,7 @@ class Adapter:
         self._forward = self._eval_forward = self.net  # what the steps call (a strategy's
         # wrapper: DDP for training, DataParallel for both)
         self._strategy: Any = None
-        self._ddp: Any = None  # distribute.DDPRun under "ddp": shares, logs, predictions
+        self._ddp: Any = None  # distribute.Replicas under "ddp": shares, logs, predictions
         self._attach(strategy)
 
     def _attach(self, strategy: Any) -> None:

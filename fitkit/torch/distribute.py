@@ -138,7 +138,7 @@ class DDP(facade.Strategy):
             dist.init_process_group(kind, rank=self.rank, world_size=self.world_size)
         self.native = dist.group.WORLD
         self.closed = self.scope_ended = False
-        self.runs: list[weakref.ref] = []  # the wrapped networks (DDPRun), released by destroy()
+        self.runs: list[weakref.ref] = []  # the wrapped networks (Replicas), released by destroy()
         self.models = 0  # adapters attached and not yet garbage collected
 
     def barrier(self) -> None:
@@ -182,15 +182,15 @@ class DDP(facade.Strategy):
         self.closed = True
         atexit.unregister(self.destroy)
 
-    def attach(self, adapter: Any) -> DDPRun:
-        run = DDPRun(self, adapter)  # the adapter holds it; here only weakly, so that
+    def attach(self, adapter: Any) -> Replicas:
+        run = Replicas(self, adapter)  # the adapter holds it; here only weakly, so that
         self.runs.append(weakref.ref(run))  # releasing the model can end the group
         self.models += 1
         weakref.finalize(adapter, self.released)
         return run
 
 
-class DDPRun:
+class Replicas:
     """One adapter's DDP machinery, and the ``comm`` its sharded sources ask (rank,
     world_size, broadcast, draw_seed).
 

@@ -19,7 +19,7 @@ from ..errors import FitkitTypeError, FitkitValueError
 from ..identifiers import KerasIdentifier, portable_loss
 from ..specs import LossSpec, loss_spec
 
-EPSILON = 1e-7  # Keras's clipping epsilon for probability losses
+_EPSILON = 1e-7  # Keras's clipping epsilon for probability losses
 
 
 def _align(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,7 @@ def _float(p, y):
 
 
 def _probs(y_pred):
-    return (y_pred / y_pred.sum(-1, keepdim=True)).clamp(EPSILON, 1.0 - EPSILON)
+    return (y_pred / y_pred.sum(-1, keepdim=True)).clamp(_EPSILON, 1.0 - _EPSILON)
 
 
 def _sparse(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ def _sparse(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _bce(p, y):
     y = _float(p, y)
-    p = p.clamp(EPSILON, 1.0 - EPSILON)
+    p = p.clamp(_EPSILON, 1.0 - _EPSILON)
     return -(y * torch.log(p) + (1.0 - y) * torch.log(1.0 - p))
 
 
@@ -67,8 +67,8 @@ def _categorical_hinge(p, y):
 
 
 def _kl(p, y):
-    y = y.to(p.dtype).clamp(EPSILON, 1.0)
-    return (y * torch.log(y / p.clamp(EPSILON, 1.0))).sum(-1)
+    y = y.to(p.dtype).clamp(_EPSILON, 1.0)
+    return (y * torch.log(y / p.clamp(_EPSILON, 1.0))).sum(-1)
 
 
 def _log_cosh(p, y):
@@ -82,7 +82,7 @@ _VALUES: dict[str, Callable] = {
     "mae": lambda p, y: (p - _float(p, y)).abs(),
     "huber": lambda p, y: F.huber_loss(p, _float(p, y), delta=1.0, reduction="none"),
     "log_cosh": _log_cosh,
-    "poisson": lambda p, y: p - _float(p, y) * torch.log(p + EPSILON),
+    "poisson": lambda p, y: p - _float(p, y) * torch.log(p + _EPSILON),
     "cross_entropy": lambda p, y: _sparse(F.log_softmax(p, -1), y),
     "bce_with_logits": lambda p, y: F.binary_cross_entropy_with_logits(
         p, _float(p, y), reduction="none"

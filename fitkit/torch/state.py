@@ -34,11 +34,14 @@ def to_array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy().copy()
 
 
-def to_tensor(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """``array`` back as a tensor of ``like``'s dtype and device."""
-    if like.dtype == torch.bfloat16:
-        return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16).to(like.device)
-    return torch.from_numpy(np.array(array)).to(device=like.device, dtype=like.dtype)
+def assign(tensor: torch.Tensor, array: np.ndarray) -> None:
+    """Copy ``array`` (what ``to_array`` saved) into ``tensor``, keeping its dtype and device."""
+    if tensor.dtype == torch.bfloat16:
+        value = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+    else:
+        value = torch.from_numpy(np.array(array)).to(dtype=tensor.dtype)
+    with torch.no_grad():
+        tensor.copy_(value.to(tensor.device))
 
 
 # ---------------------------------------------------------------------- weights
@@ -59,7 +62,7 @@ def set_weights(adapter: Any, weights: list) -> None:
         )
     with torch.no_grad():
         for t, w in zip(own.values(), weights):
-            t.copy_(to_tensor(np.asarray(w), t))
+            assign(t, np.asarray(w))
 
 
 # ---------------------------------------------------------------------- RNGs
@@ -171,7 +174,7 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     saved_opts = [meta["optimizer"], *meta.get("optimizers", [])]  # checked above
     with torch.no_grad():
         for k, t in net.items():
-            t.copy_(to_tensor(arrays[f"net/{k}"], t))
+            assign(t, arrays[f"net/{k}"])
     for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts)):
         prefix = "optimizer" if i == 0 else f"optimizers/{i}"
         opt.load_state_dict(_optimizer_state(opt, arrays, saved, prefix))
