@@ -249,7 +249,7 @@ def _load_or_restore(net: Any, merged: str, reference: str, path: str) -> None:
     except Exception as err:
         try:
             net.load_weights(reference)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever stops the restore, the report is the same
             raise FitkitValueError(
                 f"Keras failed part-way through loading {path!r} ({err}), "
                 f"and the previous weights could not be put back."
