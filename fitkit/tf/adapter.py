@@ -367,7 +367,7 @@ class Adapter:
                 None if self.replicas is None else self.replicas.share(data.rows(x), loss.dtype)
             )  # this replica's part of the batch
             self.optimizer.apply_gradients(
-                zip(tape.gradient(loss, variables, output_gradients=share), variables)
+                zip(tape.gradient(loss, variables, output_gradients=share), variables, strict=True)
             )
         else:  # accumulation, clipping, fp16 loss scaling (controls.py)
             self._update.step(tape, loss, variables, data.rows(x))
@@ -389,7 +389,7 @@ class Adapter:
         if self._update is None:
             share = None if self.replicas is None else self.replicas.share(rows, loss.dtype)
             self.optimizer.apply_gradients(
-                zip(tape.gradient(loss, variables, output_gradients=share), variables)
+                zip(tape.gradient(loss, variables, output_gradients=share), variables, strict=True)
             )
         else:
             self._update.step(tape, loss, variables, rows)
@@ -475,7 +475,7 @@ class Adapter:
                 return read.python_function()
 
             merged = self._log_fns[key] = tf.function(own_stats(merged_call))
-        return dict(zip(names, merged(batch).numpy().tolist()))  # host sync: asked for
+        return dict(zip(names, merged(batch).numpy().tolist(), strict=True))  # host sync: asked for
 
     def runs_own_step(self, mode: str) -> bool:  # see keras_steps.OwnStepsAdapter
         return False
@@ -499,7 +499,9 @@ class Adapter:
             return {}
         with self._scope():
             values = read()
-        return dict(zip(names, values.numpy().tolist()))  # host sync: one read for all logs
+        return dict(
+            zip(names, values.numpy().tolist(), strict=True)
+        )  # host sync: one read for all logs
 
     def _log_functions(self, mode: str, weights: bool = False) -> tuple:
         """(names, read, reset) for the current logs of ``mode``, each one compiled call:

@@ -135,7 +135,7 @@ class Update:
             return
         self.build(variables)
         self.none = [g is None for g in grads]
-        for total, g in zip(self.sums, grads):
+        for total, g in zip(self.sums, grads, strict=True):
             if g is not None:
                 total.assign_add(_dense(g) * tf.cast(rows, total.dtype))
         self.count.assign_add(1)
@@ -160,7 +160,7 @@ class Update:
             rows = self.replicas.all_reduce([rows])[0]
         grads = [
             None if skip else total / tf.cast(rows, total.dtype)
-            for total, skip in zip(self.sums, none)
+            for total, skip in zip(self.sums, none, strict=True)
         ]
         self.apply(grads, variables)
         for total in self.sums:
@@ -199,7 +199,7 @@ class Update:
                 None if g is None else g / n
                 for g in self.clip(self.replicas.all_reduce([_dense(g) for g in grads]))
             ]
-            optimizer.apply_gradients(zip(grads, variables))
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
             return
         if self.clips and self.scaled:  # clip unscaled gradients; the optimizer unscales
             scale = optimizer.dynamic_scale
@@ -211,11 +211,11 @@ class Update:
                 if g is None
                 # non-finite: kept, so the update is skipped
                 else tf.where(finite, _dense(c) * tf.cast(scale, g.dtype), g)
-                for g, c in zip(grads, clipped)
+                for g, c in zip(grads, clipped, strict=True)
             ]
         elif self.clips:
             grads = self.clip(grads)
-        optimizer.apply_gradients(zip(grads, variables))
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
 
     def clip(self, grads: list) -> list:
         if self.clipnorm is not None:

@@ -462,14 +462,10 @@ class Source:
             else tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int64))
         )
         tensors = self._tensors
-        take = lambda i: _drop_none(
-            *(
-                map_optional(  # noqa: E731
-                    lambda t: tf.gather(t, i), v
-                )
-                for v in tensors
-            )
-        )
+
+        def take(i: tf.Tensor) -> tuple:
+            return _drop_none(*(map_optional(lambda t: tf.gather(t, i), v) for v in tensors))
+
         index = index.batch(inner.batch_size)
         return (index.skip(skip) if skip else index).map(take)
 

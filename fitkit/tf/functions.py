@@ -94,11 +94,10 @@ def predict_chunk(step: Callable) -> Callable:
 
     def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> Any:
         steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
-        cut = (
-            lambda i: map_optional(  # noqa: E731
-                lambda t: t[i * batch_size : (i + 1) * batch_size], x
-            )
-        )
+
+        def cut(i: Any) -> Any:
+            return map_optional(lambda t: t[i * batch_size : (i + 1) * batch_size], x)
+
         first = step((cut(0), None))
         arrays = [
             tf.TensorArray(t.dtype, size=steps, infer_shape=False).write(0, t)
@@ -107,7 +106,7 @@ def predict_chunk(step: Callable) -> Callable:
 
         def body(i, arrays):
             out = tf.nest.flatten(step((cut(i), None)))
-            return i + 1, [a.write(i, o) for a, o in zip(arrays, out)]
+            return i + 1, [a.write(i, o) for a, o in zip(arrays, out, strict=True)]
 
         _, arrays = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(1), arrays))
         return tf.nest.pack_sequence_as(first, [a.concat() for a in arrays])
@@ -138,7 +137,11 @@ def predict_iterator(step: Callable, template: Any) -> Callable:
 
             def step_once():
                 out = tf.nest.flatten(step((unpack(element.get_value())[0], None)))
-                return i + 1, tf.constant(False), [a.write(i, o) for a, o in zip(arrays, out)]
+                return (
+                    i + 1,
+                    tf.constant(False),
+                    [a.write(i, o) for a, o in zip(arrays, out, strict=True)],
+                )
 
             return tf.cond(element.has_value(), step_once, lambda: (i, tf.constant(True), arrays))
 

@@ -53,7 +53,9 @@ class StateMetric:
     def build(self, mode: TargetMode, width: int) -> None:
         self.mode, self.width = mode, width
         self.distributed = tf.distribute.has_strategy()  # built under a strategy
-        self.variables = [_state(s, a) for s, a in zip(self.state_shapes(), self.aggregations())]
+        self.variables = [
+            _state(s, a) for s, a in zip(self.state_shapes(), self.aggregations(), strict=True)
+        ]
 
     def aggregations(self) -> list[str]:
         """How each state adds up over replicas (under a strategy): a sum by default."""

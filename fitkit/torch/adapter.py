@@ -441,7 +441,7 @@ class Adapter:
         if not values:
             return {}
         stacked = torch.stack([v.to(torch.float64).reshape(()) for v in values.values()])
-        return dict(zip(values, stacked.tolist()))  # host sync: one read for all logs
+        return dict(zip(values, stacked.tolist(), strict=True))  # host sync: one read for all logs
 
     def outputs_to_numpy(self, outputs: list) -> Any:
         """Predictions as numpy; under DDP every process's, in order, on every process."""

@@ -138,11 +138,12 @@ class TensorSource(DrawsFromFramework):
     ) -> None:
         host = torch.device("cpu")
         self.lazy = any(is_memory_map(leaf) for leaf in leaves(x))
-        to_host = lambda v: (
-            v
-            if isinstance(v, torch.Tensor) or is_memory_map(v)
-            else to_tensor(v, host, float_dtype)
-        )  # noqa: E731
+
+        def to_host(v: Any) -> Any:
+            if isinstance(v, torch.Tensor) or is_memory_map(v):
+                return v
+            return to_tensor(v, host, float_dtype)
+
         parts = [map_optional(to_host, v) for v in (x, y, sample_weight)]
         self.nbytes = sum(
             t.nbytes if is_memory_map(t) else t.numel() * t.element_size()

@@ -310,7 +310,9 @@ class Replicas:
         flat = torch._utils._flatten_dense_tensors(grads)
         flat.mul_(scale / self.world_size)
         dist.all_reduce(flat)
-        for grad, value in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+        for grad, value in zip(
+            grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True
+        ):
             grad.copy_(value)
 
     # ------------------------------------------------------------------ reads
@@ -332,7 +334,7 @@ class Replicas:
             list(row.split(sizes))
             for row in self.all_gather(torch.cat([p.reshape(-1) for p in parts]))
         ]
-        every = [[v.reshape(p.shape) for v, p in zip(row, parts)] for row in every]
+        every = [[v.reshape(p.shape) for v, p in zip(row, parts, strict=True)] for row in every]
         keys, n = list(tracker.sums), len(tracker.sums)
         count = sum(row[n] for row in every).clamp_min(1)
         values = {k: sum(row[i] for row in every) / count for i, k in enumerate(keys)}

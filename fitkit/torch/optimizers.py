@@ -147,7 +147,9 @@ def several_rates(opts: list[torch.optim.Optimizer]) -> dict[str, float]:
         key: rate
         for i, opt in enumerate(opts)
         for key, rate in zip(
-            lr_columns([g.get("name") for g in opt.param_groups], optimizer=i), rates(opt)
+            lr_columns([g.get("name") for g in opt.param_groups], optimizer=i),
+            rates(opt),
+            strict=True,
         )
     }
 
@@ -159,7 +161,7 @@ def rates(opt: torch.optim.Optimizer) -> list[float]:
 
 def group_rates(opt: torch.optim.Optimizer) -> dict[str, float]:
     """The history's learning-rate columns: one per param group (history.lr_columns)."""
-    return dict(zip(lr_columns([g.get("name") for g in opt.param_groups]), rates(opt)))
+    return dict(zip(lr_columns([g.get("name") for g in opt.param_groups]), rates(opt), strict=True))
 
 
 def scaled_rates(current: list[float], value: float, base: list[float], what: str) -> list[float]:
@@ -181,7 +183,7 @@ def scaled_rates(current: list[float], value: float, base: list[float], what: st
 
 def set_rates(opt: torch.optim.Optimizer, values: list[float]) -> None:
     """Set each param group's rate (a tensor lr, as capturable optimizers keep, stays one)."""
-    for group, value in zip(opt.param_groups, values):
+    for group, value in zip(opt.param_groups, values, strict=True):
         if isinstance(group["lr"], torch.Tensor):
             group["lr"].fill_(value)
         else:

@@ -61,7 +61,7 @@ def set_weights(adapter: Any, weights: list) -> None:
             f"what model.get_weights() returns."
         )
     with torch.no_grad():
-        for t, w in zip(own.values(), weights):
+        for t, w in zip(own.values(), weights, strict=True):
             assign(t, np.asarray(w))
 
 
@@ -175,7 +175,7 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     with torch.no_grad():
         for k, t in net.items():
             assign(t, arrays[f"net/{k}"])
-    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts)):
+    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts, strict=True)):
         prefix = "optimizer" if i == 0 else f"optimizers/{i}"
         opt.load_state_dict(_optimizer_state(opt, arrays, saved, prefix))
     for mode, tracker in adapter._trackers.items():
@@ -184,7 +184,8 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
             k: _tensor(arrays[f"logs/{mode}/{k}"], adapter.device) for k in saved["keys"]
         }
         tracker.count = saved["count"]
-    for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"])):
+    # strict=False: before its first batch a model has no metrics yet (check_metric_names)
+    for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"], strict=False)):
         for name in _METRIC_STATE:
             key = f"metrics/{i}/{name}"
             if key in arrays:
@@ -221,7 +222,7 @@ def _optimizer_state(optimizer: Any, arrays: dict, saved: dict, prefix: str) -> 
     """An optimizer's state_dict rebuilt from arrays + JSON (tuples where torch keeps them)."""
     own_groups = optimizer.state_dict()["param_groups"]
     groups = []
-    for own, group in zip(own_groups, saved["param_groups"]):
+    for own, group in zip(own_groups, saved["param_groups"], strict=True):
         groups.append(
             {k: tuple(v) if isinstance(own.get(k), tuple) else v for k, v in group.items()}
         )
@@ -293,7 +294,7 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
             f"model has {len(adapter.optimizers)}; compile with the same "
             f"configure_optimizers() to resume. Nothing was restored."
         )
-    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts)):
+    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts, strict=True)):
         where, prefix = (
             ("['optimizer']", "optimizer")
             if i == 0
@@ -360,7 +361,9 @@ def _check_optimizer(
         "a list of dicts",
     )
     if kind not in (name, None) or any(
-        sorted(g) != sorted(o) for g, o in zip(groups, own["param_groups"])
+        # strict=False: the groups' count is compared just below, with its own message
+        sorted(g) != sorted(o)
+        for g, o in zip(groups, own["param_groups"], strict=False)
     ):
         raise FitkitValueError(
             f"it holds the optimizer state of {kind} (settings "
@@ -374,7 +377,7 @@ def _check_optimizer(
             "compile with the same optimizer and parameter groups to resume. "
             "Nothing was restored."
         )
-    for i, (group, mine) in enumerate(zip(groups, own["param_groups"])):
+    for i, (group, mine) in enumerate(zip(groups, own["param_groups"], strict=True)):
         for key, value in mine.items():
             if key != "params":
                 sc.like(group[key], value, f"{where}['param_groups'][{i}][{key!r}]")
