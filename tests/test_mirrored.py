@@ -115,6 +115,10 @@ REAL_DIFFERENCES: dict[str, dict[str, set[str]]] = {
         "torch": {"check_params", "group_rates", "rates", "scaled_rates", "set_rates"},  # groups
         "tf": {"rate", "with_lr_pointer"},  # one rate; Keras 2's optimizer.lr
     },
+    "readout": {
+        "torch": {"read_values"},  # the logs' values stacked in one read
+        "tf": {"log_functions"},  # read / reset as functions the adapter compiles
+    },
     "schedules": {"torch": set(), "tf": {"GRAPH_OPS"}},  # formulas evaluated in the graph
     "state": {
         "torch": {"LoaderRngs", "loader_rngs"},  # a DataLoader's own generators

@@ -33,7 +33,7 @@ def synced(aggregation: str = "sum") -> dict:
     }
 
 
-def _state(shape=(), aggregation: str = "sum") -> tf.Variable:
+def _state(shape: tuple[int, ...] = (), aggregation: str = "sum") -> tf.Variable:
     with tf.init_scope():  # created eagerly, even when first reached while tracing
         return tf.Variable(tf.zeros(shape, _F64), trainable=False, **synced(aggregation))
 
@@ -61,29 +61,39 @@ class StateMetric:
         """How each state adds up over replicas (under a strategy): a sum by default."""
         return ["sum"] * len(self.state_shapes())
 
-    def state_shapes(self) -> list:
+    def state_shapes(self) -> list[tuple[int, ...]]:
         return [(), ()]
 
     def reset(self) -> None:
         for v in self.variables:
             v.assign(tf.zeros(v.shape, v.dtype))  # no read (a collective under a strategy)
 
-    def update(self, y, y_pred, sample_weight=None) -> None: ...
-    def result(self) -> tf.Tensor: ...
+    @property
+    def built_mode(self) -> TargetMode:
+        """The target mode ``build`` set (every update comes after it)."""
+        if self.mode is None:
+            raise RuntimeError(f"metric {self.name!r} was used before build()")
+        return self.mode
+
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        raise NotImplementedError
+
+    def result(self) -> tf.Tensor:
+        raise NotImplementedError
 
 
-def _spread(sample_weight, n) -> tf.Tensor:
+def _spread(sample_weight: Any, n: Any) -> tf.Tensor:
     """float64 weights of ``n`` flattened values: each sample's weight over its own values."""
     w = tf.reshape(tf.cast(sample_weight, _F64), [-1])
     return tf.reshape(tf.broadcast_to(w[:, None], [tf.size(w), n // tf.size(w)]), [-1])
 
 
-def _ratio(total, count) -> tf.Tensor:
+def _ratio(total: Any, count: Any) -> tf.Tensor:
     """total / count, 0 where count is 0 (Keras's divide_no_nan)."""
     return tf.math.divide_no_nan(total, count)
 
 
-def _labels(y, y_pred, mode: TargetMode, cut: float):
+def _labels(y: Any, y_pred: Any, mode: TargetMode, cut: float) -> tuple[tf.Tensor, tf.Tensor]:
     """Predicted and true labels, flattened, for the accuracy family."""
     if mode.task == "binary":
         return tf.reshape(y_pred > cut, [-1]), tf.reshape(tf.cast(y, _F64) > 0.5, [-1])
@@ -91,7 +101,9 @@ def _labels(y, y_pred, mode: TargetMode, cut: float):
     return tf.reshape(tf.argmax(y_pred, -1), [-1]), tf.reshape(tf.cast(true, tf.int64), [-1])
 
 
-def _probabilities(y, y_pred, mode: TargetMode, width: int):
+def _probabilities(
+    y: Any, y_pred: Any, mode: TargetMode, width: int
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Scores in [0, 1] and 0/1 targets, flattened (one-vs-rest for class outputs)."""
     if mode.task == "binary":
         scores = tf.sigmoid(y_pred) if mode.from_logits else y_pred
@@ -105,7 +117,7 @@ def _probabilities(y, y_pred, mode: TargetMode, width: int):
     return tf.reshape(scores, [-1]), tf.reshape(tf.cast(target, scores.dtype), [-1])
 
 
-def _count(t) -> tf.Tensor:
+def _count(t: Any) -> tf.Tensor:
     return tf.cast(tf.size(t), _F64)
 
 
@@ -126,11 +138,11 @@ class Accuracy(StateMetric):
     def own_task(self, target_task: str) -> str | None:
         return self.task
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
-        pred, true = _labels(y, y_pred, self.mode, self.cut)
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        pred, true = _labels(y, y_pred, self.built_mode, self.cut)
         self.add(tf.equal(pred, true), sample_weight)
 
-    def add(self, hit: tf.Tensor, sample_weight) -> None:
+    def add(self, hit: tf.Tensor, sample_weight: Any) -> None:
         hit = tf.cast(hit, _F64)
         if sample_weight is None:
             self.variables[0].assign_add(tf.reduce_sum(hit))
@@ -140,7 +152,7 @@ class Accuracy(StateMetric):
             self.variables[0].assign_add(tf.reduce_sum(w * hit))
             self.variables[1].assign_add(tf.reduce_sum(w))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         return _ratio(self.variables[0], self.variables[1])
 
 
@@ -154,8 +166,8 @@ class TopKAccuracy(Accuracy):
     def own_task(self, target_task: str) -> str:
         return self.task or ("categorical" if target_task == "categorical" else "sparse")
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
-        true = tf.argmax(y, -1) if self.mode.task == "categorical" else y
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        true = tf.argmax(y, -1) if self.built_mode.task == "categorical" else y
         true = tf.reshape(tf.cast(true, tf.int32), [-1, 1])
         scores = tf.reshape(y_pred, [tf.shape(true)[0], -1])
         top = tf.math.top_k(scores, k=min(self.k, self.width)).indices
@@ -169,7 +181,7 @@ class ErrorMean(StateMetric):
         super().__init__(name)
         self.kind = kind
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         diff = y_pred - tf.cast(tf.reshape(y, tf.shape(y_pred)), y_pred.dtype)
         err = tf.cast(tf.abs(diff) if self.kind == "mae" else diff * diff, _F64)
         if sample_weight is None:
@@ -180,7 +192,7 @@ class ErrorMean(StateMetric):
             self.variables[0].assign_add(tf.reduce_sum(w * tf.reshape(err, [-1])))
             self.variables[1].assign_add(tf.reduce_sum(w))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         mean = _ratio(self.variables[0], self.variables[1])
         return tf.sqrt(mean) if self.kind == "rmse" else mean
 
@@ -192,11 +204,11 @@ class AUC(StateMetric):
         super().__init__(name)
         self.bins = bins
 
-    def state_shapes(self) -> list:
+    def state_shapes(self) -> list[tuple[int, ...]]:
         return [(self.bins,), (self.bins,)]
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
-        scores, target = _probabilities(y, y_pred, self.mode, self.width)
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        scores, target = _probabilities(y, y_pred, self.built_mode, self.width)
         bins = tf.clip_by_value(
             tf.cast(tf.cast(scores, _F64) * self.bins, tf.int64), 0, self.bins - 1
         )
@@ -208,7 +220,7 @@ class AUC(StateMetric):
         self.variables[0].assign_add(tf.math.unsorted_segment_sum(target, bins, self.bins))
         self.variables[1].assign_add(tf.math.unsorted_segment_sum(negative, bins, self.bins))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         pos, neg = self.variables
         above = tf.cumsum(pos, reverse=True) - pos  # positives in higher bins
         pairs = tf.reduce_sum(neg * (above + 0.5 * pos))
@@ -227,13 +239,13 @@ class PrecisionRecall(StateMetric):
         self.cut = specs.binary_threshold(mode.from_logits, self.threshold)
         super().build(mode, width)
 
-    def state_shapes(self) -> list:
-        shape = () if self.mode.task == "binary" else (self.width,)
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        shape = () if self.built_mode.task == "binary" else (self.width,)
         return [shape, shape, shape]
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
-        pred, true = _labels(y, y_pred, self.mode, self.cut)
-        if self.mode.task != "binary":
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        pred, true = _labels(y, y_pred, self.built_mode, self.cut)
+        if self.built_mode.task != "binary":
             pred = tf.cast(tf.one_hot(pred, self.width), tf.bool)
             true = tf.cast(tf.one_hot(true, self.width), tf.bool)
         count = lambda t: tf.reduce_sum(tf.cast(t, _F64), axis=0)  # noqa: E731
@@ -245,7 +257,7 @@ class PrecisionRecall(StateMetric):
         self.variables[1].assign_add(count(pred & ~true))
         self.variables[2].assign_add(count(~pred & true))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         tp, fp, fn = self.variables
         if self.kind == "f1":
             hits, denom = 2.0 * tp, 2.0 * tp + fp + fn
@@ -264,13 +276,13 @@ class R2Score(StateMetric):
     for a constant column, and no cancellation for targets with a large mean.
     """
 
-    def state_shapes(self) -> list:
+    def state_shapes(self) -> list[tuple[int, ...]]:
         return [(), (3, self.width), (self.width,)]  # count, sums, shift
 
     def aggregations(self) -> list[str]:
         return ["sum", "sum", "first"]  # every replica sums about the same shift
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         count, sums, shift = self.variables
         pred = tf.reshape(tf.cast(y_pred, _F64), [-1, self.width])
         true = tf.reshape(tf.cast(y, _F64), tf.shape(pred))
@@ -293,7 +305,7 @@ class R2Score(StateMetric):
             sums.assign_add(tf.reduce_sum(w * terms, 1))
             count.assign_add(tf.reduce_sum(w))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         count, sums, _ = self.variables
         total, squares, residual = tf.unstack(sums)
         spread = squares - total * _ratio(total, count)
@@ -309,7 +321,7 @@ class BatchMean(StateMetric):
         super().__init__(name)
         self.fn = fn
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         n = tf.cast(tf.shape(y_pred)[0], _F64)
         if sample_weight is not None:  # the batch value counts for the batch's total weight
             n = tf.reduce_sum(tf.cast(sample_weight, _F64))
@@ -317,7 +329,7 @@ class BatchMean(StateMetric):
         self.variables[0].assign_add(tf.math.multiply_no_nan(value, n))  # 0 for an empty batch
         self.variables[1].assign_add(n)
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         return _ratio(self.variables[0], self.variables[1])
 
 
@@ -334,10 +346,10 @@ class NativeMetric(StateMetric):
     def reset(self) -> None:
         self.metric.reset_state()
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         self.metric.update_state(y, y_pred, sample_weight=sample_weight)
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         return tf.cast(self.metric.result(), _F64)
 
 
