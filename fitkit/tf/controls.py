@@ -98,6 +98,13 @@ class Update:
         """True when a checkpoint must save this (a pending window)."""
         return self.steps > 1
 
+    @property
+    def _built_sums(self) -> list:
+        """The accumulators (``build`` comes before any step or restore that uses them)."""
+        if self.sums is None:
+            raise RuntimeError("gradient accumulators used before Update.build()")
+        return self.sums
+
     def build(self, variables: list) -> None:
         """The accumulators, before anything is traced (a variable made while tracing costs
         a second trace)."""
@@ -135,7 +142,7 @@ class Update:
             return
         self.build(variables)
         self.none = [g is None for g in grads]
-        for total, g in zip(self.sums, grads, strict=True):
+        for total, g in zip(self._built_sums, grads, strict=True):
             if g is not None:
                 total.assign_add(_dense(g) * tf.cast(rows, total.dtype))
         self.count.assign_add(1)
@@ -154,16 +161,16 @@ class Update:
         )
 
     def _apply_window(self, variables: list) -> None:
-        none = self.none or [False] * len(self.sums)
+        none = self.none or [False] * len(self._built_sums)
         rows = self.rows.read_value()
         if self.replicas is not None:  # the window's rows on every replica
             rows = self.replicas.all_reduce([rows])[0]
         grads = [
             None if skip else total / tf.cast(rows, total.dtype)
-            for total, skip in zip(self.sums, none, strict=True)
+            for total, skip in zip(self._built_sums, none, strict=True)
         ]
         self.apply(grads, variables)
-        for total in self.sums:
+        for total in self._built_sums:
             total.assign(tf.zeros_like(total))
         self.count.assign(0)
         self.rows.assign(0.0)
@@ -244,5 +251,5 @@ class Update:
         self.build(self.adapter.net.trainable_variables)
         self.count.assign(saved["count"])
         self.rows.assign(saved["rows"])
-        for i, total in enumerate(self.sums):
+        for i, total in enumerate(self._built_sums):
             total.assign(saved[f"sum/{i}"])

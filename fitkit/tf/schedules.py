@@ -163,8 +163,9 @@ class PortableOnOptimizer(PortableScheduler):
 
     def _seek(self, t: int) -> None:
         self.t = t
-        # device ops only: iterations is not read on the host
-        self.graph.offset.assign(tf.cast(self.optimizer.iterations, tf.int64) - t)
+        if self.graph is not None:  # per batch only (per epoch, the rate is set on the host)
+            # device ops only: iterations is not read on the host
+            self.graph.offset.assign(tf.cast(self.optimizer.iterations, tf.int64) - t)
 
     def _position(self) -> int:
         if self.graph is None:

@@ -8,6 +8,7 @@ adapter calls in its scope; values are read without collectives (see ``local_val
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -354,7 +355,7 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
             entry,
             "returned",
             where,
-            lambda v, keys=keys: sc.is_names(v) and set(v) <= set(keys),
+            _names_from(keys),
             "a list of names from its 'keys'",
         )
         for key in keys + ["__count__"]:
@@ -377,6 +378,11 @@ def check_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:
     sc.check_host_rngs(arrays, claimed, prefix)
     state = shuffle_generator().state
     sc.array(arrays, f"{prefix}rng/shuffle", claimed, tuple(state.shape), _dtype(state.dtype))
+
+
+def _names_from(keys: list[str]) -> Callable[[Any], bool]:
+    """A check: a list of names, each one in ``keys``."""
+    return lambda v: sc.is_names(v) and set(v) <= set(keys)
 
 
 def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None:

@@ -8,7 +8,7 @@ before, by fitkit/arrays.py; the process group is fitkit/torch/distribute.py's.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import count, islice
 from typing import Any
 
@@ -302,6 +302,7 @@ def batch_source(
     convert = lambda v: to_tensor(v, device, float_dtype)  # noqa: E731
     kwargs: dict = {"weigh": weigh}
     plan = None
+    kind: Callable[..., IterableSource]
     if _is_tf_dataset(data):
         kind, kwargs["restart"] = IterableSource, data.as_numpy_iterator
     else:
@@ -448,6 +449,7 @@ class ShardedBatches:
         world, rank, got = self.comm.world_size, self.comm.rank, rows(batch[0])
         if self.plan is None:
             lo, hi = split_rows(got, world, rank)
+            positions: range | None
             total, positions = got, range(self.offset + lo, self.offset + hi)
             self.offset += got
         else:

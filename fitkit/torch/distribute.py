@@ -20,8 +20,8 @@ import gc
 import os
 import warnings
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sized
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -440,7 +440,7 @@ def distributed_loader(source: Any, batch_size: int, shuffle: bool, comm: Any) -
     else:
         return source, None, None
     data.check_divisible(size, comm.world_size, what)
-    n = len(dataset)
+    n = len(cast(Sized, dataset))  # map-style, with a __len__ (checked above)
     sampler = DistributedSampler(
         dataset, num_replicas=comm.world_size, rank=comm.rank, shuffle=shuffle, drop_last=False
     )

@@ -19,7 +19,7 @@ from ..identifiers import KerasIdentifier, torch_optimizer
 
 # Portable optimizer names: Keras's default hyper-parameters, so a name means the same on
 # both backends, with torch's fast multi-tensor / fused kernels where they exist.
-_OPTIMIZERS = {
+_OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
     "sgd": (torch.optim.SGD, {"lr": 0.01}),
     "adam": (torch.optim.Adam, {"lr": 1e-3, "eps": 1e-7}),
     "adamw": (torch.optim.AdamW, {"lr": 1e-3, "eps": 1e-7, "weight_decay": 0.004}),
@@ -55,7 +55,7 @@ def build_optimizer(
         kwargs = {**kwargs, **settings, **({"lr": lr} if lr is not None else {})}
         devices = {p.device.type for p in params}
         fused = bool(devices) and devices <= _FUSED.get(name, set())
-        fast = {"fused": True} if fused else {"foreach": True}
+        fast: dict[str, Any] = {"fused": True} if fused else {"foreach": True}
         return cls(params, **kwargs, **fast)
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer

@@ -72,7 +72,7 @@ class NativeScheduler(Scheduler):
 
     def __init__(self, scheduler: LRScheduler, every: str, monitor: str) -> None:
         self.scheduler, self.every = scheduler, every
-        self.plateau = isinstance(scheduler, ReduceLROnPlateau)
+        self.plateau = scheduler if isinstance(scheduler, ReduceLROnPlateau) else None
         self.monitor = monitor if self.plateau else None
         self._seen = False  # the monitor was in an earlier epoch's logs (validation_freq > 1)
         if self.plateau and every == "batch":
@@ -96,7 +96,7 @@ class NativeScheduler(Scheduler):
                     f"one of those keys."
                 )
             self._seen = True
-            self.scheduler.step(float(logs[self.monitor]))
+            self.plateau.step(float(logs[self.monitor]))
         elif self.every == "epoch":
             self.scheduler.step()
 

@@ -454,20 +454,15 @@ def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None
         for key, value in entry["scalars"].items():
             if key not in _METRIC_STATE or not (value is None or sc.is_number(value)):
                 raise sc.bad(f"['metrics'][{i}]['scalars'][{key!r}]", value, "a number or null")
-        names = set(entry["scalars"]) | {n for n in _METRIC_STATE if f"metrics/{i}/{n}" in arrays}
-        if metric is not None and names != {n for n in _METRIC_STATE if hasattr(metric, n)}:
+        held = set(entry["scalars"]) | {n for n in _METRIC_STATE if f"metrics/{i}/{n}" in arrays}
+        if metric is not None and held != {n for n in _METRIC_STATE if hasattr(metric, n)}:
             raise sc.bad(f"['metrics'][{i}]", entry, f"the state of metric {metric.name!r}")
         for name in _METRIC_STATE:
             if f"metrics/{i}/{name}" in arrays:
                 mine = getattr(metric, name, None)
                 shape = tuple(mine.shape) if isinstance(mine, torch.Tensor) else None
-                sc.array(
-                    arrays,
-                    f"metrics/{i}/{name}",
-                    claimed,
-                    shape,
-                    _dtype(mine.dtype) if shape is not None else None,
-                )
+                dtype = _dtype(mine.dtype) if isinstance(mine, torch.Tensor) else None
+                sc.array(arrays, f"metrics/{i}/{name}", claimed, shape, dtype)
 
 
 def _dtype(dtype: torch.dtype) -> np.dtype:

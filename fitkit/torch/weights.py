@@ -72,7 +72,9 @@ def _untie(state: dict) -> tuple[dict, dict]:
     Identical views of one storage (tied parameters) are saved once and re-tied on load;
     different views of one storage (rare) are saved as independent copies.
     """
-    tensors, aliases, by_storage = {}, {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    by_storage: dict[int, list[str]] = {}
     for name, t in state.items():
         if t.numel() == 0:
             tensors[name] = t.contiguous()
