@@ -330,16 +330,7 @@ class Adapter:
             y_pred = call_net(self.net, x, training=True)
             loss = call_loss(compute_loss, x, y, y_pred, w)
         logs = {"loss": loss, **self._compiled.take_parts()}  # before any replica switch
-        variables = self.net.trainable_variables
-        if self._update is None:  # the default: no control on
-            share = (
-                None if self.replicas is None else self.replicas.share(data.rows(x), loss.dtype)
-            )  # this replica's part of the batch
-            self.optimizer.apply_gradients(
-                zip(tape.gradient(loss, variables, output_gradients=share), variables, strict=True)
-            )
-        else:  # accumulation, clipping, fp16 loss scaling (controls.py)
-            self._update.step(tape, loss, variables, data.rows(x))
+        self._apply(tape, loss, data.rows(x))
         if self.metrics:
             self.update_metrics(y, y_pred, w)
         return logs
@@ -352,17 +343,19 @@ class Adapter:
                 logs = dict(shared_step(batch))
             finally:
                 self.training_call = False
-        loss = shared_loss(logs)
-        variables = self.net.trainable_variables
-        rows = data.rows(unpack(batch)[0])
-        if self._update is None:
-            share = None if self.replicas is None else self.replicas.share(rows, loss.dtype)
-            self.optimizer.apply_gradients(
-                zip(tape.gradient(loss, variables, output_gradients=share), variables, strict=True)
-            )
-        else:
-            self._update.step(tape, loss, variables, rows)
+        self._apply(tape, shared_loss(logs), data.rows(unpack(batch)[0]))
         return logs
+
+    def _apply(self, tape: tf.GradientTape, loss: tf.Tensor, rows: tf.Tensor) -> None:
+        """The update from ``tape``: apply_gradients by default (under a strategy, scaled to
+        this replica's part of the batch), else accumulation, clipping, fp16 loss scaling."""
+        variables = self.net.trainable_variables
+        if self._update is not None:  # controls.py
+            self._update.step(tape, loss, variables, rows)
+            return
+        share = None if self.replicas is None else self.replicas.share(rows, loss.dtype)
+        grads = tape.gradient(loss, variables, output_gradients=share)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
 
     def shared_test_step(self, batch: tuple, shared_step: Callable) -> dict:
         return dict(shared_step(batch))
