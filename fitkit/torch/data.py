@@ -420,7 +420,7 @@ class _Item:
         self.item, self.index = item, index
 
 
-class ShardedBatches:
+class ShardedBatches(IterableSource):
     """Mixin over the iterable sources under DDP: each pass keeps this process's share.
 
     With a ``plan`` (a map-style dataset on a DistributedSampler: distribute.py's
@@ -436,7 +436,7 @@ class ShardedBatches:
             self.steps = plan[2]
 
     def _raw(self) -> Iterator:
-        raw = super()._raw()  # type: ignore[misc]
+        raw = super()._raw()
         self.offset = 0
         if self.plan is not None:
             raw = islice(raw, self.plan[2])
@@ -444,8 +444,8 @@ class ShardedBatches:
 
     def _batch(self, item: Any) -> tuple:
         if not isinstance(item, _Item):  # a peeked batch (the checks): the whole of it
-            return super()._batch(item)  # type: ignore[misc]
-        batch = super()._batch(item.item)  # type: ignore[misc]
+            return super()._batch(item)
+        batch = super()._batch(item.item)
         world, rank, got = self.comm.world_size, self.comm.rank, rows(batch[0])
         if self.plan is None:
             lo, hi = split_rows(got, world, rank)
