@@ -14,8 +14,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from .. import arrays, specs, targets
-from ..adapter import WEIGHTS_FINITE
+from .. import specs, targets
+from ..adapter import BatchSource, SummaryInfo
 from ..controls import TrainingControls
 from ..errors import BackendError
 from ..history import LR_KEY
@@ -27,10 +27,10 @@ from . import (
     data,
     devices,
     distribute,
-    finite,
     losses,
     metrics,
     optimizers,
+    readout,
     schedules,
     state,
     summary,
@@ -40,7 +40,6 @@ from .functions import (
     CompiledStep,
     DistributedStep,
     chunk_loop,
-    graph_label_stats,
     iterator_loop,
     jit_step,
     kind_of,
@@ -114,18 +113,9 @@ class Adapter:
         step_controls.check_precision(self.net, precision)
         self.replicas = distribute.for_compile(self.net, controls)  # decided once, here
         self._scope = self.replicas.scope if self.replicas else contextlib.nullcontext
+        self.run_eagerly = run_eagerly
         with self._scope():  # the optimizer, trackers and states belong to the strategy
-            self._build(
-                optimizer,
-                loss,
-                metric_specs,
-                lr,
-                precision,
-                loss_weights,
-                output,
-                run_eagerly,
-                controls,
-            )
+            self._build(optimizer, loss, metric_specs, lr, loss_weights, output, controls)
 
     def _build(
         self,
@@ -133,12 +123,11 @@ class Adapter:
         loss: Any,
         metric_specs: Any,
         lr: float | None,
-        precision: str,
         loss_weights: Any,
         output: Any,
-        run_eagerly: bool,
-        controls: Any,
+        controls: TrainingControls,
     ) -> None:
+        precision = controls.precision
         several = isinstance(optimizer, OptimizerSet)  # a GAN's, from configure_optimizers
         self.optimizers = (
             optimizers.build_several(optimizer, self.replicas)
@@ -171,7 +160,6 @@ class Adapter:
                 names if len(names) == n else [f"output_{i + 1}" for i in range(n)]
             ),
         )
-        self.run_eagerly = run_eagerly
         self._trackers = {"train": metrics.LogTracker(), "test": metrics.LogTracker()}
         self._log_fns = {}
         self.build_scheduler(
@@ -224,7 +212,7 @@ class Adapter:
     def metrics(self) -> list:
         return self.outputs.metrics if self.outputs is not None else []
 
-    def autocast(self):
+    def autocast(self) -> Any:
         """Keras applies the dtype policy inside its layers: nothing to enter here."""
         return contextlib.nullcontext()
 
@@ -251,7 +239,7 @@ class Adapter:
         shuffle: bool,
         sample_weight: Any = None,
         class_weight: dict | None = None,
-    ):
+    ) -> data.TensorSource | distribute.Source:
         source = data.TensorSource(
             x, y, batch_size=batch_size, shuffle=shuffle, sample_weight=sample_weight
         )
@@ -262,7 +250,7 @@ class Adapter:
 
     def batch_source(
         self, source: Any, *, batch_size: int, shuffle: bool, class_weight: dict | None = None
-    ):
+    ) -> BatchSource:
         weigh = data.class_weight_fn(class_weight) if class_weight else None
         source = data.batch_source(source, batch_size=batch_size, shuffle=shuffle, weigh=weigh)
         return source if self.replicas is None else self.replicas.source(source)
@@ -274,42 +262,16 @@ class Adapter:
         return tf.is_tensor(value)
 
     def label_range(self, labels: tf.Tensor) -> list:
-        """(min, max, a non-whole label or NaN) of the labels: one host read."""
-        if labels.shape.num_elements() <= 1 << 16:  # a batch: numpy beats a graph call
-            return arrays.label_stats(labels.numpy())  # host sync: once per check
-        return graph_label_stats(labels).numpy().tolist()  # host sync: once per check
+        return readout.label_range(labels)
 
     def first_nonfinite(self, tensor: tf.Tensor) -> tuple[int, float] | None:
-        """(row, value) of the first NaN / inf in a float tensor, or None: one host read."""
-        if not tensor.dtype.is_floating or not tensor.shape.num_elements():
-            return None
-        finite = tf.reshape(tf.math.is_finite(tensor), [tf.shape(tensor)[0], -1])
-        bad_rows = tf.logical_not(tf.reduce_all(finite, 1))
-        if not bool(tf.reduce_any(bad_rows)):  # host sync: once per in-memory tensor
-            return None
-        row = int(tf.argmax(tf.cast(bad_rows, tf.int32)))
-        values = tf.reshape(tensor[row], [-1])
-        return row, float(tf.boolean_mask(values, tf.logical_not(finite[row]))[0])
+        return readout.first_nonfinite(tensor)
 
     def value_range(self, value: tf.Tensor) -> list:
-        value = tf.cast(value, tf.float32)  # host sync: a check, once
-        return tf.stack([tf.reduce_min(value), tf.reduce_max(value)]).numpy().tolist()
+        return readout.value_range(value)
 
     def probability_stats(self, value: tf.Tensor) -> list:
-        value = tf.cast(value, tf.float32)
-        sums = tf.reduce_sum(value, -1)
-        return (
-            tf.stack(
-                [
-                    tf.reduce_min(value),
-                    tf.reduce_max(value),
-                    tf.reduce_min(sums),
-                    tf.reduce_max(sums),
-                ]
-            )
-            .numpy()
-            .tolist()
-        )  # host sync: a check, once
+        return readout.probability_stats(value)
 
     def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
         """Metric variables and optimizer slots, created before anything is traced."""
@@ -326,17 +288,24 @@ class Adapter:
                 metric.build(mode, width)
             if self.replicas is not None:  # the logs' sums too: none made in a replica
                 for tracker in self._trackers.values():
-                    tracker.expect(self.outputs.log_names()[: -len(self.metrics) or None])
+                    tracker.expect(self._compiled.log_names()[: -len(self.metrics) or None])
         head.built = True
 
     # ------------------------------------------------------------------ steps
-    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None):
-        loss = self.outputs.loss(y, y_pred, sample_weight)
+    @property
+    def _compiled(self) -> CompiledOutputs:
+        """The compiled outputs (every step comes after compile)."""
+        if self.outputs is None:
+            raise RuntimeError("the model is used before compile()")
+        return self.outputs
+
+    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        loss = self._compiled.loss(y, y_pred, sample_weight)
         extra = getattr(self.net, "losses", None)
         return loss + tf.add_n(extra) if extra else loss  # regularisation, as Keras adds it
 
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        self.outputs.update_metrics(
+        self._compiled.update_metrics(
             y, y_pred, sample_weight, self.update_head, self.build_metric_states
         )
 
@@ -360,17 +329,8 @@ class Adapter:
         with tf.GradientTape() as tape:
             y_pred = call_net(self.net, x, training=True)
             loss = call_loss(compute_loss, x, y, y_pred, w)
-        logs = {"loss": loss, **self.outputs.take_parts()}  # before any replica switch
-        variables = self.net.trainable_variables
-        if self._update is None:  # the default: no control on
-            share = (
-                None if self.replicas is None else self.replicas.share(data.rows(x), loss.dtype)
-            )  # this replica's part of the batch
-            self.optimizer.apply_gradients(
-                zip(tape.gradient(loss, variables, output_gradients=share), variables)
-            )
-        else:  # accumulation, clipping, fp16 loss scaling (controls.py)
-            self._update(tape, loss, variables, data.rows(x))
+        logs = {"loss": loss, **self._compiled.take_parts()}  # before any replica switch
+        self._apply(tape, loss, data.rows(x))
         if self.metrics:
             self.update_metrics(y, y_pred, w)
         return logs
@@ -383,17 +343,19 @@ class Adapter:
                 logs = dict(shared_step(batch))
             finally:
                 self.training_call = False
-        loss = shared_loss(logs)
-        variables = self.net.trainable_variables
-        rows = data.rows(unpack(batch)[0])
-        if self._update is None:
-            share = None if self.replicas is None else self.replicas.share(rows, loss.dtype)
-            self.optimizer.apply_gradients(
-                zip(tape.gradient(loss, variables, output_gradients=share), variables)
-            )
-        else:
-            self._update(tape, loss, variables, rows)
+        self._apply(tape, shared_loss(logs), data.rows(unpack(batch)[0]))
         return logs
+
+    def _apply(self, tape: tf.GradientTape, loss: tf.Tensor, rows: tf.Tensor) -> None:
+        """The update from ``tape``: apply_gradients by default (under a strategy, scaled to
+        this replica's part of the batch), else accumulation, clipping, fp16 loss scaling."""
+        variables = self.net.trainable_variables
+        if self._update is not None:  # controls.py
+            self._update.step(tape, loss, variables, rows)
+            return
+        share = None if self.replicas is None else self.replicas.share(rows, loss.dtype)
+        grads = tape.gradient(loss, variables, output_gradients=share)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
 
     def shared_test_step(self, batch: tuple, shared_step: Callable) -> dict:
         return dict(shared_step(batch))
@@ -406,7 +368,7 @@ class Adapter:
         x, y, w = unpack(batch)
         y_pred = call_net(self.net, x, training=False)
         loss = call_loss(compute_loss, x, y, y_pred, w)
-        logs = {"loss": loss, **self.outputs.take_parts()}
+        logs = {"loss": loss, **self._compiled.take_parts()}
         if self.metrics:
             self.update_metrics(y, y_pred, w)
         return logs
@@ -431,7 +393,7 @@ class Adapter:
             return CompiledStep(
                 step, predict_chunk(step), None, eager=self.run_eagerly, predicts=True
             )
-        tracker, outputs = self._trackers[mode], self.outputs
+        tracker, outputs = self._trackers[mode], self._compiled
 
         def run(batch: tuple) -> None:
             logs = step(batch)
@@ -475,7 +437,7 @@ class Adapter:
                 return read.python_function()
 
             merged = self._log_fns[key] = tf.function(own_stats(merged_call))
-        return dict(zip(names, merged(batch).numpy().tolist()))  # host sync: asked for
+        return dict(zip(names, merged(batch).numpy().tolist(), strict=True))  # host sync: asked for
 
     def runs_own_step(self, mode: str) -> bool:  # see keras_steps.OwnStepsAdapter
         return False
@@ -499,31 +461,18 @@ class Adapter:
             return {}
         with self._scope():
             values = read()
-        return dict(zip(names, values.numpy().tolist()))  # host sync: one read for all logs
+        return dict(
+            zip(names, values.numpy().tolist(), strict=True)
+        )  # host sync: one read for all logs
 
     def _log_functions(self, mode: str, weights: bool = False) -> tuple:
         """(names, read, reset) for the current logs of ``mode``, each one compiled call:
         eager ops, one per variable, would cost more than a step on the batch-style path."""
         tracker = self._trackers.get(mode)
         metrics = [m for m in self.metrics if m.mode is not None]
-        names = (
-            ([k for k in tracker.sums if k in tracker.returned] if tracker else [])
-            + [m.name for m in metrics]
-            + [WEIGHTS_FINITE] * weights
-        )
+        names, read, reset = readout.log_functions(tracker, metrics, self.net, weights)
         key = (mode, tuple(names), len(tracker.sums) if tracker else 0, tuple(map(id, metrics)))
         if key not in self._log_fns:
-            net = self.net  # a plain local: autograph may not resolve `self` in a closure
-
-            def read() -> tf.Tensor:
-                values = list(tracker.results().values()) if tracker else []
-                values += [m.result() for m in metrics] + [finite.flag(net)] * weights
-                return tf.stack([tf.reshape(tf.cast(v, tf.float64), []) for v in values])
-
-            def reset() -> None:
-                for part in ([tracker] if tracker else []) + metrics:
-                    part.reset()
-
             self._log_fns[key] = (
                 names,
                 tf.function(own_stats(read)),
@@ -532,17 +481,7 @@ class Adapter:
         return self._log_fns[key]
 
     def outputs_to_numpy(self, outputs: list) -> Any:
-        first = outputs[0]
-        if isinstance(first, dict):
-            return {k: self.outputs_to_numpy([o[k] for o in outputs]) for k in first}
-        if isinstance(first, (tuple, list)):
-            return type(first)(
-                self.outputs_to_numpy([o[i] for o in outputs]) for i in range(len(first))
-            )
-        merged = tf.concat(outputs, 0)
-        if merged.dtype == tf.bfloat16:  # numpy has no bfloat16
-            merged = tf.cast(merged, tf.float32)
-        return merged.numpy()  # host sync: predictions leave the device
+        return readout.outputs_to_numpy(outputs)
 
     # ------------------------------------------------------------------ weights, summary
     def save_weights(self, path: str) -> None:
@@ -551,7 +490,7 @@ class Adapter:
     def load_weights(self, path: str, strict: bool = True) -> dict:
         return weights.load_weights(self.net, path, strict=strict)
 
-    def summary(self, input_shape: Any, input_data: Any):
+    def summary(self, input_shape: Any, input_data: Any) -> SummaryInfo:
         return summary.summary_info(self, input_shape, input_data)
 
     def infer(self, x: Any) -> Any:

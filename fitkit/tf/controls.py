@@ -98,6 +98,13 @@ class Update:
         """True when a checkpoint must save this (a pending window)."""
         return self.steps > 1
 
+    @property
+    def _built_sums(self) -> list:
+        """The accumulators (``build`` comes before any step or restore that uses them)."""
+        if self.sums is None:
+            raise RuntimeError("gradient accumulators used before Update.build()")
+        return self.sums
+
     def build(self, variables: list) -> None:
         """The accumulators, before anything is traced (a variable made while tracing costs
         a second trace)."""
@@ -117,7 +124,7 @@ class Update:
                 0.0, dtype=tf.float64, trainable=False, name="window_rows", **synced()
             )
 
-    def __call__(
+    def step(
         self, tape: tf.GradientTape, loss: tf.Tensor, variables: list, rows: tf.Tensor
     ) -> None:
         optimizer = self.adapter.optimizer
@@ -135,7 +142,7 @@ class Update:
             return
         self.build(variables)
         self.none = [g is None for g in grads]
-        for total, g in zip(self.sums, grads):
+        for total, g in zip(self._built_sums, grads, strict=True):
             if g is not None:
                 total.assign_add(_dense(g) * tf.cast(rows, total.dtype))
         self.count.assign_add(1)
@@ -154,16 +161,16 @@ class Update:
         )
 
     def _apply_window(self, variables: list) -> None:
-        none = self.none or [False] * len(self.sums)
+        none = self.none or [False] * len(self._built_sums)
         rows = self.rows.read_value()
         if self.replicas is not None:  # the window's rows on every replica
             rows = self.replicas.all_reduce([rows])[0]
         grads = [
             None if skip else total / tf.cast(rows, total.dtype)
-            for total, skip in zip(self.sums, none)
+            for total, skip in zip(self._built_sums, none, strict=True)
         ]
         self.apply(grads, variables)
-        for total in self.sums:
+        for total in self._built_sums:
             total.assign(tf.zeros_like(total))
         self.count.assign(0)
         self.rows.assign(0.0)
@@ -199,7 +206,7 @@ class Update:
                 None if g is None else g / n
                 for g in self.clip(self.replicas.all_reduce([_dense(g) for g in grads]))
             ]
-            optimizer.apply_gradients(zip(grads, variables))
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
             return
         if self.clips and self.scaled:  # clip unscaled gradients; the optimizer unscales
             scale = optimizer.dynamic_scale
@@ -211,11 +218,11 @@ class Update:
                 if g is None
                 # non-finite: kept, so the update is skipped
                 else tf.where(finite, _dense(c) * tf.cast(scale, g.dtype), g)
-                for g, c in zip(grads, clipped)
+                for g, c in zip(grads, clipped, strict=True)
             ]
         elif self.clips:
             grads = self.clip(grads)
-        optimizer.apply_gradients(zip(grads, variables))
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
 
     def clip(self, grads: list) -> list:
         if self.clipnorm is not None:
@@ -244,5 +251,5 @@ class Update:
         self.build(self.adapter.net.trainable_variables)
         self.count.assign(saved["count"])
         self.rows.assign(saved["rows"])
-        for i, total in enumerate(self.sums):
+        for i, total in enumerate(self._built_sums):
             total.assign(saved[f"sum/{i}"])

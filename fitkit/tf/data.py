@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 import tensorflow as tf
@@ -110,6 +110,10 @@ def class_weight_fn(table: dict) -> Any:
 _SHUFFLE: list = []  # fitkit's shuffle generator, made on first use (see shuffle_generator)
 
 
+@overload
+def shuffle_generator(create: Literal[True] = True) -> tf.random.Generator: ...
+@overload
+def shuffle_generator(create: bool) -> tf.random.Generator | None: ...
 def shuffle_generator(create: bool = True) -> tf.random.Generator | None:
     """The generator every epoch's shuffle draws from: its state is a variable, so a backup
     can save it (TensorFlow's stateful shuffle op keeps its state out of reach). Seeded with
@@ -176,7 +180,7 @@ class TensorSource(DrawsFromFramework):
             bs = self.batch_size
             index = np.concatenate([np.sort(index[i : i + bs]) for i in range(0, len(index), bs)])
 
-        def take(t):
+        def take(t: Any) -> Any:
             if is_memory_map(t):  # only these rows are read from the file
                 return to_tensor(self._maps.rows(t, start, stop, index))
             if isinstance(t, np.ndarray):  # host rows: only these are converted
@@ -221,7 +225,8 @@ class TensorSource(DrawsFromFramework):
             start = skip * bs
             while start < rows:
                 stop = min(start + chunk_size(group) * bs, rows)
-                yield Chunk(*self._rows(start, stop, order), size), math.ceil((stop - start) / bs)
+                x, y, w = self._rows(start, stop, order)
+                yield Chunk(x, y, w, size), math.ceil((stop - start) / bs)
                 start = stop
 
         return read_ahead(chunks()) if self.mapped and self.shuffle else chunks()

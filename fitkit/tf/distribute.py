@@ -85,6 +85,13 @@ def enter(name: str) -> Strategy:
     )
 
 
+def _port_taken(err: Exception) -> bool:
+    """Whether a worker's server could not listen on its port. TF raises a generic OpError
+    (UnknownError) that only its text tells apart; tests/test_launch_faults.py provokes it
+    with a taken port."""
+    return "Could not start gRPC server" in str(err)
+
+
 def _made(name: str, make: Any) -> tf.distribute.Strategy:
     """One strategy per name and devices in a process: a second one would start its
     collectives' keys again, and collectives cache what their keys first carried."""
@@ -115,7 +122,7 @@ def _multi_worker() -> Strategy:
             f"this process (no tensor, model or device listing before it): {err}"
         ) from err
     except tf.errors.OpError as err:
-        if "Could not start gRPC server" not in str(err):
+        if not _port_taken(err):
             raise
         task = json.loads(config)["task"]  # TensorFlow has read it: it is whole
         address = json.loads(config)["cluster"][task["type"]][int(task["index"])]
@@ -455,14 +462,10 @@ class Source:
             else tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int64))
         )
         tensors = self._tensors
-        take = lambda i: _drop_none(
-            *(
-                map_optional(  # noqa: E731
-                    lambda t: tf.gather(t, i), v
-                )
-                for v in tensors
-            )
-        )
+
+        def take(i: tf.Tensor) -> tuple:
+            return _drop_none(*(map_optional(lambda t: tf.gather(t, i), v) for v in tensors))
+
         index = index.batch(inner.batch_size)
         return (index.skip(skip) if skip else index).map(take)
 

@@ -8,10 +8,10 @@ callback does); which scalars, under which names, is the TensorBoard callback's
 
 from __future__ import annotations
 
-import tensorboard
+# tf.summary.scalar comes from this package (TensorFlow's own is a stub without it): a
+# missing one fails here, at import, not as silently empty event files.
+import tensorboard  # noqa: F401
 import tensorflow as tf
-
-TENSORBOARD_VERSION = tensorboard.__version__  # tf.summary.scalar comes from this package
 
 
 class EventWriter:

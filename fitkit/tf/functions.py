@@ -54,7 +54,7 @@ def chunk_loop(run: Callable) -> Callable:
     def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> None:
         steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
 
-        def body(i):
+        def body(i: tf.Tensor) -> tuple:
             cut = lambda t: t[i * batch_size : (i + 1) * batch_size]  # noqa: E731
             run(make_batch(*(map_optional(cut, v) for v in (x, y, w))))
             return (i + 1,)
@@ -69,10 +69,10 @@ def iterator_loop(run: Callable) -> Callable:
     the data ends; the compiled call returns the number of steps it ran."""
 
     def run_iterator(iterator: Any, steps: tf.Tensor) -> tf.Tensor:
-        def body(i, _):
+        def body(i: tf.Tensor, _: tf.Tensor) -> Any:
             element = iterator.get_next_as_optional()
 
-            def step():
+            def step() -> tuple:
                 run(element.get_value())
                 return i + 1, tf.constant(False)
 
@@ -94,20 +94,19 @@ def predict_chunk(step: Callable) -> Callable:
 
     def run_chunk(x: Any, y: Any, w: Any, batch_size: tf.Tensor) -> Any:
         steps = (tf.shape(leaves(x)[0])[0] + batch_size - 1) // batch_size
-        cut = (
-            lambda i: map_optional(  # noqa: E731
-                lambda t: t[i * batch_size : (i + 1) * batch_size], x
-            )
-        )
+
+        def cut(i: Any) -> Any:
+            return map_optional(lambda t: t[i * batch_size : (i + 1) * batch_size], x)
+
         first = step((cut(0), None))
         arrays = [
             tf.TensorArray(t.dtype, size=steps, infer_shape=False).write(0, t)
             for t in tf.nest.flatten(first)
         ]
 
-        def body(i, arrays):
+        def body(i: tf.Tensor, arrays: list) -> tuple:
             out = tf.nest.flatten(step((cut(i), None)))
-            return i + 1, [a.write(i, o) for a, o in zip(arrays, out)]
+            return i + 1, [a.write(i, o) for a, o in zip(arrays, out, strict=True)]
 
         _, arrays = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(1), arrays))
         return tf.nest.pack_sequence_as(first, [a.concat() for a in arrays])
@@ -133,12 +132,16 @@ def predict_iterator(step: Callable, template: Any) -> Callable:
             for t in flat
         ]
 
-        def body(i, ended, arrays):
+        def body(i: tf.Tensor, ended: tf.Tensor, arrays: list) -> Any:
             element = iterator.get_next_as_optional()
 
-            def step_once():
+            def step_once() -> tuple:
                 out = tf.nest.flatten(step((unpack(element.get_value())[0], None)))
-                return i + 1, tf.constant(False), [a.write(i, o) for a, o in zip(arrays, out)]
+                return (
+                    i + 1,
+                    tf.constant(False),
+                    [a.write(i, o) for a, o in zip(arrays, out, strict=True)],
+                )
 
             return tf.cond(element.has_value(), step_once, lambda: (i, tf.constant(True), arrays))
 
@@ -189,7 +192,7 @@ class CompiledStep:
         )
         self.predicts = predicts  # predict: an iterator call returns the outputs too
         self.template: Any = None  # a single batch's outputs (predict: shapes and dtypes)
-        self.functions: dict[tuple, Callable] = {}
+        self.functions: dict[tuple, Any] = {}  # tf.function objects
 
     def __call__(self, item: Any) -> Any:
         if isinstance(item, data.IteratorChunk):
@@ -215,9 +218,10 @@ class CompiledStep:
         element spec (a padded batch's free dimensions need no new trace). A predict call
         returns the chunk's outputs."""
         steps = tf.constant(chunk.steps, tf.int32)
-        run = self.run_iterator
-        if self.predicts:  # the first batch ran alone: its outputs shape the others'
-            run = predict_iterator(self.run, self.template)
+        # a predict call: the first batch ran alone, its outputs shape the others'
+        run = predict_iterator(self.run, self.template) if self.predicts else self.run_iterator
+        if run is None:
+            raise RuntimeError("this step has no iterator loop")
         if self.eager:
             result = run(chunk.iterator, steps)
         else:
@@ -271,7 +275,7 @@ class DistributedStep:
 
         self.each = each
         self.template: Any = None
-        self.functions: dict[Any, Callable] = {}
+        self.functions: dict[Any, Any] = {}  # tf.function objects
 
     def __call__(self, item: Any) -> Any:
         if not isinstance(item, data.IteratorChunk):  # a batch-style call

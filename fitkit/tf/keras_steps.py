@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from ..controls import TrainingControls
 from ..errors import FitkitValueError
 from ..specs import MetricSpec
 from .adapter import Adapter
@@ -107,11 +108,9 @@ class OwnStepsAdapter(Adapter):
         loss: Any,
         metric_specs: Any,
         lr: float | None,
-        precision: str,
         loss_weights: Any,
         output: Any,
-        run_eagerly: bool,
-        controls: Any,
+        controls: TrainingControls,
     ) -> None:
         check_controls(self.net, controls if "train" in self.own else None, self.replicas)
         own_compile = type(self.net).compile is not keras.Model.compile
@@ -125,17 +124,8 @@ class OwnStepsAdapter(Adapter):
                     f"({'those were passed' if given else 'the network is not compiled'})."
                 )
             optimizer = self.net.optimizer
-        super()._build(
-            optimizer,
-            loss,
-            [] if "train" in self.own else metric_specs,
-            lr,
-            precision,
-            loss_weights,
-            output,
-            run_eagerly,
-            controls,
-        )
+        own_metrics = [] if "train" in self.own else metric_specs
+        super()._build(optimizer, loss, own_metrics, lr, loss_weights, output, controls)
         if "train" not in self.own:
             return
         if not own_compile:  # fitkit's compile is the network's compile
@@ -144,7 +134,7 @@ class OwnStepsAdapter(Adapter):
                 loss=keras_losses(loss),
                 metrics=keras_metrics(metric_specs),
                 loss_weights=loss_weights,
-                run_eagerly=run_eagerly,
+                run_eagerly=self.run_eagerly,
                 jit_compile=False,
             )
         self.optimizer = self.net.optimizer  # Keras may have wrapped it (mixed_float16)
@@ -169,7 +159,7 @@ class OwnStepsAdapter(Adapter):
             return super().predict_step(batch)
         return self.net.predict_step(keras_batch(batch[:1]))
 
-    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None):
+    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         if "train" not in self.own:
             return super().compute_loss(x, y, y_pred, sample_weight)
         return self.net.compute_loss(x, y, y_pred, sample_weight)

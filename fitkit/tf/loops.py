@@ -158,7 +158,7 @@ class _Steps:
             predictions = call_net(self.model, features, training=True)
             loss = _with_layer_losses(self.model, _mean(loss_func(labels, predictions)))
         variables = self.model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return self._finish("train", loss, labels, predictions)
 
     def _valid(self, features: Any, labels: Any) -> tuple:
@@ -174,7 +174,7 @@ def _steps(model: Any) -> _Steps:
     """
     parts = _parts(model)
     steps = vars(model).get(_STEPS)
-    if steps is None or any(a is not b for a, b in zip(steps.parts, parts)):
+    if steps is None or any(a is not b for a, b in zip(steps.parts, parts, strict=True)):
         steps = _Steps(model, parts)
         object.__setattr__(model, _STEPS, steps)
     return steps

@@ -60,7 +60,7 @@ def _keras_loss(loss: Any) -> Callable:
 def _callable(fn: Callable) -> Callable:
     """A plain ``fn(y, y_pred)``: per-sample values are reduced as Keras reduces them."""
 
-    def call(y, p, w):
+    def call(y: Any, p: Any, w: Any) -> Any:
         value = fn(y, p)
         if value.shape.rank == 0:
             if w is not None:

@@ -16,7 +16,7 @@ from .. import specs
 from ..specs import AUC_BINS
 from ..targets import TargetMode
 
-f64 = tf.float64
+_F64 = tf.float64
 
 
 def synced(aggregation: str = "sum") -> dict:
@@ -33,9 +33,9 @@ def synced(aggregation: str = "sum") -> dict:
     }
 
 
-def _state(shape=(), aggregation: str = "sum") -> tf.Variable:
+def _state(shape: tuple[int, ...] = (), aggregation: str = "sum") -> tf.Variable:
     with tf.init_scope():  # created eagerly, even when first reached while tracing
-        return tf.Variable(tf.zeros(shape, f64), trainable=False, **synced(aggregation))
+        return tf.Variable(tf.zeros(shape, _F64), trainable=False, **synced(aggregation))
 
 
 class StateMetric:
@@ -53,43 +53,57 @@ class StateMetric:
     def build(self, mode: TargetMode, width: int) -> None:
         self.mode, self.width = mode, width
         self.distributed = tf.distribute.has_strategy()  # built under a strategy
-        self.variables = [_state(s, a) for s, a in zip(self.state_shapes(), self.aggregations())]
+        self.variables = [
+            _state(s, a) for s, a in zip(self.state_shapes(), self.aggregations(), strict=True)
+        ]
 
     def aggregations(self) -> list[str]:
         """How each state adds up over replicas (under a strategy): a sum by default."""
         return ["sum"] * len(self.state_shapes())
 
-    def state_shapes(self) -> list:
+    def state_shapes(self) -> list[tuple[int, ...]]:
         return [(), ()]
 
     def reset(self) -> None:
         for v in self.variables:
             v.assign(tf.zeros(v.shape, v.dtype))  # no read (a collective under a strategy)
 
-    def update(self, y, y_pred, sample_weight=None) -> None: ...
-    def result(self) -> tf.Tensor: ...
+    @property
+    def built_mode(self) -> TargetMode:
+        """The target mode ``build`` set (every update comes after it)."""
+        if self.mode is None:
+            raise RuntimeError(f"metric {self.name!r} was used before build()")
+        return self.mode
+
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        raise NotImplementedError
+
+    def result(self) -> tf.Tensor:
+        raise NotImplementedError
 
 
-def _spread(sample_weight, n) -> tf.Tensor:
+def _spread(sample_weight: Any, n: Any) -> tf.Tensor:
     """float64 weights of ``n`` flattened values: each sample's weight over its own values."""
-    w = tf.reshape(tf.cast(sample_weight, f64), [-1])
+    w = tf.reshape(tf.cast(sample_weight, _F64), [-1])
     return tf.reshape(tf.broadcast_to(w[:, None], [tf.size(w), n // tf.size(w)]), [-1])
 
 
-def _ratio(total, count) -> tf.Tensor:
+def _ratio(total: Any, count: Any) -> tf.Tensor:
     """total / count, 0 where count is 0 (Keras's divide_no_nan)."""
     return tf.math.divide_no_nan(total, count)
 
 
-def _labels(y, y_pred, mode: TargetMode, cut: float):
+def _labels(y: Any, y_pred: Any, mode: TargetMode, cut: float) -> tuple[tf.Tensor, tf.Tensor]:
     """Predicted and true labels, flattened, for the accuracy family."""
     if mode.task == "binary":
-        return tf.reshape(y_pred > cut, [-1]), tf.reshape(tf.cast(y, f64) > 0.5, [-1])
+        return tf.reshape(y_pred > cut, [-1]), tf.reshape(tf.cast(y, _F64) > 0.5, [-1])
     true = tf.argmax(y, -1) if mode.task == "categorical" else y
     return tf.reshape(tf.argmax(y_pred, -1), [-1]), tf.reshape(tf.cast(true, tf.int64), [-1])
 
 
-def _probabilities(y, y_pred, mode: TargetMode, width: int):
+def _probabilities(
+    y: Any, y_pred: Any, mode: TargetMode, width: int
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Scores in [0, 1] and 0/1 targets, flattened (one-vs-rest for class outputs)."""
     if mode.task == "binary":
         scores = tf.sigmoid(y_pred) if mode.from_logits else y_pred
@@ -103,8 +117,8 @@ def _probabilities(y, y_pred, mode: TargetMode, width: int):
     return tf.reshape(scores, [-1]), tf.reshape(tf.cast(target, scores.dtype), [-1])
 
 
-def _count(t) -> tf.Tensor:
-    return tf.cast(tf.size(t), f64)
+def _count(t: Any) -> tf.Tensor:
+    return tf.cast(tf.size(t), _F64)
 
 
 class Accuracy(StateMetric):
@@ -124,12 +138,12 @@ class Accuracy(StateMetric):
     def own_task(self, target_task: str) -> str | None:
         return self.task
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
-        pred, true = _labels(y, y_pred, self.mode, self.cut)
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        pred, true = _labels(y, y_pred, self.built_mode, self.cut)
         self.add(tf.equal(pred, true), sample_weight)
 
-    def add(self, hit: tf.Tensor, sample_weight) -> None:
-        hit = tf.cast(hit, f64)
+    def add(self, hit: tf.Tensor, sample_weight: Any) -> None:
+        hit = tf.cast(hit, _F64)
         if sample_weight is None:
             self.variables[0].assign_add(tf.reduce_sum(hit))
             self.variables[1].assign_add(_count(hit))
@@ -138,7 +152,7 @@ class Accuracy(StateMetric):
             self.variables[0].assign_add(tf.reduce_sum(w * hit))
             self.variables[1].assign_add(tf.reduce_sum(w))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         return _ratio(self.variables[0], self.variables[1])
 
 
@@ -152,8 +166,8 @@ class TopKAccuracy(Accuracy):
     def own_task(self, target_task: str) -> str:
         return self.task or ("categorical" if target_task == "categorical" else "sparse")
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
-        true = tf.argmax(y, -1) if self.mode.task == "categorical" else y
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        true = tf.argmax(y, -1) if self.built_mode.task == "categorical" else y
         true = tf.reshape(tf.cast(true, tf.int32), [-1, 1])
         scores = tf.reshape(y_pred, [tf.shape(true)[0], -1])
         top = tf.math.top_k(scores, k=min(self.k, self.width)).indices
@@ -167,9 +181,9 @@ class ErrorMean(StateMetric):
         super().__init__(name)
         self.kind = kind
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         diff = y_pred - tf.cast(tf.reshape(y, tf.shape(y_pred)), y_pred.dtype)
-        err = tf.cast(tf.abs(diff) if self.kind == "mae" else diff * diff, f64)
+        err = tf.cast(tf.abs(diff) if self.kind == "mae" else diff * diff, _F64)
         if sample_weight is None:
             self.variables[0].assign_add(tf.reduce_sum(err))
             self.variables[1].assign_add(_count(diff))
@@ -178,7 +192,7 @@ class ErrorMean(StateMetric):
             self.variables[0].assign_add(tf.reduce_sum(w * tf.reshape(err, [-1])))
             self.variables[1].assign_add(tf.reduce_sum(w))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         mean = _ratio(self.variables[0], self.variables[1])
         return tf.sqrt(mean) if self.kind == "rmse" else mean
 
@@ -190,15 +204,15 @@ class AUC(StateMetric):
         super().__init__(name)
         self.bins = bins
 
-    def state_shapes(self) -> list:
+    def state_shapes(self) -> list[tuple[int, ...]]:
         return [(self.bins,), (self.bins,)]
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
-        scores, target = _probabilities(y, y_pred, self.mode, self.width)
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        scores, target = _probabilities(y, y_pred, self.built_mode, self.width)
         bins = tf.clip_by_value(
-            tf.cast(tf.cast(scores, f64) * self.bins, tf.int64), 0, self.bins - 1
+            tf.cast(tf.cast(scores, _F64) * self.bins, tf.int64), 0, self.bins - 1
         )
-        target = tf.cast(target, f64)
+        target = tf.cast(target, _F64)
         negative = 1.0 - target
         if sample_weight is not None:
             w = _spread(sample_weight, tf.size(target))
@@ -206,7 +220,7 @@ class AUC(StateMetric):
         self.variables[0].assign_add(tf.math.unsorted_segment_sum(target, bins, self.bins))
         self.variables[1].assign_add(tf.math.unsorted_segment_sum(negative, bins, self.bins))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         pos, neg = self.variables
         above = tf.cumsum(pos, reverse=True) - pos  # positives in higher bins
         pairs = tf.reduce_sum(neg * (above + 0.5 * pos))
@@ -225,25 +239,25 @@ class PrecisionRecall(StateMetric):
         self.cut = specs.binary_threshold(mode.from_logits, self.threshold)
         super().build(mode, width)
 
-    def state_shapes(self) -> list:
-        shape = () if self.mode.task == "binary" else (self.width,)
+    def state_shapes(self) -> list[tuple[int, ...]]:
+        shape = () if self.built_mode.task == "binary" else (self.width,)
         return [shape, shape, shape]
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
-        pred, true = _labels(y, y_pred, self.mode, self.cut)
-        if self.mode.task != "binary":
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        pred, true = _labels(y, y_pred, self.built_mode, self.cut)
+        if self.built_mode.task != "binary":
             pred = tf.cast(tf.one_hot(pred, self.width), tf.bool)
             true = tf.cast(tf.one_hot(true, self.width), tf.bool)
-        count = lambda t: tf.reduce_sum(tf.cast(t, f64), axis=0)  # noqa: E731
+        count = lambda t: tf.reduce_sum(tf.cast(t, _F64), axis=0)  # noqa: E731
         if sample_weight is not None:
             w = _spread(sample_weight, tf.shape(true)[0])
             w = w if true.shape.rank == 1 else w[:, None]
-            count = lambda t: tf.reduce_sum(tf.cast(t, f64) * w, axis=0)  # noqa: E731
+            count = lambda t: tf.reduce_sum(tf.cast(t, _F64) * w, axis=0)  # noqa: E731
         self.variables[0].assign_add(count(pred & true))
         self.variables[1].assign_add(count(pred & ~true))
         self.variables[2].assign_add(count(~pred & true))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         tp, fp, fn = self.variables
         if self.kind == "f1":
             hits, denom = 2.0 * tp, 2.0 * tp + fp + fn
@@ -252,7 +266,7 @@ class PrecisionRecall(StateMetric):
         ratio = _ratio(hits, denom)
         if ratio.shape.rank == 0:
             return ratio
-        seen = tf.cast(denom > 0, f64)  # macro average over the classes that occurred
+        seen = tf.cast(denom > 0, _F64)  # macro average over the classes that occurred
         return tf.reduce_sum(ratio * seen) / tf.maximum(tf.reduce_sum(seen), 1.0)
 
 
@@ -262,41 +276,41 @@ class R2Score(StateMetric):
     for a constant column, and no cancellation for targets with a large mean.
     """
 
-    def state_shapes(self) -> list:
+    def state_shapes(self) -> list[tuple[int, ...]]:
         return [(), (3, self.width), (self.width,)]  # count, sums, shift
 
     def aggregations(self) -> list[str]:
         return ["sum", "sum", "first"]  # every replica sums about the same shift
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         count, sums, shift = self.variables
-        pred = tf.reshape(tf.cast(y_pred, f64), [-1, self.width])
-        true = tf.reshape(tf.cast(y, f64), tf.shape(pred))
+        pred = tf.reshape(tf.cast(y_pred, _F64), [-1, self.width])
+        true = tf.reshape(tf.cast(y, _F64), tf.shape(pred))
         first = tf.concat([true[:1], shift[None]], 0)[0]  # the first row (the shift if empty)
         empty = count == 0
         if self.distributed and not tf.distribute.in_cross_replica_context():
             # the global batch's first row (replica 0's), once no replica has summed yet
             context = tf.distribute.get_replica_context()
             empty = context.all_reduce("sum", count) == 0
-            own = tf.cast(context.replica_id_in_sync_group == 0, f64)
+            own = tf.cast(context.replica_id_in_sync_group == 0, _F64)
             first = context.all_reduce("sum", first * own)
         shift.assign(tf.where(empty, first, shift))  # nothing summed yet: set the shift
         centred = true - shift
         terms = tf.stack([centred, centred * centred, (true - pred) ** 2])
         if sample_weight is None:
             sums.assign_add(tf.reduce_sum(terms, 1))
-            count.assign_add(tf.cast(tf.shape(true)[0], f64))
+            count.assign_add(tf.cast(tf.shape(true)[0], _F64))
         else:
             w = tf.reshape(_spread(sample_weight, tf.shape(true)[0]), [1, -1, 1])
             sums.assign_add(tf.reduce_sum(w * terms, 1))
             count.assign_add(tf.reduce_sum(w))
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         count, sums, _ = self.variables
         total, squares, residual = tf.unstack(sums)
         spread = squares - total * _ratio(total, count)
         safe = tf.where(spread > 0, spread, 1.0)
-        score = tf.where(spread > 0, 1.0 - residual / safe, tf.cast(residual == 0, f64))
+        score = tf.where(spread > 0, 1.0 - residual / safe, tf.cast(residual == 0, _F64))
         return tf.where(count != 0, tf.reduce_mean(score), 0.0)
 
 
@@ -307,15 +321,15 @@ class BatchMean(StateMetric):
         super().__init__(name)
         self.fn = fn
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
-        n = tf.cast(tf.shape(y_pred)[0], f64)
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        n = tf.cast(tf.shape(y_pred)[0], _F64)
         if sample_weight is not None:  # the batch value counts for the batch's total weight
-            n = tf.reduce_sum(tf.cast(sample_weight, f64))
-        value = tf.cast(tf.reduce_mean(self.fn(y, y_pred)), f64)
+            n = tf.reduce_sum(tf.cast(sample_weight, _F64))
+        value = tf.cast(tf.reduce_mean(self.fn(y, y_pred)), _F64)
         self.variables[0].assign_add(tf.math.multiply_no_nan(value, n))  # 0 for an empty batch
         self.variables[1].assign_add(n)
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         return _ratio(self.variables[0], self.variables[1])
 
 
@@ -332,11 +346,11 @@ class NativeMetric(StateMetric):
     def reset(self) -> None:
         self.metric.reset_state()
 
-    def update(self, y, y_pred, sample_weight=None) -> None:
+    def update(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         self.metric.update_state(y, y_pred, sample_weight=sample_weight)
 
-    def result(self):
-        return tf.cast(self.metric.result(), f64)
+    def result(self) -> tf.Tensor:
+        return tf.cast(self.metric.result(), _F64)
 
 
 def from_keras(identifier: Any) -> Any:
@@ -381,7 +395,7 @@ class LogTracker:
             if key not in self.sums:
                 self.sums[key] = _state()
             self.returned.add(key)
-            mean = tf.cast(tf.reduce_mean(value), f64)
+            mean = tf.cast(tf.reduce_mean(value), _F64)
             self.sums[key].assign_add(
                 tf.math.multiply_no_nan(mean, n) if self.distributed else mean * n
             )

@@ -28,7 +28,7 @@ _OPTIMIZERS = {
 }
 
 
-def build_optimizer(optimizer: Any, lr: float | None, net: Any):
+def build_optimizer(optimizer: Any, lr: float | None, net: Any) -> Any:
     """compile's ``optimizer`` (a name, a Keras optimizer or a factory) for ``net``."""
     if isinstance(optimizer, KerasIdentifier):  # a Keras class name or dict: as Keras builds it
         optimizer = keras.optimizers.get(optimizer.as_keras())

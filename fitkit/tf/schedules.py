@@ -28,7 +28,6 @@ GRAPH_OPS = SimpleNamespace(
 )
 
 _KINDS = f"{PORTABLE_KINDS}, or a keras.optimizers.schedules.LearningRateSchedule"
-LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 
 
 def build_scheduler(spec: Any, optimizer: Any, *, every: str, monitor: str) -> Scheduler:
@@ -42,7 +41,7 @@ def build_scheduler(spec: Any, optimizer: Any, *, every: str, monitor: str) -> S
     if spec is None:
         return Scheduler()
     schedule = portable(spec)
-    if schedule is None and not isinstance(spec, LearningRateSchedule):
+    if schedule is None and not isinstance(spec, keras.optimizers.schedules.LearningRateSchedule):
         if foreign(spec) == "torch":
             raise FitkitTypeError(
                 f"lr_schedule is a torch {type(spec).__name__}, and this model is a TensorFlow "
@@ -53,11 +52,11 @@ def build_scheduler(spec: Any, optimizer: Any, *, every: str, monitor: str) -> S
         raise FitkitTypeError(f"lr_schedule must be {_KINDS}; got {type(spec).__name__}.")
     base = _base_lr(optimizer, spec)
     if schedule is not None:
-        return TFPortable(schedule, every, base, optimizer)
-    return KerasNative(spec, every, optimizer)
+        return PortableOnOptimizer(schedule, every, base, optimizer)
+    return NativeScheduler(spec, every, optimizer)
 
 
-class _Installed(LearningRateSchedule):
+class _Installed(keras.optimizers.schedules.LearningRateSchedule):
     """A schedule fitkit made the optimizer's learning rate; it keeps the lr variable it
     replaced, so that a later compile without it gives that variable back."""
 
@@ -107,11 +106,11 @@ class _Graph(_Installed):
         return {"schedule": repr(self.schedule), "base_lr": self.base_lr}
 
 
-class KerasNative(Scheduler):
+class NativeScheduler(Scheduler):
     """A Keras LearningRateSchedule: per batch it is the optimizer's learning rate (Keras's
     way, from ``optimizer.iterations``); per epoch it is evaluated at each epoch's number.
 
-    >>> KerasNative(keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.9), "epoch", opt)
+    >>> NativeScheduler(keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.9), "epoch", opt)
     """
 
     def __init__(self, schedule: Any, every: str, optimizer: Any) -> None:
@@ -138,11 +137,11 @@ class KerasNative(Scheduler):
             )
 
 
-class TFPortable(PortableScheduler):
+class PortableOnOptimizer(PortableScheduler):
     """A portable schedule on a Keras optimizer: per epoch the lr variable is set on the host;
     per batch the rate is computed in the graph from ``optimizer.iterations``.
 
-    >>> TFPortable(CosineDecay(), "batch", 0.1, opt)
+    >>> PortableOnOptimizer(CosineDecay(), "batch", 0.1, opt)
     """
 
     def __init__(self, schedule: Schedule, every: str, base_lr: float, optimizer: Any) -> None:
@@ -164,8 +163,9 @@ class TFPortable(PortableScheduler):
 
     def _seek(self, t: int) -> None:
         self.t = t
-        # device ops only: iterations is not read on the host
-        self.graph.offset.assign(tf.cast(self.optimizer.iterations, tf.int64) - t)
+        if self.graph is not None:  # per batch only (per epoch, the rate is set on the host)
+            # device ops only: iterations is not read on the host
+            self.graph.offset.assign(tf.cast(self.optimizer.iterations, tf.int64) - t)
 
     def _position(self) -> int:
         if self.graph is None:

@@ -8,6 +8,7 @@ adapter calls in its scope; values are read without collectives (see ``local_val
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -87,7 +88,7 @@ def set_weights(adapter: Any, weights: list) -> None:
             f"the network has {len(shapes)} of shapes {shapes[:4]}…. Pass "
             f"what model.get_weights() returns."
         )
-    for v, w in zip(own, weights):
+    for v, w in zip(own, weights, strict=True):
         assign(v, np.asarray(w))
 
 
@@ -201,7 +202,8 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
             tracker.sums[key].assign(arrays[f"logs/{mode}/{key}"])
         tracker.count.assign(arrays[f"logs/{mode}/__count__"])
         tracker.returned.update(saved["returned"])
-    for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"])):
+    # strict=False: before its first batch a model has no metrics yet (check_metric_names)
+    for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"], strict=False)):
         for j, v in enumerate(_metric_variables(metric)[: saved["count"]]):
             assign(v, arrays[f"metrics/{i}/{j}"])
     load_shared(adapter, arrays, meta, set_rng_state)
@@ -261,7 +263,7 @@ def _build_several(adapter: Any, saved: dict | None) -> None:
     if saved is None:
         return
     variables = adapter.net.trainable_variables  # saved as indices: the same network's order
-    for opt, trains in zip(adapter.optimizers, saved["trains"]):
+    for opt, trains in zip(adapter.optimizers, saved["trains"], strict=True):
         if trains is not None and not opt.built:
             opt.build([variables[i] for i in trains])
 
@@ -334,7 +336,7 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
             f"configure_optimizers() to resume. Nothing was restored."
         )
     parts = [("net", net), ("optimizer", opt)]
-    for k, (saved_k, other) in enumerate(zip(others, adapter.optimizers[1:]), 1):
+    for k, (saved_k, other) in enumerate(zip(others, adapter.optimizers[1:], strict=True), 1):
         variables = _optimizer_variables(other)
         check_same(
             f"optimizer {k}'s variables",
@@ -353,7 +355,7 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
             entry,
             "returned",
             where,
-            lambda v: sc.is_names(v) and set(v) <= set(keys),
+            _names_from(keys),
             "a list of names from its 'keys'",
         )
         for key in keys + ["__count__"]:
@@ -376,6 +378,11 @@ def check_rngs(arrays: dict, claimed: set, prefix: str = "") -> None:
     sc.check_host_rngs(arrays, claimed, prefix)
     state = shuffle_generator().state
     sc.array(arrays, f"{prefix}rng/shuffle", claimed, tuple(state.shape), _dtype(state.dtype))
+
+
+def _names_from(keys: list[str]) -> Callable[[Any], bool]:
+    """A check: a list of names, each one in ``keys``."""
+    return lambda v: sc.is_names(v) and set(v) <= set(keys)
 
 
 def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None:

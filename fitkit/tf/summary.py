@@ -125,7 +125,7 @@ def _layer_tree(layer: Any, prefix: str = "") -> tuple[list, list]:
     return leaves, own
 
 
-def _count(variables) -> int:
+def _count(variables: list) -> int:
     return int(sum(np.prod(v.shape) for v in variables))
 
 
@@ -145,7 +145,9 @@ def summarize(net: Any, example: Any, call: Callable[[Any], Any]) -> SummaryInfo
     for layer in wrapped:
         name, original = names[id(layer)], layer.call
 
-        def recording(*args, _original=original, _name=name, **kwargs):
+        def recording(
+            *args: Any, _original: Any = original, _name: str = name, **kwargs: Any
+        ) -> Any:
             out = _original(*args, **kwargs)
             seen.setdefault(_name, out)
             return out
@@ -174,9 +176,9 @@ def summarize(net: Any, example: Any, call: Callable[[Any], Any]) -> SummaryInfo
 def _rows(net: Any, leaves: list, own: list, seen: dict) -> list:
     """Leaves in call order, then weights no leaf row holds (a non-leaf layer's own weight,
     a leaf that never ran, a bare tf.Module's variables), each weight counted once."""
-    layers, counted = dict(leaves), set()
+    layers, counted = dict(leaves), set[int]()
 
-    def fresh(weights) -> int:
+    def fresh(weights: list) -> int:
         new = [w for w in weights if id(w) not in counted]
         counted.update(id(w) for w in new)
         return _count(new)

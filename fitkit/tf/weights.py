@@ -94,7 +94,7 @@ def _check_file(path: str) -> None:
         )
     elif kind == "zip" and names is None:
         cause = "is a damaged or truncated zip archive, not a Keras '.weights.h5' file"
-    elif kind == "zip" and "model.weights.h5" in names:
+    elif kind == "zip" and names is not None and "model.weights.h5" in names:
         cause = (
             "is a whole-model '.keras' archive, not a weights file; open it with "
             "keras.saving.load_model(path)"
@@ -249,7 +249,7 @@ def _load_or_restore(net: Any, merged: str, reference: str, path: str) -> None:
     except Exception as err:
         try:
             net.load_weights(reference)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever stops the restore, the report is the same
             raise FitkitValueError(
                 f"Keras failed part-way through loading {path!r} ({err}), "
                 f"and the previous weights could not be put back."

@@ -15,13 +15,25 @@ import torch
 
 from .. import distribute as strategies
 from .. import hf, specs, targets
-from ..adapter import WEIGHTS_FINITE
+from ..adapter import WEIGHTS_FINITE, BatchSource, SummaryInfo
 from ..controls import TrainingControls
 from ..optimizer_sets import OptimizerSet, SchedulerSet, after_each, scheduler_set
 from ..outputs import CompiledOutputs, call_loss, shared_loss
 from ..sources import unpack
 from . import controls as step_controls
-from . import data, devices, finite, losses, metrics, optimizers, schedules, state, summary, weights
+from . import (
+    data,
+    devices,
+    finite,
+    losses,
+    metrics,
+    optimizers,
+    readout,
+    schedules,
+    state,
+    summary,
+    weights,
+)
 
 
 def set_seed(seed: int) -> None:
@@ -35,20 +47,6 @@ def call_net(net: torch.nn.Module, x: Any) -> Any:
     if isinstance(x, (tuple, list)):
         return net(*x)
     return net(x)
-
-
-def _cat_padded(outputs: list) -> torch.Tensor:
-    """Batches of different lengths (token logits of padded batches) in one array, each
-    padded to the longest with -100, as Hugging Face's Trainer pads its predictions."""
-    if len({o.dim() for o in outputs}) > 1:
-        return torch.cat(outputs)  # torch's error names the ranks
-    tail = [max(o.shape[d] for o in outputs) for d in range(1, outputs[0].dim())]
-    merged = outputs[0].new_full((sum(len(o) for o in outputs), *tail), -100)
-    start = 0
-    for o in outputs:
-        merged[(slice(start, start + len(o)), *(slice(0, n) for n in o.shape[1:]))] = o
-        start += len(o)
-    return merged
 
 
 class Adapter:
@@ -83,7 +81,7 @@ class Adapter:
         self._forward = self._eval_forward = self.net  # what the steps call (a strategy's
         # wrapper: DDP for training, DataParallel for both)
         self._strategy: Any = None
-        self._ddp: Any = None  # distribute.DDPRun under "ddp": shares, logs, predictions
+        self._ddp: Any = None  # distribute.Replicas under "ddp": shares, logs, predictions
         self._attach(strategy)
 
     def _attach(self, strategy: Any) -> None:
@@ -181,7 +179,7 @@ class Adapter:
     def metrics(self) -> list:
         return self.outputs.metrics if self.outputs is not None else []
 
-    def autocast(self):
+    def autocast(self) -> Any:
         """The compiled precision's context (bf16 / fp16 autocast, or a no-op) for custom
         steps."""
         return self._autocast
@@ -215,8 +213,9 @@ class Adapter:
         shuffle: bool,
         sample_weight: Any = None,
         class_weight: dict | None = None,
-    ):
-        kind, extra = data.TensorSource, {}
+    ) -> data.TensorSource:
+        kind: type[data.TensorSource] = data.TensorSource
+        extra: dict[str, Any] = {}
         if self._ddp is not None:  # each process's share of every global batch
             self._ddp.check_open()
             kind, extra = data.ShardedTensorSource, {"comm": self._ddp}
@@ -239,7 +238,7 @@ class Adapter:
 
     def batch_source(
         self, source: Any, *, batch_size: int, shuffle: bool, class_weight: dict | None = None
-    ):
+    ) -> BatchSource:
         weigh = data.class_weight_fn(class_weight, self.device) if class_weight else None
         if self._ddp is not None:
             self._ddp.check_open()
@@ -260,33 +259,16 @@ class Adapter:
         return isinstance(value, torch.Tensor)
 
     def label_range(self, labels: torch.Tensor) -> list:
-        """(min, max, a non-whole label or NaN) of the labels: one host read."""
-        low, high = torch.aminmax(labels)
-        if labels.is_floating_point():
-            fractional = labels[labels != labels.round()].reshape(-1)[:1]
-            odd = fractional[0] if fractional.numel() else low.new_tensor(float("nan"))
-        else:
-            odd = low.new_tensor(0).double().fill_(float("nan"))
-        return torch.stack([low.double(), high.double(), odd.double()]).tolist()  # host sync
+        return readout.label_range(labels)
 
     def first_nonfinite(self, tensor: torch.Tensor) -> tuple[int, float] | None:
-        """(row, value) of the first NaN / inf in a float tensor, or None: one host read."""
-        if not tensor.is_floating_point() or not tensor.numel():
-            return None
-        finite = torch.isfinite(tensor).reshape(len(tensor), -1)
-        bad_rows = ~finite.all(1)
-        any_bad, row = torch.stack([bad_rows.any().long(), bad_rows.long().argmax()]).tolist()
-        if not any_bad:  # host sync: above, once per in-memory tensor
-            return None
-        return row, float(tensor[row].reshape(-1)[~finite[row]][0])
+        return readout.first_nonfinite(tensor)
 
     def value_range(self, value: torch.Tensor) -> list:
-        return torch.stack(list(torch.aminmax(value.float()))).tolist()  # host sync: a check
+        return readout.value_range(value)
 
     def probability_stats(self, value: torch.Tensor) -> list:
-        value = value.float()
-        stats = torch.stack([*torch.aminmax(value), *torch.aminmax(value.sum(-1))])
-        return stats.tolist()  # host sync: a check, once
+        return readout.probability_stats(value)
 
     def build_metric_states(self, head: Any, mode: targets.TargetMode, width: int) -> None:
         for metric in head.metrics:
@@ -294,11 +276,18 @@ class Adapter:
         head.built = True
 
     # ------------------------------------------------------------------ steps
-    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None):
-        return self.outputs.loss(y, y_pred, sample_weight)
+    @property
+    def _compiled(self) -> CompiledOutputs:
+        """The compiled outputs (every step comes after compile)."""
+        if self.outputs is None:
+            raise RuntimeError("the model is used before compile()")
+        return self.outputs
+
+    def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        return self._compiled.loss(y, y_pred, sample_weight)
 
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        self.outputs.update_metrics(
+        self._compiled.update_metrics(
             y, y_pred, sample_weight, self.update_head, self.build_metric_states
         )
 
@@ -383,7 +372,7 @@ class Adapter:
 
             return run_predict
         tracker = self._trackers[mode]
-        outputs = self.outputs
+        outputs = self._compiled
 
         def run(batch: tuple) -> None:
             logs = step(batch)
@@ -438,33 +427,13 @@ class Adapter:
                     values[metric.name] = metric.result()
         if weights:
             values[WEIGHTS_FINITE] = finite.flag(self.net, self.device)
-        if not values:
-            return {}
-        stacked = torch.stack([v.to(torch.float64).reshape(()) for v in values.values()])
-        return dict(zip(values, stacked.tolist()))  # host sync: one read for all logs
+        return readout.read_values(values)
 
     def outputs_to_numpy(self, outputs: list) -> Any:
         """Predictions as numpy; under DDP every process's, in order, on every process."""
         if self._ddp is not None:
             outputs = [self._ddp.gather(outputs)]
-        return self._to_numpy(outputs)
-
-    def _to_numpy(self, outputs: list) -> Any:
-        first = outputs[0]
-        if isinstance(first, torch.Tensor):
-            merged = (
-                torch.cat(outputs)
-                if len({o.shape[1:] for o in outputs}) == 1
-                else _cat_padded(outputs)
-            )
-            if merged.dtype == torch.bfloat16 or (  # numpy has no bfloat16; fp16 is
-                merged.dtype == torch.float16 and self.controls.precision == "fp16"
-            ):
-                merged = merged.float()  # autocast's, not the float32 weights' dtype
-            return merged.cpu().numpy()  # host sync: predictions leave the device
-        if isinstance(first, dict):
-            return {k: self._to_numpy([o[k] for o in outputs]) for k in first}
-        return type(first)(self._to_numpy([o[i] for o in outputs]) for i in range(len(first)))
+        return readout.outputs_to_numpy(outputs, fp16=self.controls.precision == "fp16")
 
     # ------------------------------------------------------------------ weights, summary
     def save_weights(self, path: str) -> None:
@@ -473,7 +442,7 @@ class Adapter:
     def load_weights(self, path: str, strict: bool = True) -> dict:
         return weights.load_weights(self.net, path, device=self.device, strict=strict)
 
-    def summary(self, input_shape: Any, input_data: Any):
+    def summary(self, input_shape: Any, input_data: Any) -> SummaryInfo:
         return summary.summary_info(self, input_shape, input_data)
 
     def infer(self, x: Any) -> Any:

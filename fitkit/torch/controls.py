@@ -143,7 +143,7 @@ class Update:
         ratio = self.first / self.rows
         if ratio != 1.0 or self.clips:
             params = self.params()
-            grads = [p.grad for p in params]
+            grads = [p.grad for p in params if p.grad is not None]  # params() has grads
             if ratio != 1.0 and grads:
                 torch._foreach_mul_(grads, ratio)
             if self.clips and grads:

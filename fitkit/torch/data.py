@@ -8,7 +8,7 @@ before, by fitkit/arrays.py; the process group is fitkit/torch/distribute.py's.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import count, islice
 from typing import Any
 
@@ -138,11 +138,12 @@ class TensorSource(DrawsFromFramework):
     ) -> None:
         host = torch.device("cpu")
         self.lazy = any(is_memory_map(leaf) for leaf in leaves(x))
-        to_host = lambda v: (
-            v
-            if isinstance(v, torch.Tensor) or is_memory_map(v)
-            else to_tensor(v, host, float_dtype)
-        )  # noqa: E731
+
+        def to_host(v: Any) -> Any:
+            if isinstance(v, torch.Tensor) or is_memory_map(v):
+                return v
+            return to_tensor(v, host, float_dtype)
+
         parts = [map_optional(to_host, v) for v in (x, y, sample_weight)]
         self.nbytes = sum(
             t.nbytes if is_memory_map(t) else t.numel() * t.element_size()
@@ -301,6 +302,7 @@ def batch_source(
     convert = lambda v: to_tensor(v, device, float_dtype)  # noqa: E731
     kwargs: dict = {"weigh": weigh}
     plan = None
+    kind: Callable[..., IterableSource]
     if _is_tf_dataset(data):
         kind, kwargs["restart"] = IterableSource, data.as_numpy_iterator
     else:
@@ -418,7 +420,7 @@ class _Item:
         self.item, self.index = item, index
 
 
-class ShardedBatches:
+class ShardedBatches(IterableSource):
     """Mixin over the iterable sources under DDP: each pass keeps this process's share.
 
     With a ``plan`` (a map-style dataset on a DistributedSampler: distribute.py's
@@ -434,7 +436,7 @@ class ShardedBatches:
             self.steps = plan[2]
 
     def _raw(self) -> Iterator:
-        raw = super()._raw()  # type: ignore[misc]
+        raw = super()._raw()
         self.offset = 0
         if self.plan is not None:
             raw = islice(raw, self.plan[2])
@@ -442,11 +444,12 @@ class ShardedBatches:
 
     def _batch(self, item: Any) -> tuple:
         if not isinstance(item, _Item):  # a peeked batch (the checks): the whole of it
-            return super()._batch(item)  # type: ignore[misc]
-        batch = super()._batch(item.item)  # type: ignore[misc]
+            return super()._batch(item)
+        batch = super()._batch(item.item)
         world, rank, got = self.comm.world_size, self.comm.rank, rows(batch[0])
         if self.plan is None:
             lo, hi = split_rows(got, world, rank)
+            positions: range | None
             total, positions = got, range(self.offset + lo, self.offset + hi)
             self.offset += got
         else:

@@ -20,8 +20,8 @@ import gc
 import os
 import warnings
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sized
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -138,7 +138,7 @@ class DDP(facade.Strategy):
             dist.init_process_group(kind, rank=self.rank, world_size=self.world_size)
         self.native = dist.group.WORLD
         self.closed = self.scope_ended = False
-        self.runs: list[weakref.ref] = []  # the wrapped networks (DDPRun), released by destroy()
+        self.runs: list[weakref.ref] = []  # the wrapped networks (Replicas), released by destroy()
         self.models = 0  # adapters attached and not yet garbage collected
 
     def barrier(self) -> None:
@@ -182,15 +182,15 @@ class DDP(facade.Strategy):
         self.closed = True
         atexit.unregister(self.destroy)
 
-    def attach(self, adapter: Any) -> DDPRun:
-        run = DDPRun(self, adapter)  # the adapter holds it; here only weakly, so that
+    def attach(self, adapter: Any) -> Replicas:
+        run = Replicas(self, adapter)  # the adapter holds it; here only weakly, so that
         self.runs.append(weakref.ref(run))  # releasing the model can end the group
         self.models += 1
         weakref.finalize(adapter, self.released)
         return run
 
 
-class DDPRun:
+class Replicas:
     """One adapter's DDP machinery, and the ``comm`` its sharded sources ask (rank,
     world_size, broadcast, draw_seed).
 
@@ -310,7 +310,9 @@ class DDPRun:
         flat = torch._utils._flatten_dense_tensors(grads)
         flat.mul_(scale / self.world_size)
         dist.all_reduce(flat)
-        for grad, value in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+        for grad, value in zip(
+            grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True
+        ):
             grad.copy_(value)
 
     # ------------------------------------------------------------------ reads
@@ -332,7 +334,7 @@ class DDPRun:
             list(row.split(sizes))
             for row in self.all_gather(torch.cat([p.reshape(-1) for p in parts]))
         ]
-        every = [[v.reshape(p.shape) for v, p in zip(row, parts)] for row in every]
+        every = [[v.reshape(p.shape) for v, p in zip(row, parts, strict=True)] for row in every]
         keys, n = list(tracker.sums), len(tracker.sums)
         count = sum(row[n] for row in every).clamp_min(1)
         values = {k: sum(row[i] for row in every) / count for i, k in enumerate(keys)}
@@ -438,7 +440,7 @@ def distributed_loader(source: Any, batch_size: int, shuffle: bool, comm: Any) -
     else:
         return source, None, None
     data.check_divisible(size, comm.world_size, what)
-    n = len(dataset)
+    n = len(cast(Sized, dataset))  # map-style, with a __len__ (checked above)
     sampler = DistributedSampler(
         dataset, num_replicas=comm.world_size, rank=comm.rank, shuffle=shuffle, drop_last=False
     )

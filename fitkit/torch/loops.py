@@ -110,7 +110,7 @@ def _rows(labels: Any) -> int:
     """The batch's number of samples: the first dimension of the (first) labels tensor."""
     while isinstance(labels, (dict, tuple, list)):
         labels = next(iter(labels.values())) if isinstance(labels, dict) else labels[0]
-    shape = getattr(labels, "shape", ())
+    shape = tuple(getattr(labels, "shape", ()))
     return int(shape[0]) if len(shape) else 1
 
 
@@ -156,8 +156,10 @@ def train_step(model: torch.nn.Module, features: Any, labels: Any) -> tuple[floa
     parts = _parts(model)
     model.train()
     loss, metric, _ = _batch(model, parts, features, labels, True, _device(model))
-    loss, metric = script.as_floats(loss, metric)  # host sync: a lone step returns floats
-    return loss, metric
+    loss_value, metric_value = script.as_floats(
+        loss, metric
+    )  # host sync: a lone step returns floats
+    return loss_value, metric_value
 
 
 def valid_step(model: torch.nn.Module, features: Any, labels: Any) -> tuple[float, float]:
@@ -169,8 +171,10 @@ def valid_step(model: torch.nn.Module, features: Any, labels: Any) -> tuple[floa
     model.eval()
     with torch.no_grad():
         loss, metric, _ = _batch(model, parts, features, labels, False, _device(model))
-    loss, metric = script.as_floats(loss, metric)  # host sync: a lone step returns floats
-    return loss, metric
+    loss_value, metric_value = script.as_floats(
+        loss, metric
+    )  # host sync: a lone step returns floats
+    return loss_value, metric_value
 
 
 class _Phase:

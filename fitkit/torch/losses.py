@@ -19,7 +19,7 @@ from ..errors import FitkitTypeError, FitkitValueError
 from ..identifiers import KerasIdentifier, portable_loss
 from ..specs import LossSpec, loss_spec
 
-EPSILON = 1e-7  # Keras's clipping epsilon for probability losses
+_EPSILON = 1e-7  # Keras's clipping epsilon for probability losses
 
 
 def _align(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -31,12 +31,12 @@ def _align(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _float(p, y):
+def _float(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _align(p, y).to(p.dtype)
 
 
-def _probs(y_pred):
-    return (y_pred / y_pred.sum(-1, keepdim=True)).clamp(EPSILON, 1.0 - EPSILON)
+def _probs(y_pred: torch.Tensor) -> torch.Tensor:
+    return (y_pred / y_pred.sum(-1, keepdim=True)).clamp(_EPSILON, 1.0 - _EPSILON)
 
 
 def _sparse(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -47,31 +47,31 @@ def _sparse(logp: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _bce(p, y):
+def _bce(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     y = _float(p, y)
-    p = p.clamp(EPSILON, 1.0 - EPSILON)
+    p = p.clamp(_EPSILON, 1.0 - _EPSILON)
     return -(y * torch.log(p) + (1.0 - y) * torch.log(1.0 - p))
 
 
-def _hinge(p, y):
+def _hinge(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     y = _float(p, y)
     y = torch.where(y == 0, -torch.ones_like(y), y)  # 0/1 labels become -1/1, as in Keras
     return torch.relu(1.0 - y * p)
 
 
-def _categorical_hinge(p, y):
+def _categorical_hinge(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     y = y.to(p.dtype)
     pos = (y * p).sum(-1)
     neg = ((1.0 - y) * p).amax(-1)
     return torch.relu(neg - pos + 1.0)
 
 
-def _kl(p, y):
-    y = y.to(p.dtype).clamp(EPSILON, 1.0)
-    return (y * torch.log(y / p.clamp(EPSILON, 1.0))).sum(-1)
+def _kl(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    y = y.to(p.dtype).clamp(_EPSILON, 1.0)
+    return (y * torch.log(y / p.clamp(_EPSILON, 1.0))).sum(-1)
 
 
-def _log_cosh(p, y):
+def _log_cosh(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     d = p - _float(p, y)
     return d + F.softplus(-2.0 * d) - torch.log(torch.tensor(2.0, dtype=d.dtype))
 
@@ -82,7 +82,7 @@ _VALUES: dict[str, Callable] = {
     "mae": lambda p, y: (p - _float(p, y)).abs(),
     "huber": lambda p, y: F.huber_loss(p, _float(p, y), delta=1.0, reduction="none"),
     "log_cosh": _log_cosh,
-    "poisson": lambda p, y: p - _float(p, y) * torch.log(p + EPSILON),
+    "poisson": lambda p, y: p - _float(p, y) * torch.log(p + _EPSILON),
     "cross_entropy": lambda p, y: _sparse(F.log_softmax(p, -1), y),
     "bce_with_logits": lambda p, y: F.binary_cross_entropy_with_logits(
         p, _float(p, y), reduction="none"
@@ -155,9 +155,9 @@ def _native(loss: Any) -> Callable:
     unreduced = None
     if isinstance(loss, torch.nn.Module) and getattr(loss, "reduction", None) == "mean":
         unreduced = copy.copy(loss)
-        unreduced.reduction = "none"
+        unreduced.reduction = "none"  # type: ignore[assignment]  # typed Tensor | Module; a loss keeps a str
 
-    def call(y, p, w):
+    def call(y: Any, p: Any, w: Any) -> torch.Tensor:
         if w is None:
             value = loss(p, y)
             return value if value.dim() == 0 else value.mean()

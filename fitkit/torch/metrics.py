@@ -40,9 +40,23 @@ class StateMetric:
         self.mode, self.width, self.device = mode, width, device
         self.reset()
 
-    def reset(self) -> None: ...
-    def update(self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight=None) -> None: ...
-    def result(self) -> torch.Tensor: ...
+    @property
+    def built_mode(self) -> TargetMode:
+        """The target mode ``build`` set (every update comes after it)."""
+        if self.mode is None:
+            raise RuntimeError(f"metric {self.name!r} was used before build()")
+        return self.mode
+
+    def reset(self) -> None:
+        """Zero the running state (each metric's own)."""
+
+    def update(
+        self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    def result(self) -> torch.Tensor:
+        raise NotImplementedError
 
     def local_state(self) -> list[torch.Tensor]:
         """The running state as float64 tensors of fixed shapes, in ``state_names`` order."""
@@ -51,9 +65,11 @@ class StateMetric:
             for k in self.state_names
         ]
 
-    def merge(self, states: list[list[torch.Tensor]]) -> dict:
+    def merge(self, states: list[list[torch.Tensor]]) -> dict[str, torch.Tensor]:
         """The state over every process, from each one's ``local_state()``: sums."""
-        return {k: sum(s[i] for s in states) for i, k in enumerate(self.state_names)}
+        return {
+            k: torch.stack([s[i] for s in states]).sum(0) for i, k in enumerate(self.state_names)
+        }
 
 
 def _spread(sample_weight: torch.Tensor, n: int) -> torch.Tensor:
@@ -62,14 +78,16 @@ def _spread(sample_weight: torch.Tensor, n: int) -> torch.Tensor:
     return w if w.shape[0] == n else w.reshape(-1, 1).expand(-1, n // w.shape[0]).reshape(-1)
 
 
-def _ratio(total: torch.Tensor, count) -> torch.Tensor:
+def _ratio(total: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
     """total / count, 0 where count is 0 (Keras's divide_no_nan); an int count is exact."""
     if isinstance(count, int):
         return total.double() / max(count, 1)
     return torch.where(count != 0, total / count, 0.0)
 
 
-def _labels(y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode, cut: float):
+def _labels(
+    y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode, cut: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and true labels, flattened, for the accuracy family."""
     if mode.task == "binary":
         return (y_pred > cut).reshape(-1), (y > 0.5).reshape(-1)
@@ -85,7 +103,9 @@ def _one_hot(labels: torch.Tensor, width: int) -> torch.Tensor:
     return labels.reshape(-1, 1) == torch.arange(width, device=labels.device)
 
 
-def _probabilities(y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode, width: int):
+def _probabilities(
+    y_pred: torch.Tensor, y: torch.Tensor, mode: TargetMode, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores in [0, 1] and 0/1 targets, flattened (one-vs-rest for class outputs)."""
     if mode.task == "binary":
         scores = torch.sigmoid(y_pred) if mode.from_logits else y_pred
@@ -116,13 +136,15 @@ class Accuracy(StateMetric):
 
     def reset(self) -> None:
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        self.count = 0
+        self.count: int | torch.Tensor = 0
 
-    def update(self, y_pred, y, sample_weight=None) -> None:
-        pred, true = _labels(y_pred, y, self.mode, self.cut)
+    def update(
+        self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> None:
+        pred, true = _labels(y_pred, y, self.built_mode, self.cut)
         self.add(pred == true, sample_weight)
 
-    def add(self, hit: torch.Tensor, sample_weight) -> None:
+    def add(self, hit: torch.Tensor, sample_weight: torch.Tensor | None) -> None:
         if sample_weight is None:
             self.correct += hit.sum()
             self.count += hit.numel()
@@ -131,7 +153,7 @@ class Accuracy(StateMetric):
             self.correct = self.correct + (w * hit).sum()
             self.count = self.count + w.sum()
 
-    def result(self):
+    def result(self) -> torch.Tensor:
         return _ratio(self.correct, self.count)
 
 
@@ -145,8 +167,10 @@ class TopKAccuracy(Accuracy):
     def own_task(self, target_task: str) -> str:
         return self.task or ("categorical" if target_task == "categorical" else "sparse")
 
-    def update(self, y_pred, y, sample_weight=None) -> None:
-        true = (y.argmax(-1) if self.mode.task == "categorical" else y).reshape(-1, 1).long()
+    def update(
+        self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> None:
+        true = (y.argmax(-1) if self.built_mode.task == "categorical" else y).reshape(-1, 1).long()
         top = y_pred.reshape(true.shape[0], -1).topk(min(self.k, self.width), dim=-1).indices
         self.add((top == true).any(-1), sample_weight)
 
@@ -162,9 +186,11 @@ class ErrorMean(StateMetric):
 
     def reset(self) -> None:
         self.total = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.count = 0
+        self.count: int | torch.Tensor = 0
 
-    def update(self, y_pred, y, sample_weight=None) -> None:
+    def update(
+        self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> None:
         diff = y_pred - y.reshape(y_pred.shape).to(y_pred.dtype)
         err = diff.abs() if self.kind == "mae" else diff * diff
         if sample_weight is None:
@@ -175,7 +201,7 @@ class ErrorMean(StateMetric):
             self.total += (w * err.reshape(-1)).sum()
             self.count = self.count + w.sum()
 
-    def result(self):
+    def result(self) -> torch.Tensor:
         mean = _ratio(self.total, self.count)
         return mean.sqrt() if self.kind == "rmse" else mean
 
@@ -193,8 +219,10 @@ class AUC(StateMetric):
         self.pos = torch.zeros(self.bins, dtype=torch.float64, device=self.device)
         self.neg = torch.zeros(self.bins, dtype=torch.float64, device=self.device)
 
-    def update(self, y_pred, y, sample_weight=None) -> None:
-        scores, target = _probabilities(y_pred, y, self.mode, self.width)
+    def update(
+        self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> None:
+        scores, target = _probabilities(y_pred, y, self.built_mode, self.width)
         bins = (scores.double() * self.bins).long().clamp_(0, self.bins - 1)
         target = target.double()
         negative = 1.0 - target
@@ -204,7 +232,7 @@ class AUC(StateMetric):
         self.pos.scatter_add_(0, bins, target)
         self.neg.scatter_add_(0, bins, negative)
 
-    def result(self):
+    def result(self) -> torch.Tensor:
         above = self.pos.flip(0).cumsum(0).flip(0) - self.pos  # positives in higher bins
         pairs = (self.neg * (above + 0.5 * self.pos)).sum()
         return _ratio(pairs, self.pos.sum() * self.neg.sum())
@@ -225,14 +253,16 @@ class PrecisionRecall(StateMetric):
         super().build(mode, width, device)
 
     def reset(self) -> None:
-        size = () if self.mode.task == "binary" else (self.width,)
+        size = () if self.built_mode.task == "binary" else (self.width,)
         self.tp, self.fp, self.fn = (
             torch.zeros(size, dtype=torch.float64, device=self.device) for _ in range(3)
         )
 
-    def update(self, y_pred, y, sample_weight=None) -> None:
-        pred, true = _labels(y_pred, y, self.mode, self.cut)
-        if self.mode.task != "binary":
+    def update(
+        self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> None:
+        pred, true = _labels(y_pred, y, self.built_mode, self.cut)
+        if self.built_mode.task != "binary":
             pred, true = _one_hot(pred, self.width), _one_hot(true, self.width)
         if sample_weight is None:
             self.tp += (pred & true).sum(0)
@@ -245,7 +275,7 @@ class PrecisionRecall(StateMetric):
         self.fp += (w * (pred & ~true)).sum(0)
         self.fn += (w * (~pred & true)).sum(0)
 
-    def result(self):
+    def result(self) -> torch.Tensor:
         if self.kind == "f1":
             hits, denom = 2.0 * self.tp, 2.0 * self.tp + self.fp + self.fn
         else:
@@ -268,7 +298,7 @@ class R2Score(StateMetric):
 
     def reset(self) -> None:
         self.sums = torch.zeros(3, self.width, dtype=torch.float64, device=self.device)
-        self.count = 0
+        self.count: int | torch.Tensor = 0
         self.shift: torch.Tensor | None = None
 
     def local_state(self) -> list[torch.Tensor]:
@@ -283,7 +313,7 @@ class R2Score(StateMetric):
             shift,
         ]
 
-    def merge(self, states: list[list[torch.Tensor]]) -> dict:
+    def merge(self, states: list[list[torch.Tensor]]) -> dict[str, torch.Tensor]:
         counts = torch.stack([s[1] for s in states])
         shifts = torch.stack([s[2] for s in states])
         shift = shifts[(counts != 0).int().argmax()]  # the first process with rows (no read)
@@ -295,7 +325,9 @@ class R2Score(StateMetric):
             )
         return {"sums": sums, "count": counts.sum(), "shift": shift}
 
-    def update(self, y_pred, y, sample_weight=None) -> None:
+    def update(
+        self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> None:
         pred = y_pred.reshape(-1, self.width).double()
         true = y.reshape(pred.shape).double()
         if self.shift is None:  # nothing summed yet: the first row is the shift
@@ -312,7 +344,7 @@ class R2Score(StateMetric):
             self.sums += (w * terms).sum(1)
             self.count = self.count + w.sum()
 
-    def result(self):
+    def result(self) -> torch.Tensor:
         total, squares, residual = self.sums
         spread = squares - total * _ratio(total, self.count)
         score = torch.where(spread > 0, 1.0 - residual / spread, (residual == 0).double()).mean()
@@ -333,9 +365,11 @@ class BatchMean(StateMetric):
 
     def reset(self) -> None:
         self.total = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.count = 0
+        self.count: int | torch.Tensor = 0
 
-    def update(self, y_pred, y, sample_weight=None) -> None:
+    def update(
+        self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> None:
         if not y_pred.shape[0]:  # an empty share of a batch (DDP): a mean of nothing is NaN
             return
         value = torch.as_tensor(self.fn(y_pred, y), device=self.device).detach()
@@ -350,7 +384,7 @@ class BatchMean(StateMetric):
             self.total += value * weight
             self.count = self.count + weight
 
-    def result(self):
+    def result(self) -> torch.Tensor:
         return _ratio(self.total, self.count)
 
 
@@ -361,14 +395,16 @@ class NativeMetric(StateMetric):
         super().__init__(getattr(metric, "name", None) or type(metric).__name__.lower())
         self.metric = metric
 
-    def build(self, mode, width, device) -> None:
+    def build(self, mode: TargetMode, width: int, device: torch.device) -> None:
         self.metric.to(device)
         super().build(mode, width, device)
 
     def reset(self) -> None:
         self.metric.reset()
 
-    def update(self, y_pred, y, sample_weight=None) -> None:
+    def update(
+        self, y_pred: torch.Tensor, y: torch.Tensor, sample_weight: torch.Tensor | None = None
+    ) -> None:
         if sample_weight is not None:
             raise FitkitValueError(
                 f"Metric {self.name!r} is a torchmetrics metric, which takes no sample weights. "
@@ -377,7 +413,7 @@ class NativeMetric(StateMetric):
             )
         self.metric.update(y_pred, y)
 
-    def result(self):
+    def result(self) -> torch.Tensor:
         return torch.as_tensor(self.metric.compute(), dtype=torch.float64)
 
 

@@ -19,7 +19,7 @@ from ..identifiers import KerasIdentifier, torch_optimizer
 
 # Portable optimizer names: Keras's default hyper-parameters, so a name means the same on
 # both backends, with torch's fast multi-tensor / fused kernels where they exist.
-_OPTIMIZERS = {
+_OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
     "sgd": (torch.optim.SGD, {"lr": 0.01}),
     "adam": (torch.optim.Adam, {"lr": 1e-3, "eps": 1e-7}),
     "adamw": (torch.optim.AdamW, {"lr": 1e-3, "eps": 1e-7, "weight_decay": 0.004}),
@@ -55,7 +55,7 @@ def build_optimizer(
         kwargs = {**kwargs, **settings, **({"lr": lr} if lr is not None else {})}
         devices = {p.device.type for p in params}
         fused = bool(devices) and devices <= _FUSED.get(name, set())
-        fast = {"fused": True} if fused else {"foreach": True}
+        fast: dict[str, Any] = {"fused": True} if fused else {"foreach": True}
         return cls(params, **kwargs, **fast)
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
@@ -147,7 +147,9 @@ def several_rates(opts: list[torch.optim.Optimizer]) -> dict[str, float]:
         key: rate
         for i, opt in enumerate(opts)
         for key, rate in zip(
-            lr_columns([g.get("name") for g in opt.param_groups], optimizer=i), rates(opt)
+            lr_columns([g.get("name") for g in opt.param_groups], optimizer=i),
+            rates(opt),
+            strict=True,
         )
     }
 
@@ -159,7 +161,7 @@ def rates(opt: torch.optim.Optimizer) -> list[float]:
 
 def group_rates(opt: torch.optim.Optimizer) -> dict[str, float]:
     """The history's learning-rate columns: one per param group (history.lr_columns)."""
-    return dict(zip(lr_columns([g.get("name") for g in opt.param_groups]), rates(opt)))
+    return dict(zip(lr_columns([g.get("name") for g in opt.param_groups]), rates(opt), strict=True))
 
 
 def scaled_rates(current: list[float], value: float, base: list[float], what: str) -> list[float]:
@@ -181,7 +183,7 @@ def scaled_rates(current: list[float], value: float, base: list[float], what: st
 
 def set_rates(opt: torch.optim.Optimizer, values: list[float]) -> None:
     """Set each param group's rate (a tensor lr, as capturable optimizers keep, stays one)."""
-    for group, value in zip(opt.param_groups, values):
+    for group, value in zip(opt.param_groups, values, strict=True):
         if isinstance(group["lr"], torch.Tensor):
             group["lr"].fill_(value)
         else:

@@ -33,7 +33,7 @@ def build_scheduler(
         return Scheduler()
     schedule = portable(spec)
     if schedule is not None:
-        return TorchPortable(
+        return PortableOnOptimizer(
             schedule, every, [float(g["lr"]) for g in optimizer.param_groups], optimizer
         )
     if foreign(spec) == "keras":
@@ -60,19 +60,19 @@ def build_scheduler(
             f"the optimizer object itself to compile, or a factory: lr_schedule=lambda opt: "
             f"{type(spec).__name__}(opt, ...)."
         )
-    return TorchNative(spec, every, monitor)
+    return NativeScheduler(spec, every, monitor)
 
 
-class TorchNative(Scheduler):
+class NativeScheduler(Scheduler):
     """A torch scheduler, stepped at each epoch end (or after each update, ``every='batch'``);
     ReduceLROnPlateau steps at epoch end with ``logs[monitor]``.
 
-    >>> TorchNative(StepLR(opt, step_size=2), "epoch", "val_loss")
+    >>> NativeScheduler(StepLR(opt, step_size=2), "epoch", "val_loss")
     """
 
     def __init__(self, scheduler: LRScheduler, every: str, monitor: str) -> None:
         self.scheduler, self.every = scheduler, every
-        self.plateau = isinstance(scheduler, ReduceLROnPlateau)
+        self.plateau = scheduler if isinstance(scheduler, ReduceLROnPlateau) else None
         self.monitor = monitor if self.plateau else None
         self._seen = False  # the monitor was in an earlier epoch's logs (validation_freq > 1)
         if self.plateau and every == "batch":
@@ -96,7 +96,7 @@ class TorchNative(Scheduler):
                     f"one of those keys."
                 )
             self._seen = True
-            self.scheduler.step(float(logs[self.monitor]))
+            self.plateau.step(float(logs[self.monitor]))
         elif self.every == "epoch":
             self.scheduler.step()
 
@@ -123,11 +123,11 @@ class TorchNative(Scheduler):
         self.scheduler.load_state_dict(state["state"])
 
 
-class TorchPortable(PortableScheduler):
+class PortableOnOptimizer(PortableScheduler):
     """A portable schedule on a torch optimizer: each param group's lr is set from a Python
     counter (per batch, in ``after_update``: no device sync), the ratios between groups kept.
 
-    >>> TorchPortable(CosineDecay(), "batch", [0.1], opt)
+    >>> PortableOnOptimizer(CosineDecay(), "batch", [0.1], opt)
     """
 
     def __init__(

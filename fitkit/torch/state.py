@@ -34,11 +34,14 @@ def to_array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.numpy().copy()
 
 
-def to_tensor(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """``array`` back as a tensor of ``like``'s dtype and device."""
-    if like.dtype == torch.bfloat16:
-        return torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16).to(like.device)
-    return torch.from_numpy(np.array(array)).to(device=like.device, dtype=like.dtype)
+def assign(tensor: torch.Tensor, array: np.ndarray) -> None:
+    """Copy ``array`` (what ``to_array`` saved) into ``tensor``, keeping its dtype and device."""
+    if tensor.dtype == torch.bfloat16:
+        value = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+    else:
+        value = torch.from_numpy(np.array(array)).to(dtype=tensor.dtype)
+    with torch.no_grad():
+        tensor.copy_(value.to(tensor.device))
 
 
 # ---------------------------------------------------------------------- weights
@@ -58,8 +61,8 @@ def set_weights(adapter: Any, weights: list) -> None:
             f"what model.get_weights() returns."
         )
     with torch.no_grad():
-        for t, w in zip(own.values(), weights):
-            t.copy_(to_tensor(np.asarray(w), t))
+        for t, w in zip(own.values(), weights, strict=True):
+            assign(t, np.asarray(w))
 
 
 # ---------------------------------------------------------------------- RNGs
@@ -171,8 +174,8 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
     saved_opts = [meta["optimizer"], *meta.get("optimizers", [])]  # checked above
     with torch.no_grad():
         for k, t in net.items():
-            t.copy_(to_tensor(arrays[f"net/{k}"], t))
-    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts)):
+            assign(t, arrays[f"net/{k}"])
+    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts, strict=True)):
         prefix = "optimizer" if i == 0 else f"optimizers/{i}"
         opt.load_state_dict(_optimizer_state(opt, arrays, saved, prefix))
     for mode, tracker in adapter._trackers.items():
@@ -181,7 +184,8 @@ def set_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None:
             k: _tensor(arrays[f"logs/{mode}/{k}"], adapter.device) for k in saved["keys"]
         }
         tracker.count = saved["count"]
-    for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"])):
+    # strict=False: before its first batch a model has no metrics yet (check_metric_names)
+    for i, (metric, saved) in enumerate(zip(adapter.metrics, meta["metrics"], strict=False)):
         for name in _METRIC_STATE:
             key = f"metrics/{i}/{name}"
             if key in arrays:
@@ -218,7 +222,7 @@ def _optimizer_state(optimizer: Any, arrays: dict, saved: dict, prefix: str) -> 
     """An optimizer's state_dict rebuilt from arrays + JSON (tuples where torch keeps them)."""
     own_groups = optimizer.state_dict()["param_groups"]
     groups = []
-    for own, group in zip(own_groups, saved["param_groups"]):
+    for own, group in zip(own_groups, saved["param_groups"], strict=True):
         groups.append(
             {k: tuple(v) if isinstance(own.get(k), tuple) else v for k, v in group.items()}
         )
@@ -290,7 +294,7 @@ def check_state(adapter: Any, arrays: dict[str, np.ndarray], meta: dict) -> None
             f"model has {len(adapter.optimizers)}; compile with the same "
             f"configure_optimizers() to resume. Nothing was restored."
         )
-    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts)):
+    for i, (opt, saved) in enumerate(zip(adapter.optimizers, saved_opts, strict=True)):
         where, prefix = (
             ("['optimizer']", "optimizer")
             if i == 0
@@ -357,7 +361,9 @@ def _check_optimizer(
         "a list of dicts",
     )
     if kind not in (name, None) or any(
-        sorted(g) != sorted(o) for g, o in zip(groups, own["param_groups"])
+        # strict=False: the groups' count is compared just below, with its own message
+        sorted(g) != sorted(o)
+        for g, o in zip(groups, own["param_groups"], strict=False)
     ):
         raise FitkitValueError(
             f"it holds the optimizer state of {kind} (settings "
@@ -371,7 +377,7 @@ def _check_optimizer(
             "compile with the same optimizer and parameter groups to resume. "
             "Nothing was restored."
         )
-    for i, (group, mine) in enumerate(zip(groups, own["param_groups"])):
+    for i, (group, mine) in enumerate(zip(groups, own["param_groups"], strict=True)):
         for key, value in mine.items():
             if key != "params":
                 sc.like(group[key], value, f"{where}['param_groups'][{i}][{key!r}]")
@@ -448,20 +454,15 @@ def _check_metrics(adapter: Any, arrays: dict, meta: dict, claimed: set) -> None
         for key, value in entry["scalars"].items():
             if key not in _METRIC_STATE or not (value is None or sc.is_number(value)):
                 raise sc.bad(f"['metrics'][{i}]['scalars'][{key!r}]", value, "a number or null")
-        names = set(entry["scalars"]) | {n for n in _METRIC_STATE if f"metrics/{i}/{n}" in arrays}
-        if metric is not None and names != {n for n in _METRIC_STATE if hasattr(metric, n)}:
+        held = set(entry["scalars"]) | {n for n in _METRIC_STATE if f"metrics/{i}/{n}" in arrays}
+        if metric is not None and held != {n for n in _METRIC_STATE if hasattr(metric, n)}:
             raise sc.bad(f"['metrics'][{i}]", entry, f"the state of metric {metric.name!r}")
         for name in _METRIC_STATE:
             if f"metrics/{i}/{name}" in arrays:
                 mine = getattr(metric, name, None)
                 shape = tuple(mine.shape) if isinstance(mine, torch.Tensor) else None
-                sc.array(
-                    arrays,
-                    f"metrics/{i}/{name}",
-                    claimed,
-                    shape,
-                    _dtype(mine.dtype) if shape is not None else None,
-                )
+                dtype = _dtype(mine.dtype) if isinstance(mine, torch.Tensor) else None
+                sc.array(arrays, f"metrics/{i}/{name}", claimed, shape, dtype)
 
 
 def _dtype(dtype: torch.dtype) -> np.dtype:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Set
 from typing import Any
 
 import torch
@@ -44,7 +44,10 @@ def summary_info(adapter: Any, input_shape: Any, input_data: Any) -> SummaryInfo
 
 
 def zeros(
-    shapes: Any, device: torch.device, float_dtype: torch.dtype, integer: set[int] = frozenset()
+    shapes: Any,
+    device: torch.device,
+    float_dtype: torch.dtype,
+    integer: Set[int] = frozenset(),
 ) -> Any:
     """A batch of 2 zeros per shape; inputs whose position is in ``integer`` are int64."""
     count = itertools.count()
@@ -61,7 +64,10 @@ def zeros(
 
 
 def index_error(err: Exception) -> bool:
-    """Whether a failed forward looks like floats reaching an integer-only op."""
+    """Whether a failed forward looks like floats reaching an integer-only op. An embedding
+    given floats raises a plain RuntimeError ("Expected tensor for argument #1 'indices' to
+    have one of the following scalar types: Long, Int"), so its text is read;
+    tests/torch/test_torch_errors.py pins it on the pinned torch."""
     return isinstance(err, (IndexError, TypeError)) or bool(
         re.search(r"\b(long|int\d*|index|indices|dtype|scalar types?)\b", str(err), re.IGNORECASE)
     )
@@ -121,7 +127,7 @@ class Recorder:
         }  # childless root is its own leaf
         self.seen: dict[str, Any] = {}
         self.index_inputs: set[int] = set()
-        self._storages: list[int] = []
+        self._storages: list[int | None] = []  # None: not a tensor, or empty
 
     def run_or_explain(self, example: Any) -> None:
         try:
@@ -145,12 +151,12 @@ class Recorder:
                 handle.remove()
 
     def _hook(self, name: str) -> Callable:
-        def hook(module, inputs, output):
+        def hook(module: torch.nn.Module, inputs: Any, output: Any) -> None:
             self.seen.setdefault(name, output)
 
         return hook
 
-    def _index_hook(self, module, inputs) -> None:
+    def _index_hook(self, module: torch.nn.Module, inputs: tuple) -> None:
         storage = _storage(inputs[0]) if inputs else None
         if storage is not None:
             self.index_inputs |= {i for i, s in enumerate(self._storages) if s == storage}
@@ -164,7 +170,7 @@ class Recorder:
         cls token, a positional embedding, a leaf that never ran), each counted once."""
         counted: set[int] = set()
 
-        def own(params) -> int:
+        def own(params: Iterable[torch.nn.Parameter]) -> int:
             fresh = [p for p in params if id(p) not in counted]
             counted.update(id(p) for p in fresh)
             return sum(p.numel() for p in fresh)
