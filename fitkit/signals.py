@@ -15,9 +15,12 @@ import struct
 import sys
 import threading
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import FitkitValueError
+
+if TYPE_CHECKING:
+    from .model import Model
 
 TIMEOUT_ENV = "FITKIT_SIGTERM_TIMEOUT"
 TIMEOUT_S = 20.0  # how long fit may take to reach a step boundary after SIGTERM
@@ -63,7 +66,7 @@ class StopOnSigterm:
     came during it is then delivered to it (the default one ends the process).
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Model) -> None:
         self.model = model
         self.timeout = sigterm_timeout()
         self.pending = False  # a SIGTERM came
@@ -164,8 +167,8 @@ class StopOnSigterm:
             self.stopping = True
         self._cancel_timer()
         self._restore()  # from here a second SIGTERM ends the process at once
-        callbacks = getattr(self.model, "_fit_callbacks", None)
-        for cb in getattr(callbacks, "callbacks", []):
+        callbacks = self.model.runtime.callbacks
+        for cb in callbacks.callbacks if callbacks is not None else []:
             if isinstance(cb, BackupAndRestore):
                 cb.backup("SIGTERM")
         raise Terminated(at_boundary=True)

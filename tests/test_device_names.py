@@ -70,7 +70,7 @@ def test_a_torch_device_past_the_gpus_there_are_is_refused(one_gpu_torch, device
 def test_torch_cpu_names_are_accepted(torch_kit):
     for device in ("cpu", torch_kit.torch.device("cpu")):
         model = fitkit.Model(torch_kit.mlp(4, 1), device=device)
-        assert model._adapter.device == torch_kit.torch.device("cpu")
+        assert model.runtime.adapter.device == torch_kit.torch.device("cpu")
 
 
 # ---------------------------------------------------------------- TensorFlow

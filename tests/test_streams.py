@@ -149,7 +149,7 @@ class SaveThenStop(Callback):
         self.path, self.at = path, at
 
     def on_train_batch_end(self, batch, logs=None):
-        if (self.model._fit_state.epoch, batch + 1) == self.at:
+        if (self.model.runtime.fit.epoch, batch + 1) == self.at:
             self.model.save_checkpoint(self.path)
             raise KeyboardInterrupt
 

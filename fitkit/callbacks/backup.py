@@ -87,7 +87,7 @@ class BackupAndRestore(Callback):
         """Write the backup now: fit calls this at the step boundary where SIGTERM stops it."""
         self.model.save_checkpoint(self.path)
         if self.verbose and distribute.is_main_process():
-            state = self.model._fit_state
+            state = self.model.runtime.fit
             step = state.loop.steps_done if state.loop is not None else state.step
             where = (
                 f"epoch {state.epoch + 1}, step {step}"
@@ -101,7 +101,7 @@ class BackupAndRestore(Callback):
             )
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
-        state = self.model._fit_state
+        state = self.model.runtime.fit
         if (
             state is not None
             and state.completed

@@ -85,7 +85,7 @@ class KerasCallback(Callback):
     def set_model(self, model: Any) -> None:
         super().set_model(model)
         net = model.net
-        if getattr(model, "_compiled", False) and getattr(net, "optimizer", None) is None:
+        if model.runtime.compiled and getattr(net, "optimizer", None) is None:
             net.optimizer = model.optimizer  # Keras's callbacks read and set its rate
         self.callback.set_model(net)
 
