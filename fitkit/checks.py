@@ -8,7 +8,7 @@ the loops that run afterwards are training.py's, target rules targets.py's.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import arrays, framework_errors, hf, targets
 from .backend import backend_part
@@ -17,9 +17,13 @@ from .outputs import prediction, target
 from .resume import same_rngs
 from .sources import unpack
 
+if TYPE_CHECKING:
+    from .adapter import Adapter
+    from .model import Model
+
 
 def check_first(
-    model: Any,
+    model: Model,
     source: Any,
     mode: str,
     what: str = "",
@@ -56,7 +60,7 @@ def check_first(
 
 
 def _check_first(
-    model: Any, source: Any, mode: str, what: str, batch: tuple, run_network: bool
+    model: Model, source: Any, mode: str, what: str, batch: tuple, run_network: bool
 ) -> tuple:
     runtime = model.runtime
     if runtime.custom(mode):
@@ -78,7 +82,7 @@ def _check_first(
 
 
 def check_batch(
-    adapter: Any, batch: tuple, source: Any, *, with_loss: bool, run_network: bool = True
+    adapter: Adapter, batch: tuple, source: Any, *, with_loss: bool, run_network: bool = True
 ) -> bool:
     """Check one batch against the network and the losses before any step; build states.
 
@@ -133,14 +137,16 @@ def check_batch(
         mode, width = targets.check_output(
             head.spec,
             head.portable,
-            (y_t.shape[0], *head.tail),
+            (y_t.shape[0], *(head.tail or ())),
             tuple(y_t.shape),
-            # read only if a rule needs it, within this call (bound now all the same)
-            lambda head=head, y_t=y_t: adapter.label_range(labels(head, y_t)),
-            lambda head=head: (
-                adapter.value_range(prediction(head, y_pred)) if y_pred is not None else (0.0, 1.0)
+            # each read only if a rule needs it, within this call: this loop's head and y_t
+            lambda: adapter.label_range(labels(head, y_t)),  # noqa: B023
+            lambda: (
+                _min_max(adapter.value_range(prediction(head, y_pred)))  # noqa: B023
+                if y_pred is not None
+                else (0.0, 1.0)
             ),
-            (lambda head=head: adapter.probability_stats(prediction(head, y_pred)))
+            (lambda: adapter.probability_stats(prediction(head, y_pred)))  # noqa: B023
             if y_pred is not None
             else None,
         )
@@ -153,7 +159,7 @@ def check_batch(
     return rebuilt
 
 
-def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
+def try_metrics(adapter: Adapter, head: Any, y: Any, y_pred: Any, w: Any) -> None:
     """A metric that fails on this output's first batch fails here, not at step 1, and is
     named: each one is tried alone, so the error is the failing metric's own."""
     try:
@@ -188,7 +194,7 @@ def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
 
 
 def _failing_metric(
-    adapter: Any, head: Any, y: Any, y_pred: Any, w: Any, err: Exception
+    adapter: Adapter, head: Any, y: Any, y_pred: Any, w: Any, err: Exception
 ) -> tuple[Any, Exception]:
     """(the metric that raises, its exception): ``head``'s metrics tried one at a time."""
     if len(head.metrics) > 1:
@@ -198,6 +204,11 @@ def _failing_metric(
             except Exception as own:  # noqa: BLE001 - user code: its error, whatever it is
                 return metric, own
     return head.metrics[0], err
+
+
+def _min_max(values: list[float]) -> tuple[float, float]:
+    low, high = values
+    return low, high
 
 
 def check_batch_dimension(x: Any, y: Any) -> None:
@@ -212,7 +223,7 @@ def check_batch_dimension(x: Any, y: Any) -> None:
         )
 
 
-def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
+def forward_checked(adapter: Adapter, x: Any, source: Any = None) -> Any:
     """One inference pass on a first batch; a failure says what failed and on what inputs.
 
     Integer inputs that a float network refuses are converted to floats (as Keras's layers

@@ -14,11 +14,12 @@ from . import arrays, distribute, hf
 from .errors import FitkitValueError
 
 if TYPE_CHECKING:
-    pass
+    from .adapter import Adapter, BatchSource
+    from .model import Model
 
 
 def make_source(
-    adapter: Any,
+    adapter: Adapter,
     x: Any,
     y: Any,
     *,
@@ -28,7 +29,7 @@ def make_source(
     sample_weight: Any = None,
     class_weight: dict | None = None,
     what: str = "x",
-):
+) -> BatchSource:
     """The adapter's batch source for one data argument (arrays, or batches of a loader).
 
     ``batch_size=None``: the arrays are one batch (the batch-style calls).
@@ -74,7 +75,7 @@ def make_source(
 
 
 def fit_sources(
-    model: Any,
+    model: Model,
     x: Any,
     y: Any,
     sample_weight: Any,
@@ -137,7 +138,7 @@ def check_global_batch(batch_size: int | None) -> None:
         )
 
 
-def check_tensors_finite(adapter: Any, x: Any, y: Any) -> None:
+def check_tensors_finite(adapter: Adapter, x: Any, y: Any) -> None:
     """NaN / inf in tensors the user passed, found on their device (numpy is checked on the
     host by arrays.host_leaf)."""
     for label, leaf in arrays.named_leaves(x, "x") + arrays.named_leaves(y, "y"):
@@ -153,7 +154,9 @@ def check_tensors_finite(adapter: Any, x: Any, y: Any) -> None:
                 )
 
 
-def validation_source(adapter: Any, validation_data: Any, batch_size: int, need_y: bool):
+def validation_source(
+    adapter: Adapter, validation_data: Any, batch_size: int, need_y: bool
+) -> BatchSource:
     """``validation_data`` as (x, y), (x, y, w), [x, y] or a dataset / loader of batches."""
     what = "validation_data"
     if (
@@ -191,7 +194,9 @@ def validation_source(adapter: Any, validation_data: Any, batch_size: int, need_
     )
 
 
-def split_for_validation(x: Any, y: Any, sample_weight: Any, validation_split: float, need_y: bool):
+def split_for_validation(
+    x: Any, y: Any, sample_weight: Any, validation_split: float, need_y: bool
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """Keras's validation_split: the last rows (before shuffling) become validation data."""
     if not arrays.is_structure_of_arrays(x):
         raise FitkitValueError(

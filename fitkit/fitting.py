@@ -184,18 +184,19 @@ def run_fit(
     display.close()
     adapter.set_training(was_training)
     training.call_hook(cbs.on_train_end, "fit: train end", logs)
-    return model.history
+    return training.running_history(model)
 
 
 def stopped_at(model: Model, state: FitState, err: BaseException) -> None:
     """Record (and for Ctrl-C, print) where an interrupted fit stopped."""
+    history = training.running_history(model)
     step = state.loop.steps_done if state.loop is not None else state.step
     where = (
         f"epoch {state.epoch + 1}, step {step}"
         if state.loop is not None
         else f"after epoch {state.epoch}"
     )
-    kept = f"model.history keeps {len(model.history)} finished epoch(s)"
+    kept = f"model.history keeps {len(history)} finished epoch(s)"
     if isinstance(err, KeyboardInterrupt):
         how = (
             "terminated (SIGTERM)"
@@ -206,7 +207,7 @@ def stopped_at(model: Model, state: FitState, err: BaseException) -> None:
         print(f"\nfit {state.interrupted}; {kept}.", file=sys.stderr, flush=True)
     else:
         state.interrupted = f"stopped by {type(err).__name__} at {where}"
-    model.history.stop_reason = model.history.stop_reason or state.interrupted
+    history.stop_reason = history.stop_reason or state.interrupted
 
 
 def due(validation_freq: int | Sequence[int], epoch: int) -> bool:

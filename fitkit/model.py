@@ -429,7 +429,7 @@ class Model(CustomSteps):
         *,
         input_data: Any = None,
         print_fn: Callable[[str], Any] | None = print,
-    ):
+    ) -> Any:
         """Print layer (type), output shape and params; return them as a DataFrame.
 
         With no arguments it uses a built Keras model's inputs, or a batch fitkit has seen.

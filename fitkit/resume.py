@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import FitkitValueError
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
 
 
 @dataclass
@@ -61,7 +64,7 @@ class LoadedCheckpoint:
 def host_rng_state() -> dict[str, np.ndarray]:
     """python's and numpy's global RNGs as arrays."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    _kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
         "rng/python": np.asarray(internal, dtype=np.uint64),
         "rng/python_meta": np.asarray([version, -1 if gauss is None else 0], np.int64),
@@ -141,7 +144,7 @@ def check_same(what: str, saved: list, own: list, path_hint: str = "") -> None:
 
 
 def save_shared(
-    adapter: Any, arrays: dict[str, np.ndarray], meta: dict, rngs: dict[str, np.ndarray]
+    adapter: Adapter, arrays: dict[str, np.ndarray], meta: dict, rngs: dict[str, np.ndarray]
 ) -> None:
     """The parts of a training state both backends save alike: the schedule's state, a
     pending accumulation window, the RNGs."""
@@ -151,7 +154,7 @@ def save_shared(
     arrays.update(rngs)
 
 
-def load_shared(adapter: Any, arrays: dict[str, np.ndarray], meta: dict, set_rngs: Any) -> None:
+def load_shared(adapter: Adapter, arrays: dict[str, np.ndarray], meta: dict, set_rngs: Any) -> None:
     """Restore what ``save_shared`` saved (``set_rngs``: the backend's RNG setter)."""
     if meta.get("scheduler") is not None:
         adapter.scheduler.load_state_dict(meta["scheduler"])

@@ -141,7 +141,9 @@ class StopOnSigterm:
                 return
             self.expired = True
         if hasattr(signal, "pthread_kill"):  # a real signal: it interrupts a sleep too
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+            main = threading.main_thread().ident
+            assert main is not None  # the main thread has started: it runs this fit
+            signal.pthread_kill(main, signal.SIGTERM)
         else:
             _thread.interrupt_main(signal.SIGTERM)  # runs _handle again, in the main thread
 

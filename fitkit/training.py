@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import arrays, checks, distribute, finite, framework_errors, streams
 from .backend import backend_part
@@ -21,10 +22,14 @@ from .callbacks import CallbackList
 from .data_args import make_source
 from .display import EpochDisplay, format_logs
 from .errors import FitkitError, StepFailedError
-from .history import is_lr_column
+from .history import History, is_lr_column
 from .resume import FitState, unprefixed
 from .sources import checked_batch_size
 from .steps import StepLoop
+
+if TYPE_CHECKING:
+    from .adapter import Adapter, BatchSource
+    from .model import Model
 
 AUTO_STEPS_PER_EXECUTION = 32  # steps per compiled call when nothing needs each step
 
@@ -62,7 +67,7 @@ def call_hook(hook: Any, where: str, *args: Any) -> None:
 
 
 def one_batch(
-    model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any, mode: str
+    model: Model, x: Any, y: Any, sample_weight: Any, class_weight: Any, mode: str
 ) -> tuple:
     """The checked batch of a batch-style call (``train_on_batch`` and friends)."""
     source = make_source(
@@ -82,7 +87,7 @@ def one_batch(
 
 
 def on_batch(
-    model: Any,
+    model: Model,
     mode: str,
     x: Any,
     y: Any,
@@ -157,7 +162,7 @@ def _lead_with_cause(text: str) -> str:
     )
 
 
-def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | None) -> int:
+def steps_per_call(model: Model, cbs: CallbackList, kind: str, log_every: int | None) -> int:
     """Steps per compiled call: the user's number, or 'auto' (all that no hook or log point
     needs to see one by one)."""
     chosen = model.runtime.steps_per_execution
@@ -168,12 +173,12 @@ def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | No
 
 
 def fit_epoch(
-    model: Any,
+    model: Model,
     epoch: int,
     state: FitState,
     *,
-    train,
-    val,
+    train: BatchSource,
+    val: BatchSource | None,
     cbs: CallbackList,
     display: EpochDisplay,
     limit: int | None,
@@ -239,7 +244,7 @@ def fit_epoch(
             )
         )
         state.keys_checked = True
-    model.history.append(epoch, logs)
+    running_history(model).append(epoch, logs)
     adapter.scheduler.epoch_end(epoch, logs)
     state.global_step += loop.steps_done - (resumed or 0)
     state.epoch, state.step, state.loop = epoch + 1, 0, None
@@ -249,6 +254,13 @@ def fit_epoch(
     return logs
 
 
+def running_history(model: Model) -> History:
+    """The fit's history: run_fit's, or the one a backup restored at train begin."""
+    if model.history is None:  # only if a callback dropped it: the fit's rows are lost
+        model.history = History()
+    return model.history
+
+
 def expected_keys(train_keys: list, with_validation: bool, lr_keys: Any) -> list[str]:
     """The keys every epoch's logs will hold (validation ones when there is validation, and
     ``lr_keys``: the adapter's learning-rate columns)."""
@@ -256,7 +268,9 @@ def expected_keys(train_keys: list, with_validation: bool, lr_keys: Any) -> list
     return keys + ([f"val_{k}" for k in keys] if with_validation else []) + list(lr_keys)
 
 
-def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int | None):
+def open_pass(
+    adapter: Adapter, state: FitState, train: BatchSource, group: int, limit: int | None
+) -> Iterator[tuple[Any, int]]:
     """This epoch's batches, with the RNGs as the pass began recorded (or, when resuming,
     put back while the pass opens and skips what was done, so it draws the same order).
     With steps_per_epoch (``limit``), one pass goes on across epochs (streams.py)."""
@@ -279,7 +293,7 @@ def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int 
 
 
 @contextmanager
-def kept_mode(adapter: Any):
+def kept_mode(adapter: Adapter) -> Iterator[None]:
     """The network's train/eval mode as it was, after an evaluation or prediction."""
     was_training = adapter.training_mode()
     try:
@@ -289,7 +303,7 @@ def kept_mode(adapter: Any):
 
 
 def validate_data(
-    model: Any,
+    model: Model,
     x: Any,
     y: Any,
     *,
@@ -320,7 +334,7 @@ def validate_data(
 
 
 def predict_data(
-    model: Any, x: Any, *, batch_size: int | None, verbose: int, callbacks: Any
+    model: Model, x: Any, *, batch_size: int | None, verbose: int, callbacks: Any
 ) -> Any:
     """``Model.predict``: a first-batch check, then every batch's outputs as numpy."""
     arrays.check_verbose(verbose, "predict")
@@ -339,7 +353,7 @@ def predict_data(
 
 
 def evaluate(
-    model: Any, source: Any, cbs: CallbackList, limit: int | None = None, where: str = "validate"
+    model: Model, source: Any, cbs: CallbackList, limit: int | None = None, where: str = "validate"
 ) -> dict[str, float]:
     """Loss and metrics over one pass of ``source`` (at most ``limit`` steps)."""
     adapter = model.runtime.adapter
@@ -358,7 +372,7 @@ def evaluate(
     return logs
 
 
-def predict(model: Any, source: Any, cbs: CallbackList) -> Any:
+def predict(model: Model, source: Any, cbs: CallbackList) -> Any:
     """Outputs of every batch of ``source``, merged into numpy arrays once at the end."""
     adapter = model.runtime.adapter
     adapter.set_training(False)

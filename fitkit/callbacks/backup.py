@@ -76,7 +76,7 @@ class BackupAndRestore(Callback):
                 )
 
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
-        if (batch + 1) % self.save_freq == 0:
+        if isinstance(self.save_freq, int) and (batch + 1) % self.save_freq == 0:
             self.model.save_checkpoint(self.path)
 
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import FitkitTypeError, FitkitValueError
@@ -205,7 +205,7 @@ def match_states(callbacks: list, states: list[dict], path: str) -> tuple[list, 
                 f"{len(own)} callback(s) under that key: which is which cannot be told. Give "
                 f"each its own state_key (override the property), or resume with as many."
             )
-        pairs += list(zip(own, saved))
+        pairs += list(zip(own, saved, strict=False))  # saved may be longer: dropped below
         dropped += [key] * (len(saved) - len(own))
     return pairs, dropped
 
@@ -259,7 +259,7 @@ class CallbackList:
             return None
         if any(not cb.step_interval for cb in wanting):
             return 1
-        return math.gcd(*(int(cb.step_interval) for cb in wanting))
+        return math.gcd(*(cb.step_interval or 1 for cb in wanting))  # each is set (above)
 
     def check_monitors(self, keys: Iterable[str]) -> None:
         """Every monitored key will be in the epoch logs; else a clear error, before training."""
@@ -319,7 +319,7 @@ class CallbackList:
         for fn in self.batch_hooks[hook]:
             fn(step, logs)
 
-    def __getattr__(self, hook: str):
+    def __getattr__(self, hook: str) -> Callable[..., None]:
         if not hook.startswith("on_"):
             raise AttributeError(hook)
 

@@ -103,7 +103,8 @@ class TensorBoard(Callback):
         before = self.global_step
         self.global_step += batch - self._last_batch
         self._last_batch = batch
-        if self.global_step // self.update_freq > before // self.update_freq and logs:
+        every = self.step_interval  # int(update_freq): this hook runs only with one
+        if every and self.global_step // every > before // every and logs:
             writer = self._writer("train")
             for key, value in logs.items():
                 writer.scalar(f"batch_{key}", value, self.global_step)
