@@ -86,8 +86,8 @@ class BackupAndRestore(Callback):
     def backup(self, why: str) -> None:
         """Write the backup now: fit calls this at the step boundary where SIGTERM stops it."""
         self.model.save_checkpoint(self.path)
-        if self.verbose and distribute.is_main_process():
-            state = self.model.runtime.fit
+        state = self.model.runtime.fit  # the running fit's (backup runs only inside one)
+        if self.verbose and distribute.is_main_process() and state is not None:
             step = state.loop.steps_done if state.loop is not None else state.step
             where = (
                 f"epoch {state.epoch + 1}, step {step}"

@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FitkitTypeError, FitkitValueError
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 _BATCH_HOOKS = (
     "on_train_batch_begin",
@@ -41,7 +44,7 @@ class Callback:
     step_interval: int | None = None
 
     def __init__(self) -> None:
-        self.model: Any = None
+        self.model: Model = None  # type: ignore[assignment]  # None until set_model (Keras's way)
         self.params: dict = {}
 
     def uses(self, hook: str) -> bool:
@@ -73,7 +76,7 @@ class Callback:
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned."""
 
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: Model) -> None:
         """Called as fit, validate or predict starts, with the fitkit Model (``self.model``)."""
         self.model = model
 
@@ -222,7 +225,7 @@ class CallbackList:
     {'loss': 0.42}
     """
 
-    def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict) -> None:
+    def __init__(self, callbacks: Iterable[Callback] | None, model: Model, params: dict) -> None:
         self.params = params
         from .keras_bridge import wrap  # Keras callbacks of a Keras network run bridged
 

@@ -170,7 +170,8 @@ class TerminateOnNaN(Callback):
                 flush=True,
             )
             self.model.stop_training = True
-            self.model.history.stop_reason = reason
+            if self.model.history is not None:  # (a fit's: always there)
+                self.model.history.stop_reason = reason
 
 
 # ---------------------------------------------------------------------- LambdaCallback

@@ -13,13 +13,16 @@ import string
 import warnings
 from collections.abc import Iterator, Mapping
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import distribute
 from ..errors import FitkitTypeError, FitkitValueError
 from ..history import LR_KEY
 from .base import Callback
 from .monitor import Improvement, check_monitor, check_number
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 _PATH_ONLY = ("epoch", "batch")  # filepath fields that are not log keys
 
@@ -57,7 +60,7 @@ class _Fields(Mapping):
     (or ``save_best_only``) needs them.
     """
 
-    def __init__(self, model: Any, epoch: int, batch: int | None, logs: Mapping | None) -> None:
+    def __init__(self, model: Model, epoch: int, batch: int | None, logs: Mapping | None) -> None:
         self.model, self.logs = model, logs or {}
         self.fixed = (
             {"epoch": epoch + 1} if batch is None else {"epoch": epoch + 1, "batch": batch + 1}

@@ -207,7 +207,8 @@ class EarlyStopping(Callback):
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            self.model.history.stop_reason = f"EarlyStopping: {self._why()}"
+            if self.model.history is not None:  # (a fit's: always there)
+                self.model.history.stop_reason = f"EarlyStopping: {self._why()}"
 
     def _why(self) -> str:
         if self.best is None:
