@@ -207,6 +207,7 @@ def _failing_metric(
 
 
 def _min_max(values: list[float]) -> tuple[float, float]:
+    """The [min, max] an adapter read, as the pair targets.check_output takes."""
     low, high = values
     return low, high
 

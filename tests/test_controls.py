@@ -154,7 +154,7 @@ def test_accumulation_state_saves_and_loads_a_pending_window(kit):
     assert int(model.runtime.adapter.accumulation.state()["count"]) == 1
     plain = fitkit.Model(linear(kit))
     plain.compile("sgd", "mse")
-    assert plain._adapter.accumulation is None
+    assert plain.runtime.adapter.accumulation is None
 
 
 def test_fp16_on_torch_cpu_trains_with_finite_losses(torch_kit):

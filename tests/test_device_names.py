@@ -114,11 +114,15 @@ def test_tensorflow_accepts_the_device_keras_places_the_model_on(tf_kit):
     if tf_kit.tf.config.get_visible_devices("GPU"):
         pytest.skip("this machine has a GPU")
     for device in ("cpu", "CPU:0", "/device:CPU:0"):
-        assert fitkit.Model(tf_kit.mlp(4, 1), device=device)._adapter.device == "/device:CPU:0"
+        assert (
+            fitkit.Model(tf_kit.mlp(4, 1), device=device).runtime.adapter.device == "/device:CPU:0"
+        )
 
 
 def test_tensorflow_refuses_a_device_keras_would_not_place_the_model_on(one_gpu_tf):
-    assert fitkit.Model(one_gpu_tf.mlp(4, 1), device="gpu")._adapter.device == "/device:GPU:0"
+    assert (
+        fitkit.Model(one_gpu_tf.mlp(4, 1), device="gpu").runtime.adapter.device == "/device:GPU:0"
+    )
     with pytest.raises(
         fitkit.FitkitValueError,
         match=r"trains where Keras places it, here GPU:0 \(the devices here are "

@@ -127,7 +127,7 @@ def test_a_repeated_dataset_runs_whole_chunks_with_no_host_count(tf_kit):
     """A repeat()ed dataset never ends: its chunks' step counts are known without a read."""
     tf = tf_kit.tf
     x, y = make_regression(n=64)
-    source = fitkit.Model(tf_kit.mlp(4, 1))._adapter.batch_source(
+    source = fitkit.Model(tf_kit.mlp(4, 1)).runtime.adapter.batch_source(
         tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat(), batch_size=16, shuffle=False
     )
     assert source.endless
