@@ -1,14 +1,18 @@
 """The Adapter protocol: the operations a backend provides to the backend-free facade.
 
-Owns the contract only. ``fitkit/torch/adapter.py`` and ``fitkit/tf/adapter.py`` each
-implement it once; the facade (model.py) calls nothing else of a backend.
+Owns the contract only: every attribute and method the backend-free modules use of an adapter.
+``fitkit/torch/adapter.py`` and ``fitkit/tf/adapter.py`` each implement it once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .controls import TrainingControls
+    from .outputs import CompiledOutputs
 
 WEIGHTS_FINITE = "__weights_finite__"  # read_logs(mode, weights=True): 1.0 when every
 # weight of the network is finite (read with the logs, in the same transfer)
@@ -56,7 +60,8 @@ class Adapter(Protocol):
     name: str  # "torch" | "tensorflow"
     net: Any
     metrics: list  # every compiled metric object (all outputs), in log order
-    outputs: Any  # outputs.CompiledOutputs: losses, weights and metrics per network output
+    outputs: CompiledOutputs  # losses, weights and metrics per output (None before compile,
+    # when the core does not read it)
     optimizer: Any
     optimizers: list  # every optimizer: [optimizer], or the several configure_optimizers gave
     loss_fn: Any  # compile's loss, as given
@@ -65,6 +70,7 @@ class Adapter(Protocol):
     scheduler: Any  # the lr scheduler compile built (backend's schedules.py), or None
     accumulation: Any  # pending accumulated gradients (and fp16 loss scale, torch) with
     # state() -> dict[str, numpy array] and load(dict), for checkpoints; None when off
+    controls: TrainingControls  # compile's training controls (every one off before compile)
 
     def __init__(self, net: Any, *, device: Any = None) -> None: ...
 
@@ -135,6 +141,13 @@ class Adapter(Protocol):
     # steps (the defaults behind Model.train_step & co.)
     def train_step(self, batch: Batch, compute_loss: Callable) -> dict: ...
     def test_step(self, batch: Batch, compute_loss: Callable) -> dict: ...
+    def shared_train_step(self, batch: Batch, shared_step: Callable[[Batch], dict]) -> dict:
+        """A class style's ``shared_step`` as the train step: its "loss" drives the update."""
+
+    def shared_test_step(self, batch: Batch, shared_step: Callable[[Batch], dict]) -> dict: ...
+    def call(self, x: Any) -> Any:
+        """The network on ``x`` in its current mode (``self(x)`` in a class-style step)."""
+
     def predict_step(self, batch: Batch) -> Any: ...
     def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any: ...
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None: ...
@@ -144,6 +157,11 @@ class Adapter(Protocol):
 
     def make_function(self, step: Callable[[Batch], Any], mode: str) -> Callable[[Any], Any]:
         """The step, compiled where the backend compiles, taking the items of ``batches``."""
+
+    def run_batch(
+        self, function: Callable[[Any], Any], batch: Any, mode: str, reset: bool
+    ) -> dict[str, float]:
+        """A batch-style call: the logs reset (when ``reset``), one step, the logs read."""
 
     def set_training(self, training: bool | None) -> None: ...
     def training_mode(self) -> bool | None: ...

@@ -1,7 +1,8 @@
 """Backend resolution: FITKIT_BACKEND, the network's own type, and lazy adapter import.
 
-Owns the mapping from names to adapter modules and the errors for unknown or missing
-backends. Imports a framework only when an adapter is actually requested.
+Owns the one finder of a backend's modules (``backend_module``: fitkit/torch/<part>.py or
+fitkit/tf/<part>.py) and the errors for unknown or missing backends. Imports a framework only
+when one of its modules is actually requested.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .errors import BackendError, FitkitTypeError, FitkitValueError
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
 
 ENV_VAR = "FITKIT_BACKEND"
 BACKENDS = ("torch", "tensorflow")
@@ -22,7 +27,7 @@ _INSTALL = {
     "tensorflow": "pip install 'fitkit[tensorflow]'  (or: pip install tensorflow)",
 }
 _FRAMEWORK_MODULE = {"torch": "torch", "tensorflow": "tensorflow"}
-_ADAPTER_MODULE = {"torch": "fitkit.torch.adapter", "tensorflow": "fitkit.tf.adapter"}
+_PACKAGE = {"torch": "fitkit.torch", "tensorflow": "fitkit.tf"}  # mirrored, file for file
 
 
 def normalize(name: str, *, source: str = "backend") -> str:
@@ -102,24 +107,32 @@ def backend_for(net: Any) -> str:
     return found
 
 
-def adapter_module(name: str):
-    """Import and return the adapter module for a backend name (lazily, on first use)."""
-    name = normalize(name)
+def backend_module(backend: str, part: str) -> ModuleType:
+    """The backend's module ``part`` ("adapter", "state", "devices", "events", "script"…):
+    the same file name in fitkit/torch/ and fitkit/tf/, so callers never name a backend.
+    Imported on first use; a backend whose framework is not installed is refused."""
+    name = normalize(backend)
     if not _installed(name):
         raise BackendError(
             f"The {name!r} backend was requested but {_FRAMEWORK_MODULE[name]} is not installed. "
             f"Install it with: {_INSTALL[name]}"
         )
-    return importlib.import_module(_ADAPTER_MODULE[name])
+    return importlib.import_module(f"{_PACKAGE[name]}.{part}")
 
 
-def loaded_adapter_modules() -> list:
-    """Adapter modules whose framework is already imported (used by set_seed)."""
-    return [
-        importlib.import_module(_ADAPTER_MODULE[n])
-        for n in BACKENDS
-        if _FRAMEWORK_MODULE[n] in sys.modules
-    ]
+def adapter_module(name: str) -> ModuleType:
+    """The adapter module for a backend name (``backend_module(name, "adapter")``)."""
+    return backend_module(name, "adapter")
+
+
+def backend_part(adapter: Adapter, part: str) -> ModuleType:
+    """The module ``part`` of the backend an adapter belongs to (``backend_module``)."""
+    return backend_module(adapter.name, part)
+
+
+def loaded_backends() -> list[str]:
+    """The backends whose framework is already imported (set_seed seeds each)."""
+    return [n for n in BACKENDS if _FRAMEWORK_MODULE[n] in sys.modules]
 
 
 def set_seed(seed: int) -> None:
@@ -133,12 +146,5 @@ def set_seed(seed: int) -> None:
 
     random.seed(seed)
     np.random.seed(seed)
-    modules = loaded_adapter_modules() or [adapter_module(backend())]
-    for module in modules:
-        module.set_seed(seed)
-
-
-def backend_part(adapter: Any, part: str):
-    """The module ``part`` (e.g. "state", "events") of the package an adapter comes from:
-    the same file name in fitkit/torch/ and fitkit/tf/, so callers never name a backend."""
-    return importlib.import_module(type(adapter).__module__.rsplit(".", 1)[0] + "." + part)
+    for name in loaded_backends() or [backend()]:
+        backend_module(name, "adapter").set_seed(seed)

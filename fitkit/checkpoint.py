@@ -163,7 +163,7 @@ def load_state(path: str) -> tuple[dict[str, np.ndarray], dict]:
     with _open_state(path) as (archive, header, infos):
         try:
             arrays = {}
-            for key, info in zip(header["arrays"], infos):
+            for key, info in zip(header["arrays"], infos, strict=True):  # checked: the same members
                 with archive.open(info) as f:
                     arrays[key] = npformat.read_array(f, allow_pickle=False)
         except _DAMAGE as err:

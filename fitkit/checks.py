@@ -8,18 +8,22 @@ the loops that run afterwards are training.py's, target rules targets.py's.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import arrays, hf, targets
+from . import arrays, framework_errors, hf, targets
 from .backend import backend_part
 from .errors import FitkitError, FitkitValueError
 from .outputs import prediction, target
 from .resume import same_rngs
 from .sources import unpack
 
+if TYPE_CHECKING:
+    from .adapter import Adapter
+    from .model import Model
+
 
 def check_first(
-    model: Any,
+    model: Model,
     source: Any,
     mode: str,
     what: str = "",
@@ -39,7 +43,7 @@ def check_first(
     that drew from them is opened again when it runs (one that drew from generators of its
     own, which nothing else draws from, is kept; so is a generator's, which cannot reopen).
     """
-    adapter = model._adapter
+    adapter = model.runtime.adapter
     if runs_next and not run_network:  # a batch-style call after its first: nothing draws
         return _check_first(model, source, mode, what, source.peek(), run_network)
     rngs = backend_part(adapter, "state")
@@ -56,28 +60,29 @@ def check_first(
 
 
 def _check_first(
-    model: Any, source: Any, mode: str, what: str, batch: tuple, run_network: bool
+    model: Model, source: Any, mode: str, what: str, batch: tuple, run_network: bool
 ) -> tuple:
-    if model._custom(mode):
-        model._adapter.example_inputs = unpack(batch)[0]
+    runtime = model.runtime
+    if runtime.custom(mode):
+        runtime.adapter.example_inputs = unpack(batch)[0]
         return batch
     try:
         rebuilt = check_batch(
-            model._adapter, batch, source, with_loss=mode != "predict", run_network=run_network
+            runtime.adapter, batch, source, with_loss=mode != "predict", run_network=run_network
         )
     except FitkitValueError as err:
         if not what:
             raise
         raise FitkitValueError(f"{what}: {err}") from err
     if rebuilt:
-        model._functions.clear()  # compiled steps hold the old metric states
-    if model._adapter.example_inputs is not unpack(batch)[0]:
+        runtime.functions.clear()  # compiled steps hold the old metric states
+    if runtime.adapter.example_inputs is not unpack(batch)[0]:
         return source.peek()  # the check converted the inputs (integers to floats)
     return batch
 
 
 def check_batch(
-    adapter: Any, batch: tuple, source: Any, *, with_loss: bool, run_network: bool = True
+    adapter: Adapter, batch: tuple, source: Any, *, with_loss: bool, run_network: bool = True
 ) -> bool:
     """Check one batch against the network and the losses before any step; build states.
 
@@ -132,13 +137,16 @@ def check_batch(
         mode, width = targets.check_output(
             head.spec,
             head.portable,
-            (y_t.shape[0], *head.tail),
+            (y_t.shape[0], *(head.tail or ())),
             tuple(y_t.shape),
-            lambda: adapter.label_range(labels(head, y_t)),
+            # each read only if a rule needs it, within this call: this loop's head and y_t
+            lambda: adapter.label_range(labels(head, y_t)),  # noqa: B023
             lambda: (
-                adapter.value_range(prediction(head, y_pred)) if y_pred is not None else (0.0, 1.0)
+                _min_max(adapter.value_range(prediction(head, y_pred)))  # noqa: B023
+                if y_pred is not None
+                else (0.0, 1.0)
             ),
-            (lambda: adapter.probability_stats(prediction(head, y_pred)))
+            (lambda: adapter.probability_stats(prediction(head, y_pred)))  # noqa: B023
             if y_pred is not None
             else None,
         )
@@ -151,23 +159,24 @@ def check_batch(
     return rebuilt
 
 
-def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
+def try_metrics(adapter: Adapter, head: Any, y: Any, y_pred: Any, w: Any) -> None:
     """A metric that fails on this output's first batch fails here, not at step 1, and is
     named: each one is tried alone, so the error is the failing metric's own."""
     try:
         adapter.update_head(head, y, y_pred, w)
     except FitkitError:
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - a metric is user code: any error is named below
         metric, cause = _failing_metric(adapter, head, y, y_pred, w, err)
         output = f" of output {head.name!r}" if head.prefix else ""
         text = str(cause)
-        if any(words in text for words in _DEVICE_WORDS):
+        kind = framework_errors.said(cause, framework_errors.METRIC_WORDS)
+        if kind == framework_errors.DEVICE:
             fix = (
                 "A metric function gets the batch where the network runs: write it with the "
                 "framework's ops, or move values to the host first (.cpu(), a wait each step)"
             )
-        elif any(word in text.lower() for word in _SHAPE_WORDS):
+        elif kind == framework_errors.SHAPE:
             fix = (
                 "Give each output metrics that fit its predictions and targets, e.g. "
                 "metrics={'cls': ['accuracy'], 'reg': ['mae']}"
@@ -184,21 +193,23 @@ def try_metrics(adapter: Any, head: Any, y: Any, y_pred: Any, w: Any) -> None:
             metric.reset()
 
 
-_SHAPE_WORDS = ("shape", "size", "dimension", "broadcast", "rank", "incompatible")
-_DEVICE_WORDS = ("same device", "device type")  # torch: mixed devices; a GPU tensor to numpy
-
-
 def _failing_metric(
-    adapter: Any, head: Any, y: Any, y_pred: Any, w: Any, err: Exception
+    adapter: Adapter, head: Any, y: Any, y_pred: Any, w: Any, err: Exception
 ) -> tuple[Any, Exception]:
     """(the metric that raises, its exception): ``head``'s metrics tried one at a time."""
     if len(head.metrics) > 1:
         for metric in head.metrics:
             try:
                 adapter.update_head(replace(head, metrics=[metric]), y, y_pred, w)
-            except Exception as own:
+            except Exception as own:  # noqa: BLE001 - user code: its error, whatever it is
                 return metric, own
     return head.metrics[0], err
+
+
+def _min_max(values: list[float]) -> tuple[float, float]:
+    """The [min, max] an adapter read, as the pair targets.check_output takes."""
+    low, high = values
+    return low, high
 
 
 def check_batch_dimension(x: Any, y: Any) -> None:
@@ -213,7 +224,7 @@ def check_batch_dimension(x: Any, y: Any) -> None:
         )
 
 
-def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
+def forward_checked(adapter: Adapter, x: Any, source: Any = None) -> Any:
     """One inference pass on a first batch; a failure says what failed and on what inputs.
 
     Integer inputs that a float network refuses are converted to floats (as Keras's layers
@@ -221,17 +232,17 @@ def forward_checked(adapter: Any, x: Any, source: Any = None) -> Any:
     """
     try:
         return adapter.infer(x)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - the user's network may raise anything: diagnosed below
         first = err
     if (
         source is not None
-        and not is_cuda_assert(first)
+        and not framework_errors.is_cuda_assert(first)
         and any(not _is_float(leaf) for leaf in arrays.leaves(x))
     ):
         try:
             x_float = adapter.integers_to_float(x)
             y_pred = adapter.infer(x_float)
-        except Exception:
+        except Exception:  # noqa: BLE001 - floats did not help either: the first error is the one
             pass
         else:
             source.map_inputs(adapter.integers_to_float)
@@ -258,41 +269,19 @@ CUDA_ASSERT = (
     "exact error."
 )
 
-
-def is_cuda_assert(err: BaseException | str) -> bool:
-    """A CUDA kernel's assert: the process's CUDA context cannot be used after it."""
-    return "device-side assert" in str(err)
-
-
-_DIAGNOSES = (  # checked in order: Keras's messages also list the inputs' dtypes
-    (
-        (
-            "shapes cannot be multiplied",
-            "size mismatch",
-            "incompatible with the layer",
-            "expected axis",
-            "Matrix size-incompatible",
-        ),
-        "the input width does not match the network's first layer (and, for several inputs, "
-        "x must be a tuple or dict in the order or names the network takes).",
-    ),
-    (
-        ("index out of range", "indices[", "out of bounds"),
-        "an index is out of range: an Embedding got an id >= its number of embeddings "
-        "(input_dim / num_embeddings); size it to the vocabulary.",
-    ),
-    (("device-side assert",), CUDA_ASSERT),
-    (
-        ("scalar type", "same dtype", "Expected tensor for argument", "must be of type"),
-        "the inputs have a dtype the network does not take: integer ids for embeddings, floats "
-        "otherwise (x.astype('float32')).",
-    ),
-)
+_DIAGNOSES = {
+    framework_errors.SHAPE: "the input width does not match the network's first layer (and, "
+    "for several inputs, x must be a tuple or dict in the order or names the network takes).",
+    framework_errors.INDEX: "an index is out of range: an Embedding got an id >= its number of "
+    "embeddings (input_dim / num_embeddings); size it to the vocabulary.",
+    framework_errors.CUDA_ASSERT: CUDA_ASSERT,
+    framework_errors.DTYPE: "the inputs have a dtype the network does not take: integer ids for "
+    "embeddings, floats otherwise (x.astype('float32')).",
+}
 
 
 def _diagnose(err: Exception) -> str:
-    text = str(err)
-    for needles, diagnosis in _DIAGNOSES:
-        if any(n in text for n in needles):
-            return diagnosis
-    return "check the inputs' width and dtype against the network's first layer."
+    kind = framework_errors.forward_kind(err)
+    if kind is None:
+        return "check the inputs' width and dtype against the network's first layer."
+    return _DIAGNOSES[kind]

@@ -158,7 +158,8 @@ def configured(
         scheduler = _only(scheduler, "scheduler")
     if isinstance(scheduler, dict):  # {"scheduler", "interval", "monitor"}
         entry = scheduled(scheduler, every, monitor)
-        scheduler, every, monitor = entry.spec, entry.every, entry.monitor
+        if entry is not None:  # a dict always makes an entry
+            scheduler, every, monitor = entry.spec, entry.every, entry.monitor
     if result is None:
         raise FitkitValueError(
             "configure_optimizers() returned no optimizer; return one "

@@ -7,10 +7,13 @@ each backend's step is its adapter's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import NotCompiledError
 from .sources import unpack
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 
 class CustomSteps:
@@ -23,8 +26,7 @@ class CustomSteps:
     ...         return {"loss": torch.nn.functional.mse_loss(self(x), y)}
     """
 
-    _adapter: Any  # set by fitkit.Model
-    _shared: bool
+    runtime: Runtime  # set by fitkit.Model
 
     def train_step(self, batch: tuple) -> dict:
         """One optimisation step on ``batch`` = (x, y) or (x, y, sample_weight); returns logs.
@@ -41,9 +43,9 @@ class CustomSteps:
         ...     self.update_metrics(y, y_pred, w)
         ...     return {"loss": loss}
         """
-        if self._shared:
-            return self._adapter.shared_train_step(batch, self.shared_step)
-        return self._adapter.train_step(batch, self.compute_loss)
+        if self.runtime.shared:
+            return self.runtime.adapter.shared_train_step(batch, self.shared_step)
+        return self.runtime.adapter.train_step(batch, self.compute_loss)
 
     def test_step(self, batch: tuple) -> dict:
         """One evaluation step; updates the metrics; returns a dict of device values.
@@ -54,9 +56,9 @@ class CustomSteps:
         ...     self.update_metrics(y, y_pred, w)
         ...     return {"loss": self.compute_loss(x, y, y_pred, w)}
         """
-        if self._shared:
-            return self._adapter.shared_test_step(batch, self.shared_step)
-        return self._adapter.test_step(batch, self.compute_loss)
+        if self.runtime.shared:
+            return self.runtime.adapter.shared_test_step(batch, self.shared_step)
+        return self.runtime.adapter.test_step(batch, self.compute_loss)
 
     def shared_step(self, batch: tuple) -> dict:
         """Override to write one step for training and validation (the tutorial's
@@ -73,7 +75,7 @@ class CustomSteps:
 
     def __call__(self, *inputs: Any) -> Any:
         """The network on ``inputs`` in the current step's mode (train or inference)."""
-        return self._adapter.call(inputs[0] if len(inputs) == 1 else inputs)
+        return self.runtime.adapter.call(inputs[0] if len(inputs) == 1 else inputs)
 
     def predict_step(self, batch: tuple) -> Any:
         """The network's outputs for ``batch = (x, None)``; override to post-process them.
@@ -81,21 +83,21 @@ class CustomSteps:
         >>> def predict_step(self, batch):                   # in a subclass, torch
         ...     return torch.softmax(self.net(batch[0]), dim=-1)
         """
-        return self._adapter.predict_step(batch)
+        return self.runtime.adapter.predict_step(batch)
 
     def compute_loss(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         """The compiled loss, weighted per output and per sample (plus Keras's layer losses).
 
         >>> loss = self.compute_loss(x, y, y_pred, sample_weight)   # in a custom step
         """
-        return self._adapter.compute_loss(x, y, y_pred, sample_weight)
+        return self.runtime.adapter.compute_loss(x, y, y_pred, sample_weight)
 
     def update_metrics(self, y: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Accumulate the compiled metrics on the device (for custom train/test steps).
 
         >>> self.update_metrics(y, y_pred)                   # in a custom step
         """
-        self._adapter.update_metrics(y, y_pred, sample_weight)
+        self.runtime.adapter.update_metrics(y, y_pred, sample_weight)
 
     @staticmethod
     def unpack_batch(batch: Any) -> tuple[Any, Any, Any]:
@@ -111,7 +113,7 @@ class CustomSteps:
         >>> with self.autocast():
         ...     y_pred = self.net(x)
         """
-        return self._adapter.autocast()
+        return self.runtime.adapter.autocast()
 
     def configure_optimizers(self) -> Any:
         """Override to choose the optimizer (and a schedule) in code, as Lightning does:
@@ -134,18 +136,9 @@ class CustomSteps:
 
         >>> opt_g, opt_d = self.optimizers()                 # in a train_step
         """
-        built = list(self._adapter.optimizers)
+        built = list(self.runtime.adapter.optimizers)
         if not built:
             raise NotCompiledError(
                 "optimizers() needs a compiled model: call model.compile(...) first."
             )
         return built[0] if len(built) == 1 else built
-
-    def _custom(self, mode: str) -> bool:
-        """True when a subclass overrides ``<mode>_step`` (or ``shared_step``, for train and
-        test), or the network brings its own step: it uses the data its own way."""
-        return (
-            getattr(type(self), f"{mode}_step") is not getattr(CustomSteps, f"{mode}_step")
-            or (mode != "predict" and self._shared)
-            or self._adapter.runs_own_step(mode)
-        )

@@ -6,13 +6,12 @@ module does the framework work. Setters must run before the framework initialise
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from .backend import backend as _backend
-from .backend import normalize
+from .backend import backend_module
 from .errors import FitkitTypeError, FitkitValueError
 
 __all__ = [
@@ -28,13 +27,11 @@ __all__ = [
     "virtual_devices",
 ]
 
-_MODULES = {"torch": "fitkit.torch.devices", "tensorflow": "fitkit.tf.devices"}
 _GPU_NAME = re.compile(r"^(?:/?(?:physical_)?device:)?(?:cuda|gpu):(\d+)$", re.IGNORECASE)
 
 
 def _impl(backend: str | None) -> Any:
-    name = normalize(backend) if backend else _backend()
-    return importlib.import_module(_MODULES[name])
+    return backend_module(backend or _backend(), "devices")
 
 
 def list_devices(initialize: bool = True, *, backend: str | None = None) -> list[dict]:

@@ -9,14 +9,13 @@ drives its framework's strategy.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from .backend import backend as _backend
-from .backend import normalize
+from .backend import backend_module
 from .errors import FitkitValueError
 
 __all__ = [
@@ -31,12 +30,11 @@ __all__ = [
 ]
 
 NAMES = ("none", "auto", "mirrored", "central_storage", "multi_worker", "ddp")
-_MODULES = {"torch": "fitkit.torch.distribute", "tensorflow": "fitkit.tf.distribute"}
 _ACTIVE: list = []  # the strategy entered with ``strategy(...)``: one at a time
 
 
 def _impl(backend: str | None) -> Any:
-    return importlib.import_module(_MODULES[normalize(backend) if backend else _backend()])
+    return backend_module(backend or _backend(), "distribute")
 
 
 def environment_name() -> str:

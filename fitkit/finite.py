@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .adapter import WEIGHTS_FINITE
+from .adapter import WEIGHTS_FINITE, Adapter
+
+if TYPE_CHECKING:
+    from .model import Model
 
 
 def nonfinite_loss(logs: dict) -> bool:
@@ -27,7 +30,7 @@ class Guard:
     that maps NaN to 0, while its gradient turns the weights NaN). The weights' flag is
     computed on the device and comes with the logs' read. ``what`` says which."""
 
-    def __init__(self, adapter: Any) -> None:
+    def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
         self.what: str | None = None
         self.weights_finite = True
@@ -49,7 +52,7 @@ class Guard:
         return self.what is not None
 
 
-def stop(model: Any, guard: Guard, epoch: int, step: int) -> None:
+def stop(model: Model, guard: Guard, epoch: int, step: int) -> None:
     """Stop the fit where ``guard`` saw a non-finite value, saying where and why."""
     reason = f"{guard.what} at epoch {epoch + 1}, step {step}"
     cause = (
@@ -65,7 +68,8 @@ def stop(model: Any, guard: Guard, epoch: int, step: int) -> None:
         f"now. {cause}; pass terminate_on_nan=False to keep training.",
         stacklevel=6,
     )
-    model.history.stop_reason = reason
+    if model.history is not None:  # (a fit's: always there)
+        model.history.stop_reason = reason
     model.stop_training = True
 
 

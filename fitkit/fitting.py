@@ -8,22 +8,26 @@ epoch is training.py's, the file format checkpoint.py's, each backend's state it
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from . import arrays, checks, distribute, signals, statecheck, training
+from . import arrays, checks, data_args, distribute, signals, statecheck, training
+from .adapter import Adapter, BatchSource
 from .backend import backend_part
 from .callbacks import CallbackList
 from .checkpoint import load_state, save_state
 from .display import EpochDisplay
 from .errors import FitkitError, FitkitValueError
 from .history import History, renamed_lr
-from .resume import FitState, as_arrays, prefixed, restore_sources, source_arrays, unprefixed
+from .resume import FitState, LoadedCheckpoint, as_arrays, prefixed, restore_sources, source_arrays
 from .sources import checked_batch_size
+
+if TYPE_CHECKING:
+    from .model import Model
 
 
 def fit(
-    model: Any,
+    model: Model,
     x: Any,
     y: Any,
     *,
@@ -58,7 +62,7 @@ def fit(
         validation_freq=validation_freq,
     )
     class_weight = arrays.check_class_weight(class_weight)
-    train, val = training.fit_sources(
+    train, val = data_args.fit_sources(
         model,
         x,
         y,
@@ -75,7 +79,7 @@ def fit(
             "epoch. Pass steps_per_epoch=N, or a re-iterable (a list, a Dataset/DataLoader, "
             "a tf.data.Dataset)."
         )
-    start_rng = backend_part(model._adapter, "state").rng_state()  # before any pass opens
+    start_rng = backend_part(model.runtime.adapter, "state").rng_state()  # before any pass opens
     checks.check_first(model, train, "train")
     if val is not None:
         checks.check_first(model, val, "test", "validation_data", runs_next=False)
@@ -116,9 +120,9 @@ def fit(
 
 
 def run_fit(
-    model: Any,
-    train: Any,
-    val: Any,
+    model: Model,
+    train: BatchSource,
+    val: BatchSource | None,
     *,
     cbs: CallbackList,
     display: EpochDisplay,
@@ -133,23 +137,15 @@ def run_fit(
     Ctrl-C or an error stops it with the history so far in ``model.history``, the model
     usable and on_train_end run; the exception then propagates (as in Keras).
     """
-    adapter = model._adapter
-    resumed, model._resume = model._resume, None  # a checkpoint loaded by hand
-    state = resumed or FitState(epoch=initial_epoch, epoch_rng=start_rng)
+    runtime = model.runtime
+    adapter = runtime.adapter
+    resumed, runtime.pending = runtime.pending, None  # a checkpoint loaded by hand
+    state = FitState(epoch=initial_epoch, epoch_rng=start_rng)
     state.sources = {"train": train, "val": val}
-    if resumed is not None and resumed.saved is not None:
-        path, fit = resumed.saved[2:]
-        check_same_data(path, fit, cbs)
-        if fit["callbacks"] is not None:  # saved inside a fit, with its callbacks' states
-            checked(path, lambda: statecheck.check_callbacks(fit, cbs))
-            cbs.load_state_dicts(fit["callbacks"], path)
-        # again, after the first-batch checks reset the metric states: the running logs
-        # of a mid-epoch checkpoint must come back as they were
-        adapter.set_state(*resumed.saved[:2])
-        restore_sources(state, resumed.saved[0])
-        resumed.saved = None
-    state.epochs, state.keys_checked = epochs, model._custom("train") is False
-    model._fit_state, model._fit_callbacks = state, cbs
+    if resumed is not None:
+        restore_fit(adapter, resumed, state, cbs)
+    state.epochs, state.keys_checked = epochs, runtime.custom("train") is False
+    runtime.fit, runtime.callbacks = state, cbs
     if resumed is None:
         model.history = History()
     model.stop_training = False
@@ -182,24 +178,25 @@ def run_fit(
         adapter.set_training(was_training)
         try:
             cbs.on_train_end(logs)
-        except Exception as also:  # the first error is the one to see; this one is noted
+        except Exception as also:  # noqa: BLE001 - the first error is the one to see; this one is noted
             err.add_note(f"on_train_end also failed: {type(also).__name__}: {also}")
         raise
     display.close()
     adapter.set_training(was_training)
     training.call_hook(cbs.on_train_end, "fit: train end", logs)
-    return model.history
+    return training.running_history(model)
 
 
-def stopped_at(model: Any, state: FitState, err: BaseException) -> None:
+def stopped_at(model: Model, state: FitState, err: BaseException) -> None:
     """Record (and for Ctrl-C, print) where an interrupted fit stopped."""
+    history = training.running_history(model)
     step = state.loop.steps_done if state.loop is not None else state.step
     where = (
         f"epoch {state.epoch + 1}, step {step}"
         if state.loop is not None
         else f"after epoch {state.epoch}"
     )
-    kept = f"model.history keeps {len(model.history)} finished epoch(s)"
+    kept = f"model.history keeps {len(history)} finished epoch(s)"
     if isinstance(err, KeyboardInterrupt):
         how = (
             "terminated (SIGTERM)"
@@ -210,7 +207,7 @@ def stopped_at(model: Any, state: FitState, err: BaseException) -> None:
         print(f"\nfit {state.interrupted}; {kept}.", file=sys.stderr, flush=True)
     else:
         state.interrupted = f"stopped by {type(err).__name__} at {where}"
-    model.history.stop_reason = model.history.stop_reason or state.interrupted
+    history.stop_reason = history.stop_reason or state.interrupted
 
 
 def due(validation_freq: int | Sequence[int], epoch: int) -> bool:
@@ -221,13 +218,13 @@ def due(validation_freq: int | Sequence[int], epoch: int) -> bool:
 
 
 # ---------------------------------------------------------------------- checkpoints
-def save_checkpoint(model: Any, path: str) -> None:
+def save_checkpoint(model: Model, path: str) -> None:
     """The whole training state in one file: weights, optimizer, schedulers, running logs,
     RNGs, history, and inside a fit its position and callbacks' states."""
     if not distribute.is_main_process():
         return  # every rank holds the same state: rank 0 writes it
-    arrays, meta = model._adapter.get_state()
-    state, cbs = model._fit_state, model._fit_callbacks
+    arrays, meta = model.runtime.adapter.get_state()
+    state, cbs = model.runtime.fit, model.runtime.callbacks
     history = model.history or History()
     meta["history"] = {
         "epoch": history.epoch,
@@ -253,34 +250,28 @@ def save_checkpoint(model: Any, path: str) -> None:
     save_state(str(path), arrays, meta)
 
 
-def load_checkpoint(model: Any, path: str) -> dict:
+def load_checkpoint(model: Model, path: str) -> dict:
     """Restore what save_checkpoint wrote; the next fit (or the running one, from a backup)
     continues from its position. Returns where: {"epoch": 1-based epoch it resumes in,
     "step": steps of it already done, "epochs": the saving fit's epochs (None outside one)}."""
     path = str(path)
+    runtime = model.runtime
+    adapter = runtime.adapter
     arrays, meta = load_state(path)
     backend = meta.get("backend")
-    if backend != model._adapter.name:
+    if backend != adapter.name:
         raise FitkitValueError(
             f"{path!r} holds a {backend} training state; this model is a "
-            f"{model._adapter.name} model. Resume with the same backend."
+            f"{adapter.name} model. Resume with the same backend."
         )
-    cbs = (
-        model._fit_callbacks
-        if model._fit_state is not None and not model._fit_state.completed
-        else None
-    )
-    checked(path, lambda: check_checkpoint(model, arrays, meta, cbs))  # before any change
-    fit = meta["fit"]
-    if fit is not None and cbs is not None:
-        check_same_data(path, fit, cbs)
-        cbs.load_state_dicts(fit["callbacks"], path)
-    model._adapter.set_state(arrays, meta)
+    running = runtime.open_fit()  # a backup restored at train begin: this fit continues
+    cbs = runtime.callbacks if running is not None else None
+    checked(path, lambda: check_checkpoint(adapter, arrays, meta, cbs))  # before any change
     history = History()
     history.epoch = list(meta["history"]["epoch"])
     history.history = {renamed_lr(k): list(v) for k, v in meta["history"]["history"].items()}
     history.stop_reason = meta["history"]["stop_reason"]
-    model.history = history
+    fit = meta["fit"]
     if fit is None:  # saved outside a fit: the next one starts after its last epoch
         fit = {
             "epochs": None,
@@ -289,40 +280,43 @@ def load_checkpoint(model: Any, path: str) -> dict:
             "global_step": 0,
             "callbacks": None,
         }
-    state = FitState(
-        epochs=fit["epochs"],
-        epoch=fit["epoch"],
-        step=fit["step"],
-        global_step=fit["global_step"],
-        resume_step=fit["step"],
-        pass_step=fit.get("pass_step", 0),
-        epoch_rng=unprefixed("epoch_rng", arrays) if fit["step"] or fit.get("pass_step") else {},
-    )
-    if model._fit_state is not None and not model._fit_state.completed:
-        running = model._fit_state  # a backup restored at train begin: this fit continues
-        running.epoch, running.step, running.global_step = (
-            state.epoch,
-            state.step,
-            state.global_step,
-        )
-        running.resume_step, running.epoch_rng = state.resume_step, state.epoch_rng
-        running.pass_step = state.pass_step
-        restore_sources(running, arrays)
+    loaded = LoadedCheckpoint(path, arrays, meta, fit)
+    if running is not None and cbs is not None:
+        restore_fit(adapter, loaded, running, cbs)
     else:
-        state.saved = (arrays, meta, str(path), fit)
-        model._resume = state  # the next fit starts here
+        adapter.set_state(arrays, meta)  # the model holds it now; the next fit starts there
+        runtime.pending = loaded
+    model.history = history
     return {"epoch": fit["epoch"] + 1, "step": fit["step"], "epochs": fit["epochs"]}
 
 
-def check_checkpoint(model: Any, arrays: dict, meta: dict, cbs: Any) -> None:
+def restore_fit(
+    adapter: Adapter, loaded: LoadedCheckpoint, state: FitState, cbs: CallbackList
+) -> None:
+    """The one resume path: put a loaded checkpoint into a fit, the running one's (a backup
+    read at train begin) or one starting (a checkpoint loaded by hand, applied again after
+    the first-batch checks reset the metric states: a mid-epoch checkpoint's running logs
+    must come back as they were). The same data, the callbacks' states, the whole training
+    state, the position, and what the data's own passes draw from."""
+    fit = loaded.fit
+    check_same_data(loaded.path, fit, cbs)
+    if fit["callbacks"] is not None:  # saved inside a fit, with its callbacks' states
+        checked(loaded.path, lambda: statecheck.check_callbacks(fit, cbs))
+        cbs.load_state_dicts(fit["callbacks"], loaded.path)
+    adapter.set_state(loaded.arrays, loaded.meta)
+    loaded.put_position(state)
+    restore_sources(state, loaded.arrays)
+
+
+def check_checkpoint(adapter: Adapter, arrays: dict, meta: dict, cbs: CallbackList | None) -> None:
     """Every field of a loaded checkpoint against the model (statecheck.py, the backend's
     state.check_state): a FitkitValueError before anything is restored."""
     statecheck.check_history(meta)
-    statecheck.check_fit(meta, arrays, backend_part(model._adapter, "state").check_rngs, cbs)
-    model._adapter.check_state(arrays, meta)
+    statecheck.check_fit(meta, arrays, backend_part(adapter, "state").check_rngs, cbs)
+    adapter.check_state(arrays, meta)
 
 
-def checked(path: str, check: Any) -> None:
+def checked(path: str, check: Callable[[], None]) -> None:
     """Run ``check``; a refusal that does not name the file is raised naming it."""
     try:
         check()
@@ -332,7 +326,7 @@ def checked(path: str, check: Any) -> None:
         raise type(err)(f"Cannot load the checkpoint {path!r}: {err}") from None
 
 
-def _data_shape(cbs: Any) -> dict:
+def _data_shape(cbs: CallbackList | None) -> dict:
     params = cbs.params if cbs is not None else {}
     return {"batch_size": params.get("batch_size"), "steps": params.get("steps")}
 

@@ -12,15 +12,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import fitting, hf, identifiers, specs, training
-from .backend import adapter_module, backend_for, backend_part
+from .backend import backend_for, backend_module, backend_part
 from .callbacks import Callback
 from .controls import configured, training_controls
 from .custom_steps import CustomSteps
 from .display import summary_table
-from .errors import NotCompiledError
 from .history import History
 from .optimizer_sets import check_compile, one_optimizer
 from .outputs import with_weighted
+from .runtime import Runtime
 
 
 class Model(CustomSteps):
@@ -39,18 +39,13 @@ class Model(CustomSteps):
         self, net: Any, *, device: Any = None, label_names: Sequence[str] | None = None
     ) -> None:
         self.backend: str = backend_for(net)
-        self._adapter = adapter_module(self.backend).Adapter(net, device=device)
-        self._adapter.label_names = hf.check_label_names(label_names)
-        self._compiled = False
-        self._steps_per_execution: int | str = "auto"
-        self._functions: dict[str, Callable] = {}
+        adapter = backend_module(self.backend, "adapter").Adapter(net, device=device)
+        adapter.label_names = hf.check_label_names(label_names)
+        # fitkit's own state of this model (the adapter, compiled steps, the running fit):
+        # what fitting, training, checks and callbacks read; not for user code
+        self.runtime = Runtime(adapter, steps=self)
         self.stop_training = False
         self.history: History | None = None
-        self._fit_state: Any = None  # resume.FitState of the running (or last) fit
-        self._fit_callbacks: Any = None  # its CallbackList, for checkpoints
-        self._resume: Any = None  # a state load_checkpoint restored, for the next fit
-        self._last_on_batch: str | None = None  # "train" / "test": the last batch-style call
-        self._shared = type(self).shared_step is not CustomSteps.shared_step  # read every step
 
     # ------------------------------------------------------------------ native objects
     @property
@@ -60,7 +55,7 @@ class Model(CustomSteps):
         >>> fitkit.Model(net).net is net
         True
         """
-        return self._adapter.net
+        return self.runtime.adapter.net
 
     @property
     def optimizer(self) -> Any:
@@ -70,7 +65,7 @@ class Model(CustomSteps):
         >>> model.compile("adam", "mse"); type(model.optimizer).__name__
         'Adam'
         """
-        return one_optimizer(self._adapter, "model.optimizer")
+        return one_optimizer(self.runtime.adapter, "model.optimizer")
 
     @property
     def loss_fn(self) -> Any:
@@ -79,7 +74,7 @@ class Model(CustomSteps):
         >>> model.compile("adam", "mse"); model.loss_fn
         'mse'
         """
-        return self._adapter.loss_fn
+        return self.runtime.adapter.loss_fn
 
     @property
     def learning_rate(self) -> float:
@@ -92,15 +87,15 @@ class Model(CustomSteps):
         >>> model.learning_rate
         0.5
         """
-        self._require_compiled("learning_rate")
-        one_optimizer(self._adapter, "model.learning_rate")
-        return self._adapter.get_learning_rate()
+        self.runtime.require_compiled("learning_rate")
+        one_optimizer(self.runtime.adapter, "model.learning_rate")
+        return self.runtime.adapter.get_learning_rate()
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
-        self._require_compiled("learning_rate")
-        one_optimizer(self._adapter, "model.learning_rate")
-        self._adapter.set_learning_rate(float(value))
+        self.runtime.require_compiled("learning_rate")
+        one_optimizer(self.runtime.adapter, "model.learning_rate")
+        self.runtime.adapter.set_learning_rate(float(value))
 
     @property
     def metrics_names(self) -> list[str]:
@@ -111,8 +106,8 @@ class Model(CustomSteps):
         >>> model.compile("adam", "cross_entropy", metrics=["accuracy"]); model.metrics_names
         ['loss', 'accuracy']
         """
-        self._require_compiled("metrics_names")
-        return self._adapter.outputs.log_names()
+        self.runtime.require_compiled("metrics_names")
+        return self.runtime.adapter.outputs.log_names()
 
     # ------------------------------------------------------------------ compile
     def compile(
@@ -184,7 +179,7 @@ class Model(CustomSteps):
             steps_per_execution=steps_per_execution,
         )
         check_compile(optimizer, controls, lr, type(self).train_step is not CustomSteps.train_step)
-        self._adapter.compile(
+        self.runtime.adapter.compile(
             "adam" if optimizer is None else optimizer,
             loss,
             metrics or [],
@@ -195,9 +190,9 @@ class Model(CustomSteps):
             run_eagerly=bool(run_eagerly),
             controls=controls,
         )
-        self._steps_per_execution = steps_per_execution
-        self._functions.clear()
-        self._compiled = True
+        self.runtime.steps_per_execution = steps_per_execution
+        self.runtime.functions.clear()
+        self.runtime.compiled = True
         return self
 
     # ------------------------------------------------------------------ fit
@@ -233,7 +228,7 @@ class Model(CustomSteps):
 
         >>> model.fit(x, y, batch_size=64, epochs=10, validation_data=(xv, yv))
         """
-        self._require_compiled("fit")
+        self.runtime.require_compiled("fit")
         return fitting.fit(
             self,
             x,
@@ -255,18 +250,9 @@ class Model(CustomSteps):
             terminate_on_nan=terminate_on_nan,
         )
 
-    def _function(self, mode: str) -> Callable:
-        """The compiled step for ``mode``, built once per compile (tf.function on TensorFlow)."""
-        if mode not in self._functions:
-            step = getattr(self, f"{mode}_step")
-            self._functions[mode] = self._adapter.make_function(step, mode)
-        return self._functions[mode]
-
-    def _require_compiled(self, what: str) -> None:
-        if not self._compiled:
-            raise NotCompiledError(
-                f"{what} needs a compiled model: call model.compile(optimizer=..., loss=...) first."
-            )
+    @property
+    def _compiled(self) -> bool:  # compat/lightmodel.py reads it (runtime.compiled is the one)
+        return self.runtime.compiled
 
     # ------------------------------------------------------------------ evaluate / predict
     def validate(
@@ -289,7 +275,7 @@ class Model(CustomSteps):
         >>> model.validate(x_val, y_val)
         {'loss': 0.31, 'accuracy': 0.9}
         """
-        self._require_compiled("validate")
+        self.runtime.require_compiled("validate")
         logs = training.validate_data(
             self,
             x,
@@ -374,17 +360,17 @@ class Model(CustomSteps):
         (8, 10)
         """
         batch = training.one_batch(self, x, None, None, None, "predict")
-        with training.kept_mode(self._adapter):
-            self._adapter.set_training(False)
-            return self._adapter.outputs_to_numpy([self._function("predict")(batch)])
+        with training.kept_mode(self.runtime.adapter):
+            self.runtime.adapter.set_training(False)
+            return self.runtime.adapter.outputs_to_numpy([self.runtime.function("predict")(batch)])
 
     def reset_metrics(self) -> None:
         """Zero the running loss and metric states (train and test).
 
         >>> model.reset_metrics()          # a hand-written epoch of train_on_batch calls
         """
-        self._adapter.reset_logs("train")
-        self._adapter.reset_logs("test")
+        self.runtime.adapter.reset_logs("train")
+        self.runtime.adapter.reset_logs("test")
 
     # ------------------------------------------------------------------ weights, summary
     def save_weights(self, path: str) -> None:
@@ -392,7 +378,7 @@ class Model(CustomSteps):
 
         >>> model.save_weights("net.safetensors")
         """
-        self._adapter.save_weights(str(path))
+        self.runtime.adapter.save_weights(str(path))
 
     def load_weights(self, path: str, *, strict: bool = True) -> dict[str, list[str]]:
         """Load weights saved by ``save_weights``; the whole file is checked first.
@@ -403,21 +389,21 @@ class Model(CustomSteps):
         >>> model.load_weights("net.safetensors", strict=False)
         {'missing': [], 'unexpected': [], 'mismatched': []}
         """
-        return self._adapter.load_weights(str(path), strict=strict)
+        return self.runtime.adapter.load_weights(str(path), strict=strict)
 
     def get_weights(self) -> list:
         """The network's weights (and buffers / statistics) as numpy arrays, as Keras gives.
 
         >>> weights = fitkit.Model(torch.nn.Linear(4, 2)).get_weights()  # shapes (2, 4), (2,)
         """
-        return backend_part(self._adapter, "state").get_weights(self._adapter)
+        return backend_part(self.runtime.adapter, "state").get_weights(self.runtime.adapter)
 
     def set_weights(self, weights: list) -> None:
         """Set what ``get_weights`` returned (same number and shapes).
 
         >>> twin.set_weights(model.get_weights())
         """
-        backend_part(self._adapter, "state").set_weights(self._adapter, list(weights))
+        backend_part(self.runtime.adapter, "state").set_weights(self.runtime.adapter, list(weights))
 
     def save_checkpoint(self, path: str) -> None:
         """Save the whole training state (weights, optimizer, schedulers, RNGs, history, and
@@ -425,7 +411,7 @@ class Model(CustomSteps):
 
         >>> model.save_checkpoint("run/state.fitkit")
         """
-        self._require_compiled("save_checkpoint")
+        self.runtime.require_compiled("save_checkpoint")
         fitting.save_checkpoint(self, path)
 
     def load_checkpoint(self, path: str) -> dict:
@@ -434,7 +420,7 @@ class Model(CustomSteps):
 
         >>> model.load_checkpoint("run/state.fitkit"); model.fit(x, y, epochs=10)
         """
-        self._require_compiled("load_checkpoint")
+        self.runtime.require_compiled("load_checkpoint")
         return fitting.load_checkpoint(self, path)
 
     def summary(
@@ -443,7 +429,7 @@ class Model(CustomSteps):
         *,
         input_data: Any = None,
         print_fn: Callable[[str], Any] | None = print,
-    ):
+    ) -> Any:
         """Print layer (type), output shape and params; return them as a DataFrame.
 
         With no arguments it uses a built Keras model's inputs, or a batch fitkit has seen.
@@ -452,7 +438,7 @@ class Model(CustomSteps):
         """
         import pandas as pd
 
-        info = self._adapter.summary(input_shape, input_data)
+        info = self.runtime.adapter.summary(input_shape, input_data)
         if print_fn is not None:
             print_fn(summary_table(info.rows, info.total, info.trainable, info.param_bytes))
         return pd.DataFrame(info.rows, columns=["layer", "output_shape", "params"])

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import FitkitAttributeError, FitkitValueError
 from .scheduling import Scheduler
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,10 @@ def _pair(opts: list, scheds: list, every: str, monitor: str) -> list[Scheduled 
     portable schedules) go by position, one per optimizer."""
     out: list[Scheduled | None] = [None] * len(opts)
     entries = [scheduled(s, every, monitor) for s in scheds]
-    owners = [getattr(e.spec, "optimizer", None) for e in entries if e is not None]
-    if entries and len(owners) == len(entries) and all(o is not None for o in owners):
-        for entry, owner in zip(entries, owners):
+    present = [e for e in entries if e is not None]
+    owners = [getattr(e.spec, "optimizer", None) for e in present]
+    if entries and len(present) == len(entries) and all(o is not None for o in owners):
+        for entry, owner in zip(present, owners, strict=True):
             index = next((i for i, o in enumerate(opts) if o is owner), None)
             if index is None:
                 raise FitkitValueError(
@@ -172,7 +176,7 @@ def check_compile(optimizer: Any, controls: Any, lr: Any, manual_step: bool) -> 
         )
 
 
-def one_optimizer(adapter: Any, what: str) -> Any:
+def one_optimizer(adapter: Adapter, what: str) -> Any:
     """The adapter's optimizer; with several, an error naming ``self.optimizers()`` (``what``,
     e.g. model.learning_rate, would not say which one)."""
     count = len(getattr(adapter, "optimizers", ()))
@@ -192,7 +196,7 @@ def scheduler_set(
     return SchedulerSet(
         [
             Scheduler() if s is None else build(s.spec, opt, every=s.every, monitor=s.monitor)
-            for s, opt in zip(optimizers.schedules, built)
+            for s, opt in zip(optimizers.schedules, built, strict=True)  # one per optimizer
         ]
     )
 
@@ -245,5 +249,5 @@ class SchedulerSet(Scheduler):
                 f"The saved lr_schedule state is not that of {len(self.parts)} optimizers' "
                 f"schedulers; compile with the configure_optimizers() it was saved with."
             )
-        for part, saved in zip(self.parts, state["parts"]):
+        for part, saved in zip(self.parts, state["parts"], strict=True):  # checked above
             part.load_state_dict(saved)

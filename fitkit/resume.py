@@ -1,19 +1,23 @@
 """Training state as arrays + JSON: what exact resume saves, backend-free parts.
 
-Owns the position of a fit (``FitState``), the host RNGs (python, numpy), and the split of a
-whole training state into numpy arrays and JSON that checkpoint.save_state writes. Each
-backend's state.py captures its own network, optimizer, metric states and RNGs.
+Owns the position of a fit (``FitState``) and of a loaded checkpoint (``LoadedCheckpoint``),
+the host RNGs (python, numpy), and the split of a whole training state into numpy arrays and
+JSON that checkpoint.save_state writes. Each backend's state.py captures its own network,
+optimizer, metric states and RNGs; fitting.py restores a checkpoint into a fit.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import FitkitValueError
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
 
 
 @dataclass
@@ -33,14 +37,34 @@ class FitState:
     completed: bool = False
     keys_checked: bool = True  # monitored keys checked against the logs
     loop: Any = None  # the running epoch's steps.StepLoop
-    saved: Any = None  # (arrays, meta) loaded by hand, applied again at fit
     sources: dict = field(default_factory=dict)  # "train" / "val": the fit's batch sources
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A read and checked checkpoint that a fit continues from: the running one's (a
+    BackupAndRestore backup) or, loaded by hand outside a fit, the next one's."""
+
+    path: str
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]  # the header's JSON fields
+    fit: dict[str, Any]  # meta["fit"]; saved outside a fit: the epoch after its history
+
+    def put_position(self, state: FitState) -> None:
+        """Move ``state`` to the saved position: a resumed epoch skips the steps done, and a
+        mid-pass one draws its order again from the RNGs as its pass began."""
+        fit = self.fit
+        state.epoch, state.step, state.global_step = fit["epoch"], fit["step"], fit["global_step"]
+        state.resume_step = fit["step"]
+        state.pass_step = fit.get("pass_step", 0)
+        mid_pass = fit["step"] or state.pass_step
+        state.epoch_rng = unprefixed("epoch_rng", self.arrays) if mid_pass else {}
 
 
 def host_rng_state() -> dict[str, np.ndarray]:
     """python's and numpy's global RNGs as arrays."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    _kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
         "rng/python": np.asarray(internal, dtype=np.uint64),
         "rng/python_meta": np.asarray([version, -1 if gauss is None else 0], np.int64),
@@ -120,7 +144,7 @@ def check_same(what: str, saved: list, own: list, path_hint: str = "") -> None:
 
 
 def save_shared(
-    adapter: Any, arrays: dict[str, np.ndarray], meta: dict, rngs: dict[str, np.ndarray]
+    adapter: Adapter, arrays: dict[str, np.ndarray], meta: dict, rngs: dict[str, np.ndarray]
 ) -> None:
     """The parts of a training state both backends save alike: the schedule's state, a
     pending accumulation window, the RNGs."""
@@ -130,7 +154,7 @@ def save_shared(
     arrays.update(rngs)
 
 
-def load_shared(adapter: Any, arrays: dict[str, np.ndarray], meta: dict, set_rngs: Any) -> None:
+def load_shared(adapter: Adapter, arrays: dict[str, np.ndarray], meta: dict, set_rngs: Any) -> None:
     """Restore what ``save_shared`` saved (``set_rngs``: the backend's RNG setter)."""
     if meta.get("scheduler") is not None:
         adapter.scheduler.load_state_dict(meta["scheduler"])

@@ -2,16 +2,17 @@
 
 Owns ``Mean`` / ``EpochLogs`` (device sums read once per log point), the print helpers and the
 epoch skeleton the function-style loops share; formatting is display.py's, steps are the user's
-(or fitkit.torch.loops / fitkit.tf.loops). Backend-free: a framework is touched only through
-the tensors it is handed, never imported here unless such a tensor arrives.
+(or fitkit.torch.loops / fitkit.tf.loops). Backend-free: a tensor's framework does the work
+in its own script.py (fitkit/torch/, fitkit/tf/), imported only when such a tensor arrives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from numbers import Integral, Number
-from typing import Any, Protocol
+from typing import Any, Protocol, SupportsFloat
 
+from .backend import backend_module
 from .display import dated_rule, epoch_line, step_line
 from .errors import FitkitTypeError, FitkitValueError
 from .history import History
@@ -29,19 +30,9 @@ def _batch_value(value: Any) -> Any:
     """A batch's value ready to add to a sum: a float on the host, else a detached 0-d device
     tensor in a wide float type (a tensor of per-sample values is averaged)."""
     kind = _framework(value)
-    if kind == "torch":
-        import torch
-
-        value = value.detach()
-        if value.dtype not in (torch.float32, torch.float64):
-            value = value.float()
-        return value.mean() if value.ndim else value
-    if kind == "tensorflow":
-        import tensorflow as tf
-
-        value = tf.cast(value, tf.float64)
-        return tf.reduce_mean(value) if value.shape.rank else value
-    if isinstance(value, Number):
+    if kind:
+        return backend_module(kind, "script").batch_value(value)
+    if isinstance(value, Number) and isinstance(value, SupportsFloat):
         return float(value)
     if hasattr(value, "mean") and hasattr(value, "shape"):  # a numpy array or scalar
         return float(value.mean())
@@ -53,12 +44,7 @@ def _batch_value(value: Any) -> Any:
 
 def _add(total: Any, value: Any, n: int) -> Any:
     """``total + value * n`` on the value's device (torch sums in float64, in place)."""
-    if _framework(value) == "torch":
-        if total is None:
-            wide = value.double() if value.device.type != "mps" else value  # mps: no float64
-            return wide * n
-        return total.add_(value, alpha=n)
-    return value * n if total is None else total + value * n
+    return backend_module(_framework(value), "script").add(total, value, n)
 
 
 def read_floats(values: list) -> list[float]:
@@ -66,24 +52,10 @@ def read_floats(values: list) -> list[float]:
     out: list[Any] = list(values)
     for kind in ("torch", "tensorflow"):
         where = [i for i, v in enumerate(values) if _framework(v) == kind]
-        if not where:
-            continue
-        group = [values[i] for i in where]
-        if kind == "torch":
-            import torch
-
-            same = len({(v.device, v.dtype) for v in group}) == 1
-            read = (
-                torch.stack(group).tolist()
-                if same  # host sync
-                else [v.item() for v in group]
-            )  # host sync: mixed devices
-        else:
-            import tensorflow as tf
-
-            read = tf.stack([tf.cast(v, tf.float64) for v in group]).numpy().tolist()  # host sync
-        for i, value in zip(where, read):
-            out[i] = value
+        if where:
+            read = backend_module(kind, "script").read([values[i] for i in where])  # host sync
+            for i, value in zip(where, read, strict=True):
+                out[i] = value
     return [float(v) for v in out]
 
 
@@ -164,7 +136,7 @@ class EpochLogs:
     def result(self) -> dict[str, float]:
         """``{prefix + name: mean}`` as floats, every device sum read in one host sync."""
         values = _combine([m.parts() for m in self.means.values()])  # host sync
-        return {self.prefix + name: v for name, v in zip(self.means, values)}
+        return {self.prefix + name: v for name, v in zip(self.means, values, strict=True)}
 
 
 def _combine(parts: list[tuple[Any, float, int]]) -> list[float]:

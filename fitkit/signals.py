@@ -15,9 +15,12 @@ import struct
 import sys
 import threading
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import FitkitValueError
+
+if TYPE_CHECKING:
+    from .model import Model
 
 TIMEOUT_ENV = "FITKIT_SIGTERM_TIMEOUT"
 TIMEOUT_S = 20.0  # how long fit may take to reach a step boundary after SIGTERM
@@ -63,7 +66,7 @@ class StopOnSigterm:
     came during it is then delivered to it (the default one ends the process).
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Model) -> None:
         self.model = model
         self.timeout = sigterm_timeout()
         self.pending = False  # a SIGTERM came
@@ -138,7 +141,9 @@ class StopOnSigterm:
                 return
             self.expired = True
         if hasattr(signal, "pthread_kill"):  # a real signal: it interrupts a sleep too
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+            main = threading.main_thread().ident
+            assert main is not None  # the main thread has started: it runs this fit
+            signal.pthread_kill(main, signal.SIGTERM)
         else:
             _thread.interrupt_main(signal.SIGTERM)  # runs _handle again, in the main thread
 
@@ -164,8 +169,8 @@ class StopOnSigterm:
             self.stopping = True
         self._cancel_timer()
         self._restore()  # from here a second SIGTERM ends the process at once
-        callbacks = getattr(self.model, "_fit_callbacks", None)
-        for cb in getattr(callbacks, "callbacks", []):
+        callbacks = self.model.runtime.callbacks
+        for cb in callbacks.callbacks if callbacks is not None else []:
             if isinstance(cb, BackupAndRestore):
                 cb.backup("SIGTERM")
         raise Terminated(at_boundary=True)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import FitkitValueError
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
 
 MISSING = object()
 _FIX = (
@@ -106,7 +109,7 @@ def like(
     if not ok:
         raise bad(where, saved, wanted)
     if isinstance(current, (list, tuple)) and same_lengths:
-        for i, (s, c) in enumerate(zip(saved, current)):
+        for i, (s, c) in enumerate(zip(saved, current, strict=True)):  # lengths checked above
             like(s, c, f"{where}[{i}]", same_lengths, exact_ints)
     elif isinstance(current, dict):
         for k, c in current.items():
@@ -162,7 +165,7 @@ def check_metric_names(saved: list, names: list[str]) -> list[str]:
     return names
 
 
-def check_scheduler(adapter: Any, meta: dict) -> None:
+def check_scheduler(adapter: Adapter, meta: dict) -> None:
     """The saved lr schedule state is this model's kind of schedule, shaped as its own."""
     saved = field(meta, "scheduler", "", lambda v: isinstance(v, dict), "a dict")
     current = adapter.scheduler.state_dict()
@@ -206,7 +209,7 @@ def check_history(meta: dict) -> None:
         "a list of ints",
     )
     field(history, "history", "['history']", lambda v: isinstance(v, dict), "a dict")
-    for key, values in history["history"].items():
+    for key in history["history"]:
         field(
             history["history"],
             key,

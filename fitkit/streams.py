@@ -12,9 +12,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backend import backend_part
+
+if TYPE_CHECKING:
+    from .adapter import Adapter
+    from .model import Model
 
 
 class Stream:
@@ -61,6 +65,7 @@ class Stream:
         steps = self.source.steps
         while done < limit:
             self.want = min(self.group, limit - done)
+            assert self.pairs is not None  # open() ran first (epoch_batches)
             pair = next(self.pairs, None)
             if pair is None:
                 if done == 0 and not reopened and not self.source.one_shot:
@@ -78,7 +83,7 @@ class Stream:
 
 
 def epoch_batches(
-    adapter: Any, state: Any, train: Any, group: int, limit: int
+    adapter: Adapter, state: Any, train: Any, group: int, limit: int
 ) -> Iterator[tuple[Any, Any]]:
     """The running epoch's batches from the fit's stream over ``train``: the pass the
     first-batch checks opened, the open one, a new one, or a restored backup's at its step."""
@@ -98,7 +103,7 @@ def epoch_batches(
 
 
 def end_epoch(
-    model: Any, state: Any, epoch: int, steps_done: int, limit: int | None, stopped: bool
+    model: Model, state: Any, epoch: int, steps_done: int, limit: int | None, stopped: bool
 ) -> None:
     """After an epoch's steps (``steps_done`` of them, a resumed epoch's earlier ones too):
     the stream's position for the next epoch and for backups. An epoch that ran short

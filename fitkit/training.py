@@ -1,9 +1,9 @@
-"""The loops behind fit, validate and predict, and the data sources they read.
+"""The loops behind fit, validate and predict, and the batch-style calls.
 
-Owns what happens once per epoch and once per pass (sources, log points, history rows, a
-resumed epoch's pass, errors that name the epoch and step); the whole fit around the epochs
-is fitting.py's, the first-batch checks checks.py's. Per-step work belongs to the adapter's
-compiled steps and the bookkeeping to steps.StepLoop; argument checks to the facade.
+Owns what happens once per epoch and once per pass (log points, history rows, a resumed
+epoch's pass, errors that name the epoch and step); the whole fit around the epochs is
+fitting.py's, the data sources data_args.py's, the first-batch checks checks.py's. Per-step
+work belongs to the adapter's compiled steps and the bookkeeping to steps.StepLoop.
 """
 
 from __future__ import annotations
@@ -11,214 +11,27 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import arrays, checks, distribute, finite, hf, streams
+from . import arrays, checks, distribute, finite, framework_errors, streams
 from .backend import backend_part
 from .callbacks import CallbackList
+from .data_args import make_source
 from .display import EpochDisplay, format_logs
-from .errors import FitkitError, FitkitValueError, StepFailedError
-from .history import is_lr_column
+from .errors import FitkitError, StepFailedError
+from .history import History, is_lr_column
 from .resume import FitState, unprefixed
 from .sources import checked_batch_size
 from .steps import StepLoop
 
+if TYPE_CHECKING:
+    from .adapter import Adapter, BatchSource
+    from .model import Model
+
 AUTO_STEPS_PER_EXECUTION = 32  # steps per compiled call when nothing needs each step
-
-
-# ---------------------------------------------------------------------- data sources
-def make_source(
-    adapter: Any,
-    x: Any,
-    y: Any,
-    *,
-    batch_size: int | None,
-    shuffle: bool,
-    need_y: bool,
-    sample_weight: Any = None,
-    class_weight: dict | None = None,
-    what: str = "x",
-):
-    """The adapter's batch source for one data argument (arrays, or batches of a loader).
-
-    ``batch_size=None``: the arrays are one batch (the batch-style calls).
-    """
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise FitkitValueError(f"batch_size must be a whole number >= 1; got {batch_size!r}.")
-    labels = hf.label_keys(adapter)  # a dict's label keys are its targets (label_names)
-    if y is None:  # a dict (or a tokenizer's BatchEncoding) of arrays holding its labels
-        x, y = labels.split(x)
-    # A list of numbers (or of lists of numbers) is one array; of (x, y) pairs, batches.
-    if arrays.is_structure_of_arrays(x) or arrays.is_number_list(x):
-        check_global_batch(batch_size)
-        x, y, n = arrays.prepare_xy(x, y, need_y=need_y)
-        weights = arrays.prepare_sample_weight(sample_weight, n)
-        check_tensors_finite(adapter, x, y)
-        return adapter.array_source(
-            x,
-            y,
-            batch_size=batch_size or n,
-            shuffle=shuffle,
-            sample_weight=weights,
-            class_weight=class_weight,
-        )
-    if x is None:
-        raise FitkitValueError(
-            f"{what} is None: pass inputs (arrays, tensors, a dataset, a loader…)."
-        )
-    if y is not None:
-        raise FitkitValueError(
-            f"y must be None when {what} is a {type(x).__name__} that yields (x, y) batches; "
-            f"the targets come from the batches."
-        )
-    if sample_weight is not None:
-        raise FitkitValueError(
-            f"sample_weight works with in-memory arrays; {what} is a {type(x).__name__}: let it "
-            f"yield (x, y, sample_weight) batches instead."
-        )
-    source = adapter.batch_source(
-        x, batch_size=batch_size or 1, shuffle=shuffle, class_weight=class_weight
-    )
-    source.split_labels(labels)
-    return source
-
-
-def fit_sources(
-    model: Any,
-    x: Any,
-    y: Any,
-    sample_weight: Any,
-    class_weight: Any,
-    batch_size: int,
-    shuffle: bool,
-    validation_split: float,
-    validation_data: Any,
-) -> tuple:
-    """(train, validation or None) sources for fit's data arguments."""
-    need_y = not model._custom("train")
-    val = None
-    if validation_split:
-        if validation_data is not None:
-            raise FitkitValueError("Pass validation_split or validation_data, not both.")
-        if y is None:
-            x, y = hf.label_keys(model._adapter).split(x)
-        (x, y, sample_weight), (vx, vy, vw) = split_for_validation(
-            x, y, sample_weight, validation_split, need_y
-        )
-        val = make_source(
-            model._adapter,
-            vx,
-            vy,
-            batch_size=batch_size,
-            shuffle=False,
-            need_y=need_y,
-            sample_weight=vw,
-        )
-    elif validation_data is not None:
-        val = validation_source(
-            model._adapter, validation_data, batch_size, need_y=not model._custom("test")
-        )
-    train = make_source(
-        model._adapter,
-        x,
-        y,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        need_y=need_y,
-        sample_weight=sample_weight,
-        class_weight=class_weight,
-    )
-    return train, val
-
-
-def check_global_batch(batch_size: int | None) -> None:
-    """Under a strategy, fit's batch_size (the global batch, Keras's convention) must divide
-    across the replicas (a loader's own batch size is the backend's to check)."""
-    strategy = distribute.active()
-    if batch_size is not None and strategy is not None and batch_size % strategy.replicas:
-        raise FitkitValueError(
-            f"batch_size={batch_size} is the global batch (Keras's convention) and must "
-            f"divide across the {strategy.replicas} replicas of the {strategy.name!r} "
-            f"strategy; use a multiple of {strategy.replicas}, e.g. "
-            f"{batch_size // strategy.replicas * strategy.replicas or strategy.replicas}."
-        )
-
-
-def check_tensors_finite(adapter: Any, x: Any, y: Any) -> None:
-    """NaN / inf in tensors the user passed, found on their device (numpy is checked on the
-    host by arrays.host_leaf)."""
-    for label, leaf in arrays.named_leaves(x, "x") + arrays.named_leaves(y, "y"):
-        if leaf is not None and type(leaf).__module__ != "numpy":
-            if not adapter.is_tensor(leaf):  # the other framework's tensor: check on the host
-                arrays.check_finite(arrays.to_numpy(leaf), label)
-                continue
-            bad = adapter.first_nonfinite(leaf)
-            if bad is not None:
-                raise FitkitValueError(
-                    f"{label} holds {bad[1]} at row {bad[0]} (its first non-finite value). "
-                    f"Replace or drop non-finite values before training."
-                )
-
-
-def validation_source(adapter: Any, validation_data: Any, batch_size: int, need_y: bool):
-    """``validation_data`` as (x, y), (x, y, w), [x, y] or a dataset / loader of batches."""
-    what = "validation_data"
-    if (
-        isinstance(validation_data, (tuple, list))
-        and len(validation_data) in (1, 2, 3)
-        and arrays.is_structure_of_arrays(validation_data[0])
-    ):
-        if len(validation_data) == 1:
-            raise FitkitValueError(
-                "validation_data is a 1-tuple; pass (x_val, y_val) or "
-                "(x_val, y_val, sample_weight_val)."
-            )
-        vx, vy, vw = (*validation_data, None)[:3]
-        try:
-            return make_source(
-                adapter,
-                vx,
-                vy,
-                batch_size=batch_size,
-                shuffle=False,
-                need_y=need_y,
-                sample_weight=vw,
-                what=what,
-            )
-        except FitkitValueError as err:
-            raise FitkitValueError(f"validation_data: {err}") from err
-    return make_source(
-        adapter,
-        validation_data,
-        None,
-        batch_size=batch_size,
-        shuffle=False,
-        need_y=need_y,
-        what=what,
-    )
-
-
-def split_for_validation(x: Any, y: Any, sample_weight: Any, validation_split: float, need_y: bool):
-    """Keras's validation_split: the last rows (before shuffling) become validation data."""
-    if not arrays.is_structure_of_arrays(x):
-        raise FitkitValueError(
-            "validation_split works only with in-memory arrays or tensors; x is "
-            f"a {type(x).__name__}. Pass validation_data=<a dataset or loader> instead."
-        )
-    x, y, n = arrays.prepare_xy(x, y, need_y=need_y)
-    n_train = int(n * (1.0 - validation_split))
-    if n_train == 0 or n_train == n:
-        raise FitkitValueError(
-            f"validation_split={validation_split} of {n} samples leaves "
-            f"{n_train} for training and {n - n_train} for validation; both need one."
-        )
-    parts = [
-        arrays.split_tail(v, n_train) if v is not None else (None, None)
-        for v in (x, y, arrays.prepare_sample_weight(sample_weight, n))
-    ]
-    return tuple(p[0] for p in parts), tuple(p[1] for p in parts)
 
 
 # ---------------------------------------------------------------------- loops
@@ -239,7 +52,7 @@ def run_steps(loop: StepLoop, fn: Any, where: str) -> None:
             fn(item)
     except (FitkitError, KeyboardInterrupt):
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - a step runs user code: any error is named
         _raise_failed(where, loop.steps_done + 1, loop.item, err)
 
 
@@ -254,27 +67,27 @@ def call_hook(hook: Any, where: str, *args: Any) -> None:
 
 
 def one_batch(
-    model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any, mode: str
+    model: Model, x: Any, y: Any, sample_weight: Any, class_weight: Any, mode: str
 ) -> tuple:
     """The checked batch of a batch-style call (``train_on_batch`` and friends)."""
     source = make_source(
-        model._adapter,
+        model.runtime.adapter,
         x,
         y,
         batch_size=None,
         shuffle=False,
-        need_y=mode != "predict" and not model._custom(mode),
+        need_y=mode != "predict" and not model.runtime.custom(mode),
         sample_weight=sample_weight,
         class_weight=arrays.check_class_weight(class_weight),
     )
     # The first call checks against a forward pass; later ones reuse the output shapes.
     return checks.check_first(
-        model, source, mode, "", run_network=model._adapter.example_inputs is None
+        model, source, mode, "", run_network=model.runtime.adapter.example_inputs is None
     )
 
 
 def on_batch(
-    model: Any,
+    model: Model,
     mode: str,
     x: Any,
     y: Any,
@@ -283,17 +96,18 @@ def on_batch(
     reset_metrics: bool,
 ) -> dict[str, float]:
     """``train_on_batch`` / ``test_on_batch``: one step, its logs (running ones if not reset)."""
-    model._require_compiled(f"{mode}_on_batch")
+    runtime = model.runtime
+    runtime.require_compiled(f"{mode}_on_batch")
     batch = one_batch(model, x, y, sample_weight, class_weight, mode)
-    if not reset_metrics and model._last_on_batch not in (None, mode):
+    if not reset_metrics and runtime.last_on_batch not in (None, mode):
         # train and test share metric states: they hold the other mode's batches now
-        model._adapter.reset_logs(model._last_on_batch)
-    model._last_on_batch = mode
-    model._adapter.set_training(mode == "train")
-    run = lambda b: model._adapter.run_batch(  # noqa: E731
-        model._function(mode), b, mode, reset_metrics
+        runtime.adapter.reset_logs(runtime.last_on_batch)
+    runtime.last_on_batch = mode
+    runtime.adapter.set_training(mode == "train")
+    step = runtime.function(mode)
+    return run_one(
+        lambda b: runtime.adapter.run_batch(step, b, mode, reset_metrics), batch, f"{mode}_on_batch"
     )
-    return run_one(run, batch, f"{mode}_on_batch")
 
 
 def run_one(fn: Any, batch: Any, where: str) -> Any:
@@ -302,7 +116,7 @@ def run_one(fn: Any, batch: Any, where: str) -> Any:
         return fn(batch)
     except (FitkitError, KeyboardInterrupt):
         raise
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - a step runs user code: any error is named
         _raise_failed(where, None, batch, err)
 
 
@@ -325,7 +139,7 @@ def _raise_failed(where: str, step: int | None, item: Any, err: Exception) -> No
     text = _lead_with_cause(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip())  # Keras colours
     if len(text) > 600:  # the whole message stays in the chained cause
         text = text[:600] + " …"
-    if checks.is_cuda_assert(text):
+    if framework_errors.is_cuda_assert(err):
         text += f" ({checks.CUDA_ASSERT})"
     raise StepFailedError(
         f"{where} failed on a batch of shapes [{shapes}]: {type(err).__name__}: {text}"
@@ -348,22 +162,23 @@ def _lead_with_cause(text: str) -> str:
     )
 
 
-def steps_per_call(model: Any, cbs: CallbackList, kind: str, log_every: int | None) -> int:
+def steps_per_call(model: Model, cbs: CallbackList, kind: str, log_every: int | None) -> int:
     """Steps per compiled call: the user's number, or 'auto' (all that no hook or log point
     needs to see one by one)."""
-    if model._steps_per_execution != "auto":
-        return model._steps_per_execution
+    chosen = model.runtime.steps_per_execution
+    if isinstance(chosen, int):  # compile checked it: a whole number >= 1, or "auto"
+        return chosen
     every = [n for n in (cbs.step_interval(kind), log_every) if n]
     return math.gcd(AUTO_STEPS_PER_EXECUTION, *every)
 
 
 def fit_epoch(
-    model: Any,
+    model: Model,
     epoch: int,
     state: FitState,
     *,
-    train,
-    val,
+    train: BatchSource,
+    val: BatchSource | None,
     cbs: CallbackList,
     display: EpochDisplay,
     limit: int | None,
@@ -379,7 +194,7 @@ def fit_epoch(
     A resumed epoch (``state.resume_step``) continues where the backup was made: its begin
     hooks ran before the backup, and its running logs came back with the state.
     """
-    adapter = model._adapter
+    adapter = model.runtime.adapter
     start = time.perf_counter()
     resumed = state.resume_step
     state.epoch, state.step = epoch, resumed or 0
@@ -406,7 +221,7 @@ def fit_epoch(
         stop_requested=lambda: model.stop_training,
     )
     state.loop, state.resume_step = loop, None
-    run_steps(loop, model._function("train"), f"fit: epoch {epoch + 1}")
+    run_steps(loop, model.runtime.function("train"), f"fit: epoch {epoch + 1}")
     adapter.finish_epoch()  # a last, partial window of accumulated gradients
     state.step = loop.steps_done
     logs = read()  # host sync: epoch end
@@ -429,7 +244,7 @@ def fit_epoch(
             )
         )
         state.keys_checked = True
-    model.history.append(epoch, logs)
+    running_history(model).append(epoch, logs)
     adapter.scheduler.epoch_end(epoch, logs)
     state.global_step += loop.steps_done - (resumed or 0)
     state.epoch, state.step, state.loop = epoch + 1, 0, None
@@ -439,6 +254,13 @@ def fit_epoch(
     return logs
 
 
+def running_history(model: Model) -> History:
+    """The fit's history: run_fit's, or the one a backup restored at train begin."""
+    if model.history is None:  # only if a callback dropped it: the fit's rows are lost
+        model.history = History()
+    return model.history
+
+
 def expected_keys(train_keys: list, with_validation: bool, lr_keys: Any) -> list[str]:
     """The keys every epoch's logs will hold (validation ones when there is validation, and
     ``lr_keys``: the adapter's learning-rate columns)."""
@@ -446,7 +268,9 @@ def expected_keys(train_keys: list, with_validation: bool, lr_keys: Any) -> list
     return keys + ([f"val_{k}" for k in keys] if with_validation else []) + list(lr_keys)
 
 
-def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int | None):
+def open_pass(
+    adapter: Adapter, state: FitState, train: BatchSource, group: int, limit: int | None
+) -> Iterator[tuple[Any, int]]:
     """This epoch's batches, with the RNGs as the pass began recorded (or, when resuming,
     put back while the pass opens and skips what was done, so it draws the same order).
     With steps_per_epoch (``limit``), one pass goes on across epochs (streams.py)."""
@@ -469,7 +293,7 @@ def open_pass(adapter: Any, state: FitState, train: Any, group: int, limit: int 
 
 
 @contextmanager
-def kept_mode(adapter: Any):
+def kept_mode(adapter: Adapter) -> Iterator[None]:
     """The network's train/eval mode as it was, after an evaluation or prediction."""
     was_training = adapter.training_mode()
     try:
@@ -479,7 +303,7 @@ def kept_mode(adapter: Any):
 
 
 def validate_data(
-    model: Any,
+    model: Model,
     x: Any,
     y: Any,
     *,
@@ -493,16 +317,16 @@ def validate_data(
     arrays.check_verbose(verbose, "validate")
     batch_size = checked_batch_size(x, batch_size, "validate")
     source = make_source(
-        model._adapter,
+        model.runtime.adapter,
         x,
         y,
         batch_size=batch_size,
         shuffle=False,
-        need_y=not model._custom("test"),
+        need_y=not model.runtime.custom("test"),
         sample_weight=sample_weight,
     )
     checks.check_first(model, source, "test")
-    with kept_mode(model._adapter):
+    with kept_mode(model.runtime.adapter):
         logs = evaluate(model, source, CallbackList(callbacks, model, {}), steps)
     if verbose and distribute.is_main_process():
         print(f"validate - {format_logs(logs)}", flush=True)
@@ -510,17 +334,17 @@ def validate_data(
 
 
 def predict_data(
-    model: Any, x: Any, *, batch_size: int | None, verbose: int, callbacks: Any
+    model: Model, x: Any, *, batch_size: int | None, verbose: int, callbacks: Any
 ) -> Any:
     """``Model.predict``: a first-batch check, then every batch's outputs as numpy."""
     arrays.check_verbose(verbose, "predict")
     start = time.perf_counter()
     batch_size = checked_batch_size(x, batch_size, "predict")
     source = make_source(
-        model._adapter, x, None, batch_size=batch_size, shuffle=False, need_y=False
+        model.runtime.adapter, x, None, batch_size=batch_size, shuffle=False, need_y=False
     )
     checks.check_first(model, source, "predict")
-    with kept_mode(model._adapter):
+    with kept_mode(model.runtime.adapter):
         out = predict(model, source, CallbackList(callbacks, model, {}))
     if verbose and distribute.is_main_process():
         rows = arrays.leaves(out)[0].shape[0]
@@ -529,10 +353,10 @@ def predict_data(
 
 
 def evaluate(
-    model: Any, source: Any, cbs: CallbackList, limit: int | None = None, where: str = "validate"
+    model: Model, source: Any, cbs: CallbackList, limit: int | None = None, where: str = "validate"
 ) -> dict[str, float]:
     """Loss and metrics over one pass of ``source`` (at most ``limit`` steps)."""
-    adapter = model._adapter
+    adapter = model.runtime.adapter
     adapter.set_training(False)
     adapter.reset_logs("test")
     cbs.on_test_begin(None)
@@ -542,17 +366,17 @@ def evaluate(
         callbacks=cbs,
         read_logs=lambda: adapter.read_logs("test"),
     )
-    run_steps(loop, model._function("test"), where)
+    run_steps(loop, model.runtime.function("test"), where)
     logs = adapter.read_logs("test")  # host sync: end of evaluation
     cbs.on_test_end(logs)
     return logs
 
 
-def predict(model: Any, source: Any, cbs: CallbackList) -> Any:
+def predict(model: Model, source: Any, cbs: CallbackList) -> Any:
     """Outputs of every batch of ``source``, merged into numpy arrays once at the end."""
-    adapter = model._adapter
+    adapter = model.runtime.adapter
     adapter.set_training(False)
-    predict_fn, outputs = model._function("predict"), []
+    predict_fn, outputs = model.runtime.function("predict"), []
     cbs.on_predict_begin(None)
     group = steps_per_call(model, cbs, "predict", None) if source.predicts_in_chunks else 1
     loop = StepLoop(source.batches(group), kind="predict", callbacks=cbs, read_logs=dict)

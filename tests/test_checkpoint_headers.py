@@ -49,7 +49,7 @@ class SaveAt(Callback):
         self.path, self.step = path, step
 
     def on_train_batch_end(self, batch, logs=None):
-        if (self.model._fit_state.epoch, batch + 1) == (1, self.step):
+        if (self.model.runtime.fit.epoch, batch + 1) == (1, self.step):
             self.model.save_checkpoint(self.path)
             raise KeyboardInterrupt
 
@@ -78,8 +78,8 @@ def _trained(kit, x, y, seed=7):
 
 
 def _snapshot(model):
-    arrays, meta = model._adapter.get_state()
-    return arrays, meta, copy.deepcopy(model.history.history), model._resume
+    arrays, meta = model.runtime.adapter.get_state()
+    return arrays, meta, copy.deepcopy(model.history.history), model.runtime.pending
 
 
 def _assert_same(before, after):
@@ -200,7 +200,7 @@ class StopAt(Callback):
         self.stop = stop
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.stop and (self.model._fit_state.epoch, batch + 1) == (1, 3):
+        if self.stop and (self.model.runtime.fit.epoch, batch + 1) == (1, 3):
             raise KeyboardInterrupt
 
 

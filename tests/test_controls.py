@@ -96,7 +96,7 @@ def _trained(
         for _ in range(epochs):
             for i in range(0, len(x), batch_size):
                 model.train_on_batch(x[i : i + batch_size], y[i : i + batch_size])
-            model._adapter.finish_epoch()
+            model.runtime.adapter.finish_epoch()
     else:
         model.fit(
             x, y, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0, **fit_kwargs
@@ -147,14 +147,14 @@ def test_accumulation_state_saves_and_loads_a_pending_window(kit):
     x, y = _data(8)
     model, _ = _trained(kit, 3, 4, x[:4], y[:4], epochs=0)
     model.train_on_batch(x[:4], y[:4])  # one batch of a window of three is pending
-    saved = model._adapter.accumulation.state()
+    saved = model.runtime.adapter.accumulation.state()
     assert int(saved["count"]) == 1 and int(saved["rows"]) == 4
     model.train_on_batch(x[4:], y[4:])
-    model._adapter.accumulation.load(saved)
-    assert int(model._adapter.accumulation.state()["count"]) == 1
+    model.runtime.adapter.accumulation.load(saved)
+    assert int(model.runtime.adapter.accumulation.state()["count"]) == 1
     plain = fitkit.Model(linear(kit))
     plain.compile("sgd", "mse")
-    assert plain._adapter.accumulation is None
+    assert plain.runtime.adapter.accumulation is None
 
 
 def test_fp16_on_torch_cpu_trains_with_finite_losses(torch_kit):
@@ -166,7 +166,7 @@ def test_fp16_on_torch_cpu_trains_with_finite_losses(torch_kit):
     history = model.fit(x, y, batch_size=32, epochs=4, verbose=0)
     losses = history.history["loss"]
     assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]
-    assert model._adapter.accumulation.scaler is not None
+    assert model.runtime.adapter.accumulation.scaler is not None
     with model.autocast():
         out = model.net(torch_kit.tensor(x[:2]))
     assert out.dtype == torch_kit.torch.float16

@@ -70,7 +70,7 @@ def test_a_torch_device_past_the_gpus_there_are_is_refused(one_gpu_torch, device
 def test_torch_cpu_names_are_accepted(torch_kit):
     for device in ("cpu", torch_kit.torch.device("cpu")):
         model = fitkit.Model(torch_kit.mlp(4, 1), device=device)
-        assert model._adapter.device == torch_kit.torch.device("cpu")
+        assert model.runtime.adapter.device == torch_kit.torch.device("cpu")
 
 
 # ---------------------------------------------------------------- TensorFlow
@@ -114,11 +114,15 @@ def test_tensorflow_accepts_the_device_keras_places_the_model_on(tf_kit):
     if tf_kit.tf.config.get_visible_devices("GPU"):
         pytest.skip("this machine has a GPU")
     for device in ("cpu", "CPU:0", "/device:CPU:0"):
-        assert fitkit.Model(tf_kit.mlp(4, 1), device=device)._adapter.device == "/device:CPU:0"
+        assert (
+            fitkit.Model(tf_kit.mlp(4, 1), device=device).runtime.adapter.device == "/device:CPU:0"
+        )
 
 
 def test_tensorflow_refuses_a_device_keras_would_not_place_the_model_on(one_gpu_tf):
-    assert fitkit.Model(one_gpu_tf.mlp(4, 1), device="gpu")._adapter.device == "/device:GPU:0"
+    assert (
+        fitkit.Model(one_gpu_tf.mlp(4, 1), device="gpu").runtime.adapter.device == "/device:GPU:0"
+    )
     with pytest.raises(
         fitkit.FitkitValueError,
         match=r"trains where Keras places it, here GPU:0 \(the devices here are "

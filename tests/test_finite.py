@@ -80,7 +80,7 @@ def test_the_weights_flag_comes_with_the_logs_read_at_log_points_only(kit, monke
     model = _model(kit)
     x, y = make_regression(n=128)
     asked = []
-    read = model._adapter.read_logs
+    read = model.runtime.adapter.read_logs
 
     def counting(mode, weights=False):
         asked.append((mode, weights))
@@ -88,7 +88,7 @@ def test_the_weights_flag_comes_with_the_logs_read_at_log_points_only(kit, monke
         assert (WEIGHTS_FINITE in logs) == weights and logs.get(WEIGHTS_FINITE, 1.0) == 1.0
         return logs
 
-    monkeypatch.setattr(model._adapter, "read_logs", counting)
+    monkeypatch.setattr(model.runtime.adapter, "read_logs", counting)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, log_step_freq=4)
     assert asked.count(("train", True)) == 2 * (2 + 1)  # steps 4 and 8, and the epoch end
     assert ("train", False) not in asked

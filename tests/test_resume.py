@@ -49,7 +49,7 @@ class StopAt(Callback):
         self.at, self.error, self.ended = (epoch, step), error, False
 
     def on_train_batch_end(self, batch, logs=None):
-        if (self.model._fit_state.epoch, batch + 1) == self.at:
+        if (self.model.runtime.fit.epoch, batch + 1) == self.at:
             raise self.error
 
     def on_train_end(self, logs=None):
@@ -94,7 +94,7 @@ def test_a_checkpoint_saved_mid_epoch_resumes_to_the_uninterrupted_run(
 
     class SaveThenStop(Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if (self.model._fit_state.epoch, batch + 1) == stop_at:
+            if (self.model.runtime.fit.epoch, batch + 1) == stop_at:
                 self.model.save_checkpoint(path)
                 raise KeyboardInterrupt
 

@@ -76,7 +76,9 @@ def test_the_first_batch_checks_leave_every_rng_as_they_found_them(kit):
     model.compile("sgd", "cross_entropy", metrics=["accuracy"])
     if kit.name == "tensorflow":
         kit.tf.random.get_global_generator()  # made now: the checks must not move it
-    source = training.make_source(model._adapter, x, y, batch_size=16, shuffle=True, need_y=True)
+    source = training.make_source(
+        model.runtime.adapter, x, y, batch_size=16, shuffle=True, need_y=True
+    )
     before = rng_states(kit, net)
     checks.check_first(model, source, "train")
     assert rng_states(kit, net) == before
@@ -125,7 +127,7 @@ def test_a_torch_fit_equals_a_hand_written_loop_seeded_alike(torch_kit):
     model.compile(
         torch.optim.SGD(net.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(), metrics=["accuracy"]
     )
-    device = model._adapter.device  # a GPU when there is one: the loop runs there too
+    device = model.runtime.adapter.device  # a GPU when there is one: the loop runs there too
 
     def generators():
         cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else []
@@ -197,7 +199,7 @@ def test_a_dataloader_pass_is_drawn_when_it_runs_not_when_checked(torch_kit, whe
     model = fitkit.Model(torch_kit.mlp(4, 3))
     model.compile("sgd", "cross_entropy")
     source = training.make_source(
-        model._adapter, loader, None, batch_size=16, shuffle=False, need_y=True
+        model.runtime.adapter, loader, None, batch_size=16, shuffle=False, need_y=True
     )
     before = torch.get_rng_state()
     checks.check_first(model, source, "test", runs_next=where == "train")

@@ -124,7 +124,7 @@ class StopAt(Callback):
         self.at = (epoch, step)
 
     def on_train_batch_end(self, batch, logs=None):
-        if (self.model._fit_state.epoch, batch + 1) == self.at:
+        if (self.model.runtime.fit.epoch, batch + 1) == self.at:
             raise KeyboardInterrupt
 
 
@@ -227,7 +227,7 @@ def test_fitkit_steps_refuse_several_optimizers_before_building_anything(kit):
         model = cls(kit.mlp(4, 1))
         with pytest.raises(fitkit.FitkitValueError, match=r"2 optimizers.*Override train_step"):
             model.compile(loss="mse")
-        assert not model._compiled
+        assert not model.runtime.compiled
 
     class Manual(Default):
         def train_step(self, batch):

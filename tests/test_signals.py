@@ -112,7 +112,7 @@ class SendAt(Callback):
         self.seen = signal.getsignal(signal.SIGTERM)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.model._fit_state.epoch == 0 and batch + 1 == self.step:
+        if self.model.runtime.fit.epoch == 0 and batch + 1 == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
 
 

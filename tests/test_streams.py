@@ -127,7 +127,7 @@ def test_a_repeated_dataset_runs_whole_chunks_with_no_host_count(tf_kit):
     """A repeat()ed dataset never ends: its chunks' step counts are known without a read."""
     tf = tf_kit.tf
     x, y = make_regression(n=64)
-    source = fitkit.Model(tf_kit.mlp(4, 1))._adapter.batch_source(
+    source = fitkit.Model(tf_kit.mlp(4, 1)).runtime.adapter.batch_source(
         tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat(), batch_size=16, shuffle=False
     )
     assert source.endless
@@ -149,7 +149,7 @@ class SaveThenStop(Callback):
         self.path, self.at = path, at
 
     def on_train_batch_end(self, batch, logs=None):
-        if (self.model._fit_state.epoch, batch + 1) == self.at:
+        if (self.model.runtime.fit.epoch, batch + 1) == self.at:
             self.model.save_checkpoint(self.path)
             raise KeyboardInterrupt
 

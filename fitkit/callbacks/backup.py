@@ -76,7 +76,7 @@ class BackupAndRestore(Callback):
                 )
 
     def on_train_batch_end(self, batch: int, logs: Mapping | None = None) -> None:
-        if (batch + 1) % self.save_freq == 0:
+        if isinstance(self.save_freq, int) and (batch + 1) % self.save_freq == 0:
             self.model.save_checkpoint(self.path)
 
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
@@ -86,8 +86,8 @@ class BackupAndRestore(Callback):
     def backup(self, why: str) -> None:
         """Write the backup now: fit calls this at the step boundary where SIGTERM stops it."""
         self.model.save_checkpoint(self.path)
-        if self.verbose and distribute.is_main_process():
-            state = self.model._fit_state
+        state = self.model.runtime.fit  # the running fit's (backup runs only inside one)
+        if self.verbose and distribute.is_main_process() and state is not None:
             step = state.loop.steps_done if state.loop is not None else state.step
             where = (
                 f"epoch {state.epoch + 1}, step {step}"
@@ -101,7 +101,7 @@ class BackupAndRestore(Callback):
             )
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
-        state = self.model._fit_state
+        state = self.model.runtime.fit
         if (
             state is not None
             and state.completed

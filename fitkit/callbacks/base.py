@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FitkitTypeError, FitkitValueError
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 _BATCH_HOOKS = (
     "on_train_batch_begin",
@@ -41,7 +44,7 @@ class Callback:
     step_interval: int | None = None
 
     def __init__(self) -> None:
-        self.model: Any = None
+        self.model: Model = None  # type: ignore[assignment]  # None until set_model (Keras's way)
         self.params: dict = {}
 
     def uses(self, hook: str) -> bool:
@@ -73,7 +76,7 @@ class Callback:
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned."""
 
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: Model) -> None:
         """Called as fit, validate or predict starts, with the fitkit Model (``self.model``)."""
         self.model = model
 
@@ -205,7 +208,7 @@ def match_states(callbacks: list, states: list[dict], path: str) -> tuple[list, 
                 f"{len(own)} callback(s) under that key: which is which cannot be told. Give "
                 f"each its own state_key (override the property), or resume with as many."
             )
-        pairs += list(zip(own, saved))
+        pairs += list(zip(own, saved, strict=False))  # saved may be longer: dropped below
         dropped += [key] * (len(saved) - len(own))
     return pairs, dropped
 
@@ -222,7 +225,7 @@ class CallbackList:
     {'loss': 0.42}
     """
 
-    def __init__(self, callbacks: Iterable[Callback] | None, model: Any, params: dict) -> None:
+    def __init__(self, callbacks: Iterable[Callback] | None, model: Model, params: dict) -> None:
         self.params = params
         from .keras_bridge import wrap  # Keras callbacks of a Keras network run bridged
 
@@ -259,7 +262,7 @@ class CallbackList:
             return None
         if any(not cb.step_interval for cb in wanting):
             return 1
-        return math.gcd(*(int(cb.step_interval) for cb in wanting))
+        return math.gcd(*(cb.step_interval or 1 for cb in wanting))  # each is set (above)
 
     def check_monitors(self, keys: Iterable[str]) -> None:
         """Every monitored key will be in the epoch logs; else a clear error, before training."""
@@ -319,7 +322,7 @@ class CallbackList:
         for fn in self.batch_hooks[hook]:
             fn(step, logs)
 
-    def __getattr__(self, hook: str):
+    def __getattr__(self, hook: str) -> Callable[..., None]:
         if not hook.startswith("on_"):
             raise AttributeError(hook)
 

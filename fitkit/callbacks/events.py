@@ -7,7 +7,6 @@ stop, and hooks made of plain functions; writing event files is each backend's
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -15,6 +14,7 @@ from numbers import Integral
 from typing import Any
 
 from .. import distribute
+from ..backend import backend_module
 from ..errors import FitkitError, FitkitTypeError, FitkitValueError
 from ..history import LR_KEY, is_lr_column
 from .base import Callback
@@ -69,9 +69,8 @@ class TensorBoard(Callback):
         if writer is None and not distribute.is_main_process():
             writer = self._writers[run] = _NoWriter()  # rank 0 writes the events
         if writer is None:
-            module = type(self.model._adapter).__module__.rsplit(".", 1)[0] + ".events"
             try:
-                events = importlib.import_module(module)
+                events = backend_module(self.model.backend, "events")
                 writer = events.EventWriter(os.path.join(self.log_dir, run))
             except ImportError as err:
                 if "tensorboard" not in str(err):
@@ -104,7 +103,8 @@ class TensorBoard(Callback):
         before = self.global_step
         self.global_step += batch - self._last_batch
         self._last_batch = batch
-        if self.global_step // self.update_freq > before // self.update_freq and logs:
+        every = self.step_interval  # int(update_freq): this hook runs only with one
+        if every and self.global_step // every > before // every and logs:
             writer = self._writer("train")
             for key, value in logs.items():
                 writer.scalar(f"batch_{key}", value, self.global_step)
@@ -170,7 +170,8 @@ class TerminateOnNaN(Callback):
                 flush=True,
             )
             self.model.stop_training = True
-            self.model.history.stop_reason = reason
+            if self.model.history is not None:  # (a fit's: always there)
+                self.model.history.stop_reason = reason
 
 
 # ---------------------------------------------------------------------- LambdaCallback

@@ -11,15 +11,18 @@ import csv
 import os
 import string
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import distribute
 from ..errors import FitkitTypeError, FitkitValueError
 from ..history import LR_KEY
 from .base import Callback
 from .monitor import Improvement, check_monitor, check_number
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 _PATH_ONLY = ("epoch", "batch")  # filepath fields that are not log keys
 
@@ -57,7 +60,7 @@ class _Fields(Mapping):
     (or ``save_best_only``) needs them.
     """
 
-    def __init__(self, model: Any, epoch: int, batch: int | None, logs: Mapping | None) -> None:
+    def __init__(self, model: Model, epoch: int, batch: int | None, logs: Mapping | None) -> None:
         self.model, self.logs = model, logs or {}
         self.fixed = (
             {"epoch": epoch + 1} if batch is None else {"epoch": epoch + 1, "batch": batch + 1}
@@ -72,7 +75,7 @@ class _Fields(Mapping):
             return self.model.learning_rate
         raise KeyError(key)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter({**self.fixed, **dict(self.logs)})
 
     def __len__(self) -> int:
@@ -200,10 +203,11 @@ class ModelCheckpoint(Callback):
         # Called once per compiled call, with its last step's index: count the difference.
         self.steps_since_save += batch - self._last_batch
         self._last_batch = batch
-        if self.steps_since_save >= self.save_freq:
+        every = self.step_interval  # int(save_freq): this hook runs only with one
+        if every and self.steps_since_save >= every:
             # Keep the phase when a call ran past the save step: the next save is still
             # save_freq steps after the last one was due, not after this call.
-            self.steps_since_save %= self.save_freq
+            self.steps_since_save %= every
             self._save(self._epoch, batch, logs)
 
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:

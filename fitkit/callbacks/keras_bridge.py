@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import _BATCH_HOOKS, Callback
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 _HOOKS = (
     "on_train_begin",
@@ -34,7 +37,7 @@ def is_keras_callback(cb: Any) -> bool:
     return keras is not None and isinstance(cb, keras.callbacks.Callback)
 
 
-def wrap(cb: Any, model: Any) -> Any:
+def wrap(cb: Any, model: Model) -> Any:
     """``cb`` ready for a CallbackList: a Keras callback of a Keras network is bridged (its
     BackupAndRestore becomes fitkit's, which resumes mid-epoch); anything else is unchanged."""
     if not is_keras_callback(cb) or not _is_keras_net(getattr(model, "net", None)):
@@ -82,10 +85,10 @@ class KerasCallback(Callback):
     def uses(self, hook: str) -> bool:
         return hook in self._used
 
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: Model) -> None:
         super().set_model(model)
         net = model.net
-        if getattr(model, "_compiled", False) and getattr(net, "optimizer", None) is None:
+        if model.runtime.compiled and getattr(net, "optimizer", None) is None:
             net.optimizer = model.optimizer  # Keras's callbacks read and set its rate
         self.callback.set_model(net)
 

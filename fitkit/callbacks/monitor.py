@@ -9,12 +9,15 @@ import math
 import warnings
 from collections.abc import Mapping
 from numbers import Integral, Real
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
 from ..errors import FitkitTypeError, FitkitValueError
 from .base import Callback
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 # Name parts of quantities that grow as a model gets better; anything else is minimised.
 _HIGHER_IS_BETTER = {
@@ -43,6 +46,12 @@ def check_count(owner: str, arg: str, value: Any) -> int:
     return int(value)
 
 
+@overload
+def check_number(
+    owner: str, arg: str, value: Any, *, allow_none: Literal[False] = False
+) -> float: ...
+@overload
+def check_number(owner: str, arg: str, value: Any, *, allow_none: bool) -> float | None: ...
 def check_number(owner: str, arg: str, value: Any, *, allow_none: bool = False) -> float | None:
     """A finite real number (or None where allowed), else a clear error."""
     if value is None and allow_none:
@@ -117,7 +126,7 @@ def monitored_value(cb: Any, logs: Mapping | None, what: str) -> float | None:
     return float(value)
 
 
-def resumed(model: Any) -> bool:
+def resumed(model: Model) -> bool:
     """True in a fit that continues a backup: the history already holds epochs at train begin."""
     history = getattr(model, "history", None)
     return history is not None and len(history) > 0
@@ -198,7 +207,8 @@ class EarlyStopping(Callback):
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
-            self.model.history.stop_reason = f"EarlyStopping: {self._why()}"
+            if self.model.history is not None:  # (a fit's: always there)
+                self.model.history.stop_reason = f"EarlyStopping: {self._why()}"
 
     def _why(self) -> str:
         if self.best is None:

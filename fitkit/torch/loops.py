@@ -66,10 +66,10 @@ def _keep_out_of_sequence(model: torch.nn.Module) -> None:
     if not isinstance(model, torch.nn.Sequential):
         return
     for name in ("loss_func", "metric_func"):
-        module = model._modules.get(name)
+        module = dict(model.named_children()).get(name)
         if module is None:
             continue
-        del model._modules[name]
+        delattr(model, name)  # nn.Module's own removal of a registered child
         params = next(model.parameters(), None)
         if params is not None:
             module.to(params.device)

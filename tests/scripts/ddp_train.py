@@ -124,7 +124,7 @@ def train(case: str, model, net, x, y, out_dir: str | None = None) -> dict:
             callbacks=callbacks,
         )
         out["history"] = history.history
-        out["local_rows"] = model._adapter._trackers["train"].count  # this process's share
+        out["local_rows"] = model.runtime.adapter._trackers["train"].count  # this process's share
         out["predict"] = model.predict(x, batch_size=16)
         out["validate"] = model.validate(x[5:], y[5:], batch_size=8)
         if case == "loader":  # a Dataset, batched by predict (global batch 16)

@@ -44,7 +44,7 @@ class Fault(fitkit.callbacks.Callback):
             file.write(str(os.getpid()))
 
     def on_train_batch_begin(self, batch, logs=None):
-        if rank == bad_rank and self.model._fit_state.epoch == 0 and batch + 1 == bad_step:
+        if rank == bad_rank and self.model.runtime.fit.epoch == 0 and batch + 1 == bad_step:
             print(f"rank {rank} {mode}s before step {bad_step}", file=sys.stderr, flush=True)
             if mode == "die":
                 with open(os.path.join(pid_dir, "died"), "w") as file:

@@ -62,14 +62,14 @@ class Term(fitkit.callbacks.Callback):
         if (
             args.at
             and not args.stall_in_validation
-            and (self.model._fit_state.epoch, batch + 1) == tuple(args.at)
+            and (self.model.runtime.fit.epoch, batch + 1) == tuple(args.at)
         ):
             os.kill(os.getpid(), signal.SIGTERM)
             if args.twice:
                 os.kill(os.getpid(), signal.SIGTERM)
 
     def on_test_batch_end(self, batch, logs=None):
-        if args.stall_in_validation and self.model._fit_state.epoch == args.at[0]:
+        if args.stall_in_validation and self.model.runtime.fit.epoch == args.at[0]:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(120)  # a validation step that takes long: the timeout must end it
 

@@ -71,7 +71,7 @@ class KillAt(fitkit.callbacks.Callback):
     """SIGKILL this process at (epoch, step): no cleanup, no flush, as a real kill."""
 
     def on_train_batch_end(self, batch, logs=None):
-        if kill and (self.model._fit_state.epoch, batch + 1) == kill:
+        if kill and (self.model.runtime.fit.epoch, batch + 1) == kill:
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -76,7 +76,7 @@ def test_auto_without_gpus_is_none_and_trains_as_usual(tf_kit, monkeypatch):
         model = fitkit.Model(_net())
         model.compile("sgd", "cross_entropy", metrics=["accuracy"])
         fitkit.distribute.barrier()
-    assert model._adapter.replicas is None  # the one-device path, unchanged
+    assert model.runtime.adapter.replicas is None  # the one-device path, unchanged
     plain = fitkit.Model(_net())
     plain.compile("sgd", "cross_entropy", metrics=["accuracy"])
     a = model.fit(x, y, batch_size=16, shuffle=False, verbose=0).history
@@ -97,14 +97,14 @@ def test_mirrored_on_one_device_trains_through_the_replicas_path(tf_kit):
         model = fitkit.Model(_net())
         model.compile("adam", "cross_entropy", metrics=["accuracy"])
         history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-    assert model._adapter.replicas is not None
+    assert model.runtime.adapter.replicas is not None
     plain = fitkit.Model(_net())
     plain.compile("adam", "cross_entropy", metrics=["accuracy"])
     expected = plain.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     np.testing.assert_allclose(history.history["loss"], expected.history["loss"], atol=1e-6)
     assert history.history["accuracy"] == expected.history["accuracy"]
     np.testing.assert_allclose(model.predict(x, batch_size=16), plain.predict(x), atol=1e-5)
-    arrays, _ = model._adapter.get_state()  # mirrored values read back as numpy
+    arrays, _ = model.runtime.adapter.get_state()  # mirrored values read back as numpy
     assert np.isfinite(arrays["net/0"]).all()
 
 

@@ -43,10 +43,10 @@ def test_train_step_is_compiled_once_not_per_step(tf_kit):
     model = fitkit.Model(tf_kit.mlp(4, 1))
     model.compile("adam", "mse", metrics=["mae"])
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
-    traced = model._functions["train"].tracing_count()
+    traced = model.runtime.functions["train"].tracing_count()
     assert traced <= 3  # full batch (twice: variables are created), partial batch once
     model.fit(x, y, batch_size=32, epochs=3, verbose=0)
-    assert model._functions["train"].tracing_count() == traced
+    assert model.runtime.functions["train"].tracing_count() == traced
 
 
 def test_keras_native_metric_objects(tf_kit):

@@ -38,8 +38,8 @@ def test_padded_batches_of_every_length_train_with_few_traces(tf_kit):
     model.compile("adam", "cross_entropy", metrics=["accuracy"], lr=1e-2)
     history = model.fit(ds, epochs=4, verbose=0, validation_data=ds)
     assert history.history["loss"][-1] < history.history["loss"][0]
-    assert model._function("train").tracing_count() <= 2  # the first length, then relaxed
-    assert model._function("test").tracing_count() <= 2
+    assert model.runtime.function("train").tracing_count() <= 2  # the first length, then relaxed
+    assert model.runtime.function("test").tracing_count() <= 2
 
 
 def test_new_sequence_length_label_dtype_and_input_structure_between_calls(tf_kit):
@@ -171,7 +171,7 @@ def test_tf_data_runs_several_steps_per_call_with_identical_results(tf_kit, know
         history = model.fit(ds, epochs=2, verbose=0, validation_data=ds)
         results.append((history.df.to_numpy(), tf_kit.weights(net)))
         if group == 3:
-            assert model._function("train").tracing_count() <= 2  # first batch + iterator
+            assert model.runtime.function("train").tracing_count() <= 2  # first batch + iterator
     for table, weights in results[1:]:
         np.testing.assert_allclose(table, results[0][0], rtol=1e-6)
         for a, b in zip(weights, results[0][1]):
@@ -208,7 +208,7 @@ def test_predict_on_tf_data_runs_chunks_and_equals_keras(tf_kit, known_length):
     model = fitkit.Model(net)
     out = model.predict(ds)
     np.testing.assert_allclose(out, net.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
-    assert model._function("predict").tracing_count() <= 2  # the first batch + the iterator
+    assert model.runtime.function("predict").tracing_count() <= 2  # the first batch + the iterator
 
 
 def test_a_native_keras_loss_error_leads_with_its_cause(tf_kit):

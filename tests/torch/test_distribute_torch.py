@@ -47,8 +47,8 @@ def test_none_changes_nothing(torch_kit):
         model.compile("sgd", "mse")
         model.fit(x, y, epochs=1, verbose=0)
     assert fitkit.distribute.active() is None
-    assert model._adapter._ddp is None and model._adapter._forward is model.net
-    assert model._adapter._update is None  # the plain default step
+    assert model.runtime.adapter._ddp is None and model.runtime.adapter._forward is model.net
+    assert model.runtime.adapter._update is None  # the plain default step
 
 
 def test_mirrored_without_two_gpus_warns_and_trains_on_one_device(torch_kit, monkeypatch):
@@ -70,8 +70,8 @@ def test_mirrored_wraps_the_net_in_data_parallel_and_recommends_ddp(torch_kit, m
             model.fit(x, y, epochs=1, verbose=0)
             assert model.predict(x).shape == (64, 1)
     assert (s.name, s.replicas, s.world_size) == ("mirrored", 2, 1)
-    assert isinstance(model._adapter._forward, torch.nn.DataParallel)
-    assert model.net is model._adapter._forward.module and "module." not in "".join(
+    assert isinstance(model.runtime.adapter._forward, torch.nn.DataParallel)
+    assert model.net is model.runtime.adapter._forward.module and "module." not in "".join(
         model.net.state_dict()
     )
 

@@ -203,7 +203,7 @@ def test_callable_losses_get_the_output_object_or_the_logits_as_written(torch_ki
     model.compile(torch.optim.AdamW(net.parameters(), lr=1e-3), loss)
     model.fit(loader(), epochs=1, verbose=0)
     assert_same_weights(net, reference)
-    assert model._adapter.outputs.heads[0].whole is (written_on == "outputs")
+    assert model.runtime.adapter.outputs.heads[0].whole is (written_on == "outputs")
 
 
 def test_a_loss_that_fits_neither_form_is_refused_naming_both_failures(torch_kit):

@@ -159,7 +159,7 @@ class _SaveAt(Callback):
         self.path = path
 
     def on_train_batch_end(self, batch, logs=None):
-        if (self.model._fit_state.epoch, batch) == (1, 1):
+        if (self.model.runtime.fit.epoch, batch) == (1, 1):
             self.model.save_checkpoint(self.path)
 
 

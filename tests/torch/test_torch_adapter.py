@@ -78,7 +78,7 @@ def test_fit_reads_device_values_only_at_log_points(torch_kit, torch_sync_counte
 
 def test_fit_keeps_data_on_the_model_device(torch_kit):
     model = fitkit.Model(torch_kit.mlp(4, 1), device="cpu")
-    source = model._adapter.array_source(*make_regression(n=10), batch_size=4, shuffle=True)
+    source = model.runtime.adapter.array_source(*make_regression(n=10), batch_size=4, shuffle=True)
     xb, yb = next(iter(source))
     assert xb.device.type == "cpu" and xb.dtype == torch.float32 and xb.shape == (4, 4)
     assert source.steps == 3
@@ -86,7 +86,7 @@ def test_fit_keeps_data_on_the_model_device(torch_kit):
 
 def test_unshuffled_batches_are_views_of_one_contiguous_tensor(torch_kit):
     model = fitkit.Model(torch_kit.mlp(4, 1))
-    source = model._adapter.array_source(*make_regression(n=10), batch_size=4, shuffle=False)
+    source = model.runtime.adapter.array_source(*make_regression(n=10), batch_size=4, shuffle=False)
     first, _ = next(iter(source))
     assert first.data_ptr() == source.x.data_ptr()
 
@@ -112,7 +112,7 @@ def test_data_too_large_for_the_device_is_copied_per_batch(torch_kit, monkeypatc
         net = torch_kit.mlp(4, 1)
         model = fitkit.Model(net)
         model.compile("sgd", "mse")
-        source = model._adapter.array_source(x, y, batch_size=16, shuffle=False)
+        source = model.runtime.adapter.array_source(x, y, batch_size=16, shuffle=False)
         assert source.resident is fits
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         weights.append(torch_kit.weights(net))
