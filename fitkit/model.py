@@ -250,10 +250,6 @@ class Model(CustomSteps):
             terminate_on_nan=terminate_on_nan,
         )
 
-    @property
-    def _compiled(self) -> bool:  # compat/lightmodel.py reads it (runtime.compiled is the one)
-        return self.runtime.compiled
-
     # ------------------------------------------------------------------ evaluate / predict
     def validate(
         self,

@@ -119,7 +119,7 @@ class LightModel(lightning_module()):  # type: ignore[misc]
                 if getattr(type(self), method) is getattr(LightModel, method):
                     raise FitkitTypeError(_NEEDS[method].format(type(self).__name__))
             facade = self.__dict__["_fitkit"] = _Steps(self)
-        if not facade._compiled:
+        if not facade.runtime.compiled:
             facade.compile()  # the optimizer and schedule come from configure_optimizers
         return facade
 
