@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -139,7 +140,9 @@ class LiteRTRuntime(Runtime):
 
     def __init__(self, path: str) -> None:
         interpreter_cls = _litert_interpreter()
-        self.interpreter = interpreter_cls(model_path=path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf.lite's notice that ai_edge_litert replaces it
+            self.interpreter = interpreter_cls(model_path=path)
         keys = list(self.interpreter.get_signature_list())
         self.key = "serve" if "serve" in keys else keys[0]
         self.runner = self.interpreter.get_signature_runner(self.key)
@@ -172,12 +175,7 @@ def _litert_interpreter() -> Any:
 
         return Interpreter
     except ImportError:
-        tf = require("tensorflow", "tensorflow")
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return tf.lite.Interpreter
+        return require("tensorflow", "tensorflow").lite.Interpreter
 
 
 def detect_format(path: str) -> str:
