@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -75,20 +76,30 @@ def serve(
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
-        server = uvicorn.Server(config)
         announce()
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
+        Multiprocess(config, sockets=[sock]).run()
         return 0
 
-    class AnnouncingServer(uvicorn.Server):
+    class AnnouncingServer(uvicorn.Server):  # type: ignore[name-defined]
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
             if not self.should_exit:
                 announce()
 
-    AnnouncingServer(config).run(sockets=[sock])
+    # uvicorn drains on SIGTERM / SIGINT, then raises the signal again for the handler that
+    # was there before: a no-op one here, so a drained shutdown exits 0
+    before = {sig: signal.signal(sig, _drained) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        AnnouncingServer(config).run(sockets=[sock])
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     sys.stdout.flush()
     return 0
+
+
+def _drained(signum: int, frame: Any) -> None:
+    """The signal that stopped the server, raised again once its requests were answered."""
 
 
 __all__ = ["READY", "serve"]
