@@ -250,8 +250,10 @@ class ExportedModel:
                     f"{self.input_names}" + (f" (missing {missing})" if missing else "")
                 )
             leaves = [x[n] for n in self.input_names]
-        elif isinstance(x, (tuple, list)) and len(self.inputs) > 1:
-            leaves = list(x)
+        elif isinstance(x, (tuple, list)) and (
+            self.input_structure == "tuple" or len(self.inputs) > 1
+        ):
+            leaves = list(x)  # one entry per input, in order
         else:
             leaves = [x]
         if len(leaves) != len(self.inputs):

@@ -53,6 +53,24 @@ def test_batcher_gives_each_caller_its_rows_and_batches_them():
     assert max(sizes) <= 16 and len(sizes) < 50  # batched, never over the limit
 
 
+def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on():
+    def run(arrays):
+        if (arrays[0] < 0).any():
+            raise RuntimeError("negative input")
+        return [arrays[0] + 1]
+
+    async def main():
+        batcher = Batcher(run, max_batch_size=4, max_wait_ms=1)
+        batcher.start()
+        with pytest.raises(RuntimeError, match="negative input"):
+            await batcher.submit([-np.ones((2, 3))])
+        (out,) = await batcher.submit([np.zeros((2, 3))])
+        await batcher.stop()
+        return out
+
+    np.testing.assert_array_equal(asyncio.run(main()), np.ones((2, 3)))
+
+
 def test_serve_without_the_extra_names_it(monkeypatch, capsys):
     from fitkit import cli
 
@@ -275,3 +293,38 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(text_model):
         np.array(reply[0].json()["outputs"]["cls"]), model.predict(x)["cls"], atol=1e-5
     )
     assert srv.stop() == 0, "".join(srv.output)
+
+
+@pytest.mark.slow
+def test_a_tensorflow_saved_model_is_served(tmp_path):
+    keras = pytest.importorskip("keras")
+    import httpx
+
+    xi = keras.Input((4,), name="x")
+    ti = keras.Input((None,), dtype="int32", name="tok")
+    pooled = keras.ops.mean(keras.layers.Embedding(30, 4)(ti), axis=1)
+    model = fitkit.Model(
+        keras.Model({"x": xi, "tok": ti}, keras.layers.Dense(2)(xi) + pooled[:, :2])
+    )
+    example = {
+        "x": RNG.standard_normal((8, 4)).astype("float32"),
+        "tok": RNG.integers(0, 30, (8, 5)).astype("int32"),
+    }
+    path = model.export(str(tmp_path / "saved"), format="tf_saved_model", example=example)
+    srv = Server(path, "--max-wait-ms", "2")
+    try:
+        x = {
+            "x": RNG.standard_normal((3, 4)).astype("float32"),
+            "tok": RNG.integers(0, 30, (3, 7)).astype("int32"),
+        }
+        reply = httpx.post(
+            srv.url + "/v1/predict",
+            json={"inputs": {k: v.tolist() for k, v in x.items()}},
+            timeout=60,
+        )
+        assert reply.status_code == 200, reply.text
+        np.testing.assert_allclose(np.array(reply.json()["outputs"]), model.predict(x), atol=1e-5)
+        meta = httpx.get(srv.url + "/v1/metadata").json()
+        assert meta["format"] == "tf_saved_model" and meta["inputs"][1]["shape"] == [None, None]
+    finally:
+        assert srv.stop() == 0, "".join(srv.output)

@@ -50,6 +50,10 @@ def check_inputs(model: ExportedModel, inputs: Any) -> list[np.ndarray]:
         leaves = [inputs[n] for n in names]
     elif len(names) == 1:
         leaves = [inputs]
+    elif (
+        model.input_structure == "tuple" and isinstance(inputs, list) and len(inputs) == len(names)
+    ):
+        leaves = inputs  # a tuple-input network: one entry per input, in order
     else:
         raise RequestError(
             422, f"the model takes several inputs {names}: send {{name: values}} for each"
@@ -133,7 +137,8 @@ def create_app(
     max_wait_ms: float = 5.0,
     max_body_bytes: int = 64 * 2**20,
 ) -> Any:
-    """The FastAPI app serving ``model``; its batcher starts and drains with the app."""
+    """The ASGI app serving ``model`` (FastAPI, with POST /v1/predict in front of it); its
+    batcher starts and drains with the app."""
     fastapi = require("fastapi", "serve")
     Response = require("fastapi.responses", "serve").Response
     state: dict[str, Any] = {}
@@ -150,9 +155,6 @@ def create_app(
 
     app = fastapi.FastAPI(title="fitkit serve", lifespan=lifespan)
     state["in_flight"] = 0
-
-    def error(status: int, message: str) -> Any:
-        return Response(json.dumps({"error": message}), status, media_type="application/json")
 
     async def health(request: Any) -> Any:
         batcher = state["batcher"]
@@ -172,47 +174,81 @@ def create_app(
         }
         return Response(json.dumps(body), media_type="application/json")
 
-    async def predict(request: Any) -> Any:
+    async def predict(receive: Any, headers: dict[bytes, bytes]) -> tuple[int, bytes, bytes]:
+        """(status, body, content type) of one POST /v1/predict."""
         batcher: Batcher = state["batcher"]
         state["in_flight"] += 1
         batcher.arriving += 1
         arrived = True
         try:
-            declared = request.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            declared = headers.get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > max_body_bytes:
                 raise RequestError(413, f"the body is over the limit of {max_body_bytes} bytes")
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > max_body_bytes:
-                    raise RequestError(413, f"the body is over the limit of {max_body_bytes} bytes")
-                chunks.append(chunk)
-            inputs = parse_body(b"".join(chunks), request.headers.get("content-type", ""))
+            body = await _read_body(receive, max_body_bytes)
+            inputs = parse_body(body, headers.get(b"content-type", b"").decode("latin-1"))
             arrays = check_inputs(model, inputs)
             batcher.arriving -= 1
             arrived = False
             rows = await batcher.submit(arrays)
         except RequestError as err:
-            return error(err.status, str(err))
+            return err.status, json.dumps({"error": str(err)}).encode(), JSON
         except Exception as err:  # noqa: BLE001 - the runtime failed: the server stays up
-            return error(500, f"the model failed on this batch: {type(err).__name__}: {err}")
+            text = f"the model failed on this batch: {type(err).__name__}: {err}"
+            return 500, json.dumps({"error": text}).encode(), JSON
         finally:
             state["in_flight"] -= 1
             if arrived:
                 batcher.arriving -= 1
         outputs = model.structure_outputs(rows)
-        accept = request.headers.get("accept", "")
+        accept = headers.get(b"accept", b"").decode("latin-1")
         if any(t in accept for t in NPY_TYPES) and isinstance(outputs, np.ndarray):
             buffer = io.BytesIO()
             np.save(buffer, outputs, allow_pickle=False)
-            return Response(buffer.getvalue(), media_type=NPY_TYPES[0])
-        return Response(json.dumps({"outputs": _tolist(outputs)}), media_type="application/json")
+            return 200, buffer.getvalue(), NPY_TYPES[0].encode()
+        return 200, json.dumps({"outputs": _tolist(outputs)}).encode(), JSON
 
-    # plain Starlette routes: the request as it came, no FastAPI parameter parsing per call
     app.router.add_route("/health", health, methods=["GET"])
     app.router.add_route("/v1/metadata", metadata, methods=["GET"])
-    app.router.add_route("/v1/predict", predict, methods=["POST"])
-    return app
+    return PredictFirst(app, predict)
+
+
+JSON = b"application/json"
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError(400, "the client went away before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class PredictFirst:
+    """The ASGI app uvicorn runs: POST /v1/predict answered straight from ASGI messages (the
+    hot path: no routing or middleware per request), everything else by the FastAPI app
+    (the other routes, lifespan, /docs)."""
+
+    def __init__(self, app: Any, predict: Any) -> None:
+        self.app = app
+        self.predict = predict
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/predict":
+            return await self.app(scope, receive, send)
+        if scope["method"] != "POST":
+            status, body, kind = 405, b'{"error": "POST /v1/predict"}', JSON
+        else:
+            status, body, kind = await self.predict(receive, dict(scope["headers"]))
+        headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def app_from_env() -> Any:

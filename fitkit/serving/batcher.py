@@ -128,15 +128,21 @@ class Batcher:
 
     async def _run_batch(self, batch: list[Pending]) -> None:
         loop = asyncio.get_running_loop()
-        arrays = (
-            batch[0].arrays
-            if len(batch) == 1
-            else [np.concatenate(parts) for parts in zip(*(p.arrays for p in batch), strict=True)]
-        )
         self.batches += 1
         try:
+            arrays = (
+                batch[0].arrays
+                if len(batch) == 1
+                else [
+                    np.concatenate(parts)
+                    for parts in zip(*(pending.arrays for pending in batch), strict=True)
+                ]
+            )
             outputs = await loop.run_in_executor(self._executor, self.run, arrays)
-        except Exception as err:  # noqa: BLE001 - every caller of the batch gets the error
+            if any(len(o) != sum(p.rows for p in batch) for o in outputs):
+                raise ValueError("an output's first dimension is not the batch's rows")
+        except Exception as err:  # noqa: BLE001 - every caller of the batch gets the error;
+            # the loop itself goes on serving the next batches
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(err)
