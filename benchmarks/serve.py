@@ -161,7 +161,8 @@ def start_litserve(path: str, max_batch_size: int, max_wait_ms: float) -> tuple[
     deadline = time.time() + 120
     while time.time() < deadline:  # LitServe prints no line with its port: poll its health
         if server.proc.poll() is not None:
-            raise RuntimeError("LitServe exited: " + (server.proc.stdout.read() or "")[-2000:])
+            out = server.proc.stdout.read() if server.proc.stdout else ""
+            raise RuntimeError("LitServe exited: " + out[-2000:])
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
                 return server, url
@@ -259,7 +260,7 @@ def main() -> None:
     }
     if not args.no_litserve:
         try:
-            import litserve  # noqa: F401
+            import litserve  # type: ignore[import-untyped]  # noqa: F401
 
             servers["litserve batched"] = lambda p: start_litserve(
                 p, args.max_batch_size, args.max_wait_ms

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ FORMATS = {
 EXTENSIONS = {"torch": ".pt2", "torchscript": ".pt", "onnx": ".onnx", "litert": ".tflite"}
 
 
-def make_data(n, length, seed):
+def make_data(n: int, length: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sentences of filler ids (10..49) with a few ids of their topic (topic t: ids 3t..3t+2)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, CLASSES, n)
@@ -42,17 +43,17 @@ def make_data(n, length, seed):
     return rng.permuted(tokens, axis=1), labels
 
 
-def make_net(backend):
+def make_net(backend: str) -> Any:
     if backend == "torch":
         import torch
 
         class TextClassifier(torch.nn.Module):
-            def __init__(self):
+            def __init__(self) -> None:
                 super().__init__()
                 self.emb = torch.nn.Embedding(VOCAB, 16)
                 self.out = torch.nn.Linear(16, CLASSES)
 
-            def forward(self, tokens):
+            def forward(self, tokens: torch.Tensor) -> torch.Tensor:
                 return self.out(self.emb(tokens).mean(dim=1))
 
         return TextClassifier()
@@ -63,7 +64,7 @@ def make_net(backend):
     return keras.Model(tokens, keras.layers.Dense(CLASSES)(pooled))
 
 
-def serve_and_query(path, sentences):
+def serve_and_query(path: str, sentences: np.ndarray) -> np.ndarray:
     """Start `fitkit serve` on a free port, POST the sentences, stop it with SIGTERM."""
     server = subprocess.Popen(
         [sys.executable, "-m", "fitkit.cli", "serve", str(path), "--port", "0"],
@@ -71,6 +72,7 @@ def serve_and_query(path, sentences):
         text=True,
     )
     try:
+        assert server.stdout is not None
         for line in server.stdout:  # the server says where it listens once it does
             if line.startswith("fitkit serve: listening on"):
                 url = line.split()[4]
@@ -93,7 +95,7 @@ def serve_and_query(path, sentences):
     return outputs
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short fit, for the tests")
     parser.add_argument("--out", default="exported", help="folder for the artifacts")
@@ -116,7 +118,7 @@ def main():
     expected = model.predict(probe)
     paths = {}
     for fmt in FORMATS[backend]:
-        path = model.export(out / f"text_classifier{EXTENSIONS.get(fmt, '')}", format=fmt)
+        path = model.export(str(out / f"text_classifier{EXTENSIONS.get(fmt, '')}"), format=fmt)
         got = fitkit.load_exported(path).predict(probe)
         paths[fmt] = path
         print(f"{fmt:<15} {path}: max |difference| from predict {np.abs(got - expected).max():.2e}")

@@ -457,7 +457,7 @@ class Model(CustomSteps):
             print_fn(summary_table(info.rows, info.total, info.trainable, info.param_bytes))
         return pd.DataFrame(info.rows, columns=["layer", "output_shape", "params"])
 
-    def export(self, path: str, format: str = "onnx", **options: Any) -> str:
+    def export(self, path: Any, format: str = "onnx", **options: Any) -> str:
         """Write an inference artifact (torch: "torch", "onnx", "torchscript"; TensorFlow:
         "tf_saved_model", "litert", "onnx") and check it against ``predict``. Options:
         ``example=``, ``input_signature=``, ``verify``, ``atol``, ``rtol``; see docs/deploy.md.
@@ -468,7 +468,7 @@ class Model(CustomSteps):
 
         return export.export(self, path, format, **options)
 
-    def save(self, path: str) -> str:
+    def save(self, path: Any) -> str:
         """TensorFlow: a ``.keras`` archive that ``keras.models.load_model`` opens compiled,
         optimizer state included. torch refuses: use ``export`` or ``save_checkpoint``.
 

@@ -20,7 +20,9 @@ FORMATS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "tensorflow"])
-def test_deploy_example_exports_every_format_and_serves(backend, tmp_path):
+def test_deploy_example_exports_every_format_and_serves(
+    backend: str, tmp_path: pathlib.Path
+) -> None:
     env = {
         **os.environ,
         "FITKIT_BACKEND": backend,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +24,7 @@ EXT = {"torch": ".pt2", "torchscript": ".pt", "onnx": ".onnx", "litert": ".tflit
 RNG = np.random.default_rng(0)
 
 
-def _path(tmp_path, fmt: str) -> str:
+def _path(tmp_path: pathlib.Path, fmt: str) -> str:
     return str(tmp_path / f"model{EXT.get(fmt, '')}")
 
 
@@ -33,7 +35,7 @@ def _batch(rows: int, length: int) -> dict:
     }
 
 
-def _assert_same(got, want) -> None:
+def _assert_same(got: Any, want: Any) -> None:
     if isinstance(want, dict):
         assert set(got) == set(want)
         for key in want:
@@ -48,17 +50,17 @@ def _assert_same(got, want) -> None:
 
 
 # ---------------------------------------------------------------------------------- torch
-def _torch_text_net():
+def _torch_text_net() -> Any:
     import torch
 
     class TextNet(torch.nn.Module):  # two inputs (features and token ids), two outputs
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.emb = torch.nn.Embedding(20, 6)
             self.dense = torch.nn.Linear(4, 6)
             self.cls = torch.nn.Linear(6, 3)
 
-        def forward(self, x, tok):
+        def forward(self, x: Any, tok: Any) -> dict:
             h = torch.relu(self.dense(x) + self.emb(tok).mean(dim=1))
             return {"cls": self.cls(h), "score": h.sum(dim=-1, keepdim=True)}
 
@@ -66,7 +68,7 @@ def _torch_text_net():
 
 
 @pytest.fixture(scope="module")
-def torch_text_model():
+def torch_text_model() -> fitkit.Model:
     pytest.importorskip("torch")
     fitkit.set_seed(0)
     model = fitkit.Model(_torch_text_net())
@@ -79,7 +81,9 @@ def torch_text_model():
 
 
 @pytest.mark.parametrize("fmt", ["torch", "onnx", "torchscript"])
-def test_torch_formats_dict_inputs_outputs_free_batch_and_length(torch_text_model, fmt, tmp_path):
+def test_torch_formats_dict_inputs_outputs_free_batch_and_length(
+    torch_text_model: fitkit.Model, fmt: str, tmp_path: pathlib.Path
+) -> None:
     model = torch_text_model  # fit saw batches of 8 rows, 7 tokens
     path = model.export(_path(tmp_path, fmt), format=fmt)
     artifact = fitkit.load_exported(path)
@@ -89,15 +93,15 @@ def test_torch_formats_dict_inputs_outputs_free_batch_and_length(torch_text_mode
     _assert_same(artifact.predict(x), model.predict(x))
 
 
-def test_torch_tuple_mlp_and_input_signature(tmp_path):
+def test_torch_tuple_mlp_and_input_signature(tmp_path: pathlib.Path) -> None:
     import torch
 
     class Pair(torch.nn.Module):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.a, self.b = torch.nn.Linear(3, 2), torch.nn.Linear(5, 2)
 
-        def forward(self, a, b):
+        def forward(self, a: Any, b: Any) -> tuple:
             s = self.a(a) + self.b(b)
             return s, s.sigmoid()
 
@@ -112,11 +116,11 @@ def test_torch_tuple_mlp_and_input_signature(tmp_path):
     _assert_same(fitkit.load_exported(path).predict(x), model.predict(x))
 
 
-def test_torch_class_style_predict_step_is_exported(tmp_path):
+def test_torch_class_style_predict_step_is_exported(tmp_path: pathlib.Path) -> None:
     import torch
 
     class Probabilities(fitkit.Model):
-        def predict_step(self, batch):
+        def predict_step(self, batch: Any) -> Any:
             return torch.softmax(self.net(batch[0]), dim=-1)
 
     model = Probabilities(torch.nn.Linear(4, 3))
@@ -127,7 +131,9 @@ def test_torch_class_style_predict_step_is_exported(tmp_path):
     _assert_same(got, model.predict(x[:3]))
 
 
-def test_export_check_names_the_differing_output(torch_text_model, tmp_path, monkeypatch):
+def test_export_check_names_the_differing_output(
+    torch_text_model: fitkit.Model, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fitkit import exported
 
     real = exported.OnnxRuntime.run
@@ -138,7 +144,7 @@ def test_export_check_names_the_differing_output(torch_text_model, tmp_path, mon
         torch_text_model.export(str(tmp_path / "m.onnx"), format="onnx")
 
 
-def test_export_argument_errors(tmp_path):
+def test_export_argument_errors(tmp_path: pathlib.Path) -> None:
     import torch
 
     fresh = fitkit.Model(torch.nn.Linear(4, 2))
@@ -150,7 +156,9 @@ def test_export_argument_errors(tmp_path):
         fresh.save(str(tmp_path / "m.keras"))
 
 
-def test_missing_runtime_names_the_extra(torch_text_model, tmp_path, monkeypatch):
+def test_missing_runtime_names_the_extra(
+    torch_text_model: fitkit.Model, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = torch_text_model.export(str(tmp_path / "m.onnx"), format="onnx")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with pytest.raises(MissingExtraError, match=r"pip install 'fitkit\[export\]'"):
@@ -161,7 +169,7 @@ def test_missing_runtime_names_the_extra(torch_text_model, tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_artifacts_run_without_the_network_class(tmp_path):
+def test_artifacts_run_without_the_network_class(tmp_path: pathlib.Path) -> None:
     """A fresh process that cannot import the net's class runs every torch artifact."""
     import torch
 
@@ -172,7 +180,7 @@ def test_artifacts_run_without_the_network_class(tmp_path):
             """
             import torch
             class SecretNet(torch.nn.Module):
-                def __init__(self):
+                def __init__(self) -> None:
                     super().__init__()
                     self.emb = torch.nn.Embedding(20, 4)
                     self.out = torch.nn.Linear(4, 2)
@@ -223,7 +231,7 @@ def test_artifacts_run_without_the_network_class(tmp_path):
 
 # ----------------------------------------------------------------------------- TensorFlow
 @pytest.fixture(scope="module")
-def tf_text_model():
+def tf_text_model() -> fitkit.Model:
     keras = pytest.importorskip("keras")
     fitkit.set_seed(0)
     xi = keras.Input((4,), name="x")
@@ -244,7 +252,9 @@ def tf_text_model():
 @pytest.mark.parametrize(
     "fmt", ["tf_saved_model", "onnx", pytest.param("litert", marks=pytest.mark.slow)]
 )
-def test_tf_formats_dict_inputs_outputs_free_batch_and_length(tf_text_model, fmt, tmp_path):
+def test_tf_formats_dict_inputs_outputs_free_batch_and_length(
+    tf_text_model: fitkit.Model, fmt: str, tmp_path: pathlib.Path
+) -> None:
     path = tf_text_model.export(_path(tmp_path, fmt), format=fmt)
     artifact = fitkit.load_exported(path)
     assert artifact.format == fmt and sorted(artifact.input_names) == ["tok", "x"]
@@ -253,12 +263,12 @@ def test_tf_formats_dict_inputs_outputs_free_batch_and_length(tf_text_model, fmt
     _assert_same(artifact.predict(x), tf_text_model.predict(x))
 
 
-def test_tf_class_style_predict_step_and_sequential(tmp_path):
+def test_tf_class_style_predict_step_and_sequential(tmp_path: pathlib.Path) -> None:
     keras = pytest.importorskip("keras")
     import tensorflow as tf
 
     class Probabilities(fitkit.Model):
-        def predict_step(self, batch):
+        def predict_step(self, batch: Any) -> Any:
             return tf.nn.softmax(self.net(batch[0], training=False))
 
     net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
@@ -270,7 +280,9 @@ def test_tf_class_style_predict_step_and_sequential(tmp_path):
     _assert_same(got, model.predict(x[:3]))
 
 
-def test_tf_save_is_a_compiled_keras_archive_with_optimizer_state(tf_text_model, tmp_path):
+def test_tf_save_is_a_compiled_keras_archive_with_optimizer_state(
+    tf_text_model: fitkit.Model, tmp_path: pathlib.Path
+) -> None:
     keras = pytest.importorskip("keras")
     path = tf_text_model.save(str(tmp_path / "m.keras"))
     loaded = keras.models.load_model(path)

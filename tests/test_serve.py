@@ -9,11 +9,14 @@ import asyncio
 import io
 import json
 import os
+import pathlib
 import queue
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,14 +31,14 @@ RNG = np.random.default_rng(1)
 
 
 # ------------------------------------------------------------------ the batcher, in process
-def test_batcher_gives_each_caller_its_rows_and_batches_them():
+def test_batcher_gives_each_caller_its_rows_and_batches_them() -> None:
     sizes: list[int] = []
 
-    def run(arrays):
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
         sizes.append(len(arrays[0]))
         return [arrays[0] * 2.0, arrays[0].sum(axis=1)]
 
-    async def main():
+    async def main() -> Any:
         batcher = Batcher(run, max_batch_size=16, max_wait_ms=50)
         batcher.start()
         batcher.arriving = 1  # callers on their way in: the batcher waits for them
@@ -53,13 +56,13 @@ def test_batcher_gives_each_caller_its_rows_and_batches_them():
     assert max(sizes) <= 16 and len(sizes) < 50  # batched, never over the limit
 
 
-def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on():
-    def run(arrays):
+def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on() -> None:
+    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
         if (arrays[0] < 0).any():
             raise RuntimeError("negative input")
         return [arrays[0] + 1]
 
-    async def main():
+    async def main() -> Any:
         batcher = Batcher(run, max_batch_size=4, max_wait_ms=1)
         batcher.start()
         with pytest.raises(RuntimeError, match="negative input"):
@@ -71,7 +74,9 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on():
     np.testing.assert_array_equal(asyncio.run(main()), np.ones((2, 3)))
 
 
-def test_serve_without_the_extra_names_it(monkeypatch, capsys):
+def test_serve_without_the_extra_names_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from fitkit import cli
 
     monkeypatch.setitem(sys.modules, "fastapi", None)
@@ -120,18 +125,18 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def text_model(tmp_path_factory):
+def text_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[fitkit.Model, str]:
     torch = pytest.importorskip("torch")
     pytest.importorskip("httpx")
 
-    class TextNet(torch.nn.Module):
-        def __init__(self):
+    class TextNet(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
             super().__init__()
             self.emb = torch.nn.Embedding(30, 8)
             self.dense = torch.nn.Linear(4, 8)
             self.cls = torch.nn.Linear(8, 3)
 
-        def forward(self, x, tok):
+        def forward(self, x: Any, tok: Any) -> dict:
             h = torch.tanh(self.dense(x) + self.emb(tok).mean(dim=1))
             return {"cls": self.cls(h), "score": h.sum(dim=-1, keepdim=True)}
 
@@ -147,7 +152,7 @@ def text_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(text_model):
+def server(text_model: tuple[fitkit.Model, str]) -> Iterator[Server]:
     srv = Server(
         text_model[1], "--max-batch-size", "32", "--max-wait-ms", "20", "--max-body-mb", "0.05"
     )
@@ -163,7 +168,9 @@ def _request(rows: int, length: int) -> dict:
 
 
 @pytest.mark.slow
-def test_health_metadata_and_one_prediction(server, text_model):
+def test_health_metadata_and_one_prediction(
+    server: Server, text_model: tuple[fitkit.Model, str]
+) -> None:
     import httpx
 
     model = text_model[0]
@@ -188,13 +195,15 @@ def test_health_metadata_and_one_prediction(server, text_model):
 
 
 @pytest.mark.slow
-def test_sixty_concurrent_requests_each_get_their_rows(server, text_model):
+def test_sixty_concurrent_requests_each_get_their_rows(
+    server: Server, text_model: tuple[fitkit.Model, str]
+) -> None:
     import httpx
 
     model = text_model[0]
     requests = [_request(int(RNG.integers(1, 5)), 5 if i % 2 else 8) for i in range(60)]
 
-    async def main():
+    async def main() -> Any:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             before = (await client.get("/health")).json()["batches"]
             replies = await asyncio.gather(
@@ -219,11 +228,11 @@ def test_sixty_concurrent_requests_each_get_their_rows(server, text_model):
 
 
 @pytest.mark.slow
-def test_bad_requests_are_answered_and_the_server_stays_up(server):
+def test_bad_requests_are_answered_and_the_server_stays_up(server: Server) -> None:
     import httpx
 
     good_x, good_tok = [[0.0, 1.0, 2.0, 3.0]], [[1, 2, 3]]
-    cases = [
+    cases: list[tuple[bytes | dict, int, str]] = [
         (b"{not json", 400, "not valid JSON"),
         (b'{"outputs": 1}', 400, '"inputs"'),
         ({"inputs": {"x": good_x, "tokens": good_tok}}, 422, "unknown input 'tokens'"),
@@ -244,7 +253,7 @@ def test_bad_requests_are_answered_and_the_server_stays_up(server):
         for body, status, text in cases:
             if isinstance(body, dict):
                 reply = client.post("/v1/predict", json=body)
-            else:
+            else:  # raw bytes
                 npy = body.startswith(b"\x93NUMPY")
                 headers = {"content-type": "application/x-npy" if npy else "application/json"}
                 reply = client.post("/v1/predict", content=body, headers=headers)
@@ -256,7 +265,9 @@ def test_bad_requests_are_answered_and_the_server_stays_up(server):
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_request_in_flight_then_exits_0(text_model):
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(
+    text_model: tuple[fitkit.Model, str],
+) -> None:
     import httpx
 
     model, path = text_model
@@ -266,12 +277,12 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(text_model):
     release = threading.Event()
     reply: list = []
 
-    def body_parts():
+    def body_parts() -> Iterator[bytes]:
         yield body[:10]
         release.wait(timeout=60)  # the rest comes after SIGTERM
         yield body[10:]
 
-    def send():
+    def send() -> None:
         with httpx.Client(base_url=srv.url, timeout=60) as client:
             reply.append(client.post("/v1/predict", content=body_parts()))
 
@@ -296,7 +307,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(text_model):
 
 
 @pytest.mark.slow
-def test_a_tensorflow_saved_model_is_served(tmp_path):
+def test_a_tensorflow_saved_model_is_served(tmp_path: pathlib.Path) -> None:
     keras = pytest.importorskip("keras")
     import httpx
 
