@@ -125,6 +125,8 @@ def signature_from(model: Any, example: Any, input_signature: Any) -> Signature:
     part = backend_part(adapter, "export")
     if example is not None and input_signature is not None:
         raise FitkitValueError("export: give example= or input_signature=, not both.")
+    if example is None and input_signature is None and adapter.example_inputs is None:
+        input_signature = part.declared_inputs(model.net)  # a Keras model's own Inputs
     if input_signature is not None:
         structure, names, specs = _leaves_of_signature(input_signature)
         infos, arrays = [], []
@@ -143,7 +145,7 @@ def signature_from(model: Any, example: Any, input_signature: Any) -> Signature:
     seen = example if example is not None else adapter.example_inputs
     if seen is None:
         raise FitkitValueError(
-            "export needs the inputs' shapes: call fit, predict or summary first, or pass "
+            "export needs the inputs' shapes: call fit, predict or validate first, or pass "
             "example=<a batch of inputs> or input_signature=<shapes such as [(None, 4)]>."
         )
     structure, names, leaves = flatten(seen, "input")

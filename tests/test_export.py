@@ -280,6 +280,16 @@ def test_tf_class_style_predict_step_and_sequential(tmp_path: pathlib.Path) -> N
     _assert_same(got, model.predict(x[:3]))
 
 
+def test_tf_keras_inputs_are_the_signature_when_no_data_was_seen(tmp_path: pathlib.Path) -> None:
+    keras = pytest.importorskip("keras")
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model = fitkit.Model(net)  # nothing seen: the Input layer gives the shape
+    artifact = fitkit.load_exported(model.export(str(tmp_path / "m.onnx"), format="onnx"))
+    assert artifact.inputs[0].shape == (None, 4)
+    x = RNG.standard_normal((3, 4)).astype("float32")
+    _assert_same(artifact.predict(x), model.predict(x))
+
+
 def test_tf_save_is_a_compiled_keras_archive_with_optimizer_state(
     tf_text_model: fitkit.Model, tmp_path: pathlib.Path
 ) -> None:

@@ -28,6 +28,19 @@ def to_numpy(value: Any) -> Any:
     return value.numpy() if isinstance(value, (tf.Tensor, tf.Variable)) else value
 
 
+def declared_inputs(net: Any) -> Any:
+    """A functional or Sequential Keras model's own Inputs (shape and dtype), or None."""
+    if not isinstance(net, keras.Model) or not getattr(net, "inputs", None):
+        return None
+    try:
+        declared = net.input  # a functional model's structure: a dict, a list or one tensor
+    except (AttributeError, ValueError):
+        declared = net.inputs  # a Sequential model never called yet
+    if isinstance(declared, (list, tuple)) and len(declared) == 1:
+        return declared[0]
+    return declared
+
+
 def _serving_fn(model: Any, signature: Signature, meta: dict, as_dict: bool) -> Callable:
     net = model.net
     custom = type(model).predict_step is not CustomSteps.predict_step

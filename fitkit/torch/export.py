@@ -23,6 +23,11 @@ def to_numpy(value: Any) -> Any:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
 
 
+def declared_inputs(net: Any) -> None:
+    """torch modules declare no input shapes (TensorFlow's twin reads Keras's Inputs)."""
+    return None
+
+
 class FlatNet(torch.nn.Module):
     """The network (or a class-style ``predict_step``) taking and returning flat tensors."""
 
