@@ -116,6 +116,27 @@ def test_torch_tuple_mlp_and_input_signature(tmp_path: pathlib.Path) -> None:
     _assert_same(fitkit.load_exported(path).predict(x), model.predict(x))
 
 
+@pytest.mark.parametrize("fmt", ["torch", "onnx"])
+def test_torch_a_length_the_network_needs_is_in_the_metadata(
+    fmt: str, tmp_path: pathlib.Path
+) -> None:
+    import torch
+
+    class FlatTokens(torch.nn.Module):  # flattens 6 embedded tokens: the length is fixed
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.out = torch.nn.Embedding(20, 4), torch.nn.Linear(24, 2)
+
+        def forward(self, tok: Any) -> Any:
+            return self.out(self.emb(tok).flatten(1))
+
+    model = fitkit.Model(FlatTokens())
+    tokens = RNG.integers(0, 20, (8, 6))
+    artifact = fitkit.load_exported(model.export(_path(tmp_path, fmt), format=fmt, example=tokens))
+    assert artifact.inputs[0].shape == (None, 6)
+    _assert_same(artifact.predict(tokens[:3]), model.predict(tokens[:3]))
+
+
 def test_torch_class_style_predict_step_is_exported(tmp_path: pathlib.Path) -> None:
     import torch
 

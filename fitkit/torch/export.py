@@ -102,7 +102,42 @@ def _export_program(
             f"batch dimension ({type(err).__name__}: {str(err)[:800]}). format='torchscript' "
             f"or 'onnx' may still work."
         ) from err
+    _fixed_dims(meta, [_program_shape(program, name) for name in _user_inputs(program)])
     torch.export.save(program, path, extra_files={META_FILE: json.dumps(meta)})
+
+
+def _user_inputs(program: Any) -> list[str]:
+    return list(program.graph_signature.user_inputs)
+
+
+def _program_shape(program: Any, name: str) -> list[Any]:
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name)
+    # a specialised size may still be a SymInt: it prints as its number
+    return [int(str(d)) if str(d).isdigit() else None for d in node.meta["val"].shape]
+
+
+def _fixed_dims(meta: dict, shapes: list[list[Any]]) -> None:
+    """Where the traced network needed a size (a free length it specialised), the metadata
+    says that size, so that callers are told before the runtime fails."""
+    if len(shapes) != len(meta["inputs"]):
+        return
+    for entry, shape in zip(meta["inputs"], shapes, strict=True):
+        if len(shape) == len(entry["shape"]):
+            entry["shape"] = [None, *shape[1:]]  # the batch stays free in every case
+
+
+def _specialise(flat: FlatNet, args: tuple, signature: Signature, meta: dict) -> None:
+    """Free lengths the network needs fixed (a flatten before a Linear), found by a trace:
+    the ONNX exporter would keep them as symbols that fail at run time."""
+    if all(d is not None for i in signature.inputs for d in i.shape[1:]):
+        return
+    try:
+        program = torch.export.export(flat, args, dynamic_shapes=_dynamic_shapes(signature))
+    except Exception:  # noqa: BLE001 - the exporter below reports what fails
+        return
+    _fixed_dims(meta, [_program_shape(program, name) for name in _user_inputs(program)])
+    for info, entry in zip(signature.inputs, meta["inputs"], strict=True):
+        info.shape = tuple(entry["shape"])
 
 
 def _export_onnx(
@@ -117,6 +152,7 @@ def _export_onnx(
         "output_names": [o["name"] for o in meta["outputs"]],
     }
     if options["dynamo"]:
+        _specialise(flat, args, signature, meta)
         kwargs["dynamic_shapes"] = _dynamic_shapes(signature)
     else:
         kwargs["dynamic_axes"] = {i.name: [0] for i in signature.inputs}
@@ -124,6 +160,10 @@ def _export_onnx(
         warnings.simplefilter("ignore")  # the exporter's deprecation and progress notes
         torch.onnx.export(flat, args, path, **kwargs, **options)
     proto = onnx.load(path)
+    for value, entry in zip(proto.graph.input, meta["inputs"], strict=True):
+        for dim, size in zip(value.type.tensor_type.shape.dim, entry["shape"], strict=True):
+            if size is not None:
+                dim.dim_value = size  # not a symbol to other ONNX tools either
     entry = proto.metadata_props.add()
     entry.key, entry.value = "fitkit", json.dumps(meta)
     onnx.save(proto, path)
