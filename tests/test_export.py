@@ -231,7 +231,8 @@ def test_artifacts_run_without_the_network_class(tmp_path: pathlib.Path) -> None
         from fitkit import load_exported
         assert importlib.util.find_spec("secret_net") is None
         probe = np.load(sys.argv[1])
-        print(json.dumps([load_exported(p).predict(probe).tolist() for p in sys.argv[2:]]))
+        results = [load_exported(p).predict(probe).tolist() for p in sys.argv[2:]]
+        print(json.dumps(results))
         """
     )
     env = {**os.environ, "PYTHONPATH": ROOT}
@@ -247,6 +248,21 @@ def test_artifacts_run_without_the_network_class(tmp_path: pathlib.Path) -> None
     want = model.predict(probe)
     for got in json.loads(run.stdout.strip().splitlines()[-1]):
         np.testing.assert_allclose(np.array(got), want, atol=1e-5, rtol=1e-4)
+    # an ONNX file runs on onnxruntime alone: neither framework is imported
+    only_onnx = script.replace(
+        "print(", "assert not {'torch', 'tensorflow'} & set(sys.modules)\nprint("
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", only_onnx, str(tmp_path / "probe.npy"), paths[1]],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])[0]
+    np.testing.assert_allclose(np.array(got), want, atol=1e-5, rtol=1e-4)
     del torch
 
 
