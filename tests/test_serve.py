@@ -339,3 +339,25 @@ def test_a_tensorflow_saved_model_is_served(tmp_path: pathlib.Path) -> None:
         assert meta["format"] == "tf_saved_model" and meta["inputs"][1]["shape"] == [None, None]
     finally:
         assert srv.stop() == 0, "".join(srv.output)
+
+
+@pytest.mark.slow
+def test_several_workers_serve_and_stop_with_exit_code_0(
+    text_model: tuple[fitkit.Model, str],
+) -> None:
+    import httpx
+
+    model, path = text_model
+    srv = Server(path, "--workers", "2")
+    try:
+        x = _request(2, 3)
+        body = {"inputs": {k: v.tolist() for k, v in x.items()}}
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            replies = [client.post("/v1/predict", json=body) for _ in range(4)]
+        for reply in replies:
+            assert reply.status_code == 200, reply.text
+            np.testing.assert_allclose(
+                np.array(reply.json()["outputs"]["cls"]), model.predict(x)["cls"], atol=1e-5
+            )
+    finally:
+        assert srv.stop() == 0, "".join(srv.output)
