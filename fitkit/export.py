@@ -59,11 +59,12 @@ class TensorInfo:
 
 
 def flatten(value: Any, prefix: str) -> tuple[str, list[str], list[Any]]:
-    """(structure, names, leaves) of an array, a tuple/list or a dict of arrays."""
+    """(structure, names, leaves) of an array, a tuple, a list or a dict of arrays."""
     if isinstance(value, Mapping):
         return "dict", [str(k) for k in value], list(value.values())
     if isinstance(value, (tuple, list)):
-        return "tuple", [f"{prefix}_{i}" for i in range(len(value))], list(value)
+        kind = "list" if isinstance(value, list) else "tuple"
+        return kind, [f"{prefix}_{i}" for i in range(len(value))], list(value)
     return "single", [prefix], [value]
 
 
@@ -73,6 +74,8 @@ def unflatten(structure: str, names: Sequence[str], leaves: Sequence[Any]) -> An
         return dict(zip(names, leaves, strict=True))
     if structure == "tuple":
         return tuple(leaves)
+    if structure == "list":
+        return list(leaves)
     return leaves[0]
 
 

@@ -251,7 +251,7 @@ class ExportedModel:
                 )
             leaves = [x[n] for n in self.input_names]
         elif isinstance(x, (tuple, list)) and (
-            self.input_structure == "tuple" or len(self.inputs) > 1
+            self.input_structure in ("tuple", "list") or len(self.inputs) > 1
         ):
             leaves = list(x)  # one entry per input, in order
         else:

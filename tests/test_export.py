@@ -327,6 +327,26 @@ def test_tf_keras_inputs_are_the_signature_when_no_data_was_seen(tmp_path: pathl
     _assert_same(artifact.predict(x), model.predict(x))
 
 
+def test_tf_list_inputs_and_outputs(tmp_path: pathlib.Path) -> None:
+    keras = pytest.importorskip("keras")
+    a, b = keras.Input((3,)), keras.Input((5,))
+    h = keras.layers.Concatenate()([a, b])
+    model = fitkit.Model(keras.Model([a, b], [keras.layers.Dense(2)(h), keras.layers.Dense(1)(h)]))
+    x = [
+        RNG.standard_normal((8, 3)).astype("float32"),
+        RNG.standard_normal((8, 5)).astype("float32"),
+    ]
+    artifact = fitkit.load_exported(
+        model.export(str(tmp_path / "m.onnx"), format="onnx", example=x)
+    )
+    assert artifact.input_names == ["input_0", "input_1"]
+    small = [x[0][:3], x[1][:3]]
+    got, want = artifact.predict(small), model.predict(small)
+    assert isinstance(got, list) and isinstance(want, list) and len(got) == len(want) == 2
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4)
+
+
 def test_tf_save_is_a_compiled_keras_archive_with_optimizer_state(
     tf_text_model: fitkit.Model, tmp_path: pathlib.Path
 ) -> None:

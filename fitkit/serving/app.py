@@ -51,7 +51,9 @@ def check_inputs(model: ExportedModel, inputs: Any) -> list[np.ndarray]:
     elif len(names) == 1:
         leaves = [inputs]
     elif (
-        model.input_structure == "tuple" and isinstance(inputs, list) and len(inputs) == len(names)
+        model.input_structure in ("tuple", "list")
+        and isinstance(inputs, list)
+        and len(inputs) == len(names)
     ):
         leaves = inputs  # a tuple-input network: one entry per input, in order
     else:
