@@ -1,5 +1,6 @@
 """The ``fitkit`` command: ``fitkit info`` (versions, backend, devices, CUDA, the distributed
-environment) and ``fitkit launch`` (N training processes; the work is in launch.py).
+environment), ``fitkit launch`` (N training processes; the work is in launch.py) and ``fitkit
+serve`` (an exported model over HTTP; the work is in serving/).
 
 Owns argument parsing and the info report; it asks the other modules for every fact it prints.
 """
