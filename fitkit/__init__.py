@@ -16,6 +16,7 @@ from .errors import (
     NotCompiledError,
     StepFailedError,
 )
+from .exported import load_exported
 from .history import History
 from .model import Model
 from .sources import unpack
@@ -34,6 +35,7 @@ __all__ = [
     "callbacks",
     "devices",
     "distribute",
+    "load_exported",
     "metrics",
     "schedules",
     "script",

@@ -1,5 +1,6 @@
 """The ``fitkit`` command: ``fitkit info`` (versions, backend, devices, CUDA, the distributed
-environment) and ``fitkit launch`` (N training processes; the work is in launch.py).
+environment), ``fitkit launch`` (N training processes; the work is in launch.py) and ``fitkit
+serve`` (an exported model over HTTP; the work is in serving/).
 
 Owns argument parsing and the info report; it asks the other modules for every fact it prints.
 """
@@ -217,6 +218,43 @@ def _launch_timeout(given: float | None) -> float:
         ) from None
 
 
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve an exported model over HTTP (pip install 'fitkit[serve]')",
+        description="Serve an artifact model.export wrote: POST /v1/predict, GET /health, "
+        "GET /v1/metadata; concurrent requests are batched. SIGTERM finishes the requests in "
+        "flight, then exits 0. See docs/deploy.md.",
+    )
+    p.add_argument("path", help="the exported artifact (.onnx, .pt2, .pt, SavedModel dir, .tflite)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
+    p.add_argument("--max-batch-size", type=int, default=32, help="rows per batch (default 32)")
+    p.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="longest wait to fill a batch (default 5)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    p.add_argument(
+        "--max-body-mb", type=float, default=64.0, help="largest request body (default 64 MB)"
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serving import serve
+
+    if args.max_batch_size < 1 or args.max_wait_ms < 0 or args.workers < 1:
+        raise FitkitError("--max-batch-size and --workers must be >= 1, --max-wait-ms >= 0")
+    return serve(
+        args.path,
+        host=args.host,
+        port=args.port,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        workers=args.workers,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``fitkit`` console script; returns the exit code.
 
@@ -231,11 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         "--backend", help="torch or tensorflow (default: the one fitkit would use)"
     )
     _launch_parser(sub)
+    _serve_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "info":
             info(args.backend)
             return 0
+        if args.command == "serve":
+            return _serve(args)
         return _launch(args)
     except FitkitError as err:
         parser.exit(2, f"fitkit {args.command}: error: {err}\n")

@@ -439,5 +439,26 @@ class Model(CustomSteps):
             print_fn(summary_table(info.rows, info.total, info.trainable, info.param_bytes))
         return pd.DataFrame(info.rows, columns=["layer", "output_shape", "params"])
 
+    def export(self, path: Any, format: str = "onnx", **options: Any) -> str:
+        """Write an inference artifact (torch: "torch", "onnx", "torchscript"; TensorFlow:
+        "tf_saved_model", "litert", "onnx") and check it against ``predict``. Options:
+        ``example=``, ``input_signature=``, ``verify``, ``atol``, ``rtol``; see docs/deploy.md.
+
+        >>> model.export("model.onnx", format="onnx"); fitkit.load_exported("model.onnx")
+        """
+        from . import export
+
+        return export.export(self, path, format, **options)
+
+    def save(self, path: Any) -> str:
+        """TensorFlow: a ``.keras`` archive that ``keras.models.load_model`` opens compiled,
+        optimizer state included. torch refuses: use ``export`` or ``save_checkpoint``.
+
+        >>> model.save("model.keras")
+        """
+        from . import export
+
+        return export.save(self, path)
+
     def __repr__(self) -> str:
         return f"fitkit.Model({type(self.net).__name__}, backend={self.backend!r})"
