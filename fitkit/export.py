@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._version import __version__
 from .backend import backend_part
 from .errors import FitkitError, FitkitTypeError, FitkitValueError
+
+if TYPE_CHECKING:
+    from .model import Model
 
 FORMATS = {
     "torch": ("torch", "onnx", "torchscript"),
@@ -122,12 +125,35 @@ def _leaves_of_signature(signature: Any) -> tuple[str, list[str], list[Any]]:
     return flatten(signature, "input")
 
 
-def signature_from(model: Any, example: Any, input_signature: Any) -> Signature:
-    """The inputs to trace with: ``example``, else ``input_signature``, else seen data."""
-    adapter = model._adapter
+def _with_batch(input_shape: Any) -> Any:
+    """summary's ``input_shape`` (per sample: ``(4,)``, a list or dict of them) as a
+    signature with a free batch dimension."""
+    if isinstance(input_shape, dict):
+        return {k: _with_batch(v) for k, v in input_shape.items()}
+    if isinstance(input_shape, (list, tuple)) and input_shape and not _is_shape(input_shape):
+        return [_with_batch(v) for v in input_shape]
+    return (None, *tuple(input_shape))
+
+
+def signature_from(model: Model, example: Any, input_signature: Any) -> Signature:
+    """The inputs to trace with: ``example``, else ``input_signature``, else seen data (a
+    batch of fit / validate / predict, else what ``summary`` was given)."""
+    adapter = model.runtime.adapter
     part = backend_part(adapter, "export")
     if example is not None and input_signature is not None:
         raise FitkitValueError("export: give example= or input_signature=, not both.")
+    summarized = model.runtime.summary_inputs
+    if (
+        example is None
+        and input_signature is None
+        and adapter.example_inputs is None
+        and summarized
+    ):
+        input_shape, input_data = summarized
+        if input_data is not None:
+            example = input_data
+        else:
+            input_signature = _with_batch(input_shape)
     if example is None and input_signature is None and adapter.example_inputs is None:
         input_signature = part.declared_inputs(model.net)  # a Keras model's own Inputs
     if input_signature is not None:
@@ -193,7 +219,7 @@ def _check_format(backend: str, fmt: str) -> str:
 
 
 def export(
-    model: Any,
+    model: Model,
     path: str | os.PathLike,
     format: str = "onnx",
     *,
@@ -223,7 +249,7 @@ def export(
         "output_structure": out_structure,
         "outputs": [o.as_dict() for o in outputs],
     }
-    part = backend_part(model._adapter, "export")
+    part = backend_part(model.runtime.adapter, "export")
     part.export(model, path, fmt, signature, meta, options)
     if verify:
         check_artifact(model, path, signature, reference, atol=atol, rtol=rtol)
@@ -231,7 +257,7 @@ def export(
 
 
 def check_artifact(
-    model: Any, path: str, signature: Signature, reference: Any, *, atol: float, rtol: float
+    model: Model, path: str, signature: Signature, reference: Any, *, atol: float, rtol: float
 ) -> None:
     """Run the written artifact (as load_exported would) and compare it with predict, on the
     traced batch and on a smaller one (the batch dimension must stay free)."""
@@ -272,8 +298,8 @@ def _compare(got: Any, expected: Any, atol: float, rtol: float, rows: int) -> No
             )
 
 
-def save(model: Any, path: str | os.PathLike) -> str:
+def save(model: Model, path: str | os.PathLike) -> str:
     """``model.save``: the backend's whole-model file (TensorFlow: a compiled .keras archive)."""
     path = os.fspath(path)
-    backend_part(model._adapter, "export").save(model, path)
+    backend_part(model.runtime.adapter, "export").save(model, path)
     return path

@@ -435,6 +435,8 @@ class Model(CustomSteps):
         import pandas as pd
 
         info = self.runtime.adapter.summary(input_shape, input_data)
+        if input_shape is not None or input_data is not None:
+            self.runtime.summary_inputs = (input_shape, input_data)  # export traces with them
         if print_fn is not None:
             print_fn(summary_table(info.rows, info.total, info.trainable, info.param_bytes))
         return pd.DataFrame(info.rows, columns=["layer", "output_shape", "params"])

@@ -39,6 +39,8 @@ class Runtime:
     callbacks: CallbackList | None = None  # that fit's callbacks, for its checkpoints
     pending: LoadedCheckpoint | None = None  # load_checkpoint outside a fit: the next fit's
     last_on_batch: str | None = None  # "train" / "test": the last batch-style call
+    summary_inputs: tuple[Any, Any] | None = None  # summary's (input_shape, input_data), the
+    # inputs export traces with when no batch was seen
 
     def __post_init__(self) -> None:
         from .custom_steps import CustomSteps  # the base class: what is not overridden

@@ -116,6 +116,19 @@ def test_torch_tuple_mlp_and_input_signature(tmp_path: pathlib.Path) -> None:
     _assert_same(fitkit.load_exported(path).predict(x), model.predict(x))
 
 
+def test_torch_the_shapes_given_to_summary_are_the_signature(tmp_path: pathlib.Path) -> None:
+    import torch
+
+    model = fitkit.Model(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh()))
+    with pytest.raises(fitkit.FitkitValueError, match="needs the inputs' shapes"):
+        model.export(str(tmp_path / "none.onnx"), format="onnx")
+    model.summary(input_shape=(3,), print_fn=None)  # nothing else seen: summary's shape
+    artifact = fitkit.load_exported(model.export(str(tmp_path / "m.onnx"), format="onnx"))
+    assert artifact.inputs[0].shape == (None, 3)
+    x = RNG.standard_normal((5, 3)).astype("float32")
+    _assert_same(artifact.predict(x), model.predict(x))
+
+
 @pytest.mark.parametrize("fmt", ["torch", "onnx"])
 def test_torch_a_length_the_network_needs_is_in_the_metadata(
     fmt: str, tmp_path: pathlib.Path

@@ -184,7 +184,7 @@ def save(model: Any, path: str) -> None:
             f"model.save writes a Keras archive: the path must end in '.keras' (got {path!r}); "
             f"for a SavedModel use model.export(path, format='tf_saved_model')."
         )
-    adapter = model._adapter
+    adapter = model.runtime.adapter
     if adapter.optimizer is not None and adapter.loss_fn is not None:
         # Keras saves a compile config and optimizer variables only for a model it compiled:
         # compile it with fitkit's own optimizer object (its state is kept, not rebuilt)
