@@ -9,6 +9,14 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: N workers share the cores, so each (and the subprocesses it starts) runs
+    # its framework on one thread instead of N threads each fighting for every core. Set
+    # before torch or TensorFlow is imported: both read these when their thread pools start.
+    # (TF's inter-op pool keeps its size: mirrored all-reduces over logical devices need
+    # more than one thread.)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ[_var] = "1"
 
 import numpy as np
 import pytest
@@ -141,7 +149,7 @@ def compiled(kit, n_in: int = 4, n_out: int = 1, loss="mse", **compile_kwargs):
 
 def assert_unchanged(kit, net, before) -> None:
     """The network's weights equal ``before`` (nothing trained, nothing loaded)."""
-    for a, b in zip(before, kit.weights(net)):
+    for a, b in zip(before, kit.weights(net), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

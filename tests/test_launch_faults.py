@@ -216,6 +216,33 @@ def test_a_worker_whose_port_was_taken_names_it_instead_of_grpcs_error():
     assert "run it again (it picks new ports)" in last
 
 
+def _torch_argv(**config) -> list[str]:
+    (spec,) = launch.torch_specs(
+        launch.LaunchConfig(nproc=2, script=RANK, args=[], backend="torch", **config), "l", "b"
+    )
+    return spec.argv
+
+
+def test_one_node_torch_launch_leaves_the_port_to_the_system(monkeypatch):
+    """No port is picked, freed and handed on (another program could take it in between):
+    torchrun's store listens on port 0, with or without --master-addr."""
+    monkeypatch.setattr(launch, "free_ports", lambda *a, **k: pytest.fail("a port was picked"))
+    assert "--standalone" in _torch_argv()
+    argv = _torch_argv(master_addr="127.0.0.1")
+    assert argv[argv.index("--rdzv-endpoint") + 1] == "127.0.0.1:0"
+    assert "--master-port" not in argv and "--standalone" not in argv
+    argv = _torch_argv(master_port=29511)  # a port the user named is used as given
+    assert argv[argv.index("--master-port") + 1] == "29511"
+
+
+@pytest.mark.slow
+def test_a_one_node_torch_launch_on_a_named_address_runs_on_a_system_picked_port():
+    done = fitkit_launch("-n", "2", "--backend", "torch", "--master-addr", "127.0.0.1", RANK)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    for rank in (0, 1):
+        assert f"[rank {rank}] fitkit.distribute: rank {rank} of 2" in done.stdout
+
+
 def test_torchruns_own_port_error_is_recognised():
     """torchrun's message when its store cannot listen (copied from a real run)."""
     relay = launch._Relay()
