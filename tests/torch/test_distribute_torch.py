@@ -8,7 +8,6 @@ import gc
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,16 +110,14 @@ def test_auto_picks_mirrored_only_with_several_gpus(torch_kit, monkeypatch):
 
 @pytest.fixture
 def one_process_ddp(monkeypatch):
-    """torchrun's variables for a world of one (gloo on a free loopback port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """torchrun's variables for a world of one (gloo; rank 0's store listens on port 0, the
+    system's pick: no port is picked here, freed, and raced for)."""
     for key, value in {
         "RANK": "0",
         "WORLD_SIZE": "1",
         "LOCAL_RANK": "0",
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
+        "MASTER_PORT": "0",
     }.items():
         monkeypatch.setenv(key, value)
 
