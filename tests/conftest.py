@@ -7,6 +7,7 @@ on either framework, so facade tests read the same for torch and TensorFlow.
 from __future__ import annotations
 
 import os
+import select
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -197,3 +198,17 @@ def torch_sync_counter(monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, counting)
     return calls
+
+
+def process_gone(pid: int, within: float = 10.0) -> bool:
+    """``pid`` (any process, not only a child) exits within ``within`` seconds: waited for on a
+    Linux pidfd, which becomes readable when the process ends (a zombie counts as ended)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True  # already gone and reaped
+    try:
+        readable, _, _ = select.select([fd], [], [], within)
+        return bool(readable)
+    finally:
+        os.close(fd)
