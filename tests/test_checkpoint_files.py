@@ -160,7 +160,7 @@ def test_describe_state_reads_no_array_data(tmp_path):
     assert header["meta"] == META and header["format"] == "fitkit-checkpoint"
     assert header["arrays"]["net/linear.weight"] == {"dtype": "float32", "shape": [3, 4]}
     assert header["arrays"]["rng/numpy"] == {"dtype": "uint64", "shape": []}
-    with pytest.raises(FitkitValueError, match="truncated or corrupt.*Bad CRC"):
+    with pytest.raises(FitkitValueError, match=r"truncated or corrupt.*Bad CRC"):
         load_state(path)  # the data is checked when loaded
 
 
@@ -201,7 +201,7 @@ def test_save_names_the_bfloat16_conversion(tmp_path):
         save_state(str(tmp_path / "s"), {"w": np.ones(2, ml_dtypes.bfloat16)}, {})
     bits = np.ones(2, ml_dtypes.bfloat16).view(np.uint16)  # what the docstring says to do
     save_state(str(tmp_path / "s"), {"w": bits}, {"dtypes": {"w": "bfloat16"}})
-    arrays, meta = load_state(str(tmp_path / "s"))
+    arrays, _meta = load_state(str(tmp_path / "s"))
     assert arrays["w"].view(ml_dtypes.bfloat16).tolist() == [1.0, 1.0]
 
 
@@ -222,7 +222,7 @@ def test_save_refuses_meta_json_would_change_or_cannot_hold(tmp_path, meta, matc
 
 
 def test_save_to_a_folder_or_under_a_file_names_the_path(tmp_path):
-    with pytest.raises(FitkitValueError, match="it is a folder.*checkpoint.fitkit"):
+    with pytest.raises(FitkitValueError, match=r"it is a folder.*checkpoint.fitkit"):
         save_state(str(tmp_path), {}, {})
     (tmp_path / "plain").write_text("x")
     path = str(tmp_path / "plain" / "s.fitkit")

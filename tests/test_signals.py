@@ -191,5 +191,5 @@ def test_a_bad_sigterm_timeout_is_refused_before_training(kit, monkeypatch):
     monkeypatch.setenv(fitkit.signals.TIMEOUT_ENV, "soon")
     with pytest.raises(fitkit.FitkitValueError, match="FITKIT_SIGTERM_TIMEOUT='soon'"):
         model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -134,7 +134,7 @@ def test_compile_outside_the_block_is_refused(tf_kit):
 def test_unsupported_controls_under_a_strategy_say_so(tf_kit):
     with fitkit.distribute.strategy("mirrored"):
         model = fitkit.Model(_net())
-        with pytest.raises(FitkitValueError, match="jit_compile=True.*not supported"):
+        with pytest.raises(FitkitValueError, match=r"jit_compile=True.*not supported"):
             model.compile("adam", "mse", jit_compile=True)
 
 
@@ -153,7 +153,7 @@ def _compare(strategy: str, cases: list[str], timeout: float = 90) -> None:
     for case in cases:
         single, distributed = results[case]["single"], results[case]["distributed"]
         assert results[case]["replicas"] == 2, case
-        for a, b in zip(single["weights"], distributed["weights"]):
+        for a, b in zip(single["weights"], distributed["weights"], strict=True):
             np.testing.assert_allclose(b, a, atol=1e-5, rtol=0, err_msg=case)
         assert single["history"].keys() == distributed["history"].keys(), case
         for key, values in single["history"].items():
@@ -233,7 +233,7 @@ def test_multi_worker_two_processes_equal_one_process(tmp_path):
     expected = json.loads(single.read_text())
     got = json.loads((tmp_path / "workers.json").read_text())
     assert (got["rank"], got["world_size"]) == (0, 2)
-    for a, b in zip(expected["weights"], got["weights"]):
+    for a, b in zip(expected["weights"], got["weights"], strict=True):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
     for key, values in expected["history"].items():
         np.testing.assert_allclose(got["history"][key], values, atol=1e-6, rtol=0, err_msg=key)
