@@ -7,6 +7,7 @@ on either framework, so facade tests read the same for torch and TensorFlow.
 from __future__ import annotations
 
 import os
+import pathlib
 import select
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,6 +24,38 @@ import numpy as np
 import pytest
 
 import fitkit
+
+SLOW_LIST = pathlib.Path(__file__).with_name("slow_tests.txt")
+
+
+def _slow_entries() -> list[str]:
+    lines = SLOW_LIST.read_text(encoding="utf-8").splitlines()
+    return [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark the tests listed in slow_tests.txt ``slow``. A listed test function that its
+    module no longer defines (renamed, removed) is a usage error: the list cannot go stale
+    unnoticed."""
+    entries = set(_slow_entries())
+    modules = {}
+    for item in items:
+        if item.nodeid.split("[")[0] in entries or item.nodeid in entries:
+            item.add_marker(pytest.mark.slow)
+        module = getattr(item, "module", None)
+        if module is not None:
+            modules[item.nodeid.split("::")[0]] = module
+    stale = []
+    for entry in sorted(entries):
+        path, *names = entry.split("[")[0].split("::")
+        if path in modules:
+            owner = modules[path]
+            for name in names:
+                owner = getattr(owner, name, None)
+            if owner is None:
+                stale.append(entry)
+    if stale:
+        raise pytest.UsageError(f"{SLOW_LIST} names tests that do not exist: {stale}")
 
 
 class TorchKit:
