@@ -58,7 +58,7 @@ def backend() -> str:
     """The backend portable code runs on: FITKIT_BACKEND; else the framework the script has
     imported, when it imported one of the two; else torch if installed, else tensorflow.
 
-    >>> import tensorflow, fitkit; fitkit.backend()     # FITKIT_BACKEND unset
+    >>> import tensorflow, fitkit; fitkit.backend()  # FITKIT_BACKEND unset  # doctest: +SKIP
     'tensorflow'
     """
     env = os.environ.get(ENV_VAR, "").strip()

@@ -141,7 +141,7 @@ def virtual_devices(
     raises FitkitValueError pointing to multi-process training with ``fitkit launch``;
     ``count=1`` applies ``memory_limit`` like ``set_memory_limit``.
 
-    >>> fitkit.devices.virtual_devices(2, memory_limit=1024)       # TF, no GPU
+    >>> fitkit.devices.virtual_devices(2, memory_limit=1024)  # TF, no GPU  # doctest: +SKIP
     ['/device:CPU:0', '/device:CPU:1']
     """
     count = _positive("virtual_devices: count", count)
@@ -154,7 +154,7 @@ def soft_device_placement(enabled: bool = True, *, backend: str | None = None) -
     """TF: run an op on the CPU when it has no kernel on the chosen device (any time).
     Returns whether soft placement is now on; torch has none (False, with a warning for True).
 
-    >>> fitkit.devices.soft_device_placement(True)
+    >>> fitkit.devices.soft_device_placement(True, backend="tensorflow")
     True
     """
     return _impl(backend).soft_device_placement(bool(enabled))

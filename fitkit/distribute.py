@@ -41,7 +41,7 @@ def environment_name() -> str:
     """What the environment asks for: torchrun's variables -> "ddp", TF_CONFIG ->
     "multi_worker", else "" (the backend then looks for several GPUs).
 
-    >>> fitkit.distribute.environment_name()   # under `fitkit launch -n 2` with torch
+    >>> fitkit.distribute.environment_name()  # under `fitkit launch -n 2` with torch  # doctest: +SKIP
     'ddp'
     """
     if "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ):

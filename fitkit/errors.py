@@ -12,7 +12,7 @@ class FitkitError(Exception):
     """Base class of every error fitkit raises on purpose; each also derives from the
     matching builtin (FitkitValueError is a ValueError, ...), so either ``except`` works.
 
-    >>> try:
+    >>> try:  # doctest: +ELLIPSIS
     ...     model.compile("adam", "no_such_loss")
     ... except fitkit.FitkitError as err:       # here a FitkitValueError
     ...     print(err)                           # names the valid losses

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from types import FrameType
 from typing import IO
@@ -206,9 +207,9 @@ def _target(config: LaunchConfig) -> list[str]:
 
 def torch_specs(config: LaunchConfig, log_dir: str, beat_dir: str) -> list[_Spec]:
     """One torchrun process that starts ``nproc`` workers: static rendezvous on the master,
-    or on one node without --master-port, torchrun's standalone mode, whose store listens on a
-    port the system picks (no port picked here and freed for torchrun: another program could
-    take it in between)."""
+    or on one node without --master-port, a c10d store (torchrun's standalone mode without
+    --master-addr) that listens on a port the system picks (no port picked here and freed for
+    torchrun: another program could take it in between)."""
     env = _child_env("torch", beat_dir)
     env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = "[rank ${rank}] "
     argv = [
@@ -225,10 +226,13 @@ def torch_specs(config: LaunchConfig, log_dir: str, beat_dir: str) -> list[_Spec
     port = config.master_port
     if port is None and config.nnodes == 1 and config.master_addr is None:
         argv.append("--standalone")
+    elif port is None and config.nnodes == 1:
+        # as standalone, on the given address: the store listens on port 0, the system's pick
+        argv += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"{config.master_addr}:0"]
+        argv += ["--rdzv-id", uuid.uuid4().hex]
     else:
-        if port is None:
-            port = free_ports(1)[0] if config.nnodes == 1 else 29500
-        argv += ["--master-addr", config.master_addr or "127.0.0.1", "--master-port", str(port)]
+        argv += ["--master-addr", config.master_addr or "127.0.0.1"]
+        argv += ["--master-port", str(29500 if port is None else port)]
     argv += ["--tee", "3", "--log-dir", log_dir]  # tee: prefixed output, per rank
     if config.module:
         argv.append("--module")

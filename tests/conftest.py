@@ -7,13 +7,55 @@ on either framework, so facade tests read the same for torch and TensorFlow.
 from __future__ import annotations
 
 import os
+import pathlib
+import select
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N: N workers share the cores, so each (and the subprocesses it starts) runs
+    # its framework on one thread instead of N threads each fighting for every core. Set
+    # before torch or TensorFlow is imported: both read these when their thread pools start.
+    # (TF's inter-op pool keeps its size: mirrored all-reduces over logical devices need
+    # more than one thread.)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ[_var] = "1"
 
 import numpy as np
 import pytest
 
 import fitkit
+
+SLOW_LIST = pathlib.Path(__file__).with_name("slow_tests.txt")
+
+
+def _slow_entries() -> list[str]:
+    lines = SLOW_LIST.read_text(encoding="utf-8").splitlines()
+    return [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark the tests listed in slow_tests.txt ``slow``. A listed test function that its
+    module no longer defines (renamed, removed) is a usage error: the list cannot go stale
+    unnoticed."""
+    entries = set(_slow_entries())
+    modules = {}
+    for item in items:
+        if item.nodeid.split("[")[0] in entries or item.nodeid in entries:
+            item.add_marker(pytest.mark.slow)
+        module = getattr(item, "module", None)
+        if module is not None:
+            modules[item.nodeid.split("::")[0]] = module
+    stale = []
+    for entry in sorted(entries):
+        path, *names = entry.split("[")[0].split("::")
+        if path in modules:
+            owner = modules[path]
+            for name in names:
+                owner = getattr(owner, name, None)
+            if owner is None:
+                stale.append(entry)
+    if stale:
+        raise pytest.UsageError(f"{SLOW_LIST} names tests that do not exist: {stale}")
 
 
 class TorchKit:
@@ -141,7 +183,7 @@ def compiled(kit, n_in: int = 4, n_out: int = 1, loss="mse", **compile_kwargs):
 
 def assert_unchanged(kit, net, before) -> None:
     """The network's weights equal ``before`` (nothing trained, nothing loaded)."""
-    for a, b in zip(before, kit.weights(net)):
+    for a, b in zip(before, kit.weights(net), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -189,3 +231,17 @@ def torch_sync_counter(monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, counting)
     return calls
+
+
+def process_gone(pid: int, within: float = 10.0) -> bool:
+    """``pid`` (any process, not only a child) exits within ``within`` seconds: waited for on a
+    Linux pidfd, which becomes readable when the process ends (a zombie counts as ended)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True  # already gone and reaped
+    try:
+        readable, _, _ = select.select([fd], [], [], within)
+        return bool(readable)
+    finally:
+        os.close(fd)

@@ -142,7 +142,7 @@ def test_network_of_the_other_backend_mentions_env_var(monkeypatch, torch_kit):
 
 @pytest.mark.parametrize("not_a_net", [object(), "net", [1, 2, 3]])
 def test_non_network_is_refused_with_accepted_types(not_a_net):
-    with pytest.raises(fitkit.FitkitTypeError, match="torch.nn.Module.*keras.Model"):
+    with pytest.raises(fitkit.FitkitTypeError, match=r"torch.nn.Module.*keras.Model"):
         fitkit.Model(not_a_net)
 
 

@@ -77,7 +77,7 @@ def test_fractional_class_labels_are_refused(kit):
     y[9] = 1.5
     model, net = _model(kit, n_out=3, loss="cross_entropy")
     before = kit.weights(net)
-    with pytest.raises(fitkit.FitkitValueError, match="whole-number class labels.*1.5"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"whole-number class labels.*1.5"):
         model.fit(x, y, verbose=0)
     _unchanged(kit, net, before)
 
@@ -85,7 +85,7 @@ def test_fractional_class_labels_are_refused(kit):
 def test_binary_targets_outside_zero_one_are_refused(kit):
     x, labels = make_classes(n=64, classes=2)
     y = (labels * 2 - 1).astype("float32")[:, None]  # -1 / 1
-    model, net = _model(kit, loss="bce_with_logits")
+    model, _net = _model(kit, loss="bce_with_logits")
     with pytest.raises(fitkit.FitkitValueError, match=r"\[0, 1\].*-1.*hinge"):
         model.fit(x, y, verbose=0)
     model.compile("sgd", "hinge")
@@ -178,7 +178,7 @@ def test_an_id_past_the_embedding_says_so(kit):
     # on a GPU the torch case is a kernel assert that ends CUDA: tests/torch/test_cuda.py
     model = fitkit.Model(net, **({"device": "cpu"} if kit.name == "torch" else {}))
     model.compile("sgd", "mse")
-    with pytest.raises(fitkit.FitkitValueError, match="out of range.*Embedding"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"out of range.*Embedding"):
         model.fit(ids, np.zeros((16, 1), "float32"), verbose=0)
 
 
@@ -192,7 +192,7 @@ def test_unbatched_data_says_it_has_no_batch_dimension(kit):
         data = torch.utils.data.DataLoader(ds, batch_size=None)
     else:
         data = kit.tf.data.Dataset.from_tensor_slices((x, y[:, 0]))
-    with pytest.raises(fitkit.FitkitValueError, match="no common batch dimension.*batch_size"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"no common batch dimension.*batch_size"):
         model.fit(data, verbose=0)
     with pytest.raises(fitkit.FitkitValueError, match=r"batch dimension.*x\[None\]"):
         model.train_on_batch(x[0], y[0, 0])
@@ -244,7 +244,7 @@ def test_a_failing_callback_names_the_epoch_and_keeps_the_history(kit):
                 raise RuntimeError("disk full")
 
     model, _ = _model(kit)
-    with pytest.raises(fitkit.FitkitError, match="end of epoch 2.*disk full"):
+    with pytest.raises(fitkit.FitkitError, match=r"end of epoch 2.*disk full"):
         model.fit(x, y, epochs=4, verbose=0, callbacks=[Breaks()])
     assert len(model.history) == 2
 
@@ -365,7 +365,7 @@ def test_memmap_arrays_train_like_the_same_arrays_in_memory(kit, tmp_path):
         assert model.validate(data, y) == pytest.approx(model.validate(x, y))
         model.fit(data, y, batch_size=16, epochs=2, verbose=0)
         runs.append((model.validate(x, y), kit.weights(net)))
-    for a, b in zip(runs[0][1], runs[1][1]):  # rows sorted within a batch: same sums
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):  # rows sorted within a batch: same sums
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 

@@ -39,9 +39,9 @@ def test_the_tutorials_train_on_batch_loop_runs_and_reports_exact_running_logs(k
 def test_tf2_optimizer_lr_code_gets_a_pointer_to_learning_rate(tf_kit):
     model = fitkit.Model(tf_kit.mlp(4, 1))
     model.compile("adam", "mse", lr=0.01)
-    with pytest.raises(fitkit.errors.FitkitAttributeError, match="model.learning_rate"):
+    with pytest.raises(fitkit.errors.FitkitAttributeError, match=r"model.learning_rate"):
         model.optimizer.lr.assign(0.005)  # TF 2 tutorials' line: Keras 3 removed `lr`
-    with pytest.raises(AttributeError, match="model.learning_rate"):
+    with pytest.raises(AttributeError, match=r"model.learning_rate"):
         model.optimizer.lr = 0.005  # used to set a plain attribute that changed nothing
     assert not hasattr(model.optimizer, "lr")
     model.learning_rate = 0.005
@@ -59,7 +59,7 @@ def test_on_batch_calls_return_what_keras_returns(kit):
     logs = model.test_on_batch(x[:32], y[:32], return_dict=True)
     assert isinstance(listed, list) and len(listed) == 2
     # the tutorial's line: a dict in metrics_names order, the same values as return_dict
-    assert dict(zip(model.metrics_names, listed)) == pytest.approx(logs)
+    assert dict(zip(model.metrics_names, listed, strict=True)) == pytest.approx(logs)
     trained = model.train_on_batch(x[32:], y[32:])
     assert isinstance(trained, list) and trained[0] == pytest.approx(
         model.test_on_batch(x[32:], y[32:], return_dict=True)["loss"], rel=0.2

@@ -119,7 +119,9 @@ class _MeanSquared:
                     pred = self.net(x, training=True)
                     loss = tf.reduce_mean(tf.square(pred - y))
                 variables = self.net.trainable_variables
-                self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+                self.optimizer.apply_gradients(
+                    zip(tape.gradient(loss, variables), variables, strict=True)
+                )
                 self.update_metrics(y, pred)
                 return {"loss": loss, "double_loss": 2 * loss}
 
@@ -147,7 +149,7 @@ def test_compute_loss_override_is_used_by_default_steps(kit, regression):
     before = kit.weights(net)
     history = model.fit(*regression, epochs=1, verbose=0)
     assert history.history["loss"] == [0.0]
-    for a, b in zip(before, kit.weights(net)):
+    for a, b in zip(before, kit.weights(net), strict=True):
         assert (a == b).all()
 
 

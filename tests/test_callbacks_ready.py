@@ -226,7 +226,7 @@ def test_a_key_no_epoch_will_log_fails_at_train_begin(kit, regression):
     with pytest.raises(FitkitValueError, match="EarlyStopping monitors 'val_loss'") as err:
         model.fit(*regression, epochs=2, verbose=0, callbacks=[EarlyStopping()])
     assert "loss" in str(err.value).split("will hold:")[1]
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -693,7 +693,7 @@ def _epoch_only(tmp_path, ext):
         CSVLogger(str(tmp_path / "log.csv")),
         ModelCheckpoint(str(tmp_path / ("w-{epoch}" + ext))),
         TensorBoard(str(tmp_path / "tb")),
-        LambdaCallback(on_epoch_end=lambda e, l: None),
+        LambdaCallback(on_epoch_end=lambda epoch, logs: None),
     ]
 
 

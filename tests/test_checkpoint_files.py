@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 
 import numpy as np
@@ -161,7 +160,7 @@ def test_describe_state_reads_no_array_data(tmp_path):
     assert header["meta"] == META and header["format"] == "fitkit-checkpoint"
     assert header["arrays"]["net/linear.weight"] == {"dtype": "float32", "shape": [3, 4]}
     assert header["arrays"]["rng/numpy"] == {"dtype": "uint64", "shape": []}
-    with pytest.raises(FitkitValueError, match="truncated or corrupt.*Bad CRC"):
+    with pytest.raises(FitkitValueError, match=r"truncated or corrupt.*Bad CRC"):
         load_state(path)  # the data is checked when loaded
 
 
@@ -202,7 +201,7 @@ def test_save_names_the_bfloat16_conversion(tmp_path):
         save_state(str(tmp_path / "s"), {"w": np.ones(2, ml_dtypes.bfloat16)}, {})
     bits = np.ones(2, ml_dtypes.bfloat16).view(np.uint16)  # what the docstring says to do
     save_state(str(tmp_path / "s"), {"w": bits}, {"dtypes": {"w": "bfloat16"}})
-    arrays, meta = load_state(str(tmp_path / "s"))
+    arrays, _meta = load_state(str(tmp_path / "s"))
     assert arrays["w"].view(ml_dtypes.bfloat16).tolist() == [1.0, 1.0]
 
 
@@ -223,7 +222,7 @@ def test_save_refuses_meta_json_would_change_or_cannot_hold(tmp_path, meta, matc
 
 
 def test_save_to_a_folder_or_under_a_file_names_the_path(tmp_path):
-    with pytest.raises(FitkitValueError, match="it is a folder.*checkpoint.fitkit"):
+    with pytest.raises(FitkitValueError, match=r"it is a folder.*checkpoint.fitkit"):
         save_state(str(tmp_path), {}, {})
     (tmp_path / "plain").write_text("x")
     path = str(tmp_path / "plain" / "s.fitkit")
@@ -452,54 +451,56 @@ def test_a_plain_npz_holding_a_pickle_runs_nothing(tmp_path):
 
 # ---------------------------------------------------------------------- killed mid-save
 _WRITER = """
+import os
+import signal
 import sys
 import numpy as np
 from numpy.lib import format as npformat
 sys.path.insert(0, sys.argv[2])
 from fitkit.checkpoint import save_state
 
-write_array, written = npformat.write_array, [0]
-def announced(*args, **kwargs):  # says when a save is half-way through its arrays
+path, kill_at, step = sys.argv[1], sys.argv[3], int(sys.argv[4])
+def killed():  # as a crash or the OOM killer: no handler, no cleanup runs
+    os.kill(os.getpid(), signal.SIGKILL)
+write_array, replace, written = npformat.write_array, os.replace, [0]
+def counted(*args, **kwargs):
     written[0] += 1
-    if written[0] % 8 == 4:
-        print("mid", flush=True)
+    if kill_at == "mid" and written[0] == 5:  # 4 of the 8 arrays are in the temp file
+        killed()
     return write_array(*args, **kwargs)
-npformat.write_array = announced
-i = 0
-while True:
-    i += 1
-    save_state(sys.argv[1], {f"net/w{j}": np.full(500_000, i, "float64") for j in range(8)},
-               {"step": i})
-    print("saved", i, flush=True)
+def renamed(*args, **kwargs):
+    if kill_at == "rename":  # the temp file is whole and synced, not yet renamed
+        killed()
+    return replace(*args, **kwargs)
+npformat.write_array, os.replace = counted, renamed
+save_state(path, {f"net/w{j}": np.full(1000, step, "float64") for j in range(8)}, {"step": step})
+if kill_at == "after":
+    killed()
 """
 
 
 def test_a_process_killed_while_saving_leaves_a_whole_checkpoint(tmp_path):
-    """SIGKILL while ~32 MB states are saved in a loop over one path, half-way through a save
-    and at other moments: the file loads, and holds one complete state; the temp files the
-    kills left are ignored."""
+    """SIGKILL at known points of a save over an existing file (half-way through the arrays,
+    just before the rename) and after one: the file loads, and holds the last complete state;
+    the temp files the kills left are ignored."""
     if not hasattr(signal, "SIGKILL"):
         pytest.skip("no SIGKILL on this platform")
     path = str(tmp_path / "backup.fitkit")
-    for wait_for, delay in (("mid", 0.0), ("mid", 0.002), ("saved", 0.0), ("saved", 0.02)):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _WRITER, path, ROOT], stdout=subprocess.PIPE, text=True
+    runs = (("after", 1, 1), ("mid", 2, 1), ("rename", 3, 1), ("after", 4, 4), ("mid", 5, 4))
+    for kill_at, step, whole in runs:
+        done = subprocess.run(
+            [sys.executable, "-c", _WRITER, path, ROOT, kill_at, str(step)],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-        try:
-            lines = iter(proc.stdout.readline, "")
-            assert any(line.startswith("saved") for line in lines), "the writer saved nothing"
-            assert any(line.startswith(wait_for) for line in lines)
-            time.sleep(delay)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            proc.stdout.close()
+        assert done.returncode == -signal.SIGKILL, done.stderr  # killed where it was meant to be
         arrays, meta = load_state(path)
-        step = meta["step"]
-        assert step >= 1 and list(arrays) == [f"net/w{j}" for j in range(8)]
-        assert all(a.shape == (500_000,) and (a == step).all() for a in arrays.values())
+        assert meta["step"] == whole, kill_at
+        assert list(arrays) == [f"net/w{j}" for j in range(8)]
+        assert all(a.shape == (1000,) and (a == whole).all() for a in arrays.values())
     leftovers = [n for n in os.listdir(tmp_path) if n != "backup.fitkit"]
-    assert leftovers, "no kill landed in the middle of a save"
+    assert len(leftovers) == 3, leftovers  # one per kill inside a save
     assert all(re.fullmatch(r"\.backup\.fitkit\.[0-9a-f]{8}\.tmp", n) for n in leftovers)
     save_state(path, {"x": np.ones(1)}, {"step": 0})  # saving again is unaffected
     assert load_state(path)[1] == {"step": 0}

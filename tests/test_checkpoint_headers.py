@@ -245,7 +245,7 @@ def test_an_edited_callback_state_in_a_backup_is_refused_at_train_begin(
         other.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=callbacks(False))
     message = str(info.value)
     assert repr(path) in message and "['fit']['callbacks'][0]['state']" in message, message
-    for a, b in zip(weights, other.get_weights()):
+    for a, b in zip(weights, other.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert len(other.history) == 0
 

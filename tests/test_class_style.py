@@ -43,7 +43,7 @@ class Reconstruct(fitkit.Model):
         with tf.GradientTape() as tape:
             loss = self._loss(x, True)
         variables = self.net.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return {"loss": loss}
 
     def test_step(self, batch):
@@ -72,7 +72,7 @@ def test_a_default_step_still_needs_a_loss(kit):
     model = fitkit.Model(net)
     model.compile("adam")
     x, y = np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
-    with pytest.raises(fitkit.FitkitValueError, match="needs a loss.*returns a .* with no `loss`"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"needs a loss.*returns a .* with no `loss`"):
         model.fit(x, y, epochs=1, verbose=0)
     with pytest.raises(fitkit.FitkitValueError, match="needs a loss"):
         model.validate(x, y)

@@ -10,9 +10,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+from conftest import process_gone
 
 BACKENDS = ("torch", "tensorflow")
 SCRIPT = str(pathlib.Path(__file__).parent / "scripts" / "cli_rank.py")
@@ -43,17 +45,6 @@ def fitkit_cli(*args: str, env: dict | None = None, timeout: float = 120):
         env=env or _env(),
         timeout=timeout,
     )
-
-
-def _gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 # ---------------------------------------------------------------- info
@@ -183,6 +174,8 @@ def test_launch_runs_every_rank_with_prefixed_output(backend):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_failing_rank_stops_the_others_and_sets_the_exit_code(backend, tmp_path):
+    started = str(tmp_path / "started")
+    os.mkfifo(started)  # rank 1 fails once rank 0 has written its pid file and sleeps
     start = time.monotonic()
     done = fitkit_cli(
         "launch",
@@ -199,6 +192,8 @@ def test_a_failing_rank_stops_the_others_and_sets_the_exit_code(backend, tmp_pat
         "600",
         "--pid-dir",
         str(tmp_path),
+        "--started",
+        started,
         timeout=60,
     )
     assert time.monotonic() - start < 60
@@ -207,7 +202,7 @@ def test_a_failing_rank_stops_the_others_and_sets_the_exit_code(backend, tmp_pat
     assert "rank 1" in done.stderr.splitlines()[-1] and "code 7" in done.stderr.splitlines()[-1]
     assert "[rank 0] rank 0 done" not in done.stdout  # stopped, not finished
     sleeper = int((tmp_path / "rank0.pid").read_text())
-    assert _gone(sleeper), "the sleeping rank outlived the launcher"
+    assert process_gone(sleeper), "the sleeping rank outlived the launcher"
 
 
 @pytest.mark.slow
@@ -237,19 +232,35 @@ def test_ctrl_c_stops_every_process(backend, tmp_path):
         # and Python then never raises KeyboardInterrupt
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    out_lines: list[str] = []
+    both_started = threading.Event()
+
+    def read_out() -> None:  # the relayed lines, until both ranks say they started
+        for line in launcher.stdout:
+            out_lines.append(line)
+            if sum(" started" in seen for seen in out_lines) == 2:
+                both_started.set()
+
+    readers = [
+        threading.Thread(target=read_out, daemon=True),
+        threading.Thread(target=lambda: err_parts.append(launcher.stderr.read()), daemon=True),
+    ]
+    err_parts: list[str] = []
+    for reader in readers:
+        reader.start()
     try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("*.pid"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(list(tmp_path.glob("*.pid"))) == 2, "the ranks did not start"
+        assert both_started.wait(timeout=60), "the ranks did not start: " + "".join(out_lines)
         launcher.send_signal(signal.SIGINT)
-        out, err = launcher.communicate(timeout=60)
+        launcher.wait(timeout=60)
+        for reader in readers:
+            reader.join(timeout=60)
     finally:
         launcher.kill()
+    out, err = "".join(out_lines), "".join(err_parts)
     assert launcher.returncode == 130, out + err
     assert "interrupted: stopping every process" in err
     for pid_file in tmp_path.glob("*.pid"):
-        assert _gone(int(pid_file.read_text()))
+        assert process_gone(int(pid_file.read_text()))
 
 
 @pytest.mark.slow

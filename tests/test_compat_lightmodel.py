@@ -186,7 +186,7 @@ def test_the_tutorial_with_lightning_trainer_matches_fitkit_fit(tmp_path):
     pl.seed_everything(1234)
     twin = Model(Net())
     history = twin.fit(dl_train, validation_data=dl_valid, epochs=4, verbose=0)
-    for a, b in zip(model.parameters(), twin.parameters()):  # the same updates
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):  # the same updates
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-6, atol=1e-7)
     assert dfhistory["epoch"].tolist() == [0, 1, 2, 3]
     for key in ("loss", "acc", "val_loss", "val_acc"):  # means over samples, both ways

@@ -353,7 +353,7 @@ def test_keras_model_stops_early_and_restores_the_best(tmp_path, capsys):
     ]
     best = int(np.argmax(dfhistory["val_acc"].to_numpy()))  # first best, as torchkeras
     assert len(dfhistory) == best + 3 < 20  # stopped after 2 epochs without a better one
-    for now, kept in zip(model.net.state_dict().values(), seen.seen[best]):
+    for now, kept in zip(model.net.state_dict().values(), seen.seen[best], strict=True):
         np.testing.assert_array_equal(now.numpy(), kept)  # the best epoch's weights are back
     saved = torch.load(ckpt, weights_only=True)  # the net's state dict, as torchkeras saved it
     assert list(saved) == list(net.state_dict())

@@ -108,7 +108,7 @@ def test_accumulation_with_uneven_last_window_equals_a_larger_batch(kit):
     x, y = _data(22)  # batches of 4: 4 4 4 | 4 4 2 -> windows of 12 and 10 rows
     accumulated, w_acc = _trained(kit, 3, 4, x, y, by_batch=True)
     large, w_large = _trained(kit, 1, 12, x, y, by_batch=True)  # batches of 12 and 10
-    for a, b in zip(w_acc, w_large):
+    for a, b in zip(w_acc, w_large, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert update_count(accumulated) == update_count(large) == 4
 
@@ -119,7 +119,7 @@ def test_fit_with_accumulation_equals_a_larger_batch(kit):
     w = np.random.default_rng(0).uniform(0.5, 2.0, len(x)).astype("float32")
     accumulated, w_acc = _trained(kit, 4, 3, x, y, epochs=3, sample_weight=w)
     large, w_large = _trained(kit, 1, 12, x, y, epochs=3, sample_weight=w)
-    for a, b in zip(w_acc, w_large):
+    for a, b in zip(w_acc, w_large, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert update_count(accumulated) == update_count(large) == 9
     assert accumulated.history.history["loss"] == pytest.approx(
@@ -214,7 +214,7 @@ def test_jit_compile_matches_eager(kit):
     x, y = make_regression(96)
     eager = _fit_weights(kit, x, y)
     jit = _fit_weights(kit, x, y, jit_compile=True)
-    for a, b in zip(eager[0], jit[0]):
+    for a, b in zip(eager[0], jit[0], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     for key in eager[1]:
         assert jit[1][key] == pytest.approx(eager[1][key], rel=1e-4)

@@ -46,7 +46,7 @@ def test_a_torch_device_that_is_not_here_is_refused_before_the_net_moves(
     with pytest.raises(fitkit.FitkitValueError, match=says):
         fitkit.Model(net, device=device)
     assert all(p.device.type == "cpu" for p in net.parameters())
-    for a, b in zip(before, no_gpu_torch.weights(net)):
+    for a, b in zip(before, no_gpu_torch.weights(net), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

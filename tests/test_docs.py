@@ -42,6 +42,7 @@ FILES = (
     "docs/migration-keras.md",
     "docs/migration-lightning.md",
     "docs/huggingface.md",
+    "docs/deploy.md",
 )
 BACKENDS = ("torch", "tensorflow")
 # The marker, the fence and the closing fence share one indent (none, or a content tab's).

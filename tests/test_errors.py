@@ -76,7 +76,7 @@ def test_label_outside_output_width_names_label_and_width(kit):
     y[-1] = 5  # in the last batch: found before training, not when reached
     model, net = _compiled(kit, n_out=3, loss="cross_entropy")
     before = kit.weights(net)
-    with pytest.raises(fitkit.FitkitValueError, match="label 5.*width 3"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"label 5.*width 3"):
         model.fit(x, y, verbose=0)
     _unchanged(kit, net, before)
 
@@ -184,7 +184,7 @@ def test_train_on_batch_checks_every_call_without_a_second_forward(kit):
     bad = y[32:64].copy()
     bad[0] = 7
     before = kit.weights(net)
-    with pytest.raises(fitkit.FitkitValueError, match="label 7.*width 3"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"label 7.*width 3"):
         model.train_on_batch(x[32:64], bad)
     with pytest.raises(fitkit.FitkitValueError, match="one-hot"):
         model.train_on_batch(x[32:64], np.eye(3, dtype="float32")[y[32:64]])

@@ -146,7 +146,7 @@ def test_a_compressed_member_of_a_torch_weights_file_is_refused(torch_kit, tmp_p
         fitkit.FitkitValueError, match=re.escape(repr(deflated)) + ".*is compressed.*save_weights"
     ):
         fitkit.Model(net).load_weights(deflated)
-    for a, b in zip(before, torch_kit.weights(net)):
+    for a, b in zip(before, torch_kit.weights(net), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -186,7 +186,7 @@ def test_a_fifo_behind_any_path_is_refused_at_once(kit, tmp_path):
             assert name == "pipe" or "links to" in message
     with _deadline(20), pytest.raises(fitkit.FitkitValueError, match="a device"):
         model.load_weights(os.devnull)
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -245,7 +245,7 @@ def test_a_full_disk_while_saving_is_a_clear_error_and_keeps_the_previous_file(k
     names = ["w.pt", "w.safetensors"] if kit.name == "torch" else ["w.weights.h5"]
     targets = names + ["state.fitkit"] + [names[0], "state.fitkit", "backup.fitkit"]
     assert len(out["errors"]) == len(targets)
-    for error, target in zip(out["errors"], targets):
+    for error, target in zip(out["errors"], targets, strict=True):
         assert error is not None and error[0] == "FitkitValueError", (target, error)
         assert re.search(
             re.escape(target) + r"'.*File too large.*previous file there is "
@@ -281,7 +281,7 @@ def test_keras_weights_made_in_memory_are_keras_own_file(tf_kit, tmp_path):
     assert contents(ours) == contents(keras_own) and len(contents(ours)) > 4
     other = tf_kit.mlp(4, 2)
     other.load_weights(ours)
-    for a, b in zip(tf_kit.weights(net), tf_kit.weights(other)):
+    for a, b in zip(tf_kit.weights(net), tf_kit.weights(other), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -303,5 +303,5 @@ def test_each_loader_names_the_other_for_the_other_kind_of_file(kit, tmp_path):
     with pytest.raises(fitkit.FitkitValueError) as info:
         model.load_checkpoint(weights)
     assert repr(weights) in str(info.value) and "model.load_weights(path)" in str(info.value)
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -45,7 +45,7 @@ def test_serialized_dicts_train_to_keras_numbers_on_tensorflow(tf_kit):
     assert model.optimizer.beta_1 == 0.8
     for key in ("loss", "sparse_categorical_accuracy", "top2"):
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-5)
-    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+    for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 

@@ -30,7 +30,7 @@ def test_a_labels_key_is_the_target_as_y_is(kit):
     expected, weights, _ = _fit(kit, x, y=y, batch_size=16, shuffle=False)
     got, got_weights, model = _fit(kit, {**x, "labels": y}, batch_size=16, shuffle=False)
     assert got == expected
-    for a, b in zip(weights, got_weights):
+    for a, b in zip(weights, got_weights, strict=True):
         np.testing.assert_array_equal(a, b)
     split, _, _ = _fit(kit, x, y=y, batch_size=16, validation_split=0.25)
     assert _fit(kit, {**x, "labels": y}, batch_size=16, validation_split=0.25)[0] == split
@@ -40,7 +40,7 @@ def test_a_labels_key_is_the_target_as_y_is(kit):
     ]
     got, got_weights, model = _fit(kit, batches, label_names=["target"])
     assert got == expected
-    for a, b in zip(weights, got_weights):
+    for a, b in zip(weights, got_weights, strict=True):
         np.testing.assert_array_equal(a, b)
     assert model.predict(batches).shape == (64, 1)
     assert model.validate(batches)["loss"] == pytest.approx(model.validate(x, y)["loss"], rel=1e-6)
@@ -54,5 +54,5 @@ def test_tf_data_pipelines_of_dicts_split_in_the_graph(tf_kit):
     got, got_weights, _ = _fit(tf_kit, dataset)
     for key in expected:
         assert got[key] == pytest.approx(expected[key], rel=1e-6)
-    for a, b in zip(weights, got_weights):
+    for a, b in zip(weights, got_weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)

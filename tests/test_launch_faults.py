@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from conftest import process_gone
 
 from fitkit import heartbeat, launch
 
@@ -50,23 +51,6 @@ def fitkit_launch(*args: str, env: dict | None = None, timeout: float = 240):
         env=env or _env(),
         timeout=timeout,
     )
-
-
-def _gone(pid: int, within: float = 10.0) -> bool:
-    """``pid`` has exited (a zombie waiting for its reaper counts as exited)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as file:
-                if file.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except OSError:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return True
-        time.sleep(0.1)
-    return False
 
 
 def _held(count: int = 1) -> list[socket.socket]:
@@ -110,7 +94,7 @@ def test_a_hung_rank_ends_the_launch_within_the_timeout_naming_it(backend, tmp_p
     )
     assert "--timeout 5 s" in report and launch.TIMEOUT_ENV in report
     for rank in (0, 1):
-        assert _gone(int((tmp_path / f"rank{rank}.pid").read_text())), f"rank {rank} lives"
+        assert process_gone(int((tmp_path / f"rank{rank}.pid").read_text())), f"rank {rank} lives"
 
 
 @pytest.mark.slow
@@ -124,7 +108,7 @@ def test_a_dead_rank_stops_the_others_promptly(backend, tmp_path):
     assert done.returncode == 3, (done.stdout + done.stderr)[-3000:]
     took = ended - float((tmp_path / "died").read_text())
     assert took < 3 + 5, f"the launch ended {took:.1f} s after a rank died"
-    assert _gone(int((tmp_path / "rank0.pid").read_text()))
+    assert process_gone(int((tmp_path / "rank0.pid").read_text()))
 
 
 def test_the_watcher_names_the_rank_behind_and_times_no_first_step(tmp_path):
@@ -214,6 +198,33 @@ def test_a_worker_whose_port_was_taken_names_it_instead_of_grpcs_error():
         f"worker's server on {workers[0]}: the port is in use"
     ), last
     assert "run it again (it picks new ports)" in last
+
+
+def _torch_argv(**config) -> list[str]:
+    (spec,) = launch.torch_specs(
+        launch.LaunchConfig(nproc=2, script=RANK, args=[], backend="torch", **config), "l", "b"
+    )
+    return spec.argv
+
+
+def test_one_node_torch_launch_leaves_the_port_to_the_system(monkeypatch):
+    """No port is picked, freed and handed on (another program could take it in between):
+    torchrun's store listens on port 0, with or without --master-addr."""
+    monkeypatch.setattr(launch, "free_ports", lambda *a, **k: pytest.fail("a port was picked"))
+    assert "--standalone" in _torch_argv()
+    argv = _torch_argv(master_addr="127.0.0.1")
+    assert argv[argv.index("--rdzv-endpoint") + 1] == "127.0.0.1:0"
+    assert "--master-port" not in argv and "--standalone" not in argv
+    argv = _torch_argv(master_port=29511)  # a port the user named is used as given
+    assert argv[argv.index("--master-port") + 1] == "29511"
+
+
+@pytest.mark.slow
+def test_a_one_node_torch_launch_on_a_named_address_runs_on_a_system_picked_port():
+    done = fitkit_launch("-n", "2", "--backend", "torch", "--master-addr", "127.0.0.1", RANK)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    for rank in (0, 1):
+        assert f"[rank {rank}] fitkit.distribute: rank {rank} of 2" in done.stdout
 
 
 def test_torchruns_own_port_error_is_recognised():

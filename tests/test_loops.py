@@ -173,7 +173,7 @@ def test_function_style_history_equals_fit(side):
     np.testing.assert_allclose(
         df[columns].to_numpy(), history.df[columns].to_numpy(), rtol=1e-5, atol=1e-6
     )
-    for a, b in zip(side.weights(net), side.weights(twin)):
+    for a, b in zip(side.weights(net), side.weights(twin), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -197,11 +197,13 @@ def test_lone_steps_return_python_floats(side, metric):
     before = side.weights(net)
     val = side.loops.valid_step(net, x, y)
     assert all(type(v) is float for v in val)
-    assert all(np.array_equal(a, b) for a, b in zip(before, side.weights(net)))  # no update
+    assert all(
+        np.array_equal(a, b) for a, b in zip(before, side.weights(net), strict=True)
+    )  # no update
     loss, accuracy = side.loops.train_step(net, x, y)
     assert type(loss) is float and type(accuracy) is float
     assert loss == pytest.approx(val[0], rel=1e-6) and accuracy == pytest.approx(val[1])
-    assert not all(np.array_equal(a, b) for a, b in zip(before, side.weights(net)))
+    assert not all(np.array_equal(a, b) for a, b in zip(before, side.weights(net), strict=True))
 
 
 def test_a_metric_that_returns_numpy_floats_gives_the_same_history(side):
@@ -343,12 +345,12 @@ def test_wrong_types_and_arguments_are_fitkit_errors(side):
     x, y = binary_data(8, 0)
     net = side.equip(side.net())
     net.optimizer = "sgd"
-    with pytest.raises(FitkitTypeError, match="model.optimizer must be"):
+    with pytest.raises(FitkitTypeError, match=r"model.optimizer must be"):
         side.loops.train_step(net, x, y)
     net = side.equip(side.net())
     del net.loss_func  # torch refuses to replace a registered module by a number
     net.loss_func = 3
-    with pytest.raises(FitkitTypeError, match="model.loss_func must be callable"):
+    with pytest.raises(FitkitTypeError, match=r"model.loss_func must be callable"):
         side.loops.valid_step(net, x, y)
     net = side.equip(side.net())
     with pytest.raises(FitkitTypeError, match="takes the"):

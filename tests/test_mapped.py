@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 
@@ -32,10 +32,12 @@ def test_the_reader_stops_when_the_consumer_stops_early():
             produced.append(1)
             yield len(produced)
 
+    before = set(threading.enumerate())
     items = read_ahead(endless(), depth=2)
     assert [next(items) for _ in range(3)] == [1, 2, 3]
+    (reader,) = (t for t in set(threading.enumerate()) - before if t.name == "fitkit-read-ahead")
     items.close()  # what islice / a break does to the generator
-    time.sleep(0.3)
-    count = len(produced)
-    time.sleep(0.3)
-    assert len(produced) == count  # nothing more is read: the thread has returned
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "the reader thread still runs after the consumer stopped"
+    count = len(produced)  # at most depth + 1 items ahead of the 3 taken
+    assert count <= 3 + 2 + 1

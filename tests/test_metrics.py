@@ -7,6 +7,7 @@ metrics are fed to the metric objects directly and compared with keras.metrics.
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
@@ -213,7 +214,9 @@ SPLITS = (0, 64, 128, N)  # three batches, the last one partial
 
 
 def batches(preds, y, w):
-    return [(preds[a:b], y[a:b], None if w is None else w[a:b]) for a, b in zip(SPLITS, SPLITS[1:])]
+    return [
+        (preds[a:b], y[a:b], None if w is None else w[a:b]) for a, b in itertools.pairwise(SPLITS)
+    ]
 
 
 def _module(backend):
@@ -387,7 +390,7 @@ def test_weighted_metrics_through_validate(backend, monkeypatch):
         model = fitkit.Model(identity_net(backend, preds.shape[1]))
         model.compile("sgd", loss, metrics=metrics, weighted_metrics=metrics)
         logs = model.validate(preds, y, sample_weight=W, batch_size=64)
-        for name, reference in zip(metrics, references):
+        for name, reference in zip(metrics, references, strict=True):
             expected = keras_value(reference, batches(preds, y, W))
             assert logs[f"weighted_{name}"] == pytest.approx(expected, rel=2e-5, abs=1e-6), name
             plain = keras_value(reference, batches(preds, y, None))

@@ -127,7 +127,7 @@ def test_every_input_kind_trains_like_numpy(kit, kind):
     x, y = make_regression(n=80)
     expected = _weights_after_one_epoch(kit, lambda a, b, bs: (a, b), x, y)
     got = _weights_after_one_epoch(kit, INPUT_KINDS[kind], x, y)
-    for a, b in zip(expected, got):
+    for a, b in zip(expected, got, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

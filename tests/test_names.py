@@ -56,7 +56,7 @@ def _keras_two_steps(name, kernel, bias, x, y):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean((net(tf.constant(x)) - tf.constant(y)) ** 2)
         variables = net.trainable_variables
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
     return [v.numpy() for v in net.trainable_variables]
 
 
@@ -69,7 +69,7 @@ def test_optimizer_names_take_the_same_first_steps_on_both_backends(name):
     kernel, bias = rng.standard_normal((3, 2)) * 0.5, rng.standard_normal(2) * 0.1
     ours = _torch_two_steps(name, kernel, bias, x, y)
     theirs = _keras_two_steps(name, kernel, bias, x, y)
-    for got, want, start in zip(ours, theirs, (kernel, bias)):
+    for got, want, start in zip(ours, theirs, (kernel, bias), strict=True):
         assert np.abs(want - start).min() > 1e-6  # every weight moved
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
         # the updates themselves agree (only where each adds epsilon differs: adam, rmsprop)

@@ -23,14 +23,14 @@ def _two_head_net(kit, names=("cls", "reg"), as_dict=True):
             def forward(self, x):
                 h = torch.relu(self.body(x))
                 outs = (self.cls(h), self.reg(h))
-                return dict(zip(names, outs)) if as_dict else outs
+                return dict(zip(names, outs, strict=True)) if as_dict else outs
 
         return TwoHeads()
     keras = kit.keras
     inp = keras.Input((4,))
     h = keras.layers.Dense(16, activation="relu")(inp)
     outs = [keras.layers.Dense(3, name=names[0])(h), keras.layers.Dense(1, name=names[1])(h)]
-    return keras.Model(inp, dict(zip(names, outs)) if as_dict else outs)
+    return keras.Model(inp, dict(zip(names, outs, strict=True)) if as_dict else outs)
 
 
 def _two_targets():
@@ -136,7 +136,7 @@ def test_loss_names_an_output_the_network_lacks(kit):
     with pytest.raises(fitkit.FitkitValueError, match=r"\['score'\].*\['cls', 'reg'\]"):
         model.fit(x, {"cls": labels, "reg": value}, verbose=0)
     model.compile("sgd", loss=["cross_entropy"] * 3)
-    with pytest.raises(fitkit.FitkitValueError, match="3 entries.*2 outputs"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"3 entries.*2 outputs"):
         model.fit(x, {"cls": labels, "reg": value}, verbose=0)
 
 
@@ -148,7 +148,7 @@ def test_output_names_the_one_output_to_train(kit):
     assert list(history.history) == ["loss", "accuracy", "learning_rate"]
     assert model.validate(x, labels)["accuracy"] > 0.7
     model.compile("adam", "cross_entropy", output="logits")
-    with pytest.raises(fitkit.FitkitValueError, match="no 'logits'.*cls"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"no 'logits'.*cls"):
         model.fit(x, labels, verbose=0)
 
 

@@ -106,7 +106,7 @@ def test_a_checkpoint_saved_mid_epoch_resumes_to_the_uninterrupted_run(
     where = second.load_checkpoint(path)
     assert where == {"epoch": stop_at[0] + 1, "step": 4, "epochs": 4}
     resumed = second.fit(**shuffled_data(kit, x, y, data), epochs=4, verbose=0)
-    for a, b in zip(full.get_weights(), second.get_weights()):
+    for a, b in zip(full.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert resumed.history == expected.history
 
@@ -121,7 +121,7 @@ def test_load_checkpoint_refuses_another_network_before_changing_anything(kit, t
     before = other.get_weights()
     with pytest.raises(fitkit.FitkitValueError, match="do not match"):
         other.load_checkpoint(tmp_path / "a.fitkit")
-    for a, b in zip(before, other.get_weights()):
+    for a, b in zip(before, other.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -131,7 +131,7 @@ def test_get_and_set_weights_round_trip(kit):
     saved = model.get_weights()
     other = fresh_model(kit)
     other.set_weights(saved)
-    for a, b in zip(saved, other.get_weights()):
+    for a, b in zip(saved, other.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(fitkit.FitkitValueError, match="get_weights"):
         other.set_weights(saved[:-1])
@@ -248,7 +248,9 @@ def test_a_resume_with_other_callbacks_restores_the_matching_ones_and_warns_abou
     assert "which no callback of this fit matches" in ours[0]
     assert "ModelCheckpoint{" in ours[1] and "starts afresh" in ours[1]
     assert not any("EarlyStopping" in m or "StopAt" in m for m in ours)
-    for a, b in zip(full, resumed[::-1]):  # the first epoch's bests came back with the state
+    for a, b in zip(
+        full, resumed[::-1], strict=True
+    ):  # the first epoch's bests came back with the state
         assert a.state_dict() == b.state_dict()
         assert b.best_epoch == 0
 
@@ -278,7 +280,7 @@ def test_a_resume_that_cannot_tell_callbacks_of_one_key_apart_is_refused_before_
             verbose=0,
             callbacks=[only, BackupAndRestore(tmp_path / "b")],
         )
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert only.wait == 0 and only.best is None
     assert (tmp_path / "b" / "backup.fitkit").exists()
@@ -320,7 +322,7 @@ def test_a_monitored_key_that_will_never_exist_fails_before_training(kit):
         r"accuracy, learning_rate",
     ):
         model.fit(*make_classes(n=32, d=4), epochs=1, verbose=0, callbacks=[Watches()])
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -328,7 +330,7 @@ def test_a_keras_callback_with_a_torch_network_gets_the_fitkit_equivalent_named(
     import keras  # a Keras network runs it (tests/tf/test_keras_callbacks.py)
 
     model = fresh_model(torch_kit)
-    with pytest.raises(fitkit.FitkitTypeError, match="fitkit.callbacks.EarlyStopping"):
+    with pytest.raises(fitkit.FitkitTypeError, match=r"fitkit.callbacks.EarlyStopping"):
         model.fit(
             *make_classes(n=32, d=4),
             epochs=1,
@@ -391,7 +393,7 @@ def test_a_run_killed_mid_epoch_finishes_bit_identical_to_an_uninterrupted_one(
     full, resumed = _result(tmp_path / "full.npz"), _result(tmp_path / "resumed.npz")
     assert len(full[1]["loss"]) == 5
     assert resumed[1] == full[1]  # every epoch's logs, bit for bit (floats through JSON)
-    for a, b in zip(full[0], resumed[0]):
+    for a, b in zip(full[0], resumed[0], strict=True):
         np.testing.assert_array_equal(a, b)
     assert not backup.exists()  # deleted after the complete run
 
@@ -407,7 +409,7 @@ def test_a_mid_epoch_backup_refuses_other_batches(kit, tmp_path):
             verbose=0,
             callbacks=[StopAt(0, 3, KeyboardInterrupt()), BackupAndRestore(tmp_path, save_freq=2)],
         )
-    with pytest.raises(fitkit.FitkitValueError, match="batch_size=16.*batch_size=32"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"batch_size=16.*batch_size=32"):
         fresh_model(kit).fit(
             x,
             y,

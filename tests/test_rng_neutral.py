@@ -105,7 +105,7 @@ def test_a_fit_equals_one_whose_first_batch_checks_are_skipped(kit):
         model.compile("sgd", "cross_entropy", lr=0.1)
         model.fit(x, y, batch_size=16, epochs=2, validation_data=(x[:32], y[:32]), verbose=0)
         weights.append(model.get_weights())
-    for a, b in zip(*weights):
+    for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -150,11 +150,11 @@ def test_a_torch_fit_equals_a_hand_written_loop_seeded_alike(torch_kit):
             optimizer.step()
         net.eval()
         with torch.no_grad():
-            for xb, yb in val:
+            for xb, _yb in val:
                 net(xb.to(device))
-    for a, b in zip(model.get_weights(), net.state_dict().values()):
+    for a, b in zip(model.get_weights(), net.state_dict().values(), strict=True):
         np.testing.assert_array_equal(a, b.detach().cpu().numpy())
-    assert all(torch.equal(a, b) for a, b in zip(after_fit, generators()))
+    assert all(torch.equal(a, b) for a, b in zip(after_fit, generators(), strict=True))
 
 
 def test_a_tensorflow_fit_equals_keras_fit_seeded_alike(tf_kit):
@@ -181,7 +181,7 @@ def test_a_tensorflow_fit_equals_keras_fit_seeded_alike(tf_kit):
     reference, optimizer, loss = compiled_net()
     reference.compile(optimizer, loss, metrics=["accuracy"])
     reference.fit(x, y, batch_size=16, epochs=2, shuffle=False, validation_data=val, verbose=0)
-    for a, b in zip(model.get_weights(), reference.get_weights()):
+    for a, b in zip(model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

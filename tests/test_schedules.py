@@ -62,7 +62,7 @@ class KerasRig:
             with tf.GradientTape() as tape:
                 loss = tf.reduce_sum(self.net(x))
             variables = self.net.trainable_variables
-            self.opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            self.opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
 
         self.update = update
 
@@ -274,7 +274,7 @@ def test_reduce_on_plateau_reads_the_monitor_and_names_missing_keys():
         L.ReduceLROnPlateau, opt, every="epoch", monitor="val_loss"
     )  # the class: a factory
     assert isinstance(fresh.scheduler, L.ReduceLROnPlateau) and fresh.scheduler.optimizer is opt
-    with pytest.raises(FitkitValueError, match="lr_schedule_monitor='val_loss'.*keys: loss, lr"):
+    with pytest.raises(FitkitValueError, match=r"lr_schedule_monitor='val_loss'.*keys: loss, lr"):
         fresh.epoch_end(0, {"loss": 1.0, "lr": 0.1})
     with pytest.raises(FitkitValueError, match="lr_schedule_every='epoch'"):
         torch_schedules.build_scheduler(
@@ -315,22 +315,22 @@ def test_a_later_compile_without_a_schedule_gives_the_optimizer_its_variable_bac
 # ---------------------------------------------------------------- wrong kinds, clear errors
 def test_wrong_kinds_are_named_with_what_to_pass_instead():
     opt, rig = torch_opt(), KerasRig()
-    with pytest.raises(FitkitTypeError, match="Keras ExponentialDecay.*torch scheduler factory"):
+    with pytest.raises(FitkitTypeError, match=r"Keras ExponentialDecay.*torch scheduler factory"):
         torch_schedules.build_scheduler(
             keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.9),
             opt,
             every="epoch",
             monitor="val_loss",
         )
-    with pytest.raises(FitkitTypeError, match="torch StepLR.*LearningRateSchedule"):
+    with pytest.raises(FitkitTypeError, match=r"torch StepLR.*LearningRateSchedule"):
         tf_schedules.build_scheduler(L.StepLR(opt, 2), rig.opt, every="epoch", monitor="val_loss")
     for build, o in [
         (torch_schedules.build_scheduler, opt),
         (tf_schedules.build_scheduler, rig.opt),
     ]:
-        with pytest.raises(FitkitTypeError, match="portable name.*got int"):
+        with pytest.raises(FitkitTypeError, match=r"portable name.*got int"):
             build(42, o, every="epoch", monitor="val_loss")
-    with pytest.raises(FitkitValueError, match="another optimizer.*factory"):
+    with pytest.raises(FitkitValueError, match=r"another optimizer.*factory"):
         torch_schedules.build_scheduler(
             L.StepLR(torch_opt(), 2), opt, every="epoch", monitor="val_loss"
         )

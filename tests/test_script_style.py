@@ -83,7 +83,7 @@ def tf_script_loop(net, train, valid) -> fitkit.History:
             predictions = net(features, training=True)
             loss = loss_func(labels, predictions)
         gradients = tape.gradient(loss, net.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, net.trainable_variables))
+        optimizer.apply_gradients(zip(gradients, net.trainable_variables, strict=True))
         return loss, keras.metrics.binary_accuracy(labels, predictions)
 
     @tf.function

@@ -99,11 +99,11 @@ def tf_gan():
                     zeros, disc(fake, training=True)
                 )
             grads = tape.gradient(d_loss, disc.trainable_variables)
-            opt_d.apply_gradients(zip(grads, disc.trainable_variables))
+            opt_d.apply_gradients(zip(grads, disc.trainable_variables, strict=True))
             with tf.GradientTape() as tape:
                 g_loss = bce(ones, disc(gen(noise, training=True), training=True))
             grads = tape.gradient(g_loss, gen.trainable_variables)
-            opt_g.apply_gradients(zip(grads, gen.trainable_variables))
+            opt_g.apply_gradients(zip(grads, gen.trainable_variables, strict=True))
             return {"d_loss": d_loss, "g_loss": g_loss}
 
     fitkit.set_seed(0)
@@ -166,15 +166,17 @@ def test_several_optimizers_resume_from_a_backup_bit_for_bit(kit, tmp_path):
         callbacks=[StopAt(9, 9), BackupAndRestore(folder, verbose=0)],
     )
     assert history.history == expected.history
-    for a, b in zip(full.get_weights(), resumed.get_weights()):
+    for a, b in zip(full.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    for a, b in zip(full.optimizers(), resumed.optimizers()):  # the optimizers' own states
+    for a, b in zip(
+        full.optimizers(), resumed.optimizers(), strict=True
+    ):  # the optimizers' own states
         if kit.name == "torch":
-            for sa, sb in zip(a.state.values(), b.state.values()):
+            for sa, sb in zip(a.state.values(), b.state.values(), strict=True):
                 for key in sa:
                     np.testing.assert_array_equal(np.asarray(sa[key]), np.asarray(sb[key]))
         else:
-            for va, vb in zip(a.variables, b.variables):
+            for va, vb in zip(a.variables, b.variables, strict=True):
                 np.testing.assert_array_equal(np.asarray(va), np.asarray(vb))
 
 
@@ -198,7 +200,7 @@ def test_one_optimizer_names_refuse_to_guess_which_of_several(kit):
     for what in ("optimizer", "learning_rate"):
         with pytest.raises(fitkit.FitkitAttributeError, match=r"2 optimizers.*self.optimizers"):
             getattr(model, what)
-    with pytest.raises(fitkit.FitkitAttributeError, match="model.learning_rate"):
+    with pytest.raises(fitkit.FitkitAttributeError, match=r"model.learning_rate"):
         model.learning_rate = 0.1
 
 

@@ -39,15 +39,32 @@ def _result(path):
 
 
 # ---------------------------------------------------------------------- in a real process
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """backend -> (weights, history) of the script run without a signal: the same for every
+    signal case of that backend, so it runs once per backend (per test process)."""
+    runs: dict[str, tuple] = {}
+
+    def run(backend: str) -> tuple:
+        if backend not in runs:
+            folder = tmp_path_factory.mktemp(f"uninterrupted-{backend}")
+            done = _run(backend, folder / "unused", folder / "full.npz")
+            assert done.returncode == 0, done.stderr[-2000:]
+            runs[backend] = _result(folder / "full.npz")
+        return runs[backend]
+
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "backend, at", [("torch", (1, 4)), ("tensorflow", (1, 4)), ("torch", (2, 10))]
 )  # (2, 10): the last step
-def test_sigterm_backs_up_at_the_step_and_the_rerun_finishes_bit_identical(tmp_path, backend, at):
+def test_sigterm_backs_up_at_the_step_and_the_rerun_finishes_bit_identical(
+    tmp_path, backend, at, uninterrupted
+):
     """Backups are scheduled at epoch ends only: the rerun resuming at the signal's step
     shows the backup made at the signal."""
-    done = _run(backend, tmp_path / "unused", tmp_path / "full.npz")
-    assert done.returncode == 0, done.stderr[-2000:]
     backup, out = tmp_path / "backup", tmp_path / "stopped.npz"
     stopped = _run(backend, backup, out, "--at", *map(str, at))
     where = f"epoch {at[0] + 1}, step {at[1]}"
@@ -62,7 +79,7 @@ def test_sigterm_backs_up_at_the_step_and_the_rerun_finishes_bit_identical(tmp_p
     resumed = _run(backend, backup, tmp_path / "resumed.npz")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming from {backup / 'backup.fitkit'} at {where}." in resumed.stdout
-    full, again = _result(tmp_path / "full.npz"), _result(tmp_path / "resumed.npz")
+    full, again = uninterrupted(backend), _result(tmp_path / "resumed.npz")
     for a, b in zip(full[0], again[0], strict=True):
         np.testing.assert_array_equal(a, b)
     assert again[1] == full[1]
@@ -191,5 +208,5 @@ def test_a_bad_sigterm_timeout_is_refused_before_training(kit, monkeypatch):
     monkeypatch.setenv(fitkit.signals.TIMEOUT_ENV, "soon")
     with pytest.raises(fitkit.FitkitValueError, match="FITKIT_SIGTERM_TIMEOUT='soon'"):
         model.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -41,7 +41,7 @@ def test_a_list_of_batches_with_steps_per_epoch_continues_across_epochs(kit, n_b
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         stream, history = _fit(kit, batches, epochs=3, steps_per_epoch=4)
-    for a, b in zip(once.get_weights(), stream.get_weights()):
+    for a, b in zip(once.get_weights(), stream.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     short = [str(w.message) for w in caught if "pass ended" in str(w.message)]
     assert len(history) == 3 and len(short) == (n_batches == 10)
@@ -57,7 +57,7 @@ def test_a_new_pass_opens_where_the_last_one_ended(kit):
     with pytest.warns(UserWarning, match="pass ended after 2 of steps_per_epoch=4"):
         stream, history = _fit(kit, batches, epochs=4, steps_per_epoch=4)
     assert len(history) == 4
-    for a, b in zip(once.get_weights(), stream.get_weights()):
+    for a, b in zip(once.get_weights(), stream.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -78,7 +78,7 @@ def test_a_torch_dataloader_with_steps_per_epoch_continues_across_epochs(torch_k
     )
     once, _ = _fit(torch_kit, loader, epochs=1)
     stream, _ = _fit(torch_kit, loader, epochs=2, steps_per_epoch=5)
-    for a, b in zip(once.get_weights(), stream.get_weights()):
+    for a, b in zip(once.get_weights(), stream.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -118,7 +118,7 @@ def test_steps_per_epoch_trains_as_keras_fit_on_the_same_pipeline(tf_kit, data):
         warnings.simplefilter("ignore")  # Keras's "ran out of data" and ours
         theirs = keras_net.fit(*args[0], epochs=4, steps_per_epoch=5, verbose=0, **args[1])
         ours = model.fit(*args[0], epochs=4, steps_per_epoch=5, verbose=0, **args[1])
-    for a, b in zip(keras_net.get_weights(), model.get_weights()):
+    for a, b in zip(keras_net.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(ours.history["loss"], theirs.history["loss"], rtol=1e-6)
 
@@ -169,7 +169,7 @@ def test_a_checkpoint_mid_pass_resumes_to_the_uninterrupted_run(kit, tmp_path):
         second = _classifier(kit)
         assert second.load_checkpoint(path) == {"epoch": 3, "step": 2, "epochs": 5}
         resumed = second.fit(x, y, **args)
-    for a, b in zip(full.get_weights(), second.get_weights()):
+    for a, b in zip(full.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert resumed.history == expected.history
 
@@ -196,7 +196,7 @@ def test_backup_and_restore_at_epoch_ends_resumes_a_stream(kit, tmp_path):
         _fit(kit, batches, **args, callbacks=[FailAt(2), backup])
     resumed, history = _fit(kit, batches, **args, callbacks=[FailAt(99), backup])
     assert backup.restored == {"epoch": 3, "step": 0, "epochs": 4} and len(history) == 4
-    for a, b in zip(full.get_weights(), resumed.get_weights()):
+    for a, b in zip(full.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -211,5 +211,5 @@ def test_backup_and_restore_resumes_a_repeated_dataset(tf_kit, tmp_path):
         _fit(tf_kit, ds, **args, callbacks=[FailAt(3), backup])
     resumed, _ = _fit(tf_kit, ds, **args, callbacks=[FailAt(99), backup])
     assert backup.restored == {"epoch": 3, "step": 3, "epochs": 4}
-    for a, b in zip(full.get_weights(), resumed.get_weights()):
+    for a, b in zip(full.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

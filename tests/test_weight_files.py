@@ -13,7 +13,7 @@ import fitkit
 
 
 def _unchanged(kit, net, before):
-    for a, b in zip(before, kit.weights(net)):
+    for a, b in zip(before, kit.weights(net), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -193,7 +193,7 @@ def test_save_into_a_read_only_folder_names_the_path(kit, tmp_path):
 
 
 def test_a_crash_while_saving_keeps_the_previous_file(kit, tmp_path, monkeypatch):
-    net, path = _saved(kit, tmp_path)
+    _net, path = _saved(kit, tmp_path)
     old = open(path, "rb").read()
 
     def crash(obj, target):  # torch.save(state, file) / bytes_to(temp path, data)

@@ -51,7 +51,7 @@ def test_class_weight_equals_the_sample_weights_built_from_it(kit):
         history = model.fit(x, labels, batch_size=32, epochs=2, shuffle=False, verbose=0, **kwargs)
         runs.append((history.history["loss"], kit.weights(net)))
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-6)
-    for a, b in zip(runs[0][1], runs[1][1]):
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -90,16 +90,16 @@ def test_bad_weights_are_refused_before_training(kit):
     before = kit.weights(net)
     bad = _weights(32)
     bad[7] = np.nan
-    with pytest.raises(fitkit.FitkitValueError, match="sample_weight.*row 7"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"sample_weight.*row 7"):
         model.fit(x, y, sample_weight=bad, verbose=0)
     with pytest.raises(fitkit.FitkitValueError, match=r"sample_weight.*\(32,\)"):
         model.fit(x, y, sample_weight=_weights(31), verbose=0)
     with pytest.raises(fitkit.FitkitTypeError, match="class_weight"):
         model.fit(x, y, class_weight=[1.0, 2.0], verbose=0)
-    with pytest.raises(fitkit.FitkitValueError, match="validation_data.*sample_weight"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"validation_data.*sample_weight"):
         model.fit(x, y, validation_data=(x, y, _weights(5)), verbose=0)
     after = kit.weights(net)
-    for a, b in zip(before, after):
+    for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

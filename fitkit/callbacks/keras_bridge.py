@@ -61,7 +61,7 @@ def _is_keras_net(net: Any) -> bool:
 class KerasCallback(Callback):
     """Drives one Keras callback from fitkit's hooks.
 
-    >>> model.fit(x, y, callbacks=[keras.callbacks.EarlyStopping(patience=2)])
+    >>> model.fit(x, y, validation_split=0.2, callbacks=[keras.callbacks.EarlyStopping(patience=2)])
     """
 
     def __init__(self, callback: Any) -> None:

@@ -67,7 +67,9 @@ class NativeScheduler(Scheduler):
     """A torch scheduler, stepped at each epoch end (or after each update, ``every='batch'``);
     ReduceLROnPlateau steps at epoch end with ``logs[monitor]``.
 
-    >>> NativeScheduler(StepLR(opt, step_size=2), "epoch", "val_loss")
+    >>> from torch.optim.lr_scheduler import StepLR
+    >>> NativeScheduler(StepLR(opt, step_size=2), "epoch", "val_loss")  # doctest: +ELLIPSIS
+    <fitkit.torch.schedules.NativeScheduler object at ...>
     """
 
     def __init__(self, scheduler: LRScheduler, every: str, monitor: str) -> None:
@@ -127,7 +129,9 @@ class PortableOnOptimizer(PortableScheduler):
     """A portable schedule on a torch optimizer: each param group's lr is set from a Python
     counter (per batch, in ``after_update``: no device sync), the ratios between groups kept.
 
-    >>> PortableOnOptimizer(CosineDecay(), "batch", [0.1], opt)
+    >>> from fitkit.schedules import CosineDecay
+    >>> PortableOnOptimizer(CosineDecay(), "batch", [0.1], opt)  # doctest: +ELLIPSIS
+    <fitkit.torch.schedules.PortableOnOptimizer object at ...>
     """
 
     def __init__(

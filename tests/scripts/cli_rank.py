@@ -1,5 +1,7 @@
 """`fitkit launch` test helper: print this process's rank as its launcher set it, then fail
-(--fail-rank R --code C), sleep (--sleep S) or, with --pid-dir, leave its pid in a file."""
+(--fail-rank R --code C), sleep (--sleep S) or, with --pid-dir, leave its pid in a file and
+print "rank R started". With --started FIFO (a named pipe the test made, two ranks), the failing
+rank fails only once the other rank has written its pid file (it waits on the pipe, no timer)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ parser.add_argument("--fail-rank", type=int, default=None)
 parser.add_argument("--code", type=int, default=3)
 parser.add_argument("--sleep", type=float, default=0.0)
 parser.add_argument("--pid-dir", default=None)
+parser.add_argument("--started", default=None)
 args = parser.parse_args()
 
 if os.environ.get("TF_CONFIG"):
@@ -30,8 +33,15 @@ print(f"fitkit.distribute: rank {fitkit.distribute.rank()} of {fitkit.distribute
 if args.pid_dir:
     with open(os.path.join(args.pid_dir, f"rank{rank}.pid"), "w") as file:
         file.write(str(os.getpid()))
+    print(f"rank {rank} started", flush=True)
+if args.started:  # a FIFO: opening blocks until both ends are open, read returns at close
+    if args.fail_rank == rank:
+        with open(args.started) as pipe:
+            pipe.read()
+    else:
+        with open(args.started, "w") as pipe:
+            pipe.write(f"rank {rank} started\n")
 if args.fail_rank == rank:
-    time.sleep(0.5)  # let the other rank start its sleep
     print(f"rank {rank} fails with code {args.code}", file=sys.stderr)
     sys.exit(args.code)
 time.sleep(args.sleep)

@@ -47,7 +47,7 @@ class Custom(fitkit.Model):
             scaled = loss * replica_share(x)
         variables = self.net.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return {"loss": loss}
 
 

@@ -62,7 +62,7 @@ def test_a_users_keras_callback_sees_keras_logs_and_its_stop_is_honoured(tf_kit)
     ours, theirs = made["fitkit"], made["keras"]
     assert ours.batches == theirs.batches == 8
     assert [(e, n) for e, _, n in ours.seen] == [(e, n) for e, _, n in theirs.seen]
-    for (_, keys, _), (_, keras_keys, _) in zip(ours.seen, theirs.seen):
+    for (_, keys, _), (_, keras_keys, _) in zip(ours.seen, theirs.seen, strict=True):
         assert set(keras_keys) <= set(keys) | {"learning_rate"}
 
 
@@ -74,7 +74,7 @@ def test_a_keras_callback_reads_and_sets_the_learning_rate(tf_kit):
             rate = float(self.model.optimizer.learning_rate)
             self.model.optimizer.learning_rate = rate / 2
 
-    expected, history, theirs, model = _fit_both(tf_kit, lambda who: [Halve()], epochs=3)
+    expected, history, _theirs, model = _fit_both(tf_kit, lambda who: [Halve()], epochs=3)
     assert model.learning_rate == pytest.approx(0.1 / 8)
     np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-5)
 
@@ -116,7 +116,7 @@ def test_keras_builtin_callbacks_give_kerass_results(tf_kit, tmp_path, make):
     assert len(history["loss"]) == len(expected["loss"])
     for key in ("loss", "val_loss", "accuracy"):
         np.testing.assert_allclose(history[key], expected[key], rtol=1e-5, atol=1e-6)
-    for a, b in zip(model.net.get_weights(), theirs.get_weights()):
+    for a, b in zip(model.net.get_weights(), theirs.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     if "learning_rate" in expected:
         np.testing.assert_allclose(history["learning_rate"], expected["learning_rate"], rtol=1e-6)

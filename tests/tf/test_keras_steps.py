@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("tf_kit")
 
 
 def _weights_equal(a, b):
-    for p, q in zip(a.get_weights(), b.get_weights()):
+    for p, q in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-7)
 
 
@@ -99,7 +99,7 @@ def test_a_step_that_freezes_part_of_the_weights_leaves_them_as_keras_does():
     model.compile(keras.optimizers.Adam(0.01), "mse")
     expected = theirs.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
     history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0).history
-    for before, now in zip(frozen, mine.layers[1].weights):
+    for before, now in zip(frozen, mine.layers[1].weights, strict=True):
         np.testing.assert_array_equal(before, np.array(now))
     assert not np.allclose(np.array(mine.layers[-1].kernel), head)  # the head trained
     _weights_equal(theirs, mine)
@@ -166,7 +166,7 @@ def test_a_gan_like_step_with_its_own_optimizers_and_trackers_trains_as_keras():
 
 def test_a_network_with_its_own_compile_must_be_compiled_by_it_first():
     model = fitkit.Model(GAN())
-    with pytest.raises(fitkit.FitkitValueError, match="compile method of its own.*not compiled"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"compile method of its own.*not compiled"):
         model.compile()
     net = GAN()
     net.compile(keras.optimizers.Adam(), keras.optimizers.Adam())

@@ -95,7 +95,7 @@ def test_strings_for_a_numeric_network_get_advice_that_fits(kit):
     texts, y = _texts()
     model = fitkit.Model(kit.mlp(1, 2))
     model.compile("sgd", "cross_entropy")
-    with pytest.raises(fitkit.FitkitError, match="encode|numeric|string"):
+    with pytest.raises(fitkit.FitkitError, match=r"encode|numeric|string"):
         model.fit(texts.reshape(-1, 1), y, epochs=1, verbose=0)
 
 
@@ -108,5 +108,5 @@ def test_a_pandas_text_column_is_text_and_a_mixed_frame_is_refused(kit):
     with pytest.raises(fitkit.FitkitValueError, match=r"x\['text'\] has dtype str, not numbers"):
         model.fit(pd.DataFrame({"text": texts, "n": np.arange(64)}), y, epochs=1, verbose=0)
     # a numeric network: torch refuses the strings, TF's first forward pass names the dtype
-    with pytest.raises(fitkit.FitkitError, match="not numeric; encode it first|dtype"):
+    with pytest.raises(fitkit.FitkitError, match=r"not numeric; encode it first|dtype"):
         model.fit(pd.Series(texts), y, epochs=1, verbose=0)

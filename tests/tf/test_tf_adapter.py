@@ -33,7 +33,7 @@ def test_fit_matches_keras_fit(tf_kit, task):
     history = model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
     theirs.compile(optimizer=keras.optimizers.Adam(1e-2), loss=native)
     keras_history = theirs.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
-    for p, q in zip(ours.get_weights(), theirs.get_weights()):
+    for p, q in zip(ours.get_weights(), theirs.get_weights(), strict=True):
         np.testing.assert_allclose(p, q, atol=1e-5, rtol=0)
     np.testing.assert_allclose(history.history["loss"], keras_history.history["loss"], rtol=1e-5)
 
@@ -86,7 +86,7 @@ def test_grouped_steps_train_exactly_like_single_steps(tf_kit):
         )
         weights.append((net.get_weights(), history.history))
     for other_weights, other_history in weights[1:]:
-        for p, q in zip(weights[0][0], other_weights):
+        for p, q in zip(weights[0][0], other_weights, strict=True):
             np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-7)
         for key, values in weights[0][1].items():
             assert other_history[key] == pytest.approx(values, rel=1e-6), key

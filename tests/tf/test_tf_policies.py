@@ -41,7 +41,7 @@ def test_the_mixed_float16_policy_alone_trains_with_keras_loss_scaling(mixed_flo
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     expected = theirs.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0).history
     history = model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0).history
-    for a, b in zip(theirs.get_weights(), mine.get_weights()):
+    for a, b in zip(theirs.get_weights(), mine.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-6)
     assert float(model.optimizer.dynamic_scale) == float(theirs.optimizer.dynamic_scale)

@@ -30,7 +30,7 @@ def _sequences(n=160, seed=0):
 def test_padded_batches_of_every_length_train_with_few_traces(tf_kit):
     seqs, labels = _sequences()
     ds = tf.data.Dataset.from_generator(
-        lambda: zip(seqs, labels),
+        lambda: zip(seqs, labels, strict=True),
         output_signature=(tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)),
     ).padded_batch(16)
     assert len({int(x.shape[1]) for x, _ in ds}) >= 3  # the lengths really differ
@@ -142,7 +142,7 @@ def test_weighted_multi_output_fit_and_evaluate_equal_keras(tf_kit):
     keras_history = theirs.fit(
         x, targets, sample_weight=w, batch_size=32, epochs=3, shuffle=False, verbose=0
     )
-    for p, q in zip(ours.get_weights(), theirs.get_weights()):
+    for p, q in zip(ours.get_weights(), theirs.get_weights(), strict=True):
         np.testing.assert_allclose(p, q, atol=1e-5, rtol=0)
     for key in ("loss", "cls_loss", "reg_loss", "reg_mae"):
         np.testing.assert_allclose(history.history[key], keras_history.history[key], rtol=1e-5)
@@ -174,7 +174,7 @@ def test_tf_data_runs_several_steps_per_call_with_identical_results(tf_kit, know
             assert model.runtime.function("train").tracing_count() <= 2  # first batch + iterator
     for table, weights in results[1:]:
         np.testing.assert_allclose(table, results[0][0], rtol=1e-6)
-        for a, b in zip(weights, results[0][1]):
+        for a, b in zip(weights, results[0][1], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 

@@ -67,7 +67,7 @@ def test_fit_on_the_gpu_keeps_the_net_there_and_matches_the_cpu(torch_kit):
     cpu_model, cpu_history = _trained(torch_kit, "cpu", x, y)
     gpu_model, gpu_history = _trained(torch_kit, GPU, x, y)
     assert {p.device.type for p in gpu_model.net.parameters()} == {torch.device(GPU).type}
-    for a, b in zip(cpu_model.get_weights(), gpu_model.get_weights()):
+    for a, b in zip(cpu_model.get_weights(), gpu_model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert cpu_history.keys() == gpu_history.keys()
     for key in cpu_history:
@@ -133,7 +133,7 @@ def test_files_written_on_the_gpu_load_on_the_cpu(torch_kit, tmp_path):
             str(tmp_path / ("state.fitkit" if load == "load_checkpoint" else "w.pt"))
         )
         assert next(net.parameters()).device.type == "cpu"
-        for a, b in zip(gpu_model.get_weights(), cpu_model.get_weights()):
+        for a, b in zip(gpu_model.get_weights(), cpu_model.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
 
 

@@ -8,7 +8,6 @@ import gc
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +77,7 @@ def test_mirrored_wraps_the_net_in_data_parallel_and_recommends_ddp(torch_kit, m
 
 @pytest.mark.parametrize("name", ["central_storage", "multi_worker"])
 def test_tensorflow_strategies_are_refused_naming_ddp(torch_kit, name):
-    with pytest.raises(fitkit.FitkitValueError, match="TensorFlow strategy.*strategy\\('ddp'\\)"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"TensorFlow strategy.*strategy\('ddp'\)"):
         with fitkit.distribute.strategy(name):
             pass
     assert fitkit.distribute.active() is None
@@ -89,7 +88,7 @@ def test_ddp_without_a_launcher_names_the_commands(torch_kit, monkeypatch):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(
         fitkit.FitkitError,
-        match="fitkit launch -n N script.py.*torchrun --nproc-per-node N script.py",
+        match=r"fitkit launch -n N script.py.*torchrun --nproc-per-node N script.py",
     ):
         with fitkit.distribute.strategy("ddp"):
             pass
@@ -111,16 +110,14 @@ def test_auto_picks_mirrored_only_with_several_gpus(torch_kit, monkeypatch):
 
 @pytest.fixture
 def one_process_ddp(monkeypatch):
-    """torchrun's variables for a world of one (gloo on a free loopback port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    """torchrun's variables for a world of one (gloo; rank 0's store listens on port 0, the
+    system's pick: no port is picked here, freed, and raced for)."""
     for key, value in {
         "RANK": "0",
         "WORLD_SIZE": "1",
         "LOCAL_RANK": "0",
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
+        "MASTER_PORT": "0",
     }.items():
         monkeypatch.setenv(key, value)
 
@@ -135,7 +132,7 @@ def test_ddp_of_one_process_trains_as_no_strategy(torch_kit, one_process_ddp, tm
         model = fitkit.Model(torch.nn.Linear(5, 3))
         model.compile("sgd", "cross_entropy")
         model.save_weights(str(tmp_path / "w.pt"))
-    for a, b in zip(reference["weights"], ours["weights"]):
+    for a, b in zip(reference["weights"], ours["weights"], strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
     assert ours["keys"] == reference["keys"]  # the user's module: no "module." prefix
     assert list(torch.load(tmp_path / "w.pt")) == ["weight", "bias"]
@@ -188,7 +185,7 @@ def test_array_shares_make_up_each_global_batch(shuffle):
     assert [len(b) for b in ranks] == [4, 4]
     torch.manual_seed(0)
     order = torch.randperm(97) if shuffle else torch.arange(97)
-    for k, shares in enumerate(zip(*ranks)):
+    for k, shares in enumerate(zip(*ranks, strict=True)):
         rows = order[k * 32 : (k + 1) * 32]
         torch.testing.assert_close(_union(shares), torch.from_numpy(x)[rows])
         torch.testing.assert_close(_union(shares, 1), torch.from_numpy(y)[rows])
@@ -241,7 +238,9 @@ def test_loader_shares_drop_the_sampler_padding(drop_last):
     ranks = _passes(make)
     assert [len(b) for b in ranks] == ([3, 3] if drop_last else [4, 4])
     assert make(FakeComm(0)).steps == len(ranks[0])
-    for k, shares in enumerate(zip(*ranks)):  # DistributedSampler interleaves the processes
+    for k, shares in enumerate(
+        zip(*ranks, strict=True)
+    ):  # DistributedSampler interleaves the processes
         where = torch.tensor([i for s in shares for i in s.positions], dtype=torch.long)
         rows = where.sort().values
         assert rows.tolist() == list(range(k * 32, min(97, (k + 1) * 32)))
@@ -252,7 +251,7 @@ def test_loader_shares_drop_the_sampler_padding(drop_last):
 
 
 def test_a_shuffled_loader_reshuffles_each_pass_alike_on_every_process():
-    x, y = make_classes(n=64, d=4)
+    _x, y = make_classes(n=64, d=4)
     dataset = torch.utils.data.TensorDataset(torch.arange(64), torch.from_numpy(y))
     loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)
     sources = [
@@ -269,7 +268,7 @@ def test_a_shuffled_loader_reshuffles_each_pass_alike_on_every_process():
     orders = []
     for _ in range(2):  # two passes (epochs)
         ranks = [[batch for batch, _ in source.batches()] for source in sources]
-        orders.append(torch.cat([_union(shares) for shares in zip(*ranks)]).tolist())
+        orders.append(torch.cat([_union(shares) for shares in zip(*ranks, strict=True)]).tolist())
     assert sorted(orders[0]) == list(range(64)) == sorted(orders[1])
     assert orders[0] != orders[1]
 
@@ -281,7 +280,7 @@ def test_other_iterables_keep_each_process_block_of_every_batch():
         batches, batch_size=1, shuffle=False, device=CPU, float_dtype=torch.float32, comm=comm
     )
     ranks = _passes(make)
-    for k, shares in enumerate(zip(*ranks)):
+    for k, shares in enumerate(zip(*ranks, strict=True)):
         torch.testing.assert_close(_union(shares), torch.from_numpy(x[k * 20 : (k + 1) * 20]))
     assert [s.positions for s in ranks[1]] == [range(10, 20), range(30, 40), range(45, 50)]
 
@@ -390,7 +389,7 @@ def test_ddp_on_two_processes_trains_as_one_process(ddp_runs, case, monkeypatch)
     reference = _script().run(case)
     for rank in (0, 1):
         weights, meta, predictions = _saved(ddp_runs / f"{case}.rank{rank}.npz")
-        for a, b in zip(weights, reference["weights"]):
+        for a, b in zip(weights, reference["weights"], strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
         assert meta["keys"] == reference["keys"]
         assert meta["history"].keys() == reference["history"].keys()
@@ -426,7 +425,7 @@ def test_ddp_fit_after_the_strategy_block_trains_as_one_process(tmp_path, monkey
     reference = _script().run("arrays")
     for rank in (0, 1):
         weights, meta, predictions = _saved(tmp_path / f"after_scope.rank{rank}.npz")
-        for a, b in zip(weights, reference["weights"]):
+        for a, b in zip(weights, reference["weights"], strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
         np.testing.assert_allclose(meta["history"]["loss"], reference["history"]["loss"], rtol=1e-6)
         np.testing.assert_allclose(predictions["predict"], reference["predict"], atol=1e-5)

@@ -112,7 +112,7 @@ def row_mean(losses):
 
 
 def assert_same_weights(a, b):
-    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q), name
 
 
@@ -210,7 +210,7 @@ def test_a_loss_that_fits_neither_form_is_refused_naming_both_failures(torch_kit
     net = bert()
     model = fitkit.Model(net)
     model.compile("adam", lambda outputs, y: F.cross_entropy(outputs.scores, y))
-    with pytest.raises(fitkit.FitkitValueError, match="SequenceClassifierOutput.*'logits'"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"SequenceClassifierOutput.*'logits'"):
         model.fit(loader(), epochs=1, verbose=0)
 
 
@@ -252,14 +252,17 @@ def test_causal_lm_with_a_compiled_loss_ignores_the_cache(torch_kit):
     hand_loop(reference, loader(lm=True), epochs=1)
     net = gpt2()
     model = fitkit.Model(net)
-    shifted = (
-        lambda logits, y: F.cross_entropy(  # noqa: E731 - HF's shift, written by hand
+
+    def shifted(logits, y):  # HF's shift, written by hand
+        return F.cross_entropy(
             logits[:, :-1].reshape(-1, VOCAB), y[:, 1:].reshape(-1), ignore_index=-100
         )
-    )
+
     model.compile(torch.optim.AdamW(net.parameters(), lr=1e-3), shifted)
     model.fit(loader(lm=True), epochs=1, verbose=0)
-    for p, q in zip(net.parameters(), reference.parameters()):  # the same loss, its own op
+    for p, q in zip(
+        net.parameters(), reference.parameters(), strict=True
+    ):  # the same loss, its own op
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     assert model.predict(loader(lm=True, n=8, batch_size=8)).shape[-1] == VOCAB
 
@@ -379,7 +382,7 @@ def test_no_loss_and_a_net_that_computes_none_is_refused_at_the_first_batch(torc
     model = fitkit.Model(net)
     model.compile("sgd")
     data = {"features": np.ones((8, 4), "float32"), "labels": np.zeros(8, "int64")}
-    with pytest.raises(fitkit.FitkitValueError, match="needs a loss.*forward takes none"):
+    with pytest.raises(fitkit.FitkitValueError, match=r"needs a loss.*forward takes none"):
         model.fit(data, epochs=1, verbose=0)
     with pytest.raises(fitkit.FitkitValueError, match="batches hold none"):
         fitkit.Model(TinyClassifier()).compile("sgd").fit(

@@ -28,7 +28,7 @@ def grouped(names=(None, None), seed=0):
         {"params": net[0].parameters(), "lr": BACKBONE},
         {"params": net[2].parameters(), "lr": HEAD},
     ]
-    for group, name in zip(groups, names):
+    for group, name in zip(groups, names, strict=True):
         if name is not None:
             group["name"] = name
     opt = torch.optim.SGD(groups, momentum=0.9)
@@ -190,7 +190,7 @@ def test_groups_resume_exactly_from_a_mid_epoch_checkpoint(torch_kit, tmp_path, 
     whole = run([_SaveAt(path)])
     resumed = run([_SaveAt(str(tmp_path / "unused.fitkit"))], load=True)  # the same callbacks
     assert resumed[0] == whole[0] and resumed[2] == whole[2]
-    for a, b in zip(whole[1], resumed[1]):
+    for a, b in zip(whole[1], resumed[1], strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -208,7 +208,7 @@ def test_an_optimizer_built_before_a_deepcopy_is_refused_at_compile(torch_kit):
         model.compile(opt, "mse")
     with pytest.raises(fitkit.NotCompiledError):
         model.fit(*make_regression(n=16), epochs=1, verbose=0)
-    for a, b in zip(before, torch_kit.weights(copied)):
+    for a, b in zip(before, torch_kit.weights(copied), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -46,7 +46,7 @@ def test_fit_matches_hand_written_loop(torch_kit, task):
     )
     model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
     _hand_written(theirs, torch.optim.Adam(theirs.parameters(), lr=1e-2), native_loss, x, y, 32, 3)
-    for p, q in zip(ours.parameters(), theirs.parameters()):
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
         np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), atol=1e-6, rtol=0)
 
 
@@ -79,7 +79,7 @@ def test_fit_reads_device_values_only_at_log_points(torch_kit, torch_sync_counte
 def test_fit_keeps_data_on_the_model_device(torch_kit):
     model = fitkit.Model(torch_kit.mlp(4, 1), device="cpu")
     source = model.runtime.adapter.array_source(*make_regression(n=10), batch_size=4, shuffle=True)
-    xb, yb = next(iter(source))
+    xb, _yb = next(iter(source))
     assert xb.device.type == "cpu" and xb.dtype == torch.float32 and xb.shape == (4, 4)
     assert source.steps == 3
 
@@ -116,5 +116,5 @@ def test_data_too_large_for_the_device_is_copied_per_batch(torch_kit, monkeypatc
         assert source.resident is fits
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         weights.append(torch_kit.weights(net))
-    for a, b in zip(*weights):
+    for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -46,7 +46,7 @@ def test_shuffled_loader_run_equals_the_hand_written_loop(torch_kit):
             opt.step()
             total, count = total + loss.item() * len(xb), count + len(xb)
         epoch_losses.append(total / count)
-    for a, b in zip(net.parameters(), ref.parameters()):
+    for a, b in zip(net.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(a.cpu(), b.cpu())
     np.testing.assert_allclose(history.history["loss"], epoch_losses, rtol=1e-6)
 
@@ -124,5 +124,5 @@ def test_large_data_is_shuffled_batch_by_batch_with_the_same_result(torch_kit, m
         model.compile(torch.optim.SGD(net.parameters(), lr=0.1), "cross_entropy")
         model.fit(x, y, batch_size=16, epochs=2, verbose=0)
         runs.append([p.detach().clone() for p in net.parameters()])
-    for a, b in zip(*runs):
+    for a, b in zip(*runs, strict=True):
         torch.testing.assert_close(a.cpu(), b.cpu())
