@@ -60,7 +60,7 @@ def _info(name: str, shape: Any, dtype: str) -> TensorInfo:
 
 
 class TorchRuntime(Runtime):
-    """torch.export (.pt2) or TorchScript: flat tensors in, a tuple out (FlatNet's shape)."""
+    """torch.export (.pt2) or TorchScript: flat tensors in, a tuple out (_FlatNet's shape)."""
 
     def __init__(self, path: str, fmt: str) -> None:
         torch = require("torch", "torch")
@@ -292,7 +292,9 @@ class ExportedModel:
 def load_exported(path: str | os.PathLike, format: str | None = None) -> ExportedModel:
     """Load an artifact ``Model.export`` wrote; ``.predict(x)`` runs it.
 
-    >>> fitkit.load_exported("model.onnx").predict(x)
+    >>> path = model.export("model.onnx", example=x[:4])   # fitkit.Model.export
+    >>> fitkit.load_exported(path).predict(x[:2]).shape
+    (2, 10)
     """
     path = os.fspath(path)
     fmt = format or detect_format(path)

@@ -454,7 +454,9 @@ class Model(CustomSteps):
         "tf_saved_model", "litert", "onnx") and check it against ``predict``. Options:
         ``example=``, ``input_signature=``, ``verify``, ``atol``, ``rtol``; see docs/deploy.md.
 
-        >>> model.export("model.onnx", format="onnx"); fitkit.load_exported("model.onnx")
+        >>> path = model.export("model.onnx", format="onnx", example=x[:4])
+        >>> fitkit.load_exported(path).predict(x[:2]).shape
+        (2, 10)
         """
         from . import export
 

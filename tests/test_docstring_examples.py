@@ -72,7 +72,7 @@ EXAMPLES = _examples()
 # docstrings whose example compiles "mse": their y is a (64, 10) float regression target
 REGRESSION = {"fitkit.model.Model", "fitkit.distribute.strategy"}
 # docstrings whose example drives a Keras network
-KERAS = {"fitkit.callbacks.keras_bridge.KerasCallback"}
+KERAS = {"fitkit.callbacks.keras_bridge.KerasCallback", "fitkit.model.Model.save"}
 
 
 def _namespace(name: str, doc: str) -> dict:

@@ -28,7 +28,7 @@ def declared_inputs(net: Any) -> None:
     return None
 
 
-class FlatNet(torch.nn.Module):
+class _FlatNet(torch.nn.Module):
     """The network (or a class-style ``predict_step``) taking and returning flat tensors."""
 
     def __init__(self, model: Any, signature: Signature, out_structure: str) -> None:
@@ -59,7 +59,7 @@ def _dynamic_shapes(signature: Signature) -> tuple:
             if size is None:
                 dims[axis] = torch.export.Dim.AUTO  # specialised where the net needs a size
         shapes.append(dims)
-    return (tuple(shapes),)  # one entry: FlatNet.forward takes *flat
+    return (tuple(shapes),)  # one entry: _FlatNet.forward takes *flat
 
 
 def _example(signature: Signature, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -72,7 +72,7 @@ def export(
     """Trace the network and write it as ``fmt`` (torch, onnx or torchscript) at ``path``."""
     net = model.net
     device = next((p.device for p in net.parameters()), torch.device("cpu"))
-    flat = FlatNet(model, signature, meta["output_structure"])
+    flat = _FlatNet(model, signature, meta["output_structure"])
     args = _example(signature, device)
     was_training = net.training
     net.eval()
@@ -90,7 +90,7 @@ def export(
 
 
 def _export_program(
-    flat: FlatNet, args: tuple, signature: Signature, path: str, meta: dict, options: dict
+    flat: _FlatNet, args: tuple, signature: Signature, path: str, meta: dict, options: dict
 ) -> None:
     try:
         program = torch.export.export(
@@ -126,7 +126,7 @@ def _fixed_dims(meta: dict, shapes: list[list[Any]]) -> None:
             entry["shape"] = [None, *shape[1:]]  # the batch stays free in every case
 
 
-def _specialise(flat: FlatNet, args: tuple, signature: Signature, meta: dict) -> None:
+def _specialise(flat: _FlatNet, args: tuple, signature: Signature, meta: dict) -> None:
     """Free lengths the network needs fixed (a flatten before a Linear), found by a trace:
     the ONNX exporter would keep them as symbols that fail at run time."""
     if all(d is not None for i in signature.inputs for d in i.shape[1:]):
@@ -141,7 +141,7 @@ def _specialise(flat: FlatNet, args: tuple, signature: Signature, meta: dict) ->
 
 
 def _export_onnx(
-    flat: FlatNet, args: tuple, signature: Signature, path: str, meta: dict, options: dict
+    flat: _FlatNet, args: tuple, signature: Signature, path: str, meta: dict, options: dict
 ) -> None:
     onnx = require("onnx")
     require("onnxscript")
