@@ -33,6 +33,29 @@ def _slow_entries() -> list[str]:
     return [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
 
 
+# Modules whose subprocesses run coverage-free: they re-run whole fits (examples, killed and
+# resumed runs, SIGTERM reruns) whose code the in-process tests already cover, and tracing
+# them cost 1.5x their time (test_resume's killed runs: 135 s against 92 s on 2 workers).
+# Subprocess tests of code that runs only there (launch, distribute, hung ranks) keep it.
+NO_SUBPROCESS_COVERAGE = {
+    "test_resume",
+    "test_signals",
+    "test_examples",
+    "test_examples_more",
+    "test_examples_tutorial",
+    "test_example_seq2seq",
+    "test_example_deploy",
+}
+
+
+@pytest.fixture(autouse=True)
+def _subprocess_coverage(request, monkeypatch):
+    """coverage's subprocess patch starts tracing in a child that inherits
+    COVERAGE_PROCESS_CONFIG; the listed modules' children do not get it."""
+    if request.module.__name__.rsplit(".", 1)[-1] in NO_SUBPROCESS_COVERAGE:
+        monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark the tests listed in slow_tests.txt ``slow``. A listed test function that its
     module no longer defines (renamed, removed) is a usage error: the list cannot go stale
