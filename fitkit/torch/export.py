@@ -6,6 +6,7 @@ refuses. Signatures and the check against predict are fitkit/export.py's.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from typing import Any
 
@@ -156,9 +157,17 @@ def _export_onnx(
         kwargs["dynamic_shapes"] = _dynamic_shapes(signature)
     else:
         kwargs["dynamic_axes"] = {i.name: [0] for i in signature.inputs}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and progress notes
-        torch.onnx.export(flat, args, path, **kwargs, **options)
+    # torch's exporter logs a line per torchvision operator it cannot register when
+    # torchvision is absent: noise for every network that uses none of them
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and progress notes
+            torch.onnx.export(flat, args, path, **kwargs, **options)
+    finally:
+        registration.setLevel(level)
     proto = onnx.load(path)
     for value, entry in zip(proto.graph.input, meta["inputs"], strict=True):
         for dim, size in zip(value.type.tensor_type.shape.dim, entry["shape"], strict=True):
