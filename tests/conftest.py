@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import fitkit
+from fitkit import heartbeat, launch
 
 SLOW_LIST = pathlib.Path(__file__).with_name("slow_tests.txt")
 
@@ -268,3 +269,41 @@ def process_gone(pid: int, within: float = 10.0) -> bool:
         return bool(readable)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- fitkit's CLI in a subprocess
+# what a test's own launch must not inherit from a launch the suite itself runs under
+_LAUNCH_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TF_CONFIG",
+    "TORCHELASTIC_RUN_ID",
+    "FITKIT_BACKEND",
+    heartbeat.ENV,
+    launch.TIMEOUT_ENV,
+)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment without launch and backend variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.update(extra)
+    return env
+
+
+def fitkit_cli(*args: str, env: dict | None = None, timeout: float = 120):
+    """``python -m fitkit.cli *args``, its output captured."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "fitkit.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or cli_env(),
+        timeout=timeout,
+    )

@@ -14,37 +14,11 @@ import threading
 import time
 
 import pytest
-from conftest import process_gone
+from conftest import cli_env as _env
+from conftest import fitkit_cli, process_gone
 
 BACKENDS = ("torch", "tensorflow")
 SCRIPT = str(pathlib.Path(__file__).parent / "scripts" / "cli_rank.py")
-_DIST_VARS = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "TF_CONFIG",
-    "TORCHELASTIC_RUN_ID",
-    "FITKIT_BACKEND",
-)
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env.update(extra)
-    return env
-
-
-def fitkit_cli(*args: str, env: dict | None = None, timeout: float = 120):
-    return subprocess.run(
-        [sys.executable, "-m", "fitkit.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env or _env(),
-        timeout=timeout,
-    )
 
 
 # ---------------------------------------------------------------- info

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -14,7 +13,8 @@ import sys
 import time
 
 import pytest
-from conftest import process_gone
+from conftest import cli_env as _env
+from conftest import fitkit_cli, process_gone
 
 from fitkit import heartbeat, launch
 
@@ -22,35 +22,10 @@ BACKENDS = ("torch", "tensorflow")
 SCRIPTS = pathlib.Path(__file__).parent / "scripts"
 HANG = str(SCRIPTS / "hang_rank.py")
 RANK = str(SCRIPTS / "cli_rank.py")
-_DIST_VARS = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "TF_CONFIG",
-    "TORCHELASTIC_RUN_ID",
-    "FITKIT_BACKEND",
-    heartbeat.ENV,
-    launch.TIMEOUT_ENV,
-)
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _DIST_VARS}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env.update(extra)
-    return env
 
 
 def fitkit_launch(*args: str, env: dict | None = None, timeout: float = 240):
-    return subprocess.run(
-        [sys.executable, "-m", "fitkit.cli", "launch", *args],
-        capture_output=True,
-        text=True,
-        env=env or _env(),
-        timeout=timeout,
-    )
+    return fitkit_cli("launch", *args, env=env, timeout=timeout)
 
 
 def _held(count: int = 1) -> list[socket.socket]:
