@@ -14,6 +14,7 @@ import numpy as np
 
 from ._version import __version__
 from .backend import backend_part
+from .display import summary_shapes
 from .errors import FitkitError, FitkitTypeError, FitkitValueError
 
 if TYPE_CHECKING:
@@ -126,13 +127,14 @@ def _leaves_of_signature(signature: Any) -> tuple[str, list[str], list[Any]]:
 
 
 def _with_batch(input_shape: Any) -> Any:
-    """summary's ``input_shape`` (per sample: ``(4,)``, a list or dict of them) as a
-    signature with a free batch dimension."""
-    if isinstance(input_shape, dict):
-        return {k: _with_batch(v) for k, v in input_shape.items()}
-    if isinstance(input_shape, (list, tuple)) and input_shape and not _is_shape(input_shape):
-        return [_with_batch(v) for v in input_shape]
-    return (None, *tuple(input_shape))
+    """summary's ``input_shape`` (per sample, read as summary reads it) as a signature with a
+    free batch dimension."""
+    shapes = summary_shapes(input_shape)
+    if isinstance(shapes, dict):
+        return {k: (None, *shape) for k, shape in shapes.items()}
+    if isinstance(shapes, list):
+        return [(None, *shape) for shape in shapes]
+    return (None, *shapes)
 
 
 def signature_from(model: Model, example: Any, input_signature: Any) -> Signature:
