@@ -10,6 +10,7 @@ from .events import LambdaCallback, TensorBoard, TerminateOnNaN
 from .files import CSVLogger, ModelCheckpoint
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .schedule import LearningRateScheduler
+from .trackers import MLflowLogger, WandbLogger
 
 __all__ = [
     "BackupAndRestore",
@@ -19,8 +20,10 @@ __all__ = [
     "EarlyStopping",
     "LambdaCallback",
     "LearningRateScheduler",
+    "MLflowLogger",
     "ModelCheckpoint",
     "ReduceLROnPlateau",
     "TensorBoard",
     "TerminateOnNaN",
+    "WandbLogger",
 ]
