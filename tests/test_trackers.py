@@ -25,12 +25,11 @@ from fitkit.callbacks import (
     ModelCheckpoint,
     WandbLogger,
 )
-from fitkit.callbacks.trackers import flatten
+from fitkit.callbacks.trackers import Tracker, flatten
 from fitkit.errors import FitkitError, FitkitValueError, StepFailedError
 
-mlflow = pytest.importorskip("mlflow")
-wandb = pytest.importorskip("wandb")
-torch = pytest.importorskip("torch")
+# The libraries are imported by the tests that use them: collecting this file (and the fast
+# tier's tests, which need none) stays cheap.
 
 CONFIG = {
     "model": {"hidden": 8},
@@ -62,6 +61,7 @@ def _data():
 
 
 def _model():
+    torch = pytest.importorskip("torch")
     fitkit.set_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     model = fitkit.Model(net)
@@ -82,13 +82,14 @@ def _fit(model, callbacks, epochs=3):
 
 
 def _wandb_settings():
-    return wandb.Settings(console="off", x_disable_stats=True, silent=True)
+    return pytest.importorskip("wandb").Settings(console="off", x_disable_stats=True, silent=True)
 
 
 # ---------------------------------------------------------------------- MLflow
 @pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory):
     """One SQLite store for the module (creating its tables costs ~2 s)."""
+    pytest.importorskip("mlflow")
     root = tmp_path_factory.mktemp("mlflow")
     return f"sqlite:///{root}/mlflow.db", root
 
@@ -109,8 +110,14 @@ def mlflow_run(mlflow_store):
         model = _model()
         history = _fit(model, [tracker, best])
         tracker.log_artifact(str(root / "export"))  # after it ended: the same run, reopened
-    client = mlflow.tracking.MlflowClient(uri)
+    client = _client(uri)
     return tracker, history, client
+
+
+def _client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
 
 
 def _artifacts(client, run_id, path=None) -> list[str]:
@@ -159,7 +166,7 @@ def test_mlflow_plain_fit_records_its_params_and_a_failed_run(mlflow_store, tmp_
 
     with pytest.raises(StepFailedError, match="boom"):
         _fit(_model(), [tracker, LambdaCallback(on_epoch_begin=fail)])
-    client = mlflow.tracking.MlflowClient(uri)
+    client = _client(uri)
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FAILED" and run.data.tags["team"] == "a"
     reason = run.data.tags["fitkit.stop_reason"]
@@ -196,7 +203,7 @@ def test_mlflow_resumed_fit_continues_the_same_run(mlflow_store, tmp_path):
             return None, tracker
 
     _, first = run(crash=True)
-    client = mlflow.tracking.MlflowClient(uri)
+    client = _client(uri)
     assert client.get_run(first.run_id).info.status == "KILLED"
     history, second = run(crash=False)
     assert second.run_id == first.run_id
@@ -223,7 +230,7 @@ def test_a_failing_store_warns_and_training_goes_on(mlflow_store, monkeypatch):
         history = _fit(_model(), [LambdaCallback(on_epoch_begin=break_store), tracker])
     assert len(history) == 3 and len(calls) == 1  # tried once, then left alone
     monkeypatch.undo()
-    client = mlflow.tracking.MlflowClient(uri)
+    client = _client(uri)
     assert [s for s, _ in _metric(client, tracker.run_id, "loss")] == [0]
     assert client.get_run(tracker.run_id).info.status == "FAILED"
 
@@ -231,8 +238,10 @@ def test_a_failing_store_warns_and_training_goes_on(mlflow_store, monkeypatch):
 def test_mlflow_file_store(tmp_path, monkeypatch):
     """MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE is set: said before
     training; with it set, the run is there."""
+    pytest.importorskip("mlflow")
     store = str(tmp_path / "mlruns")
     model = _model()
+    torch = pytest.importorskip("torch")
     before = [p.detach().clone() for p in model.net.parameters()]
     with pytest.raises(
         FitkitError, match=r"MLflowLogger cannot use the tracking store.*FILE_STORE"
@@ -242,7 +251,7 @@ def test_mlflow_file_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     tracker = MLflowLogger(store)
     history = _fit(model, [tracker], epochs=1)
-    client = mlflow.tracking.MlflowClient(store)
+    client = _client(store)
     assert _metric(client, tracker.run_id, "loss") == [(0, history.history["loss"][0])]
     assert os.path.isdir(os.path.join(store, client.get_run(tracker.run_id).info.experiment_id))
 
@@ -403,10 +412,11 @@ def test_arguments_are_checked_when_the_tracker_is_made(tmp_path):
         MLflowLogger(log_every_n_steps=0)
     with pytest.raises(FitkitValueError, match="mode"):
         WandbLogger(mode="cloud")
+    tracker = Tracker(log_every_n_steps=None, log_checkpoints=True)  # what both share
     with pytest.raises(FitkitValueError, match="takes a mapping"):
-        WandbLogger().log_params([("a", 1)])  # type: ignore[arg-type]
+        tracker.log_params([("a", 1)])  # type: ignore[arg-type]
     with pytest.raises(FitkitValueError, match="does not exist"):
-        WandbLogger().log_artifact(str(tmp_path / "missing.yaml"))
+        tracker.log_artifact(str(tmp_path / "missing.yaml"))
 
 
 def test_flatten_uses_dotted_keys_and_list_indices():

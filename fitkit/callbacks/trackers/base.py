@@ -14,7 +14,7 @@ import string
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from numbers import Integral, Real
 from typing import Any
 
@@ -189,10 +189,14 @@ class Tracker(Callback):
         if self._failed is not None or not distribute.is_main_process():
             return False
         if not self._open:
-            return self._guarded("open", lambda: (self._open_run(), self._flush()))
+            return self._guarded("open", self._open_and_flush)
         return True
 
-    def _guarded(self, what: str, action: Any) -> bool:
+    def _open_and_flush(self) -> None:
+        self._open_run()
+        self._flush()
+
+    def _guarded(self, what: str, action: Callable[[], None]) -> bool:
         """Run a backend call; an error warns once and disables the tracker for the rest of
         the fit, so a tracking store that fails never ends the training."""
         try:
@@ -287,7 +291,12 @@ class Tracker(Callback):
         error = sys.exc_info()[1]  # on_train_end runs inside fit's except on an error
         if reason and error is not None and not completed:
             reason = f"{reason}: {error}"
-        self._guarded("logging at train end", lambda: (self._flush(), self._end_note(reason)))
+
+        def last_logs() -> None:
+            self._flush()
+            self._end_note(reason)
+
+        self._guarded("logging at train end", last_logs)
         status = (
             "FINISHED"
             if completed

@@ -54,11 +54,11 @@ class MLflowLogger(Tracker):
         log_checkpoints: bool = True,
     ) -> None:
         super().__init__(log_every_n_steps, log_checkpoints)
-        require("mlflow", "mlflow", "MLflowLogger")
         uri = os.fspath(tracking_uri) if tracking_uri is not None else None
         if uri is not None and uri.split(":", 1)[0].split("+", 1)[0] in _DATABASES:
             require("sqlalchemy", "mlflow", f"MLflowLogger({uri!r})")  # a database store's
             require("alembic", "mlflow", f"MLflowLogger({uri!r})")
+        require("mlflow", "mlflow", "MLflowLogger")
         self.tracking_uri = uri
         self.experiment_name = str(experiment_name)
         self.run_name = run_name

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 from ...errors import FitkitValueError
 from .base import Tracker, require
@@ -53,12 +53,12 @@ class WandbLogger(Tracker):
         **init_kwargs: Any,
     ) -> None:
         super().__init__(log_every_n_steps, log_checkpoints)
-        require("wandb", "wandb", "WandbLogger")
         mode = mode if mode is not None else os.environ.get("WANDB_MODE", "offline")
         if mode not in _MODES:
             raise FitkitValueError(
                 f"WandbLogger(mode=...) takes one of {', '.join(map(repr, _MODES))}; got {mode!r}."
             )
+        require("wandb", "wandb", "WandbLogger")
         self.project = str(project)
         self.name = name
         self.save_dir = os.fspath(save_dir) if save_dir is not None else None
@@ -87,7 +87,7 @@ class WandbLogger(Tracker):
             project=self.project,
             name=self.name,
             dir=self.save_dir,
-            mode=self.mode,
+            mode=cast(Literal["offline", "online", "disabled"], self.mode),  # checked
             id=run_id,
             resume="allow" if run_id is not None else None,
             tags=self.tags or None,
