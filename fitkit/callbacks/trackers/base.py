@@ -91,6 +91,8 @@ class Tracker(Callback):
         self._files: list[tuple[str, str | None]] = []  # (path, folder) waiting for the run
         self._given_params = False  # log_params was called: fit's own params are not added
         self._fit_began = 0.0  # wall time this fit began: checkpoints written since then
+        self._restored = False  # the run id came from a backup: its run may be ahead of it
+        self._logged_to = (-1, -1)  # (epoch, step) the run already holds: not logged again
 
     # ------------------------------------------------------------------ what subclasses do
     def _backend_connect(self) -> None:
@@ -114,6 +116,10 @@ class Tracker(Callback):
     def _backend_close(self, status: str) -> None:
         """End the open run with ``status``: 'FINISHED', 'FAILED' or 'KILLED' (Ctrl-C, SIGTERM)."""
         raise NotImplementedError
+
+    def _backend_logged(self) -> tuple[int, int]:
+        """The last epoch and step the open run holds metrics for; (-1, -1) if unknown."""
+        return -1, -1
 
     def _where(self) -> str:
         """The store, as error messages name it."""
@@ -167,6 +173,11 @@ class Tracker(Callback):
     def _open_run(self) -> None:
         self.run_id = self._backend_open(self.run_id)
         self._open = True
+        if self._restored:
+            # A backup made before the last epoch end (every N steps) or just before a kill:
+            # the epochs and steps this fit trains again are in the run already.
+            self._restored = False
+            self._logged_to = self._backend_logged()
 
     def _flush(self) -> None:
         fresh = {k: v for k, v in self._params.items() if self._logged.get(k, _UNSET) != v}
@@ -260,13 +271,15 @@ class Tracker(Callback):
             values = {f"batch_{k}": float(v) for k, v in logs.items()}
             if self._ready():
                 step = self.global_step
+                if step <= self._logged_to[1]:
+                    return
                 self._guarded(
                     "logging step metrics", lambda: self._backend_metrics(values, step, None)
                 )
 
     def on_epoch_end(self, epoch: int, logs: Mapping | None = None) -> None:
         values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, Real)}
-        if self._ready():
+        if self._ready() and epoch > self._logged_to[0]:
             self._guarded(
                 "logging epoch metrics", lambda: self._backend_metrics(values, epoch, epoch)
             )
@@ -338,6 +351,8 @@ class Tracker(Callback):
         if self._open and run_id != self.run_id:
             self._guarded("ending the run a restore replaces", lambda: self._close("KILLED"))
         self.run_id = run_id or self.run_id
+        self._restored = run_id is not None
+        self._logged_to = (-1, -1)
         self.global_step, self._last_batch = int(state["global_step"]), int(state["last_batch"])
 
 

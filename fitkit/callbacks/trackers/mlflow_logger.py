@@ -26,7 +26,10 @@ class MLflowLogger(Tracker):
     checkpoint and any file you add.
 
     >>> tracker = fitkit.callbacks.MLflowLogger("sqlite:///runs/mlflow.db", experiment_name="demo")
-    >>> model.fit(x, y, epochs=5, callbacks=[tracker])   # then: mlflow ui --backend-store-uri ...
+    >>> tracker.log_params({"fit": {"epochs": 5}})  # e.g. a config; fit's own params otherwise
+
+    then ``model.fit(x, y, epochs=5, callbacks=[tracker])``, and see the run with
+    ``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``.
 
     ``tracking_uri``: a database (``sqlite:///path.db``, ``postgresql://...``), a server
     (``http://...``) or a file store folder; None: MLflow's own choice (``MLFLOW_TRACKING_URI``,
@@ -116,6 +119,15 @@ class MLflowLogger(Tracker):
         if run.info.status != "RUNNING":
             client.update_run(run_id, status="RUNNING")
         return run_id
+
+    def _backend_logged(self) -> tuple[int, int]:
+        metrics = self._client.get_run(self.run_id).data.metrics  # latest value of each key
+        last = []
+        for steps in (False, True):  # an epoch key, then a batch_ key: one history each
+            key = next((k for k in sorted(metrics) if k.startswith("batch_") == steps), None)
+            history = self._client.get_metric_history(self.run_id, key) if key else []
+            last.append(max((m.step for m in history), default=-1))
+        return last[0], last[1]
 
     def _backend_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

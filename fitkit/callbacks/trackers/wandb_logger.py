@@ -15,6 +15,7 @@ from ...errors import FitkitValueError
 from .base import Tracker, require
 
 _MODES = ("offline", "online", "disabled")
+_PLAIN = (str, int, float, bool, type(None), list, dict)  # what a W&B config holds as it is
 
 
 class WandbLogger(Tracker):
@@ -22,7 +23,9 @@ class WandbLogger(Tracker):
     checkpoint and any file you add.
 
     >>> tracker = fitkit.callbacks.WandbLogger(project="demo", save_dir="runs")
-    >>> model.fit(x, y, epochs=5, callbacks=[tracker])   # then: wandb sync runs/wandb/offline-run-*
+
+    then ``model.fit(x, y, epochs=5, callbacks=[tracker])``, and upload the offline run with
+    ``wandb sync runs/wandb/offline-run-*``.
 
     ``mode``: ``"offline"`` (fitkit's default when ``WANDB_MODE`` is unset: a fit never waits
     for a network or a login), ``"online"`` or ``"disabled"``. The run, in ``project``, is
@@ -97,7 +100,8 @@ class WandbLogger(Tracker):
         return str(self._run.id)
 
     def _backend_params(self, params: dict[str, Any]) -> None:
-        self._run.config.update(params, allow_val_change=True)
+        plain = {k: v if isinstance(v, _PLAIN) else str(v) for k, v in params.items()}
+        self._run.config.update(plain, allow_val_change=True)
 
     def _backend_metrics(self, metrics: dict[str, float], step: int, epoch: int | None) -> None:
         row = {**metrics, "epoch": epoch} if epoch is not None else {**metrics, "global_step": step}
