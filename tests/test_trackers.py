@@ -13,6 +13,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -181,6 +182,30 @@ def test_mlflow_plain_fit_records_its_params_and_a_failed_run(mlflow_store, tmp_
         "compile.learning_rate": "0.05",
     }
     assert [s for s, _ in _metric(client, tracker.run_id, "loss")] == [0, 1]
+    (tmp_path / "notes.txt").write_text("diverged")
+    tracker.log_artifact(str(tmp_path / "notes.txt"))  # after the run ended: reopened, and
+    assert client.get_run(tracker.run_id).info.status == "FAILED"  # it ends as it had
+    assert _artifacts(client, tracker.run_id) == ["notes.txt"]
+
+
+def test_mlflow_params_mlflow_cannot_hold_and_a_second_fit(mlflow_store):
+    """A value past MLflow's 6000 characters is cut; a param the run holds with another value
+    is not logged (MLflow never changes one), with a warning; a second fit of the tracker
+    continues its run, fit's own params kept from the first."""
+    uri, _ = mlflow_store
+    tracker = MLflowLogger(uri, experiment_name="tests")
+    tracker.log_params({"note": "x" * 7000, "a": 1})
+    model = _model()
+    with pytest.warns(UserWarning, match="'note' is 7000 characters long"):
+        _fit(model, [tracker], epochs=1)
+    with pytest.warns(UserWarning, match=r"already holds param 'a' = '1'.*'2' is not logged"):
+        tracker.log_params({"a": 2, "b": 3})
+    first = tracker.run_id
+    _fit(model, [tracker], epochs=2)
+    assert tracker.run_id == first
+    run = _client(uri).get_run(first)
+    assert run.data.params == {"note": "x" * 5997 + "...", "a": "1", "b": "3"}
+    assert [s for s, _ in _metric(_client(uri), first, "loss")] == [0, 0, 1]
 
 
 def test_mlflow_resumed_fit_continues_the_same_run(mlflow_store, tmp_path):
@@ -283,17 +308,30 @@ def _records(path: str):
             yield record
 
 
+def _finished(path: str, within: float = 20.0) -> list:
+    """The records of a run's log once its exit record is there: wandb's core process writes
+    the file after ``run.finish()`` returns."""
+    deadline = time.monotonic() + within
+    while True:
+        records = list(_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"{path}: no exit record after {within} s"
+        time.sleep(0.05)
+
+
 def _wandb_runs(save_dir) -> list[dict]:
     """Each offline run folder of ``save_dir``, oldest first: its id, config, history rows,
     files and exit code."""
     runs = []
-    for folder in sorted(glob.glob(os.path.join(save_dir, "wandb", "offline-run-*"))):
+    for folder in glob.glob(os.path.join(save_dir, "wandb", "offline-run-*")):
         run = {"config": {}, "rows": [], "exit": None, "folder": folder}
         (log,) = glob.glob(os.path.join(folder, "run-*.wandb"))
-        for record in _records(log):
+        for record in _finished(log):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 run["id"] = record.run.run_id
+                run["start"] = record.run.start_time.ToNanoseconds()  # (folder names: seconds)
                 run["config"].update(
                     {
                         i.key or "/".join(i.nested_key): json.loads(i.value_json)
@@ -324,7 +362,7 @@ def _wandb_runs(save_dir) -> list[dict]:
             if os.path.isfile(p) and not p.endswith("requirements.txt")
         )
         runs.append(run)
-    return runs
+    return sorted(runs, key=lambda run: run["start"])
 
 
 def test_wandb_offline_run_and_its_resume_read_back(tmp_path):
@@ -359,9 +397,13 @@ def test_wandb_offline_run_and_its_resume_read_back(tmp_path):
     _, first = run(crash=True)
     history, second = run(crash=False)
     assert second.run_id == first.run_id and second.mode == "offline"
-    killed, resumed = _wandb_runs(save_dir)
-    assert killed["id"] == resumed["id"] == first.run_id
-    assert (killed["exit"], resumed["exit"]) == (255, 0)
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "model.onnx").write_bytes(b"onnx")
+    second.log_artifact(str(tmp_path / "export"))  # after the run ended: reopened, closed
+    killed, resumed, reopened = _wandb_runs(save_dir)
+    assert killed["id"] == resumed["id"] == reopened["id"] == first.run_id
+    assert (killed["exit"], resumed["exit"], reopened["exit"]) == (255, 0, 0)
+    assert reopened["files"] == ["export/model.onnx"] and reopened["rows"] == []
     assert killed["config"] == resumed["config"] == flatten(CONFIG)
     epochs = [r for r in killed["rows"] + resumed["rows"] if "epoch" in r]
     assert [r["epoch"] for r in epochs] == [0, 1, 2]

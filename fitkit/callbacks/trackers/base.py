@@ -91,6 +91,8 @@ class Tracker(Callback):
         self._files: list[tuple[str, str | None]] = []  # (path, folder) waiting for the run
         self._given_params = False  # log_params was called: fit's own params are not added
         self._fit_began = 0.0  # wall time this fit began: checkpoints written since then
+        self._fitting = False  # between this callback's train begin and train end
+        self._ended_as = "FINISHED"  # how the run last ended: a reopened run ends so again
         self._restored = False  # the run id came from a backup: its run may be ahead of it
         self._logged_to = (-1, -1)  # (epoch, step) the run already holds: not logged again
 
@@ -161,13 +163,10 @@ class Tracker(Callback):
         the run this tracker logged to, opened again and closed, if there is one yet."""
         if self._open:
             self._guarded("log", self._flush)
-        elif self.run_id is not None and not self._in_fit():
+        elif self.run_id is not None and not self._fitting:
             self._open_run()
             self._flush()
-            self._close("FINISHED")
-
-    def _in_fit(self) -> bool:
-        return self.model is not None and self.model.runtime.open_fit() is not None
+            self._close(self._ended_as)  # as it ended: a failed run stays failed
 
     # ------------------------------------------------------------------ the run
     def _open_run(self) -> None:
@@ -192,6 +191,7 @@ class Tracker(Callback):
     def _close(self, status: str) -> None:
         if self._open:
             self._open = False
+            self._ended_as = status
             self._backend_close(status)
 
     def _ready(self) -> bool:
@@ -224,6 +224,7 @@ class Tracker(Callback):
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, logs: Mapping | None = None) -> None:
+        self._fitting = True
         self._failed = None
         self._last_batch = -1
         self._fit_began = time.time()
@@ -234,8 +235,9 @@ class Tracker(Callback):
         except FitkitError as err:
             self._failed = str(err)  # (on_train_end, which fit runs next, leaves it alone)
             raise
-        if not self._given_params:
-            self._params = {**self._fit_params(), **self._params}
+        if not self._given_params:  # (a second fit's may differ: the first fit's stay)
+            fit_params = {k: v for k, v in self._fit_params().items() if k not in self._logged}
+            self._params = {**fit_params, **self._params}
 
     def _fit_params(self) -> dict[str, Any]:
         """What a plain fit records without log_params: fit's arguments, the optimizer and its
@@ -285,6 +287,7 @@ class Tracker(Callback):
             )
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
+        self._fitting = False
         if not distribute.is_main_process():
             return
         if self._failed is not None:  # a broken store: end the run if it can, quietly
@@ -316,7 +319,6 @@ class Tracker(Callback):
             else ("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         )
         self._guarded("ending the run", lambda: self._close(status))
-        self._open = False
 
     def _end_note(self, reason: str | None) -> None:
         """Record why the fit stopped early (EarlyStopping, an error), where the backend can."""

@@ -71,6 +71,7 @@ class MLflowLogger(Tracker):
         self._client: Any = None
         self._experiment_id: str | None = None
         self._warned_long = False
+        self._held: dict[str, str] | None = None  # the open run's params, read when needed
 
     @property
     def state_key(self) -> str:
@@ -112,6 +113,7 @@ class MLflowLogger(Tracker):
     def _backend_open(self, run_id: str | None) -> str:
         self._backend_connect()
         client = self._client
+        self._held = None if run_id is not None else {}
         if run_id is None:
             run = client.create_run(self._experiment_id, run_name=self.run_name, tags=self.tags)
             return str(run.info.run_id)
@@ -132,21 +134,35 @@ class MLflowLogger(Tracker):
     def _backend_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
+        if self._held is None:  # what the run holds: MLflow refuses to change a param
+            self._held = dict(self._client.get_run(self.run_id).data.params)
         items = []
         for key, value in params.items():
-            text = str(value)
-            if len(text) > _MAX_VALUE:
-                if not self._warned_long:
-                    warnings.warn(
-                        f"MLflowLogger: param {key!r} is {len(text)} characters long; MLflow "
-                        f"keeps {_MAX_VALUE}, so it is cut (log the whole as an artifact).",
-                        stacklevel=4,
-                    )
-                    self._warned_long = True
-                text = text[: _MAX_VALUE - 3] + "..."
+            text = self._cut(key, str(value))
+            if self._held.get(key, text) != text:
+                warnings.warn(
+                    f"MLflowLogger: run {self.run_id} already holds param {key!r} = "
+                    f"{self._held[key]!r}, and MLflow never changes a param: {text!r} is not "
+                    f"logged (log it under another name, or start a new run).",
+                    stacklevel=4,
+                )
+                continue
             items.append(Param(key, text))
+            self._held[key] = text
         for i in range(0, len(items), _PARAMS_PER_CALL):
             self._client.log_batch(self.run_id, params=items[i : i + _PARAMS_PER_CALL])
+
+    def _cut(self, key: str, text: str) -> str:
+        if len(text) <= _MAX_VALUE:
+            return text
+        if not self._warned_long:
+            warnings.warn(
+                f"MLflowLogger: param {key!r} is {len(text)} characters long; MLflow keeps "
+                f"{_MAX_VALUE}, so it is cut (log the whole as an artifact).",
+                stacklevel=5,
+            )
+            self._warned_long = True
+        return text[: _MAX_VALUE - 3] + "..."
 
     def _backend_metrics(self, metrics: dict[str, float], step: int, epoch: int | None) -> None:
         from mlflow.entities import Metric
