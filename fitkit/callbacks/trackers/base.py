@@ -63,9 +63,6 @@ class Tracker(Callback):
     """Base class of MLflowLogger and WandbLogger: a fitkit callback that mirrors a fit into a
     tracking backend's run. Subclasses implement the ``_backend_*`` methods."""
 
-    #: What the error messages call this tracker, and the pip extra that installs it.
-    extra = ""
-
     def __init__(self, log_every_n_steps: int | None, log_checkpoints: bool) -> None:
         super().__init__()
         if log_every_n_steps is not None and (
@@ -105,6 +102,7 @@ class Tracker(Callback):
         raise NotImplementedError
 
     def _backend_params(self, params: dict[str, Any]) -> None:
+        """Record flattened params (only those not sent yet, or changed)."""
         raise NotImplementedError
 
     def _backend_metrics(self, metrics: dict[str, float], step: int, epoch: int | None) -> None:

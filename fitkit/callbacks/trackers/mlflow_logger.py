@@ -43,8 +43,6 @@ class MLflowLogger(Tracker):
     ``pip install "fitkit[mlflow]"``.
     """
 
-    extra = "mlflow"
-
     def __init__(
         self,
         tracking_uri: str | os.PathLike | None = None,

@@ -41,8 +41,6 @@ class WandbLogger(Tracker):
     ``pip install "fitkit[wandb]"``.
     """
 
-    extra = "wandb"
-
     def __init__(
         self,
         project: str = "fitkit",
