@@ -43,6 +43,7 @@ FILES = (
     "docs/migration-lightning.md",
     "docs/huggingface.md",
     "docs/deploy.md",
+    "docs/tracking.md",
 )
 BACKENDS = ("torch", "tensorflow")
 # The marker, the fence and the closing fence share one indent (none, or a content tab's).
@@ -99,6 +100,10 @@ def test_only_python_blocks_are_marked():
 def test_snippet_runs(path, backend, line, setup, code, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("FITKIT_BACKEND", backend)
     monkeypatch.chdir(tmp_path)  # files a snippet saves land here
+    # W&B keeps caches and settings under ~ unless told otherwise
+    for var, sub in (("WANDB_CACHE_DIR", "c"), ("WANDB_DATA_DIR", "d"), ("WANDB_CONFIG_DIR", "f")):
+        monkeypatch.setenv(var, str(tmp_path / ".wandb" / sub))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     fitkit.set_seed(0)
     namespace: dict = {"__name__": "__docs__"}
     if setup:
