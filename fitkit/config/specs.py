@@ -1,0 +1,181 @@
+"""What a config's ``model``, ``data``, ``callbacks`` and ``loggers`` name: ``{class_path,
+init_args}`` (a class, or ``module:function``), or Keras's ``{class_name, config}``.
+
+Owns importing the path and binding init_args to its signature right after parsing, before any
+training, with errors naming the file, the key path and the fix; building the objects later.
+Which spec serves which part of a run is runner.py's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import FitkitTypeError, FitkitValueError
+from .parser import KERAS_EXTRA, Sources, nearest
+
+_FORMS = (
+    "{class_path: package.module.Class, init_args: {...}}, "
+    "{class_path: 'package.module:function', init_args: {...}} or Keras's "
+    "{class_name: Name, config: {...}}"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One checked spec: ``build()`` calls ``target(**init_args)`` (or deserializes a Keras
+    model config)."""
+
+    key: str  # key path in the config, e.g. "model" or "callbacks[1]"
+    origin: str  # the file (or command line) that set it
+    target: Callable[..., Any] | None
+    init_args: dict[str, Any]
+    keras_config: dict[str, Any] | None = None  # a Keras {class_name, config} model
+
+    def build(self) -> Any:
+        if self.keras_config is not None:
+            import keras
+
+            return keras.saving.deserialize_keras_object(self.keras_config)
+        assert self.target is not None
+        return self.target(**self.init_args)
+
+
+def import_path(path: str, key: str, origin: str) -> Callable[..., Any]:
+    """The class or function ``path`` names (``a.b.C`` or ``a.b:f``), or an error that names
+    ``origin`` and ``key``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise FitkitValueError(
+            f"{origin}: {key} {path!r} names no module. Fix: write package.module.Class or "
+            f"'package.module:function'."
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise FitkitValueError(
+            f"{origin}: {key} {path!r} does not import: {type(err).__name__}: {err}. Fix: check "
+            f"the spelling, install the package, or put the module's folder on PYTHONPATH "
+            f"(the fitkit command also looks in the current folder)."
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            near = nearest(part, names)
+            hint = f" Did you mean {near!r}?" if near else ""
+            raise FitkitValueError(
+                f"{origin}: {key} {path!r}: {getattr(obj, '__name__', obj)!s} has no "
+                f"{part!r}.{hint} Fix: name a class or function it defines."
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise FitkitTypeError(
+            f"{origin}: {key} {path!r} is a {type(obj).__name__}, not a class or function. "
+            f"Fix: name what builds the object."
+        )
+    return obj
+
+
+def check_init_args(
+    target: Callable[..., Any],
+    init_args: Mapping[str, Any],
+    key: str,
+    origin: str,
+    field: str = "init_args",
+) -> None:
+    """``init_args`` bind to ``target``'s signature: no unknown name, no required one missing."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: its own call reports
+    params = signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = [
+        name
+        for name, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    what = getattr(target, "__qualname__", repr(target))
+    if not takes_any:
+        for name in init_args:
+            if name not in named:
+                near = nearest(name, named)
+                hint = f" Did you mean {near!r}?" if near else ""
+                raise FitkitValueError(
+                    f"{origin}: {key}.{field}.{name}: {what} takes no argument {name!r}."
+                    f"{hint} Fix: rename or remove it; it takes: {', '.join(named) or 'nothing'}."
+                )
+    missing = [
+        name
+        for name in named
+        if params[name].default is inspect.Parameter.empty and name not in init_args
+    ]
+    if missing:
+        raise FitkitValueError(
+            f"{origin}: {key}.{field}: {what} needs {', '.join(map(repr, missing))}. Fix: add "
+            f"{', '.join(f'{key}.{field}.{m}' for m in missing)}."
+        )
+
+
+def _callback_class(name: str, key: str, origin: str) -> Callable[..., Any]:
+    from .. import callbacks
+
+    if name in callbacks.__all__:
+        return getattr(callbacks, name)
+    near = nearest(name, callbacks.__all__)
+    hint = f" Did you mean {near!r}?" if near else ""
+    raise FitkitValueError(
+        f"{origin}: {key}.class_name {name!r} is no fitkit callback.{hint} Fix: one of "
+        f"{', '.join(callbacks.__all__)}, or give class_path for another class (a Keras "
+        f"callback runs too: class_path: keras.callbacks.{name})."
+    )
+
+
+def load(value: Any, key: str, sources: Sources, kind: str) -> Spec:
+    """``value`` (from the parsed config at ``key``) as a checked Spec; ``kind`` is "model",
+    "data" or "callback" (Keras's form means a model config or a callback name)."""
+    origin = sources.origin(key.split("[")[0])
+    if isinstance(value, str):
+        value = {"class_path": value}
+    if not isinstance(value, Mapping):
+        raise FitkitTypeError(f"{origin}: {key} is a {type(value).__name__}. Fix: write {_FORMS}.")
+    given = {k: v for k, v in value.items() if v not in (None, {})}
+    valid = ("class_path", "init_args", "class_name", "config", "module", *KERAS_EXTRA)
+    for name in value:
+        if name not in valid:
+            near = nearest(str(name), valid)
+            hint = f" Did you mean '{key}.{near}'?" if near else ""
+            raise FitkitValueError(
+                f"{origin}: unknown key '{key}.{name}'.{hint} Fix: write {_FORMS}."
+            )
+    if "class_path" in given and "class_name" in given:
+        raise FitkitValueError(
+            f"{origin}: {key} has both class_path and class_name. Fix: keep one form: {_FORMS}."
+        )
+    if "class_path" in given:
+        if not isinstance(given["class_path"], str):
+            raise FitkitTypeError(f"{origin}: {key}.class_path must be a string. Fix: {_FORMS}.")
+        init_args = dict(given.get("init_args") or {})
+        target = import_path(given["class_path"], f"{key}.class_path", origin)
+        check_init_args(target, init_args, key, origin)
+        return Spec(key, origin, target, init_args)
+    if "class_name" in given and kind == "callback":
+        target = _callback_class(str(given["class_name"]), key, origin)
+        init_args = dict(given.get("config") or {})
+        check_init_args(target, init_args, key, origin, field="config")
+        return Spec(key, origin, target, init_args)
+    if "class_name" in given and kind == "model":
+        keras_config = {k: v for k, v in given.items() if k != "init_args"}
+        keras_config.setdefault("module", "keras")  # where Keras's own models live
+        return Spec(key, origin, None, {}, keras_config=keras_config)
+    if "class_name" in given:
+        raise FitkitValueError(
+            f"{origin}: {key} takes class_path + init_args (Keras's class_name form names "
+            f"models and callbacks only). Fix: {key}.class_path: 'package.module:function'."
+        )
+    raise FitkitValueError(f"{origin}: {key} names nothing to build. Fix: write {_FORMS}.")
