@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import sys
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -58,7 +59,7 @@ class CrashOnce(fitkit.callbacks.Callback):
 class FakeLogger(fitkit.callbacks.Callback):
     """A tracker's interface, recorded: log_params before fit, log_artifact for files."""
 
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def __init__(self, project: str = "p") -> None:
         super().__init__()
@@ -101,7 +102,9 @@ def test_a_yaml_run_equals_the_same_fit_by_hand_and_its_run_dir_reproduces_it(ki
     model = fitkit.Model(tiny_net(kit.name))
     model.compile("sgd", "mse", metrics=["mae"])
     data = tiny_data()
-    by_hand = model.fit(*data["train"], validation_data=data["val"], epochs=3, batch_size=16, verbose=0)
+    by_hand = model.fit(
+        *data["train"], validation_data=data["val"], epochs=3, batch_size=16, verbose=0
+    )
     assert history.history == by_hand.history
 
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -173,9 +176,9 @@ def test_keras_class_name_forms_give_the_model_and_the_callbacks(tf_kit, tmp_pat
     history = fitkit.run(cfg)
     # a zero rate leaves the loss flat: patience 0 stops after the second epoch
     assert len(history.epoch) == 2
-    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["class_name"] == (
-        "Sequential"
-    )
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"][
+        "class_name"
+    ] == ("Sequential")
 
 
 def test_a_run_dir_holding_another_config_is_refused_unless_overwritten(torch_kit, tmp_path):
@@ -215,7 +218,16 @@ def test_print_config_fills_defaults_merges_files_and_applies_overrides(tmp_path
 def test_fit_help_lists_the_sections_with_their_defaults(capsys):
     assert cli.main(["fit", "--help"]) == 0
     text = capsys.readouterr().out
-    for piece in ("--config", "--fit.epochs", "(type: int, default: 1)", "--compile.lr", "--model.class_path", "--data.init_args", "--print_config", "docs/config.md"):
+    for piece in (
+        "--config",
+        "--fit.epochs",
+        "(type: int, default: 1)",
+        "--compile.lr",
+        "--model.class_path",
+        "--data.init_args",
+        "--print_config",
+        "docs/config.md",
+    ):
         assert piece in text
 
 
@@ -223,7 +235,11 @@ def test_fit_help_lists_the_sections_with_their_defaults(capsys):
     ("change", "where", "expected"),
     [
         ({"fit": {"epoch": 3}}, "file", r"unknown key 'fit\.epoch'\. Did you mean 'fit\.epochs'\?"),
-        ({"fitt": {"epochs": 3}}, "file", r"unknown key 'fitt\.epochs'\. Did you mean 'fit\.epochs'"),
+        (
+            {"fitt": {"epochs": 3}},
+            "file",
+            r"unknown key 'fitt\.epochs'\. Did you mean 'fit\.epochs'",
+        ),
         ({"fit": {"epochs": "three"}}, "file", r"key 'fit\.epochs' has a wrong value.*three"),
         (
             {"model": {"class_path": "test_config.tiny_nett"}},
@@ -291,6 +307,16 @@ def test_a_missing_jsonargparse_names_the_extra(monkeypatch, tmp_path):
         fitkit.run(config("torch", tmp_path / "run"))
 
 
+def test_import_fitkit_imports_neither_jsonargparse_nor_yaml():
+    import subprocess
+
+    code = "import fitkit, sys; print([m for m in ('jsonargparse', 'yaml') if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
 # ---------------------------------------------------------------- the data rule
 def test_the_data_rule_reads_dicts_pairs_arrays_and_loaders_and_refuses_the_rest():
     x, y = np.zeros((4, 2)), np.zeros((4, 1))
@@ -303,7 +329,49 @@ def test_the_data_rule_reads_dicts_pairs_arrays_and_loaders_and_refuses_the_rest
     assert splits.pick({"test": (x, y)}, "validate") == ("test", (x, y))
     with pytest.raises(fitkit.FitkitError, match="neither \\(train, val\\) nor \\(x, y\\)"):
         splits.read(((x, x), y), "data")
-    with pytest.raises(fitkit.FitkitError, match="'predict'.*Fix: return a dict"):
+    with pytest.raises(fitkit.FitkitError, match=r"'predict'.*Fix: return a dict"):
         splits.pick({"train": (x, y)}, "predict")
     with pytest.raises(fitkit.FitkitError, match="returned a int"):
         splits.read(3, "data")
+
+
+# ---------------------------------------------------------------- the example config
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLE = "examples/config/text.yaml"
+SMALL = ["--data.init_args.n_train", "200", "--fit.epochs", "1", "--fit.verbose", "0"]
+
+
+def test_the_example_config_trains_the_text_classifier_from_the_command_line(tmp_path):
+    import subprocess
+
+    from conftest import cli_env
+
+    run_dir = tmp_path / "text"
+    argv = ["fit", "--config", EXAMPLE, *SMALL, "--run_dir", str(run_dir)]
+    done = subprocess.run(
+        [sys.executable, "-m", "fitkit.cli", *argv],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["backend"] == "torch" and saved["data"]["init_args"] == {"n_train": 200}
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert (
+        history[0].startswith("epoch,loss,accuracy,top_2_accuracy,val_loss") and len(history) == 2
+    )
+
+
+def test_the_example_config_trains_on_tensorflow_by_its_backend_key(tf_kit, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(str(ROOT))
+    run_dir = tmp_path / "text_tf"
+    overrides = [*SMALL, "--backend", "tensorflow", "--run_dir", str(run_dir)]
+    history = fitkit.run(EXAMPLE, overrides=overrides)
+    assert set(history.history) >= {"loss", "accuracy", "top_2_accuracy", "val_loss"}
+    logs = fitkit.run(EXAMPLE, "validate", overrides=overrides)
+    assert logs["loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)

@@ -46,11 +46,19 @@ _EPILOG = (
 )
 
 
+def yaml_module() -> Any:
+    """PyYAML (imported by name: its type stubs are a separate package)."""
+    import importlib
+
+    return importlib.import_module("yaml")
+
+
 def require_jsonargparse() -> Any:
     """The jsonargparse module, or an error naming the extra that installs it."""
     try:
         import jsonargparse
-        import yaml  # noqa: F401  (jsonargparse reads YAML with it)
+
+        yaml_module()  # jsonargparse reads YAML with it
     except ImportError as err:
         raise FitkitError(
             f"Config-driven runs need jsonargparse and PyYAML ({err}). Install them with: "
@@ -186,8 +194,7 @@ class Sources:
     sets: an error names the last one that set the key it is about."""
 
     def __init__(self, argv: Sequence[str], names: Mapping[str, str] | None = None) -> None:
-        import yaml
-
+        yaml = yaml_module()
         self.sets: list[tuple[str, set[str]]] = []
         names = names or {}
         tokens = list(argv)
@@ -240,7 +247,8 @@ def _unknown_key(key: str, parser: Any, sources: Sources) -> FitkitError:
     group, _, last = key.rpartition(".")
     siblings = [k for k in keys if k.rpartition(".")[0] == group]
     near = nearest(key, keys) or (
-        f"{group}.{n}" if group and (n := nearest(last, [k.rpartition('.')[2] for k in siblings]))
+        f"{group}.{n}"
+        if group and (n := nearest(last, [k.rpartition(".")[2] for k in siblings]))
         else None
     )
     hint = f" Did you mean '{near}'?" if near else ""
@@ -286,7 +294,7 @@ def parse(
 ) -> tuple[dict[str, Any], Sources]:
     """The resolved config of ``argv`` as a plain nested dict (defaults filled in), and where
     each key came from. ``--help`` and ``--print_config`` print and raise SystemExit(0)."""
-    jsonargparse = require_jsonargparse()
+    require_jsonargparse()
     parser = build_parser(command)
     sources = Sources(argv, names)
     try:

@@ -49,7 +49,8 @@ def run(
 
     Returns fit's History, validate's dict of logs, predict's outputs or export's path.
 
-    >>> history = fitkit.run("run.yaml", overrides=["--fit.epochs", "2"])
+    >>> history = fitkit.run("run.yaml", overrides=["--fit.epochs", "2"])  # doctest: +SKIP
+    >>> logs = fitkit.run("runs/run/config.yaml", "validate")  # doctest: +SKIP
     """
     if command not in COMMANDS:
         raise FitkitValueError(f"fitkit.run: unknown command {command!r}; one of {COMMANDS}.")
@@ -73,8 +74,6 @@ def run(
 
 def main(command: str, argv: Sequence[str]) -> int:
     """``fitkit <command> [options]``: the exit code (errors print as one line)."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # class paths import from here, as under python -m
     try:
         result = _run(command, list(argv), {})
     except SystemExit as done:  # --help, --print_config
@@ -95,13 +94,17 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> Any:
     resolved, sources = parser.parse(command, argv, names)
     ckpt_path, overwrite = (resolved.pop(k) for k in parser.LOCAL_KEYS)
     built = {name: specs.load(resolved[name], name, sources, name) for name in parser.SPEC_SECTIONS}
-    callbacks = {
+    object_specs = {
         section: [
             specs.load(value, f"{section}[{i}]", sources, "callback")
             for i, value in enumerate(resolved[section])
         ]
         for section in parser.SPEC_LISTS
     }
+    object_specs["compile"] = [
+        specs.load(value, path, sources, "object")
+        for path, value in specs.nested(resolved["compile"], "compile").items()
+    ]
     resolved["backend"] = _backend(resolved["backend"])
     if resolved["run_dir"] is None:
         files = [f for f in sources.files if os.path.isfile(f)]
@@ -117,7 +120,7 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> Any:
                 f"config first, or give --ckpt_path."
             )
     with _backend_env(resolved["backend"]):
-        return _work(command, resolved, built, callbacks, run_dir, ckpt_path)
+        return _work(command, resolved, built, object_specs, run_dir, ckpt_path)
 
 
 def _backend(name: str | None) -> str:
@@ -151,15 +154,17 @@ def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def dump(resolved: Mapping[str, Any]) -> str:
-    import yaml
+    from .parser import yaml_module
 
+    yaml = yaml_module()
     return yaml.safe_dump(dict(resolved), sort_keys=False)
 
 
 def _check_run_dir(run_dir: pathlib.Path, resolved: dict[str, Any], overwrite: bool) -> None:
     """Refuse a run_dir whose config.yaml differs from ``resolved`` (unless ``overwrite``)."""
-    import yaml
+    from .parser import yaml_module
 
+    yaml = yaml_module()
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
         return
@@ -185,21 +190,22 @@ def _work(
     command: str,
     resolved: dict[str, Any],
     built: dict[str, Any],
-    callback_specs: dict[str, list[Any]],
+    object_specs: dict[str, list[Any]],  # callbacks, loggers, compile
     run_dir: pathlib.Path,
     ckpt_path: str | None,
 ) -> Any:
     import fitkit
 
-    from . import splits
+    from . import specs, splits
 
     fitkit.set_seed(resolved["seed"])
-    model = fitkit.Model(built["model"].build())
-    model.compile(**resolved["compile"])
+    model: Any = fitkit.Model(built["model"].build())
+    in_compile = {spec.key: spec for spec in object_specs["compile"]}
+    model.compile(**specs.with_objects(resolved["compile"], "compile", in_compile))
     data = splits.read(built["data"].build(), "data")
     if command == "fit":
-        callbacks = [spec.build() for spec in callback_specs["callbacks"]]
-        loggers = [spec.build() for spec in callback_specs["loggers"]]
+        callbacks = [spec.build() for spec in object_specs["callbacks"]]
+        loggers = [spec.build() for spec in object_specs["loggers"]]
         return _fit(model, resolved, data, callbacks, loggers, run_dir)
     assert ckpt_path is not None
     model.load_checkpoint(ckpt_path)
@@ -213,7 +219,7 @@ def _work(
         outputs = model.predict(args[0], **resolved["predict"])
         _save_predictions(outputs, run_dir)
         return outputs
-    return _export(model, resolved["export"], data, run_dir, callback_specs["loggers"])
+    return _export(model, resolved["export"], data, run_dir, object_specs["loggers"])
 
 
 def _fit(
@@ -242,7 +248,9 @@ def _fit(
         if callable(getattr(logger, "log_artifact", None)):
             logger.log_artifact(str(config_file))
     backup = BackupAndRestore(str(run_dir / BACKUP_DIR))
-    history = model.fit(*args, **kwargs, callbacks=[*callbacks, *loggers, backup], **resolved["fit"])
+    history = model.fit(
+        *args, **kwargs, callbacks=[*callbacks, *loggers, backup], **resolved["fit"]
+    )
     model.save_checkpoint(str(run_dir / LAST_CKPT))
     if distribute.is_main_process():
         history.df.to_csv(run_dir / "history.csv", index=False)

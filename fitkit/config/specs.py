@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,6 +46,21 @@ class Spec:
         return self.target(**self.init_args)
 
 
+def _import(module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        top = module_name.split(".")[0]
+        here = os.getcwd()
+        found = os.path.exists(os.path.join(here, top + ".py")) or os.path.isdir(
+            os.path.join(here, top)
+        )
+        if err.name != top or here in sys.path or not found:
+            raise
+        sys.path.append(here)  # the current folder, as `python -m` would search it
+        return importlib.import_module(module_name)
+
+
 def import_path(path: str, key: str, origin: str) -> Callable[..., Any]:
     """The class or function ``path`` names (``a.b.C`` or ``a.b:f``), or an error that names
     ``origin`` and ``key``."""
@@ -56,12 +73,12 @@ def import_path(path: str, key: str, origin: str) -> Callable[..., Any]:
             f"'package.module:function'."
         )
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import(module_name)
     except ImportError as err:
         raise FitkitValueError(
             f"{origin}: {key} {path!r} does not import: {type(err).__name__}: {err}. Fix: check "
             f"the spelling, install the package, or put the module's folder on PYTHONPATH "
-            f"(the fitkit command also looks in the current folder)."
+            f"(the current folder is searched too)."
         ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -179,3 +196,29 @@ def load(value: Any, key: str, sources: Sources, kind: str) -> Spec:
             f"models and callbacks only). Fix: {key}.class_path: 'package.module:function'."
         )
     raise FitkitValueError(f"{origin}: {key} names nothing to build. Fix: write {_FORMS}.")
+
+
+def nested(tree: Any, key: str) -> dict[str, Any]:
+    """The ``{class_path, init_args}`` dicts inside ``tree`` (compile's metrics, loss,
+    lr_schedule...), by key path; Keras's ``{class_name, config}`` dicts stay for compile."""
+    found: dict[str, Any] = {}
+    if isinstance(tree, Mapping) and "class_path" in tree:
+        found[key] = tree
+    elif isinstance(tree, Mapping):
+        for name, value in tree.items():
+            found.update(nested(value, f"{key}.{name}"))
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            found.update(nested(value, f"{key}[{i}]"))
+    return found
+
+
+def with_objects(tree: Any, key: str, specs: Mapping[str, Spec]) -> Any:
+    """``tree`` with each spec of ``nested`` replaced by the object it builds."""
+    if key in specs:
+        return specs[key].build()
+    if isinstance(tree, Mapping):
+        return {name: with_objects(value, f"{key}.{name}", specs) for name, value in tree.items()}
+    if isinstance(tree, list):
+        return [with_objects(value, f"{key}[{i}]", specs) for i, value in enumerate(tree)]
+    return tree

@@ -35,7 +35,9 @@ def _is_batches(value: Any) -> bool:
     """A loader, dataset or generator: iterable, with no shape of its own."""
     if _array_like(value) or isinstance(value, (str, bytes, tuple, list)):
         return False
-    return hasattr(value, "__iter__") or (hasattr(value, "__getitem__") and hasattr(value, "__len__"))
+    return hasattr(value, "__iter__") or (
+        hasattr(value, "__getitem__") and hasattr(value, "__len__")
+    )
 
 
 def _is_split(value: Any) -> bool:
