@@ -229,6 +229,8 @@ def test_fit_help_lists_the_sections_with_their_defaults(capsys):
         "docs/config.md",
     ):
         assert piece in text
+    keys = parser.valid_keys(parser.build_parser("fit"))
+    assert set(parser._HELP) <= set(keys)  # no help for a key the signatures no longer have
 
 
 @pytest.mark.parametrize(
@@ -267,6 +269,7 @@ def test_fit_help_lists_the_sections_with_their_defaults(capsys):
             r"callbacks\[0\]\.config\.patiense:.*Did you mean 'patience'",
         ),
         (["--fit.epoch", "3"], "the command line", r"unknown key 'fit\.epoch'.*'fit\.epochs'"),
+        ({"data": {"class_path": None}}, "file", r"data is missing\. Fix: write \{class_path"),
     ],
 )
 def test_config_errors_name_the_file_the_key_and_the_fix_before_any_work(

@@ -39,6 +39,44 @@ _DESCRIPTION = {
     "export": "Export run_dir's checkpoint (or --ckpt_path) with model.export: "
     "--export.format, --export.path (default run_dir/export/).",
 }
+_SECTION_TITLES = {
+    "compile": "compile (Model.compile's arguments; docs/usage.md)",
+    "fit": "fit (Model.fit's arguments; the data comes from the data section)",
+    "validate": "validate (Model.validate's arguments, for fitkit validate)",
+    "predict": "predict (Model.predict's arguments, for fitkit predict)",
+}
+_HELP = {
+    "compile.optimizer": "a name (adam, sgd...) or Keras's {class_name, config}",
+    "compile.loss": "a name (mse, cross_entropy...), a {class_path, init_args} or Keras's dict",
+    "compile.metrics": "names, or {class_path, init_args} of fitkit.metrics objects",
+    "compile.weighted_metrics": "metrics that apply sample and class weights",
+    "compile.loss_weights": "per-output loss weights (a list or a dict)",
+    "compile.output": "train only this output (name or index)",
+    "compile.lr": "learning rate (default: the optimizer's own)",
+    "compile.lr_schedule": "cosine, a {class_path, init_args} schedule...",
+    "compile.lr_schedule_every": "epoch or batch",
+    "compile.lr_schedule_monitor": "what a plateau schedule watches",
+    "compile.clipnorm": "clip each gradient's norm",
+    "compile.clipvalue": "clip gradient values",
+    "compile.global_clipnorm": "clip the global gradient norm",
+    "compile.gradient_accumulation_steps": "update every N batches",
+    "compile.precision": "32, bf16 or fp16",
+    "compile.jit_compile": "torch.compile / XLA",
+    "compile.steps_per_execution": "TensorFlow steps per compiled call",
+    "compile.run_eagerly": "plain Python TensorFlow steps (debugging)",
+    "fit.batch_size": "rows per batch for arrays (default 32; loaders batch themselves)",
+    "fit.epochs": "epochs to train",
+    "fit.verbose": "0 silent, 1 tables and bar, 2 one line per epoch",
+    "fit.validation_split": "fraction of train held out when there is no val split",
+    "fit.shuffle": "shuffle arrays every epoch",
+    "fit.class_weight": "{class: weight}",
+    "fit.initial_epoch": "epoch to start at",
+    "fit.steps_per_epoch": "steps per epoch (streams)",
+    "fit.validation_steps": "validation steps per epoch",
+    "fit.validation_freq": "validate every N epochs (or at these epochs)",
+    "fit.log_step_freq": "read and show logs every N steps",
+    "fit.terminate_on_nan": "stop at a NaN or infinite loss or weight",
+}
 _EPILOG = (
     "Example: fitkit fit --config run.yaml --fit.epochs 3 --compile.lr 1e-4. Several --config "
     "files merge (the last wins); dotted options override them. --print_config prints the "
@@ -102,7 +140,7 @@ def build_parser(command: str) -> Any:
         help="folder of the run: config.yaml, backup/, checkpoints/last.ckpt, predictions "
         "(default runs/<name of the last config file>)",
     )
-    _spec_group(parser, "model", "the network: a class or a function that returns it")
+    _spec_group(parser, "model", "the network: a class, or a function that returns it")
     _spec_group(
         parser,
         "data",
@@ -125,7 +163,10 @@ def build_parser(command: str) -> Any:
     )
     parser.add_method_arguments(Model, "validate", "validate", skip={*_DATA_ARGS, "return_dict"})
     parser.add_method_arguments(Model, "predict", "predict", skip=_DATA_ARGS)
-    group = parser.add_argument_group("export", description="fitkit export: model.export's args")
+    _describe(parser)
+    for name, title in _SECTION_TITLES.items():  # the docstrings' first lines read as prose
+        parser.groups[name].title = title
+    group = parser.add_argument_group("export (model.export's arguments, for fitkit export)")
     group.add_argument("--export.format", type=str, default="onnx", help="artifact format")
     group.add_argument(
         "--export.path", type=str | None, default=None, help="default run_dir/export/model.<ext>"
@@ -154,30 +195,40 @@ def build_parser(command: str) -> Any:
 
 
 def _spec_group(parser: Any, name: str, description: str) -> None:
-    group = parser.add_argument_group(name, description=description)
+    group = parser.add_argument_group(f"{name} ({description})")
     group.add_argument(
         f"--{name}.class_path",
         type=str | None,
         default=None,
-        help="package.module.Class or package.module:function",
+        help="package.module.Class or 'package.module:function'",
     )
     group.add_argument(
         f"--{name}.init_args", type=dict[str, Any], default={}, help="its keyword arguments"
     )
+    if name != "model":
+        return
+    # Keras's form: what keras.saving.serialize_keras_object writes
     group.add_argument(
-        f"--{name}.class_name", type=str | None, default=None, help="Keras form: the class name"
+        "--model.class_name", type=str | None, default=None, help="Keras form: the class name"
     )
     group.add_argument(
-        f"--{name}.config", type=dict[str, Any] | None, default=None, help="Keras form: its config"
+        "--model.config", type=dict[str, Any] | None, default=None, help="Keras form: its config"
     )
-    if name == "model":  # the rest of what keras.saving.serialize_keras_object writes
+    group.add_argument(
+        "--model.module", type=str | None, default=None, help="Keras form (default keras)"
+    )
+    for key in KERAS_EXTRA:
         group.add_argument(
-            "--model.module", type=str | None, default=None, help="Keras form (default keras)"
+            f"--model.{key}", type=Any, default=None, help="Keras form, as Keras wrote it"
         )
-        for key in KERAS_EXTRA:
-            group.add_argument(
-                f"--model.{key}", type=Any, default=None, help="Keras form, as Keras wrote it"
-            )
+
+
+def _describe(parser: Any) -> None:
+    """Short help for the arguments read from the signatures (their docstrings are prose)."""
+    for action in parser._actions:
+        text = _HELP.get(action.dest)
+        if text:
+            action.help = f"{text} {action.help or ''}".strip()
 
 
 # ------------------------------------------------------------------ where each key came from

@@ -59,7 +59,13 @@ def run(
     names: dict[str, str] = {}
     for item in configs:
         if isinstance(item, Mapping):
-            text = json.dumps(item)
+            try:
+                text = json.dumps(item)
+            except TypeError as err:
+                raise FitkitValueError(
+                    f"fitkit.run: a config dict holds plain data only (as a YAML file would): "
+                    f"{err}. Fix: name objects by {{class_path, init_args}}."
+                ) from None
             names[text] = "the config dict given to fitkit.run"
             argv += ["--config", text]
         else:

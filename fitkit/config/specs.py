@@ -195,7 +195,9 @@ def load(value: Any, key: str, sources: Sources, kind: str) -> Spec:
             f"{origin}: {key} takes class_path + init_args (Keras's class_name form names "
             f"models and callbacks only). Fix: {key}.class_path: 'package.module:function'."
         )
-    raise FitkitValueError(f"{origin}: {key} names nothing to build. Fix: write {_FORMS}.")
+    if origin == "the defaults":  # nothing set it: name the files that lack it
+        origin = ", ".join(sources.files) or "the command line"
+    raise FitkitValueError(f"{origin}: {key} is missing. Fix: write {_FORMS}.")
 
 
 def nested(tree: Any, key: str) -> dict[str, Any]:
