@@ -116,10 +116,10 @@ def test_a_yaml_run_equals_the_same_fit_by_hand_and_its_run_dir_reproduces_it(ki
     assert again.history == history.history
 
 
-def test_a_crashed_run_resumes_from_its_run_dir_and_ends_as_an_unbroken_one(torch_kit, tmp_path):
+def test_a_crashed_run_resumes_from_its_run_dir_and_ends_as_an_unbroken_one(kit, tmp_path):
     crash = {"class_path": "test_config.CrashOnce", "init_args": {"marker": str(tmp_path / "m")}}
-    unbroken = fitkit.run(config("torch", tmp_path / "a"))
-    cfg = config("torch", tmp_path / "b", callbacks=[crash])
+    unbroken = fitkit.run(config(kit.name, tmp_path / "a"))
+    cfg = config(kit.name, tmp_path / "b", callbacks=[crash])
     with pytest.raises(Exception, match="simulated crash"):
         fitkit.run(cfg)
     assert (tmp_path / "b" / "backup").is_dir() and not (tmp_path / "b" / "checkpoints").exists()
