@@ -270,6 +270,11 @@ def test_fit_help_lists_the_sections_with_their_defaults(capsys):
         ),
         (["--fit.epoch", "3"], "the command line", r"unknown key 'fit\.epoch'.*'fit\.epochs'"),
         ({"data": {"class_path": None}}, "file", r"data is missing\. Fix: write \{class_path"),
+        (
+            {"callbacks": [{"class_path": "fitkit.callbacks.EarlyStopping", "init_args": [1]}]},
+            "file",
+            r"callbacks\[0\]\.init_args is a list\. Fix: give the arguments by name",
+        ),
     ],
 )
 def test_config_errors_name_the_file_the_key_and_the_fix_before_any_work(
@@ -302,6 +307,11 @@ def test_the_cli_prints_one_error_line_and_exits_2(tmp_path, capsys):
 def test_validate_without_a_checkpoint_says_to_fit_first(tmp_path):
     with pytest.raises(fitkit.FitkitError, match=r"no checkpoint at .*last\.ckpt.*fitkit fit"):
         fitkit.run(config("torch", tmp_path / "run"), "validate")
+    with pytest.raises(fitkit.FitkitError, match=r"--ckpt_path is for validate.*resumes"):
+        fitkit.run(config("torch", tmp_path / "run"), ckpt_path=tmp_path / "x.ckpt")
+    with pytest.raises(fitkit.FitkitError, match=r"^the command line: key 'backend'.*'tf'"):
+        fitkit.run(config("torch", tmp_path / "run"), overrides=["--backend", "jax"])
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_missing_jsonargparse_names_the_extra(monkeypatch, tmp_path):

@@ -111,12 +111,20 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> Any:
         specs.load(value, path, sources, "object")
         for path, value in specs.nested(resolved["compile"], "compile").items()
     ]
-    resolved["backend"] = _backend(resolved["backend"])
+    try:
+        resolved["backend"] = _backend(resolved["backend"])
+    except FitkitValueError as err:
+        raise FitkitValueError(f"{sources.origin('backend')}: key 'backend': {err}") from None
     if resolved["run_dir"] is None:
         files = [f for f in sources.files if os.path.isfile(f)]
         resolved["run_dir"] = os.path.join("runs", pathlib.Path(files[-1]).stem if files else "run")
     run_dir = pathlib.Path(resolved["run_dir"])
     if command == "fit":
+        if ckpt_path is not None:
+            raise FitkitValueError(
+                "--ckpt_path is for validate, predict and export. Fix: leave it out; fit "
+                f"resumes by itself from {run_dir / BACKUP_DIR} after a crash."
+            )
         _check_run_dir(run_dir, resolved, overwrite)
     else:
         ckpt_path = ckpt_path or str(run_dir / LAST_CKPT)

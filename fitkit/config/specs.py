@@ -170,10 +170,17 @@ def load(value: Any, key: str, sources: Sources, kind: str) -> Spec:
             raise FitkitValueError(
                 f"{origin}: unknown key '{key}.{name}'.{hint} Fix: write {_FORMS}."
             )
-    if "class_path" in given and "class_name" in given:
+    if "class_path" in given and ("class_name" in given or "config" in given):
         raise FitkitValueError(
-            f"{origin}: {key} has both class_path and class_name. Fix: keep one form: {_FORMS}."
+            f"{origin}: {key} mixes class_path with Keras's class_name / config. Fix: keep one "
+            f"form: {_FORMS}."
         )
+    for field in ("init_args", "config"):
+        if field in given and not isinstance(given[field], Mapping):
+            raise FitkitTypeError(
+                f"{origin}: {key}.{field} is a {type(given[field]).__name__}. Fix: give the "
+                f"arguments by name, as a mapping."
+            )
     if "class_path" in given:
         if not isinstance(given["class_path"], str):
             raise FitkitTypeError(f"{origin}: {key}.class_path must be a string. Fix: {_FORMS}.")
