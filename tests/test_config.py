@@ -259,6 +259,11 @@ def test_fit_help_lists_the_sections_with_their_defaults(capsys):
             r"model\.init_args\.n_outt: tiny_net takes no argument 'n_outt'\. Did you mean 'n_out'",
         ),
         (
+            {"model": {"class_path": "test_config:tiny_net", "init_args": {"n_in": "four"}}},
+            "file",
+            r"model\.init_args\.n_in: Expected a <class 'int'>\. Got value: four",
+        ),
+        (
             {"callbacks": [{"class_name": "EarlyStoping", "config": {}}]},
             "file",
             r"callbacks\[0\]\.class_name 'EarlyStoping'.*Did you mean 'EarlyStopping'",

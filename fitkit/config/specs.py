@@ -139,6 +139,40 @@ def check_init_args(
         )
 
 
+def check_types(
+    target: Callable[..., Any],
+    init_args: Mapping[str, Any],
+    key: str,
+    origin: str,
+    field: str = "init_args",
+) -> None:
+    """Each value of ``init_args`` against ``target``'s annotation, by jsonargparse (which
+    reads the signature as it reads compile's and fit's). A signature it cannot read is left
+    to the call itself."""
+    import argparse
+    import re
+
+    from jsonargparse import ArgumentParser
+
+    checker = ArgumentParser(exit_on_error=False)
+    try:
+        if inspect.isclass(target):
+            checker.add_class_arguments(target, fail_untyped=False, sub_configs=False)
+        else:
+            checker.add_function_arguments(target, fail_untyped=False)
+        checker.parse_object(dict(init_args))
+    except argparse.ArgumentError as err:
+        found = re.search(r'Parser key "([\w.]+)":\s*(.*)', str(err), re.DOTALL)
+        if found and found[1] in init_args:  # a value of the wrong type, not a reading gap
+            what = getattr(target, "__qualname__", repr(target))
+            raise FitkitTypeError(
+                f"{origin}: {key}.{field}.{found[1]}: {' '.join(found[2].split())} ({what}'s "
+                f"annotation). Fix: give a value of that type."
+            ) from None
+    except Exception:  # noqa: BLE001  (an annotation jsonargparse cannot read: the call checks)
+        return
+
+
 def _callback_class(name: str, key: str, origin: str) -> Callable[..., Any]:
     from .. import callbacks
 
@@ -187,11 +221,13 @@ def load(value: Any, key: str, sources: Sources, kind: str) -> Spec:
         init_args = dict(given.get("init_args") or {})
         target = import_path(given["class_path"], f"{key}.class_path", origin)
         check_init_args(target, init_args, key, origin)
+        check_types(target, init_args, key, origin)
         return Spec(key, origin, target, init_args)
     if "class_name" in given and kind == "callback":
         target = _callback_class(str(given["class_name"]), key, origin)
         init_args = dict(given.get("config") or {})
         check_init_args(target, init_args, key, origin, field="config")
+        check_types(target, init_args, key, origin, field="config")
         return Spec(key, origin, target, init_args)
     if "class_name" in given and kind == "model":
         keras_config = {k: v for k, v in given.items() if k != "init_args"}
