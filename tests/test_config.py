@@ -129,7 +129,7 @@ def test_a_crashed_run_resumes_from_its_run_dir_and_ends_as_an_unbroken_one(kit,
     np.testing.assert_array_equal(*outputs)
 
 
-def test_validate_predict_export_and_loggers_on_a_trained_run_dir(torch_kit, tmp_path):
+def test_validate_predict_export_and_loggers_on_a_trained_run_dir(torch_kit, tmp_path, capsys):
     FakeLogger.calls.clear()
     run_dir = tmp_path / "run"
     path = write(
@@ -145,6 +145,8 @@ def test_validate_predict_export_and_loggers_on_a_trained_run_dir(torch_kit, tmp
 
     logs = fitkit.run(path, "validate")
     assert logs["loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-6)
+    assert cli.main(["predict", "--config", path]) == 0
+    assert capsys.readouterr().out.endswith(f"predictions in {run_dir}: (8, 1)\n")
     predictions = fitkit.run(path, "predict")
     assert predictions.shape == (8, 1)
     np.testing.assert_array_equal(np.load(run_dir / "predictions.npy"), predictions)
@@ -212,6 +214,9 @@ def test_print_config_fills_defaults_merges_files_and_applies_overrides(tmp_path
     assert printed["compile"]["lr"] == 1e-4  # the command line wins over both
     assert printed["fit"]["batch_size"] == 16 and printed["fit"]["validation_freq"] == 1
     assert printed["compile"]["gradient_accumulation_steps"] == 1 and printed["seed"] == 0
+    again = write(tmp_path / "printed.yaml", printed)  # what it prints is a config itself
+    assert cli.main(["fit", "--config", again, "--print_config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == printed
     assert not (tmp_path / "run").exists()
 
 

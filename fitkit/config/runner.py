@@ -75,13 +75,13 @@ def run(
         argv += ["--ckpt_path", os.fspath(ckpt_path)]
     if overwrite:
         argv += ["--overwrite", "true"]
-    return _run(command, argv, names)
+    return _run(command, argv, names)[0]
 
 
 def main(command: str, argv: Sequence[str]) -> int:
     """``fitkit <command> [options]``: the exit code (errors print as one line)."""
     try:
-        result = _run(command, list(argv), {})
+        result, run_dir = _run(command, list(argv), {})
     except SystemExit as done:  # --help, --print_config
         return done.code if isinstance(done.code, int) else 0
     except FitkitError as err:
@@ -89,12 +89,23 @@ def main(command: str, argv: Sequence[str]) -> int:
         return 2
     if command == "validate":
         print(json.dumps(result))
+    elif command == "predict":
+        print(f"predictions in {run_dir}: {_shapes(result)}")
     elif command == "export":
         print(f"exported {result}")
     return 0
 
 
-def _run(command: str, argv: list[str], names: dict[str, str]) -> Any:
+def _shapes(outputs: Any) -> Any:
+    if isinstance(outputs, Mapping):
+        return {str(k): _shapes(v) for k, v in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return [_shapes(v) for v in outputs]
+    return tuple(getattr(outputs, "shape", ()))
+
+
+def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pathlib.Path]:
+    """What ``command`` returns, and the run_dir it used."""
     from . import parser, specs
 
     resolved, sources = parser.parse(command, argv, names)
@@ -134,7 +145,7 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> Any:
                 f"config first, or give --ckpt_path."
             )
     with _backend_env(resolved["backend"]):
-        return _work(command, resolved, built, object_specs, run_dir, ckpt_path)
+        return _work(command, resolved, built, object_specs, run_dir, ckpt_path), run_dir
 
 
 def _backend(name: str | None) -> str:
