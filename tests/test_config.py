@@ -234,6 +234,9 @@ def test_fit_help_lists_the_sections_with_their_defaults(capsys):
         "docs/config.md",
     ):
         assert piece in text
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "fit                 fit from a config file" in capsys.readouterr().out
     keys = parser.valid_keys(parser.build_parser("fit"))
     assert set(parser._HELP) <= set(keys)  # no help for a key the signatures no longer have
 
@@ -390,8 +393,8 @@ def test_the_example_config_trains_the_text_classifier_from_the_command_line(tmp
 
 
 def test_the_example_config_trains_on_tensorflow_by_its_backend_key(tf_kit, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.chdir(ROOT)  # class paths import from the current folder, not on sys.path
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(ROOT))])
     run_dir = tmp_path / "text_tf"
     overrides = [*SMALL, "--backend", "tensorflow", "--run_dir", str(run_dir)]
     history = fitkit.run(EXAMPLE, overrides=overrides)

@@ -55,9 +55,13 @@ def _import(module_name: str) -> Any:
         found = os.path.exists(os.path.join(here, top + ".py")) or os.path.isdir(
             os.path.join(here, top)
         )
-        if err.name != top or here in sys.path or not found:
+        missing = err.name or ""
+        if not module_name.startswith(missing) or here in sys.path or not found:
             raise
-        sys.path.append(here)  # the current folder, as `python -m` would search it
+        # the current folder, as `python -m` would search it (a namespace package such as
+        # `examples`, found elsewhere first, takes in this folder's part too)
+        sys.path.append(here)
+        importlib.invalidate_caches()
         return importlib.import_module(module_name)
 
 
