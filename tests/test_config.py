@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import sys
 from typing import ClassVar
 
@@ -401,3 +402,48 @@ def test_the_example_config_trains_on_tensorflow_by_its_backend_key(tf_kit, tmp_
     assert set(history.history) >= {"loss", "accuracy", "top_2_accuracy", "val_loss"}
     logs = fitkit.run(EXAMPLE, "validate", overrides=overrides)
     assert logs["loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
+
+
+# ---------------------------------------------------------------- docs/config.md's snippets
+# test_docs.py runs the pages it lists; this page's blocks say "tests/test_config.py runs it"
+# (first: shared setup; on torch / on torch and tensorflow), and run here.
+_DOC_BLOCK = re.compile(
+    r"^<!-- not run: tests/test_config\.py runs it (?P<how>first|on torch and tensorflow|on torch)"
+    r" -->\n```python\n(?P<code>.*?)\n```",
+    re.DOTALL | re.MULTILINE,
+)
+
+
+def _doc_cases() -> list[tuple[str, int, str]]:
+    text = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    cases = []
+    for match in _DOC_BLOCK.finditer(text):
+        line = text.count("\n", 0, match.start("code")) + 1
+        backends = {"first": ("setup",), "on torch": ("torch",)}.get(
+            match["how"], ("torch", "tensorflow")
+        )
+        cases += [(backend, line, match["code"]) for backend in backends]
+    return cases
+
+
+DOC_CASES = _doc_cases()
+
+
+def test_docs_config_has_a_setup_block_and_runnable_blocks():
+    assert [c[0] for c in DOC_CASES].count("setup") == 1 and len(DOC_CASES) >= 4
+
+
+@pytest.mark.parametrize(
+    ("backend", "line", "code"),
+    [c for c in DOC_CASES if c[0] != "setup"],
+    ids=[f"config.md:{c[1]}-{c[0]}" for c in DOC_CASES if c[0] != "setup"],
+)
+def test_docs_config_snippet_runs(backend, line, code, monkeypatch, tmp_path):
+    monkeypatch.setenv("FITKIT_BACKEND", backend)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the snippet's folder joins it
+    (setup,) = [c for c in DOC_CASES if c[0] == "setup"]
+    namespace: dict = {"__name__": "__docs__"}
+    exec(compile("\n" * (setup[1] - 1) + setup[2], "docs/config.md", "exec"), namespace)
+    sys.modules.pop("parts", None)  # this snippet's own parts.py
+    exec(compile("\n" * (line - 1) + code, "docs/config.md", "exec"), namespace)
