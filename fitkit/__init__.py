@@ -7,6 +7,7 @@ for a backend is imported the first time it is needed.
 from . import callbacks, devices, distribute, metrics, schedules, script
 from ._version import __version__ as __version__
 from .backend import backend, set_seed
+from .config import run
 from .errors import (
     BackendError,
     FitkitAttributeError,
@@ -37,6 +38,7 @@ __all__ = [
     "distribute",
     "load_exported",
     "metrics",
+    "run",
     "schedules",
     "script",
     "set_seed",

@@ -1,6 +1,7 @@
 """The ``fitkit`` command: ``fitkit info`` (versions, backend, devices, CUDA, the distributed
-environment), ``fitkit launch`` (N training processes; the work is in launch.py) and ``fitkit
-serve`` (an exported model over HTTP; the work is in serving/).
+environment), ``fitkit launch`` (N training processes; the work is in launch.py), ``fitkit
+serve`` (an exported model over HTTP; the work is in serving/) and ``fitkit fit / validate /
+predict / export --config run.yaml`` (config-driven runs; the work is in config/).
 
 Owns argument parsing and the info report; it asks the other modules for every fact it prints.
 """
@@ -260,8 +261,17 @@ def main(argv: list[str] | None = None) -> int:
 
     >>> main(["info"])
     """
+    from .config import COMMANDS
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:  # their options are the config's, parsed by jsonargparse
+        from .config import runner
+
+        return runner.main(argv[0], argv[1:])
     parser = argparse.ArgumentParser(prog="fitkit", description="fitkit's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:  # listed in `fitkit --help`; handled above
+        sub.add_parser(command, help=f"{command} from a config file (fitkit {command} --help)")
     info_parser = sub.add_parser(
         "info", help="versions, backend, devices, CUDA, distributed environment"
     )
