@@ -20,6 +20,7 @@ class Pending:
 
     arrays: list[np.ndarray]
     future: asyncio.Future
+    arrived: float = 0.0  # the loop's clock when queued: a batch waits max_wait from here
     rows: int = 0
     key: tuple = field(default=())
 
@@ -34,9 +35,10 @@ class Batcher:
     """Runs ``run(arrays) -> outputs`` on batches of queued requests, one batch at a time, in a
     worker thread (the event loop keeps answering while a batch runs).
 
-    A batch starts when it is full, when ``max_wait_ms`` passed since its first request, or at
-    once when no other request is on its way in (``arriving`` counts those the app has accepted
-    but not yet queued), so one lone client never pays the wait.
+    A batch starts when it is full, when ``max_wait_ms`` passed since its first request was
+    queued (time it spent queued behind the batch before counts), or at once when no other
+    request is on its way in (``arriving`` counts those the app has accepted but not yet
+    queued), so one lone client never pays the wait.
     """
 
     def __init__(
@@ -75,8 +77,9 @@ class Batcher:
 
     async def submit(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Queue one request's inputs; returns its rows of every output."""
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(Pending(arrays, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put_nowait(Pending(arrays, future, loop.time()))  # unbounded: never waits
         return await future
 
     async def _next(self, timeout: float | None, carried: bool) -> Pending | bool | None:
@@ -107,7 +110,7 @@ class Batcher:
                 continue
             assert isinstance(first, Pending)
             batch, rows = [first], first.rows
-            deadline = loop.time() + self.max_wait
+            deadline = first.arrived + self.max_wait
             while rows < self.max_batch_size:
                 wait = deadline - loop.time() if self.arriving > 0 and not stopping else 0.0
                 item = await self._next(wait, carried=False)
