@@ -34,7 +34,7 @@ def serve(
     """
     require("fastapi", "serve")
     uvicorn = require("uvicorn", "serve")
-    from .app import CONFIG_ENV, create_app, load_for_serving
+    from .app import CONFIG_ENV, create_app, freeze_startup_heap, load_for_serving
 
     model = load_for_serving(path)
     if workers > 1:
@@ -85,6 +85,7 @@ def serve(
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
             if not self.should_exit:
+                freeze_startup_heap()  # (a worker process freezes its own in app_from_env)
                 announce()
 
     # uvicorn drains on SIGTERM / SIGINT, then raises the signal again for the handler that

@@ -5,6 +5,7 @@ request with 400 / 413 / 422. Batching is batcher.py's; running the artifact, ex
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -71,19 +72,20 @@ def check_inputs(model: ExportedModel, inputs: Any) -> list[np.ndarray]:
 
 
 def _check_one(info: Any, value: Any) -> np.ndarray:
-    expected = _shape_text(info.shape)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as err:
         raise RequestError(
-            422, f"input {info.name!r}: not a regular array ({err}); expected shape {expected}"
+            422,
+            f"input {info.name!r}: not a regular array ({err}); expected shape "
+            f"{_shape_text(info.shape)}",
         ) from None
     want = np.dtype(info.dtype)
     if array.dtype.kind not in "biuf":
         raise RequestError(
             422,
             f"input {info.name!r}: values of type {array.dtype} where {want} numbers are "
-            f"expected (shape {expected})",
+            f"expected (shape {_shape_text(info.shape)})",
         )
     if want.kind in "iu" and array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
@@ -95,8 +97,8 @@ def _check_one(info: Any, value: Any) -> np.ndarray:
     ):
         raise RequestError(
             422,
-            f"input {info.name!r} has shape {_shape_text(array.shape)}; expected {expected} "
-            f"(None: any size)",
+            f"input {info.name!r} has shape {_shape_text(array.shape)}; expected "
+            f"{_shape_text(info.shape)} (None: any size)",
         )
     return array.astype(want, copy=False)
 
@@ -272,12 +274,23 @@ def load_for_serving(path: str) -> ExportedModel:
     return model
 
 
+def freeze_startup_heap() -> None:
+    """Leave what the server process has built so far (modules, the model, the app) out of
+    the garbage collector's full passes: on its ~60k objects a full pass stopped the event
+    loop for 25-90 ms (measured under load at 64 clients, about one per 5 s), a pause every
+    request in flight pays. What requests allocate is collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 def app_from_env() -> Any:
     """The app a ``--workers N`` worker process builds (settings in FITKIT_SERVE_CONFIG)."""
     settings = json.loads(os.environ[CONFIG_ENV])
-    return create_app(
+    app = create_app(
         load_for_serving(settings["path"]),
         max_batch_size=settings["max_batch_size"],
         max_wait_ms=settings["max_wait_ms"],
         max_body_bytes=settings["max_body_bytes"],
     )
+    freeze_startup_heap()
+    return app
