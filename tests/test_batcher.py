@@ -1,6 +1,7 @@
 """The serving batcher in process (asyncio, no server): a full queue runs at once without the
-wait, a lone request does not wait, a request queued behind a running batch waits at most
-max_wait from when it was queued, each caller gets its rows (mixed sizes and shapes).
+wait, a lone request does not wait, requests a loop turn apart share a batch, one queued
+behind a running batch waits at most max_wait from when it was queued, each caller gets its
+rows (mixed sizes and shapes).
 """
 
 from __future__ import annotations
@@ -62,6 +63,24 @@ def test_a_lone_request_does_not_wait() -> None:
         return took
 
     assert asyncio.run(main()) < 1.0 and sizes == [3]
+
+
+def test_requests_queued_a_loop_turn_apart_share_a_batch() -> None:
+    """No caller counts as on its way in, yet a request queued one turn of the event loop
+    after another (the loop parsing bytes it had already read) joins its batch."""
+    sizes: list[int] = []
+
+    async def main() -> None:
+        batcher = Batcher(_recording_run(sizes), max_batch_size=8, max_wait_ms=LONG_WAIT_MS)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([np.ones((1, 2))]))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(batcher.submit([np.ones((2, 2))]))
+        await asyncio.gather(first, second)
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert sizes == [3]
 
 
 def test_the_wait_counts_from_when_a_request_was_queued() -> None:
