@@ -2,7 +2,7 @@
 clients, batched and unbatched (--max-batch-size 1), against LitServe serving the same ONNX
 artifact with its own batching; on a small MLP and on a text classifier (token ids).
 
-Run:  PYTHONPATH=. python benchmarks/serve.py                  (~4 min on 2 cores)
+Run:  PYTHONPATH=. python benchmarks/serve.py                  (~2 min on 2 cores)
       PYTHONPATH=. python benchmarks/serve.py --quick          (shorter runs)
       PYTHONPATH=. python benchmarks/serve.py --rounds 3       (medians and ranges of 3 rounds)
 Each server runs in its own process; the clients (keep-alive connections on one asyncio loop,
