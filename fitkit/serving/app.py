@@ -285,9 +285,9 @@ def _cores() -> int:
 
 def freeze_startup_heap() -> None:
     """Leave what the server process has built so far (modules, the model, the app) out of
-    the garbage collector's full passes: on its ~60k objects a full pass stopped the event
-    loop for 25-90 ms (measured under load at 64 clients, about one per 5 s), a pause every
-    request in flight pays. What requests allocate is collected as before."""
+    the garbage collector's full passes: a full pass over its ~60k objects stopped the event
+    loop for 40-90 ms under load (about one per 5 s at 64 clients), a pause every request in
+    flight pays. What requests allocate is collected as before."""
     gc.collect()
     gc.freeze()
 
