@@ -2,10 +2,15 @@
 clients, batched and unbatched (--max-batch-size 1), against LitServe serving the same ONNX
 artifact with its own batching; on a small MLP and on a text classifier (token ids).
 
-Run:  PYTHONPATH=. python benchmarks/serve.py                  (~3 min on 2 cores)
+Run:  PYTHONPATH=. python benchmarks/serve.py                  (~2 min on 2 cores)
       PYTHONPATH=. python benchmarks/serve.py --quick          (shorter runs)
-Each server runs in its own process; the clients (keep-alive connections on asyncio, one row per
-request) run in this one, so on a small machine they share its cores with the server.
+      PYTHONPATH=. python benchmarks/serve.py --rounds 3       (medians and ranges of 3 rounds)
+Each server runs in its own process; the clients (keep-alive connections on one asyncio loop,
+uvloop's where installed, one row per request) run in this one, so on a small machine they
+share its cores with the server. Besides req/s and latency, each row reports the CPU time per
+request of the server (its process tree, from /proc) and of the client, so a load generator
+that eats the cores shows (``client %``: the client's share of the two), and fitkit's rows per
+batch. Rounds restart every server in turn, so noise from other jobs falls on all of them.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -82,12 +89,20 @@ def forward_ms(path: str, rows: int) -> float:
 
 
 class Process:
-    """A server process; ``ready`` is the line (or the health check) that says it serves."""
+    """A server process in a session of its own; ``ready`` is the line (or the health check)
+    that says it serves. ``stop`` signals the whole group: LitServe's worker processes
+    outlive a SIGTERM to its main process (left running, they ate the cores of every later
+    measurement)."""
 
     def __init__(self, cmd: list[str]) -> None:
         env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
 
     def wait_line(self, marker: str) -> str:
@@ -98,12 +113,26 @@ class Process:
         raise RuntimeError(f"server exited before '{marker}' (code {self.proc.wait()})")
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
+        group = self.proc.pid  # its own session: the group id is its pid
+        self._signal_group(group, signal.SIGTERM)
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        deadline = time.time() + 10
+        while self._signal_group(group, 0) and time.time() < deadline:
+            time.sleep(0.1)  # its children finishing their own shutdown
+        self._signal_group(group, signal.SIGKILL)
+
+    @staticmethod
+    def _signal_group(group: int, sig: int) -> bool:
+        """Send ``sig`` to the group; False when no process of it is left."""
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 def start_fitkit(path: str, max_batch_size: int, max_wait_ms: float) -> tuple[Process, str]:
@@ -171,6 +200,33 @@ def start_litserve(path: str, max_batch_size: int, max_wait_ms: float) -> tuple[
     raise RuntimeError("LitServe did not start within 120 s")
 
 
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants (a
+    LitServe server runs its workers as child processes); None without /proc."""
+    if not os.path.isdir("/proc"):
+        return None
+    parents, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / TICKS
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
 class Connection:
     """A minimal keep-alive HTTP/1.1 client over asyncio streams: httpx's own overhead per
     request (about 1 ms of Python) would otherwise be what this measures."""
@@ -207,8 +263,11 @@ class Connection:
         self.writer.close()
 
 
-async def load(url: str, path: str, body: dict, clients: int, seconds: float) -> dict:
-    """``clients`` connections, each sending one request after another to ``path``."""
+async def load(
+    url: str, path: str, body: dict, clients: int, seconds: float, server_pid: int
+) -> dict:
+    """``clients`` connections, each sending one request after another to ``path``; with the
+    CPU time per request of the server's processes and of this one."""
     payload = json.dumps(body).encode()
     latencies: list[float] = []
     errors = 0
@@ -225,26 +284,61 @@ async def load(url: str, path: str, body: dict, clients: int, seconds: float) ->
                 errors += 1
             latencies.append(time.perf_counter() - start)
 
+    latencies.clear()
+    errors = 0
+    server_cpu, client_cpu = tree_cpu_s(server_pid), time.process_time()
     start = time.perf_counter()
     stop = start + seconds
     await asyncio.gather(*(one_client(c, stop) for c in connections))
     elapsed = time.perf_counter() - start
+    client_cpu = time.process_time() - client_cpu
+    server_end = tree_cpu_s(server_pid)
     for c in connections:
         c.close()
     ms = np.array(latencies) * 1000
+    n = len(latencies)
+    server_us = None if server_cpu is None or server_end is None else (server_end - server_cpu)
     return {
-        "requests": len(latencies),
+        "requests": n,
         "errors": errors,
-        "rps": len(latencies) / elapsed,
+        "rps": n / elapsed,
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
+        "server_cpu_us": None if server_us is None else 1e6 * server_us / n,
+        "client_cpu_us": 1e6 * client_cpu / n,
     }
+
+
+def run_load(
+    url: str, path: str, body: dict, clients: int, seconds: float, server_pid: int
+) -> dict:
+    """``load`` on uvloop's event loop where installed (a cheaper client), else asyncio's."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(load(url, path, body, clients, seconds, server_pid))
+
+
+def batches_run(url: str) -> int | None:
+    """fitkit's count of forward passes so far (its /health), None for other servers."""
+    import httpx
+
+    try:
+        return int(httpx.get(url + "/health", timeout=10).json()["batches"])
+    except (httpx.HTTPError, KeyError, ValueError, TypeError):
+        return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1.5 s per measurement")
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every server this often")
     parser.add_argument("--clients", default="1,8,64")
     parser.add_argument("--models", default="mlp,text")
     parser.add_argument("--max-batch-size", type=int, default=64)
@@ -276,48 +370,112 @@ def main() -> None:
             print(
                 f"\n{model}: p99 goal at 64 clients <= max-wait + one batched forward = {bound:.1f} ms"
             )
-            print(
-                f"{'server':<18}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-            )
-            for name, start in servers.items():
-                server, url = start(path)
-                try:
-                    for n in clients:
-                        route = "/v1/predict" if name.startswith("fitkit") else "/predict"
-                        row = asyncio.run(load(url, route, body, n, seconds))
-                        row |= {"model": model, "server": name, "clients": n, "p99_goal_ms": bound}
-                        results.append(row)
-                        print(
-                            f"{name:<18}{n:>8}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}"
-                            f"{row['p99_ms']:>9.2f}{row['errors']:>8}",
-                            flush=True,
-                        )
-                finally:
-                    server.stop()
+            print(HEADER)
+            for round_ in range(args.rounds):
+                for name, start in servers.items():
+                    server, url = start(path)
+                    try:
+                        for n in clients:
+                            route = "/v1/predict" if name.startswith("fitkit") else "/predict"
+                            before = batches_run(url) if name.startswith("fitkit") else None
+                            row = run_load(url, route, body, n, seconds, server.proc.pid)
+                            after = batches_run(url) if before is not None else None
+                            row |= {"model": model, "server": name, "clients": n}
+                            row |= {"p99_goal_ms": bound, "round": round_}
+                            row["rows_per_batch"] = (
+                                None  # the warm-up requests are in the count: about 3 more
+                                if before is None or after is None
+                                else row["requests"] / max(1, after - before - 3)
+                            )
+                            results.append(row)
+                            print(_line(row), flush=True)
+                    finally:
+                        server.stop()
+            if args.rounds > 1:
+                print(f"{model}: medians of {args.rounds} rounds (req/s range)")
+                for row in _medians([r for r in results if r["model"] == model]):
+                    print(_line(row), flush=True)
     _checks(results)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
 
 
+HEADER = (
+    f"{'server':<18}{'clients':>8}{'req/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
+    f"{'server us/req':>15}{'client us/req':>15}{'client %':>9}{'rows/batch':>11}"
+)
+
+
+def _line(row: dict) -> str:
+    rps = f"{row['rps']:.0f}"
+    if "rps_min" in row:
+        rps += f" ({row['rps_min']:.0f}-{row['rps_max']:.0f})"
+    server, client = row["server_cpu_us"], row["client_cpu_us"]
+    share = "" if server is None else f"{100 * client / (client + server):.0f}"
+    batch = "" if row.get("rows_per_batch") is None else f"{row['rows_per_batch']:.1f}"
+    return (
+        f"{row['server']:<18}{row['clients']:>8}{rps:>16}{row['p50_ms']:>9.2f}"
+        f"{row['p99_ms']:>9.2f}{row['errors']:>7}"
+        f"{'' if server is None else f'{server:.0f}':>15}{client:>15.0f}{share:>9}{batch:>11}"
+    )
+
+
+def _medians(results: list[dict]) -> list[dict]:
+    """One row per (model, server, clients): the median of each number over the rounds, and
+    the range of req/s."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["model"], r["server"], r["clients"]), []).append(r)
+    rows = []
+    for (model, server, clients), runs in groups.items():
+        row: dict = {"model": model, "server": server, "clients": clients}
+        for key in ("rps", "p50_ms", "p99_ms", "server_cpu_us", "client_cpu_us"):
+            values = [r[key] for r in runs if r[key] is not None]
+            row[key] = statistics.median(values) if values else None
+        batches = [r["rows_per_batch"] for r in runs if r.get("rows_per_batch") is not None]
+        row["rows_per_batch"] = statistics.median(batches) if batches else None
+        row["errors"] = sum(r["errors"] for r in runs)
+        row["rps_min"] = min(r["rps"] for r in runs)
+        row["rps_max"] = max(r["rps"] for r in runs)
+        row["p99_goal_ms"] = runs[0]["p99_goal_ms"]
+        rows.append(row)
+    return rows
+
+
 def _checks(results: list[dict]) -> None:
-    """The issue's goals at 64 clients: 5x unbatched, at least LitServe, p99 bounded."""
+    """The issue's goals at 64 clients: 5x unbatched, at least LitServe, p99 bounded; medians
+    over the rounds, with the range of the ratios of runs of the same round."""
     top = max(r["clients"] for r in results)
-    print(f"\nchecks at {top} clients:")
-    for model in sorted({r["model"] for r in results}):
-        rows = {r["server"]: r for r in results if r["model"] == model and r["clients"] == top}
+    print(f"\nchecks at {top} clients (medians over rounds; range of same-round ratios):")
+    at_top = [r for r in results if r["clients"] == top]
+    for model in sorted({r["model"] for r in at_top}):
+        rows = {r["server"]: r for r in _medians([r for r in at_top if r["model"] == model])}
         batched = rows.get("fitkit batched")
         if batched is None:
             continue
-        if "fitkit unbatched" in rows:
-            ratio = batched["rps"] / rows["fitkit unbatched"]["rps"]
-            print(f"  {model}: batched / unbatched = {ratio:.1f}x (goal >= 5x)")
-        if "litserve batched" in rows:
-            ratio = batched["rps"] / rows["litserve batched"]["rps"]
-            print(f"  {model}: fitkit / LitServe = {ratio:.2f}x (goal >= 1x)")
+        for other, goal in (("fitkit unbatched", "5x"), ("litserve batched", "1x")):
+            if other not in rows:
+                continue
+            per_round = [
+                a["rps"] / b["rps"]
+                for a in at_top
+                for b in at_top
+                if a["model"] == b["model"] == model
+                and a["round"] == b["round"]
+                and a["server"] == "fitkit batched"
+                and b["server"] == other
+            ]
+            print(
+                f"  {model}: fitkit batched / {other} = {batched['rps'] / rows[other]['rps']:.1f}x"
+                f" (rounds {min(per_round):.1f}-{max(per_round):.1f}x; goal >= {goal})"
+            )
+        over = batched["p99_ms"] > batched["p99_goal_ms"]
         print(
             f"  {model}: p99 {batched['p99_ms']:.1f} ms, bound {batched['p99_goal_ms']:.1f} ms "
-            f"({'within' if batched['p99_ms'] <= batched['p99_goal_ms'] else 'over'})"
+            f"({'over' if over else 'within'}); {top} clients / req/s = "
+            f"{1000 * top / batched['rps']:.1f} ms is the mean latency any server at that "
+            "throughput has (Little's law)"
         )
 
 

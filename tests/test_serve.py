@@ -167,6 +167,20 @@ def _request(rows: int, length: int) -> dict:
     }
 
 
+def test_the_served_onnx_session_does_not_spin(text_model: tuple[fitkit.Model, str]) -> None:
+    """onnxruntime's intra-op threads spin after each run by default, and take every core,
+    the event loop's too: the server's session leaves one core and does not spin."""
+    from fitkit.serving.app import load_for_serving
+
+    model, path = text_model
+    served = load_for_serving(path)
+    options = served.runtime.session.get_session_options()  # type: ignore[attr-defined]
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == max(1, len(os.sched_getaffinity(0)) - 1)
+    x = _request(3, 5)
+    np.testing.assert_allclose(served.predict(x)["cls"], model.predict(x)["cls"], atol=1e-5)
+
+
 @pytest.mark.slow
 def test_health_metadata_and_one_prediction(
     server: Server, text_model: tuple[fitkit.Model, str]

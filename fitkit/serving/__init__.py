@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 from ..export import require
-from ..exported import load_exported
 
 READY = "fitkit serve: listening on"  # the line a supervisor (or a test) waits for
 
@@ -35,9 +34,9 @@ def serve(
     """
     require("fastapi", "serve")
     uvicorn = require("uvicorn", "serve")
-    from .app import CONFIG_ENV, create_app
+    from .app import CONFIG_ENV, create_app, freeze_startup_heap, load_for_serving
 
-    model = load_exported(path)
+    model = load_for_serving(path)
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(
             {
@@ -60,6 +59,8 @@ def serve(
         host=host,
         port=port,
         log_level=log_level,
+        # uvicorn formats an access-log call per request even where the level hides it
+        access_log=log_level in ("info", "debug", "trace"),
         workers=workers,
         factory=workers > 1,
         timeout_graceful_shutdown=None,
@@ -84,6 +85,7 @@ def serve(
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
             if not self.should_exit:
+                freeze_startup_heap()  # (a worker process freezes its own in app_from_env)
                 announce()
 
     # uvicorn drains on SIGTERM / SIGINT, then raises the signal again for the handler that

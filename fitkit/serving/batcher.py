@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Loop turns without a new request before a batch short of max_batch_size starts: requests
+# whose bytes the loop has read are parsed and queued in the next turn or two, so this joins
+# what has already arrived (a lone request pays a few turns, microseconds). Without it, a
+# fast forward let batches shrink to what came in during the last one (1-3 rows at 64
+# clients), and the per-batch costs grew with them.
+SETTLE_TURNS = 3
+
 
 @dataclass
 class Pending:
@@ -20,6 +27,7 @@ class Pending:
 
     arrays: list[np.ndarray]
     future: asyncio.Future
+    arrived: float = 0.0  # the loop's clock when queued: a batch waits max_wait from here
     rows: int = 0
     key: tuple = field(default=())
 
@@ -34,9 +42,11 @@ class Batcher:
     """Runs ``run(arrays) -> outputs`` on batches of queued requests, one batch at a time, in a
     worker thread (the event loop keeps answering while a batch runs).
 
-    A batch starts when it is full, when ``max_wait_ms`` passed since its first request, or at
-    once when no other request is on its way in (``arriving`` counts those the app has accepted
-    but not yet queued), so one lone client never pays the wait.
+    A batch starts when it is full, when ``max_wait_ms`` passed since its first request was
+    queued (time it spent queued behind the batch before counts), or as soon as no other
+    request is on its way in (``arriving`` counts those the app has accepted but not yet
+    queued) and a few turns of the event loop brought no new one, so one lone client never
+    pays the wait.
     """
 
     def __init__(
@@ -75,8 +85,9 @@ class Batcher:
 
     async def submit(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Queue one request's inputs; returns its rows of every output."""
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(Pending(arrays, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put_nowait(Pending(arrays, future, loop.time()))  # unbounded: never waits
         return await future
 
     async def _next(self, timeout: float | None, carried: bool) -> Pending | bool | None:
@@ -107,12 +118,18 @@ class Batcher:
                 continue
             assert isinstance(first, Pending)
             batch, rows = [first], first.rows
-            deadline = loop.time() + self.max_wait
+            deadline = first.arrived + self.max_wait
+            quiet_turns = 0
             while rows < self.max_batch_size:
                 wait = deadline - loop.time() if self.arriving > 0 and not stopping else 0.0
                 item = await self._next(wait, carried=False)
                 if item is False:
-                    break
+                    if stopping or quiet_turns >= SETTLE_TURNS or loop.time() >= deadline:
+                        break
+                    quiet_turns += 1
+                    await asyncio.sleep(0)  # a turn of the loop: requests already read queue
+                    continue
+                quiet_turns = 0
                 if item is None:
                     stopping = True
                     continue
