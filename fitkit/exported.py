@@ -35,10 +35,16 @@ class Runtime:
 class OnnxRuntime(Runtime):
     format = "onnx"
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self, path: str, *, intra_op_threads: int | None = None, spinning: bool = True
+    ) -> None:
         ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = intra_op_threads
+        if not spinning:  # threads sleep between runs instead of spinning for a while after
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         raw = self.session.get_modelmeta().custom_metadata_map.get("fitkit")
         self.meta = json.loads(raw) if raw else {}
@@ -289,8 +295,17 @@ class ExportedModel:
         return f"ExportedModel({self.path!r}, format={self.format!r}, inputs={self.input_names})"
 
 
-def load_exported(path: str | os.PathLike, format: str | None = None) -> ExportedModel:
+def load_exported(
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    intra_op_threads: int | None = None,
+    spinning: bool = True,
+) -> ExportedModel:
     """Load an artifact ``Model.export`` wrote; ``.predict(x)`` runs it.
+
+    ``intra_op_threads`` / ``spinning``: ONNX Runtime's session options (threads of one
+    operator; whether they spin after a run), for an ONNX artifact only.
 
     >>> path = model.export("model.onnx", example=x[:4])   # fitkit.Model.export
     >>> fitkit.load_exported(path).predict(x[:2]).shape
@@ -299,8 +314,13 @@ def load_exported(path: str | os.PathLike, format: str | None = None) -> Exporte
     path = os.fspath(path)
     fmt = format or detect_format(path)
     runtime: Runtime
+    if fmt != "onnx" and (intra_op_threads is not None or not spinning):
+        raise FitkitTypeError(
+            f"load_exported: intra_op_threads and spinning are ONNX Runtime's options; "
+            f"{path!r} is a {fmt!r} artifact. Leave them out for it."
+        )
     if fmt == "onnx":
-        runtime = OnnxRuntime(path)
+        runtime = OnnxRuntime(path, intra_op_threads=intra_op_threads, spinning=spinning)
     elif fmt in ("torch", "torchscript"):
         runtime = TorchRuntime(path, fmt)
     elif fmt == "tf_saved_model":

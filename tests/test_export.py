@@ -93,6 +93,21 @@ def test_torch_formats_dict_inputs_outputs_free_batch_and_length(
     _assert_same(artifact.predict(x), model.predict(x))
 
 
+def test_onnx_session_options_are_applied_and_refused_for_other_formats(
+    torch_text_model: fitkit.Model, tmp_path: pathlib.Path
+) -> None:
+    onnx_path = torch_text_model.export(tmp_path / "m.onnx", format="onnx")
+    artifact = fitkit.load_exported(onnx_path, intra_op_threads=1, spinning=False)
+    options = artifact.runtime.session.get_session_options()  # type: ignore[attr-defined]
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    x = _batch(2, 5)
+    _assert_same(artifact.predict(x), torch_text_model.predict(x))
+    pt2 = torch_text_model.export(tmp_path / "m.pt2", format="torch")
+    with pytest.raises(fitkit.FitkitTypeError, match=r"ONNX Runtime's options.*Leave them out"):
+        fitkit.load_exported(pt2, intra_op_threads=1)
+
+
 def test_torch_tuple_mlp_and_input_signature(tmp_path: pathlib.Path) -> None:
     import torch
 

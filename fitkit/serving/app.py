@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..export import require
-from ..exported import ExportedModel, load_exported
+from ..exported import ExportedModel, detect_format, load_exported
 from .batcher import Batcher
 
 NPY_TYPES = ("application/x-npy", "application/octet-stream")
@@ -261,19 +261,9 @@ def load_for_serving(path: str) -> ExportedModel:
     one) and sleeping between runs (by default they spin for a while after each run). On 2
     cores at 64 clients the defaults cost the text CNN half its throughput: the forward's 2
     threads starved the loop, batches shrank to a few rows."""
-    model = load_exported(path)
-    session = getattr(model.runtime, "session", None)
-    if model.format == "onnx" and session is not None:
-        ort = require("onnxruntime")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = max(1, _cores() - 1)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        runtime: Any = model.runtime  # an OnnxRuntime: its session is replaced
-        runtime.session = ort.InferenceSession(
-            model.path, options, providers=session.get_providers()
-        )
-    return model
+    if detect_format(path) == "onnx":
+        return load_exported(path, "onnx", intra_op_threads=max(1, _cores() - 1), spinning=False)
+    return load_exported(path)
 
 
 def _cores() -> int:
