@@ -66,10 +66,21 @@ def _check_first(
     if runtime.custom(mode):
         runtime.adapter.example_inputs = unpack(batch)[0]
         return batch
+    # A kind of input (structure, dtypes, shapes past the batch) that passed a forward pass
+    # needs no other: the targets are still checked (against the output shapes it gave),
+    # and a new kind of target, whose metric states are built anew, is tried with one.
+    kind = (mode, batch_kind(batch))
+    seen = run_network and kind in runtime.checked_kinds
     try:
         rebuilt = check_batch(
-            runtime.adapter, batch, source, with_loss=mode != "predict", run_network=run_network
+            runtime.adapter,
+            batch,
+            source,
+            with_loss=mode != "predict",
+            run_network=run_network and not seen,
         )
+        if rebuilt and seen:
+            check_batch(runtime.adapter, batch, source, with_loss=True)
     except FitkitValueError as err:
         if not what:
             raise
@@ -78,7 +89,21 @@ def _check_first(
         runtime.functions.clear()  # compiled steps hold the old metric states
     if runtime.adapter.example_inputs is not unpack(batch)[0]:
         return source.peek()  # the check converted the inputs (integers to floats)
+    if run_network:  # inputs converted by the check are checked again, each time
+        runtime.checked_kinds.add(kind)
     return batch
+
+
+def batch_kind(batch: tuple) -> str:
+    """What a forward pass's verdict on a batch depends on: the structure of its parts and
+    each leaf's type, dtype and shape past the batch dimension."""
+
+    def leaf(value: Any) -> tuple:
+        shape = getattr(value, "shape", None)
+        dims = None if shape is None else tuple(shape)[1:]
+        return type(value).__name__, str(getattr(value, "dtype", "")), dims
+
+    return repr([arrays.map_optional(leaf, part) for part in unpack(batch)])
 
 
 def check_batch(
