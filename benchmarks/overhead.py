@@ -11,6 +11,9 @@ and compares the fastest of each, which drift cannot favour.
 --input arrays   fitkit.fit(numpy arrays) vs the tensor-slicing torch loop (torch_loop)
 --input loader   fitkit.fit(DataLoader) vs a hand-written loop over the same DataLoader
                  (DataLoader(TensorDataset(...), batch_size=64, shuffle=True))
+--input steps    fitkit's compiled train step (model.runtime.function("train")) vs the
+                 hand-written step, over the same 300 batches sliced beforehand: the
+                 per-step cost alone, without the loader, fit's setup or its epoch hooks
 --input tf_data  fitkit.fit(tf.data) vs the hand-written tf.function loop over the same
                  pipeline (tf_loop) vs Keras fit on it; TensorFlow only
 --loss native    (torch) fitkit gets torch.nn.CrossEntropyLoss(), as the loop does;
@@ -61,6 +64,19 @@ def torch_contenders(kind: str, loss: str = "native") -> dict:
     theirs = torch_net("W1")
     opt, loss_fn = torch.optim.Adam(theirs.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
     x, y = torch.from_numpy(xt), torch.from_numpy(yt)
+    if kind == "steps":
+        model.fit(xt[:640], yt[:640], batch_size=64, epochs=1, verbose=0)  # builds the step
+        step = model.runtime.function("train")
+        batches = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 64 * 300, 64)]
+
+        def fitkit_steps() -> None:
+            for batch in batches:
+                step(batch)
+
+        return {
+            "fitkit": fitkit_steps,
+            "hand-written": lambda: torch_loader_epoch(theirs, opt, loss_fn, batches),
+        }
     if kind == "arrays":
         return {
             "fitkit": lambda: model.fit(xt, yt, batch_size=64, epochs=1, verbose=0),
@@ -130,7 +146,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--input", choices=["arrays", "loader", "tf_data"], default="arrays")
+    parser.add_argument(
+        "--input", choices=["arrays", "loader", "steps", "tf_data"], default="arrays"
+    )
     parser.add_argument("--loss", choices=["native", "name"], default="native")
     parser.add_argument(
         "--torch-threads",
