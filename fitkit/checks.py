@@ -1,8 +1,9 @@
 """The checks of a first batch before any step: shapes, the network's forward pass, targets
 against losses, metric states built for the kind of target.
 
-Owns what is checked once per fit/validate/predict call and the messages that name the fix;
-the loops that run afterwards are training.py's, target rules targets.py's.
+Owns what is checked before a fit/validate/predict call's first step (the forward pass once
+per kind of input since compile) and the messages that name the fix; the loops that run
+afterwards are training.py's, target rules targets.py's.
 """
 
 from __future__ import annotations
@@ -94,16 +95,20 @@ def _check_first(
     return batch
 
 
-def batch_kind(batch: tuple) -> str:
+def batch_kind(batch: tuple) -> tuple:
     """What a forward pass's verdict on a batch depends on: the structure of its parts and
-    each leaf's type, dtype and shape past the batch dimension."""
+    each leaf's type, dtype and shape past the batch dimension (hashable)."""
 
-    def leaf(value: Any) -> tuple:
+    def kind(value: Any) -> tuple:
+        if isinstance(value, dict):
+            return "dict", tuple((key, kind(v)) for key, v in value.items())
+        if isinstance(value, (tuple, list)):  # namedtuples too: read, never rebuilt
+            return type(value).__name__, tuple(kind(v) for v in value)
         shape = getattr(value, "shape", None)
         dims = None if shape is None else tuple(shape)[1:]
         return type(value).__name__, str(getattr(value, "dtype", "")), dims
 
-    return repr([arrays.map_optional(leaf, part) for part in unpack(batch)])
+    return kind(unpack(batch))
 
 
 def check_batch(
