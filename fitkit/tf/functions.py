@@ -47,8 +47,8 @@ def needs_autograph(step: Callable) -> bool:
     user's Model subclass (a class-style override of any step, ``shared_step``,
     ``compute_loss``...) may branch on tensors, as it could before; fitkit's own steps branch
     with tf.cond / tf.while_loop already, and converting them (every function they call, at
-    every trace) cost most of a first fit (4.3 of 5.5 s, profiled, on a small MLP). Keras
-    traces its own steps unconverted too."""
+    every trace) cost most of a first fit (1.8 of 2.3 CPU s on a small MLP,
+    benchmarks/first_fit.py). Keras traces its own steps unconverted too."""
     owner = getattr(step, "__self__", None)  # the Model whose bound method this is
     where = type(owner).__module__ if owner is not None else getattr(step, "__module__", "")
     return not (where or "").startswith("fitkit.")
