@@ -1,8 +1,9 @@
 """The checks of a first batch before any step: shapes, the network's forward pass, targets
 against losses, metric states built for the kind of target.
 
-Owns what is checked once per fit/validate/predict call and the messages that name the fix;
-the loops that run afterwards are training.py's, target rules targets.py's.
+Owns what is checked before a fit/validate/predict call's first step (the forward pass once
+per kind of input since compile) and the messages that name the fix; the loops that run
+afterwards are training.py's, target rules targets.py's.
 """
 
 from __future__ import annotations
@@ -66,10 +67,21 @@ def _check_first(
     if runtime.custom(mode):
         runtime.adapter.example_inputs = unpack(batch)[0]
         return batch
+    # A kind of input (structure, dtypes, shapes past the batch) that passed a forward pass
+    # needs no other: the targets are still checked (against the output shapes it gave),
+    # and a new kind of target, whose metric states are built anew, is tried with one.
+    kind = (mode, batch_kind(batch))
+    seen = run_network and kind in runtime.checked_kinds
     try:
         rebuilt = check_batch(
-            runtime.adapter, batch, source, with_loss=mode != "predict", run_network=run_network
+            runtime.adapter,
+            batch,
+            source,
+            with_loss=mode != "predict",
+            run_network=run_network and not seen,
         )
+        if rebuilt and seen:
+            check_batch(runtime.adapter, batch, source, with_loss=True)
     except FitkitValueError as err:
         if not what:
             raise
@@ -78,7 +90,25 @@ def _check_first(
         runtime.functions.clear()  # compiled steps hold the old metric states
     if runtime.adapter.example_inputs is not unpack(batch)[0]:
         return source.peek()  # the check converted the inputs (integers to floats)
+    if run_network:  # inputs converted by the check are checked again, each time
+        runtime.checked_kinds.add(kind)
     return batch
+
+
+def batch_kind(batch: tuple) -> tuple:
+    """What a forward pass's verdict on a batch depends on: the structure of its parts and
+    each leaf's type, dtype and shape past the batch dimension (hashable)."""
+
+    def kind(value: Any) -> tuple:
+        if isinstance(value, dict):
+            return "dict", tuple((key, kind(v)) for key, v in value.items())
+        if isinstance(value, (tuple, list)):  # namedtuples too: read, never rebuilt
+            return type(value).__name__, tuple(kind(v) for v in value)
+        shape = getattr(value, "shape", None)
+        dims = None if shape is None else tuple(shape)[1:]
+        return type(value).__name__, str(getattr(value, "dtype", "")), dims
+
+    return kind(unpack(batch))
 
 
 def check_batch(

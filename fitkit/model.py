@@ -198,6 +198,7 @@ class Model(CustomSteps):
         )
         self.runtime.steps_per_execution = steps_per_execution
         self.runtime.functions.clear()
+        self.runtime.checked_kinds.clear()  # another loss or metrics: checked anew
         self.runtime.compiled = True
         return self
 

@@ -78,7 +78,7 @@ def host_rng_state() -> dict[str, np.ndarray]:
 def set_host_rng_state(arrays: dict[str, np.ndarray]) -> None:
     version, no_gauss = (int(v) for v in arrays["rng/python_meta"])
     gauss = None if no_gauss == -1 else float(arrays["rng/python_gauss"][0])
-    random.setstate((version, tuple(int(v) for v in arrays["rng/python"]), gauss))
+    random.setstate((version, tuple(np.asarray(arrays["rng/python"]).tolist()), gauss))
     pos, has_gauss = (int(v) for v in arrays["rng/numpy_meta"])
     np.random.set_state(
         ("MT19937", arrays["rng/numpy"], pos, has_gauss, float(arrays["rng/numpy_gauss"][0]))

@@ -35,6 +35,8 @@ class Runtime:
     steps_per_execution: int | str = "auto"  # compile's; "auto": training.steps_per_call
     functions: dict[str, Callable[[Any], Any]] = field(default_factory=dict)  # by mode,
     # built once per compile (a tf.function on TensorFlow); cleared when states are rebuilt
+    checked_kinds: set[tuple[str, tuple]] = field(default_factory=set)  # (mode, batch_kind)
+    # whose first batch passed the forward-pass check since compile (checks.py)
     fit: FitState | None = None  # the running (or last) fit's position
     callbacks: CallbackList | None = None  # that fit's callbacks, for its checkpoints
     pending: LoadedCheckpoint | None = None  # load_checkpoint outside a fit: the next fit's

@@ -43,6 +43,7 @@ from .functions import (
     iterator_loop,
     jit_step,
     kind_of,
+    needs_autograph,
     own_stats,
     predict_chunk,
 )
@@ -386,13 +387,15 @@ class Adapter:
         replica, over a distributed iterator).
         """
         jit = self.controls.jit_compile and not self.run_eagerly
+        autograph = needs_autograph(step)
+        how = {"eager": self.run_eagerly, "autograph": autograph}
         if mode == "predict" and self.replicas is not None:
-            return DistributedStep(self.replicas, step, eager=self.run_eagerly, predicts=True)
-        if mode == "predict":
-            step = jit_step(step) if jit else step
-            return CompiledStep(
-                step, predict_chunk(step), None, eager=self.run_eagerly, predicts=True
+            return DistributedStep(
+                self.replicas, step, predicts=True, eager=self.run_eagerly, autograph=autograph
             )
+        if mode == "predict":
+            step = jit_step(step, autograph) if jit else step
+            return CompiledStep(step, predict_chunk(step), None, predicts=True, **how)
         tracker, outputs = self._trackers[mode], self._compiled
 
         def run(batch: tuple) -> None:
@@ -407,9 +410,11 @@ class Adapter:
                 if mode == "train" and self._update is not None and self._update.stateful
                 else None
             )
-            return DistributedStep(self.replicas, run, after=after, eager=self.run_eagerly)
-        run = jit_step(run) if jit else run
-        return CompiledStep(run, chunk_loop(run), iterator_loop(run), eager=self.run_eagerly)
+            return DistributedStep(
+                self.replicas, run, after=after, eager=self.run_eagerly, autograph=autograph
+            )
+        run = jit_step(run, autograph) if jit else run
+        return CompiledStep(run, chunk_loop(run), iterator_loop(run), **how)
 
     def run_batch(self, function: Any, batch: Any, mode: str, reset: bool) -> dict:
         """A batch-style call: reset (optionally), one step and the logs' read, in one
@@ -436,7 +441,7 @@ class Adapter:
                 function.run(batch)
                 return read.python_function()
 
-            merged = self._log_fns[key] = tf.function(own_stats(merged_call))
+            merged = self._log_fns[key] = function.compile(own_stats(merged_call))
         return dict(zip(names, merged(batch).numpy().tolist(), strict=True))  # host sync: asked for
 
     def runs_own_step(self, mode: str) -> bool:  # see keras_steps.OwnStepsAdapter
@@ -475,8 +480,8 @@ class Adapter:
         if key not in self._log_fns:
             self._log_fns[key] = (
                 names,
-                tf.function(own_stats(read)),
-                tf.function(own_stats(reset)),
+                tf.function(own_stats(read), autograph=False),  # fitkit's code: graph ops
+                tf.function(own_stats(reset), autograph=False),
             )
         return self._log_fns[key]
 

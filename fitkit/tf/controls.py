@@ -190,7 +190,11 @@ class Update:
                     )
                 tf.cond(self.count > 0, apply, lambda: None)
 
-            self._finish = finish_window if self.adapter.run_eagerly else tf.function(finish_window)
+            self._finish = (
+                finish_window
+                if self.adapter.run_eagerly
+                else tf.function(finish_window, autograph=False)
+            )
         if self.replicas is None:
             self._finish()
             return

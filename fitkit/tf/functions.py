@@ -42,10 +42,22 @@ def kind_of(item: Any) -> tuple:
     return tuple(None if t is None else (t.dtype, t.shape.rank) for t in tf.nest.flatten(item))
 
 
-def jit_step(step: Callable) -> Callable:
+def needs_autograph(step: Callable) -> bool:
+    """Whether tracing ``step`` converts its Python control flow (AutoGraph): a step of a
+    user's Model subclass (a class-style override of any step, ``shared_step``,
+    ``compute_loss``...) may branch on tensors, as it could before; fitkit's own steps branch
+    with tf.cond / tf.while_loop already, and converting them (every function they call, at
+    every trace) cost most of a first fit (1.8 of 2.3 CPU s on a small MLP,
+    benchmarks/first_fit.py). Keras traces its own steps unconverted too."""
+    owner = getattr(step, "__self__", None)  # the Model whose bound method this is
+    where = type(owner).__module__ if owner is not None else getattr(step, "__module__", "")
+    return not (where or "").startswith("fitkit.")
+
+
+def jit_step(step: Callable, autograph: bool = False) -> Callable:
     """One step XLA-compiled (jit_compile=True): shapes are fixed per XLA compilation, so
     the loops over chunks and iterators stay outside it and call it once per batch."""
-    return tf.function(step, jit_compile=True, reduce_retracing=True)
+    return tf.function(step, jit_compile=True, reduce_retracing=True, autograph=autograph)
 
 
 def chunk_loop(run: Callable) -> Callable:
@@ -155,7 +167,7 @@ def predict_iterator(step: Callable, template: Any) -> Callable:
     return run_iterator
 
 
-@tf.function(reduce_retracing=True)
+@tf.function(reduce_retracing=True, autograph=False)
 def graph_label_stats(labels: tf.Tensor) -> tf.Tensor:
     """[min, max, the first non-whole label or NaN], compiled: checks run on every batch-style
     call, where eager ops would cost more than the step."""
@@ -172,7 +184,7 @@ class CompiledStep:
     is traced with its batch dimension free, so a partial last batch needs no new trace;
     another shape of the same kind (a sequence length, a padded batch) retraces once and
     relaxes to the dimensions in common, as Keras does. ``eager=True`` runs the Python step
-    as it is (compile(run_eagerly=True)).
+    as it is (compile(run_eagerly=True)). ``autograph``: see ``needs_autograph``.
     """
 
     def __init__(
@@ -183,6 +195,7 @@ class CompiledStep:
         *,
         eager: bool = False,
         predicts: bool = False,
+        autograph: bool = False,
     ) -> None:
         self.run, self.run_chunk, self.run_iterator, self.eager = (
             run,
@@ -191,8 +204,13 @@ class CompiledStep:
             eager,
         )
         self.predicts = predicts  # predict: an iterator call returns the outputs too
+        self.autograph = autograph
         self.template: Any = None  # a single batch's outputs (predict: shapes and dtypes)
         self.functions: dict[tuple, Any] = {}  # tf.function objects
+
+    def compile(self, fn: Callable) -> Any:
+        """``fn`` as a tf.function (one of this step's loops, or a batch-style call)."""
+        return tf.function(fn, reduce_retracing=True, autograph=self.autograph)
 
     def __call__(self, item: Any) -> Any:
         if isinstance(item, data.IteratorChunk):
@@ -205,7 +223,7 @@ class CompiledStep:
             kind = (chunk, kind_of(args))
             fn = self.functions.get(kind)
             if fn is None:
-                fn = tf.function(self.run_chunk if chunk else self.run, reduce_retracing=True)
+                fn = self.compile(self.run_chunk if chunk else self.run)
                 fn.get_concrete_function(*tf.nest.map_structure(_relaxed, args))
                 self.functions[kind] = fn
             out = fn(*args)
@@ -233,7 +251,7 @@ class CompiledStep:
             )
             fn = self.functions.get(key)
             if fn is None:
-                fn = self.functions[key] = tf.function(run, reduce_retracing=True)
+                fn = self.functions[key] = self.compile(run)
             result = fn(chunk.iterator, steps)
         if self.predicts:
             chunk.count, outputs = result
@@ -264,8 +282,10 @@ class DistributedStep:
         after: Callable | None = None,
         eager: bool = False,
         predicts: bool = False,
+        autograph: bool = False,
     ) -> None:
         self.replicas, self.step, self.eager, self.predicts = replicas, step, eager, predicts
+        self.autograph = autograph
         native = replicas.native
 
         def each(batch: Any) -> None:
@@ -303,7 +323,7 @@ class DistributedStep:
         if self.eager:
             return fn
         if key not in self.functions:
-            self.functions[key] = tf.function(fn, reduce_retracing=True)
+            self.functions[key] = tf.function(fn, reduce_retracing=True, autograph=self.autograph)
         return self.functions[key]
 
     def tracing_count(self) -> int:

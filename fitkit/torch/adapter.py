@@ -305,14 +305,16 @@ class Adapter:
         with self._autocast:
             y_pred = call_net(self._forward, x)
             loss = call_loss(compute_loss, x, y, y_pred, w)
+        # metrics before the update (they read y_pred, which the update leaves as it is): under
+        # jit_compile they join the forward's graph instead of a second one after the update
+        if self.metrics:
+            self.update_metrics(y, y_pred, w)
         if self._update is None:  # the default: no control on
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
         else:  # accumulation, clipping, fp16 scaling, a batch scheduler (controls.py)
             self._update.run(loss, data.rows(x))
-        if self.metrics:
-            self.update_metrics(y, y_pred, w)
         return {"loss": loss}
 
     def test_step(self, batch: tuple, compute_loss: Callable) -> dict:
@@ -358,8 +360,8 @@ class Adapter:
             and self.scheduler.per_batch
         ):  # several optimizers' "step" schedulers
             step = after_each(step, self.scheduler.after_update)
-        if self.controls.jit_compile:
-            step = step_controls.compile_step(step)
+        if self.controls.jit_compile:  # the train step's compile time is timed on the CPU
+            step = step_controls.compile_step(step, self.device if mode == "train" else None)
         if mode == "predict":  # an output object's predictions, not its loss or cache
             step = hf.predicting(step, self.net)
         if self._ddp is not None:

@@ -220,5 +220,21 @@ def test_a_native_keras_loss_error_leads_with_its_cause(tf_kit):
     with pytest.raises(fitkit.StepFailedError) as info:
         model.fit(x, y, epochs=1, verbose=0)
     message = str(info.value)
+    assert "File " not in message
+    # fitkit's own step is traced without AutoGraph (as Keras's is): the loss's own error
+    # is the message, right after the step and the shapes
+    assert "(32,)]: ValueError: Arguments `target` and `output` must have the same rank" in message
+
+    class Overridden(fitkit.Model):  # a user's step is traced with AutoGraph, as before
+        def train_step(self, batch):
+            x_b, y_b = batch
+            loss = keras.losses.CategoricalCrossentropy()(y_b, self(x_b))
+            return {"loss": loss}
+
+    model = Overridden(tf_kit.mlp(4, 3))
+    model.compile("adam", "mse")
+    with pytest.raises(fitkit.StepFailedError) as info:
+        model.fit(x, y, epochs=1, verbose=0)
+    message = str(info.value)
     assert "must have the same rank" in message and "File " not in message
     assert message.index("same rank") < message.index("raised in the traced step")
