@@ -221,6 +221,22 @@ def test_print_config_fills_defaults_merges_files_and_applies_overrides(tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_an_override_of_one_list_item_goes_to_that_item(tmp_path):
+    stop = {"class_path": "fitkit.callbacks.EarlyStopping", "init_args": {"patience": 2}}
+    log = {"class_path": "test_config.FakeLogger", "init_args": {"project": "a"}}
+    path = write(tmp_path / "a.yaml", config("torch", tmp_path / "run", callbacks=[stop, log]))
+    argv = ["--config", path, "--callbacks.0.init_args.patience", "5"]
+    resolved, _ = parser.parse("fit", [*argv, "--callbacks.1.init_args.project=b"])
+    assert resolved["callbacks"] == [
+        {**stop, "init_args": {"patience": 5}},  # jsonargparse alone put it in the last item
+        {**log, "init_args": {"project": "b"}},
+    ]
+    with pytest.raises(
+        fitkit.FitkitError, match=r"--callbacks\.2\.init_args\.x: callbacks holds 2"
+    ):
+        parser.parse("fit", ["--config", path, "--callbacks.2.init_args.x", "1"])
+
+
 def test_fit_help_lists_the_sections_with_their_defaults(capsys):
     assert cli.main(["fit", "--help"]) == 0
     text = capsys.readouterr().out
