@@ -429,6 +429,8 @@ def test_a_process_of_rank_other_than_0_writes_nothing(tmp_path, monkeypatch):
     for tracker in trackers:
         tracker.log_params(CONFIG)
         tracker.log_artifact(str(tmp_path / "config.yaml"))
+        # a file rank 0 writes need not exist here: no error stops this rank's training
+        tracker.log_artifact(str(tmp_path / "rank_0_only.yaml"))
     history = _fit(_model(), trackers)
     assert len(history) == 3
     assert os.listdir(tmp_path) == ["config.yaml"]  # no store, no run folder, no wandb cache

@@ -146,13 +146,13 @@ class Tracker(Callback):
         run. Before fit it waits for the run to open; after it ended, the same run is opened
         again for it."""
         path = os.fspath(path)
+        if not distribute.is_main_process():
+            return  # (the file may be rank 0's alone: written there, or not yet visible)
         if not os.path.exists(path):
             raise FitkitValueError(
                 f"{type(self).__name__}.log_artifact: {path!r} does not exist; give a file or "
                 f"a directory."
             )
-        if not distribute.is_main_process():
-            return
         self._files.append((os.path.abspath(path), None))
         self._send_now()
 
