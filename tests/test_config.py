@@ -14,6 +14,7 @@ import sys
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -61,19 +62,43 @@ class FakeLogger(fitkit.callbacks.Callback):
     """A tracker's interface, recorded: log_params before fit, log_artifact for files."""
 
     calls: ClassVar[list] = []
+    artifact_runs: ClassVar[list] = []  # the run each log_artifact went to
 
     def __init__(self, project: str = "p") -> None:
         super().__init__()
         self.project = project
+        self.run = ""  # a tracker's run: opened by fit, kept in its state
+
+    def on_train_begin(self, logs=None):
+        self.run = self.run or f"run-{id(self)}"
+
+    def state_dict(self):
+        return {"run": self.run}
+
+    def load_state_dict(self, state):
+        self.run = state["run"]
 
     def log_params(self, params):
         FakeLogger.calls.append(("params", params))
 
     def log_artifact(self, path):
+        FakeLogger.artifact_runs.append(self.run)
         FakeLogger.calls.append(("artifact", os.path.basename(path), os.path.exists(path)))
 
     def on_epoch_end(self, epoch, logs=None):
         FakeLogger.calls.append(("epoch", epoch))
+
+
+class RankMark(fitkit.callbacks.Callback):
+    """Leaves ``rank<r>-of-<n>`` in ``folder`` at train begin: which processes trained."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def on_train_begin(self, logs=None):
+        name = f"rank{fitkit.distribute.rank()}-of-{fitkit.distribute.world_size()}"
+        pathlib.Path(self.folder, name).touch()
 
 
 def config(backend: str, run_dir, **sections) -> dict:
@@ -130,6 +155,27 @@ def test_a_crashed_run_resumes_from_its_run_dir_and_ends_as_an_unbroken_one(kit,
     np.testing.assert_array_equal(*outputs)
 
 
+def test_a_launched_config_run_trains_in_ddp_and_equals_one_process(torch_kit, tmp_path):
+    from conftest import cli_env, fitkit_cli
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    mark = {"class_path": "test_config.RankMark", "init_args": {"folder": str(marks)}}
+    cfg = config("torch", tmp_path / "ddp", callbacks=[mark], strategy="ddp")
+    path = write(tmp_path / "ddp.yaml", cfg)
+    tests = str(pathlib.Path(__file__).parent)
+    env = cli_env(PYTHONPATH=os.pathsep.join([tests, *sys.path]))
+    done = fitkit_cli("launch", "-n", "2", "-m", "fitkit.cli", "fit", "--config", path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(os.listdir(marks)) == ["rank0-of-2", "rank1-of-2"]
+    one = fitkit.run(config("torch", tmp_path / "one", callbacks=[], strategy="none"))
+    launched = pd.read_csv(tmp_path / "ddp" / "history.csv")
+    np.testing.assert_allclose(launched["loss"], one.history["loss"], rtol=1e-5)
+    written = sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.name != "backup")
+    assert written == ["checkpoints", "config.yaml", "history.csv", "trackers.json"]
+    assert not list((tmp_path / "ddp").glob("*.part"))
+
+
 def test_validate_predict_export_and_loggers_on_a_trained_run_dir(torch_kit, tmp_path, capsys):
     FakeLogger.calls.clear()
     run_dir = tmp_path / "run"
@@ -153,9 +199,16 @@ def test_validate_predict_export_and_loggers_on_a_trained_run_dir(torch_kit, tmp
     np.testing.assert_array_equal(np.load(run_dir / "predictions.npy"), predictions)
 
     FakeLogger.calls.clear()
+    FakeLogger.artifact_runs.clear()
+    fit_run = json.loads((run_dir / "trackers.json").read_text())[0]["state"]["run"]
     assert cli.main(["export", "--config", path, "--export.format", "onnx"]) == 0
     exported = run_dir / "export" / "model.onnx"
-    assert FakeLogger.calls == [("artifact", "model.onnx", True)]
+    # the weights ONNX keeps beside the graph too: the logged artifact loads
+    assert FakeLogger.calls == [
+        ("artifact", "model.onnx", True),
+        ("artifact", "model.onnx.data", True),
+    ]
+    assert FakeLogger.artifact_runs == [fit_run] * 2  # the fit's run, not a new one
     loaded = fitkit.load_exported(str(exported)).predict(tiny_data()["predict"])
     np.testing.assert_allclose(loaded, predictions, rtol=1e-4, atol=1e-5)
 

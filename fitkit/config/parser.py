@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import FitkitError, FitkitTypeError, FitkitValueError
 
@@ -133,6 +133,14 @@ def build_parser(command: str) -> Any:
         default=None,
         help="torch or tensorflow (default: FITKIT_BACKEND, else the first installed, torch "
         "first); the resolved config records the one used",
+    )
+    parser.add_argument(
+        "--strategy",
+        type=Literal["none", "auto", "mirrored", "central_storage", "multi_worker", "ddp"] | None,
+        default=None,
+        help="fitkit.distribute.strategy the network is built, compiled and trained in "
+        "(default: the one fitkit launch / torchrun / TF_CONFIG asks for, else none; auto also "
+        "takes several GPUs)",
     )
     parser.add_argument(
         "--run_dir",

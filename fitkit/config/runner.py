@@ -9,6 +9,7 @@ specs are specs.py's, the data's splits are splits.py's; training is fitkit.Mode
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import pathlib
@@ -22,6 +23,8 @@ from ..errors import FitkitError, FitkitValueError
 COMMANDS = ("fit", "validate", "predict", "export")
 CONFIG_FILE = "config.yaml"
 BACKUP_DIR = "backup"
+# each logger's state (its tracker run) after fit: export logs its artifact to that run
+TRACKERS_FILE = "trackers.json"
 LAST_CKPT = os.path.join("checkpoints", "last.ckpt")
 _EXPORT_NAMES = {
     "onnx": "model.onnx",
@@ -144,7 +147,7 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
                 f"fitkit {command}: no checkpoint at {ckpt_path}. Fix: run fitkit fit with this "
                 f"config first, or give --ckpt_path."
             )
-    with _backend_env(resolved["backend"]):
+    with _backend_env(resolved["backend"]), _strategy(command, resolved["strategy"]):
         return _work(command, resolved, built, object_specs, run_dir, ckpt_path), run_dir
 
 
@@ -167,6 +170,28 @@ def _backend_env(name: str) -> Iterator[None]:
             os.environ.pop(ENV_VAR, None)
         else:
             os.environ[ENV_VAR] = before
+
+
+@contextlib.contextmanager
+def _strategy(command: str, name: str | None) -> Iterator[None]:
+    """The strategy the network is built, compiled and run in: ``name``, else the one the
+    launcher's environment asks for (torchrun's variables, TF_CONFIG), else none. Export
+    traces one process's network: it takes none."""
+    from .. import distribute
+
+    name = name or distribute.environment_name() or None
+    if command == "export" or name is None or name == "none":
+        yield
+        return
+    with distribute.strategy(name):
+        yield
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` whole or not at all: other ranks may be reading ``path`` meanwhile."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, path)
 
 
 def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -266,7 +291,7 @@ def _fit(
     config_file = run_dir / CONFIG_FILE
     if distribute.is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_file.write_text(dump(resolved), encoding="utf-8")
+        _write_text(config_file, dump(resolved))
     for logger in loggers:
         if callable(getattr(logger, "log_params", None)):
             logger.log_params(json.loads(json.dumps(resolved)))
@@ -279,7 +304,28 @@ def _fit(
     model.save_checkpoint(str(run_dir / LAST_CKPT))
     if distribute.is_main_process():
         history.df.to_csv(run_dir / "history.csv", index=False)
+        states = [_state_of(logger) for logger in loggers]
+        _write_text(run_dir / TRACKERS_FILE, json.dumps(states, default=str))
     return history
+
+
+def _state_of(logger: Any) -> dict[str, Any]:
+    state = logger.state_dict() if callable(getattr(logger, "state_dict", None)) else {}
+    return {"class": type(logger).__name__, "state": state}
+
+
+def _loggers_of_the_fit(logger_specs: list[Any], run_dir: pathlib.Path) -> list[Any]:
+    """The config's loggers, each given back the state it ended fit with (a tracker: its
+    run), so that what they log after fit goes to the fit's runs."""
+    loggers = [spec.build() for spec in logger_specs]
+    try:
+        saved = json.loads((run_dir / TRACKERS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = []  # a run_dir from before trackers.json: new runs
+    for logger, entry in zip(loggers, saved, strict=False):  # a config may add loggers
+        if entry.get("class") == type(logger).__name__ and entry.get("state"):
+            logger.load_state_dict(entry["state"])
+    return loggers
 
 
 def _save_predictions(outputs: Any, run_dir: pathlib.Path) -> None:
@@ -305,6 +351,7 @@ def _export(
     run_dir: pathlib.Path,
     logger_specs: list[Any],
 ) -> str:
+    from .. import distribute
     from ..export import EXAMPLE_ROWS
     from . import splits
 
@@ -314,10 +361,14 @@ def _export(
     if "example" not in options and "input_signature" not in options:
         name = next((n for n in ("predict", "test", "val") if n in data), "train")
         options["example"] = splits.first_inputs(data[name], EXAMPLE_ROWS)
+    if not distribute.is_main_process():
+        return path  # one process writes the artifact
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     written = model.export(path, format=fmt, **options)
-    for spec in logger_specs:
-        logger = spec.build()
+    # an artifact may come in several files (ONNX's external weights: model.onnx.data)
+    parts = [written, *sorted(glob.glob(glob.escape(written) + ".*"))]
+    for logger in _loggers_of_the_fit(logger_specs, run_dir):
         if callable(getattr(logger, "log_artifact", None)):
-            logger.log_artifact(written)
+            for part in parts:
+                logger.log_artifact(part)
     return written
