@@ -7,6 +7,7 @@ Nothing reaches a network: W&B runs offline, MLflow's stores are under tmp_path.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -14,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -237,6 +239,47 @@ def test_mlflow_resumed_fit_continues_the_same_run(mlflow_store, tmp_path):
     for key, values in history.history.items():
         assert _metric(client, first.run_id, key) == list(enumerate(values)), key
     assert [s for s, _ in _metric(client, first.run_id, "batch_loss")] == list(range(1, 10))
+
+
+def test_a_fit_resumed_after_a_kill_logs_the_best_checkpoint_the_killed_fit_wrote(
+    mlflow_store, tmp_path, monkeypatch
+):
+    """The best checkpoint (epoch 0's: the largest loss, with mode max) was written before the
+    kill, so the resumed fit never rewrites it: it is logged at the resumed fit's end all the
+    same. (A kill runs no on_train_end: the killed fit logs nothing at its end.)"""
+    from fitkit.callbacks.trackers import base
+
+    uri, _ = mlflow_store
+    best = tmp_path / "best.pt"
+
+    def run(kill: bool):
+        model = _model()
+        tracker = MLflowLogger(uri, experiment_name="killed")
+        if kill:
+            tracker.on_train_end = lambda logs=None: None  # SIGKILL: the process just ends
+
+        def stop(epoch, logs):
+            if kill and epoch == 2:
+                raise RuntimeError("killed")
+
+        callbacks = [
+            LambdaCallback(on_epoch_begin=stop),
+            tracker,
+            ModelCheckpoint(str(best), monitor="loss", mode="max", save_best_only=True),
+            BackupAndRestore(str(tmp_path / "backup"), verbose=0),
+        ]
+        with pytest.raises(RuntimeError) if kill else contextlib.nullcontext():
+            _fit(model, callbacks)
+        return tracker
+
+    first = run(kill=True)
+    written = os.path.getmtime(best)
+    # the resumed process starts well after the checkpoint was written (a restart, a queue)
+    later = time.time() + 100
+    monkeypatch.setattr(base, "time", types.SimpleNamespace(time=lambda: later))
+    second = run(kill=False)
+    assert second.run_id == first.run_id and os.path.getmtime(best) == written
+    assert _artifacts(_client(uri), first.run_id) == ["checkpoints/best.pt"]
 
 
 def test_a_failing_store_warns_and_training_goes_on(mlflow_store, monkeypatch):
