@@ -387,13 +387,26 @@ def test_the_cli_prints_one_error_line_and_exits_2(tmp_path, capsys):
     assert err.startswith(f"fitkit fit: error: {path}: unknown key 'fit.epoch'")
 
 
-def test_validate_without_a_checkpoint_says_to_fit_first(tmp_path):
+def test_validate_without_a_checkpoint_says_to_fit_first(tmp_path, capsys):
     with pytest.raises(fitkit.FitkitError, match=r"no checkpoint at .*last\.ckpt.*fitkit fit"):
         fitkit.run(config("torch", tmp_path / "run"), "validate")
     with pytest.raises(fitkit.FitkitError, match=r"--ckpt_path is for validate.*resumes"):
         fitkit.run(config("torch", tmp_path / "run"), ckpt_path=tmp_path / "x.ckpt")
     with pytest.raises(fitkit.FitkitError, match=r"^the command line: key 'backend'.*'tf'"):
         fitkit.run(config("torch", tmp_path / "run"), overrides=["--backend", "jax"])
+    assert not (tmp_path / "run").exists()
+    path = write(tmp_path / "run.yaml", config("torch", tmp_path / "run"))
+    assert cli.main(["validate", "--config", path]) == 2
+    assert capsys.readouterr().err.startswith("fitkit validate: error: no checkpoint at ")
+
+
+def test_an_error_of_compile_names_the_file_and_the_section(torch_kit, tmp_path):
+    cfg = config("torch", tmp_path / "run")
+    path = write(tmp_path / "run.yaml", {**cfg, "compile": {"optimizer": "adamm", "loss": "mse"}})
+    with pytest.raises(
+        fitkit.FitkitError, match=r"^\S*run\.yaml: compile: Unknown optimizer 'adamm'"
+    ):
+        fitkit.run(path)
     assert not (tmp_path / "run").exists()
 
 

@@ -16,9 +16,12 @@ import pathlib
 import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FitkitError, FitkitValueError
+
+if TYPE_CHECKING:
+    from .parser import Sources
 
 COMMANDS = ("fit", "validate", "predict", "export")
 CONFIG_FILE = "config.yaml"
@@ -88,7 +91,9 @@ def main(command: str, argv: Sequence[str]) -> int:
     except SystemExit as done:  # --help, --print_config
         return done.code if isinstance(done.code, int) else 0
     except FitkitError as err:
-        print(f"fitkit {command}: error: {err}", file=sys.stderr)
+        text = str(err)
+        text = text.removeprefix(f"fitkit {command}: ")  # said once
+        print(f"fitkit {command}: error: {text}", file=sys.stderr)
         return 2
     if command == "validate":
         print(json.dumps(result))
@@ -148,7 +153,8 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
                 f"config first, or give --ckpt_path."
             )
     with _backend_env(resolved["backend"]), _strategy(command, resolved["strategy"]):
-        return _work(command, resolved, built, object_specs, run_dir, ckpt_path), run_dir
+        work = _work(command, resolved, built, object_specs, run_dir, ckpt_path, sources)
+        return work, run_dir
 
 
 def _backend(name: str | None) -> str:
@@ -243,6 +249,7 @@ def _work(
     object_specs: dict[str, list[Any]],  # callbacks, loggers, compile
     run_dir: pathlib.Path,
     ckpt_path: str | None,
+    sources: Sources,
 ) -> Any:
     import fitkit
 
@@ -251,7 +258,12 @@ def _work(
     fitkit.set_seed(resolved["seed"])
     model: Any = fitkit.Model(built["model"].build())
     in_compile = {spec.key: spec for spec in object_specs["compile"]}
-    model.compile(**specs.with_objects(resolved["compile"], "compile", in_compile))
+    try:
+        model.compile(**specs.with_objects(resolved["compile"], "compile", in_compile))
+    except FitkitError as err:  # compile's own refusal (an optimizer name...): whose key
+        if err.args and isinstance(err.args[0], str):
+            err.args = (f"{sources.origin('compile')}: compile: {err.args[0]}", *err.args[1:])
+        raise
     data = splits.read(built["data"].build(), "data")
     if command == "fit":
         callbacks = [spec.build() for spec in object_specs["callbacks"]]
