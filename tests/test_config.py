@@ -251,6 +251,17 @@ def test_a_run_dir_holding_another_config_is_refused_unless_overwritten(torch_ki
     (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
     with pytest.raises(fitkit.FitkitError, match=r"fit\.epochs: 7 -> 3.*new run_dir.*--overwrite"):
         fitkit.run(cfg)
+    # a key filled in, one list item changed: each named alone, not its whole dict or list
+    stop = {"class_path": "fitkit.callbacks.EarlyStopping", "init_args": {"patience": 2}}
+    other = {**yaml.safe_load(runner.dump(resolved)), "callbacks": [stop]}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
+    changed = {**cfg, "callbacks": [{**stop, "init_args": {"patience": 5}}]}
+    changed["data"] = {**cfg["data"], "init_args": {"n": 48}}
+    with pytest.raises(fitkit.FitkitError) as refused:
+        fitkit.run(changed)
+    assert "(callbacks.0.init_args.patience: 2 -> 5; data.init_args.n: None -> 48)" in str(
+        refused.value
+    )
     assert not (run_dir / "checkpoints").exists()
     fitkit.run(cfg, overwrite=True)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["fit"]["epochs"] == 3

@@ -201,12 +201,17 @@ def _write_text(path: pathlib.Path, text: str) -> None:
 
 
 def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping) and tree:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: tree}
+    """Dotted key path -> value (list items by index: 'callbacks.0.init_args.patience'); an
+    empty dict or list is no leaf, so that a key filled in shows as itself, not its parent."""
+    items = tree.items() if isinstance(tree, Mapping) else None
+    if isinstance(tree, list):
+        items = enumerate(tree)
+    if items is None:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def dump(resolved: Mapping[str, Any]) -> str:
