@@ -282,6 +282,16 @@ def test_a_fit_resumed_after_a_kill_logs_the_best_checkpoint_the_killed_fit_wrot
     assert _artifacts(_client(uri), first.run_id) == ["checkpoints/best.pt"]
 
 
+def test_a_new_sqlite_store_is_made_without_mlflow_chatter(tmp_path, capfd):
+    """MLflow's INFO notes on creating a store's tables would land among the epoch lines."""
+    pytest.importorskip("mlflow")
+    tracker = MLflowLogger(f"sqlite:///{tmp_path}/new.db", experiment_name="quiet")
+    _fit(_model(), [tracker], epochs=1)
+    out, err = capfd.readouterr()
+    assert "INFO" not in out + err and "database tables" not in out + err
+    assert (tmp_path / "new.db").is_file() and tracker.run_id is not None
+
+
 def test_a_failing_store_warns_and_training_goes_on(mlflow_store, monkeypatch):
     uri, _ = mlflow_store
     tracker = MLflowLogger(uri, experiment_name="tests")
