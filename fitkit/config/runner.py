@@ -15,7 +15,7 @@ import os
 import pathlib
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FitkitError, FitkitValueError
@@ -203,10 +203,12 @@ def _write_text(path: pathlib.Path, text: str) -> None:
 def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted key path -> value (list items by index: 'callbacks.0.init_args.patience'); an
     empty dict or list is no leaf, so that a key filled in shows as itself, not its parent."""
-    items = tree.items() if isinstance(tree, Mapping) else None
-    if isinstance(tree, list):
+    items: Iterable[tuple[Any, Any]]
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, list):
         items = enumerate(tree)
-    if items is None:
+    else:
         return {prefix: tree}
     out: dict[str, Any] = {}
     for key, value in items:
