@@ -162,13 +162,15 @@ def build_parser(command: str) -> Any:
         "--callbacks",
         type=list[dict[str, Any]],
         default=[],
-        help="list of {class_path, init_args} (or Keras's {class_name, config})",
+        help="list of {class_path, init_args} (or Keras's {class_name, config}); "
+        "--callbacks.N.init_args.KEY VALUE changes one key of item N",
     )
     parser.add_argument(
         "--loggers",
         type=list[dict[str, Any]],
         default=[],
-        help="trackers, as callbacks; given the resolved config before fit",
+        help="trackers, as callbacks; given the resolved config before fit; "
+        "--loggers.N.init_args.KEY VALUE changes one key of item N",
     )
     parser.add_method_arguments(Model, "validate", "validate", skip={*_DATA_ARGS, "return_dict"})
     parser.add_method_arguments(Model, "predict", "predict", skip=_DATA_ARGS)
