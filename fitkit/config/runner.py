@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 COMMANDS = ("fit", "validate", "predict", "export")
 CONFIG_FILE = "config.yaml"
+RUN_DIR_FIELD = "${run_dir}"  # in a spec's strings: the run's folder
 BACKUP_DIR = "backup"
 # each logger's state (its tracker run) after fit: export logs its artifact to that run
 TRACKERS_FILE = "trackers.json"
@@ -118,11 +119,19 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
 
     resolved, sources = parser.parse(command, argv, names)
     ckpt_path, overwrite = (resolved.pop(k) for k in parser.LOCAL_KEYS)
-    built = {name: specs.load(resolved[name], name, sources, name) for name in parser.SPEC_SECTIONS}
+    if resolved["run_dir"] is None:
+        files = [f for f in sources.files if os.path.isfile(f)]
+        resolved["run_dir"] = os.path.join("runs", pathlib.Path(files[-1]).stem if files else "run")
+    run_dir = pathlib.Path(resolved["run_dir"])
+    # the specs are built with ${run_dir} filled in; config.yaml keeps it as written
+    filled = _fill_run_dir(
+        {k: resolved[k] for k in parser.SPEC_SECTIONS + parser.SPEC_LISTS}, run_dir
+    )
+    built = {name: specs.load(filled[name], name, sources, name) for name in parser.SPEC_SECTIONS}
     object_specs = {
         section: [
             specs.load(value, f"{section}[{i}]", sources, "callback")
-            for i, value in enumerate(resolved[section])
+            for i, value in enumerate(filled[section])
         ]
         for section in parser.SPEC_LISTS
     }
@@ -134,10 +143,6 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
         resolved["backend"] = _backend(resolved["backend"])
     except FitkitValueError as err:
         raise FitkitValueError(f"{sources.origin('backend')}: key 'backend': {err}") from None
-    if resolved["run_dir"] is None:
-        files = [f for f in sources.files if os.path.isfile(f)]
-        resolved["run_dir"] = os.path.join("runs", pathlib.Path(files[-1]).stem if files else "run")
-    run_dir = pathlib.Path(resolved["run_dir"])
     if command == "fit":
         if ckpt_path is not None:
             raise FitkitValueError(
@@ -155,6 +160,18 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
     with _backend_env(resolved["backend"]), _strategy(command, resolved["strategy"]):
         work = _work(command, resolved, built, object_specs, run_dir, ckpt_path, sources)
         return work, run_dir
+
+
+def _fill_run_dir(tree: Any, run_dir: pathlib.Path) -> Any:
+    """``tree`` with ``${run_dir}`` in its strings replaced by ``run_dir``: a callback's file
+    (a ModelCheckpoint's, a tracker's store) follows --run_dir."""
+    if isinstance(tree, str):
+        return tree.replace(RUN_DIR_FIELD, os.fspath(run_dir))
+    if isinstance(tree, Mapping):
+        return {key: _fill_run_dir(value, run_dir) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_fill_run_dir(value, run_dir) for value in tree]
+    return tree
 
 
 def _backend(name: str | None) -> str:
