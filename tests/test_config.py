@@ -498,6 +498,7 @@ def test_the_example_config_trains_the_text_classifier_from_the_command_line(tmp
     assert (
         history[0].startswith("epoch,loss,accuracy,top_2_accuracy,val_loss") and len(history) == 2
     )
+    assert (run_dir / "best.ckpt").is_file()  # the example's ModelCheckpoint, in run_dir
 
 
 def test_the_example_config_trains_on_tensorflow_by_its_backend_key(tf_kit, tmp_path, monkeypatch):
