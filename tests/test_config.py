@@ -425,6 +425,17 @@ def test_validate_without_a_checkpoint_says_to_fit_first(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("fitkit validate: error: no checkpoint at ")
 
 
+def test_a_strategy_is_checked_by_name_and_says_how_to_launch_a_config(torch_kit, tmp_path):
+    cfg = config("torch", tmp_path / "run")
+    with pytest.raises(fitkit.FitkitError, match=r"key 'strategy'.*'dpp'\. Did you mean 'ddp'"):
+        fitkit.run(cfg, overrides=["--strategy", "dpp"])
+    with pytest.raises(
+        fitkit.FitkitError, match=r"key 'strategy'.*fitkit launch -n N -m fitkit\.cli fit"
+    ):
+        fitkit.run(cfg, overrides=["--strategy", "ddp"])  # no launcher here
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_error_of_compile_names_the_file_and_the_section(torch_kit, tmp_path):
     cfg = config("torch", tmp_path / "run")
     path = write(tmp_path / "run.yaml", {**cfg, "compile": {"optimizer": "adamm", "loss": "mse"}})

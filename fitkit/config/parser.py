@@ -15,12 +15,14 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import FitkitError, FitkitTypeError, FitkitValueError
 
 CONFIG_EXTRA = 'pip install "fitkit[config]"'
 SPEC_SECTIONS = ("model", "data")
+# fitkit.distribute.NAMES (not imported: parsing touches no framework module)
+STRATEGIES = ("none", "auto", "mirrored", "central_storage", "multi_worker", "ddp")
 SPEC_LISTS = ("callbacks", "loggers")
 # options of one command line: accepted by the parser, never part of the saved config
 LOCAL_KEYS = ("ckpt_path", "overwrite")
@@ -136,11 +138,11 @@ def build_parser(command: str) -> Any:
     )
     parser.add_argument(
         "--strategy",
-        type=Literal["none", "auto", "mirrored", "central_storage", "multi_worker", "ddp"] | None,
+        type=str | None,
         default=None,
-        help="fitkit.distribute.strategy the network is built, compiled and trained in "
-        "(default: the one fitkit launch / torchrun / TF_CONFIG asks for, else none; auto also "
-        "takes several GPUs)",
+        help=f"the fitkit.distribute.strategy the network is built, compiled and trained in: "
+        f"{', '.join(STRATEGIES)} (default: the one fitkit launch / torchrun / TF_CONFIG asks "
+        f"for, else none; auto also takes several GPUs)",
     )
     parser.add_argument(
         "--run_dir",

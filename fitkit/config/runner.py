@@ -139,6 +139,14 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
         specs.load(value, path, sources, "object")
         for path, value in specs.nested(resolved["compile"], "compile").items()
     ]
+    strategy = resolved["strategy"]
+    if strategy is not None and strategy not in parser.STRATEGIES:
+        near = parser.nearest(strategy, parser.STRATEGIES)
+        raise FitkitValueError(
+            f"{sources.origin('strategy')}: key 'strategy' has a wrong value: {strategy!r}."
+            + (f" Did you mean {near!r}?" if near else "")
+            + f" Fix: one of {', '.join(parser.STRATEGIES)}, or leave it out."
+        )
     try:
         resolved["backend"] = _backend(resolved["backend"])
     except FitkitValueError as err:
@@ -157,7 +165,7 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
                 f"fitkit {command}: no checkpoint at {ckpt_path}. Fix: run fitkit fit with this "
                 f"config first, or give --ckpt_path."
             )
-    with _backend_env(resolved["backend"]), _strategy(command, resolved["strategy"]):
+    with _backend_env(resolved["backend"]), _strategy(command, strategy, sources):
         work = _work(command, resolved, built, object_specs, run_dir, ckpt_path, sources)
         return work, run_dir
 
@@ -196,17 +204,29 @@ def _backend_env(name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _strategy(command: str, name: str | None) -> Iterator[None]:
+def _strategy(command: str, name: str | None, sources: Sources) -> Iterator[None]:
     """The strategy the network is built, compiled and run in: ``name``, else the one the
     launcher's environment asks for (torchrun's variables, TF_CONFIG), else none. Export
     traces one process's network: it takes none."""
     from .. import distribute
 
-    name = name or distribute.environment_name() or None
-    if command == "export" or name is None or name == "none":
+    chosen = name or distribute.environment_name() or None
+    if command == "export" or chosen is None or chosen == "none":
         yield
         return
-    with distribute.strategy(name):
+    entered = distribute.strategy(chosen)
+    try:
+        entered.__enter__()
+    except FitkitError as err:  # refused before any work: say which key, and how to launch
+        if name and err.args and isinstance(err.args[0], str):
+            err.args = (
+                f"{sources.origin('strategy')}: key 'strategy': {err.args[0]} A config run "
+                f"starts as: fitkit launch -n N -m fitkit.cli {command} --config ...",
+                *err.args[1:],
+            )
+        raise
+    with contextlib.ExitStack() as stack:
+        stack.push(entered)
         yield
 
 
