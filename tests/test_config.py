@@ -309,6 +309,13 @@ def test_an_override_of_one_list_item_goes_to_that_item(tmp_path):
         {**stop, "init_args": {"patience": 5}},  # jsonargparse alone put it in the last item
         {**log, "init_args": {"project": "b"}},
     ]
+    # an error in item 0 is the file's, though the command line changed item 1
+    typo = {**stop, "init_args": {"patiense": 2}}
+    typo_path = write(tmp_path / "t.yaml", config("torch", tmp_path / "run", callbacks=[typo, log]))
+    with pytest.raises(
+        fitkit.FitkitError, match=r"^\S*t\.yaml: callbacks\[0\]\.init_args\.patiense"
+    ):
+        runner._run("fit", ["--config", typo_path, "--callbacks.1.init_args.project=b"], {})
     with pytest.raises(
         fitkit.FitkitError, match=r"--callbacks\.2\.init_args\.x: callbacks holds 2"
     ):
