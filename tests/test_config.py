@@ -213,14 +213,16 @@ def test_validate_predict_export_and_loggers_on_a_trained_run_dir(torch_kit, tmp
     np.testing.assert_allclose(loaded, predictions, rtol=1e-4, atol=1e-5)
 
 
-def test_run_dir_in_a_callbacks_path_follows_the_run_dir_override(torch_kit, tmp_path):
+def test_run_dir_in_a_callbacks_path_follows_the_run_dir_override(torch_kit, tmp_path, capsys):
     best = {
         "class_path": "fitkit.callbacks.ModelCheckpoint",
         "init_args": {"filepath": "${run_dir}/best.pt", "save_best_only": True},
     }
     path = write(tmp_path / "run.yaml", config("torch", tmp_path / "a", callbacks=[best]))
     fitkit.run(path)
-    fitkit.run(path, overrides=["--run_dir", str(tmp_path / "b")])
+    assert cli.main(["fit", "--config", path, "--run_dir", str(tmp_path / "b")]) == 0
+    said = f"trained 3 epoch(s) in {tmp_path / 'b'}: config.yaml, checkpoints/last.ckpt, history"
+    assert said in capsys.readouterr().out  # the CLI says where the run is
     assert (tmp_path / "a" / "best.pt").is_file() and (tmp_path / "b" / "best.pt").is_file()
     saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
     assert saved["callbacks"][0]["init_args"]["filepath"] == "${run_dir}/best.pt"  # as written

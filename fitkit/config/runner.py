@@ -96,7 +96,14 @@ def main(command: str, argv: Sequence[str]) -> int:
         text = text.removeprefix(f"fitkit {command}: ")  # said once
         print(f"fitkit {command}: error: {text}", file=sys.stderr)
         return 2
-    if command == "validate":
+    from .. import distribute
+
+    if not distribute.is_main_process():
+        return 0  # under fitkit launch, one process reports
+    if command == "fit":
+        epochs = len(result.epoch)
+        print(f"trained {epochs} epoch(s) in {run_dir}: {CONFIG_FILE}, {LAST_CKPT}, history.csv")
+    elif command == "validate":
         print(json.dumps(result))
     elif command == "predict":
         print(f"predictions in {run_dir}: {_shapes(result)}")
