@@ -227,6 +227,8 @@ def test_run_dir_in_a_callbacks_path_follows_the_run_dir_override(torch_kit, tmp
     saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
     assert saved["callbacks"][0]["init_args"]["filepath"] == "${run_dir}/best.pt"  # as written
     assert not (tmp_path / "${run_dir}").exists()
+    exported = fitkit.run(path, "export", overrides=["--export.path", "${run_dir}/net.onnx"])
+    assert exported == str(tmp_path / "a" / "net.onnx")
 
 
 def test_keras_class_name_forms_give_the_model_and_the_callbacks(tf_kit, tmp_path):

@@ -419,7 +419,9 @@ def _export(
     from . import splits
 
     fmt = str(section["format"])
-    path = section["path"] or str(run_dir / "export" / _EXPORT_NAMES.get(fmt.lower(), "model"))
+    path = _fill_run_dir(section["path"], run_dir) or str(
+        run_dir / "export" / _EXPORT_NAMES.get(fmt.lower(), "model")
+    )
     options = dict(section["options"])
     if "example" not in options and "input_signature" not in options:
         name = next((n for n in ("predict", "test", "val") if n in data), "train")
