@@ -14,6 +14,7 @@ import sys
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -61,19 +62,43 @@ class FakeLogger(fitkit.callbacks.Callback):
     """A tracker's interface, recorded: log_params before fit, log_artifact for files."""
 
     calls: ClassVar[list] = []
+    artifact_runs: ClassVar[list] = []  # the run each log_artifact went to
 
     def __init__(self, project: str = "p") -> None:
         super().__init__()
         self.project = project
+        self.run = ""  # a tracker's run: opened by fit, kept in its state
+
+    def on_train_begin(self, logs=None):
+        self.run = self.run or f"run-{id(self)}"
+
+    def state_dict(self):
+        return {"run": self.run}
+
+    def load_state_dict(self, state):
+        self.run = state["run"]
 
     def log_params(self, params):
         FakeLogger.calls.append(("params", params))
 
     def log_artifact(self, path):
+        FakeLogger.artifact_runs.append(self.run)
         FakeLogger.calls.append(("artifact", os.path.basename(path), os.path.exists(path)))
 
     def on_epoch_end(self, epoch, logs=None):
         FakeLogger.calls.append(("epoch", epoch))
+
+
+class RankMark(fitkit.callbacks.Callback):
+    """Leaves ``rank<r>-of-<n>`` in ``folder`` at train begin: which processes trained."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def on_train_begin(self, logs=None):
+        name = f"rank{fitkit.distribute.rank()}-of-{fitkit.distribute.world_size()}"
+        pathlib.Path(self.folder, name).touch()
 
 
 def config(backend: str, run_dir, **sections) -> dict:
@@ -130,6 +155,27 @@ def test_a_crashed_run_resumes_from_its_run_dir_and_ends_as_an_unbroken_one(kit,
     np.testing.assert_array_equal(*outputs)
 
 
+def test_a_launched_config_run_trains_in_ddp_and_equals_one_process(torch_kit, tmp_path):
+    from conftest import cli_env, fitkit_cli
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    mark = {"class_path": "test_config.RankMark", "init_args": {"folder": str(marks)}}
+    cfg = config("torch", tmp_path / "ddp", callbacks=[mark], strategy="ddp")
+    path = write(tmp_path / "ddp.yaml", cfg)
+    tests = str(pathlib.Path(__file__).parent)
+    env = cli_env(PYTHONPATH=os.pathsep.join([tests, *sys.path]))
+    done = fitkit_cli("launch", "-n", "2", "-m", "fitkit.cli", "fit", "--config", path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(os.listdir(marks)) == ["rank0-of-2", "rank1-of-2"]
+    one = fitkit.run(config("torch", tmp_path / "one", callbacks=[], strategy="none"))
+    launched = pd.read_csv(tmp_path / "ddp" / "history.csv")
+    np.testing.assert_allclose(launched["loss"], one.history["loss"], rtol=1e-5)
+    written = sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.name != "backup")
+    assert written == ["checkpoints", "config.yaml", "history.csv", "trackers.json"]
+    assert not list((tmp_path / "ddp").glob("*.part"))
+
+
 def test_validate_predict_export_and_loggers_on_a_trained_run_dir(torch_kit, tmp_path, capsys):
     FakeLogger.calls.clear()
     run_dir = tmp_path / "run"
@@ -153,11 +199,36 @@ def test_validate_predict_export_and_loggers_on_a_trained_run_dir(torch_kit, tmp
     np.testing.assert_array_equal(np.load(run_dir / "predictions.npy"), predictions)
 
     FakeLogger.calls.clear()
+    FakeLogger.artifact_runs.clear()
+    fit_run = json.loads((run_dir / "trackers.json").read_text())[0]["state"]["run"]
     assert cli.main(["export", "--config", path, "--export.format", "onnx"]) == 0
     exported = run_dir / "export" / "model.onnx"
-    assert FakeLogger.calls == [("artifact", "model.onnx", True)]
+    # the weights ONNX keeps beside the graph too: the logged artifact loads
+    assert FakeLogger.calls == [
+        ("artifact", "model.onnx", True),
+        ("artifact", "model.onnx.data", True),
+    ]
+    assert FakeLogger.artifact_runs == [fit_run] * 2  # the fit's run, not a new one
     loaded = fitkit.load_exported(str(exported)).predict(tiny_data()["predict"])
     np.testing.assert_allclose(loaded, predictions, rtol=1e-4, atol=1e-5)
+
+
+def test_run_dir_in_a_callbacks_path_follows_the_run_dir_override(torch_kit, tmp_path, capsys):
+    best = {
+        "class_path": "fitkit.callbacks.ModelCheckpoint",
+        "init_args": {"filepath": "${run_dir}/best.pt", "save_best_only": True},
+    }
+    path = write(tmp_path / "run.yaml", config("torch", tmp_path / "a", callbacks=[best]))
+    fitkit.run(path)
+    assert cli.main(["fit", "--config", path, "--run_dir", str(tmp_path / "b")]) == 0
+    said = f"trained 3 epoch(s) in {tmp_path / 'b'}: config.yaml, checkpoints/last.ckpt, history"
+    assert said in capsys.readouterr().out  # the CLI says where the run is
+    assert (tmp_path / "a" / "best.pt").is_file() and (tmp_path / "b" / "best.pt").is_file()
+    saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
+    assert saved["callbacks"][0]["init_args"]["filepath"] == "${run_dir}/best.pt"  # as written
+    assert not (tmp_path / "${run_dir}").exists()
+    exported = fitkit.run(path, "export", overrides=["--export.path", "${run_dir}/net.onnx"])
+    assert exported == str(tmp_path / "a" / "net.onnx")
 
 
 def test_keras_class_name_forms_give_the_model_and_the_callbacks(tf_kit, tmp_path):
@@ -198,6 +269,17 @@ def test_a_run_dir_holding_another_config_is_refused_unless_overwritten(torch_ki
     (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
     with pytest.raises(fitkit.FitkitError, match=r"fit\.epochs: 7 -> 3.*new run_dir.*--overwrite"):
         fitkit.run(cfg)
+    # a key filled in, one list item changed: each named alone, not its whole dict or list
+    stop = {"class_path": "fitkit.callbacks.EarlyStopping", "init_args": {"patience": 2}}
+    other = {**yaml.safe_load(runner.dump(resolved)), "callbacks": [stop]}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(other))
+    changed = {**cfg, "callbacks": [{**stop, "init_args": {"patience": 5}}]}
+    changed["data"] = {**cfg["data"], "init_args": {"n": 48}}
+    with pytest.raises(fitkit.FitkitError) as refused:
+        fitkit.run(changed)
+    assert "(callbacks.0.init_args.patience: 2 -> 5; data.init_args.n: None -> 48)" in str(
+        refused.value
+    )
     assert not (run_dir / "checkpoints").exists()
     fitkit.run(cfg, overwrite=True)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["fit"]["epochs"] == 3
@@ -219,6 +301,29 @@ def test_print_config_fills_defaults_merges_files_and_applies_overrides(tmp_path
     assert cli.main(["fit", "--config", again, "--print_config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == printed
     assert not (tmp_path / "run").exists()
+
+
+def test_an_override_of_one_list_item_goes_to_that_item(tmp_path):
+    stop = {"class_path": "fitkit.callbacks.EarlyStopping", "init_args": {"patience": 2}}
+    log = {"class_path": "test_config.FakeLogger", "init_args": {"project": "a"}}
+    path = write(tmp_path / "a.yaml", config("torch", tmp_path / "run", callbacks=[stop, log]))
+    argv = ["--config", path, "--callbacks.0.init_args.patience", "5"]
+    resolved, _ = parser.parse("fit", [*argv, "--callbacks.1.init_args.project=b"])
+    assert resolved["callbacks"] == [
+        {**stop, "init_args": {"patience": 5}},  # jsonargparse alone put it in the last item
+        {**log, "init_args": {"project": "b"}},
+    ]
+    # an error in item 0 is the file's, though the command line changed item 1
+    typo = {**stop, "init_args": {"patiense": 2}}
+    typo_path = write(tmp_path / "t.yaml", config("torch", tmp_path / "run", callbacks=[typo, log]))
+    with pytest.raises(
+        fitkit.FitkitError, match=r"^\S*t\.yaml: callbacks\[0\]\.init_args\.patiense"
+    ):
+        runner._run("fit", ["--config", typo_path, "--callbacks.1.init_args.project=b"], {})
+    with pytest.raises(
+        fitkit.FitkitError, match=r"--callbacks\.2\.init_args\.x: callbacks holds 2"
+    ):
+        parser.parse("fit", ["--config", path, "--callbacks.2.init_args.x", "1"])
 
 
 def test_fit_help_lists_the_sections_with_their_defaults(capsys):
@@ -318,13 +423,37 @@ def test_the_cli_prints_one_error_line_and_exits_2(tmp_path, capsys):
     assert err.startswith(f"fitkit fit: error: {path}: unknown key 'fit.epoch'")
 
 
-def test_validate_without_a_checkpoint_says_to_fit_first(tmp_path):
+def test_validate_without_a_checkpoint_says_to_fit_first(tmp_path, capsys):
     with pytest.raises(fitkit.FitkitError, match=r"no checkpoint at .*last\.ckpt.*fitkit fit"):
         fitkit.run(config("torch", tmp_path / "run"), "validate")
     with pytest.raises(fitkit.FitkitError, match=r"--ckpt_path is for validate.*resumes"):
         fitkit.run(config("torch", tmp_path / "run"), ckpt_path=tmp_path / "x.ckpt")
     with pytest.raises(fitkit.FitkitError, match=r"^the command line: key 'backend'.*'tf'"):
         fitkit.run(config("torch", tmp_path / "run"), overrides=["--backend", "jax"])
+    assert not (tmp_path / "run").exists()
+    path = write(tmp_path / "run.yaml", config("torch", tmp_path / "run"))
+    assert cli.main(["validate", "--config", path]) == 2
+    assert capsys.readouterr().err.startswith("fitkit validate: error: no checkpoint at ")
+
+
+def test_a_strategy_is_checked_by_name_and_says_how_to_launch_a_config(torch_kit, tmp_path):
+    cfg = config("torch", tmp_path / "run")
+    with pytest.raises(fitkit.FitkitError, match=r"key 'strategy'.*'dpp'\. Did you mean 'ddp'"):
+        fitkit.run(cfg, overrides=["--strategy", "dpp"])
+    with pytest.raises(
+        fitkit.FitkitError, match=r"key 'strategy'.*fitkit launch -n N -m fitkit\.cli fit"
+    ):
+        fitkit.run(cfg, overrides=["--strategy", "ddp"])  # no launcher here
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_error_of_compile_names_the_file_and_the_section(torch_kit, tmp_path):
+    cfg = config("torch", tmp_path / "run")
+    path = write(tmp_path / "run.yaml", {**cfg, "compile": {"optimizer": "adamm", "loss": "mse"}})
+    with pytest.raises(
+        fitkit.FitkitError, match=r"^\S*run\.yaml: compile: Unknown optimizer 'adamm'"
+    ):
+        fitkit.run(path)
     assert not (tmp_path / "run").exists()
 
 
@@ -391,6 +520,7 @@ def test_the_example_config_trains_the_text_classifier_from_the_command_line(tmp
     assert (
         history[0].startswith("epoch,loss,accuracy,top_2_accuracy,val_loss") and len(history) == 2
     )
+    assert (run_dir / "best.ckpt").is_file()  # the example's ModelCheckpoint, in run_dir
 
 
 def test_the_example_config_trains_on_tensorflow_by_its_backend_key(tf_kit, tmp_path, monkeypatch):

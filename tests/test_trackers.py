@@ -7,6 +7,7 @@ Nothing reaches a network: W&B runs offline, MLflow's stores are under tmp_path.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -14,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -239,6 +241,57 @@ def test_mlflow_resumed_fit_continues_the_same_run(mlflow_store, tmp_path):
     assert [s for s, _ in _metric(client, first.run_id, "batch_loss")] == list(range(1, 10))
 
 
+def test_a_fit_resumed_after_a_kill_logs_the_best_checkpoint_the_killed_fit_wrote(
+    mlflow_store, tmp_path, monkeypatch
+):
+    """The best checkpoint (epoch 0's: the largest loss, with mode max) was written before the
+    kill, so the resumed fit never rewrites it: it is logged at the resumed fit's end all the
+    same. (A kill runs no on_train_end: the killed fit logs nothing at its end.)"""
+    from fitkit.callbacks.trackers import base
+
+    uri, _ = mlflow_store
+    best = tmp_path / "best.pt"
+
+    def run(kill: bool):
+        model = _model()
+        tracker = MLflowLogger(uri, experiment_name="killed")
+        if kill:
+            tracker.on_train_end = lambda logs=None: None  # SIGKILL: the process just ends
+
+        def stop(epoch, logs):
+            if kill and epoch == 2:
+                raise RuntimeError("killed")
+
+        callbacks = [
+            LambdaCallback(on_epoch_begin=stop),
+            tracker,
+            ModelCheckpoint(str(best), monitor="loss", mode="max", save_best_only=True),
+            BackupAndRestore(str(tmp_path / "backup"), verbose=0),
+        ]
+        with pytest.raises(RuntimeError) if kill else contextlib.nullcontext():
+            _fit(model, callbacks)
+        return tracker
+
+    first = run(kill=True)
+    written = os.path.getmtime(best)
+    # the resumed process starts well after the checkpoint was written (a restart, a queue)
+    later = time.time() + 100
+    monkeypatch.setattr(base, "time", types.SimpleNamespace(time=lambda: later))
+    second = run(kill=False)
+    assert second.run_id == first.run_id and os.path.getmtime(best) == written
+    assert _artifacts(_client(uri), first.run_id) == ["checkpoints/best.pt"]
+
+
+def test_a_new_sqlite_store_is_made_without_mlflow_chatter(tmp_path, capfd):
+    """MLflow's INFO notes on creating a store's tables would land among the epoch lines."""
+    pytest.importorskip("mlflow")
+    tracker = MLflowLogger(f"sqlite:///{tmp_path}/new.db", experiment_name="quiet")
+    _fit(_model(), [tracker], epochs=1)
+    out, err = capfd.readouterr()
+    assert "INFO" not in out + err and "database tables" not in out + err
+    assert (tmp_path / "new.db").is_file() and tracker.run_id is not None
+
+
 def test_a_failing_store_warns_and_training_goes_on(mlflow_store, monkeypatch):
     uri, _ = mlflow_store
     tracker = MLflowLogger(uri, experiment_name="tests")
@@ -429,6 +482,8 @@ def test_a_process_of_rank_other_than_0_writes_nothing(tmp_path, monkeypatch):
     for tracker in trackers:
         tracker.log_params(CONFIG)
         tracker.log_artifact(str(tmp_path / "config.yaml"))
+        # a file rank 0 writes need not exist here: no error stops this rank's training
+        tracker.log_artifact(str(tmp_path / "rank_0_only.yaml"))
     history = _fit(_model(), trackers)
     assert len(history) == 3
     assert os.listdir(tmp_path) == ["config.yaml"]  # no store, no run folder, no wandb cache

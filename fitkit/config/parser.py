@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,6 +21,8 @@ from ..errors import FitkitError, FitkitTypeError, FitkitValueError
 
 CONFIG_EXTRA = 'pip install "fitkit[config]"'
 SPEC_SECTIONS = ("model", "data")
+# fitkit.distribute.NAMES (not imported: parsing touches no framework module)
+STRATEGIES = ("none", "auto", "mirrored", "central_storage", "multi_worker", "ddp")
 SPEC_LISTS = ("callbacks", "loggers")
 # options of one command line: accepted by the parser, never part of the saved config
 LOCAL_KEYS = ("ckpt_path", "overwrite")
@@ -134,6 +137,14 @@ def build_parser(command: str) -> Any:
         "first); the resolved config records the one used",
     )
     parser.add_argument(
+        "--strategy",
+        type=str | None,
+        default=None,
+        help=f"the fitkit.distribute.strategy the network is built, compiled and trained in: "
+        f"{', '.join(STRATEGIES)} (default: the one fitkit launch / torchrun / TF_CONFIG asks "
+        f"for, else none; auto also takes several GPUs)",
+    )
+    parser.add_argument(
         "--run_dir",
         type=str | None,
         default=None,
@@ -153,13 +164,15 @@ def build_parser(command: str) -> Any:
         "--callbacks",
         type=list[dict[str, Any]],
         default=[],
-        help="list of {class_path, init_args} (or Keras's {class_name, config})",
+        help="list of {class_path, init_args} (or Keras's {class_name, config}); "
+        "--callbacks.N.init_args.KEY VALUE changes one key of item N",
     )
     parser.add_argument(
         "--loggers",
         type=list[dict[str, Any]],
         default=[],
-        help="trackers, as callbacks; given the resolved config before fit",
+        help="trackers, as callbacks; given the resolved config before fit; "
+        "--loggers.N.init_args.KEY VALUE changes one key of item N",
     )
     parser.add_method_arguments(Model, "validate", "validate", skip={*_DATA_ARGS, "return_dict"})
     parser.add_method_arguments(Model, "predict", "predict", skip=_DATA_ARGS)
@@ -340,6 +353,68 @@ def explain(err: Exception, parser: Any, sources: Sources) -> FitkitError:
     return FitkitValueError(f"{where}: {text}")
 
 
+# --callbacks.1.init_args.patience 5: one key of one item of a list section
+_LIST_ITEM = re.compile(r"--(callbacks|loggers)\.(\d+)\.([\w.]+)(?:=(.*))?$", re.DOTALL)
+
+
+def _value(text: str) -> Any:
+    """A command-line value as jsonargparse reads one: JSON first (1e-4 is a number), then
+    YAML (a bare word is a string)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml_module().safe_load(text)
+
+
+def _fold_list_items(parser: Any, argv: list[str], sources: Sources) -> list[str]:
+    """``argv`` with each ``--callbacks.N.key value`` / ``--loggers.N.key value`` applied to
+    item N of the list the rest of ``argv`` resolves, given back as one ``--callbacks`` /
+    ``--loggers`` option: jsonargparse would merge such a key into the list's last item."""
+    edits: list[tuple[str, int, str, str]] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        found = _LIST_ITEM.match(argv[i])
+        if found and (found[4] is not None or i + 1 < len(argv)):
+            value = found[4] if found[4] is not None else argv[i + 1]
+            edits.append((found[1], int(found[2]), found[3], value))
+            i += 1 if found[4] is not None else 2
+        else:
+            rest.append(argv[i])
+            i += 1
+    if not edits or any(t in ("-h", "--help") for t in rest):
+        return argv
+    base = [t for t in rest if not t.startswith("--print_config")]
+    try:
+        lists = parser.parse_args(base).as_dict()
+    except argparse.ArgumentError as err:
+        raise explain(err, parser, sources) from None
+    for section, index, key, value in edits:
+        items = lists[section]
+        option = f"--{section}.{index}.{key}"
+        if index >= len(items):
+            raise FitkitValueError(
+                f"{COMMAND_LINE}: {option}: {section} holds {len(items)} item(s), numbered from "
+                f"0. Fix: give an index below {len(items)}, or the whole list as --{section} "
+                f"'[...]'."
+            )
+        node = items[index]
+        *parents, last = key.split(".")
+        for part in parents:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
+                raise FitkitValueError(
+                    f"{COMMAND_LINE}: {option}: {section}[{index}].{part} is no mapping. Fix: "
+                    f"name a key under a mapping such as init_args."
+                )
+        node[last] = _value(value)
+    for section in dict.fromkeys(edit[0] for edit in edits):
+        rest += [f"--{section}", json.dumps(lists[section], default=str)]
+    return rest
+
+
 def parse(
     command: str, argv: Sequence[str], names: Mapping[str, str] | None = None
 ) -> tuple[dict[str, Any], Sources]:
@@ -348,8 +423,9 @@ def parse(
     require_jsonargparse()
     parser = build_parser(command)
     sources = Sources(argv, names)
+    argv = _fold_list_items(parser, list(argv), sources)
     try:
-        namespace = parser.parse_args(list(argv))
+        namespace = parser.parse_args(argv)
     except argparse.ArgumentError as err:
         raise explain(err, parser, sources) from None
     resolved = namespace.as_dict()

@@ -9,19 +9,26 @@ specs are specs.py's, the data's splits are splits.py's; training is fitkit.Mode
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import pathlib
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FitkitError, FitkitValueError
 
+if TYPE_CHECKING:
+    from .parser import Sources
+
 COMMANDS = ("fit", "validate", "predict", "export")
 CONFIG_FILE = "config.yaml"
+RUN_DIR_FIELD = "${run_dir}"  # in a spec's strings: the run's folder
 BACKUP_DIR = "backup"
+# each logger's state (its tracker run) after fit: export logs its artifact to that run
+TRACKERS_FILE = "trackers.json"
 LAST_CKPT = os.path.join("checkpoints", "last.ckpt")
 _EXPORT_NAMES = {
     "onnx": "model.onnx",
@@ -85,9 +92,18 @@ def main(command: str, argv: Sequence[str]) -> int:
     except SystemExit as done:  # --help, --print_config
         return done.code if isinstance(done.code, int) else 0
     except FitkitError as err:
-        print(f"fitkit {command}: error: {err}", file=sys.stderr)
+        text = str(err)
+        text = text.removeprefix(f"fitkit {command}: ")  # said once
+        print(f"fitkit {command}: error: {text}", file=sys.stderr)
         return 2
-    if command == "validate":
+    from .. import distribute
+
+    if not distribute.is_main_process():
+        return 0  # under fitkit launch, one process reports
+    if command == "fit":
+        epochs = len(result.epoch)
+        print(f"trained {epochs} epoch(s) in {run_dir}: {CONFIG_FILE}, {LAST_CKPT}, history.csv")
+    elif command == "validate":
         print(json.dumps(result))
     elif command == "predict":
         print(f"predictions in {run_dir}: {_shapes(result)}")
@@ -110,11 +126,19 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
 
     resolved, sources = parser.parse(command, argv, names)
     ckpt_path, overwrite = (resolved.pop(k) for k in parser.LOCAL_KEYS)
-    built = {name: specs.load(resolved[name], name, sources, name) for name in parser.SPEC_SECTIONS}
+    if resolved["run_dir"] is None:
+        files = [f for f in sources.files if os.path.isfile(f)]
+        resolved["run_dir"] = os.path.join("runs", pathlib.Path(files[-1]).stem if files else "run")
+    run_dir = pathlib.Path(resolved["run_dir"])
+    # the specs are built with ${run_dir} filled in; config.yaml keeps it as written
+    filled = _fill_run_dir(
+        {k: resolved[k] for k in parser.SPEC_SECTIONS + parser.SPEC_LISTS}, run_dir
+    )
+    built = {name: specs.load(filled[name], name, sources, name) for name in parser.SPEC_SECTIONS}
     object_specs = {
         section: [
             specs.load(value, f"{section}[{i}]", sources, "callback")
-            for i, value in enumerate(resolved[section])
+            for i, value in enumerate(filled[section])
         ]
         for section in parser.SPEC_LISTS
     }
@@ -122,14 +146,18 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
         specs.load(value, path, sources, "object")
         for path, value in specs.nested(resolved["compile"], "compile").items()
     ]
+    strategy = resolved["strategy"]
+    if strategy is not None and strategy not in parser.STRATEGIES:
+        near = parser.nearest(strategy, parser.STRATEGIES)
+        raise FitkitValueError(
+            f"{sources.origin('strategy')}: key 'strategy' has a wrong value: {strategy!r}."
+            + (f" Did you mean {near!r}?" if near else "")
+            + f" Fix: one of {', '.join(parser.STRATEGIES)}, or leave it out."
+        )
     try:
         resolved["backend"] = _backend(resolved["backend"])
     except FitkitValueError as err:
         raise FitkitValueError(f"{sources.origin('backend')}: key 'backend': {err}") from None
-    if resolved["run_dir"] is None:
-        files = [f for f in sources.files if os.path.isfile(f)]
-        resolved["run_dir"] = os.path.join("runs", pathlib.Path(files[-1]).stem if files else "run")
-    run_dir = pathlib.Path(resolved["run_dir"])
     if command == "fit":
         if ckpt_path is not None:
             raise FitkitValueError(
@@ -144,8 +172,21 @@ def _run(command: str, argv: list[str], names: dict[str, str]) -> tuple[Any, pat
                 f"fitkit {command}: no checkpoint at {ckpt_path}. Fix: run fitkit fit with this "
                 f"config first, or give --ckpt_path."
             )
-    with _backend_env(resolved["backend"]):
-        return _work(command, resolved, built, object_specs, run_dir, ckpt_path), run_dir
+    with _backend_env(resolved["backend"]), _strategy(command, strategy, sources):
+        work = _work(command, resolved, built, object_specs, run_dir, ckpt_path, sources)
+        return work, run_dir
+
+
+def _fill_run_dir(tree: Any, run_dir: pathlib.Path) -> Any:
+    """``tree`` with ``${run_dir}`` in its strings replaced by ``run_dir``: a callback's file
+    (a ModelCheckpoint's, a tracker's store) follows --run_dir."""
+    if isinstance(tree, str):
+        return tree.replace(RUN_DIR_FIELD, os.fspath(run_dir))
+    if isinstance(tree, Mapping):
+        return {key: _fill_run_dir(value, run_dir) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_fill_run_dir(value, run_dir) for value in tree]
+    return tree
 
 
 def _backend(name: str | None) -> str:
@@ -169,13 +210,54 @@ def _backend_env(name: str) -> Iterator[None]:
             os.environ[ENV_VAR] = before
 
 
+@contextlib.contextmanager
+def _strategy(command: str, name: str | None, sources: Sources) -> Iterator[None]:
+    """The strategy the network is built, compiled and run in: ``name``, else the one the
+    launcher's environment asks for (torchrun's variables, TF_CONFIG), else none. Export
+    traces one process's network: it takes none."""
+    from .. import distribute
+
+    chosen = name or distribute.environment_name() or None
+    if command == "export" or chosen is None or chosen == "none":
+        yield
+        return
+    entered = distribute.strategy(chosen)
+    try:
+        entered.__enter__()
+    except FitkitError as err:  # refused before any work: say which key, and how to launch
+        if name and err.args and isinstance(err.args[0], str):
+            err.args = (
+                f"{sources.origin('strategy')}: key 'strategy': {err.args[0]} A config run "
+                f"starts as: fitkit launch -n N -m fitkit.cli {command} --config ...",
+                *err.args[1:],
+            )
+        raise
+    with contextlib.ExitStack() as stack:
+        stack.push(entered)
+        yield
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` whole or not at all: other ranks may be reading ``path`` meanwhile."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, path)
+
+
 def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping) and tree:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: tree}
+    """Dotted key path -> value (list items by index: 'callbacks.0.init_args.patience'); an
+    empty dict or list is no leaf, so that a key filled in shows as itself, not its parent."""
+    items: Iterable[tuple[Any, Any]]
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def dump(resolved: Mapping[str, Any]) -> str:
@@ -218,6 +300,7 @@ def _work(
     object_specs: dict[str, list[Any]],  # callbacks, loggers, compile
     run_dir: pathlib.Path,
     ckpt_path: str | None,
+    sources: Sources,
 ) -> Any:
     import fitkit
 
@@ -226,7 +309,12 @@ def _work(
     fitkit.set_seed(resolved["seed"])
     model: Any = fitkit.Model(built["model"].build())
     in_compile = {spec.key: spec for spec in object_specs["compile"]}
-    model.compile(**specs.with_objects(resolved["compile"], "compile", in_compile))
+    try:
+        model.compile(**specs.with_objects(resolved["compile"], "compile", in_compile))
+    except FitkitError as err:  # compile's own refusal (an optimizer name...): whose key
+        if err.args and isinstance(err.args[0], str):
+            err.args = (f"{sources.origin('compile')}: compile: {err.args[0]}", *err.args[1:])
+        raise
     data = splits.read(built["data"].build(), "data")
     if command == "fit":
         callbacks = [spec.build() for spec in object_specs["callbacks"]]
@@ -266,7 +354,7 @@ def _fit(
     config_file = run_dir / CONFIG_FILE
     if distribute.is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_file.write_text(dump(resolved), encoding="utf-8")
+        _write_text(config_file, dump(resolved))
     for logger in loggers:
         if callable(getattr(logger, "log_params", None)):
             logger.log_params(json.loads(json.dumps(resolved)))
@@ -279,7 +367,28 @@ def _fit(
     model.save_checkpoint(str(run_dir / LAST_CKPT))
     if distribute.is_main_process():
         history.df.to_csv(run_dir / "history.csv", index=False)
+        states = [_state_of(logger) for logger in loggers]
+        _write_text(run_dir / TRACKERS_FILE, json.dumps(states, default=str))
     return history
+
+
+def _state_of(logger: Any) -> dict[str, Any]:
+    state = logger.state_dict() if callable(getattr(logger, "state_dict", None)) else {}
+    return {"class": type(logger).__name__, "state": state}
+
+
+def _loggers_of_the_fit(logger_specs: list[Any], run_dir: pathlib.Path) -> list[Any]:
+    """The config's loggers, each given back the state it ended fit with (a tracker: its
+    run), so that what they log after fit goes to the fit's runs."""
+    loggers = [spec.build() for spec in logger_specs]
+    try:
+        saved = json.loads((run_dir / TRACKERS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = []  # a run_dir from before trackers.json: new runs
+    for logger, entry in zip(loggers, saved, strict=False):  # a config may add loggers
+        if entry.get("class") == type(logger).__name__ and entry.get("state"):
+            logger.load_state_dict(entry["state"])
+    return loggers
 
 
 def _save_predictions(outputs: Any, run_dir: pathlib.Path) -> None:
@@ -305,19 +414,26 @@ def _export(
     run_dir: pathlib.Path,
     logger_specs: list[Any],
 ) -> str:
+    from .. import distribute
     from ..export import EXAMPLE_ROWS
     from . import splits
 
     fmt = str(section["format"])
-    path = section["path"] or str(run_dir / "export" / _EXPORT_NAMES.get(fmt.lower(), "model"))
+    path = _fill_run_dir(section["path"], run_dir) or str(
+        run_dir / "export" / _EXPORT_NAMES.get(fmt.lower(), "model")
+    )
     options = dict(section["options"])
     if "example" not in options and "input_signature" not in options:
         name = next((n for n in ("predict", "test", "val") if n in data), "train")
         options["example"] = splits.first_inputs(data[name], EXAMPLE_ROWS)
+    if not distribute.is_main_process():
+        return path  # one process writes the artifact
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     written = model.export(path, format=fmt, **options)
-    for spec in logger_specs:
-        logger = spec.build()
+    # an artifact may come in several files (ONNX's external weights: model.onnx.data)
+    parts = [written, *sorted(glob.glob(glob.escape(written) + ".*"))]
+    for logger in _loggers_of_the_fit(logger_specs, run_dir):
         if callable(getattr(logger, "log_artifact", None)):
-            logger.log_artifact(written)
+            for part in parts:
+                logger.log_artifact(part)
     return written

@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -194,7 +195,8 @@ def _callback_class(name: str, key: str, origin: str) -> Callable[..., Any]:
 def load(value: Any, key: str, sources: Sources, kind: str) -> Spec:
     """``value`` (from the parsed config at ``key``) as a checked Spec; ``kind`` is "model",
     "data" or "callback" (Keras's form means a model config or a callback name)."""
-    origin = sources.origin(key.split("[")[0])
+    # callbacks[1] is key path callbacks.1: an override of another item is not its origin
+    origin = sources.origin(re.sub(r"\[(\d+)\]", r".\1", key))
     if isinstance(value, str):
         value = {"class_path": value}
     if not isinstance(value, Mapping):

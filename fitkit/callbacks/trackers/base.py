@@ -88,6 +88,8 @@ class Tracker(Callback):
         self._files: list[tuple[str, str | None]] = []  # (path, folder) waiting for the run
         self._given_params = False  # log_params was called: fit's own params are not added
         self._fit_began = 0.0  # wall time this fit began: checkpoints written since then
+        # wall time the fit a restore continues began: its checkpoints count too
+        self._resumed_began: float | None = None
         self._fitting = False  # between this callback's train begin and train end
         self._ended_as = "FINISHED"  # how the run last ended: a reopened run ends so again
         self._restored = False  # the run id came from a backup: its run may be ahead of it
@@ -146,13 +148,13 @@ class Tracker(Callback):
         run. Before fit it waits for the run to open; after it ended, the same run is opened
         again for it."""
         path = os.fspath(path)
+        if not distribute.is_main_process():
+            return  # (the file may be rank 0's alone: written there, or not yet visible)
         if not os.path.exists(path):
             raise FitkitValueError(
                 f"{type(self).__name__}.log_artifact: {path!r} does not exist; give a file or "
                 f"a directory."
             )
-        if not distribute.is_main_process():
-            return
         self._files.append((os.path.abspath(path), None))
         self._send_now()
 
@@ -286,6 +288,7 @@ class Tracker(Callback):
 
     def on_train_end(self, logs: Mapping | None = None) -> None:
         self._fitting = False
+        resumed_began, self._resumed_began = self._resumed_began, None  # this fit's alone
         if not distribute.is_main_process():
             return
         if self._failed is not None:  # a broken store: end the run if it can, quietly
@@ -299,7 +302,7 @@ class Tracker(Callback):
         state = self.model.runtime.fit
         completed = state is None or state.completed
         if self.log_checkpoints:
-            for path in self._checkpoints():
+            for path in self._checkpoints(resumed_began):
                 self._files.append((path, "checkpoints"))
         reason = self.model.history.stop_reason if self.model.history is not None else None
         error = sys.exc_info()[1]  # on_train_end runs inside fit's except on an error
@@ -321,7 +324,7 @@ class Tracker(Callback):
     def _end_note(self, reason: str | None) -> None:
         """Record why the fit stopped early (EarlyStopping, an error), where the backend can."""
 
-    def _checkpoints(self) -> Iterator[str]:
+    def _checkpoints(self, resumed_began: float | None) -> Iterator[str]:
         """The newest file each ModelCheckpoint of this fit wrote (the best one, with
         save_best_only; else the last), if written during this fit."""
         from ..files import ModelCheckpoint
@@ -331,7 +334,9 @@ class Tracker(Callback):
             if not isinstance(cb, ModelCheckpoint):
                 continue
             found = [p for p in glob.glob(_pattern_glob(cb.filepath)) if os.path.isfile(p)]
-            recent = [p for p in found if os.path.getmtime(p) >= self._fit_began - 1]
+            # a resumed fit's best may be one the killed fit wrote before its last backup
+            began = min(self._fit_began, resumed_began or self._fit_began)
+            recent = [p for p in found if os.path.getmtime(p) >= began - 1]
             if recent:
                 yield os.path.abspath(max(recent, key=os.path.getmtime))
 
@@ -343,6 +348,7 @@ class Tracker(Callback):
             "run_id": self.run_id or "",
             "global_step": self.global_step,
             "last_batch": self._last_batch,
+            "fit_began": self._resumed_began or self._fit_began,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -354,6 +360,9 @@ class Tracker(Callback):
         self._restored = run_id is not None
         self._logged_to = (-1, -1)
         self.global_step, self._last_batch = int(state["global_step"]), int(state["last_batch"])
+        # (a backup written before this key existed: the checkpoints of this fit alone)
+        began = state.get("fit_began")
+        self._resumed_began = float(began) if began else None
 
 
 class _Unset:

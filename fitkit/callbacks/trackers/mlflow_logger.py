@@ -6,15 +6,36 @@ Owns the MLflow calls and MLflow's limits; when to call them is trackers/base.py
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pathlib
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ...errors import FitkitError
 from .base import Tracker, require
+
+# MLflow's INFO lines when it creates or upgrades a database store, printed among the epochs
+_STORE_SETUP_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")
+
+
+@contextlib.contextmanager
+def _quiet_store_setup() -> Iterator[None]:
+    """Only warnings and errors from MLflow's store setup (its progress notes are noise in a
+    fit's output)."""
+    loggers = [logging.getLogger(name) for name in _STORE_SETUP_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
 
 _DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
 _MAX_VALUE = 6000  # MLflow refuses a param value longer than this
@@ -93,15 +114,16 @@ class MLflowLogger(Tracker):
         tracking = require("mlflow.tracking", "mlflow", "MLflowLogger")
         uri = self.tracking_uri or require("mlflow", "mlflow", "MLflowLogger").get_tracking_uri()
         try:
-            client = tracking.MlflowClient(tracking_uri=uri)
-            found = client.get_experiment_by_name(self.experiment_name)
-            self._experiment_id = (
-                found.experiment_id
-                if found is not None
-                else client.create_experiment(
-                    self.experiment_name, artifact_location=self._default_artifacts(uri)
+            with _quiet_store_setup():
+                client = tracking.MlflowClient(tracking_uri=uri)
+                found = client.get_experiment_by_name(self.experiment_name)
+                self._experiment_id = (
+                    found.experiment_id
+                    if found is not None
+                    else client.create_experiment(
+                        self.experiment_name, artifact_location=self._default_artifacts(uri)
+                    )
                 )
-            )
         except Exception as err:  # any failure of MLflow's store, said before training
             raise FitkitError(
                 f"MLflowLogger cannot use the tracking store {uri!r}: {type(err).__name__}: {err}"
