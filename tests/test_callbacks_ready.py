@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_classes, make_regression
+from conftest import assert_unchanged, compiled, make_classes, make_regression
 
 import fitkit
 from fitkit.callbacks import (
@@ -415,6 +415,18 @@ def test_model_checkpoint_errors_are_clear_and_early(kit, regression, tmp_path):
         ModelCheckpoint("w-{}.pt")
     with pytest.raises(FitkitValueError, match="save_freq"):
         ModelCheckpoint("w.pt", save_freq="step")
+
+
+def test_model_checkpoint_refuses_a_tf_weights_name_before_training(tf_kit, regression, tmp_path):
+    model, net = compiled(tf_kit)
+    model.fit(*regression, epochs=1, verbose=0)  # built, so its weights can be compared
+    before = tf_kit.weights(net)
+    with pytest.raises(FitkitValueError, match=r"'\.weights\.h5'.*save_weights_only=False"):
+        model.fit(
+            *regression, epochs=2, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / "b.ckpt"))]
+        )
+    assert_unchanged(tf_kit, net, before)
+    assert os.listdir(tmp_path) == []
 
 
 def test_model_checkpoint_skips_epochs_without_validation(kit, regression, tmp_path):

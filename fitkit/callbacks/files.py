@@ -189,6 +189,17 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint: filepath {self.filepath!r} is a folder; give a file name "
                 f"inside it, e.g. {os.path.join(self.filepath, 'weights-{epoch:02d}.pt')!r}."
             )
+        # refused here, not at the first save an epoch later
+        if (
+            self.save_weights_only
+            and self.model.backend == "tensorflow"
+            and not example.endswith(".weights.h5")
+        ):
+            raise FitkitValueError(
+                f"ModelCheckpoint: TensorFlow weights are saved as Keras '.weights.h5' files; "
+                f"filepath {self.filepath!r} ends otherwise. Use a path ending in '.weights.h5', "
+                f"or save_weights_only=False for a fitkit checkpoint (any name)."
+            )
         self._warned = set()
 
     def on_epoch_begin(self, epoch: int, logs: Mapping | None = None) -> None:
