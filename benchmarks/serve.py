@@ -402,7 +402,7 @@ def main() -> None:
 
 
 HEADER = (
-    f"{'server':<18}{'clients':>8}{'req/s':>16}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
+    f"{'server':<18}{'clients':>8}{'req/s':>22}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
     f"{'server us/req':>15}{'client us/req':>15}{'client %':>9}{'rows/batch':>11}"
 )
 
@@ -415,7 +415,7 @@ def _line(row: dict) -> str:
     share = "" if server is None else f"{100 * client / (client + server):.0f}"
     batch = "" if row.get("rows_per_batch") is None else f"{row['rows_per_batch']:.1f}"
     return (
-        f"{row['server']:<18}{row['clients']:>8}{rps:>16}{row['p50_ms']:>9.2f}"
+        f"{row['server']:<18}{row['clients']:>8}{rps:>22}{row['p50_ms']:>9.2f}"
         f"{row['p99_ms']:>9.2f}{row['errors']:>7}"
         f"{'' if server is None else f'{server:.0f}':>15}{client:>15.0f}{share:>9}{batch:>11}"
     )
