@@ -70,13 +70,17 @@ def pytest_collection_modifyitems(config, items) -> None:
         if module is not None:
             modules[item.nodeid.split("::")[0]] = module
     stale = []
+    ids = {item.nodeid for item in items}
+    # a parametrization's id (a docs snippet's line number) is checked too, where whole
+    # functions were collected (no node id given on the command line)
+    whole = not any("::" in str(arg) for arg in config.args)
     for entry in sorted(entries):
         path, *names = entry.split("[")[0].split("::")
         if path in modules:
             owner = modules[path]
             for name in names:
                 owner = getattr(owner, name, None)
-            if owner is None:
+            if owner is None or (whole and "[" in entry and entry not in ids):
                 stale.append(entry)
     if stale:
         raise pytest.UsageError(f"{SLOW_LIST} names tests that do not exist: {stale}")
