@@ -423,6 +423,15 @@ def test_the_cli_prints_one_error_line_and_exits_2(tmp_path, capsys):
     assert err.startswith(f"fitkit fit: error: {path}: unknown key 'fit.epoch'")
 
 
+def test_a_bare_command_says_to_give_a_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["fit"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fitkit fit: error: no --config given and no model on the command line")
+    assert "--config run.yaml" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
 def test_validate_without_a_checkpoint_says_to_fit_first(tmp_path, capsys):
     with pytest.raises(fitkit.FitkitError, match=r"no checkpoint at .*last\.ckpt.*fitkit fit"):
         fitkit.run(config("torch", tmp_path / "run"), "validate")

@@ -244,8 +244,13 @@ def load(value: Any, key: str, sources: Sources, kind: str) -> Spec:
             f"{origin}: {key} takes class_path + init_args (Keras's class_name form names "
             f"models and callbacks only). Fix: {key}.class_path: 'package.module:function'."
         )
+    if origin == "the defaults" and not sources.files:  # `fitkit fit` with no config at all
+        raise FitkitValueError(
+            f"no --config given and no {key} on the command line. Fix: fitkit <command> "
+            f"--config run.yaml (docs/config.md), or --{key} as {_FORMS}."
+        )
     if origin == "the defaults":  # nothing set it: name the files that lack it
-        origin = ", ".join(sources.files) or "the command line"
+        origin = ", ".join(sources.files)
     raise FitkitValueError(f"{origin}: {key} is missing. Fix: write {_FORMS}.")
 
 
