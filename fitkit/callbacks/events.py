@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from numbers import Integral
 from typing import Any
 
 from .. import distribute
@@ -18,6 +17,7 @@ from ..backend import backend_module
 from ..errors import FitkitError, FitkitTypeError, FitkitValueError
 from ..history import LR_KEY, is_lr_column
 from .base import Callback
+from .monitor import is_step_count
 
 
 # ---------------------------------------------------------------------- TensorBoard
@@ -46,11 +46,7 @@ class TensorBoard(Callback):
             )
         if update_freq == "batch":
             update_freq = 1
-        if update_freq != "epoch" and (
-            isinstance(update_freq, bool)
-            or not isinstance(update_freq, Integral)
-            or update_freq < 1
-        ):
+        if update_freq != "epoch" and not is_step_count(update_freq):
             raise FitkitValueError(
                 f"TensorBoard(update_freq=...) takes 'epoch', 'batch' or a "
                 f"number of steps >= 1; got {update_freq!r}."

@@ -12,14 +12,14 @@ import os
 import string
 import warnings
 from collections.abc import Iterator, Mapping
-from numbers import Integral, Real
+from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 from .. import distribute
 from ..errors import FitkitTypeError, FitkitValueError
 from ..history import LR_KEY
 from .base import Callback
-from .monitor import Improvement, check_monitor, check_number
+from .monitor import Improvement, check_monitor, check_number, is_step_count
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -130,9 +130,7 @@ class ModelCheckpoint(Callback):
         self.save_weights_only = bool(save_weights_only)
         self.is_better = Improvement(name, self.monitor, mode, 0)
         self.mode = self.is_better.mode
-        if save_freq != "epoch" and (
-            isinstance(save_freq, bool) or not isinstance(save_freq, Integral) or save_freq < 1
-        ):
+        if save_freq != "epoch" and not is_step_count(save_freq):
             raise FitkitValueError(
                 f"ModelCheckpoint(save_freq=...) takes 'epoch' or a number of "
                 f"training steps >= 1; got {save_freq!r}."

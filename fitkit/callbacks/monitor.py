@@ -46,6 +46,11 @@ def check_count(owner: str, arg: str, value: Any) -> int:
     return int(value)
 
 
+def is_step_count(value: Any) -> bool:
+    """A whole number of training steps >= 1 (a bool is not one): save and log frequencies."""
+    return not isinstance(value, bool) and isinstance(value, Integral) and int(value) >= 1
+
+
 @overload
 def check_number(
     owner: str, arg: str, value: Any, *, allow_none: Literal[False] = False

@@ -15,12 +15,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
 from ... import distribute
 from ...errors import FitkitError, FitkitValueError
 from ..base import Callback
+from ..monitor import is_step_count
 
 
 def require(module: str, extra: str, owner: str) -> Any:
@@ -65,11 +66,7 @@ class Tracker(Callback):
 
     def __init__(self, log_every_n_steps: int | None, log_checkpoints: bool) -> None:
         super().__init__()
-        if log_every_n_steps is not None and (
-            isinstance(log_every_n_steps, bool)
-            or not isinstance(log_every_n_steps, Integral)
-            or log_every_n_steps < 1
-        ):
+        if log_every_n_steps is not None and not is_step_count(log_every_n_steps):
             raise FitkitValueError(
                 f"{type(self).__name__}(log_every_n_steps=...) takes None (epoch metrics only) "
                 f"or a number of training steps >= 1; got {log_every_n_steps!r}."
